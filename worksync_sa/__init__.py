@@ -1,0 +1,60 @@
+"""worksync_sa: run each cron job at most N times per tick across a fleet.
+
+A SQLAlchemy plugin re-creating the Go library worksync: a scheduler writes
+``max_run`` QUEUED rows ahead of every tick, and workers claim them with one
+atomic UPDATE each. See README.md.
+"""
+
+from .config import RetryPolicy as RetryPolicy
+from .config import SchedulerConfig as SchedulerConfig
+from .errors import ClaimLostError as ClaimLostError
+from .errors import InvalidConfigError as InvalidConfigError
+from .errors import InvalidWorkError as InvalidWorkError
+from .errors import SchemaNotReadyError as SchemaNotReadyError
+from .errors import UnsupportedDatabaseError as UnsupportedDatabaseError
+from .errors import WorksyncError as WorksyncError
+from .models import WorkRecord as WorkRecord
+from .models import WorkStatus as WorkStatus
+from .models import metadata as metadata
+from .models import work_table as work_table
+from .repository import ClaimRepository as ClaimRepository
+from .repository import QueryRepository as QueryRepository
+from .repository import ScheduleRepository as ScheduleRepository
+from .scheduler import Scheduler as Scheduler
+from .schema import downgrade as downgrade
+from .schema import include_object as include_object
+from .schema import include_object_for as include_object_for
+from .schema import migrations_path as migrations_path
+from .schema import upgrade as upgrade
+from .sync import Claim as Claim
+from .sync import WorkSync as WorkSync
+from .work import Work as Work
+from .work import default_sequence as default_sequence
+
+__all__ = [
+    "Claim",
+    "ClaimLostError",
+    "ClaimRepository",
+    "InvalidConfigError",
+    "InvalidWorkError",
+    "QueryRepository",
+    "RetryPolicy",
+    "ScheduleRepository",
+    "Scheduler",
+    "SchedulerConfig",
+    "SchemaNotReadyError",
+    "UnsupportedDatabaseError",
+    "Work",
+    "WorkRecord",
+    "WorkStatus",
+    "WorkSync",
+    "WorksyncError",
+    "default_sequence",
+    "downgrade",
+    "include_object",
+    "include_object_for",
+    "metadata",
+    "migrations_path",
+    "upgrade",
+    "work_table",
+]

@@ -1,0 +1,95 @@
+"""Statement builders: pure functions from a table to a Core statement, no I/O.
+
+Each builder returns a statement with named bind parameters, so the repository
+can build it once per table and database family and reuse the compiled form.
+Dialect-specific pieces (the claim itself, insert-ignore, the database clock)
+come from ``_dialects``; everything here is the same SQL on every database.
+Unit tests compile these per dialect and read the SQL.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.sql.dml import Insert, Update
+
+from ._dialects import Family, counts_inserts_by_returning, db_now, insert_ignoring_duplicates
+from .models import WorkStatus
+
+
+def insert_queued(table: sa.Table, family: Family) -> Insert:
+    """Insert QUEUED rows, one per parameter set of (name, sequence, slot, tick_at).
+
+    Meant for executemany. ``created_at`` is the database clock. Duplicates of
+    an existing (name, sequence, slot) are skipped by the unique key.
+    """
+    statement = insert_ignoring_duplicates(table, family).values(
+        status=WorkStatus.QUEUED.value, created_at=db_now(family)
+    )
+    if counts_inserts_by_returning(family):
+        statement = statement.returning(table.c.id)
+    return statement
+
+
+def finish(table: sa.Table, family: Family) -> Update:
+    """Record SUCCESS or FAILED, fenced by the claim's id, token and RUNNING status.
+
+    A row count of zero means the row is no longer this claim's.
+    """
+    c = table.c
+    return (
+        sa.update(table)
+        .where(
+            c.id == sa.bindparam("claim_id", type_=sa.BigInteger()),
+            c.token == sa.bindparam("claim_token", type_=sa.String(32)),
+            c.status == WorkStatus.RUNNING.value,
+        )
+        .values(
+            status=sa.bindparam("final_status", type_=sa.SmallInteger()),
+            finished_at=db_now(family),
+            error=sa.bindparam("error_text", type_=sa.Text()),
+        )
+    )
+
+
+def claimed_sequence(table: sa.Table) -> sa.Select[Any]:
+    """The sequence of a row just claimed by id (MySQL's claim returns only the id)."""
+    return sa.select(table.c.sequence).where(table.c.id == sa.bindparam("claim_id"))
+
+
+def rows_of(table: sa.Table) -> sa.Select[Any]:
+    """Every row of one work, or of one tick when :sequence is given, in id order."""
+    c = table.c
+    name = sa.bindparam("name", type_=sa.String(255))
+    sequence = sa.bindparam("sequence", type_=sa.String(255))
+    return (
+        sa.select(table)
+        .where(c.name == name, sa.or_(sequence.is_(None), c.sequence == sequence))
+        .order_by(c.id)
+    )
+
+
+def tick_counts(table: sa.Table) -> sa.Select[Any]:
+    """Rows per status for each (name, sequence), optionally for one work, ticks in order."""
+    c = table.c
+
+    def count(status: WorkStatus) -> sa.ColumnElement[Any]:
+        return sa.func.count(sa.case((c.status == status.value, 1)))
+
+    name = sa.bindparam("name", type_=sa.String(255))
+    return (
+        sa.select(
+            c.name,
+            c.sequence,
+            sa.func.min(c.tick_at).label("tick_at"),
+            sa.func.count().label("total"),
+            count(WorkStatus.QUEUED).label("queued"),
+            count(WorkStatus.RUNNING).label("running"),
+            count(WorkStatus.SUCCESS).label("succeeded"),
+            count(WorkStatus.FAILED).label("failed"),
+        )
+        .where(sa.or_(name.is_(None), c.name == name))
+        .group_by(c.name, c.sequence)
+        .order_by(c.name, sa.func.min(c.tick_at), c.sequence)
+    )

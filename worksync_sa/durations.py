@@ -1,0 +1,82 @@
+"""Go-style durations (``90s``, ``5m``, ``1h30m``) and ``@every`` specs.
+
+The original configures its scheduler with robfig/cron strings such as
+``@every 2s``; keeping that syntax lets a config move over unchanged.
+Arithmetic is exact (fractions), so ``0.1s`` is 100 ms, not 99.999 ms.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from fractions import Fraction
+
+_UNITS: dict[str, Fraction] = {
+    "ns": Fraction(1, 1_000_000_000),
+    "us": Fraction(1, 1_000_000),
+    "µs": Fraction(1, 1_000_000),  # micro sign
+    "μs": Fraction(1, 1_000_000),  # Greek mu
+    "ms": Fraction(1, 1_000),
+    "s": Fraction(1),
+    "m": Fraction(60),
+    "h": Fraction(3600),
+}
+_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
+_EVERY = re.compile(r"@every\s+(\S+)")
+
+
+def parse_duration(text: str) -> timedelta:
+    """Parse a Go duration such as ``1h30m`` or ``2.5s`` into a positive ``timedelta``.
+
+    Raises ``ValueError`` naming the text when it is malformed, not positive,
+    or finer than a microsecond.
+    """
+    if not isinstance(text, str):
+        raise ValueError(f"duration must be a string like '90s', not {type(text).__name__}")
+    spec = text.strip()
+    if not spec:
+        raise ValueError("duration is empty; write it like '90s', '5m' or '1h30m'")
+    total = Fraction(0)
+    pos = 0
+    while pos < len(spec):
+        part = _PART.match(spec, pos)
+        if part is None:
+            raise ValueError(
+                f"duration {text!r} is not valid; write it like '90s', '5m' or '1h30m' "
+                "(units ns, us, ms, s, m, h)"
+            )
+        total += Fraction(part.group(1)) * _UNITS[part.group(2)]
+        pos = part.end()
+    micros = total * 1_000_000
+    if micros.denominator != 1:
+        raise ValueError(f"duration {text!r} is finer than one microsecond")
+    if micros <= 0:
+        raise ValueError(f"duration {text!r} must be positive")
+    return timedelta(microseconds=int(micros))
+
+
+def parse_every(text: str) -> timedelta | None:
+    """The period of an ``@every <duration>`` spec, or None if ``text`` is not one."""
+    match = _EVERY.fullmatch(text.strip())
+    return None if match is None else parse_duration(match.group(1))
+
+
+def as_timedelta(value: timedelta | str, what: str) -> timedelta:
+    """Accept a positive ``timedelta``, a Go duration or an ``@every`` spec.
+
+    ``what`` names the setting in the error message.
+    """
+    if isinstance(value, timedelta):
+        if value <= timedelta(0):
+            raise ValueError(f"{what} must be positive, got {value!r}")
+        return value
+    if isinstance(value, str):
+        try:
+            every = parse_every(value)
+            return every if every is not None else parse_duration(value)
+        except ValueError as exc:
+            raise ValueError(f"{what}: {exc}") from None
+    raise ValueError(
+        f"{what} must be a timedelta or a duration string like '@every 2s', "
+        f"not {type(value).__name__}"
+    )

@@ -1,0 +1,193 @@
+"""The work table: its columns, its keys, and the ORM class over it.
+
+This module owns the table's shape and nothing else; statements live in
+``_statements.py`` and migrations in ``migrations/``. The table is built by
+:func:`work_table` so a host can choose its name; :class:`WorkRecord` maps the
+default one, ``works``, as in the original Go library.
+
+Column meanings (the first seven are the original's and keep its meaning):
+
+``id, created_at, name, status, sequence, started_at, finished_at``
+    As in worksync. ``status`` holds a :class:`WorkStatus` code.
+``slot``
+    ``0 .. max_run-1`` for rows the scheduler creates. Together with
+    ``(name, sequence)`` it is the unique key that makes creation idempotent.
+    Rows written by another program leave it NULL; NULLs never collide in a
+    unique key, so such rows stay claimable.
+``tick_at``
+    The tick as a UTC instant; what ``acquire_due`` compares with the
+    database clock.
+``token``
+    A random value set by each claim; every later write to the row is fenced
+    by it.
+``claimed_by``
+    Who claimed the row (``host:pid`` by default), for people reading the table.
+``error``
+    The failure text recorded by ``Claim.fail``.
+"""
+
+from __future__ import annotations
+
+import enum
+import functools
+import re
+from datetime import datetime, timezone
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import mysql
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped
+
+from .errors import InvalidConfigError
+
+DEFAULT_TABLE = "works"
+TEXT_MAX = 255
+"""Longest name or sequence, in characters (``varchar(255)`` as in the original)."""
+ERROR_TEXT_MAX = 16_000
+"""Longest stored error text, in characters; fits MySQL ``TEXT`` even at 4 bytes a character."""
+
+# 40 characters leaves room for the derived names (``uq_<table>_tick``,
+# ``<table>_alembic_version``) under MySQL's 64 and PostgreSQL's 63 limits.
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,39}")
+
+
+class WorkStatus(enum.IntEnum):
+    """The original's status codes; stored as a small integer."""
+
+    QUEUED = 1
+    RUNNING = 2
+    SUCCESS = 3
+    FAILED = 4
+
+
+def validate_table_name(name: object) -> str:
+    """Return ``name`` if it is a plain SQL identifier, else raise.
+
+    Table names are the one piece of SQL text we cannot bind as a parameter,
+    so they are held to letters, digits and underscores.
+    """
+    if not isinstance(name, str) or not _IDENTIFIER.fullmatch(name):
+        raise InvalidConfigError(
+            f"table name {name!r} is not allowed: use 1-40 letters, digits or "
+            "underscores, starting with a letter or underscore"
+        )
+    return name
+
+
+def version_table_for(table: str) -> str:
+    """The Alembic version table of one work table, kept apart from the host's own."""
+    return f"{validate_table_name(table)}_alembic_version"
+
+
+class UTCDateTime(sa.types.TypeDecorator[datetime]):
+    """Aware UTC datetimes in and out, microseconds kept on every database.
+
+    MySQL's plain ``DATETIME`` drops sub-seconds, so it gets ``DATETIME(6)``;
+    PostgreSQL stores ``timestamptz``; SQLite stores ISO text. Naive values
+    are taken as UTC, the same rule as everywhere else in the package.
+    """
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> sa.types.TypeEngine[Any]:
+        if dialect.name in ("mysql", "mariadb"):
+            return dialect.type_descriptor(mysql.DATETIME(fsp=6))
+        return dialect.type_descriptor(sa.DateTime(timezone=True))
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        value = as_utc(value)
+        return value if dialect.name == "postgresql" else value.replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        return None if value is None else as_utc(value)
+
+
+def as_utc(value: datetime) -> datetime:
+    """An aware UTC datetime; a naive one is read as UTC."""
+    if value.tzinfo is None:
+        return value.replace(tzinfo=timezone.utc)
+    return value.astimezone(timezone.utc)
+
+
+def work_table(name: str = DEFAULT_TABLE, metadata: sa.MetaData | None = None) -> sa.Table:
+    """Build the work table under ``name``; the migrations create exactly this."""
+    name = validate_table_name(name)
+    return sa.Table(
+        name,
+        metadata if metadata is not None else sa.MetaData(),
+        sa.Column(
+            "id",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            primary_key=True,
+            autoincrement=True,
+        ),
+        sa.Column("created_at", UTCDateTime()),
+        sa.Column("name", sa.String(TEXT_MAX), nullable=False),
+        sa.Column("status", sa.SmallInteger(), nullable=False),
+        sa.Column("sequence", sa.String(TEXT_MAX), nullable=False),
+        sa.Column("started_at", UTCDateTime()),
+        sa.Column("finished_at", UTCDateTime()),
+        sa.Column("slot", sa.Integer()),
+        sa.Column("tick_at", UTCDateTime()),
+        sa.Column("token", sa.String(32)),
+        sa.Column("claimed_by", sa.String(TEXT_MAX)),
+        sa.Column("error", sa.Text()),
+        # Idempotent creation: a second scheduler's insert of the same slot is refused.
+        # Also serves acquire(name, sequence): at most max_run entries per tick.
+        sa.UniqueConstraint("name", "sequence", "slot", name=f"uq_{name}_tick"),
+        # Serves acquire_due: the queued rows of one work, earliest tick first,
+        # without touching the finished rows that pile up behind them.
+        sa.Index(f"ix_{name}_due", "name", "status", "tick_at"),
+        # Binary collation: names and sequences compare exactly (case-sensitive),
+        # and utf8mb4 stores any text a host sends.
+        mysql_engine="InnoDB",
+        mysql_charset="utf8mb4",
+        mysql_collate="utf8mb4_bin",
+    )
+
+
+metadata = sa.MetaData()
+"""The package's own metadata, holding the default ``works`` table."""
+
+
+class Base(DeclarativeBase):
+    """Declarative base private to worksync_sa, so our table never joins a host's metadata."""
+
+    metadata = metadata
+
+
+class WorkRecord(Base):
+    """One row of the ``works`` table: one slot of one tick of one work."""
+
+    __table__ = work_table(DEFAULT_TABLE, metadata)
+
+    id: Mapped[int]
+    created_at: Mapped[datetime | None]
+    name: Mapped[str]
+    status: Mapped[int]
+    sequence: Mapped[str]
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    slot: Mapped[int | None]
+    tick_at: Mapped[datetime | None]
+    token: Mapped[str | None]
+    claimed_by: Mapped[str | None]
+    error: Mapped[str | None]
+
+    def __repr__(self) -> str:
+        return (
+            f"WorkRecord(id={self.id!r}, name={self.name!r}, sequence={self.sequence!r}, "
+            f"slot={self.slot!r}, status={self.status!r})"
+        )
+
+
+@functools.cache
+def table_named(name: str = DEFAULT_TABLE) -> sa.Table:
+    """The shared Table object for a work table name (``works`` is WorkRecord's)."""
+    if name == DEFAULT_TABLE:
+        return WorkRecord.__table__  # type: ignore[return-value]
+    return work_table(name)

@@ -1,0 +1,221 @@
+"""Repositories: execute statements on a Connection they are given; never commit.
+
+A host application can call these inside its own transactions (create a
+tick's rows in the same transaction as the business data that asked for it,
+say). The services in ``scheduler.py`` and ``sync.py`` own short
+transactions around them and are the only place that retries.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from . import _statements
+from ._dialects import (
+    Family,
+    claim_returns_rows,
+    claim_statement,
+    counts_inserts_by_returning,
+    family_of,
+)
+from .models import ERROR_TEXT_MAX, WorkStatus
+
+_S = TypeVar("_S")
+
+
+@dataclass(frozen=True, slots=True)
+class NewRow:
+    """One QUEUED row to create: one slot of one tick of one work."""
+
+    name: str
+    sequence: str
+    slot: int
+    tick_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedRow:
+    """What a successful claim learned about its row."""
+
+    id: int
+    name: str
+    sequence: str
+    token: str
+
+
+@dataclass(frozen=True, slots=True)
+class TickCount:
+    """How many rows of one (name, sequence) are in each status."""
+
+    name: str
+    sequence: str
+    tick_at: datetime | None
+    total: int
+    queued: int
+    running: int
+    succeeded: int
+    failed: int
+
+    @property
+    def claimed(self) -> int:
+        """Rows that left QUEUED: running, succeeded or failed."""
+        return self.running + self.succeeded + self.failed
+
+
+class _StatementCache:
+    """Builds each statement once per (kind, database family) and reuses it."""
+
+    def __init__(self, table: sa.Table) -> None:
+        self.table = table
+        self._built: dict[tuple[str, Family], Any] = {}
+
+    def get(self, kind: str, family: Family, build: Callable[[sa.Table, Family], _S]) -> _S:
+        key = (kind, family)
+        statement = self._built.get(key)
+        if statement is None:
+            statement = self._built[key] = build(self.table, family)
+        return statement  # type: ignore[no-any-return]
+
+
+class ScheduleRepository:
+    """Create-ahead: insert the QUEUED rows of upcoming ticks."""
+
+    def __init__(self, table: sa.Table) -> None:
+        self.table = table
+        self._statements = _StatementCache(table)
+
+    def insert_queued(self, conn: Connection, rows: Iterable[NewRow]) -> int:
+        """Insert ``rows`` in one batched statement; return how many were new.
+
+        Rows go in sorted (name, sequence, slot) order, so two schedulers
+        inserting the same ticks take row locks in the same order and wait for
+        each other instead of deadlocking. Rows that already exist are skipped
+        by the unique key: losing that race is the normal path, not an error.
+        """
+        params = [
+            {"name": r.name, "sequence": r.sequence, "slot": r.slot, "tick_at": r.tick_at}
+            for r in sorted(rows, key=lambda r: (r.name, r.sequence, r.slot))
+        ]
+        if not params:
+            return 0
+        family = family_of(conn.dialect)
+        statement = self._statements.get("insert_queued", family, _statements.insert_queued)
+        result = conn.execute(statement, params)
+        if counts_inserts_by_returning(family):
+            return len(result.all())
+        return max(result.rowcount, 0)
+
+
+class ClaimRepository:
+    """Claim and finish rows; every write is one guarded statement."""
+
+    def __init__(self, table: sa.Table) -> None:
+        self.table = table
+        self._statements = _StatementCache(table)
+
+    def claim(
+        self, conn: Connection, name: str, sequence: str, token: str, worker: str
+    ) -> ClaimedRow | None:
+        """Claim one QUEUED row of the tick (name, sequence), or return None if none is left."""
+        family = family_of(conn.dialect)
+        statement = self._statements.get(
+            "claim", family, lambda t, f: claim_statement(t, f, due=False)
+        )
+        params = {
+            "work_name": name,
+            "tick_sequence": sequence,
+            "claim_token": token,
+            "worker": worker,
+        }
+        return self._run_claim(conn, family, statement, params)
+
+    def claim_due(
+        self, conn: Connection, name: str, token: str, worker: str, now: datetime | None = None
+    ) -> ClaimedRow | None:
+        """Claim the earliest QUEUED row of ``name`` whose tick is due.
+
+        Due means ``tick_at`` is at or before the database clock, or ``now``
+        when given. Rows without ``tick_at`` (written by another program) are
+        never due; claim them by sequence.
+        """
+        family = family_of(conn.dialect)
+        explicit = now is not None
+        statement = self._statements.get(
+            f"claim_due:{explicit}",
+            family,
+            lambda t, f: claim_statement(t, f, due=True, explicit_now=explicit),
+        )
+        params: dict[str, Any] = {"work_name": name, "claim_token": token, "worker": worker}
+        if explicit:
+            params["now"] = now
+        return self._run_claim(conn, family, statement, params)
+
+    def _run_claim(
+        self, conn: Connection, family: Family, statement: Any, params: dict[str, Any]
+    ) -> ClaimedRow | None:
+        result = conn.execute(statement, params)
+        name, token = params["work_name"], params["claim_token"]
+        if claim_returns_rows(family):
+            row = result.one_or_none()
+            return None if row is None else ClaimedRow(row.id, name, row.sequence, token)
+        if result.rowcount != 1:
+            return None
+        claim_id = int(result.lastrowid)
+        sequence = params.get("tick_sequence")
+        if sequence is None:
+            select = self._statements.get(
+                "claimed_sequence", family, lambda t, _: _statements.claimed_sequence(t)
+            )
+            sequence = conn.execute(select, {"claim_id": claim_id}).scalar_one()
+        return ClaimedRow(claim_id, name, sequence, token)
+
+    def finish(
+        self,
+        conn: Connection,
+        claim_id: int,
+        token: str,
+        status: WorkStatus,
+        error: str | None = None,
+    ) -> bool:
+        """Set SUCCESS or FAILED; False if the row is no longer this claim's (nothing written).
+
+        ``error`` is stored verbatim, cut to ``ERROR_TEXT_MAX`` characters.
+        """
+        if status not in (WorkStatus.SUCCESS, WorkStatus.FAILED):
+            raise ValueError(f"a claim finishes as SUCCESS or FAILED, not {status!r}")
+        family = family_of(conn.dialect)
+        statement = self._statements.get("finish", family, _statements.finish)
+        result = conn.execute(
+            statement,
+            {
+                "claim_id": claim_id,
+                "claim_token": token,
+                "final_status": status.value,
+                "error_text": None if error is None else error[:ERROR_TEXT_MAX],
+            },
+        )
+        return result.rowcount == 1
+
+
+class QueryRepository:
+    """Read-only views of the table for tests, demos and operators."""
+
+    def __init__(self, table: sa.Table) -> None:
+        self.table = table
+
+    def rows(self, conn: Connection, name: str, sequence: str | None = None) -> Sequence[Any]:
+        """All rows of a work (or of one tick), oldest first."""
+        return conn.execute(
+            _statements.rows_of(self.table), {"name": name, "sequence": sequence}
+        ).all()
+
+    def tick_counts(self, conn: Connection, name: str | None = None) -> list[TickCount]:
+        """Per (name, sequence): rows in each status, ticks in time order."""
+        result = conn.execute(_statements.tick_counts(self.table), {"name": name})
+        return [TickCount(*row) for row in result]
