@@ -189,5 +189,5 @@ class WorkRecord(Base):
 def table_named(name: str = DEFAULT_TABLE) -> sa.Table:
     """The shared Table object for a work table name (``works`` is WorkRecord's)."""
     if name == DEFAULT_TABLE:
-        return WorkRecord.__table__  # type: ignore[return-value]
+        return WorkRecord.__table__
     return work_table(name)

@@ -80,7 +80,7 @@ class _StatementCache:
         statement = self._built.get(key)
         if statement is None:
             statement = self._built[key] = build(self.table, family)
-        return statement  # type: ignore[no-any-return]
+        return statement
 
 
 class ScheduleRepository:

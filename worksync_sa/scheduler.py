@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Iterable, Iterator
 from datetime import datetime
+from functools import partial
 from itertools import islice
 
 import sqlalchemy as sa
@@ -141,9 +142,7 @@ class Scheduler:
             rows = self.plan(after, until)
             inserted = 0
             for batch in _batches(rows, BATCH_ROWS):
-                inserted += self._tx.run(
-                    "create", lambda conn, b=batch: self._repo.insert_queued(conn, b)
-                )
+                inserted += self._tx.run("create", partial(self._repo.insert_queued, rows=batch))
             self._covered = (now, until)
         logger.debug(
             "pass at %s: %d rows planned, %d inserted",

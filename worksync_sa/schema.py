@@ -57,8 +57,6 @@ def downgrade(engine: Engine, revision: str = "base", *, table: str = DEFAULT_TA
     _run(engine, table, lambda config: command.downgrade(config, revision))
 
 
-
-
 def _run(engine: Engine, table: str, action: Callable[[Config], None]) -> None:
     config = alembic_config(table=table)
     with engine.begin() as conn:

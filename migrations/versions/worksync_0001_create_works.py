@@ -34,7 +34,7 @@ def _table() -> str:
     return str(opts.get("worksync_table") or os.environ.get("WORKSYNC_TABLE") or "works")
 
 
-def _utc_datetime() -> sa.types.TypeEngine[object]:
+def _utc_datetime() -> sa.DateTime:
     # DATETIME(6) on MySQL keeps microseconds; timestamptz on PostgreSQL.
     return sa.DateTime(timezone=True).with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
 

@@ -1,0 +1,87 @@
+# Shared set-up steps for scripts/demo, scripts/test and .ci/run. Source it; do not run it.
+# Everything here is idempotent: a second run finds the work done and moves on quickly.
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="$ROOT/.venv"
+
+say() { printf '==> %s\n' "$*" >&2; }
+
+as_root() {
+    if [ "$(id -u)" = 0 ]; then "$@"
+    elif command -v sudo >/dev/null 2>&1; then sudo "$@"
+    else return 1
+    fi
+}
+
+# The C toolchain and headers mysqlclient is built with (it ships no Linux wheels).
+ensure_system_packages() {
+    local missing=()
+    command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
+    command -v gcc >/dev/null 2>&1 || missing+=(gcc)
+    if ! pkg-config --exists libmariadb 2>/dev/null && ! pkg-config --exists mysqlclient 2>/dev/null; then
+        missing+=(libmariadb-dev)
+    fi
+    if ! python3 -c 'import sysconfig, os, sys; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))'; then
+        missing+=(python3-dev)
+    fi
+    python3 -m venv --help >/dev/null 2>&1 && python3 -c 'import ensurepip' 2>/dev/null || missing+=(python3-venv)
+    [ ${#missing[@]} -eq 0 ] && return 0
+    if command -v apt-get >/dev/null 2>&1; then
+        say "installing system packages: ${missing[*]}"
+        if as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >/dev/null 2>&1 \
+            || { as_root apt-get update -q >/dev/null 2>&1 \
+                 && as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >/dev/null; }; then
+            return 0
+        fi
+    fi
+    say "could not install ${missing[*]}; the MySQL driver may fail to build (MySQL tests are then skipped)"
+}
+
+pip_quiet() {
+    # This machine's pip config may point at missing local indexes; hide only those warnings.
+    "$VENV/bin/python" -m pip -q "$@" 2> >(grep -v '^WARNING: Location' >&2)
+}
+
+# .venv with the package (editable) and the given extras; reinstalls only when pyproject.toml changes.
+# The mysql extra is compiled from source; if that fails the rest still installs, and the
+# MySQL tests are skipped (or fail, where WORKSYNC_REQUIRE_BACKENDS names mysql).
+ensure_venv() {
+    local extras="$1" stamp others
+    python3 -c 'import sys; sys.exit(sys.version_info < (3, 10))' \
+        || { say "Python 3.10 or newer is needed (python3 is $(python3 --version 2>&1))"; exit 1; }
+    [ -x "$VENV/bin/python" ] || { say "creating $VENV"; python3 -m venv "$VENV"; }
+    stamp="$VENV/.installed-$(sha1sum < "$ROOT/pyproject.toml" | cut -c1-12)-${extras:-core}"
+    [ -f "$stamp" ] && return 0
+    say "installing worksync_sa${extras:+[$extras]} into $VENV"
+    pip_quiet install --upgrade pip
+    others="$(tr "," "\n" <<< "$extras" | grep -vx mysql | paste -sd, - || true)"
+    pip_quiet install -e "$ROOT${others:+[$others]}"
+    case ",$extras," in
+        *,mysql,*) pip_quiet install -e "$ROOT[mysql]" \
+            || say "mysqlclient did not build; MySQL tests will be skipped unless required" ;;
+    esac
+    rm -f "$VENV"/.installed-*
+    touch "$stamp"
+}
+
+port_open() { python3 -c "import socket,sys; s=socket.socket(); s.settimeout(1); sys.exit(s.connect_ex(('127.0.0.1', $1)))"; }
+
+wait_for_port() {
+    local port="$1" i
+    for i in $(seq 1 60); do port_open "$port" && return 0; sleep 0.5; done
+    return 1
+}
+
+# Start the local MariaDB and PostgreSQL servers if they are installed but down.
+ensure_servers() {
+    if ! port_open 3306 && [ -x /usr/sbin/mariadbd ]; then
+        say "starting MariaDB"
+        as_root start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd || true
+        wait_for_port 3306 || say "MariaDB did not come up on 127.0.0.1:3306"
+    fi
+    if ! port_open 5432 && [ -d /etc/postgresql ]; then
+        say "starting PostgreSQL"
+        as_root pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n 1)" main start || true
+        wait_for_port 5432 || say "PostgreSQL did not come up on 127.0.0.1:5432"
+    fi
+}

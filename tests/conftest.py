@@ -1,0 +1,193 @@
+"""Fixtures: one behaviour suite, run on SQLite, MariaDB/MySQL and PostgreSQL.
+
+Server URLs come from WORKSYNC_TEST_MYSQL_URL and WORKSYNC_TEST_POSTGRESQL_URL
+(defaulting to the local servers). An unreachable server is skipped with its
+reason, unless WORKSYNC_REQUIRE_BACKENDS names it; then its tests fail.
+Each test gets a table of its own, so tests never see each other's rows.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from worksync_sa.models import table_named, work_table
+
+MYSQL_URL = os.environ.get(
+    "WORKSYNC_TEST_MYSQL_URL", "mysql+mysqldb://root@127.0.0.1:3306/test?charset=utf8mb4"
+)
+POSTGRESQL_URL = os.environ.get(
+    "WORKSYNC_TEST_POSTGRESQL_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+BACKENDS = ("sqlite", "mysql", "postgresql")
+REQUIRED = {
+    name.strip()
+    for name in os.environ.get("WORKSYNC_REQUIRE_BACKENDS", "").split(",")
+    if name.strip()
+}
+
+
+@dataclass
+class Backend:
+    """A reachable database and an engine on it."""
+
+    name: str
+    url: str
+    engine: sa.Engine
+
+
+def _connect_args(name: str) -> dict[str, Any]:
+    return {"connect_timeout": 5} if name in ("mysql", "postgresql") else {}
+
+
+def _open(name: str, url: str) -> tuple[sa.Engine | None, str]:
+    try:
+        engine = sa.create_engine(url, connect_args=_connect_args(name))
+        with engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+    except Exception as exc:  # driver missing, server down, bad credentials
+        return None, f"{name} unavailable at {sa.make_url(url).render_as_string()}: {exc}"
+    return engine, ""
+
+
+def sqlite_url(folder: Path) -> str:
+    """A SQLite file in WAL mode, so readers do not block the writer."""
+    url = f"sqlite:///{folder / 'worksync-test.db'}"
+    engine = sa.create_engine(url)
+    with engine.connect() as conn:
+        conn.exec_driver_sql("PRAGMA journal_mode=WAL")
+    engine.dispose()
+    return url
+
+
+@pytest.fixture(scope="session")
+def _backends(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    urls = {
+        "sqlite": sqlite_url(tmp_path_factory.mktemp("sqlite")),
+        "mysql": MYSQL_URL,
+        "postgresql": POSTGRESQL_URL,
+    }
+    opened = {name: (*_open(name, url), url) for name, url in urls.items()}
+    yield opened
+    for engine, _, _ in opened.values():
+        if engine is not None:
+            engine.dispose()
+
+
+def require(backends: dict[str, Any], name: str) -> Backend:
+    """The backend, or a skip (a failure if WORKSYNC_REQUIRE_BACKENDS names it)."""
+    engine, reason, url = backends[name]
+    if engine is None:
+        if name in REQUIRED:
+            pytest.fail(f"required backend {reason}")
+        pytest.skip(reason)
+    return Backend(name, url, engine)
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest, _backends: dict[str, Any]) -> Backend:
+    """Each backend in turn."""
+    return require(_backends, request.param)
+
+
+@pytest.fixture(params=("mysql", "postgresql"))
+def server(request: pytest.FixtureRequest, _backends: dict[str, Any]) -> Backend:
+    """Each database server in turn (not SQLite)."""
+    return require(_backends, request.param)
+
+
+@pytest.fixture
+def mariadb(_backends: dict[str, Any]) -> Backend:
+    """MariaDB/MySQL only, for tests of its particular behaviour."""
+    return require(_backends, "mysql")
+
+
+def fresh_table_name() -> str:
+    """A table name no other test (or concurrent run) uses."""
+    return f"t_{uuid.uuid4().hex[:12]}"
+
+
+@dataclass
+class Db:
+    """A backend plus an empty work table of this test's own."""
+
+    backend: Backend
+    table: str
+
+    @property
+    def engine(self) -> sa.Engine:
+        return self.backend.engine
+
+    @property
+    def url(self) -> str:
+        return self.backend.url
+
+    @property
+    def name(self) -> str:
+        return self.backend.name
+
+    def rows(self, **where: Any) -> list[Any]:
+        """Rows of the table, filtered by column equality, in id order."""
+        t = table_named(self.table)
+        query = sa.select(t).where(*(t.c[k] == v for k, v in where.items())).order_by(t.c.id)
+        with self.engine.connect() as conn:
+            return list(conn.execute(query).all())
+
+    def count(self) -> int:
+        with self.engine.connect() as conn:
+            return int(
+                conn.execute(
+                    sa.select(sa.func.count()).select_from(table_named(self.table))
+                ).scalar_one()
+            )
+
+    def db_now(self) -> Any:
+        from worksync_sa._dialects import db_now, family_of
+
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(db_now(family_of(conn.dialect)))).scalar_one()
+
+
+def create_table(engine: sa.Engine, name: str) -> None:
+    work_table(name).create(engine)
+
+
+def drop_table(engine: sa.Engine, name: str) -> None:
+    work_table(name).drop(engine, checkfirst=True)
+
+
+@pytest.fixture
+def db(backend: Backend) -> Iterator[Db]:
+    """An empty work table on each backend; fails the test if it leaks a connection."""
+    yield from _table_on(backend)
+
+
+def _table_on(backend: Backend) -> Iterator[Db]:
+    name = fresh_table_name()
+    create_table(backend.engine, name)
+    try:
+        yield Db(backend, name)
+    finally:
+        drop_table(backend.engine, name)
+    pool = backend.engine.pool
+    checked_out = pool.checkedout() if isinstance(pool, sa.pool.QueuePool) else 0
+    assert checked_out == 0, f"test leaked {checked_out} connection(s): {pool.status()}"
+
+
+@pytest.fixture
+def maria_db(mariadb: Backend) -> Iterator[Db]:
+    """An empty work table on MariaDB/MySQL only."""
+    yield from _table_on(mariadb)
+
+
+@pytest.fixture
+def server_db(server: Backend) -> Iterator[Db]:
+    """An empty work table on each database server (not SQLite)."""
+    yield from _table_on(server)

@@ -1,0 +1,162 @@
+"""Migrations are code: one head, up/down/up on every backend, no drift from the model."""
+
+from __future__ import annotations
+
+import ast
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
+
+from worksync_sa import downgrade, migrations_path, upgrade
+from worksync_sa.models import version_table_for, work_table
+from worksync_sa.schema import alembic_config
+
+from .conftest import Backend, fresh_table_name
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def table_name(backend: Backend) -> Iterator[str]:
+    """A table name for a migration test; whatever it leaves behind is dropped."""
+    name = fresh_table_name()
+    yield name
+    with backend.engine.begin() as conn:
+        for leftover in (name, version_table_for(name)):
+            conn.execute(sa.text(f"DROP TABLE IF EXISTS {leftover}"))  # validated test names
+
+
+def drift(engine: sa.Engine, metadata: sa.MetaData, table: str) -> list[object]:
+    """What autogenerate would change to make the database match ``metadata``."""
+
+    def ours(obj: object, name: str | None, type_: str, reflected: bool, other: object) -> bool:
+        owner = name if type_ == "table" else getattr(getattr(obj, "table", None), "name", None)
+        return owner == table
+
+    with engine.connect() as conn:
+        context = MigrationContext.configure(
+            conn, opts={"include_object": ours, "compare_type": True}
+        )
+        return list(compare_metadata(context, metadata))
+
+
+def test_one_head_namespaced_ids_and_a_branch_label() -> None:
+    script = ScriptDirectory.from_config(alembic_config())
+    assert len(script.get_heads()) == 1
+    revisions = list(script.walk_revisions())
+    assert all(rev.revision.startswith("worksync_") for rev in revisions)
+    (base,) = [rev for rev in revisions if rev.down_revision is None]
+    assert base.branch_labels == {"worksync"}
+
+
+def test_revision_files_use_only_op_and_sa() -> None:
+    allowed = {
+        "__future__",
+        "os",
+        "collections.abc",
+        "sqlalchemy",
+        "alembic",
+        "sqlalchemy.dialects",
+    }
+    for path in sorted((migrations_path() / "versions").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                modules = {alias.name for alias in node.names}
+            elif isinstance(node, ast.ImportFrom):
+                modules = {node.module or ""}
+            else:
+                continue
+            assert modules <= allowed, f"{path.name} imports {modules - allowed}"
+
+
+def test_up_down_up_with_no_drift(backend: Backend, table_name: str) -> None:
+    engine = backend.engine
+    upgrade(engine, table=table_name)
+    inspector = sa.inspect(engine)
+    assert inspector.has_table(table_name)
+    columns = {c["name"] for c in inspector.get_columns(table_name)}
+    assert {
+        "id",
+        "created_at",
+        "name",
+        "status",
+        "sequence",
+        "started_at",
+        "finished_at",
+    } <= columns
+    assert drift(engine, work_table(table_name).metadata, table_name) == []
+
+    downgrade(engine, table=table_name)
+    assert not sa.inspect(engine).has_table(table_name)
+
+    upgrade(engine, table=table_name)  # index names were really dropped
+    assert drift(engine, work_table(table_name).metadata, table_name) == []
+    downgrade(engine, table=table_name)
+
+
+def test_the_drift_check_has_teeth(backend: Backend, table_name: str) -> None:
+    upgrade(backend.engine, table=table_name)
+    changed = work_table(table_name)
+    changed.append_column(sa.Column("extra", sa.Integer()))
+    changed.c.token.type = sa.String(64)
+    differences = drift(backend.engine, changed.metadata, table_name)
+    assert any("extra" in repr(d) for d in differences)
+    downgrade(backend.engine, table=table_name)
+
+
+def test_upgrade_is_recorded_in_a_version_table_of_its_own(
+    backend: Backend, table_name: str
+) -> None:
+    upgrade(backend.engine, table=table_name)
+    with backend.engine.connect() as conn:
+        versions = conn.execute(sa.text(f"SELECT version_num FROM {version_table_for(table_name)}"))
+        assert [v for (v,) in versions] == ["worksync_0001"]
+    if sa.inspect(backend.engine).has_table("alembic_version"):  # a host's table stays untouched
+        with backend.engine.connect() as conn:
+            rows = conn.execute(sa.text("SELECT version_num FROM alembic_version")).all()
+        assert ("worksync_0001",) not in rows
+    downgrade(backend.engine, table=table_name)
+
+
+def alembic_cli(*args: str, url: str | None, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WORKSYNC_")}
+    if url is not None:
+        env["WORKSYNC_DATABASE_URL"] = url
+    return subprocess.run(
+        [sys.executable, "-m", "alembic", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_alembic_commands_from_the_repository_root(backend: Backend, table_name: str) -> None:
+    url = backend.engine.url.render_as_string(hide_password=False)
+    for command in (["upgrade", "head"], ["check"], ["downgrade", "base"], ["upgrade", "head"]):
+        result = alembic_cli("-x", f"table={table_name}", *command, url=url)
+        assert result.returncode == 0, result.stderr
+    assert sa.inspect(backend.engine).has_table(table_name)
+    downgrade(backend.engine, table=table_name)
+
+
+def test_alembic_without_a_database_says_what_to_set() -> None:
+    result = alembic_cli("upgrade", "head", url=None)
+    assert result.returncode != 0
+    assert "WORKSYNC_DATABASE_URL" in result.stderr
+
+
+def test_alembic_refuses_a_bad_table_name() -> None:
+    result = alembic_cli("-x", "table=works; DROP TABLE x", "upgrade", "head", url="sqlite://")
+    assert result.returncode != 0
+    assert "table name" in result.stderr

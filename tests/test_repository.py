@@ -1,0 +1,56 @@
+"""Repositories run inside the caller's transaction and never commit."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+from worksync_sa import ClaimRepository, QueryRepository, ScheduleRepository, WorkStatus
+from worksync_sa.models import table_named
+from worksync_sa.repository import NewRow, TickCount
+
+from .conftest import Db
+
+T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+
+
+def rows(name: str, ticks: int, max_run: int) -> list[NewRow]:
+    return [
+        NewRow(name, f"tick-{n}", slot, T0 + timedelta(seconds=n))
+        for n in range(ticks)
+        for slot in range(max_run)
+    ]
+
+
+def test_a_host_transaction_that_rolls_back_leaves_nothing(db: Db) -> None:
+    table = table_named(db.table)
+    with db.engine.connect() as conn:
+        transaction = conn.begin()
+        assert ScheduleRepository(table).insert_queued(conn, rows("w", 2, 2)) == 4
+        claim = ClaimRepository(table).claim(conn, "w", "tick-0", "a" * 32, "host:1")
+        assert claim is not None
+        assert ClaimRepository(table).finish(conn, claim.id, claim.token, WorkStatus.SUCCESS)
+        transaction.rollback()
+    assert db.count() == 0
+
+
+def test_a_host_transaction_that_commits_keeps_everything(db: Db) -> None:
+    table = table_named(db.table)
+    with db.engine.begin() as conn:
+        ScheduleRepository(table).insert_queued(conn, rows("w", 2, 2))
+        claim = ClaimRepository(table).claim(conn, "w", "tick-1", "b" * 32, "host:2")
+        assert claim is not None
+    counts = {(c.sequence, c.queued, c.running) for c in _counts(db)}
+    assert counts == {("tick-0", 2, 0), ("tick-1", 1, 1)}
+
+
+def test_insert_counts_only_new_rows(db: Db) -> None:
+    table = table_named(db.table)
+    with db.engine.begin() as conn:
+        assert ScheduleRepository(table).insert_queued(conn, rows("w", 3, 2)) == 6
+        assert ScheduleRepository(table).insert_queued(conn, rows("w", 4, 3)) == 12 - 6
+        assert ScheduleRepository(table).insert_queued(conn, []) == 0
+
+
+def _counts(db: Db) -> list[TickCount]:
+    with db.engine.connect() as conn:
+        return list(QueryRepository(table_named(db.table)).tick_counts(conn, "w"))

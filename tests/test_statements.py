@@ -1,0 +1,118 @@
+"""The statements, compiled per dialect and read as SQL. No database needed.
+
+These pin the shape the design relies on: one guarded UPDATE per claim,
+ORDER BY before LIMIT on MySQL, SKIP LOCKED only as an optimisation, inserts
+the unique key may refuse, and every value bound as a parameter.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+from sqlalchemy.dialects import mysql, postgresql, sqlite
+from sqlalchemy.engine import Dialect
+
+from worksync_sa import _statements
+from worksync_sa._dialects import Family, claim_statement
+from worksync_sa.models import work_table
+
+TABLE = work_table("jobs")
+MYSQL: Dialect = mysql.dialect()
+MARIADB: Dialect = mysql.dialect(is_mariadb=True)
+POSTGRESQL: Dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
+SQLITE: Dialect = sqlite.dialect()
+DIALECTS: list[tuple[Family, Dialect]] = [
+    ("mysql", MYSQL),
+    ("mysql", MARIADB),
+    ("postgresql", POSTGRESQL),
+    ("sqlite", SQLITE),
+]
+
+
+def sql(statement: Any, dialect: Dialect) -> str:
+    return " ".join(str(statement.compile(dialect=dialect)).split())
+
+
+@pytest.mark.parametrize(("family", "dialect"), DIALECTS[:2])
+class TestMySQLClaim:
+    def test_is_one_ordered_update_that_hands_back_the_id(
+        self, family: Family, dialect: Dialect
+    ) -> None:
+        text = sql(claim_statement(TABLE, family, due=False), dialect)
+        assert text.startswith("UPDATE jobs SET id=last_insert_id(jobs.id), status=%s")
+        assert "started_at=utc_timestamp(6)" in text
+        assert "WHERE jobs.name = %s AND jobs.sequence = %s AND jobs.status = %s" in text
+        assert text.endswith("ORDER BY jobs.slot, jobs.id LIMIT 1")
+        assert "SELECT" not in text
+
+    def test_due_claim_orders_by_tick(self, family: Family, dialect: Dialect) -> None:
+        text = sql(claim_statement(TABLE, family, due=True), dialect)
+        assert "jobs.tick_at <= utc_timestamp(6)" in text
+        assert text.endswith("ORDER BY jobs.tick_at, jobs.id LIMIT 1")
+
+
+def test_postgresql_claim_skips_locked_rows_and_rechecks_status() -> None:
+    text = sql(claim_statement(TABLE, "postgresql", due=False), POSTGRESQL)
+    assert "FOR UPDATE SKIP LOCKED" in text
+    assert "ORDER BY jobs.slot, jobs.id LIMIT" in text
+    # The outer guard keeps the claim correct even if the lock clause did nothing.
+    assert re.search(r"\) AND jobs\.status = %\(status_\d+\)s::SMALLINT RETURNING", text)
+    assert text.endswith("RETURNING jobs.id, jobs.sequence")
+    assert "started_at=statement_timestamp()" in text
+
+
+def test_sqlite_claim_uses_returning_without_lock_clauses() -> None:
+    text = sql(claim_statement(TABLE, "sqlite", due=False), SQLITE)
+    assert "FOR UPDATE" not in text
+    assert text.endswith("RETURNING id, sequence")
+    assert "started_at=strftime(?, ?)" in text
+
+
+def test_due_claim_can_bind_an_explicit_now() -> None:
+    text = sql(claim_statement(TABLE, "postgresql", due=True, explicit_now=True), POSTGRESQL)
+    assert "jobs.tick_at <= %(now)s" in text
+    assert "statement_timestamp()" in text  # still stamps started_at by the server clock
+
+
+@pytest.mark.parametrize(
+    ("family", "dialect", "prefix", "suffix"),
+    [
+        ("mysql", MYSQL, "INSERT IGNORE INTO jobs", ""),
+        (
+            "postgresql",
+            POSTGRESQL,
+            "INSERT INTO jobs",
+            "ON CONFLICT DO NOTHING RETURNING jobs.id",
+        ),
+        ("sqlite", SQLITE, "INSERT INTO jobs", "ON CONFLICT DO NOTHING"),
+    ],
+)
+def test_create_ahead_lets_the_unique_key_refuse_duplicates(
+    family: Family, dialect: Dialect, prefix: str, suffix: str
+) -> None:
+    text = sql(_statements.insert_queued(TABLE, family), dialect)
+    assert text.startswith(prefix)
+    assert text.endswith(suffix or ")")
+
+
+@pytest.mark.parametrize(("family", "dialect"), DIALECTS)
+def test_finish_is_fenced_by_id_token_and_running_status(family: Family, dialect: Dialect) -> None:
+    text = sql(_statements.finish(TABLE, family), dialect)
+    assert re.search(r"WHERE jobs\.id = \S+ AND jobs\.token = \S+ AND jobs\.status = \S+", text)
+
+
+@pytest.mark.parametrize(("family", "dialect"), DIALECTS)
+def test_values_are_bound_never_inlined(family: Family, dialect: Dialect) -> None:
+    """Compile with real values: none of them may appear in the SQL text."""
+    evil = "x'); DROP TABLE jobs; --"
+    statements = [
+        (claim_statement(TABLE, family, due=False), {"work_name": evil, "tick_sequence": evil}),
+        (claim_statement(TABLE, family, due=True), {"work_name": evil}),
+        (_statements.finish(TABLE, family), {"claim_token": evil, "error_text": evil}),
+    ]
+    for statement, params in statements:
+        compiled = statement.compile(dialect=dialect)
+        assert evil not in str(compiled)
+        assert set(params) <= set(compiled.params)
