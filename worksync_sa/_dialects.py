@@ -196,23 +196,24 @@ def _mysql_code(orig: BaseException) -> int | None:
     return args[0] if args and isinstance(args[0], int) else None
 
 
-def is_transient(exc: BaseException) -> bool:
-    """True for errors where the same transaction, run again, may succeed."""
+def _matches(
+    exc: BaseException,
+    mysql_codes: frozenset[int],
+    pg_states: frozenset[str],
+    sqlite: tuple[str, ...],
+) -> bool:
     orig = _orig(exc)
-    if _mysql_code(orig) in _MYSQL_TRANSIENT:
-        return True
-    if getattr(orig, "sqlstate", None) in _PG_TRANSIENT:
+    if _mysql_code(orig) in mysql_codes or getattr(orig, "sqlstate", None) in pg_states:
         return True
     message = str(orig).lower()
-    return type(orig).__module__ == "sqlite3" and any(m in message for m in _SQLITE_TRANSIENT)
+    return type(orig).__module__ == "sqlite3" and any(m in message for m in sqlite)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True for errors where the same transaction, run again, may succeed."""
+    return _matches(exc, _MYSQL_TRANSIENT, _PG_TRANSIENT, _SQLITE_TRANSIENT)
 
 
 def is_missing_schema(exc: BaseException) -> bool:
     """True when the error says the table or one of its columns does not exist."""
-    orig = _orig(exc)
-    if _mysql_code(orig) in _MYSQL_MISSING:
-        return True
-    if getattr(orig, "sqlstate", None) in _PG_MISSING:
-        return True
-    message = str(orig).lower()
-    return type(orig).__module__ == "sqlite3" and any(m in message for m in _SQLITE_MISSING)
+    return _matches(exc, _MYSQL_MISSING, _PG_MISSING, _SQLITE_MISSING)
