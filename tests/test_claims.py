@@ -10,6 +10,7 @@ import sqlalchemy as sa
 from worksync_sa import (
     Claim,
     ClaimLostError,
+    InvalidArgumentError,
     InvalidWorkError,
     Scheduler,
     SchedulerConfig,
@@ -289,7 +290,7 @@ def test_bad_acquire_arguments_raise_and_write_nothing(
 
 
 def test_bad_acquire_due_arguments_raise(db: Db) -> None:
-    with pytest.raises(InvalidWorkError, match="now must be a datetime"):
+    with pytest.raises(InvalidArgumentError, match="now must be a datetime"):
         sync(db).acquire_due("w", now="soon")  # type: ignore[arg-type]
 
 
@@ -297,7 +298,7 @@ def test_fail_rejects_non_text_errors(db: Db) -> None:
     schedule(db, Work("w", "@every 30s"))
     claim = sync(db).acquire("w", TICK)
     assert claim is not None
-    with pytest.raises(TypeError):
+    with pytest.raises(InvalidArgumentError, match="error must be a string"):
         claim.fail(42)  # type: ignore[arg-type]
     assert db.rows(id=claim.id)[0].status == WorkStatus.RUNNING
 

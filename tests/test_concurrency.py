@@ -74,7 +74,7 @@ def test_racing_workers_never_exceed_max_run(db: Db) -> None:
 
 
 def test_racing_due_claims_never_exceed_max_run(db: Db) -> None:
-    work = Work("due", "@every 10s", max_run=3)
+    work = Work("due", "@every 10s", max_run=3, grace=timedelta(hours=1))
     config = SchedulerConfig(lookahead=timedelta(seconds=10 * TICKS), interval="10s")
     Scheduler(db.engine, [work], config, table=db.table).tick(T0)
     now = T0 + timedelta(seconds=10 * TICKS)

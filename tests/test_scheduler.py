@@ -9,6 +9,7 @@ import pytest
 import sqlalchemy as sa
 
 from worksync_sa import (
+    InvalidArgumentError,
     InvalidConfigError,
     InvalidWorkError,
     Scheduler,
@@ -199,6 +200,6 @@ def test_bad_work_lists_are_refused(db: Db, works: object, message: str) -> None
 
 
 def test_bad_now_is_refused(db: Db) -> None:
-    with pytest.raises(InvalidConfigError, match="now"):
+    with pytest.raises(InvalidArgumentError, match="now"):
         scheduler(db).tick("2026-01-01")  # type: ignore[arg-type]
     assert db.count() == 0

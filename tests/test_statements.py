@@ -59,14 +59,14 @@ def test_postgresql_claim_skips_locked_rows_and_rechecks_status() -> None:
     assert "ORDER BY jobs.slot, jobs.id LIMIT" in text
     # The outer guard keeps the claim correct even if the lock clause did nothing.
     assert re.search(r"\) AND jobs\.status = %\(status_\d+\)s::SMALLINT RETURNING", text)
-    assert text.endswith("RETURNING jobs.id, jobs.sequence")
+    assert text.endswith("RETURNING jobs.id, jobs.sequence, jobs.lease_seconds")
     assert "started_at=statement_timestamp()" in text
 
 
 def test_sqlite_claim_uses_returning_without_lock_clauses() -> None:
     text = sql(claim_statement(TABLE, "sqlite", due=False), SQLITE)
     assert "FOR UPDATE" not in text
-    assert text.endswith("RETURNING id, sequence")
+    assert text.endswith("RETURNING id, sequence, lease_seconds")
     assert "started_at=strftime(?, ?)" in text
 
 

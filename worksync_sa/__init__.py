@@ -7,7 +7,9 @@ atomic UPDATE each. See README.md.
 
 from .config import RetryPolicy as RetryPolicy
 from .config import SchedulerConfig as SchedulerConfig
+from .engine import create_engine as create_engine
 from .errors import ClaimLostError as ClaimLostError
+from .errors import InvalidArgumentError as InvalidArgumentError
 from .errors import InvalidConfigError as InvalidConfigError
 from .errors import InvalidWorkError as InvalidWorkError
 from .errors import SchemaNotReadyError as SchemaNotReadyError
@@ -18,8 +20,10 @@ from .models import WorkStatus as WorkStatus
 from .models import metadata as metadata
 from .models import work_table as work_table
 from .repository import ClaimRepository as ClaimRepository
+from .repository import MaintenanceRepository as MaintenanceRepository
 from .repository import QueryRepository as QueryRepository
 from .repository import ScheduleRepository as ScheduleRepository
+from .scheduler import PassReport as PassReport
 from .scheduler import Scheduler as Scheduler
 from .schema import downgrade as downgrade
 from .schema import include_object as include_object
@@ -30,13 +34,17 @@ from .sync import Claim as Claim
 from .sync import WorkSync as WorkSync
 from .work import Work as Work
 from .work import default_sequence as default_sequence
+from .worker import Worker as Worker
 
 __all__ = [
     "Claim",
     "ClaimLostError",
     "ClaimRepository",
+    "InvalidArgumentError",
     "InvalidConfigError",
     "InvalidWorkError",
+    "MaintenanceRepository",
+    "PassReport",
     "QueryRepository",
     "RetryPolicy",
     "ScheduleRepository",
@@ -48,7 +56,9 @@ __all__ = [
     "WorkRecord",
     "WorkStatus",
     "WorkSync",
+    "Worker",
     "WorksyncError",
+    "create_engine",
     "default_sequence",
     "downgrade",
     "include_object",

@@ -5,8 +5,12 @@ This is the only module that looks at the dialect. It decides, per database:
 * how to read the database clock (claims and finishes are stamped by the
   server, so workers with skewed clocks agree);
 * how to insert while letting the unique key refuse duplicates;
-* how to claim one queued row in one statement and learn which row it was;
-* which driver errors are transient (retry) or mean the schema is missing.
+* how to shift a time by a number of seconds held in a column;
+* how to claim one queued row in one statement and learn which row it was,
+  and how to recover a bounded batch of rows in one statement;
+* which driver errors are transient (retry), which mean a lost connection
+  (retry, but the last statement may have committed), and which mean the
+  schema is missing.
 
 Correctness never depends on ``SKIP LOCKED`` or ``FOR UPDATE``: every claim
 is an UPDATE guarded by ``status = QUEUED`` whose row count is checked. The
@@ -26,7 +30,17 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.dml import Insert, Update
 
 from .errors import UnsupportedDatabaseError
-from .models import UTCDateTime, WorkStatus
+from .models import (
+    CLOSED_BY_LEASE,
+    CLOSED_BY_MISSED,
+    DEFAULT_GRACE_SECONDS,
+    DEFAULT_LEASE_SECONDS,
+    DEFAULT_MAX_ATTEMPTS,
+    LEASE_EXPIRED,
+    MISSED,
+    UTCDateTime,
+    WorkStatus,
+)
 
 Family = Literal["mysql", "postgresql", "sqlite"]
 
@@ -42,6 +56,9 @@ _MYSQL_TRANSIENT = frozenset({1205, 1213})  # lock wait timeout, deadlock
 _MYSQL_MISSING = frozenset({1146, 1054})  # no such table, unknown column
 _PG_TRANSIENT = frozenset({"40001", "40P01", "55P03"})  # serialization, deadlock, lock timeout
 _PG_MISSING = frozenset({"42P01", "42703"})  # undefined table, undefined column
+# Lost or refused connections: server gone, reset, killed, shutting down.
+_MYSQL_DISCONNECT = frozenset({1053, 1927, 2002, 2003, 2005, 2006, 2013, 2055, 4031})
+_PG_DISCONNECT_PREFIXES = ("08", "57P01", "57P02", "57P03")
 _SQLITE_TRANSIENT = ("database is locked", "database table is locked", "database schema is locked")
 _SQLITE_MISSING = ("no such table", "no such column", "has no column named")
 
@@ -68,6 +85,36 @@ def db_now(family: Family) -> sa.ColumnElement[datetime]:
     return sa.func.strftime("%Y-%m-%d %H:%M:%f000", "now", type_=UTCDateTime())
 
 
+def clock(family: Family, explicit: bool) -> sa.ColumnElement[datetime]:
+    """``:now`` when the caller passes an explicit time (tests), else the database clock."""
+    return sa.bindparam("now", type_=UTCDateTime()) if explicit else db_now(family)
+
+
+def shifted(
+    family: Family, moment: sa.ColumnElement[datetime], seconds: sa.ColumnElement[int]
+) -> sa.ColumnElement[datetime]:
+    """``moment`` plus ``seconds`` (an integer expression, e.g. a column), in SQL."""
+    if family == "mysql":
+        return sa.func.timestampadd(
+            sa.literal_column("SECOND"), seconds, moment, type_=UTCDateTime()
+        )
+    if family == "postgresql":
+        return sa.type_coerce(
+            moment + sa.func.make_interval(0, 0, 0, 0, 0, 0, seconds), UTCDateTime()
+        )
+    return sa.func.strftime(
+        "%Y-%m-%d %H:%M:%f000", moment, sa.func.printf("%+d seconds", seconds), type_=UTCDateTime()
+    )
+
+
+def _lease_seconds(table: sa.Table) -> sa.ColumnElement[int]:
+    return sa.func.coalesce(table.c.lease_seconds, DEFAULT_LEASE_SECONDS)
+
+
+def _grace_seconds(table: sa.Table) -> sa.ColumnElement[int]:
+    return sa.func.coalesce(table.c.grace_seconds, DEFAULT_GRACE_SECONDS)
+
+
 def insert_ignoring_duplicates(table: sa.Table, family: Family) -> Insert:
     """An INSERT that the unique key may refuse row by row, without an error.
 
@@ -86,16 +133,21 @@ def counts_inserts_by_returning(family: Family) -> bool:
     return family == "postgresql"
 
 
-class _MySQLClaimUpdate(Update):
-    """``UPDATE ... ORDER BY <order> LIMIT 1``, which SQLAlchemy does not build itself.
+RECOVERY_BATCH = 1000
+"""Most rows one recovery statement touches; the next pass takes the rest."""
 
-    The order is fixed per subclass (derived from the table), so the compiled
-    form is safe to cache. ORDER BY makes the chosen row deterministic, which
-    statement-based replication needs.
+
+class _MySQLClaimUpdate(Update):
+    """``UPDATE ... ORDER BY <order> LIMIT <n>``, which SQLAlchemy does not build itself.
+
+    Order and limit are fixed per subclass (derived from the table), so the
+    compiled form is safe to cache. ORDER BY makes the chosen rows
+    deterministic, which statement-based replication needs.
     """
 
     inherit_cache = True
     order_columns: tuple[str, ...] = ()
+    limit = 1
 
 
 class _ClaimOneOfTick(_MySQLClaimUpdate):
@@ -107,8 +159,16 @@ class _ClaimOneOfTick(_MySQLClaimUpdate):
 
 class _ClaimEarliestDue(_MySQLClaimUpdate):
     inherit_cache = True
-    # Matches the due index (name, status, tick_at) plus the implicit id.
+    # Matches the status index (status, name, tick_at) plus the implicit id.
     order_columns = ("tick_at", "id")
+
+
+class _RecoverBatch(_MySQLClaimUpdate):
+    inherit_cache = True
+    # The status index's order: InnoDB walks the few queued and running rows
+    # only. Ordering by id alone would walk (and lock) the whole primary key.
+    order_columns = ("status", "name", "tick_at", "id")
+    limit = RECOVERY_BATCH
 
 
 @compiles(_MySQLClaimUpdate, "mysql")
@@ -118,17 +178,22 @@ def _compile_mysql_claim(element: _MySQLClaimUpdate, compiler: SQLCompiler, **kw
     table = element.table
     assert isinstance(table, sa.Table)
     order = ", ".join(compiler.process(table.c[name], **kw) for name in element.order_columns)
-    return f"{text} ORDER BY {order} LIMIT 1"
+    return f"{text} ORDER BY {order} LIMIT {int(element.limit)}"
 
 
 def _claim_values(table: sa.Table, family: Family) -> dict[Any, Any]:
+    c = table.c
+    now = db_now(family)
     return {
-        table.c.status: WorkStatus.RUNNING.value,
-        table.c.started_at: db_now(family),
-        table.c.finished_at: sa.null(),
-        table.c.token: sa.bindparam("claim_token", type_=sa.String(32)),
-        table.c.claimed_by: sa.bindparam("worker", type_=sa.String(255)),
-        table.c.error: sa.null(),
+        c.status: WorkStatus.RUNNING.value,
+        c.started_at: now,
+        c.finished_at: sa.null(),
+        c.token: sa.bindparam("claim_token", type_=sa.String(32)),
+        c.claimed_by: sa.bindparam("worker", type_=sa.String(255)),
+        c.error: sa.null(),
+        c.closed_by: sa.null(),
+        c.attempts: sa.func.coalesce(c.attempts, 0) + 1,
+        c.lease_until: shifted(family, now, _lease_seconds(table)),
     }
 
 
@@ -139,7 +204,9 @@ def claim_statement(
 
     ``due=False`` claims a row of the tick ``(:name, :sequence)``; ``due=True``
     claims the earliest queued row of ``:name`` whose ``tick_at`` is at most
-    the database clock, or the bound ``:now`` when ``explicit_now`` is set.
+    the database clock (or the bound ``:now`` when ``explicit_now`` is set) and
+    no older than the row's grace. Either way the claim starts a lease of the
+    row's ``lease_seconds`` on the database clock.
 
     * MySQL/MariaDB have no ``UPDATE ... RETURNING``: ``id = LAST_INSERT_ID(id)``
       hands the claimed id back in the same round trip, read as ``lastrowid``.
@@ -149,11 +216,12 @@ def claim_statement(
     """
     c = table.c
     if due:
-        now = sa.bindparam("now", type_=UTCDateTime()) if explicit_now else db_now(family)
+        now = clock(family, explicit_now)
         where: list[sa.ColumnElement[bool]] = [
-            c.name == sa.bindparam("work_name", type_=sa.String(255)),
             c.status == WorkStatus.QUEUED.value,
+            c.name == sa.bindparam("work_name", type_=sa.String(255)),
             c.tick_at <= now,
+            c.tick_at >= shifted(family, now, -_grace_seconds(table)),
         ]
         order: tuple[sa.ColumnElement[Any], ...] = (c.tick_at, c.id)
     else:
@@ -177,7 +245,79 @@ def claim_statement(
         # sub-select's lock clause is ignored.
         .where(c.id == pick.scalar_subquery(), c.status == WorkStatus.QUEUED.value)
         .values(values)
-        .returning(c.id, c.sequence)
+        .returning(c.id, c.sequence, c.lease_seconds)
+    )
+
+
+def heartbeat_statement(table: sa.Table, family: Family) -> Update:
+    """Extend a claim's lease by the row's lease, fenced like every finishing write."""
+    c = table.c
+    return (
+        sa.update(table)
+        .where(
+            c.id == sa.bindparam("claim_id", type_=sa.BigInteger()),
+            c.token == sa.bindparam("claim_token", type_=sa.String(32)),
+            c.status == WorkStatus.RUNNING.value,
+        )
+        .values({c.lease_until: shifted(family, db_now(family), _lease_seconds(table))})
+    )
+
+
+def recovery_statement(table: sa.Table, family: Family, *, explicit_now: bool) -> Update:
+    """Take back, in one bounded statement, every row the fleet has given up on.
+
+    * RUNNING rows whose lease ran out (the worker is presumed lost): FAILED
+      with reason "lease expired", or back to QUEUED for the same tick when the
+      row has attempts left (``attempts < max_attempts``).
+    * QUEUED rows whose tick is older than its grace: FAILED, "missed".
+
+    At most ``RECOVERY_BATCH`` rows, in the status index's order, so the scan
+    stays within the queued and running rows however large the table grows;
+    the rest wait for the next pass. Every condition is in the WHERE clause,
+    so a worker finishing or heartbeating at the same moment wins or loses
+    cleanly.
+    """
+    c = table.c
+    now = clock(family, explicit_now)
+    running = c.status == WorkStatus.RUNNING.value
+    expired = sa.and_(running, c.lease_until.is_not(None), c.lease_until < now)
+    missed = sa.and_(
+        c.status == WorkStatus.QUEUED.value,
+        c.tick_at.is_not(None),
+        c.tick_at < shifted(family, now, -_grace_seconds(table)),
+    )
+    open_rows = c.status.in_((WorkStatus.QUEUED.value, WorkStatus.RUNNING.value))
+    due = sa.and_(open_rows, sa.or_(expired, missed))
+    requeue = sa.and_(
+        running,
+        sa.func.coalesce(c.attempts, 0) < sa.func.coalesce(c.max_attempts, DEFAULT_MAX_ATTEMPTS),
+    )
+
+    # MySQL evaluates SET left to right with the new values, so status goes last.
+    assignments: list[tuple[Any, Any]] = [
+        (c.error, sa.case((running, LEASE_EXPIRED), else_=MISSED)),
+        (
+            c.closed_by,
+            sa.case((requeue, sa.null()), (running, CLOSED_BY_LEASE), else_=CLOSED_BY_MISSED),
+        ),
+        (c.finished_at, sa.case((requeue, sa.null()), else_=now)),
+        (c.started_at, sa.case((requeue, sa.null()), else_=c.started_at)),
+        (c.token, sa.case((requeue, sa.null()), else_=c.token)),
+        (c.claimed_by, sa.case((requeue, sa.null()), else_=c.claimed_by)),
+        (c.lease_until, sa.null()),
+        (
+            c.status,
+            sa.case((requeue, WorkStatus.QUEUED.value), else_=WorkStatus.FAILED.value),
+        ),
+    ]
+    if family == "mysql":
+        return _RecoverBatch(table).where(due).ordered_values(*assignments)
+    order = (c.status, c.name, c.tick_at, c.id)
+    pick = sa.select(c.id).where(due).order_by(*order).limit(RECOVERY_BATCH)
+    if family == "postgresql":
+        pick = pick.with_for_update(skip_locked=True)
+    return (
+        sa.update(table).where(c.id.in_(pick.scalar_subquery()), due).ordered_values(*assignments)
     )
 
 
@@ -212,6 +352,28 @@ def _matches(
 def is_transient(exc: BaseException) -> bool:
     """True for errors where the same transaction, run again, may succeed."""
     return _matches(exc, _MYSQL_TRANSIENT, _PG_TRANSIENT, _SQLITE_TRANSIENT)
+
+
+def is_disconnect(exc: BaseException) -> bool:
+    """True when the connection was lost or could not be made.
+
+    If it was lost after a statement was sent, that statement may or may not
+    have committed: callers resolve that before retrying.
+    """
+    if getattr(exc, "connection_invalidated", False):
+        return True
+    orig = _orig(exc)
+    if _mysql_code(orig) in _MYSQL_DISCONNECT:
+        return True
+    sqlstate = getattr(orig, "sqlstate", None)
+    if isinstance(sqlstate, str) and sqlstate.startswith(_PG_DISCONNECT_PREFIXES):
+        return True
+    # psycopg reports a refused or broken connection without a SQLSTATE.
+    return (
+        type(orig).__module__.startswith("psycopg")
+        and type(orig).__name__ == "OperationalError"
+        and sqlstate is None
+    )
 
 
 def is_missing_schema(exc: BaseException) -> bool:

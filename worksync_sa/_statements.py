@@ -15,14 +15,16 @@ import sqlalchemy as sa
 from sqlalchemy.sql.dml import Insert, Update
 
 from ._dialects import Family, counts_inserts_by_returning, db_now, insert_ignoring_duplicates
-from .models import WorkStatus
+from .models import CLOSED_BY_WORKER, UTCDateTime, WorkStatus
 
 
 def insert_queued(table: sa.Table, family: Family) -> Insert:
-    """Insert QUEUED rows, one per parameter set of (name, sequence, slot, tick_at).
+    """Insert QUEUED rows, one per parameter set.
 
-    Meant for executemany. ``created_at`` is the database clock. Duplicates of
-    an existing (name, sequence, slot) are skipped by the unique key.
+    Parameters: name, sequence, slot, tick_at and the work's policy
+    (lease_seconds, grace_seconds, max_attempts). Meant for executemany.
+    ``created_at`` is the database clock. Duplicates of an existing
+    (name, sequence, slot) are skipped by the unique key.
     """
     statement = insert_ignoring_duplicates(table, family).values(
         status=WorkStatus.QUEUED.value, created_at=db_now(family)
@@ -30,6 +32,33 @@ def insert_queued(table: sa.Table, family: Family) -> Insert:
     if counts_inserts_by_returning(family):
         statement = statement.returning(table.c.id)
     return statement
+
+
+def claim_by_token(table: sa.Table) -> sa.Select[Any]:
+    """A running claim found by its token, to learn whether a claim whose reply was lost landed."""
+    c = table.c
+    return sa.select(c.id, c.sequence, c.lease_seconds).where(
+        c.status == WorkStatus.RUNNING.value,
+        c.name == sa.bindparam("work_name", type_=sa.String(255)),
+        c.token == sa.bindparam("claim_token", type_=sa.String(32)),
+    )
+
+
+def finished_by_claim(table: sa.Table) -> sa.Select[Any]:
+    """Whether this claim itself already recorded this outcome (its reply was lost)."""
+    c = table.c
+    return sa.select(c.id).where(
+        c.id == sa.bindparam("claim_id", type_=sa.BigInteger()),
+        c.token == sa.bindparam("claim_token", type_=sa.String(32)),
+        c.status == sa.bindparam("final_status", type_=sa.SmallInteger()),
+        c.closed_by == CLOSED_BY_WORKER,
+    )
+
+
+def lease_of(table: sa.Table) -> sa.Select[Any]:
+    """A claimed row's lease length (MySQL's claim returns only the id)."""
+    c = table.c
+    return sa.select(c.lease_seconds).where(c.id == sa.bindparam("claim_id"))
 
 
 def finish(table: sa.Table, family: Family) -> Update:
@@ -49,8 +78,45 @@ def finish(table: sa.Table, family: Family) -> Update:
             status=sa.bindparam("final_status", type_=sa.SmallInteger()),
             finished_at=db_now(family),
             error=sa.bindparam("error_text", type_=sa.Text()),
+            closed_by=CLOSED_BY_WORKER,
+            lease_until=sa.null(),
         )
     )
+
+
+def prunable_ids(table: sa.Table) -> sa.Select[Any]:
+    """Up to :batch finished rows that finished before :cutoff, lowest id first.
+
+    A plain (non-locking) read: the delete that follows locks only these rows.
+    Primary-key order meets the oldest rows first, as ids grow with time.
+    """
+    c = table.c
+    return (
+        sa.select(c.id)
+        .where(_finished(c), c.finished_at < sa.bindparam("cutoff", type_=UTCDateTime()))
+        .order_by(c.id)
+        .limit(sa.bindparam("batch", type_=sa.Integer()))
+    )
+
+
+def delete_finished(table: sa.Table) -> sa.Delete:
+    """Delete the listed rows, re-checking that they are finished and old enough."""
+    c = table.c
+    return sa.delete(table).where(
+        c.id.in_(sa.bindparam("ids", expanding=True)),
+        _finished(c),
+        c.finished_at < sa.bindparam("cutoff", type_=UTCDateTime()),
+    )
+
+
+def _finished(c: sa.ColumnCollection[str, sa.Column[Any]]) -> sa.ColumnElement[bool]:
+    return c.status.in_((WorkStatus.SUCCESS.value, WorkStatus.FAILED.value))
+
+
+def latest_ticks(table: sa.Table) -> sa.Select[Any]:
+    """The latest tick each work has rows for: where a restarted scheduler resumes."""
+    c = table.c
+    return sa.select(c.name, sa.func.max(c.tick_at)).group_by(c.name)
 
 
 def claimed_sequence(table: sa.Table) -> sa.Select[Any]:

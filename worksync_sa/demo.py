@@ -19,6 +19,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from .config import SchedulerConfig
+from .engine import create_engine
 from .models import DEFAULT_TABLE, table_named, validate_table_name
 from .repository import QueryRepository, TickCount
 from .scheduler import Scheduler
@@ -35,25 +36,11 @@ WORKS = (
 CONFIG = SchedulerConfig(lookahead=timedelta(seconds=10), interval="@every 2s")
 
 
-def make_engine(url: str) -> sa.Engine:
-    """An engine for the demo; SQLite gets WAL so readers never block the writer."""
-    engine = sa.create_engine(url)
-    if engine.dialect.name == "sqlite":
-
-        @sa.event.listens_for(engine, "connect")
-        def wal(dbapi_conn: object, record: object) -> None:
-            cursor = dbapi_conn.cursor()  # type: ignore[attr-defined]
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.close()
-
-    return engine
-
-
 def worker(
     number: int, url: str, table: str, failure_rate: float, ready: Any, go: Any, until: Any
 ) -> None:
     """Fire on every work's cron like a fleet member and race for each tick."""
-    engine = make_engine(url)
+    engine = create_engine(url)
     sync = WorkSync(engine, table=table, worker_id=f"demo-worker-{number}")
     rng = random.Random(number)
     try:
@@ -143,7 +130,7 @@ def run_demo(
     """Run the demo; returns the process exit code (0 when no tick exceeded max_run)."""
     url = url or DEFAULT_URL
     table = validate_table_name(table)
-    engine = make_engine(url)
+    engine = create_engine(url)
     shown = engine.url.render_as_string(hide_password=True)
     print(f"worksync demo on {shown} (table {table!r}), {workers} workers, {seconds:g} s")
     upgrade(engine, table=table)

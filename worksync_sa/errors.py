@@ -13,7 +13,14 @@ class WorksyncError(Exception):
     """Base class of every error worksync_sa raises on purpose."""
 
 
-class InvalidWorkError(WorksyncError, ValueError):
+class InvalidArgumentError(WorksyncError, ValueError):
+    """A value passed to a public call is malformed or out of range; nothing was written.
+
+    The message names the argument and what is wrong with it.
+    """
+
+
+class InvalidWorkError(InvalidArgumentError):
     """A work blueprint (name, cron, max_run, timezone, ...) is not usable.
 
     The message names the work and the field, so a config file with fifty
@@ -21,8 +28,8 @@ class InvalidWorkError(WorksyncError, ValueError):
     """
 
 
-class InvalidConfigError(WorksyncError, ValueError):
-    """A setting or an argument of a public call is out of range or malformed."""
+class InvalidConfigError(InvalidArgumentError):
+    """A setting (scheduler config, retry policy, table name) is not usable."""
 
 
 class SchemaNotReadyError(WorksyncError):

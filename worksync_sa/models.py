@@ -23,7 +23,20 @@ Column meanings (the first seven are the original's and keep its meaning):
 ``claimed_by``
     Who claimed the row (``host:pid`` by default), for people reading the table.
 ``error``
-    The failure text recorded by ``Claim.fail``.
+    The failure text recorded by ``Claim.fail``, or the reason recovery gave.
+``lease_until``
+    While RUNNING: when the claim's lease runs out, by the database clock.
+    Heartbeats move it forward; past it, recovery may take the row back.
+``lease_seconds, grace_seconds, max_attempts``
+    The work's policy, copied into each row by the scheduler so that workers
+    and recovery need no copy of the work definitions. NULL (rows written by
+    other programs) means the defaults: 300 s, 60 s, 1 attempt.
+``attempts``
+    How many times the row has been claimed (more than once only when a work
+    opts in to re-queueing rows whose lease expired).
+``closed_by``
+    Who finished the row: ``worker`` (success or fail), ``lease`` (recovery
+    after the lease ran out) or ``missed`` (nobody claimed it within grace).
 """
 
 from __future__ import annotations
@@ -46,6 +59,14 @@ TEXT_MAX = 255
 """Longest name or sequence, in characters (``varchar(255)`` as in the original)."""
 ERROR_TEXT_MAX = 16_000
 """Longest stored error text, in characters; fits MySQL ``TEXT`` even at 4 bytes a character."""
+DEFAULT_LEASE_SECONDS = 300
+DEFAULT_GRACE_SECONDS = 60
+DEFAULT_MAX_ATTEMPTS = 1
+CLOSED_BY_WORKER = "worker"
+CLOSED_BY_LEASE = "lease"
+CLOSED_BY_MISSED = "missed"
+LEASE_EXPIRED = "lease expired (worker lost)"
+MISSED = "missed: nobody claimed it within its grace period"
 
 # 40 characters leaves room for the derived names (``uq_<table>_tick``,
 # ``<table>_alembic_version``) under MySQL's 64 and PostgreSQL's 63 limits.
@@ -136,12 +157,21 @@ def work_table(name: str = DEFAULT_TABLE, metadata: sa.MetaData | None = None) -
         sa.Column("token", sa.String(32)),
         sa.Column("claimed_by", sa.String(TEXT_MAX)),
         sa.Column("error", sa.Text()),
+        sa.Column("lease_until", UTCDateTime()),
+        sa.Column("lease_seconds", sa.Integer()),
+        sa.Column("grace_seconds", sa.Integer()),
+        sa.Column("attempts", sa.Integer()),
+        sa.Column("max_attempts", sa.Integer()),
+        sa.Column("closed_by", sa.String(16)),
         # Idempotent creation: a second scheduler's insert of the same slot is refused.
         # Also serves acquire(name, sequence): at most max_run entries per tick.
         sa.UniqueConstraint("name", "sequence", "slot", name=f"uq_{name}_tick"),
-        # Serves acquire_due: the queued rows of one work, earliest tick first,
-        # without touching the finished rows that pile up behind them.
-        sa.Index(f"ix_{name}_due", "name", "status", "tick_at"),
+        # Serves acquire_due (queued rows of one work, earliest tick first) and
+        # recovery (the queued and running rows): both stay clear of the finished
+        # rows that pile up behind them, so their cost does not grow with the table.
+        sa.Index(f"ix_{name}_status", "status", "name", "tick_at"),
+        # Serves per-work time ranges: the scheduler's restart horizon, reports.
+        sa.Index(f"ix_{name}_tick", "name", "tick_at"),
         # Binary collation: names and sequences compare exactly (case-sensitive),
         # and utf8mb4 stores any text a host sends.
         mysql_engine="InnoDB",
@@ -177,6 +207,12 @@ class WorkRecord(Base):
     token: Mapped[str | None]
     claimed_by: Mapped[str | None]
     error: Mapped[str | None]
+    lease_until: Mapped[datetime | None]
+    lease_seconds: Mapped[int | None]
+    grace_seconds: Mapped[int | None]
+    attempts: Mapped[int | None]
+    max_attempts: Mapped[int | None]
+    closed_by: Mapped[str | None]
 
     def __repr__(self) -> str:
         return (

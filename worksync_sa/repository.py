@@ -23,30 +23,47 @@ from ._dialects import (
     claim_statement,
     counts_inserts_by_returning,
     family_of,
+    heartbeat_statement,
+    recovery_statement,
 )
-from .models import ERROR_TEXT_MAX, WorkStatus
+from .models import (
+    DEFAULT_GRACE_SECONDS,
+    DEFAULT_LEASE_SECONDS,
+    DEFAULT_MAX_ATTEMPTS,
+    ERROR_TEXT_MAX,
+    WorkStatus,
+    as_utc,
+)
 
 _S = TypeVar("_S")
 
 
 @dataclass(frozen=True, slots=True)
 class NewRow:
-    """One QUEUED row to create: one slot of one tick of one work."""
+    """One QUEUED row to create: one slot of one tick of one work, with the work's policy."""
 
     name: str
     sequence: str
     slot: int
     tick_at: datetime
+    lease_seconds: int = DEFAULT_LEASE_SECONDS
+    grace_seconds: int = DEFAULT_GRACE_SECONDS
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
 
 
 @dataclass(frozen=True, slots=True)
 class ClaimedRow:
-    """What a successful claim learned about its row."""
+    """What a successful claim learned about its row.
+
+    ``lease_seconds`` is None when the database did not return it (MySQL) or
+    the row has no lease of its own (the default applies).
+    """
 
     id: int
     name: str
     sequence: str
     token: str
+    lease_seconds: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +100,10 @@ class _StatementCache:
         return statement
 
 
+def _now_params(now: datetime | None) -> dict[str, Any]:
+    return {} if now is None else {"now": as_utc(now)}
+
+
 class ScheduleRepository:
     """Create-ahead: insert the QUEUED rows of upcoming ticks."""
 
@@ -99,7 +120,15 @@ class ScheduleRepository:
         by the unique key: losing that race is the normal path, not an error.
         """
         params = [
-            {"name": r.name, "sequence": r.sequence, "slot": r.slot, "tick_at": r.tick_at}
+            {
+                "name": r.name,
+                "sequence": r.sequence,
+                "slot": r.slot,
+                "tick_at": r.tick_at,
+                "lease_seconds": r.lease_seconds,
+                "grace_seconds": r.grace_seconds,
+                "max_attempts": r.max_attempts,
+            }
             for r in sorted(rows, key=lambda r: (r.name, r.sequence, r.slot))
         ]
         if not params:
@@ -111,9 +140,14 @@ class ScheduleRepository:
             return len(result.all())
         return max(result.rowcount, 0)
 
+    def latest_ticks(self, conn: Connection) -> dict[str, datetime]:
+        """The latest tick each work has rows for (works without ``tick_at`` rows are absent)."""
+        rows = conn.execute(_statements.latest_ticks(self.table))
+        return {name: as_utc(tick) for name, tick in rows if tick is not None}
+
 
 class ClaimRepository:
-    """Claim and finish rows; every write is one guarded statement."""
+    """Claim, heartbeat and finish rows; every write is one guarded statement."""
 
     def __init__(self, table: sa.Table) -> None:
         self.table = table
@@ -138,7 +172,7 @@ class ClaimRepository:
     def claim_due(
         self, conn: Connection, name: str, token: str, worker: str, now: datetime | None = None
     ) -> ClaimedRow | None:
-        """Claim the earliest QUEUED row of ``name`` whose tick is due.
+        """Claim the earliest QUEUED row of ``name`` whose tick is due and within its grace.
 
         Due means ``tick_at`` is at or before the database clock, or ``now``
         when given. Rows without ``tick_at`` (written by another program) are
@@ -152,9 +186,7 @@ class ClaimRepository:
             lambda t, f: claim_statement(t, f, due=True, explicit_now=explicit),
         )
         params: dict[str, Any] = {"work_name": name, "claim_token": token, "worker": worker}
-        if explicit:
-            params["now"] = now
-        return self._run_claim(conn, family, statement, params)
+        return self._run_claim(conn, family, statement, {**params, **_now_params(now)})
 
     def _run_claim(
         self, conn: Connection, family: Family, statement: Any, params: dict[str, Any]
@@ -163,7 +195,9 @@ class ClaimRepository:
         name, token = params["work_name"], params["claim_token"]
         if claim_returns_rows(family):
             row = result.one_or_none()
-            return None if row is None else ClaimedRow(row.id, name, row.sequence, token)
+            if row is None:
+                return None
+            return ClaimedRow(row.id, name, row.sequence, token, row.lease_seconds)
         if result.rowcount != 1:
             return None
         claim_id = int(result.lastrowid)
@@ -175,6 +209,33 @@ class ClaimRepository:
             sequence = conn.execute(select, {"claim_id": claim_id}).scalar_one()
         return ClaimedRow(claim_id, name, sequence, token)
 
+    def find_claim(self, conn: Connection, name: str, token: str) -> ClaimedRow | None:
+        """The running row this token claimed, if that claim committed."""
+        family = family_of(conn.dialect)
+        select = self._statements.get(
+            "by_token", family, lambda t, _: _statements.claim_by_token(t)
+        )
+        row = conn.execute(select, {"work_name": name, "claim_token": token}).one_or_none()
+        return (
+            None
+            if row is None
+            else ClaimedRow(row.id, name, row.sequence, token, row.lease_seconds)
+        )
+
+    def lease_seconds(self, conn: Connection, claim_id: int) -> int | None:
+        """The row's own lease length, or None for the default."""
+        family = family_of(conn.dialect)
+        select = self._statements.get("lease_of", family, lambda t, _: _statements.lease_of(t))
+        value = conn.execute(select, {"claim_id": claim_id}).scalar_one_or_none()
+        return None if value is None else int(value)
+
+    def heartbeat(self, conn: Connection, claim_id: int, token: str) -> bool:
+        """Extend the claim's lease; False if the row is no longer this claim's."""
+        family = family_of(conn.dialect)
+        statement = self._statements.get("heartbeat", family, heartbeat_statement)
+        result = conn.execute(statement, {"claim_id": claim_id, "claim_token": token})
+        return result.rowcount == 1
+
     def finish(
         self,
         conn: Connection,
@@ -185,22 +246,77 @@ class ClaimRepository:
     ) -> bool:
         """Set SUCCESS or FAILED; False if the row is no longer this claim's (nothing written).
 
-        ``error`` is stored verbatim, cut to ``ERROR_TEXT_MAX`` characters.
+        ``error`` is stored verbatim, cut to ``ERROR_TEXT_MAX`` characters (a NUL,
+        which PostgreSQL cannot store, becomes U+FFFD).
         """
         if status not in (WorkStatus.SUCCESS, WorkStatus.FAILED):
             raise ValueError(f"a claim finishes as SUCCESS or FAILED, not {status!r}")
         family = family_of(conn.dialect)
         statement = self._statements.get("finish", family, _statements.finish)
+        text = None if error is None else error[:ERROR_TEXT_MAX].replace("\x00", "\ufffd")
         result = conn.execute(
             statement,
             {
                 "claim_id": claim_id,
                 "claim_token": token,
                 "final_status": status.value,
-                "error_text": None if error is None else error[:ERROR_TEXT_MAX],
+                "error_text": text,
             },
         )
         return result.rowcount == 1
+
+    def finished_as(self, conn: Connection, claim_id: int, token: str, status: WorkStatus) -> bool:
+        """True if this claim itself already recorded ``status`` (a reply that was lost)."""
+        family = family_of(conn.dialect)
+        select = self._statements.get(
+            "finished_by_claim", family, lambda t, _: _statements.finished_by_claim(t)
+        )
+        params = {"claim_id": claim_id, "claim_token": token, "final_status": status.value}
+        return conn.execute(select, params).first() is not None
+
+
+class MaintenanceRepository:
+    """Recovery and retention: set-based statements over many rows."""
+
+    def __init__(self, table: sa.Table) -> None:
+        self.table = table
+        self._statements = _StatementCache(table)
+
+    def recover(self, conn: Connection, now: datetime | None = None) -> int:
+        """Close or re-queue up to a batch of abandoned rows; returns how many.
+
+        Running rows whose lease ended before the database clock (or ``now``)
+        become FAILED ("lease expired"), or QUEUED again if their work allows
+        more attempts. Queued rows whose tick is older than its grace become
+        FAILED ("missed"). One statement, bounded to ``RECOVERY_BATCH`` rows.
+        """
+        family = family_of(conn.dialect)
+        explicit = now is not None
+        statement = self._statements.get(
+            f"recover:{explicit}",
+            family,
+            lambda t, f: recovery_statement(t, f, explicit_now=explicit),
+        )
+        return max(conn.execute(statement, _now_params(now)).rowcount, 0)
+
+    def prune_batch(self, conn: Connection, cutoff: datetime, batch_size: int) -> int:
+        """Delete up to ``batch_size`` finished rows that finished before ``cutoff``.
+
+        Two short statements: a non-locking read of the ids, lowest first, then
+        a delete of exactly those rows by primary key (re-checked), so no lock
+        is taken beyond the rows deleted.
+        """
+        ids = list(
+            conn.execute(
+                _statements.prunable_ids(self.table), {"cutoff": cutoff, "batch": batch_size}
+            ).scalars()
+        )
+        if not ids:
+            return 0
+        result = conn.execute(
+            _statements.delete_finished(self.table), {"ids": ids, "cutoff": cutoff}
+        )
+        return max(result.rowcount, 0)
 
 
 class QueryRepository:

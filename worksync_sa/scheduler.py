@@ -1,10 +1,15 @@
-"""The scheduler side: create each tick's rows before the tick comes.
+"""The scheduler side: create each tick's rows before the tick comes, and repair.
 
 A pass looks at ``(now, now + lookahead]`` and, for every tick of every work
 in it, inserts ``max_run`` QUEUED rows (slots ``0 .. max_run-1``). The unique
 key on (name, sequence, slot) makes a pass idempotent, so any number of
 schedulers can run at once and a restart is harmless: the database refuses
 what already exists, and no scheduler is a leader.
+
+Each pass then runs recovery (rows whose lease ran out, ticks nobody claimed
+within grace) and, if ``retention`` is set, prunes old finished rows. After
+downtime it catches up: ticks missed by at most ``catchup`` are still created;
+older ones are skipped, counted and logged once.
 """
 
 from __future__ import annotations
@@ -13,25 +18,44 @@ import logging
 import threading
 import time
 from collections.abc import Iterable, Iterator
-from datetime import datetime
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from functools import partial
 from itertools import islice
 
-import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from ._dialects import db_now, family_of
+from ._loop import Outage
 from ._tx import Transactions
 from .config import RetryPolicy, SchedulerConfig
 from .errors import InvalidConfigError, InvalidWorkError
 from .models import DEFAULT_TABLE, as_utc, table_named, validate_table_name
-from .repository import NewRow, ScheduleRepository
+from .repository import MaintenanceRepository, NewRow, ScheduleRepository
+from .sync import checked_now, prune
 from .work import Work, check_text
 
 logger = logging.getLogger(__name__)
 
 BATCH_ROWS = 1000
 """Rows per INSERT statement and per transaction: short locks, few round trips."""
+PRUNE_BATCHES_PER_PASS = 10
+PRUNE_BATCH_ROWS = 1000
+SKIPPED_COUNT_LIMIT = 10_000
+"""Counting skipped ticks stops here ("at least 10000"): a long outage of a
+per-second cron must not stall the pass that ends it."""
+
+
+@dataclass
+class PassReport:
+    """What one scheduler pass did."""
+
+    now: datetime
+    created: int = 0
+    planned: int = 0
+    recovered: int = 0
+    pruned: int = 0
+    skipped: dict[str, int] = field(default_factory=dict)
+    """Ticks older than the catch-up window, per work, that got no rows."""
 
 
 def _batches(rows: list[NewRow], size: int) -> Iterator[list[NewRow]]:
@@ -41,7 +65,7 @@ def _batches(rows: list[NewRow], size: int) -> Iterator[list[NewRow]]:
 
 
 def _checked_works(works: Iterable[Work]) -> tuple[Work, ...]:
-    if isinstance(works, (str, bytes, Work)):
+    if isinstance(works, (str, bytes, Work)) or not isinstance(works, Iterable):
         raise InvalidWorkError("works must be a list of Work, not a single value")
     checked: dict[str, Work] = {}
     for work in works:
@@ -54,11 +78,12 @@ def _checked_works(works: Iterable[Work]) -> tuple[Work, ...]:
 
 
 class Scheduler:
-    """Creates rows ahead of every tick of its works.
+    """Creates rows ahead of every tick of its works, and takes back abandoned ones.
 
     Call :meth:`tick` yourself (one pass, returns rows inserted), or
     :meth:`start` a background thread that passes every ``config.interval``
-    until :meth:`stop`.
+    until :meth:`stop`. The thread survives database outages: it logs once,
+    backs off, and resumes by itself.
     """
 
     def __init__(
@@ -74,18 +99,29 @@ class Scheduler:
             raise InvalidConfigError(
                 f"config must be a SchedulerConfig, not {type(config).__name__}"
             )
+        if retry is not None and not isinstance(retry, RetryPolicy):
+            raise InvalidConfigError(f"retry must be a RetryPolicy, not {type(retry).__name__}")
         table = validate_table_name(table)
         self.works = _checked_works(works)
         self.config = config or SchedulerConfig()
         self._tx = Transactions(engine, table, retry or RetryPolicy())
         self._repo = ScheduleRepository(table_named(table))
+        self._maintenance = MaintenanceRepository(table_named(table))
         self._lock = threading.Lock()
-        # The last pass's `now` and horizon: a following pass only plans beyond it.
-        self._covered: tuple[datetime, datetime] | None = None
+        # Per work, the last tick time a pass covered; a following pass plans beyond it.
+        self._covered: dict[str, datetime] = {}
+        self._last_now: datetime | None = None
+        self._last_prune: float | None = None
+        self.last_pass: PassReport | None = None
+        """What the most recent pass did."""
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
 
-    # -- one pass -----------------------------------------------------------------
+    def __repr__(self) -> str:
+        url = self._tx.engine.url.render_as_string(hide_password=True)
+        return f"Scheduler({url!r}, works={len(self.works)}, table={self._tx.table!r})"
+
+    # -- planning (no database) ------------------------------------------------------
 
     def plan(self, after: datetime, until: datetime) -> list[NewRow]:
         """The rows for every tick in ``(after, until]``, sorted, without touching the database.
@@ -95,17 +131,28 @@ class Scheduler:
         written, so a bad sequence generator writes nothing.
         """
         after, until = as_utc(after), as_utc(until)
-        rows: list[NewRow] = []
-        for work in self.works:
-            seen: set[str] = set()
-            for tick in work.ticks(after, until):
-                sequence = self._sequence(work, tick)
-                if sequence in seen:
-                    continue
-                seen.add(sequence)
-                rows.extend(NewRow(work.name, sequence, slot, tick) for slot in range(work.max_run))
-        rows.sort(key=lambda r: (r.name, r.sequence, r.slot))
-        return rows
+        return sorted(
+            (row for work in self.works for row in self._plan_work(work, after, until)),
+            key=lambda r: (r.name, r.sequence, r.slot),
+        )
+
+    def _plan_work(self, work: Work, after: datetime, until: datetime) -> Iterator[NewRow]:
+        seen: set[str] = set()
+        for tick in work.ticks(after, until):
+            sequence = self._sequence(work, tick)
+            if sequence in seen:
+                continue
+            seen.add(sequence)
+            for slot in range(work.max_run):
+                yield NewRow(
+                    work.name,
+                    sequence,
+                    slot,
+                    tick,
+                    work.lease_seconds,
+                    work.grace_seconds,
+                    work.max_attempts,
+                )
 
     def _sequence(self, work: Work, tick: datetime) -> str:
         try:
@@ -122,45 +169,110 @@ class Scheduler:
                 f"{tick.isoformat()}: {exc}"
             ) from None
 
+    # -- one pass ----------------------------------------------------------------------
+
     def tick(self, now: datetime | None = None) -> int:
-        """Run one pass: create the rows of every tick in ``(now, now + lookahead]``.
+        """Run one pass; returns how many rows it inserted.
 
-        Returns how many rows were inserted (rows that already existed are not
-        counted). ``now`` defaults to the database clock; a naive value is taken
-        as UTC. Rows go in batches of ``BATCH_ROWS``, each in a short transaction.
+        Creates the rows of every tick in ``(now, now + lookahead]`` (and,
+        after downtime, of ticks missed by at most ``catchup``), then recovers
+        abandoned rows, then prunes if ``retention`` is set. ``now`` defaults
+        to the database clock; a naive value is taken as UTC. Rows go in
+        batches of ``BATCH_ROWS``, each in a short transaction.
+        :attr:`last_pass` tells what else the pass did.
         """
-        if now is not None and not isinstance(now, datetime):
-            raise InvalidConfigError(f"now must be a datetime, not {type(now).__name__}")
+        explicit = checked_now(now)
         with self._lock:
-            now = as_utc(now) if now is not None else self._database_now()
-            until = now + self.config.lookahead_delta
-            after = now
-            if self._covered is not None:
-                last_now, horizon = self._covered
-                if last_now <= now < horizon:
-                    after = horizon  # the previous pass already created up to its horizon
-            rows = self.plan(after, until)
-            inserted = 0
-            for batch in _batches(rows, BATCH_ROWS):
-                inserted += self._tx.run("create", partial(self._repo.insert_queued, rows=batch))
-            self._covered = (now, until)
+            at = explicit if explicit is not None else self._tx.database_now()
+            report = PassReport(now=at)
+            self._create(at, report)
+            report.recovered = self._tx.run(
+                "recover", lambda conn: self._maintenance.recover(conn, explicit)
+            )
+            report.pruned = self._prune_if_due()
+            self.last_pass = report
         logger.debug(
-            "pass at %s: %d rows planned, %d inserted",
-            now.isoformat(),
-            len(rows),
-            inserted,
-            extra={"action": "created", "planned": len(rows), "inserted": inserted},
+            "pass at %s: %d rows planned, %d created, %d recovered, %d pruned",
+            at.isoformat(),
+            report.planned,
+            report.created,
+            report.recovered,
+            report.pruned,
+            extra={"action": "pass", "created": report.created, "recovered": report.recovered},
         )
-        return inserted
+        if report.recovered:
+            logger.info(
+                "recovered %d abandoned rows (lease expired or missed)",
+                report.recovered,
+                extra={"action": "recovered", "rows": report.recovered},
+            )
+        return report.created
 
-    def _database_now(self) -> datetime:
-        def read(conn: sa.Connection) -> datetime:
-            value = conn.execute(sa.select(db_now(family_of(conn.dialect)))).scalar_one()
-            return as_utc(value)
+    def _create(self, now: datetime, report: PassReport) -> None:
+        until = now + self.config.lookahead_delta
+        floor = now - self.config.catchup_delta
+        starts = self._starts(now)
+        rows: list[NewRow] = []
+        for work in self.works:
+            start = starts.get(work.name)
+            if start is None:
+                start = now  # a work never seen before starts now, with no history to catch up
+            elif start < floor:
+                self._skip(work, start, floor, report)
+                start = floor
+            rows.extend(self._plan_work(work, start, until))
+        rows.sort(key=lambda r: (r.name, r.sequence, r.slot))
+        report.planned = len(rows)
+        for batch in _batches(rows, BATCH_ROWS):
+            report.created += self._tx.run("create", partial(self._repo.insert_queued, rows=batch))
+        self._covered = {work.name: max(until, starts.get(work.name, until)) for work in self.works}
+        self._last_now = now
 
-        return self._tx.run("clock", read)
+    def _starts(self, now: datetime) -> dict[str, datetime]:
+        """Where each work's planning resumes: after what this process (or the table) has."""
+        if self._last_now is not None and now >= self._last_now:
+            return self._covered
+        if self._last_now is not None:
+            return {}  # time went backwards (an explicit now): plan the whole window again
+        return self._tx.run("horizon", self._repo.latest_ticks)
 
-    # -- in the background --------------------------------------------------------
+    def _skip(self, work: Work, start: datetime, floor: datetime, report: PassReport) -> None:
+        count = 0
+        first = last = None
+        for tick in work.iter_ticks(start, floor):
+            first = first or tick
+            last = tick
+            count += 1
+            if count >= SKIPPED_COUNT_LIMIT:
+                break
+        if not count:
+            return
+        report.skipped[work.name] = count
+        logger.warning(
+            "work %r: skipped %s%d ticks from %s to %s, missed by more than catchup (%s)",
+            work.name,
+            "at least " if count >= SKIPPED_COUNT_LIMIT else "",
+            count,
+            first.isoformat() if first else "?",
+            last.isoformat() if last else "?",
+            self.config.catchup_delta,
+            extra={"action": "skipped", "work": work.name, "ticks": count},
+        )
+
+    def _prune_if_due(self) -> int:
+        retention = self.config.retention_delta
+        if retention is None:
+            return 0
+        # Pruning finds nothing most of the time; looking every few minutes is plenty.
+        every = max(self.config.interval_delta, timedelta(minutes=5)).total_seconds()
+        if self._last_prune is not None and time.monotonic() - self._last_prune < every:
+            return 0
+        self._last_prune = time.monotonic()
+        return prune(
+            self._tx, self._maintenance, retention, PRUNE_BATCH_ROWS, PRUNE_BATCHES_PER_PASS
+        )
+
+    # -- in the background -------------------------------------------------------------
 
     def start(self) -> None:
         """Run passes every ``config.interval`` in a background thread; returns at once."""
@@ -192,23 +304,21 @@ class Scheduler:
 
     def _run(self) -> None:
         period = self.config.interval_delta.total_seconds()
+        outage = Outage(
+            logger,
+            "scheduler pass",
+            base=min(1.0, period),
+            cap=self.config.max_backoff_delta.total_seconds(),
+        )
         due = time.monotonic()
-        failing = False
         while not self._stopping.is_set():
             try:
                 self.tick()
-            except Exception:
-                if not failing:  # once per outage, not once per attempt
-                    logger.exception(
-                        "scheduler pass failed; retrying every %s",
-                        self.config.interval_delta,
-                        extra={"action": "pass_failed"},
-                    )
-                failing = True
-            else:
-                if failing:
-                    logger.info("scheduler passes succeed again", extra={"action": "recovered"})
-                failing = False
+            except Exception as exc:  # the loop must outlive any outage
+                self._stopping.wait(outage.failed(exc))
+                due = time.monotonic()
+                continue
+            outage.succeeded()
             due += period
             now = time.monotonic()
             due = max(due, now)  # after an overrun, carry on without a burst of passes

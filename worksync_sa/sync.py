@@ -1,10 +1,12 @@
-"""The worker side: claim a row of a tick, then record how the work went.
+"""The worker side: claim a row of a tick, keep its lease, record how the work went.
 
 This is the original's Syncer. A claim is one guarded UPDATE; at most
 ``max_run`` of them can succeed per tick because only ``max_run`` rows exist
-and each UPDATE takes a row only while it is still QUEUED. Finishing writes
-are fenced by the claim's random token, so a claim can never overwrite a row
-that is no longer its own.
+and each UPDATE takes a row only while it is still QUEUED. The claim holds a
+lease on the database clock; heartbeats extend it, and a worker that stops
+heartbeating (it crashed, or lost the database) has its row taken back by
+recovery. Every later write is fenced by the claim's random token and the
+RUNNING status, so a claim can never overwrite a row that is no longer its own.
 """
 
 from __future__ import annotations
@@ -13,19 +15,30 @@ import logging
 import os
 import secrets
 import socket
-from datetime import datetime
+import threading
+from datetime import datetime, timedelta
 from types import TracebackType
 
 from sqlalchemy.engine import Engine
 
+from ._loop import Outage
 from ._tx import Transactions
-from .config import RetryPolicy
-from .errors import ClaimLostError, InvalidWorkError
-from .models import DEFAULT_TABLE, WorkStatus, as_utc, table_named, validate_table_name
-from .repository import ClaimedRow, ClaimRepository
+from .config import SHORTEST_RETENTION, RetryPolicy
+from .errors import ClaimLostError, InvalidArgumentError, InvalidWorkError
+from .models import (
+    DEFAULT_LEASE_SECONDS,
+    DEFAULT_TABLE,
+    WorkStatus,
+    as_utc,
+    table_named,
+    validate_table_name,
+)
+from .repository import ClaimedRow, ClaimRepository, MaintenanceRepository
 from .work import check_text
 
 logger = logging.getLogger(__name__)
+
+PRUNE_BATCH_LIMIT = 100_000
 
 
 def default_worker_id() -> str:
@@ -40,20 +53,33 @@ def _checked(value: object, what: str) -> str:
         raise InvalidWorkError(str(exc)) from None
 
 
+def checked_now(now: object) -> datetime | None:
+    """An explicit ``now`` as aware UTC, None for the database clock, else a clear error."""
+    if now is None:
+        return None
+    if not isinstance(now, datetime):
+        raise InvalidArgumentError(f"now must be a datetime, not {type(now).__name__}")
+    return as_utc(now)
+
+
 class Claim:
     """A row this process holds. Finish it exactly once with :meth:`success` or :meth:`fail`.
 
-    As a context manager it records SUCCESS when the body returns and FAILED,
-    with the exception's text, when the body raises (the exception is then
-    re-raised). If the body already finished the claim, exit does nothing.
+    As a context manager it keeps the lease alive with a background heartbeat
+    while the body runs, then records SUCCESS when the body returns and
+    FAILED, with the exception's text, when the body raises (the exception is
+    then re-raised). If the body already finished the claim, exit does nothing.
     """
 
-    __slots__ = ("_outcome", "_row", "_sync")
+    __slots__ = ("_keepalive", "_lock", "_lost", "_outcome", "_row", "_sync")
 
     def __init__(self, sync: WorkSync, row: ClaimedRow) -> None:
         self._sync = sync
         self._row = row
         self._outcome: WorkStatus | None = None
+        self._lost = False
+        self._lock = threading.Lock()
+        self._keepalive: _KeepAlive | None = None
 
     @property
     def id(self) -> int:
@@ -80,6 +106,31 @@ class Claim:
         """True once success() or fail() has been recorded."""
         return self._outcome is not None
 
+    @property
+    def lost(self) -> bool:
+        """True once a heartbeat found the row no longer ours (recovered by someone else).
+
+        A long-running body can check it and stop early; its finish would raise
+        :class:`ClaimLostError` anyway.
+        """
+        return self._lost
+
+    def heartbeat(self) -> None:
+        """Extend the lease by the work's lease length, from now on the database clock.
+
+        Raises :class:`ClaimLostError` if the row is no longer ours (it was
+        finished, or recovered after the lease ran out); nothing is written then.
+        """
+        with self._lock:
+            if self._outcome is not None:
+                raise ClaimLostError(f"{self!r} is already finished; nothing to keep alive")
+            if not self._sync._heartbeat(self._row):
+                self._lost = True
+                raise ClaimLostError(
+                    f"{self!r} no longer holds row {self.id}: its lease ran out and it was "
+                    "recovered, or someone else changed it; nothing was written"
+                )
+
     def success(self) -> None:
         """Record SUCCESS. Raises :class:`ClaimLostError` if the row is no longer ours."""
         self._finish(WorkStatus.SUCCESS, None)
@@ -92,22 +143,29 @@ class Claim:
         if isinstance(error, BaseException):
             error = _describe(error)
         elif error is not None and not isinstance(error, str):
-            raise TypeError(f"error must be a string or an exception, not {type(error).__name__}")
+            raise InvalidArgumentError(
+                f"error must be a string or an exception, not {type(error).__name__}"
+            )
         self._finish(WorkStatus.FAILED, error)
 
     def _finish(self, status: WorkStatus, error: str | None) -> None:
-        if self._outcome is not None:
-            raise ClaimLostError(
-                f"{self!r} was already finished as {self._outcome.name}; nothing was written"
-            )
-        if not self._sync._finish(self._row, status, error):
-            raise ClaimLostError(
-                f"{self!r} no longer holds row {self.id}: it was finished, recovered or changed "
-                "by someone else; nothing was written"
-            )
-        self._outcome = status
+        with self._lock:
+            if self._outcome is not None:
+                raise ClaimLostError(
+                    f"{self!r} was already finished as {self._outcome.name}; nothing was written"
+                )
+            if not self._sync._finish(self._row, status, error):
+                self._lost = True
+                raise ClaimLostError(
+                    f"{self!r} no longer holds row {self.id}: it was finished, recovered or "
+                    "changed by someone else; nothing was written"
+                )
+            self._outcome = status
 
     def __enter__(self) -> Claim:
+        if self._sync.keep_alive and self._outcome is None and self._keepalive is None:
+            self._keepalive = _KeepAlive(self)
+            self._keepalive.start()
         return self
 
     def __exit__(
@@ -116,6 +174,9 @@ class Claim:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        if self._keepalive is not None:
+            self._keepalive.halt()
+            self._keepalive = None
         if self._outcome is not None:
             return
         if exc is None:
@@ -138,13 +199,54 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
+class _KeepAlive(threading.Thread):
+    """Heartbeats a claim every third of its lease until halted or the claim is lost."""
+
+    def __init__(self, claim: Claim) -> None:
+        super().__init__(name=f"worksync-heartbeat-{claim.id}", daemon=True)
+        self.claim = claim
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        claim = self.claim
+        try:
+            lease = claim._row.lease_seconds or claim._sync._lease_seconds(claim._row.id)
+        except Exception:
+            lease = None
+        every = max(0.5, (lease or DEFAULT_LEASE_SECONDS) / 3)
+        outage = Outage(logger, f"heartbeat of {claim!r}", base=every / 4, cap=every)
+        wait = every
+        while not self.stopping.wait(wait):
+            try:
+                claim.heartbeat()
+            except ClaimLostError:
+                if not claim.finished:
+                    logger.warning(
+                        "%r was lost: its row was recovered", claim, extra={"action": "lost"}
+                    )
+                return
+            except Exception as exc:  # the database is away: keep trying until the lease ends
+                wait = outage.failed(exc)
+                continue
+            outage.succeeded()
+            wait = every
+
+    def halt(self) -> None:
+        self.stopping.set()
+        if self is not threading.current_thread():
+            self.join()
+
+
 class WorkSync:
-    """Claims rows for workers (the original's Syncer).
+    """Claims rows for workers (the original's Syncer), and repairs what workers leave behind.
 
     ``acquire(name, sequence)`` is the original's pattern: the worker fires on
     the same cron and names the tick. ``acquire_due(name)`` needs no sequence:
-    it takes the earliest queued tick that is due by the database clock, so a
-    worker whose clock is a few seconds off still gets its tick.
+    it takes the earliest queued tick that is due by the database clock and
+    still within its grace, so a worker whose clock is off still gets its tick.
+
+    ``keep_alive`` (default on) makes ``with claim:`` heartbeat in the
+    background while the body runs.
     """
 
     def __init__(
@@ -154,18 +256,34 @@ class WorkSync:
         table: str = DEFAULT_TABLE,
         worker_id: str | None = None,
         retry: RetryPolicy | None = None,
+        keep_alive: bool = True,
     ) -> None:
         table = validate_table_name(table)
         if worker_id is not None:
             worker_id = _checked(worker_id, "worker_id")
+        if retry is not None and not isinstance(retry, RetryPolicy):
+            raise InvalidArgumentError(f"retry must be a RetryPolicy, not {type(retry).__name__}")
+        if not isinstance(keep_alive, bool):
+            raise InvalidArgumentError(f"keep_alive must be True or False, not {keep_alive!r}")
         self._worker_id = worker_id
         self._tx = Transactions(engine, table, retry or RetryPolicy())
         self._repo = ClaimRepository(table_named(table))
+        self._maintenance = MaintenanceRepository(table_named(table))
+        self.keep_alive = keep_alive
 
     @property
     def worker_id(self) -> str:
         """Recorded in ``claimed_by``; ``host:pid`` unless given."""
         return self._worker_id or default_worker_id()
+
+    @property
+    def table(self) -> str:
+        """The work table's name."""
+        return self._tx.table
+
+    def __repr__(self) -> str:
+        url = self._tx.engine.url.render_as_string(hide_password=True)
+        return f"WorkSync({url!r}, table={self.table!r})"
 
     def acquire(self, name: str, sequence: str) -> Claim | None:
         """Claim one QUEUED row of tick ``(name, sequence)``; None when none is left."""
@@ -173,7 +291,9 @@ class WorkSync:
         sequence = _checked(sequence, "sequence")
         token, worker = secrets.token_hex(16), self.worker_id
         row = self._tx.run(
-            "acquire", lambda conn: self._repo.claim(conn, name, sequence, token, worker)
+            "acquire",
+            lambda conn: self._repo.claim(conn, name, sequence, token, worker),
+            resolve=lambda conn: self._repo.find_claim(conn, name, token),
         )
         return self._claimed(row)
 
@@ -181,20 +301,55 @@ class WorkSync:
         """Claim the earliest QUEUED row of ``name`` whose tick has come; None if none.
 
         "Has come" is judged by the database clock, or by ``now`` when given
-        (tests). Rows without a tick time, written by other programs, are only
+        (tests). A tick older than its work's grace is never handed out.
+        Rows without a tick time, written by other programs, are only
         claimable with :meth:`acquire`.
         """
         name = _checked(name, "name")
-        if now is not None:
-            if not isinstance(now, datetime):
-                raise InvalidWorkError(f"now must be a datetime, not {type(now).__name__}")
-            now = as_utc(now)
+        at = checked_now(now)
         token, worker = secrets.token_hex(16), self.worker_id
         row = self._tx.run(
             "acquire_due",
-            lambda conn: self._repo.claim_due(conn, name, token, worker, now),
+            lambda conn: self._repo.claim_due(conn, name, token, worker, at),
+            resolve=lambda conn: self._repo.find_claim(conn, name, token),
         )
         return self._claimed(row)
+
+    def recover(self, *, now: datetime | None = None) -> int:
+        """Take back abandoned rows now (the scheduler also does this every pass).
+
+        Rows whose lease ran out become FAILED ("lease expired (worker lost)")
+        or, if their work allows more attempts, QUEUED again; queued rows older
+        than their grace become FAILED ("missed"). At most one batch per call;
+        returns how many rows changed.
+        """
+        at = checked_now(now)
+        recovered = self._tx.run("recover", lambda conn: self._maintenance.recover(conn, at))
+        if recovered:
+            logger.info("recovered %d abandoned rows", recovered, extra={"action": "recovered"})
+        return recovered
+
+    def prune(self, older_than: timedelta, batch_size: int = 1000) -> int:
+        """Delete rows that finished more than ``older_than`` ago; returns how many.
+
+        Small primary-key-ordered batches, each in its own short transaction,
+        locking only the rows it deletes. ``older_than`` must be at least two
+        days, so a restarted scheduler can never create a pruned tick again.
+        """
+        if not isinstance(older_than, timedelta) or older_than < SHORTEST_RETENTION:
+            raise InvalidArgumentError(
+                f"older_than must be a timedelta of at least {SHORTEST_RETENTION}, "
+                f"got {older_than!r}"
+            )
+        if (
+            not isinstance(batch_size, int)
+            or isinstance(batch_size, bool)
+            or not 1 <= batch_size <= PRUNE_BATCH_LIMIT
+        ):
+            raise InvalidArgumentError(
+                f"batch_size must be an int from 1 to {PRUNE_BATCH_LIMIT}, got {batch_size!r}"
+            )
+        return prune(self._tx, self._maintenance, older_than, batch_size, batches=None)
 
     def _claimed(self, row: ClaimedRow | None) -> Claim | None:
         if row is None:
@@ -204,9 +359,17 @@ class WorkSync:
         )
         return Claim(self, row)
 
+    def _heartbeat(self, row: ClaimedRow) -> bool:
+        return self._tx.run("heartbeat", lambda conn: self._repo.heartbeat(conn, row.id, row.token))
+
+    def _lease_seconds(self, claim_id: int) -> int | None:
+        return self._tx.run("lease", lambda conn: self._repo.lease_seconds(conn, claim_id))
+
     def _finish(self, row: ClaimedRow, status: WorkStatus, error: str | None) -> bool:
         done = self._tx.run(
-            "finish", lambda conn: self._repo.finish(conn, row.id, row.token, status, error)
+            "finish",
+            lambda conn: self._repo.finish(conn, row.id, row.token, status, error),
+            resolve=lambda conn: self._repo.finished_as(conn, row.id, row.token, status) or None,
         )
         if done:
             logger.debug(
@@ -218,3 +381,32 @@ class WorkSync:
                 extra={"action": "finished"},
             )
         return done
+
+
+def prune(
+    tx: Transactions,
+    maintenance: MaintenanceRepository,
+    older_than: timedelta,
+    batch_size: int,
+    batches: int | None,
+) -> int:
+    """Delete old finished rows batch by batch, each batch its own transaction.
+
+    Stops when a batch comes back short, or after ``batches`` batches.
+    """
+    cutoff = tx.database_now() - older_than
+    deleted = done = 0
+    while batches is None or done < batches:
+        count = tx.run("prune", lambda conn: maintenance.prune_batch(conn, cutoff, batch_size))
+        deleted += count
+        done += 1
+        if count < batch_size:
+            break
+    if deleted:
+        logger.info(
+            "pruned %d rows finished before %s",
+            deleted,
+            cutoff.isoformat(),
+            extra={"action": "pruned", "rows": deleted},
+        )
+    return deleted

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 from datetime import datetime, timedelta, timezone
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -37,10 +37,18 @@ from croniter import CroniterBadDateError, croniter
 
 from .durations import parse_every
 from .errors import InvalidWorkError
-from .models import TEXT_MAX, as_utc
+from .models import (
+    DEFAULT_GRACE_SECONDS,
+    DEFAULT_LEASE_SECONDS,
+    DEFAULT_MAX_ATTEMPTS,
+    TEXT_MAX,
+    as_utc,
+)
 
 MAX_RUN_LIMIT = 10_000
 """Largest ``max_run``: the scheduler writes that many rows per tick."""
+MAX_ATTEMPTS_LIMIT = 100
+LONGEST_POLICY = timedelta(days=365)
 
 _UTC = timezone.utc
 _EPOCH = datetime(1970, 1, 1, tzinfo=_UTC)
@@ -211,9 +219,34 @@ def _parse_zone(name: str, value: object) -> ZoneInfo:
         ) from None
 
 
+def _policy_seconds(name: str, field_name: str, value: object) -> int:
+    """A lease or grace as whole seconds, between 1 s and a year."""
+    if not isinstance(value, timedelta):
+        raise _invalid(name, field_name, f"must be a timedelta, not {type(value).__name__}")
+    if value % timedelta(seconds=1) or not timedelta(seconds=1) <= value <= LONGEST_POLICY:
+        raise _invalid(
+            name, field_name, f"must be a whole number of seconds from 1 s to 365 days, got {value}"
+        )
+    return int(value.total_seconds())
+
+
 @dataclass(frozen=True)
 class Work:
     """One job: run it at most ``max_run`` times per tick of ``cron``, fleet-wide.
+
+    Keyword-only policy, copied into every row the scheduler creates, so
+    workers and recovery act on it without a copy of the works:
+
+    ``lease``
+        How long a claim holds its row without a heartbeat. When it runs out,
+        recovery takes the row back (the worker is presumed lost).
+    ``grace``
+        How late after its tick a row may still be claimed. After that, the
+        tick is closed as missed, and ``acquire_due`` never hands it out.
+    ``max_attempts``
+        How many claims a row may get in all. The default, 1, never re-queues:
+        a lost worker's row is marked FAILED. Above 1, a row whose lease
+        expired goes back to QUEUED (the same tick) until the attempts are used.
 
     Validated at construction; anything unusable raises
     :class:`~worksync_sa.InvalidWorkError` naming the work and the field.
@@ -223,6 +256,10 @@ class Work:
     cron: str
     max_run: int = 1
     timezone: str = "UTC"
+    _: KW_ONLY
+    lease: timedelta = timedelta(seconds=DEFAULT_LEASE_SECONDS)
+    grace: timedelta = timedelta(seconds=DEFAULT_GRACE_SECONDS)
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
     _schedule: _Schedule = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -230,25 +267,39 @@ class Work:
             check_text(self.name, "name")
         except ValueError as exc:
             raise InvalidWorkError(f"work {_label(self.name)}: {exc}") from None
-        if (
-            not isinstance(self.max_run, int)
-            or isinstance(self.max_run, bool)
-            or not 1 <= self.max_run <= MAX_RUN_LIMIT
+        for field_name, value, limit in (
+            ("max_run", self.max_run, MAX_RUN_LIMIT),
+            ("max_attempts", self.max_attempts, MAX_ATTEMPTS_LIMIT),
         ):
-            raise _invalid(
-                self.name,
-                "max_run",
-                f"must be an int from 1 to {MAX_RUN_LIMIT}, got {self.max_run!r}",
-            )
+            if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= limit:
+                raise _invalid(
+                    self.name, field_name, f"must be an int from 1 to {limit}, got {value!r}"
+                )
+        _policy_seconds(self.name, "lease", self.lease)
+        _policy_seconds(self.name, "grace", self.grace)
         zone = _parse_zone(self.name, self.timezone)
         object.__setattr__(self, "_schedule", _parse_schedule(self.name, self.cron, zone))
+
+    @property
+    def lease_seconds(self) -> int:
+        """``lease`` in whole seconds, as stored in each row."""
+        return int(self.lease.total_seconds())
+
+    @property
+    def grace_seconds(self) -> int:
+        """``grace`` in whole seconds, as stored in each row."""
+        return int(self.grace.total_seconds())
 
     def ticks(self, after: datetime, until: datetime) -> list[datetime]:
         """The ticks in ``(after, until]`` as aware UTC datetimes, earliest first.
 
         Naive arguments are taken as UTC.
         """
-        return list(self._schedule.ticks(as_utc(after), as_utc(until)))
+        return list(self.iter_ticks(after, until))
+
+    def iter_ticks(self, after: datetime, until: datetime) -> Iterator[datetime]:
+        """Like :meth:`ticks`, lazily: for windows that may hold very many ticks."""
+        return self._schedule.ticks(as_utc(after), as_utc(until))
 
     def next_tick(self, after: datetime) -> datetime:
         """The first tick strictly after ``after`` (aware UTC)."""

@@ -1,0 +1,40 @@
+"""``create_engine`` with the settings worksync_sa wants from a pool.
+
+Hosts may pass any engine of their own; this helper only gathers the
+defaults that matter for long-running schedulers and workers:
+
+* ``pool_pre_ping``: a connection that died while idle (a database restart,
+  a proxy timeout) is replaced at checkout instead of failing the next claim;
+* MySQL/MariaDB: ``charset=utf8mb4`` unless the URL says otherwise, so any
+  name or error text round-trips;
+* SQLite: WAL journal (readers never block the writer) and a busy timeout.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+
+SQLITE_BUSY_TIMEOUT_S = 5.0
+
+
+def create_engine(url: str | sa.URL, **kwargs: Any) -> sa.Engine:
+    """``sqlalchemy.create_engine`` with worksync_sa's defaults; ``kwargs`` win."""
+    url = sa.make_url(url)
+    kwargs.setdefault("pool_pre_ping", True)
+    backend = url.get_backend_name()
+    if backend in ("mysql", "mariadb") and "charset" not in url.query:
+        url = url.update_query_dict({"charset": "utf8mb4"})
+    if backend == "sqlite":
+        kwargs.setdefault("connect_args", {}).setdefault("timeout", SQLITE_BUSY_TIMEOUT_S)
+    engine = sa.create_engine(url, **kwargs)
+    if backend == "sqlite" and url.database not in (None, "", ":memory:"):
+
+        @sa.event.listens_for(engine, "connect")
+        def _wal(dbapi_conn: Any, record: Any) -> None:
+            cursor = dbapi_conn.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.close()
+
+    return engine
