@@ -7,17 +7,19 @@ or ("error", repr).
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
 
-from worksync_sa import Scheduler, SchedulerConfig, Work, WorkSync
+from worksync_sa import Scheduler, SchedulerConfig, Work, Worker, WorkSync
 
 
 def _report(url: str, results: Any, body: Callable[[sa.Engine], object]) -> None:
-    engine = sa.create_engine(url, pool_size=1, max_overflow=0)
+    engine = sa.create_engine(url, pool_size=2, max_overflow=2, pool_pre_ping=True)
     try:
         results.put(("ok", body(engine)))
     except BaseException as exc:
@@ -86,5 +88,93 @@ def race_schedule(
             barrier.wait(timeout=60)
             inserted += Scheduler(engine, blueprints, config, table=table).tick(now)
         return inserted
+
+    _report(url, results, body)
+
+
+class _ActionCounter(logging.Handler):
+    """Counts log records by their ``action`` extra (outage, resumed, ...)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.counts: dict[str, int] = {}
+
+    def emit(self, record: logging.LogRecord) -> None:
+        action = getattr(record, "action", None)
+        if isinstance(action, str):
+            self.counts[action] = self.counts.get(action, 0) + 1
+
+
+def _count_actions() -> _ActionCounter:
+    counter = _ActionCounter()
+    logging.getLogger("worksync_sa").addHandler(counter)
+    logging.getLogger("worksync_sa").setLevel(logging.DEBUG)
+    return counter
+
+
+def blueprints(specs: list[dict[str, Any]]) -> list[Work]:
+    """Work objects from picklable specs (seconds for the timedelta fields)."""
+    works = []
+    for spec in specs:
+        fields = dict(spec)
+        for key in ("lease", "grace"):
+            if key in fields:
+                fields[key] = timedelta(seconds=fields[key])
+        works.append(Work(**fields))
+    return works
+
+
+def run_scheduler(
+    url: str,
+    table: str,
+    works: list[dict[str, Any]],
+    config: dict[str, Any],
+    seconds: float,
+    barrier: Any,
+    results: Any,
+) -> None:
+    """A scheduler process: start the background loop, run for ``seconds``, stop."""
+    counter = _count_actions()
+
+    def body(engine: sa.Engine) -> dict[str, int]:
+        scheduler = Scheduler(engine, blueprints(works), SchedulerConfig(**config), table=table)
+        barrier.wait(timeout=120)
+        scheduler.start()
+        time.sleep(seconds)
+        scheduler.stop()
+        return counter.counts
+
+    _report(url, results, body)
+
+
+def run_worker(
+    url: str,
+    table: str,
+    works: list[dict[str, Any]],
+    seconds: float,
+    log: str | None,
+    barrier: Any,
+    results: Any,
+) -> None:
+    """A worker process: claim due ticks with the package's Worker loop for ``seconds``.
+
+    Every claim is also appended to ``log`` (flushed per line) as it happens,
+    so claims of a process killed with SIGKILL are still known.
+    """
+    counter = _count_actions()
+    journal = open(log, "a", buffering=1) if log else None  # noqa: SIM115
+
+    def handle(claim: Any) -> None:
+        if journal is not None:
+            journal.write(f"{claim.name}\t{claim.sequence}\t{claim.id}\n")
+        time.sleep(0.02)
+
+    def body(engine: sa.Engine) -> dict[str, Any]:
+        worker = Worker(
+            engine, blueprints(works), handle, table=table, poll="200ms", max_backoff="2s"
+        )
+        barrier.wait(timeout=120)
+        worker.run(until=time.time() + seconds)
+        return {"handled": worker.handled, "actions": counter.counts}
 
     _report(url, results, body)

@@ -17,8 +17,8 @@ import sqlalchemy as sa
 from worksync_sa import include_object, include_object_for, migrations_path, work_table
 
 from .conftest import Backend
-from .test_migrations import our_head
 from .host_env import alembic, build_host
+from .test_migrations import our_head
 
 
 @pytest.fixture

@@ -1,0 +1,238 @@
+"""The database goes away for real (a TCP proxy cuts it) and everything recovers.
+
+A lost connection is retried; when the connection died after COMMIT was
+sent, the outcome is unknown, and the retry looks for the claim's token
+before claiming again, so a retry never claims or finishes twice. The
+scheduler and worker loops log once per outage, back off, and resume.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import time
+from collections import Counter
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from worksync_sa import (
+    RetryPolicy,
+    Scheduler,
+    SchedulerConfig,
+    Work,
+    Worker,
+    WorkStatus,
+    WorkSync,
+    default_sequence,
+)
+
+from . import racers
+from .conftest import Db
+from .proxy import Proxy
+
+PATIENT = RetryPolicy(attempts=10, base_delay=0.05, max_delay=0.5)
+
+
+@pytest.fixture
+def proxy(server_db: Db) -> Iterator[Proxy]:
+    url = server_db.engine.url
+    relay = Proxy(
+        url.host or "127.0.0.1", url.port or (3306 if server_db.name == "mysql" else 5432)
+    )
+    yield relay
+    relay.close()
+
+
+@pytest.fixture
+def proxied(server_db: Db, proxy: Proxy) -> Iterator[sa.Engine]:
+    """An engine that reaches the server only through the proxy."""
+    engine = sa.create_engine(proxy.url_for(server_db.url), pool_pre_ping=True)
+    yield engine
+    engine.dispose()
+
+
+def schedule_now(db: Db, work: Work) -> None:
+    config = SchedulerConfig(lookahead=timedelta(minutes=1), interval="10s")
+    Scheduler(db.engine, [work], config, table=db.table).tick(db.db_now() - timedelta(seconds=5))
+
+
+def lost_connections(caplog: pytest.LogCaptureFixture) -> int:
+    return sum(1 for r in caplog.records if "lost connection" in r.getMessage())
+
+
+def test_a_lost_commit_reply_never_claims_twice(
+    server_db: Db, proxy: Proxy, proxied: sa.Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    schedule_now(server_db, Work("w", "@every 2s", max_run=3))
+    sync = WorkSync(proxied, table=server_db.table, retry=PATIENT)
+    proxy.lose_reply_after(b"COMMIT")
+    with caplog.at_level(logging.DEBUG, logger="worksync_sa._tx"):
+        claim = sync.acquire_due("w")
+    assert lost_connections(caplog) == 1  # the claim committed, its reply was lost ...
+    assert claim is not None  # ... and the retry found it by its token instead of claiming again
+    running = server_db.rows(status=WorkStatus.RUNNING)
+    assert [(r.id, r.token) for r in running] == [(claim.id, claim.token)]
+    claim.success()
+    assert server_db.rows(id=claim.id)[0].status == WorkStatus.SUCCESS
+
+
+def test_a_lost_commit_reply_on_finish_is_not_a_lost_claim(
+    server_db: Db, proxy: Proxy, proxied: sa.Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    schedule_now(server_db, Work("w", "@every 2s"))
+    claim = WorkSync(proxied, table=server_db.table, retry=PATIENT).acquire_due("w")
+    assert claim is not None
+    proxy.lose_reply_after(b"COMMIT")
+    with caplog.at_level(logging.DEBUG, logger="worksync_sa._tx"):
+        claim.fail("it broke")  # the write landed, its reply did not: no ClaimLostError
+    assert lost_connections(caplog) == 1
+    (row,) = server_db.rows(id=claim.id)
+    assert (row.status, row.error, row.closed_by) == (WorkStatus.FAILED, "it broke", "worker")
+
+
+def actions(caplog: pytest.LogCaptureFixture, action: str) -> int:
+    return sum(1 for r in caplog.records if getattr(r, "action", None) == action)
+
+
+def test_the_scheduler_loop_survives_an_outage_and_logs_it_once(
+    server_db: Db, proxy: Proxy, proxied: sa.Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = SchedulerConfig(lookahead="2s", interval="200ms", max_backoff="500ms")
+    scheduler = Scheduler(proxied, [Work("w", "* * * * * *")], config, table=server_db.table)
+    with caplog.at_level(logging.WARNING, logger="worksync_sa"):
+        scheduler.start()
+        try:
+            time.sleep(1)
+            proxy.cut()
+            time.sleep(3)
+            assert scheduler.running
+            proxy.restore()
+            time.sleep(2)
+            after = server_db.db_now()
+            time.sleep(1.5)
+        finally:
+            scheduler.stop(timeout=10)
+    assert actions(caplog, "outage") == 1
+    assert actions(caplog, "resumed") == 1
+    assert any(r.created_at > after for r in server_db.rows())  # it is creating again
+
+
+def test_the_worker_loop_survives_an_outage(
+    server_db: Db, proxy: Proxy, proxied: sa.Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    work = Work("w", "* * * * * *", grace=timedelta(minutes=1))
+    schedule_now(server_db, work)
+    seen: list[str] = []
+    worker = Worker(
+        proxied, [work], lambda claim: seen.append(claim.sequence),
+        table=server_db.table, poll="100ms", max_backoff="500ms",
+    )  # fmt: skip
+    with caplog.at_level(logging.WARNING, logger="worksync_sa"):
+        worker.start()
+        try:
+            time.sleep(1.5)
+            proxy.cut()
+            time.sleep(3)
+            before = len(seen)
+            proxy.restore()
+            time.sleep(3)
+        finally:
+            worker.stop(timeout=10)
+    assert len(seen) > before  # claimed again after the outage, including the ticks it missed
+    assert actions(caplog, "outage") == 1
+    assert actions(caplog, "resumed") == 1
+    assert len(seen) == len(set(seen))
+
+
+@pytest.mark.slow
+def test_cut_the_database_for_ten_seconds(server_db: Db, proxy: Proxy, tmp_path: Any) -> None:
+    """A scheduler and 8 worker processes, all through the proxy; cut it for 10 s mid-run."""
+    works = [
+        # claimed late after the outage, within grace
+        {"name": "patient", "cron": "*/2 * * * * *", "max_run": 2, "grace": 30, "lease": 5},
+        # ticks during the outage pass their grace: closed as missed
+        {"name": "strict", "cron": "*/2 * * * * *", "max_run": 1, "grace": 3, "lease": 5},
+    ]
+    config = {"lookahead": "15s", "interval": "1s", "catchup": "30s", "max_backoff": "2s"}
+    url = proxy.url_for(server_db.url)
+    run_for, cut_at, cut_for = 32.0, 10.0, 10.0
+    ctx = multiprocessing.get_context("spawn")
+    results = ctx.Queue()
+    barrier = ctx.Barrier(9 + 1)
+    procs = [
+        ctx.Process(
+            target=racers.run_scheduler,
+            args=(url, server_db.table, works, config, run_for, barrier, results),
+        )
+    ] + [
+        ctx.Process(
+            target=racers.run_worker,
+            args=(
+                url,
+                server_db.table,
+                works,
+                run_for,
+                str(tmp_path / f"w{n}.log"),
+                barrier,
+                results,
+            ),
+        )
+        for n in range(8)
+    ]
+    for proc in procs:
+        proc.start()
+    barrier.wait(timeout=120)
+    started = server_db.db_now()
+    time.sleep(cut_at)
+    proxy.cut()
+    time.sleep(cut_for)
+    proxy.restore()
+    restored = server_db.db_now()
+    reports = [results.get(timeout=120) for _ in procs]
+    for proc in procs:
+        proc.join(timeout=30)
+    assert all(status == "ok" for status, _ in reports), reports
+    # The workers stopped run_for after the barrier; judge the ticks they had time for.
+    ended = started + timedelta(seconds=run_for - 1.5)
+
+    # Let every grace run out, then close what is left, as any later pass would.
+    time.sleep(3.5)
+    WorkSync(server_db.engine, table=server_db.table).recover()
+
+    rows = server_db.rows()
+    budget = {w["name"]: w["max_run"] for w in works}
+    window = [r for r in rows if started + timedelta(seconds=2) < r.tick_at <= ended]
+    per_tick = Counter((r.name, r.sequence) for r in window)
+    expected = {
+        (work.name, default_sequence(tick))
+        for work in racers.blueprints(works)
+        for tick in work.ticks(started + timedelta(seconds=2), ended)
+    }
+    assert set(per_tick) == expected  # every tick of the window has rows ...
+    assert all(
+        count == budget[name] for (name, _), count in per_tick.items()
+    )  # ... exactly max_run
+    for row in window:  # ... and each is accounted for: claimed, or closed as missed
+        assert row.status in (WorkStatus.SUCCESS, WorkStatus.FAILED), row
+        assert row.closed_by in ("worker", "missed"), row
+    claims = Counter()
+    ids: list[int] = []
+    for n in range(8):
+        for line in (tmp_path / f"w{n}.log").read_text().splitlines():
+            name, sequence, row_id = line.split("\t")
+            claims[(name, sequence)] += 1
+            ids.append(int(row_id))
+    assert len(ids) == len(set(ids))  # no row claimed twice
+    assert all(count <= budget[name] for (name, _), count in claims.items())
+    resumed = [r for r in window if r.status == WorkStatus.SUCCESS and r.started_at > restored]
+    assert resumed, "nothing was claimed after the database came back"
+    missed = [r for r in window if r.closed_by == "missed"]
+    assert {r.name for r in missed} <= {"strict"}  # patient ticks were all claimed late
+    # Each process logged the outage once, not once per attempt.
+    for _, report in reports:
+        counts = report.get("actions", report)
+        assert counts.get("outage", 0) <= 1, report
