@@ -151,7 +151,7 @@ def test_the_worker_loop_survives_an_outage(
 @pytest.mark.slow
 def test_cut_the_database_for_ten_seconds(server_db: Db, proxy: Proxy, tmp_path: Any) -> None:
     """A scheduler and 8 worker processes, all through the proxy; cut it for 10 s mid-run."""
-    works = [
+    works: list[dict[str, Any]] = [
         # claimed late after the outage, within grace
         {"name": "patient", "cron": "*/2 * * * * *", "max_run": 2, "grace": 30, "lease": 5},
         # ticks during the outage pass their grace: closed as missed
@@ -219,7 +219,7 @@ def test_cut_the_database_for_ten_seconds(server_db: Db, proxy: Proxy, tmp_path:
     for row in window:  # ... and each is accounted for: claimed, or closed as missed
         assert row.status in (WorkStatus.SUCCESS, WorkStatus.FAILED), row
         assert row.closed_by in ("worker", "missed"), row
-    claims = Counter()
+    claims: Counter[tuple[str, str]] = Counter()
     ids: list[int] = []
     for n in range(8):
         for line in (tmp_path / f"w{n}.log").read_text().splitlines():
