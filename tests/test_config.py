@@ -23,13 +23,14 @@ from worksync_sa.models import validate_table_name, version_table_for
         ("10µs", timedelta(microseconds=10)),
         ("1000ns", timedelta(microseconds=1)),
         (" 90s ", timedelta(seconds=90)),
+        ("7d", timedelta(days=7)),
     ],
 )
 def test_go_durations(text: str, expected: timedelta) -> None:
     assert parse_duration(text) == expected
 
 
-@pytest.mark.parametrize("text", ["", "5", "5 m", "m5", "-5s", "0s", "1ns", "5d", "1h-30m"])
+@pytest.mark.parametrize("text", ["", "5", "5 m", "m5", "-5s", "0s", "1ns", "5y", "1h-30m"])
 def test_bad_go_durations(text: str) -> None:
     with pytest.raises(ValueError, match="duration"):
         parse_duration(text)

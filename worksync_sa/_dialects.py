@@ -315,7 +315,12 @@ def recovery_statement(table: sa.Table, family: Family, *, explicit_now: bool) -
     order = (c.status, c.name, c.tick_at, c.id)
     pick = sa.select(c.id).where(due).order_by(*order).limit(RECOVERY_BATCH)
     if family == "postgresql":
-        pick = pick.with_for_update(skip_locked=True)
+        # A materialized CTE runs once. As "id IN (subquery)" the planner may
+        # rescan the locking sub-select per row, and each rescan skips the rows
+        # this statement already changed: the batch would grow without bound.
+        locked = pick.with_for_update(skip_locked=True)
+        picked = locked.cte("picked").prefix_with("MATERIALIZED")
+        return sa.update(table).where(c.id == picked.c.id, due).ordered_values(*assignments)
     return (
         sa.update(table).where(c.id.in_(pick.scalar_subquery()), due).ordered_values(*assignments)
     )

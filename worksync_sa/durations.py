@@ -1,7 +1,8 @@
 """Go-style durations (``90s``, ``5m``, ``1h30m``) and ``@every`` specs.
 
 The original configures its scheduler with robfig/cron strings such as
-``@every 2s``; keeping that syntax lets a config move over unchanged.
+``@every 2s``; keeping that syntax lets a config move over unchanged. One
+unit is added to Go's: ``d`` for days, since retention is counted in days.
 Arithmetic is exact (fractions), so ``0.1s`` is 100 ms, not 99.999 ms.
 """
 
@@ -20,8 +21,9 @@ _UNITS: dict[str, Fraction] = {
     "s": Fraction(1),
     "m": Fraction(60),
     "h": Fraction(3600),
+    "d": Fraction(86400),
 }
-_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
+_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h|d)")
 _EVERY = re.compile(r"@every\s+(\S+)")
 
 
@@ -43,7 +45,7 @@ def parse_duration(text: str) -> timedelta:
         if part is None:
             raise ValueError(
                 f"duration {text!r} is not valid; write it like '90s', '5m' or '1h30m' "
-                "(units ns, us, ms, s, m, h)"
+                "(units ns, us, ms, s, m, h, d)"
             )
         total += Fraction(part.group(1)) * _UNITS[part.group(2)]
         pos = part.end()
