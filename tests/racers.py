@@ -8,9 +8,10 @@ or ("error", repr).
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import sqlalchemy as sa
@@ -138,7 +139,8 @@ def run_scheduler(
 
     def body(engine: sa.Engine) -> dict[str, int]:
         scheduler = Scheduler(engine, blueprints(works), SchedulerConfig(**config), table=table)
-        barrier.wait(timeout=120)
+        if barrier is not None:  # None: a process started on its own, e.g. a restart
+            barrier.wait(timeout=120)
         scheduler.start()
         time.sleep(seconds)
         scheduler.stop()
@@ -155,11 +157,14 @@ def run_worker(
     log: str | None,
     barrier: Any,
     results: Any,
+    skew: float = 0.0,
 ) -> None:
     """A worker process: claim due ticks with the package's Worker loop for ``seconds``.
 
     Every claim is also appended to ``log`` (flushed per line) as it happens,
-    so claims of a process killed with SIGKILL are still known.
+    so claims of a process killed with SIGKILL are still known. ``skew`` shifts
+    this process's clock (injected into the Worker, not the system clock).
+    ``barrier`` may be None (a process started on its own, e.g. a restart).
     """
     counter = _count_actions()
     journal = open(log, "a", buffering=1) if log else None  # noqa: SIM115
@@ -169,12 +174,32 @@ def run_worker(
             journal.write(f"{claim.name}\t{claim.sequence}\t{claim.id}\n")
         time.sleep(0.02)
 
+    def skewed() -> datetime:
+        return datetime.now(timezone.utc) + timedelta(seconds=skew)
+
     def body(engine: sa.Engine) -> dict[str, Any]:
         worker = Worker(
-            engine, blueprints(works), handle, table=table, poll="200ms", max_backoff="2s"
-        )
-        barrier.wait(timeout=120)
+            engine, blueprints(works), handle, table=table, poll="200ms", max_backoff="2s",
+            clock=skewed,
+        )  # fmt: skip
+        if barrier is not None:
+            barrier.wait(timeout=120)
         worker.run(until=time.time() + seconds)
         return {"handled": worker.handled, "actions": counter.counts}
 
     _report(url, results, body)
+
+
+def hold_claim(url: str, table: str, name: str, claims: Any) -> None:
+    """Claim one due tick, report it, then run "forever" with heartbeats (until killed)."""
+    engine = sa.create_engine(url)
+    sync = WorkSync(engine, table=table)
+    deadline = time.monotonic() + 30
+    while (claim := sync.acquire_due(name)) is None:
+        if time.monotonic() > deadline:
+            claims.put(None)
+            return
+        time.sleep(0.1)
+    claims.put((claim.id, claim.name, claim.sequence, claim.token, os.getpid()))
+    with claim:
+        time.sleep(3600)

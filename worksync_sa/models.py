@@ -52,7 +52,7 @@ from sqlalchemy.dialects import mysql
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped
 
-from .errors import InvalidConfigError
+from .errors import InvalidArgumentError, InvalidConfigError
 
 DEFAULT_TABLE = "works"
 TEXT_MAX = 255
@@ -125,6 +125,13 @@ class UTCDateTime(sa.types.TypeDecorator[datetime]):
 
     def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         return None if value is None else as_utc(value)
+
+
+def checked_moment(value: object, what: str) -> datetime:
+    """A caller's datetime as aware UTC (naive means UTC), or a clear error naming ``what``."""
+    if not isinstance(value, datetime):
+        raise InvalidArgumentError(f"{what} must be a datetime, not {type(value).__name__}")
+    return as_utc(value)
 
 
 def as_utc(value: datetime) -> datetime:

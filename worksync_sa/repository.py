@@ -26,6 +26,7 @@ from ._dialects import (
     heartbeat_statement,
     recovery_statement,
 )
+from .errors import InvalidArgumentError
 from .models import (
     DEFAULT_GRACE_SECONDS,
     DEFAULT_LEASE_SECONDS,
@@ -33,9 +34,31 @@ from .models import (
     ERROR_TEXT_MAX,
     WorkStatus,
     as_utc,
+    checked_moment,
 )
+from .work import check_text
 
 _S = TypeVar("_S")
+
+
+def _check_int(name: str, value: object, least: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < least:
+        raise InvalidArgumentError(f"NewRow: {name} must be an int >= {least}, got {value!r}")
+
+
+def _claim_params(name: object, token: object, worker: object) -> dict[str, Any]:
+    """A claim's bound values, checked: they go into a guarded UPDATE verbatim."""
+    try:
+        params = {
+            "work_name": check_text(name, "name"),
+            "worker": check_text(worker, "worker"),
+        }
+    except ValueError as exc:
+        raise InvalidArgumentError(str(exc)) from None
+    if not isinstance(token, str) or not 1 <= len(token) <= 32:
+        raise InvalidArgumentError("token must be a string of 1 to 32 characters")
+    params["claim_token"] = token
+    return params
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +72,23 @@ class NewRow:
     lease_seconds: int = DEFAULT_LEASE_SECONDS
     grace_seconds: int = DEFAULT_GRACE_SECONDS
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
+
+    def __post_init__(self) -> None:
+        # Repositories are public: a host may build rows itself, and INSERT IGNORE
+        # would quietly truncate a bad value instead of refusing it.
+        try:
+            check_text(self.name, "name")
+            check_text(self.sequence, "sequence")
+        except ValueError as exc:
+            raise InvalidArgumentError(f"NewRow: {exc}") from None
+        for name, least in (
+            ("slot", 0),
+            ("lease_seconds", 1),
+            ("grace_seconds", 1),
+            ("max_attempts", 1),
+        ):
+            _check_int(name, getattr(self, name), least)
+        object.__setattr__(self, "tick_at", checked_moment(self.tick_at, "NewRow: tick_at"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,11 +125,20 @@ class TickCount:
         return self.running + self.succeeded + self.failed
 
 
+def _checked_table(table: object) -> sa.Table:
+    if not isinstance(table, sa.Table):
+        raise InvalidArgumentError(
+            f"table must be a sqlalchemy Table (worksync_sa.work_table(name)), "
+            f"not {type(table).__name__}"
+        )
+    return table
+
+
 class _StatementCache:
     """Builds each statement once per (kind, database family) and reuses it."""
 
     def __init__(self, table: sa.Table) -> None:
-        self.table = table
+        self.table = _checked_table(table)
         self._built: dict[tuple[str, Family], Any] = {}
 
     def get(self, kind: str, family: Family, build: Callable[[sa.Table, Family], _S]) -> _S:
@@ -101,15 +150,15 @@ class _StatementCache:
 
 
 def _now_params(now: datetime | None) -> dict[str, Any]:
-    return {} if now is None else {"now": as_utc(now)}
+    return {} if now is None else {"now": checked_moment(now, "now")}
 
 
 class ScheduleRepository:
     """Create-ahead: insert the QUEUED rows of upcoming ticks."""
 
     def __init__(self, table: sa.Table) -> None:
-        self.table = table
         self._statements = _StatementCache(table)
+        self.table = self._statements.table
 
     def insert_queued(self, conn: Connection, rows: Iterable[NewRow]) -> int:
         """Insert ``rows`` in one batched statement; return how many were new.
@@ -150,8 +199,8 @@ class ClaimRepository:
     """Claim, heartbeat and finish rows; every write is one guarded statement."""
 
     def __init__(self, table: sa.Table) -> None:
-        self.table = table
         self._statements = _StatementCache(table)
+        self.table = self._statements.table
 
     def claim(
         self, conn: Connection, name: str, sequence: str, token: str, worker: str
@@ -161,12 +210,11 @@ class ClaimRepository:
         statement = self._statements.get(
             "claim", family, lambda t, f: claim_statement(t, f, due=False)
         )
-        params = {
-            "work_name": name,
-            "tick_sequence": sequence,
-            "claim_token": token,
-            "worker": worker,
-        }
+        params = _claim_params(name, token, worker)
+        try:
+            params["tick_sequence"] = check_text(sequence, "sequence")
+        except ValueError as exc:
+            raise InvalidArgumentError(str(exc)) from None
         return self._run_claim(conn, family, statement, params)
 
     def claim_due(
@@ -185,7 +233,7 @@ class ClaimRepository:
             family,
             lambda t, f: claim_statement(t, f, due=True, explicit_now=explicit),
         )
-        params: dict[str, Any] = {"work_name": name, "claim_token": token, "worker": worker}
+        params = _claim_params(name, token, worker)
         return self._run_claim(conn, family, statement, {**params, **_now_params(now)})
 
     def _run_claim(
@@ -279,8 +327,8 @@ class MaintenanceRepository:
     """Recovery and retention: set-based statements over many rows."""
 
     def __init__(self, table: sa.Table) -> None:
-        self.table = table
         self._statements = _StatementCache(table)
+        self.table = self._statements.table
 
     def recover(self, conn: Connection, now: datetime | None = None) -> int:
         """Close or re-queue up to a batch of abandoned rows; returns how many.
@@ -306,6 +354,9 @@ class MaintenanceRepository:
         a delete of exactly those rows by primary key (re-checked), so no lock
         is taken beyond the rows deleted.
         """
+        cutoff = checked_moment(cutoff, "cutoff")
+        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+            raise InvalidArgumentError(f"batch_size must be an int >= 1, got {batch_size!r}")
         ids = list(
             conn.execute(
                 _statements.prunable_ids(self.table), {"cutoff": cutoff, "batch": batch_size}
@@ -323,7 +374,7 @@ class QueryRepository:
     """Read-only views of the table for tests, demos and operators."""
 
     def __init__(self, table: sa.Table) -> None:
-        self.table = table
+        self.table = _checked_table(table)
 
     def rows(self, conn: Connection, name: str, sequence: str | None = None) -> Sequence[Any]:
         """All rows of a work (or of one tick), oldest first."""

@@ -29,7 +29,7 @@ from ._loop import Outage
 from ._tx import Transactions
 from .config import RetryPolicy, SchedulerConfig
 from .errors import InvalidConfigError, InvalidWorkError
-from .models import DEFAULT_TABLE, as_utc, table_named, validate_table_name
+from .models import DEFAULT_TABLE, checked_moment, table_named, validate_table_name
 from .repository import MaintenanceRepository, NewRow, ScheduleRepository
 from .sync import checked_now, prune
 from .work import Work, check_text
@@ -130,7 +130,7 @@ class Scheduler:
         of them gets rows. Every sequence is checked before anything is
         written, so a bad sequence generator writes nothing.
         """
-        after, until = as_utc(after), as_utc(until)
+        after, until = checked_moment(after, "after"), checked_moment(until, "until")
         return sorted(
             (row for work in self.works for row in self._plan_work(work, after, until)),
             key=lambda r: (r.name, r.sequence, r.slot),

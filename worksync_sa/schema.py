@@ -20,6 +20,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy.engine import Engine
 
+from ._tx import checked_engine
 from .models import DEFAULT_TABLE, validate_table_name, version_table_for
 
 BRANCH_LABEL = "worksync"
@@ -59,7 +60,7 @@ def downgrade(engine: Engine, revision: str = "base", *, table: str = DEFAULT_TA
 
 def _run(engine: Engine, table: str, action: Callable[[Config], None]) -> None:
     config = alembic_config(table=table)
-    with engine.begin() as conn:
+    with checked_engine(engine).begin() as conn:
         config.attributes["connection"] = conn
         action(config)
 

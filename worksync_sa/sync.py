@@ -29,7 +29,7 @@ from .models import (
     DEFAULT_LEASE_SECONDS,
     DEFAULT_TABLE,
     WorkStatus,
-    as_utc,
+    checked_moment,
     table_named,
     validate_table_name,
 )
@@ -55,11 +55,7 @@ def _checked(value: object, what: str) -> str:
 
 def checked_now(now: object) -> datetime | None:
     """An explicit ``now`` as aware UTC, None for the database clock, else a clear error."""
-    if now is None:
-        return None
-    if not isinstance(now, datetime):
-        raise InvalidArgumentError(f"now must be a datetime, not {type(now).__name__}")
-    return as_utc(now)
+    return None if now is None else checked_moment(now, "now")
 
 
 class Claim:

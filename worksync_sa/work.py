@@ -42,7 +42,7 @@ from .models import (
     DEFAULT_LEASE_SECONDS,
     DEFAULT_MAX_ATTEMPTS,
     TEXT_MAX,
-    as_utc,
+    checked_moment,
 )
 
 MAX_RUN_LIMIT = 10_000
@@ -74,7 +74,7 @@ def default_sequence(tick: datetime) -> str:
     gives two ticks two sequences, and hosts in different zones agree. A naive
     ``tick`` is taken as UTC.
     """
-    return as_utc(tick).strftime(_SEQUENCE_LAYOUT)
+    return checked_moment(tick, "tick").strftime(_SEQUENCE_LAYOUT)
 
 
 def check_text(value: object, what: str) -> str:
@@ -299,8 +299,9 @@ class Work:
 
     def iter_ticks(self, after: datetime, until: datetime) -> Iterator[datetime]:
         """Like :meth:`ticks`, lazily: for windows that may hold very many ticks."""
-        return self._schedule.ticks(as_utc(after), as_utc(until))
+        return self._schedule.ticks(checked_moment(after, "after"), checked_moment(until, "until"))
 
     def next_tick(self, after: datetime) -> datetime:
         """The first tick strictly after ``after`` (aware UTC)."""
-        return next(self._schedule.ticks(as_utc(after), datetime.max.replace(tzinfo=_UTC)))
+        start = checked_moment(after, "after")
+        return next(self._schedule.ticks(start, datetime.max.replace(tzinfo=_UTC)))
