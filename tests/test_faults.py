@@ -93,7 +93,7 @@ def test_kill_9_a_worker_mid_run(db: Db) -> None:
 
 def test_kill_9_the_scheduler_and_restart_it(db: Db) -> None:
     works = [{"name": "s", "cron": "* * * * * *", "max_run": 2}]
-    config = {"lookahead": "1s", "interval": "1s"}  # catch-up: 1.5 s
+    config: dict[str, Any] = {"lookahead": "1s", "interval": "1s"}  # catch-up: 1.5 s
     results = SPAWN.Queue()
     proc = SPAWN.Process(
         target=racers.run_scheduler,

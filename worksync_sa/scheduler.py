@@ -198,7 +198,11 @@ class Scheduler:
             report.created,
             report.recovered,
             report.pruned,
-            extra={"action": "pass", "created": report.created, "recovered": report.recovered},
+            extra={
+                "action": "pass",
+                "rows_created": report.created,
+                "rows_recovered": report.recovered,
+            },
         )
         if report.recovered:
             logger.info(

@@ -1,0 +1,166 @@
+"""SQL is never built from values, and passwords never leak into logs, errors or reprs."""
+
+from __future__ import annotations
+
+import ast
+import logging
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from worksync_sa import Scheduler, SchedulerConfig, Work, Worker, WorkSync
+
+from .conftest import Backend, Db
+from .proxy import Proxy
+
+ROOT = Path(__file__).resolve().parent.parent
+SQL_CALLS = {"text", "exec_driver_sql", "execute", "literal_column", "executescript", "prefix_with"}
+ALLOWED = {("migrations/env.py", "literal_binds")}  # alembic's offline mode prints SQL by design
+
+
+def formatted_sql(source: str, filename: str = "<source>") -> list[str]:
+    """Every place that hands SQL-ish calls a string built at run time, or inlines binds."""
+    problems = []
+    for node in ast.walk(ast.parse(source, filename)):
+        if isinstance(node, ast.keyword) and node.arg == "literal_binds":
+            problems.append(f"{filename}:{node.value.lineno}: literal_binds")
+        if not isinstance(node, ast.Call) or not node.args:
+            continue
+        func = node.func
+        name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+        if name not in SQL_CALLS:
+            continue
+        first = node.args[0]
+        built = (
+            isinstance(first, ast.JoinedStr)
+            or (isinstance(first, ast.BinOp) and isinstance(first.op, (ast.Mod, ast.Add)))
+            or (
+                isinstance(first, ast.Call)
+                and isinstance(first.func, ast.Attribute)
+                and first.func.attr == "format"
+            )
+        )
+        if built:
+            problems.append(f"{filename}:{node.lineno}: {name}() of a formatted string")
+    return problems
+
+
+def test_no_sql_is_formatted_from_values_in_the_package() -> None:
+    files = sorted((ROOT / "worksync_sa").rglob("*.py")) + sorted(
+        (ROOT / "migrations").rglob("*.py")
+    )
+    assert len(files) > 10
+    problems = []
+    for path in files:
+        relative = path.relative_to(ROOT).as_posix()
+        for problem in formatted_sql(path.read_text(), relative):
+            if not any(relative == f and what in problem for f, what in ALLOWED):
+                problems.append(problem)
+    assert problems == []
+
+
+@pytest.mark.parametrize(
+    "snippet",
+    [
+        "conn.execute(sa.text(f\"SELECT * FROM works WHERE name = '{name}'\"))",
+        'conn.exec_driver_sql("DELETE FROM works WHERE id = %d" % row_id)',
+        "conn.execute(text(\"UPDATE works SET error = '{}'\".format(error)))",
+        "select(literal_column('x' + value))",
+        "compile(literal_binds=True)",
+    ],
+)
+def test_the_check_catches_formatted_sql(snippet: str) -> None:
+    assert formatted_sql(snippet)
+
+
+SECRET = f"pw-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def secret_url(server: Backend) -> Iterator[str]:
+    """A URL carrying a real password (a MariaDB user made for it; PostgreSQL trusts anyway)."""
+    url = server.engine.url
+    if server.name == "mysql":
+        user = f"ws_{uuid.uuid4().hex[:8]}"
+        with server.engine.begin() as conn:
+            conn.exec_driver_sql(f"CREATE USER '{user}'@'%%' IDENTIFIED BY '{SECRET}'")
+            conn.exec_driver_sql(f"GRANT ALL ON {url.database}.* TO '{user}'@'%%'")
+        try:
+            yield url.set(username=user, password=SECRET).render_as_string(hide_password=False)
+        finally:
+            with server.engine.begin() as conn:
+                conn.exec_driver_sql(f"DROP USER '{user}'@'%%'")
+    else:
+        yield url.set(password=SECRET).render_as_string(hide_password=False)
+
+
+@pytest.fixture
+def secret_db(server: Backend, secret_url: str) -> Iterator[Db]:
+    from .conftest import create_table, drop_table, fresh_table_name
+
+    name = fresh_table_name()
+    create_table(server.engine, name)
+    try:
+        yield Db(server, name)
+    finally:
+        drop_table(server.engine, name)
+
+
+def test_passwords_never_reach_logs_errors_or_reprs(
+    secret_db: Db, secret_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    url = sa.make_url(secret_url)
+    proxy = Proxy(url.host or "127.0.0.1", url.port or 0)
+    engine = sa.create_engine(proxy.url_for(secret_url), pool_pre_ping=True)
+    seen: list[str] = []
+    try:
+        with caplog.at_level(logging.DEBUG, logger="worksync_sa"):
+            config = SchedulerConfig(lookahead="2s", interval="200ms", max_backoff="300ms")
+            scheduler = Scheduler(engine, [Work("w", "* * * * * *")], config, table=secret_db.table)
+            worker = Worker(engine, ["w"], lambda c: None, table=secret_db.table, poll="100ms")
+            sync = WorkSync(engine, table=secret_db.table)
+            seen += [repr(scheduler), repr(worker), repr(sync)]
+            scheduler.start()
+            worker.start()
+            time.sleep(1)
+            proxy.cut()  # outage: every loop logs what went wrong
+            try:
+                sync.acquire_due("w")
+            except Exception as exc:
+                seen += [str(exc), repr(exc)]
+            time.sleep(1.5)
+            proxy.restore()
+            time.sleep(1)
+            scheduler.stop(timeout=10)
+            worker.stop(timeout=10)
+        if secret_db.name == "mysql":  # PostgreSQL here trusts local users: no wrong password
+            bad = sa.create_engine(secret_url.replace(SECRET, SECRET + "-wrong"))
+            with pytest.raises(sa.exc.DBAPIError) as caught:
+                WorkSync(bad, table=secret_db.table).acquire("w", "s")
+            seen += [str(caught.value), repr(WorkSync(bad))]
+            bad.dispose()
+    finally:
+        engine.dispose()
+        proxy.close()
+    assert any(getattr(r, "action", None) == "outage" for r in caplog.records)
+    assert not any("LogRecord" in r.getMessage() for r in caplog.records)  # logging itself works
+    assert "***" in repr(scheduler)
+    for text in [*seen, caplog.text]:
+        assert SECRET not in text
+
+
+def test_log_extras_never_collide_with_log_record_fields() -> None:
+    """An ``extra`` key such as "created" makes logging raise, and then a pass fails."""
+    reserved = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
+    used = set()
+    for path in (ROOT / "worksync_sa").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.keyword) and node.arg == "extra":
+                assert isinstance(node.value, ast.Dict)
+                used |= {k.value for k in node.value.keys if isinstance(k, ast.Constant)}
+    assert "action" in used
+    assert used.isdisjoint(reserved), used & reserved
