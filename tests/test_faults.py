@@ -106,7 +106,7 @@ def test_kill_9_the_scheduler_and_restart_it(db: Db) -> None:
     os.kill(proc.pid, signal.SIGKILL)
     proc.join(10)
     horizon = max(r.tick_at for r in db.rows())
-    time.sleep(3)  # three intervals without a scheduler
+    time.sleep(4)  # over three intervals without a scheduler: longer than lookahead + catch-up
 
     restarted = Scheduler(
         db.engine, racers.blueprints(works), SchedulerConfig(**config), table=db.table
