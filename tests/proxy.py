@@ -4,7 +4,8 @@ Clients connect to ``127.0.0.1:<port>``; every byte is relayed to the real
 server. :meth:`cut` drops every open connection and refuses new ones until
 :meth:`restore`. :meth:`lose_reply_after` lets one request that contains a
 marker (b"COMMIT") through to the server, then drops the connection before
-the server's answer arrives: the client cannot tell whether it committed.
+the server's answer arrives: the client cannot tell whether it committed
+(in autocommit, the statement itself commits).
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """The database goes away for real (a TCP proxy cuts it) and everything recovers.
 
-A lost connection is retried; when the connection died after COMMIT was
-sent, the outcome is unknown, and the retry looks for the claim's token
+A lost connection is retried; when the connection died after the statement
+was sent (the services run in autocommit, so the statement is its own
+commit), the outcome is unknown, and the retry looks for the claim's token
 before claiming again, so a retry never claims or finishes twice. The
 scheduler and worker loops log once per outage, back off, and resume.
 """
@@ -64,12 +65,12 @@ def lost_connections(caplog: pytest.LogCaptureFixture) -> int:
     return sum(1 for r in caplog.records if "lost connection" in r.getMessage())
 
 
-def test_a_lost_commit_reply_never_claims_twice(
+def test_a_lost_reply_never_claims_twice(
     server_db: Db, proxy: Proxy, proxied: sa.Engine, caplog: pytest.LogCaptureFixture
 ) -> None:
     schedule_now(server_db, Work("w", "@every 2s", max_run=3))
     sync = WorkSync(proxied, table=server_db.table, retry=PATIENT)
-    proxy.lose_reply_after(b"COMMIT")
+    proxy.lose_reply_after(b"UPDATE")  # the claim commits; its reply never arrives
     with caplog.at_level(logging.DEBUG, logger="worksync_sa._tx"):
         claim = sync.acquire_due("w")
     assert lost_connections(caplog) == 1  # the claim committed, its reply was lost ...
@@ -80,13 +81,13 @@ def test_a_lost_commit_reply_never_claims_twice(
     assert server_db.rows(id=claim.id)[0].status == WorkStatus.SUCCESS
 
 
-def test_a_lost_commit_reply_on_finish_is_not_a_lost_claim(
+def test_a_lost_reply_on_finish_is_not_a_lost_claim(
     server_db: Db, proxy: Proxy, proxied: sa.Engine, caplog: pytest.LogCaptureFixture
 ) -> None:
     schedule_now(server_db, Work("w", "@every 2s"))
     claim = WorkSync(proxied, table=server_db.table, retry=PATIENT).acquire_due("w")
     assert claim is not None
-    proxy.lose_reply_after(b"COMMIT")
+    proxy.lose_reply_after(b"UPDATE")
     with caplog.at_level(logging.DEBUG, logger="worksync_sa._tx"):
         claim.fail("it broke")  # the write landed, its reply did not: no ClaimLostError
     assert lost_connections(caplog) == 1

@@ -174,6 +174,6 @@ def test_other_errors_raise_on_the_first_attempt(db: Db) -> None:
         conn.execute(table.insert(), [row, row])
 
     with pytest.raises(sa.exc.IntegrityError):
-        Transactions(db.engine, db.table, FAST).run("test", duplicate_key)
+        Transactions(db.engine, db.table, FAST).run("test", duplicate_key, atomic=True)
     assert attempts == 1
     assert db.count() == 0  # the transaction was rolled back

@@ -1,8 +1,9 @@
-"""Short transactions with bounded retries, shared by the services.
+"""Running the services' statements: on held autocommit lanes, with bounded retries.
 
-Only the services own transactions, so only they may retry: a retried
-repository call inside a host's transaction could repeat half of it. What is
-retried is the whole transaction, from the start, on a fresh checkout.
+Only the services run their own statements, so only they may retry: a retried
+repository call inside a host's transaction could repeat half of it. Every
+service call is a single guarded statement (or a read plus one), so it runs
+in autocommit on a lane (see ``_lanes``) and a retry repeats the whole call.
 
 Retried: deadlocks, lock-wait timeouts, serialization failures, SQLite's
 "database is locked", and lost connections. A connection lost after a
@@ -13,6 +14,7 @@ before trying again, so a retry never claims or finishes twice.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import time
@@ -24,6 +26,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from ._dialects import db_now, family_of, is_disconnect, is_missing_schema, is_transient
+from ._lanes import Lanes
 from .config import RetryPolicy
 from .errors import InvalidArgumentError, SchemaNotReadyError
 from .models import as_utc
@@ -60,43 +63,69 @@ def checked_engine(engine: object) -> Engine:
 
 
 class Transactions:
-    """Runs a unit of work in its own transaction, retrying transient failures."""
+    """Runs a service's statements on its lanes, retrying transient failures."""
 
     def __init__(self, engine: Engine, table: str, policy: RetryPolicy) -> None:
         self.engine = checked_engine(engine)
         self.table = table
         self.policy = policy
+        self.sqlite = engine.dialect.name == "sqlite"
+        self.lanes = Lanes(self.engine)
+
+    def close(self) -> None:
+        """Give the held connections back; a later call opens new ones."""
+        self.lanes.close()
+        self.lanes = Lanes(self.engine)
 
     def run(
         self,
         what: str,
         work: Callable[[Connection], T],
         resolve: Callable[[Connection], T | None] | None = None,
+        *,
+        atomic: bool = False,
     ) -> T:
-        """Run ``work`` in one transaction; commit on return, roll back on error.
+        """Run ``work`` on a lane (autocommit: each statement commits on its own).
+
+        With ``atomic``, ``work`` runs inside BEGIN ... COMMIT instead (on
+        SQLite, BEGIN IMMEDIATE, which takes the write lock up front): for a
+        batch whose statements should land together, such as an executemany
+        that SQLite would otherwise commit row by row.
 
         Transient errors and lost connections are retried up to
-        ``policy.attempts`` times with jittered exponential backoff. After a
-        connection was lost mid-attempt, ``resolve`` (if given) runs first in
-        the next attempt; a non-None result is taken as that attempt's outcome.
-        A missing table raises :class:`SchemaNotReadyError`; anything else
-        propagates unchanged.
+        ``policy.attempts`` times with jittered exponential backoff; SQLite's
+        "database is locked" is retried in fine steps for up to
+        ``policy.busy_timeout`` seconds. After a connection was lost
+        mid-call, ``resolve`` (if given) runs first in the next attempt; a
+        non-None result is taken as that call's outcome. A missing table
+        raises :class:`SchemaNotReadyError`; anything else propagates unchanged.
         """
         attempt = 1
         unknown_outcome = False
+        busy_until: float | None = None
         while True:
+            conn: Connection | None = None
             sent = False
             try:
-                with self.engine.begin() as conn:
-                    if unknown_outcome and resolve is not None:
-                        found = resolve(conn)
-                        if found is not None:
-                            return found
-                    sent = True
-                    return work(conn)
+                conn = self.lanes.take()
+                if unknown_outcome and resolve is not None:
+                    found = resolve(conn)
+                    if found is not None:
+                        self.lanes.give(conn)
+                        return found
+                sent = True
+                result = self._atomically(conn, work) if atomic else work(conn)
             except sa.exc.DBAPIError as exc:
+                self._release_failed(conn)
                 if is_missing_schema(exc):
                     raise schema_not_ready(self.table, exc) from exc
+                if self.sqlite and is_transient(exc):
+                    busy_until = busy_until or time.monotonic() + self.policy.busy_timeout
+                    if time.monotonic() < busy_until:
+                        time.sleep(random.uniform(0.00005, min(0.002, 0.0001 * attempt)))
+                        attempt += 1
+                        continue
+                    raise
                 lost = is_disconnect(exc)
                 if not (lost or is_transient(exc)) or attempt >= self.policy.attempts:
                     raise
@@ -113,6 +142,38 @@ class Transactions:
                 )
                 time.sleep(delay)
                 attempt += 1
+                continue
+            except BaseException:
+                self._release_failed(conn)
+                raise
+            self.lanes.give(conn)
+            return result
+
+    def _atomically(self, conn: Connection, work: Callable[[Connection], T]) -> T:
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if self.sqlite else "BEGIN")
+        try:
+            result = work(conn)
+        except BaseException:
+            if not conn.invalidated:
+                with contextlib.suppress(Exception):
+                    conn.exec_driver_sql("ROLLBACK")
+            raise
+        conn.exec_driver_sql("COMMIT")
+        return result
+
+    def _release_failed(self, conn: Connection | None) -> None:
+        """After an error: keep the lane if its connection is sound, else drop it."""
+        if conn is None:
+            return
+        if conn.invalidated:
+            self.lanes.discard(conn)
+            return
+        try:
+            conn.rollback()  # clears SQLAlchemy's view of the (autocommit) transaction
+        except Exception:
+            self.lanes.discard(conn)
+            return
+        self.lanes.give(conn)
 
     def database_now(self) -> datetime:
         """The database server's clock, read once (one round trip)."""

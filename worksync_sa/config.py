@@ -128,17 +128,23 @@ class RetryPolicy:
     times in all, with exponential backoff from ``base_delay`` capped at
     ``max_delay`` (seconds) and full jitter, so racing processes do not retry
     in lockstep. Loops (scheduler, worker) add their own longer backoff on top.
+
+    SQLite's "database is locked" is handled apart: a writer retries in
+    steps of a fraction of a millisecond for up to ``busy_timeout`` seconds,
+    instead of SQLite's own busy handler, whose coarse sleeps let a handful
+    of processes starve each other.
     """
 
     attempts: int = 8
     base_delay: float = 0.005
     max_delay: float = 0.5
+    busy_timeout: float = 10.0
 
     def __post_init__(self) -> None:
         attempts = self.attempts
         if not isinstance(attempts, int) or isinstance(attempts, bool) or attempts < 1:
             raise InvalidConfigError(f"RetryPolicy: attempts must be an int >= 1, got {attempts!r}")
-        for name in ("base_delay", "max_delay"):
+        for name in ("base_delay", "max_delay", "busy_timeout"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
                 raise InvalidConfigError(

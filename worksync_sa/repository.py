@@ -26,6 +26,7 @@ from ._dialects import (
     heartbeat_statement,
     recovery_statement,
 )
+from ._direct import Compiled, Outcome, direct_allowed, run_direct
 from .errors import InvalidArgumentError
 from .models import (
     DEFAULT_GRACE_SECONDS,
@@ -140,6 +141,7 @@ class _StatementCache:
     def __init__(self, table: sa.Table) -> None:
         self.table = _checked_table(table)
         self._built: dict[tuple[str, Family], Any] = {}
+        self._compiled: dict[tuple[str, str], Compiled | None] = {}
 
     def get(self, kind: str, family: Family, build: Callable[[sa.Table, Family], _S]) -> _S:
         key = (kind, family)
@@ -148,9 +150,38 @@ class _StatementCache:
             statement = self._built[key] = build(self.table, family)
         return statement
 
+    def run(
+        self,
+        conn: Connection,
+        kind: str,
+        build: Callable[[sa.Table, Family], Any],
+        params: dict[str, Any],
+    ) -> Outcome:
+        """Execute a hot-path statement: directly on a quiet lane, else through SQLAlchemy."""
+        family = family_of(conn.dialect)
+        statement = self.get(kind, family, build)
+        if direct_allowed(conn):
+            key = (kind, conn.dialect.name)
+            if key not in self._compiled:
+                self._compiled[key] = Compiled.of(statement, conn.dialect)
+            compiled = self._compiled[key]
+            if compiled is not None:
+                return run_direct(conn, compiled, params)
+        result = conn.execute(statement, params)
+        rows = list(result.all()) if result.returns_rows else []
+        lastrowid = result.lastrowid if family == "mysql" else None
+        return Outcome(result.rowcount, lastrowid, rows)
+
 
 def _now_params(now: datetime | None) -> dict[str, Any]:
     return {} if now is None else {"now": checked_moment(now, "now")}
+
+
+_CLAIMS: dict[str, Callable[[sa.Table, Family], Any]] = {
+    "claim": lambda t, f: claim_statement(t, f, due=False),
+    "claim_due": lambda t, f: claim_statement(t, f, due=True),
+    "claim_at": lambda t, f: claim_statement(t, f, due=True, explicit_now=True),
+}
 
 
 class ScheduleRepository:
@@ -207,15 +238,12 @@ class ClaimRepository:
     ) -> ClaimedRow | None:
         """Claim one QUEUED row of the tick (name, sequence), or return None if none is left."""
         family = family_of(conn.dialect)
-        statement = self._statements.get(
-            "claim", family, lambda t, f: claim_statement(t, f, due=False)
-        )
         params = _claim_params(name, token, worker)
         try:
             params["tick_sequence"] = check_text(sequence, "sequence")
         except ValueError as exc:
             raise InvalidArgumentError(str(exc)) from None
-        return self._run_claim(conn, family, statement, params)
+        return self._run_claim(conn, family, "claim", params)
 
     def claim_due(
         self, conn: Connection, name: str, token: str, worker: str, now: datetime | None = None
@@ -227,28 +255,22 @@ class ClaimRepository:
         never due; claim them by sequence.
         """
         family = family_of(conn.dialect)
-        explicit = now is not None
-        statement = self._statements.get(
-            f"claim_due:{explicit}",
-            family,
-            lambda t, f: claim_statement(t, f, due=True, explicit_now=explicit),
-        )
-        params = _claim_params(name, token, worker)
-        return self._run_claim(conn, family, statement, {**params, **_now_params(now)})
+        params = {**_claim_params(name, token, worker), **_now_params(now)}
+        return self._run_claim(conn, family, "claim_due" if now is None else "claim_at", params)
 
     def _run_claim(
-        self, conn: Connection, family: Family, statement: Any, params: dict[str, Any]
+        self, conn: Connection, family: Family, kind: str, params: dict[str, Any]
     ) -> ClaimedRow | None:
-        result = conn.execute(statement, params)
+        outcome = self._statements.run(conn, kind, _CLAIMS[kind], params)
         name, token = params["work_name"], params["claim_token"]
         if claim_returns_rows(family):
-            row = result.one_or_none()
-            if row is None:
+            if not outcome.rows:
                 return None
-            return ClaimedRow(row.id, name, row.sequence, token, row.lease_seconds)
-        if result.rowcount != 1:
+            claim_id, sequence, lease = outcome.rows[0]
+            return ClaimedRow(claim_id, name, sequence, token, lease)
+        if outcome.rowcount != 1 or outcome.lastrowid is None:
             return None
-        claim_id = int(result.lastrowid)
+        claim_id = int(outcome.lastrowid)
         sequence = params.get("tick_sequence")
         if sequence is None:
             select = self._statements.get(
@@ -279,10 +301,8 @@ class ClaimRepository:
 
     def heartbeat(self, conn: Connection, claim_id: int, token: str) -> bool:
         """Extend the claim's lease; False if the row is no longer this claim's."""
-        family = family_of(conn.dialect)
-        statement = self._statements.get("heartbeat", family, heartbeat_statement)
-        result = conn.execute(statement, {"claim_id": claim_id, "claim_token": token})
-        return result.rowcount == 1
+        params = {"claim_id": claim_id, "claim_token": token}
+        return self._statements.run(conn, "heartbeat", heartbeat_statement, params).rowcount == 1
 
     def finish(
         self,
@@ -299,19 +319,14 @@ class ClaimRepository:
         """
         if status not in (WorkStatus.SUCCESS, WorkStatus.FAILED):
             raise ValueError(f"a claim finishes as SUCCESS or FAILED, not {status!r}")
-        family = family_of(conn.dialect)
-        statement = self._statements.get("finish", family, _statements.finish)
         text = None if error is None else error[:ERROR_TEXT_MAX].replace("\x00", "\ufffd")
-        result = conn.execute(
-            statement,
-            {
-                "claim_id": claim_id,
-                "claim_token": token,
-                "final_status": status.value,
-                "error_text": text,
-            },
-        )
-        return result.rowcount == 1
+        params = {
+            "claim_id": claim_id,
+            "claim_token": token,
+            "final_status": status.value,
+            "error_text": text,
+        }
+        return self._statements.run(conn, "finish", _statements.finish, params).rowcount == 1
 
     def finished_as(self, conn: Connection, claim_id: int, token: str, status: WorkStatus) -> bool:
         """True if this claim itself already recorded ``status`` (a reply that was lost)."""

@@ -228,7 +228,9 @@ class Scheduler:
         rows.sort(key=lambda r: (r.name, r.sequence, r.slot))
         report.planned = len(rows)
         for batch in _batches(rows, BATCH_ROWS):
-            report.created += self._tx.run("create", partial(self._repo.insert_queued, rows=batch))
+            report.created += self._tx.run(
+                "create", partial(self._repo.insert_queued, rows=batch), atomic=True
+            )
         self._covered = {work.name: max(until, starts.get(work.name, until)) for work in self.works}
         self._last_now = now
 
@@ -294,6 +296,11 @@ class Scheduler:
             if not self._thread.is_alive():
                 self._thread = None
 
+    def close(self) -> None:
+        """Stop, and give back the connection the scheduler holds for its passes."""
+        self.stop()
+        self._tx.close()
+
     @property
     def running(self) -> bool:
         """True while the background thread is alive."""
@@ -304,7 +311,7 @@ class Scheduler:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.stop()
+        self.close()
 
     def _run(self) -> None:
         period = self.config.interval_delta.total_seconds()

@@ -11,6 +11,7 @@ RUNNING status, so a claim can never overwrite a row that is no longer its own.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import secrets
@@ -41,9 +42,14 @@ logger = logging.getLogger(__name__)
 PRUNE_BATCH_LIMIT = 100_000
 
 
+@functools.cache
+def _host_pid(pid: int) -> str:
+    return f"{socket.gethostname()}:{pid}"
+
+
 def default_worker_id() -> str:
     """``host:pid``: enough for a person reading the table to find the process."""
-    return f"{socket.gethostname()}:{os.getpid()}"
+    return _host_pid(os.getpid())
 
 
 def _checked(value: object, what: str) -> str:
@@ -271,6 +277,21 @@ class WorkSync:
     def worker_id(self) -> str:
         """Recorded in ``claimed_by``; ``host:pid`` unless given."""
         return self._worker_id or default_worker_id()
+
+    def close(self) -> None:
+        """Give back the connections this WorkSync holds (it reopens them if used again).
+
+        A WorkSync keeps one autocommit connection per thread that uses it at
+        the same time, so a claim costs one round trip; they are also given
+        back when the WorkSync is garbage-collected.
+        """
+        self._tx.close()
+
+    def __enter__(self) -> WorkSync:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     @property
     def table(self) -> str:

@@ -149,3 +149,15 @@ class Worker:
             self._thread.join(timeout)
             if not self._thread.is_alive():
                 self._thread = None
+
+    def close(self) -> None:
+        """Stop, and give back the worker's connections."""
+        self.stop()
+        self.sync.close()
+
+    def __enter__(self) -> Worker:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

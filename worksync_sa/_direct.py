@@ -1,0 +1,111 @@
+"""The claim's hot path: a Core statement compiled once, run on the driver's cursor.
+
+A claim is one round trip; on a loopback server that is a few hundred
+microseconds, and SQLAlchemy's general execution machinery (parameter
+processing, result objects, event dispatch) adds a third again on top. For
+the few statements workers run all the time (claim, heartbeat, finish), on
+the services' own autocommit lanes, we compile the Core statement once and
+hand its SQL string and bound parameters straight to the DB-API cursor.
+
+The SQL is still SQLAlchemy's, and every value is still a bound parameter.
+The direct path is only taken where it changes nothing observable: on lanes
+(autocommit connections the services own, never a host's transaction),
+for statements whose parameters need no type conversion, and only while
+the engine has no cursor-execute listeners and no echo, so a host's
+tracing and SQL logging still see every statement. Driver errors are
+wrapped and lost connections invalidated exactly as SQLAlchemy does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Dialect
+from sqlalchemy.sql.compiler import SQLCompiler
+
+LANE = "worksync_lane"
+"""Key in ``Connection.info`` marking a services' autocommit lane."""
+_CURSOR = "worksync_cursor"
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What one statement did, whichever way it ran."""
+
+    rowcount: int
+    lastrowid: int | None
+    rows: list[Any]
+
+
+@dataclass(frozen=True)
+class Compiled:
+    """A statement's SQL for one dialect, its constant parameters and parameter order."""
+
+    sql: str
+    constants: dict[str, Any]
+    required: frozenset[str]
+    order: tuple[str, ...] | None  # None: the driver takes named parameters
+    returns_rows: bool
+
+    @classmethod
+    def of(cls, statement: Any, dialect: Dialect) -> Compiled | None:
+        """Compile ``statement``; None if any parameter would need a type conversion."""
+        compiled = statement.compile(dialect=dialect)
+        assert isinstance(compiled, SQLCompiler)
+        if getattr(compiled, "_bind_processors", None):
+            return None
+        required = frozenset(name for name, bind in compiled.binds.items() if bind.required)
+        constants = dict(compiled.construct_params(dict.fromkeys(required)))
+        order = compiled.positiontup
+        return cls(
+            sql=compiled.string,
+            constants={k: v for k, v in constants.items() if k not in required},
+            required=required,
+            order=tuple(order) if order is not None else None,
+            returns_rows=bool(compiled.returning),
+        )
+
+    def arguments(self, params: dict[str, Any]) -> Any:
+        if not self.required <= params.keys():
+            missing = ", ".join(sorted(self.required - params.keys()))
+            raise sa.exc.ArgumentError(f"missing bound parameters: {missing}")
+        merged = {**self.constants, **params}
+        return merged if self.order is None else tuple(merged[name] for name in self.order)
+
+
+def direct_allowed(conn: Connection) -> bool:
+    """True on a lane whose engine nobody is watching (no listeners, no echo)."""
+    if not conn.info.get(LANE):
+        return False
+    engine = conn.engine
+    dispatch = engine.dispatch
+    return not (engine.echo or dispatch.before_cursor_execute or dispatch.after_cursor_execute)
+
+
+def run_direct(conn: Connection, compiled: Compiled, params: dict[str, Any]) -> Outcome:
+    """Execute on the lane's DB-API cursor; errors come out as SQLAlchemy's DBAPIError."""
+    dialect = conn.dialect
+    arguments = compiled.arguments(params)
+    # One cursor per lane, kept: creating a cursor per claim costs more than it should.
+    cursor = conn.info.get(_CURSOR)
+    if cursor is None:
+        cursor = conn.info[_CURSOR] = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.execute(compiled.sql, arguments)
+        rows = list(cursor.fetchall()) if compiled.returns_rows else []
+        return Outcome(cursor.rowcount, getattr(cursor, "lastrowid", None), rows)
+    except dialect.loaded_dbapi.Error as exc:
+        conn.info.pop(_CURSOR, None)
+        lost = dialect.is_disconnect(exc, conn.connection.dbapi_connection, cursor)
+        if lost:
+            conn.invalidate(exc)
+        raise sa.exc.DBAPIError.instance(
+            compiled.sql,
+            arguments,
+            exc,
+            dialect.loaded_dbapi.Error,
+            connection_invalidated=lost,
+            dialect=dialect,
+        ) from exc

@@ -1,0 +1,118 @@
+"""Held autocommit connections ("lanes") for the services' single statements.
+
+Every write worksync_sa makes is one guarded statement, so it needs no
+transaction of its own: run in autocommit, a claim is exactly one round trip.
+Checking a connection out of the host's pool per call would add a BEGIN, a
+COMMIT and the pool's reset-on-return (a ROLLBACK, and with mysqlclient an
+isolation-level switch each way) to every claim, doubling or tripling its cost.
+
+So each service keeps a few connections of its own, in autocommit mode, one
+per thread using it at the same time. They are opened through the host's
+engine (same URL, options and events) and then detached from its pool, so
+they never use up the host's pool slots and never go back into it with our
+settings; they are closed when the service is closed or garbage-collected.
+After ``fork()`` a child never touches its parent's lanes; it opens its own.
+
+SQLite's own busy handler sleeps in coarse steps and collapses when several
+processes write; lanes on SQLite set ``busy_timeout`` to 0 and the services
+retry SQLITE_BUSY themselves, in fine-grained jittered steps (see ``_tx``).
+Engines whose pool shares one connection (SQLite ``:memory:``) are used as
+they are: no detaching, no pragma.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import weakref
+from typing import Any
+
+from sqlalchemy import pool
+from sqlalchemy.engine import Connection, Engine
+
+from ._direct import LANE
+
+# Lanes inherited through fork(): never used, never closed (their sockets belong
+# to the parent), only kept referenced so no finalizer ever touches them.
+_INHERITED: list[Connection] = []
+
+
+class Lanes:
+    """A small stack of idle autocommit connections."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._idle: list[Connection] = []
+        self._lock = threading.Lock()
+        self._pid = os.getpid()
+        self._closed = False
+        self._finalizer = weakref.finalize(self, _close_all, self._idle, self._lock)
+
+    def take(self) -> Connection:
+        """An idle lane, or a new one."""
+        with self._lock:
+            if self._pid != os.getpid():  # we are a forked child
+                _INHERITED.extend(self._idle)
+                self._idle.clear()
+                self._pid = os.getpid()
+            if self._idle:
+                return self._idle.pop()
+        return _open(self.engine)
+
+    def give(self, conn: Connection) -> None:
+        """Return a healthy lane for reuse (closed instead if the lanes are closed)."""
+        with self._lock:
+            if not self._closed and self._pid == os.getpid() and not conn.invalidated:
+                self._idle.append(conn)
+                return
+        _close(conn)
+
+    def discard(self, conn: Connection) -> None:
+        """Drop a lane whose connection failed."""
+        _close(conn)
+
+    def close(self) -> None:
+        """Return every idle lane to the engine's pool; lanes in use follow when given back."""
+        with self._lock:
+            self._closed = True
+        self._finalizer()
+
+    @property
+    def idle(self) -> int:
+        """How many lanes are waiting for work (for tests and operators)."""
+        return len(self._idle)
+
+
+_SHARED_POOLS = (pool.StaticPool, pool.SingletonThreadPool)
+
+
+def _open(engine: Engine) -> Connection:
+    conn = engine.connect()
+    try:
+        conn.execution_options(isolation_level="AUTOCOMMIT")
+        conn.info[LANE] = True
+        if not isinstance(engine.pool, _SHARED_POOLS):
+            if conn.dialect.name == "sqlite":
+                driver: Any = conn.connection.driver_connection
+                driver.execute("PRAGMA busy_timeout = 0")
+            conn.connection.detach()
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _close(conn: Connection) -> None:
+    try:
+        conn.close()
+    except Exception:  # a dead connection: make sure it is dropped, whatever state it is in
+        with contextlib.suppress(Exception):
+            conn.invalidate()
+
+
+def _close_all(idle: list[Connection], lock: threading.Lock) -> None:
+    with lock:
+        lanes, idle[:] = list(idle), []
+    for conn in lanes:
+        _close(conn)
