@@ -26,6 +26,8 @@ class Proxy:
         self._open: set[socket.socket] = set()
         self._lose_after: bytes | None = None
         self._closed = False
+        self.requests = 0
+        """Client-to-server writes relayed: one per round trip for request/reply protocols."""
         threading.Thread(target=self._accept, daemon=True).start()
 
     def url_for(self, url: str) -> str:
@@ -91,6 +93,7 @@ class _Pair:
         marker = None
         try:
             while chunk := self.client.recv(65536):
+                self.proxy.requests += 1
                 marker = self.proxy._lose_after
                 if marker is not None and marker in chunk:
                     self.proxy._lose_after = None

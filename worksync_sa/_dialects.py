@@ -326,11 +326,6 @@ def recovery_statement(table: sa.Table, family: Family, *, explicit_now: bool) -
     )
 
 
-def claim_returns_rows(family: Family) -> bool:
-    """False where the claimed id comes back as ``lastrowid`` (MySQL/MariaDB)."""
-    return family != "mysql"
-
-
 def _orig(exc: BaseException) -> BaseException:
     orig = getattr(exc, "orig", None)
     return orig if isinstance(orig, BaseException) else exc

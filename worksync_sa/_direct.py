@@ -19,10 +19,10 @@ wrapped and lost connections invalidated exactly as SQLAlchemy does.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection, Dialect
+from sqlalchemy.engine import Connection, Dialect, Engine
 from sqlalchemy.sql.compiler import SQLCompiler
 
 LANE = "worksync_lane"
@@ -30,8 +30,7 @@ LANE = "worksync_lane"
 _CURSOR = "worksync_cursor"
 
 
-@dataclass(frozen=True, slots=True)
-class Outcome:
+class Outcome(NamedTuple):
     """What one statement did, whichever way it ran."""
 
     rowcount: int
@@ -45,7 +44,6 @@ class Compiled:
 
     sql: str
     constants: dict[str, Any]
-    required: frozenset[str]
     order: tuple[str, ...] | None  # None: the driver takes named parameters
     returns_rows: bool
 
@@ -62,42 +60,42 @@ class Compiled:
         return cls(
             sql=compiled.string,
             constants={k: v for k, v in constants.items() if k not in required},
-            required=required,
             order=tuple(order) if order is not None else None,
             returns_rows=bool(compiled.returning),
         )
 
     def arguments(self, params: dict[str, Any]) -> Any:
-        if not self.required <= params.keys():
-            missing = ", ".join(sorted(self.required - params.keys()))
-            raise sa.exc.ArgumentError(f"missing bound parameters: {missing}")
+        """The driver's arguments (a missing one fails in the driver, or here as KeyError)."""
         merged = {**self.constants, **params}
         return merged if self.order is None else tuple(merged[name] for name in self.order)
 
 
-def direct_allowed(conn: Connection) -> bool:
-    """True on a lane whose engine nobody is watching (no listeners, no echo)."""
-    if not conn.info.get(LANE):
-        return False
-    engine = conn.engine
+def quiet(engine: Engine) -> bool:
+    """True when nobody watches the engine's statements (no cursor listeners, no echo)."""
     dispatch = engine.dispatch
     return not (engine.echo or dispatch.before_cursor_execute or dispatch.after_cursor_execute)
 
 
-def run_direct(conn: Connection, compiled: Compiled, params: dict[str, Any]) -> Outcome:
-    """Execute on the lane's DB-API cursor; errors come out as SQLAlchemy's DBAPIError."""
+def run_direct(
+    conn: Connection, info: dict[Any, Any], compiled: Compiled, params: dict[str, Any]
+) -> Outcome:
+    """Execute on the lane's DB-API cursor; errors come out as SQLAlchemy's DBAPIError.
+
+    ``info`` is ``conn.info``, which the caller has already looked up.
+    """
     dialect = conn.dialect
     arguments = compiled.arguments(params)
     # One cursor per lane, kept: creating a cursor per claim costs more than it should.
-    cursor = conn.info.get(_CURSOR)
+    cursor = info.get(_CURSOR)
     if cursor is None:
-        cursor = conn.info[_CURSOR] = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        dbapi_connection: Any = conn.connection.dbapi_connection
+        cursor = info[_CURSOR] = dbapi_connection.cursor()
     try:
         cursor.execute(compiled.sql, arguments)
         rows = list(cursor.fetchall()) if compiled.returns_rows else []
         return Outcome(cursor.rowcount, getattr(cursor, "lastrowid", None), rows)
     except dialect.loaded_dbapi.Error as exc:
-        conn.info.pop(_CURSOR, None)
+        info.pop(_CURSOR, None)
         lost = dialect.is_disconnect(exc, conn.connection.dbapi_connection, cursor)
         if lost:
             conn.invalidate(exc)

@@ -23,7 +23,6 @@ they are: no detaching, no pragma.
 from __future__ import annotations
 
 import contextlib
-import os
 import threading
 import weakref
 from typing import Any
@@ -32,6 +31,7 @@ from sqlalchemy import pool
 from sqlalchemy.engine import Connection, Engine
 
 from ._direct import LANE
+from ._process import pid
 
 # Lanes inherited through fork(): never used, never closed (their sockets belong
 # to the parent), only kept referenced so no finalizer ever touches them.
@@ -45,17 +45,17 @@ class Lanes:
         self.engine = engine
         self._idle: list[Connection] = []
         self._lock = threading.Lock()
-        self._pid = os.getpid()
+        self._pid = pid()
         self._closed = False
         self._finalizer = weakref.finalize(self, _close_all, self._idle, self._lock)
 
     def take(self) -> Connection:
         """An idle lane, or a new one."""
         with self._lock:
-            if self._pid != os.getpid():  # we are a forked child
+            if self._pid != pid():  # we are a forked child
                 _INHERITED.extend(self._idle)
                 self._idle.clear()
-                self._pid = os.getpid()
+                self._pid = pid()
             if self._idle:
                 return self._idle.pop()
         return _open(self.engine)
@@ -63,7 +63,7 @@ class Lanes:
     def give(self, conn: Connection) -> None:
         """Return a healthy lane for reuse (closed instead if the lanes are closed)."""
         with self._lock:
-            if not self._closed and self._pid == os.getpid() and not conn.invalidated:
+            if not self._closed and self._pid == pid() and not conn.invalidated:
                 self._idle.append(conn)
                 return
         _close(conn)

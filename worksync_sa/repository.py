@@ -8,10 +8,11 @@ transactions around them and are the only place that retries.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -19,14 +20,13 @@ from sqlalchemy.engine import Connection
 from . import _statements
 from ._dialects import (
     Family,
-    claim_returns_rows,
     claim_statement,
     counts_inserts_by_returning,
     family_of,
     heartbeat_statement,
     recovery_statement,
 )
-from ._direct import Compiled, Outcome, direct_allowed, run_direct
+from ._direct import LANE, Compiled, Outcome, quiet, run_direct
 from .errors import InvalidArgumentError
 from .models import (
     DEFAULT_GRACE_SECONDS,
@@ -92,12 +92,12 @@ class NewRow:
         object.__setattr__(self, "tick_at", checked_moment(self.tick_at, "NewRow: tick_at"))
 
 
-@dataclass(frozen=True, slots=True)
-class ClaimedRow:
+class ClaimedRow(NamedTuple):
     """What a successful claim learned about its row.
 
     ``lease_seconds`` is None when the database did not return it (MySQL) or
-    the row has no lease of its own (the default applies).
+    the row has no lease of its own (the default applies). A named tuple:
+    one is made per claim, on the hot path.
     """
 
     id: int
@@ -141,7 +141,7 @@ class _StatementCache:
     def __init__(self, table: sa.Table) -> None:
         self.table = _checked_table(table)
         self._built: dict[tuple[str, Family], Any] = {}
-        self._compiled: dict[tuple[str, str], Compiled | None] = {}
+        self._prepared: dict[tuple[str, str], tuple[Any, Compiled | None]] = {}
 
     def get(self, kind: str, family: Family, build: Callable[[sa.Table, Family], _S]) -> _S:
         key = (kind, family)
@@ -158,18 +158,20 @@ class _StatementCache:
         params: dict[str, Any],
     ) -> Outcome:
         """Execute a hot-path statement: directly on a quiet lane, else through SQLAlchemy."""
-        family = family_of(conn.dialect)
-        statement = self.get(kind, family, build)
-        if direct_allowed(conn):
-            key = (kind, conn.dialect.name)
-            if key not in self._compiled:
-                self._compiled[key] = Compiled.of(statement, conn.dialect)
-            compiled = self._compiled[key]
-            if compiled is not None:
-                return run_direct(conn, compiled, params)
+        dialect = conn.dialect
+        key = (kind, dialect.name)
+        prepared = self._prepared.get(key)
+        if prepared is None:
+            statement = self.get(kind, family_of(dialect), build)
+            prepared = self._prepared[key] = (statement, Compiled.of(statement, dialect))
+        statement, compiled = prepared
+        if compiled is not None:
+            info = conn.info
+            if info.get(LANE) and quiet(conn.engine):
+                return run_direct(conn, info, compiled, params)
         result = conn.execute(statement, params)
         rows = list(result.all()) if result.returns_rows else []
-        lastrowid = result.lastrowid if family == "mysql" else None
+        lastrowid = result.lastrowid if dialect.name in ("mysql", "mariadb") else None
         return Outcome(result.rowcount, lastrowid, rows)
 
 
@@ -199,26 +201,23 @@ class ScheduleRepository:
         each other instead of deadlocking. Rows that already exist are skipped
         by the unique key: losing that race is the normal path, not an error.
         """
-        params = [
-            {
-                "name": r.name,
-                "sequence": r.sequence,
-                "slot": r.slot,
-                "tick_at": r.tick_at,
-                "lease_seconds": r.lease_seconds,
-                "grace_seconds": r.grace_seconds,
-                "max_attempts": r.max_attempts,
-            }
-            for r in sorted(rows, key=lambda r: (r.name, r.sequence, r.slot))
-        ]
-        if not params:
+        ordered = sorted(rows, key=lambda r: (r.name, r.sequence, r.slot))
+        return self.insert_rows(conn, [dataclasses.asdict(row) for row in ordered])
+
+    def insert_rows(self, conn: Connection, rows: Sequence[dict[str, Any]]) -> int:
+        """Like :meth:`insert_queued`, for parameter dicts already checked and sorted.
+
+        The scheduler's own path: its values were validated when the works
+        were built and its rows come out in order, so it skips both steps.
+        """
+        if not rows:
             return 0
         family = family_of(conn.dialect)
         statement = self._statements.get("insert_queued", family, _statements.insert_queued)
-        result = conn.execute(statement, params)
         if counts_inserts_by_returning(family):
-            return len(result.all())
-        return max(result.rowcount, 0)
+            paged = conn.execution_options(insertmanyvalues_page_size=len(rows))
+            return len(paged.execute(statement, list(rows)).all())
+        return max(conn.execute(statement, list(rows)).rowcount, 0)
 
     def latest_ticks(self, conn: Connection) -> dict[str, datetime]:
         """The latest tick each work has rows for (works without ``tick_at`` rows are absent)."""
@@ -237,13 +236,12 @@ class ClaimRepository:
         self, conn: Connection, name: str, sequence: str, token: str, worker: str
     ) -> ClaimedRow | None:
         """Claim one QUEUED row of the tick (name, sequence), or return None if none is left."""
-        family = family_of(conn.dialect)
         params = _claim_params(name, token, worker)
         try:
             params["tick_sequence"] = check_text(sequence, "sequence")
         except ValueError as exc:
             raise InvalidArgumentError(str(exc)) from None
-        return self._run_claim(conn, family, "claim", params)
+        return self.claim_checked(conn, "claim", params)
 
     def claim_due(
         self, conn: Connection, name: str, token: str, worker: str, now: datetime | None = None
@@ -254,27 +252,29 @@ class ClaimRepository:
         when given. Rows without ``tick_at`` (written by another program) are
         never due; claim them by sequence.
         """
-        family = family_of(conn.dialect)
         params = {**_claim_params(name, token, worker), **_now_params(now)}
-        return self._run_claim(conn, family, "claim_due" if now is None else "claim_at", params)
+        return self.claim_checked(conn, "claim_due" if now is None else "claim_at", params)
 
-    def _run_claim(
-        self, conn: Connection, family: Family, kind: str, params: dict[str, Any]
+    def claim_checked(
+        self, conn: Connection, kind: str, params: dict[str, Any]
     ) -> ClaimedRow | None:
+        """Run a claim whose parameters the caller has already checked (the services' path).
+
+        ``kind`` is "claim" (by sequence), "claim_due" (database clock) or
+        "claim_at" (an explicit ``now``).
+        """
         outcome = self._statements.run(conn, kind, _CLAIMS[kind], params)
         name, token = params["work_name"], params["claim_token"]
-        if claim_returns_rows(family):
-            if not outcome.rows:
-                return None
+        if outcome.rows:
             claim_id, sequence, lease = outcome.rows[0]
             return ClaimedRow(claim_id, name, sequence, token, lease)
-        if outcome.rowcount != 1 or outcome.lastrowid is None:
-            return None
+        if outcome.lastrowid is None or outcome.rowcount != 1:
+            return None  # nothing left (PostgreSQL and SQLite return the row; MySQL its id)
         claim_id = int(outcome.lastrowid)
         sequence = params.get("tick_sequence")
         if sequence is None:
             select = self._statements.get(
-                "claimed_sequence", family, lambda t, _: _statements.claimed_sequence(t)
+                "claimed_sequence", "mysql", lambda t, _: _statements.claimed_sequence(t)
             )
             sequence = conn.execute(select, {"claim_id": claim_id}).scalar_one()
         return ClaimedRow(claim_id, name, sequence, token)

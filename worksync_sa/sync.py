@@ -11,18 +11,22 @@ RUNNING status, so a claim can never overwrite a row that is no longer its own.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
-import os
+import random
 import secrets
 import socket
 import threading
 from datetime import datetime, timedelta
+from functools import partial
 from types import TracebackType
+from typing import Any
 
 from sqlalchemy.engine import Engine
 
 from ._loop import Outage
+from ._process import pid
 from ._tx import Transactions
 from .config import SHORTEST_RETENTION, RetryPolicy
 from .errors import ClaimLostError, InvalidArgumentError, InvalidWorkError
@@ -47,9 +51,31 @@ def _host_pid(pid: int) -> str:
     return f"{socket.gethostname()}:{pid}"
 
 
+class _Tokens:
+    """Claim tokens: 128 random bits, unique for all practical purposes.
+
+    A fencing token must not repeat; it need not be secret. A PRNG seeded
+    from the OS is as unique as ``secrets`` and spares a system call per
+    claim. A forked child reseeds, or it would repeat its parent's tokens.
+    """
+
+    def __init__(self) -> None:
+        self._pid = -1
+        self._random = random.Random()
+
+    def __call__(self) -> str:
+        if self._pid != pid():
+            self._random.seed(secrets.randbits(128))
+            self._pid = pid()
+        return f"{self._random.getrandbits(128):032x}"
+
+
+new_token = _Tokens()
+
+
 def default_worker_id() -> str:
     """``host:pid``: enough for a person reading the table to find the process."""
-    return _host_pid(os.getpid())
+    return _host_pid(pid())
 
 
 def _checked(value: object, what: str) -> str:
@@ -62,6 +88,9 @@ def _checked(value: object, what: str) -> str:
 def checked_now(now: object) -> datetime | None:
     """An explicit ``now`` as aware UTC, None for the database clock, else a clear error."""
     return None if now is None else checked_moment(now, "now")
+
+
+_NO_LOCK = contextlib.nullcontext()
 
 
 class Claim:
@@ -80,7 +109,9 @@ class Claim:
         self._row = row
         self._outcome: WorkStatus | None = None
         self._lost = False
-        self._lock = threading.Lock()
+        # A real lock only once a heartbeat thread may race us: one claim in a
+        # hot loop should not pay for a lock it never needs.
+        self._lock: contextlib.AbstractContextManager[Any] = _NO_LOCK
         self._keepalive: _KeepAlive | None = None
 
     @property
@@ -166,6 +197,7 @@ class Claim:
 
     def __enter__(self) -> Claim:
         if self._sync.keep_alive and self._outcome is None and self._keepalive is None:
+            self._lock = threading.Lock()
             self._keepalive = _KeepAlive(self)
             self._keepalive.start()
         return self
@@ -304,15 +336,13 @@ class WorkSync:
 
     def acquire(self, name: str, sequence: str) -> Claim | None:
         """Claim one QUEUED row of tick ``(name, sequence)``; None when none is left."""
-        name = _checked(name, "name")
-        sequence = _checked(sequence, "sequence")
-        token, worker = secrets.token_hex(16), self.worker_id
-        row = self._tx.run(
-            "acquire",
-            lambda conn: self._repo.claim(conn, name, sequence, token, worker),
-            resolve=lambda conn: self._repo.find_claim(conn, name, token),
-        )
-        return self._claimed(row)
+        params = {
+            "work_name": _checked(name, "name"),
+            "tick_sequence": _checked(sequence, "sequence"),
+            "claim_token": new_token(),
+            "worker": self.worker_id,
+        }
+        return self._claim("claim", params)
 
     def acquire_due(self, name: str, *, now: datetime | None = None) -> Claim | None:
         """Claim the earliest QUEUED row of ``name`` whose tick has come; None if none.
@@ -322,15 +352,15 @@ class WorkSync:
         Rows without a tick time, written by other programs, are only
         claimable with :meth:`acquire`.
         """
-        name = _checked(name, "name")
+        params: dict[str, Any] = {
+            "work_name": _checked(name, "name"),
+            "claim_token": new_token(),
+            "worker": self.worker_id,
+        }
         at = checked_now(now)
-        token, worker = secrets.token_hex(16), self.worker_id
-        row = self._tx.run(
-            "acquire_due",
-            lambda conn: self._repo.claim_due(conn, name, token, worker, at),
-            resolve=lambda conn: self._repo.find_claim(conn, name, token),
-        )
-        return self._claimed(row)
+        if at is not None:
+            params["now"] = at
+        return self._claim("claim_due" if at is None else "claim_at", params)
 
     def recover(self, *, now: datetime | None = None) -> int:
         """Take back abandoned rows now (the scheduler also does this every pass).
@@ -368,7 +398,13 @@ class WorkSync:
             )
         return prune(self._tx, self._maintenance, older_than, batch_size, batches=None)
 
-    def _claimed(self, row: ClaimedRow | None) -> Claim | None:
+    def _claim(self, kind: str, params: dict[str, Any]) -> Claim | None:
+        name, token = params["work_name"], params["claim_token"]
+        row = self._tx.run(
+            kind,
+            partial(self._repo.claim_checked, kind=kind, params=params),
+            resolve=partial(self._repo.find_claim, name=name, token=token),
+        )
         if row is None:
             return None
         logger.debug(

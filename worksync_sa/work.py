@@ -27,6 +27,7 @@ Across daylight-saving changes:
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterator
 from dataclasses import KW_ONLY, dataclass, field
@@ -158,36 +159,57 @@ def _invalid(name: object, field_name: str, problem: str) -> InvalidWorkError:
     return InvalidWorkError(f"work {_label(name)}: {field_name} {problem}")
 
 
+class _CronProblem(ValueError):
+    """Why a cron string is unusable; the caller adds which work and field."""
+
+
 def _parse_schedule(name: str, cron: object, zone: ZoneInfo) -> _Schedule:
     if not isinstance(cron, str):
         raise _invalid(name, "cron", f"must be a string, not {type(cron).__name__}")
+    schedule = _schedule_of(cron, zone)
+    if isinstance(schedule, str):
+        raise _invalid(name, "cron", schedule)
+    return schedule
+
+
+@functools.lru_cache(maxsize=4096)
+def _schedule_of(cron: str, zone: ZoneInfo) -> _Schedule | str:
+    """The schedule of a cron in a zone, or the problem with it.
+
+    Cached: a fleet's works share a handful of crons, and validating one asks
+    croniter for its next tick, which costs far more than everything else a
+    Work does. Schedules are immutable, so works may share them.
+    """
+    try:
+        return _compile_schedule(cron, zone)
+    except _CronProblem as problem:
+        return str(problem)
+
+
+def _compile_schedule(cron: str, zone: ZoneInfo) -> _Schedule:
     spec = " ".join(cron.split())
     if spec.lower().startswith("@every"):
         try:
             period = parse_every(spec)
         except ValueError as exc:
-            raise _invalid(name, "cron", f"{cron!r} is invalid: {exc}") from None
+            raise _CronProblem(f"{cron!r} is invalid: {exc}") from None
         if period is None:
-            raise _invalid(name, "cron", f"{cron!r} is invalid: write '@every 5m'")
+            raise _CronProblem(f"{cron!r} is invalid: write '@every 5m'")
         if period % timedelta(seconds=1) or period < timedelta(seconds=1):
-            raise _invalid(
-                name, "cron", f"{cron!r} must be a whole number of seconds (sequences have 1 s)"
-            )
+            raise _CronProblem(f"{cron!r} must be a whole number of seconds (sequences have 1 s)")
         return _Every(period)
     expression = _DESCRIPTORS.get(spec.lower(), spec)
     if expression.startswith("@"):
-        raise _invalid(
-            name, "cron", f"{cron!r} is not a known descriptor ({', '.join(_DESCRIPTORS)}, @every)"
+        raise _CronProblem(
+            f"{cron!r} is not a known descriptor ({', '.join(_DESCRIPTORS)}, @every)"
         )
     fields = expression.split(" ")
     if len(fields) not in (5, 6):
-        raise _invalid(
-            name,
-            "cron",
-            f"{cron!r} has {len(fields)} fields; use 5 (minute first) or 6 (seconds first)",
+        raise _CronProblem(
+            f"{cron!r} has {len(fields)} fields; use 5 (minute first) or 6 (seconds first)"
         )
     if _NONDETERMINISTIC.search(expression):
-        raise _invalid(name, "cron", f"{cron!r} uses H or R fields, which differ between processes")
+        raise _CronProblem(f"{cron!r} uses H or R fields, which differ between processes")
     seconds_first = len(fields) == 6
     minute, hour = (fields[1], fields[2]) if seconds_first else (fields[0], fields[1])
     schedule = _Cron(
@@ -202,9 +224,9 @@ def _parse_schedule(name: str, cron: object, zone: ZoneInfo) -> _Schedule:
         # An expression can parse and still never fire (``0 0 30 2 *``).
         next(schedule.ticks(_EPOCH, datetime.max.replace(tzinfo=_UTC)))
     except (StopIteration, CroniterBadDateError):
-        raise _invalid(name, "cron", f"{cron!r} never fires") from None
+        raise _CronProblem(f"{cron!r} never fires") from None
     except Exception as exc:  # croniter raises several unrelated types
-        raise _invalid(name, "cron", f"{cron!r} is invalid: {exc}") from None
+        raise _CronProblem(f"{cron!r} is invalid: {exc}") from None
     return schedule
 
 

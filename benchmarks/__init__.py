@@ -1,0 +1,1 @@
+"""worksync_sa's benchmark suite: ``python -m benchmarks [--db URL] [--quick]``."""

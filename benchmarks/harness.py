@@ -1,0 +1,204 @@
+"""What every benchmark shares: targets, raw driver baselines, statistics, tables.
+
+The baseline of every figure is the same statement the library sends, compiled
+from the library's own Core statement, issued through the raw DB-API driver on
+one held autocommit connection. The library and the baseline are measured in
+the same run, interleaved chunk by chunk, so a noisy neighbour hurts both.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+from worksync_sa import create_engine
+from worksync_sa.models import work_table
+
+RESULTS = Path(__file__).resolve().parent / "results"
+SERVERS = {
+    "mariadb": "mysql+mysqldb://root@127.0.0.1:3306/test?charset=utf8mb4",
+    "mysql": "mysql+mysqldb://root@127.0.0.1:3306/test?charset=utf8mb4",
+    "postgresql": "postgresql+psycopg://postgres@127.0.0.1:5432/test",
+}
+
+
+def resolve_url(target: str | None) -> str:
+    """A URL from ``--db``: a full URL, or one of mariadb, mysql, postgresql, sqlite."""
+    if target is None or target in SERVERS:
+        return SERVERS[target or "mariadb"]
+    if target == "sqlite":
+        folder = Path(tempfile.mkdtemp(prefix="worksync-bench-"))
+        return f"sqlite:///{folder / 'bench.db'}"
+    return target
+
+
+def label_of(engine: sa.Engine) -> str:
+    """mariadb, mysql, postgresql or sqlite: the results file's name."""
+    with engine.connect():  # the dialect learns the server (MariaDB or MySQL) on connect
+        pass
+    if engine.dialect.name in ("mysql", "mariadb"):
+        return "mariadb" if getattr(engine.dialect, "is_mariadb", False) else "mysql"
+    return engine.dialect.name
+
+
+def bench_engine(url: str) -> sa.Engine:
+    """The engine the library runs on: the package's own defaults."""
+    return create_engine(url)
+
+
+def raw_connection(engine: sa.Engine) -> Any:
+    """A DB-API connection made the way SQLAlchemy would make it, in autocommit."""
+    dialect = engine.dialect
+    cargs, cparams = dialect.create_connect_args(engine.url)
+    conn = dialect.loaded_dbapi.connect(*cargs, **cparams)
+    if dialect.name in ("mysql", "mariadb"):
+        conn.autocommit(True)
+    elif dialect.name == "postgresql":
+        conn.autocommit = True
+    else:
+        conn.isolation_level = None
+        conn.execute("PRAGMA journal_mode=WAL")
+    return conn
+
+
+@dataclass
+class RawStatement:
+    """A library statement compiled for one dialect, run on a raw cursor."""
+
+    sql: str
+    constants: dict[str, Any]
+    order: tuple[str, ...] | None
+    returns_rows: bool
+
+    @classmethod
+    def of(cls, statement: Any, engine: sa.Engine, required: Iterable[str]) -> RawStatement:
+        compiled = statement.compile(dialect=engine.dialect)
+        names = list(required)
+        constants = dict(compiled.construct_params(dict.fromkeys(names)))
+        for name in names:
+            constants.pop(name, None)
+        order = compiled.positiontup
+        return cls(
+            compiled.string,
+            constants,
+            tuple(order) if order is not None else None,
+            bool(compiled.returning),
+        )
+
+    def run(self, cursor: Any, params: dict[str, Any]) -> int:
+        """Execute; returns the number of rows claimed (0 or 1)."""
+        merged = {**self.constants, **params}
+        args = merged if self.order is None else tuple(merged[k] for k in self.order)
+        cursor.execute(self.sql, args)
+        if self.returns_rows:
+            return len(cursor.fetchall())
+        return int(cursor.rowcount)
+
+
+def fresh_table(engine: sa.Engine, name: str) -> sa.Table:
+    """Drop and create a benchmark table (the same DDL the migrations make)."""
+    table = work_table(name)
+    table.drop(engine, checkfirst=True)
+    table.create(engine)
+    return table
+
+
+def drop_table(engine: sa.Engine, name: str) -> None:
+    work_table(name).drop(engine, checkfirst=True)
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The q-quantile (0..1), nearest rank; 0 for no values."""
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+@dataclass
+class Spread:
+    """A figure over repeats: its median and the range it moved in."""
+
+    median: float
+    low: float
+    high: float
+
+    @classmethod
+    def of(cls, values: Sequence[float]) -> Spread:
+        return cls(statistics.median(values), min(values), max(values))
+
+    def show(self, digits: int = 0) -> str:
+        return f"{self.median:,.{digits}f} ({self.low:,.{digits}f}-{self.high:,.{digits}f})"
+
+    def as_dict(self) -> dict[str, float]:
+        return {"median": self.median, "low": self.low, "high": self.high}
+
+
+def timed(action: Callable[[], Any]) -> tuple[float, Any]:
+    """(seconds, result) of one call."""
+    started = time.perf_counter()
+    result = action()
+    return time.perf_counter() - started, result
+
+
+@dataclass
+class Report:
+    """Rows for the printed table and the JSON results of one run."""
+
+    db: str
+    quick: bool
+    rows: list[tuple[str, ...]] = field(default_factory=list)
+    results: dict[str, Any] = field(default_factory=dict)
+
+    def row(
+        self, benchmark: str, case: str, library: str, raw: str, ratio: str, note: str = ""
+    ) -> None:
+        self.rows.append((benchmark, case, library, raw, ratio, note))
+
+    def print(self) -> None:
+        header = ("benchmark", "case", "library", "raw", "lib/raw", "notes")
+        lines = [header, *self.rows]
+        widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+        rule = "  ".join("-" * w for w in widths)
+        print(rule)
+        for n, line in enumerate(lines):
+            print("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip())
+            if n == 0:
+                print(rule)
+        print(rule)
+
+    def save(self, engine: sa.Engine) -> Path:
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        with engine.connect() as conn:
+            version = str(conn.dialect.server_version_info or "")
+        document = {
+            "db": self.db,
+            "server_version": version,
+            "quick": self.quick,
+            "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "machine": {
+                "cpus": os.cpu_count(),
+                "python": platform.python_version(),
+                "sqlalchemy": sa.__version__,
+            },
+            "benchmarks": self.results,
+            "table": [list(r) for r in self.rows],
+        }
+        path = RESULTS / f"{self.db}{'-quick' if self.quick else ''}.json"
+        path.write_text(json.dumps(document, indent=2) + "\n")
+        return path
+
+
+def ratio(library: float, raw: float) -> str:
+    return f"{library / raw:.2f}x" if raw else "-"

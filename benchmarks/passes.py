@@ -1,0 +1,178 @@
+"""Scheduler passes: N works x max_run 3, against the best raw bulk insert; memory.
+
+Each work gets exactly one tick in the window (crons ``M * * * *`` for M in
+0..59, a one-hour lookahead), so a pass inserts 3N rows. The raw baseline
+inserts the same rows, computed beforehand, with the driver's fastest bulk
+path in one transaction: mysqlclient's multi-row ``INSERT IGNORE``
+executemany, psycopg's pipelined executemany, sqlite3's executemany.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections import Counter
+from datetime import datetime, timezone
+from functools import partial
+from typing import Any
+
+import sqlalchemy as sa
+
+from worksync_sa import Scheduler, SchedulerConfig, Work
+from worksync_sa._dialects import family_of
+from worksync_sa._statements import insert_queued
+from worksync_sa.models import table_named
+
+from .harness import Report, Spread, drop_table, fresh_table, ratio, raw_connection, timed
+
+NOW = datetime(2026, 1, 1, 0, 0, 30, tzinfo=timezone.utc)
+CONFIG = SchedulerConfig(lookahead="1h", interval="1m")
+COLUMNS = ("name", "sequence", "slot", "tick_at", "lease_seconds", "grace_seconds", "max_attempts")
+
+
+def works_of(count: int) -> list[Work]:
+    return [Work(f"w{n:06d}", f"{n % 60} * * * *", max_run=3) for n in range(count)]
+
+
+def raw_rows(engine: sa.Engine, works: list[Work]) -> tuple[str, list[Any]]:
+    """The pass's rows as the driver wants them, and the INSERT they go into."""
+    table = table_named("bench_pass")
+    statement = insert_queued(table, family_of(engine.dialect)).compile(dialect=engine.dialect)
+    naive = engine.dialect.name != "postgresql"
+    rows = []
+    for row in Scheduler(engine, works, CONFIG, table="bench_pass").plan(
+        NOW, NOW + CONFIG.lookahead_delta
+    ):
+        values = {c: getattr(row, c) for c in COLUMNS}
+        if naive:
+            values["tick_at"] = values["tick_at"].replace(tzinfo=None)
+        if engine.dialect.name == "sqlite":
+            values["tick_at"] = values["tick_at"].isoformat(sep=" ", timespec="microseconds")
+        merged = {**statement.construct_params(dict.fromkeys(COLUMNS)), **values}
+        order = statement.positiontup
+        rows.append(merged if order is None else tuple(merged[k] for k in order))
+    sql = statement.string
+    if engine.dialect.name == "postgresql":
+        sql = sql.replace(" RETURNING bench_pass.id", "")  # the raw path needs no count
+    return sql, rows
+
+
+def raw_insert(engine: sa.Engine, sql: str, rows: list[Any]) -> None:
+    raw = raw_connection(engine)
+    cursor = raw.cursor()
+    cursor.execute("BEGIN")
+    cursor.executemany(sql, rows)
+    cursor.execute("COMMIT")
+    raw.close()
+
+
+def one_level(engine: sa.Engine, count: int, repeats: int) -> dict[str, Any]:
+    works = works_of(count)
+    sql, rows = raw_rows(engine, works)
+    statements: list[str] = []
+
+    def counted(conn: object, cursor: object, statement: str, *args: object) -> None:
+        statements.append(statement.lstrip().split(None, 1)[0].upper())
+
+    figures: dict[str, list[float]] = {
+        "library": [],
+        "raw": [],
+        "steady_restart": [],
+        "steady_same": [],
+    }
+    for repeat in range(repeats):
+        for kind in ("library", "raw") if repeat % 2 == 0 else ("raw", "library"):
+            fresh_table(engine, "bench_pass")
+            if kind == "raw":
+                seconds, _ = timed(lambda: raw_insert(engine, sql, rows))
+                figures["raw"].append(len(rows) / seconds)
+                continue
+            scheduler = Scheduler(engine, works, CONFIG, table="bench_pass")
+            statements.clear()
+            sa.event.listen(engine, "before_cursor_execute", counted)
+            try:
+                seconds, created = timed(partial(scheduler.tick, NOW))
+            finally:
+                sa.event.remove(engine, "before_cursor_execute", counted)
+            assert created == len(rows), (created, len(rows))
+            figures["library"].append(len(rows) / seconds)
+            # Everything exists now: the same process again, and a restarted one.
+            figures["steady_same"].append(timed(partial(scheduler.tick, NOW))[0])
+            restarted = Scheduler(engine, works, CONFIG, table="bench_pass")
+            figures["steady_restart"].append(timed(partial(restarted.tick, NOW))[0])
+            scheduler.close()
+            restarted.close()
+    drop_table(engine, "bench_pass")
+    kinds = dict(Counter(statements))
+    return {
+        "works": count,
+        "rows": len(rows),
+        "library_rows_per_s": Spread.of(figures["library"]).as_dict(),
+        "raw_rows_per_s": Spread.of(figures["raw"]).as_dict(),
+        "library_pass_s": Spread.of([len(rows) / r for r in figures["library"]]).as_dict(),
+        "statements": kinds,
+        "steady_pass_s_same_process": Spread.of(figures["steady_same"]).as_dict(),
+        "steady_pass_s_restarted": Spread.of(figures["steady_restart"]).as_dict(),
+    }
+
+
+def scheduler_passes(engine: sa.Engine, report: Report, *, quick: bool) -> None:
+    levels = (1_000, 10_000) if quick else (1_000, 10_000, 100_000)
+    repeats = 3
+    results = {}
+    for count in levels:
+        result = results[str(count)] = one_level(engine, count, repeats)
+        lib = Spread(**result["library_rows_per_s"])
+        raw = Spread(**result["raw_rows_per_s"])
+        statements = ", ".join(f"{n} {k}" for k, n in sorted(result["statements"].items()))
+        report.row(
+            "4 scheduler pass",
+            f"{count:,} works x 3",
+            f"{lib.show()} rows/s, {result['library_pass_s']['median']:.2f} s/pass",
+            f"{raw.show()} rows/s",
+            ratio(lib.median, raw.median),
+            f"statements: {statements}; steady pass "
+            f"{result['steady_pass_s_same_process']['median'] * 1e3:.1f} ms "
+            f"(restarted {result['steady_pass_s_restarted']['median'] * 1e3:.0f} ms)",
+        )
+    report.results["scheduler_pass"] = results
+
+
+MEMORY_PROBE = """
+import json, resource, sys
+from benchmarks.passes import CONFIG, NOW, works_of
+from benchmarks.harness import bench_engine, fresh_table
+from worksync_sa import Scheduler
+engine = bench_engine(sys.argv[1])
+fresh_table(engine, "bench_memory")
+works = works_of(int(sys.argv[2]))
+scheduler = Scheduler(engine, works, CONFIG, table="bench_memory")
+created = scheduler.tick(NOW)
+scheduler.close()
+engine.dispose()
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(json.dumps({"created": created, "peak_rss_mb": peak}))
+"""
+
+
+def memory(engine: sa.Engine, url: str, report: Report, *, quick: bool) -> None:
+    count = 100_000
+    done = subprocess.run(
+        [sys.executable, "-c", MEMORY_PROBE, url, str(count)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=600,
+    )
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    drop_table(engine, "bench_memory")
+    report.results["memory"] = {"works": count, **result}
+    report.row(
+        "6 memory",
+        f"scheduler, {count:,} works, one pass",
+        f"{result['peak_rss_mb']:.0f} MB peak RSS",
+        "",
+        "",
+        f"{result['created']:,} rows created",
+    )
