@@ -15,7 +15,7 @@ from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.engine import Dialect
 
 from worksync_sa import _statements
-from worksync_sa._dialects import Family, claim_statement
+from worksync_sa._dialects import Family, claim_statement, insert_from_arrays
 from worksync_sa.models import work_table
 
 TABLE = work_table("jobs")
@@ -63,6 +63,13 @@ def test_postgresql_claim_skips_locked_rows_and_rechecks_status() -> None:
     assert "started_at=statement_timestamp()" in text
 
 
+def test_postgresql_bulk_insert_is_one_statement_over_arrays() -> None:
+    text = sql(insert_from_arrays(TABLE), POSTGRESQL)
+    assert "FROM unnest(%(name_list)s::VARCHAR(255)[]" in text
+    assert "AS batch(name, sequence, slot, tick_at, lease_seconds" in text
+    assert text.endswith("ORDER BY batch.name, batch.sequence, batch.slot ON CONFLICT DO NOTHING")
+
+
 def test_sqlite_claim_uses_returning_without_lock_clauses() -> None:
     text = sql(claim_statement(TABLE, "sqlite", due=False), SQLITE)
     assert "FOR UPDATE" not in text
@@ -84,7 +91,7 @@ def test_due_claim_can_bind_an_explicit_now() -> None:
             "postgresql",
             POSTGRESQL,
             "INSERT INTO jobs",
-            "ON CONFLICT DO NOTHING RETURNING jobs.id",
+            "ON CONFLICT DO NOTHING",
         ),
         ("sqlite", SQLITE, "INSERT INTO jobs", "ON CONFLICT DO NOTHING"),
     ],
@@ -92,7 +99,11 @@ def test_due_claim_can_bind_an_explicit_now() -> None:
 def test_create_ahead_lets_the_unique_key_refuse_duplicates(
     family: Family, dialect: Dialect, prefix: str, suffix: str
 ) -> None:
-    text = sql(_statements.insert_queued(TABLE, family), dialect)
+    columns = ["name", "sequence", "slot", "tick_at"]
+    compiled = _statements.insert_queued(TABLE, family).compile(
+        dialect=dialect, column_keys=columns, for_executemany=True
+    )
+    text = " ".join(str(compiled).split())
     assert text.startswith(prefix)
     assert text.endswith(suffix or ")")
 

@@ -128,9 +128,44 @@ def insert_ignoring_duplicates(table: sa.Table, family: Family) -> Insert:
     return sqlite.insert(table).on_conflict_do_nothing()
 
 
-def counts_inserts_by_returning(family: Family) -> bool:
-    """psycopg reports rowcount -1 for executemany, so PostgreSQL counts RETURNING rows."""
-    return family == "postgresql"
+QUEUED_COLUMNS = (
+    "name",
+    "sequence",
+    "slot",
+    "tick_at",
+    "lease_seconds",
+    "grace_seconds",
+    "max_attempts",
+)
+"""The per-row values of a QUEUED row, in the order bulk inserts take them."""
+
+
+def insert_from_arrays(table: sa.Table) -> Insert:
+    """PostgreSQL: insert a whole batch as one statement over ``unnest`` of seven arrays.
+
+    Seven parameters however many rows: nothing for the driver to parse per
+    row, one round trip, and a row count that counts only the new rows.
+    Parameters are named ``<column>_list``.
+    """
+    c = table.c
+    arrays = [
+        sa.bindparam(f"{name}_list", type_=postgresql.ARRAY(c[name].type))
+        for name in QUEUED_COLUMNS
+    ]
+    rows = (
+        sa.func.unnest(*arrays)
+        .table_valued(*(sa.column(name, c[name].type) for name in QUEUED_COLUMNS))
+        .render_derived(name="batch")
+    )
+    picked = sa.select(
+        db_now("postgresql"),
+        sa.literal(WorkStatus.QUEUED.value, sa.SmallInteger()),
+        *(rows.c[name] for name in QUEUED_COLUMNS),
+    ).order_by(rows.c.name, rows.c.sequence, rows.c.slot)  # lock order: no deadlocks
+    columns = ["created_at", "status", *QUEUED_COLUMNS]
+    statement = postgresql.insert(table).from_select(columns, picked).on_conflict_do_nothing()
+    # SQLAlchemy keeps an INSERT's row count only when asked.
+    return statement.execution_options(preserve_rowcount=True)
 
 
 RECOVERY_BATCH = 1000
@@ -165,9 +200,10 @@ class _ClaimEarliestDue(_MySQLClaimUpdate):
 
 class _RecoverBatch(_MySQLClaimUpdate):
     inherit_cache = True
-    # The status index's order: InnoDB walks the few queued and running rows
-    # only. Ordering by id alone would walk (and lock) the whole primary key.
-    order_columns = ("status", "name", "tick_at", "id")
+    # The overdue index's order (status, tick_at, then InnoDB's implicit id):
+    # InnoDB walks only overdue queued rows and running rows. Ordering by id
+    # alone would walk (and lock) the whole primary key.
+    order_columns = ("status", "tick_at", "id")
     limit = RECOVERY_BATCH
 
 
@@ -271,8 +307,8 @@ def recovery_statement(table: sa.Table, family: Family, *, explicit_now: bool) -
       row has attempts left (``attempts < max_attempts``).
     * QUEUED rows whose tick is older than its grace: FAILED, "missed".
 
-    At most ``RECOVERY_BATCH`` rows, in the status index's order, so the scan
-    stays within the queued and running rows however large the table grows;
+    At most ``RECOVERY_BATCH`` rows, read through the overdue index, so the
+    scan stays within overdue and running rows however large the table grows;
     the rest wait for the next pass. Every condition is in the WHERE clause,
     so a worker finishing or heartbeating at the same moment wins or loses
     cleanly.
@@ -283,11 +319,12 @@ def recovery_statement(table: sa.Table, family: Family, *, explicit_now: bool) -
     expired = sa.and_(running, c.lease_until.is_not(None), c.lease_until < now)
     missed = sa.and_(
         c.status == WorkStatus.QUEUED.value,
-        c.tick_at.is_not(None),
+        # Every grace is at least a second: this bound lets the overdue index
+        # skip the queued rows of upcoming ticks; the next line is exact.
+        c.tick_at < shifted(family, now, sa.literal_column("-1")),
         c.tick_at < shifted(family, now, -_grace_seconds(table)),
     )
-    open_rows = c.status.in_((WorkStatus.QUEUED.value, WorkStatus.RUNNING.value))
-    due = sa.and_(open_rows, sa.or_(expired, missed))
+    due = sa.or_(expired, missed)  # each branch a range of the overdue index
     requeue = sa.and_(
         running,
         sa.func.coalesce(c.attempts, 0) < sa.func.coalesce(c.max_attempts, DEFAULT_MAX_ATTEMPTS),
@@ -312,8 +349,10 @@ def recovery_statement(table: sa.Table, family: Family, *, explicit_now: bool) -
     ]
     if family == "mysql":
         return _RecoverBatch(table).where(due).ordered_values(*assignments)
-    order = (c.status, c.name, c.tick_at, c.id)
-    pick = sa.select(c.id).where(due).order_by(*order).limit(RECOVERY_BATCH)
+    # No ORDER BY here: it would make PostgreSQL walk the index in order and
+    # filter, instead of reading just the two ranges. Which rows of a batch go
+    # first does not matter; only MySQL needs a deterministic LIMIT (replication).
+    pick = sa.select(c.id).where(due).limit(RECOVERY_BATCH)
     if family == "postgresql":
         # A materialized CTE runs once. As "id IN (subquery)" the planner may
         # rescan the locking sub-select per row, and each rescan skips the rows

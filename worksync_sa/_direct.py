@@ -8,16 +8,24 @@ the services' own autocommit lanes, we compile the Core statement once and
 hand its SQL string and bound parameters straight to the DB-API cursor.
 
 The SQL is still SQLAlchemy's, and every value is still a bound parameter.
+The scheduler's bulk INSERT goes the same way, as the driver's own
+``executemany``: SQLAlchemy's generic batching renders a multi-row statement
+whose every placeholder psycopg then parses again, a fifth of the speed of
+psycopg's pipelined executemany.
+
 The direct path is only taken where it changes nothing observable: on lanes
 (autocommit connections the services own, never a host's transaction),
-for statements whose parameters need no type conversion, and only while
-the engine has no cursor-execute listeners and no echo, so a host's
-tracing and SQL logging still see every statement. Driver errors are
-wrapped and lost connections invalidated exactly as SQLAlchemy does.
+with each column type's own bind conversion applied, and only while the
+engine has no cursor-execute listeners and no echo, so a host's tracing and
+SQL logging still see every statement. Driver errors are wrapped and lost
+connections invalidated exactly as SQLAlchemy does.
 """
 
 from __future__ import annotations
 
+import functools
+import operator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -46,34 +54,80 @@ class Compiled:
     constants: dict[str, Any]
     order: tuple[str, ...] | None  # None: the driver takes named parameters
     returns_rows: bool
+    processors: dict[str, Callable[[Any], Any]]  # the column types' own bind conversions
 
     @classmethod
-    def of(cls, statement: Any, dialect: Dialect) -> Compiled | None:
-        """Compile ``statement``; None if any parameter would need a type conversion."""
-        compiled = statement.compile(dialect=dialect)
+    def of(cls, statement: Any, dialect: Dialect, column_keys: list[str] | None = None) -> Compiled:
+        """Compile ``statement`` (for an executemany INSERT, name its ``column_keys``)."""
+        many = column_keys is not None  # no implicit RETURNING of the new key per row
+        compiled = statement.compile(dialect=dialect, column_keys=column_keys, for_executemany=many)
         assert isinstance(compiled, SQLCompiler)
-        if getattr(compiled, "_bind_processors", None):
-            return None
         required = frozenset(name for name, bind in compiled.binds.items() if bind.required)
         constants = dict(compiled.construct_params(dict.fromkeys(required)))
+        processors: dict[str, Callable[[Any], Any]] = {}
+        for name, bind in compiled.binds.items():
+            # The dialect's own version of the type carries its conversion (SQLite: text).
+            processor = bind.type.dialect_impl(dialect).bind_processor(dialect)
+            if processor is not None and name in required:
+                processors[name] = _remembering(processor)
         order = compiled.positiontup
         return cls(
             sql=compiled.string,
             constants={k: v for k, v in constants.items() if k not in required},
             order=tuple(order) if order is not None else None,
             returns_rows=bool(compiled.returning),
+            processors=processors,
         )
+
+    @functools.cached_property
+    def _pick(self) -> Callable[[dict[str, Any]], tuple[Any, ...]]:
+        assert self.order is not None
+        if len(self.order) == 1:
+            only = self.order[0]
+            return lambda merged: (merged[only],)
+        return operator.itemgetter(*self.order)
 
     def arguments(self, params: dict[str, Any]) -> Any:
         """The driver's arguments (a missing one fails in the driver, or here as KeyError)."""
         merged = {**self.constants, **params}
-        return merged if self.order is None else tuple(merged[name] for name in self.order)
+        for name, processor in self.processors.items():
+            merged[name] = processor(merged[name])
+        return merged if self.order is None else self._pick(merged)
+
+
+def _remembering(processor: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """A conversion that remembers recent results: a batch repeats the same few ticks."""
+    seen: dict[Any, Any] = {}
+
+    def convert(value: Any) -> Any:
+        try:
+            return seen[value]
+        except KeyError:
+            if len(seen) > 4096:
+                seen.clear()
+            converted = seen[value] = processor(value)
+            return converted
+        except TypeError:  # unhashable
+            return processor(value)
+
+    return convert
 
 
 def quiet(engine: Engine) -> bool:
     """True when nobody watches the engine's statements (no cursor listeners, no echo)."""
     dispatch = engine.dispatch
     return not (engine.echo or dispatch.before_cursor_execute or dispatch.after_cursor_execute)
+
+
+def run_direct_many(
+    conn: Connection, info: dict[Any, Any], compiled: Compiled, rows: list[dict[str, Any]]
+) -> int:
+    """``executemany`` on the lane's cursor; returns the driver's total row count.
+
+    mysqlclient folds the rows into multi-row INSERTs, psycopg pipelines them,
+    sqlite3 steps one prepared statement: each driver's fastest bulk path.
+    """
+    return _on_cursor(conn, info, compiled, [compiled.arguments(row) for row in rows], many=True)[0]
 
 
 def run_direct(
@@ -83,15 +137,23 @@ def run_direct(
 
     ``info`` is ``conn.info``, which the caller has already looked up.
     """
+    return _on_cursor(conn, info, compiled, compiled.arguments(params), many=False)
+
+
+def _on_cursor(
+    conn: Connection, info: dict[Any, Any], compiled: Compiled, arguments: Any, *, many: bool
+) -> Outcome:
     dialect = conn.dialect
-    arguments = compiled.arguments(params)
     # One cursor per lane, kept: creating a cursor per claim costs more than it should.
     cursor = info.get(_CURSOR)
     if cursor is None:
         dbapi_connection: Any = conn.connection.dbapi_connection
         cursor = info[_CURSOR] = dbapi_connection.cursor()
     try:
-        cursor.execute(compiled.sql, arguments)
+        if many:
+            cursor.executemany(compiled.sql, arguments)
+        else:
+            cursor.execute(compiled.sql, arguments)
         rows = list(cursor.fetchall()) if compiled.returns_rows else []
         return Outcome(cursor.rowcount, getattr(cursor, "lastrowid", None), rows)
     except dialect.loaded_dbapi.Error as exc:

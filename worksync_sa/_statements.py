@@ -14,7 +14,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.sql.dml import Insert, Update
 
-from ._dialects import Family, counts_inserts_by_returning, db_now, insert_ignoring_duplicates
+from ._dialects import Family, db_now, insert_ignoring_duplicates
 from .models import CLOSED_BY_WORKER, UTCDateTime, WorkStatus
 
 
@@ -24,14 +24,14 @@ def insert_queued(table: sa.Table, family: Family) -> Insert:
     Parameters: name, sequence, slot, tick_at and the work's policy
     (lease_seconds, grace_seconds, max_attempts). Meant for executemany.
     ``created_at`` is the database clock. Duplicates of an existing
-    (name, sequence, slot) are skipped by the unique key.
+    (name, sequence, slot) are skipped by the unique key. (On PostgreSQL the
+    repository uses ``insert_from_arrays`` instead: one statement per batch.)
     """
     statement = insert_ignoring_duplicates(table, family).values(
         status=WorkStatus.QUEUED.value, created_at=db_now(family)
     )
-    if counts_inserts_by_returning(family):
-        statement = statement.returning(table.c.id)
-    return statement
+    # SQLAlchemy keeps an INSERT's row count only when asked.
+    return statement.execution_options(preserve_rowcount=True)
 
 
 def claim_by_token(table: sa.Table) -> sa.Select[Any]:

@@ -173,12 +173,14 @@ def work_table(name: str = DEFAULT_TABLE, metadata: sa.MetaData | None = None) -
         # Idempotent creation: a second scheduler's insert of the same slot is refused.
         # Also serves acquire(name, sequence): at most max_run entries per tick.
         sa.UniqueConstraint("name", "sequence", "slot", name=f"uq_{name}_tick"),
-        # Serves acquire_due (queued rows of one work, earliest tick first) and
-        # recovery (the queued and running rows): both stay clear of the finished
-        # rows that pile up behind them, so their cost does not grow with the table.
+        # Serves acquire_due: the queued rows of one work, earliest tick first,
+        # clear of the finished rows that pile up behind them, so a claim's cost
+        # does not grow with the table.
         sa.Index(f"ix_{name}_status", "status", "name", "tick_at"),
         # Serves per-work time ranges: the scheduler's restart horizon, reports.
         sa.Index(f"ix_{name}_tick", "name", "tick_at"),
+        # Serves recovery: only the overdue queued rows and the running ones are read.
+        sa.Index(f"ix_{name}_overdue", "status", "tick_at"),
         # Binary collation: names and sequences compare exactly (case-sensitive),
         # and utf8mb4 stores any text a host sends.
         mysql_engine="InnoDB",

@@ -19,14 +19,15 @@ from sqlalchemy.engine import Connection
 
 from . import _statements
 from ._dialects import (
+    QUEUED_COLUMNS,
     Family,
     claim_statement,
-    counts_inserts_by_returning,
     family_of,
     heartbeat_statement,
+    insert_from_arrays,
     recovery_statement,
 )
-from ._direct import LANE, Compiled, Outcome, quiet, run_direct
+from ._direct import LANE, Compiled, Outcome, quiet, run_direct, run_direct_many
 from .errors import InvalidArgumentError
 from .models import (
     DEFAULT_GRACE_SECONDS,
@@ -141,7 +142,7 @@ class _StatementCache:
     def __init__(self, table: sa.Table) -> None:
         self.table = _checked_table(table)
         self._built: dict[tuple[str, Family], Any] = {}
-        self._prepared: dict[tuple[str, str], tuple[Any, Compiled | None]] = {}
+        self._prepared: dict[tuple[str, str], tuple[Any, Compiled]] = {}
 
     def get(self, kind: str, family: Family, build: Callable[[sa.Table, Family], _S]) -> _S:
         key = (kind, family)
@@ -165,10 +166,9 @@ class _StatementCache:
             statement = self.get(kind, family_of(dialect), build)
             prepared = self._prepared[key] = (statement, Compiled.of(statement, dialect))
         statement, compiled = prepared
-        if compiled is not None:
-            info = conn.info
-            if info.get(LANE) and quiet(conn.engine):
-                return run_direct(conn, info, compiled, params)
+        info = conn.info
+        if info.get(LANE) and quiet(conn.engine):
+            return run_direct(conn, info, compiled, params)
         result = conn.execute(statement, params)
         rows = list(result.all()) if result.returns_rows else []
         lastrowid = result.lastrowid if dialect.name in ("mysql", "mariadb") else None
@@ -192,6 +192,7 @@ class ScheduleRepository:
     def __init__(self, table: sa.Table) -> None:
         self._statements = _StatementCache(table)
         self.table = self._statements.table
+        self._bulk: dict[str, Compiled] = {}
 
     def insert_queued(self, conn: Connection, rows: Iterable[NewRow]) -> int:
         """Insert ``rows`` in one batched statement; return how many were new.
@@ -209,14 +210,27 @@ class ScheduleRepository:
 
         The scheduler's own path: its values were validated when the works
         were built and its rows come out in order, so it skips both steps.
+        Each database gets its fastest bulk form: PostgreSQL one statement
+        over arrays; MySQL and SQLite the driver's own executemany on a
+        services' lane (mysqlclient folds it into multi-row INSERTs).
         """
         if not rows:
             return 0
         family = family_of(conn.dialect)
+        if family == "postgresql":
+            statement = self._statements.get(
+                "insert_arrays", family, lambda t, _: insert_from_arrays(t)
+            )
+            arrays = {f"{name}_list": [row[name] for row in rows] for name in QUEUED_COLUMNS}
+            return max(conn.execute(statement, arrays).rowcount, 0)
+        info = conn.info
+        if info.get(LANE) and quiet(conn.engine):
+            compiled = self._bulk.get(family)
+            if compiled is None:
+                statement = _statements.insert_queued(self.table, family)
+                compiled = self._bulk[family] = Compiled.of(statement, conn.dialect, list(rows[0]))
+            return max(run_direct_many(conn, info, compiled, list(rows)), 0)
         statement = self._statements.get("insert_queued", family, _statements.insert_queued)
-        if counts_inserts_by_returning(family):
-            paged = conn.execution_options(insertmanyvalues_page_size=len(rows))
-            return len(paged.execute(statement, list(rows)).all())
         return max(conn.execute(statement, list(rows)).rowcount, 0)
 
     def latest_ticks(self, conn: Connection) -> dict[str, datetime]:

@@ -53,6 +53,8 @@ class PassReport:
     now: datetime
     created: int = 0
     planned: int = 0
+    batches: int = 0
+    """INSERT batches sent, each one statement in its own short transaction."""
     recovered: int = 0
     pruned: int = 0
     skipped: dict[str, int] = field(default_factory=dict)
@@ -254,6 +256,7 @@ class Scheduler:
             report.created += self._tx.run(
                 "create", partial(self._repo.insert_rows, rows=batch), atomic=True
             )
+            report.batches += 1
         self._covered = {w.name: max(until, known.get(w.name, until)) for w in self.works}
         self._last_now = now
 
