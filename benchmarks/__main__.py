@@ -12,11 +12,11 @@ import time
 from collections.abc import Sequence
 
 from .claims import acquire_due, table_growth, uncontended
-from .contended import contended
+from .contended import contended, sustained
 from .harness import Report, bench_engine, label_of, resolve_url
 from .passes import memory, scheduler_passes
 
-BENCHMARKS = ("uncontended", "contended", "due", "passes", "growth", "memory")
+BENCHMARKS = ("uncontended", "contended", "sustained", "due", "passes", "growth", "memory")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -35,6 +35,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     steps = {
         "uncontended": lambda: uncontended(engine, report, quick=args.quick),
         "contended": lambda: contended(engine, url, report, quick=args.quick),
+        "sustained": lambda: sustained(engine, url, report, quick=args.quick),
         "due": lambda: acquire_due(engine, report, quick=args.quick),
         "passes": lambda: scheduler_passes(engine, report, quick=args.quick),
         "growth": lambda: table_growth(engine, report, quick=args.quick),

@@ -255,3 +255,87 @@ def contended(engine: sa.Engine, url: str, report: Report, *, quick: bool) -> No
             note,
         )
     report.results["contended"] = results
+
+
+def streamer(url: str, table: str, kind: str, sequences: list[str], barrier: Any, out: Any) -> None:
+    """Claim every tick in order, as fast as possible, racing the other processes."""
+    engine = bench_engine(url)
+    sync = WorkSync(engine, table=table, keep_alive=False)
+    raw = raw_connection(engine)
+    cursor = raw.cursor()
+    statement = claim_statement(table_named(table), family_of(engine.dialect), due=False)
+    compiled = RawStatement.of(statement, engine, CLAIM_PARAMS)
+    won = errors = 0
+    try:
+        barrier.wait(timeout=120)
+        started = time.perf_counter()
+        for sequence in sequences:
+            try:
+                if kind == "library":
+                    won += sync.acquire("s", sequence) is not None
+                else:
+                    params = {
+                        "work_name": "s",
+                        "tick_sequence": sequence,
+                        "claim_token": "r" * 32,
+                        "worker": "raw",
+                    }
+                    won += compiled.run(cursor, params)
+            except Exception:
+                errors += 1
+        out.put(("ok", won, errors, started, time.perf_counter()))
+    except BaseException as exc:
+        out.put(("error", repr(exc), 0, 0.0, 0.0))
+        raise
+    finally:
+        sync.close()
+        raw.close()
+        engine.dispose()
+
+
+def sustained(engine: sa.Engine, url: str, report: Report, *, quick: bool) -> None:
+    """P processes claim the same stream of ticks (max_run 1) flat out: claims per second."""
+    processes = 8
+    ticks = 600 if quick else 2000
+    results: dict[str, Any] = {"processes": processes, "ticks": ticks}
+    for kind in ("library", "raw"):
+        rates = []
+        for _ in range(2 if quick else 3):
+            table = "bench_sustained"
+            fresh_table(engine, table)
+            work = Work("s", "@every 1s", grace=timedelta(days=365))
+            config = SchedulerConfig(lookahead=timedelta(seconds=ticks), interval="1s")
+            scheduler = Scheduler(engine, [work], config, table=table)
+            scheduler.tick(T0)
+            scheduler.close()
+            out = SPAWN.Queue()
+            barrier = SPAWN.Barrier(processes)
+            seqs = sequences(ticks)
+            procs = [
+                SPAWN.Process(target=streamer, args=(url, table, kind, seqs, barrier, out))
+                for _ in range(processes)
+            ]
+            for proc in procs:
+                proc.start()
+            reports = [out.get(timeout=900) for _ in procs]
+            for proc in procs:
+                proc.join(60)
+            assert all(r[0] == "ok" for r in reports), reports
+            won = sum(r[1] for r in reports)
+            assert won == ticks, (won, ticks)  # every tick claimed once, none twice
+            elapsed = max(r[4] for r in reports) - min(r[3] for r in reports)
+            rates.append(won / elapsed)
+            results.setdefault(f"{kind}_errors", 0)
+            results[f"{kind}_errors"] += sum(r[2] for r in reports)
+            drop_table(engine, table)
+        results[kind] = Spread.of(rates).as_dict()
+    report.results["sustained"] = results
+    report.row(
+        "2 sustained",
+        f"{processes} processes, every tick raced",
+        f"{Spread(**results['library']).show()} claims/s",
+        f"{Spread(**results['raw']).show()} claims/s",
+        ratio(results["library"]["median"], results["raw"]["median"]),
+        f"{ticks} ticks, max_run 1; "
+        f"errors: library {results['library_errors']}, raw {results['raw_errors']}",
+    )

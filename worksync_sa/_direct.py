@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import functools
 import operator
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -119,15 +119,63 @@ def quiet(engine: Engine) -> bool:
     return not (engine.echo or dispatch.before_cursor_execute or dispatch.after_cursor_execute)
 
 
-def run_direct_many(
-    conn: Connection, info: dict[Any, Any], compiled: Compiled, rows: list[dict[str, Any]]
+@dataclass(frozen=True)
+class Bulk:
+    """An executemany INSERT: rows arrive as tuples in a fixed column order.
+
+    Each row becomes the driver's argument tuple with one tuple concatenation
+    and one C-level item pick; the column types' conversions run once per
+    distinct value (a batch repeats the same few ticks thousands of times).
+    """
+
+    sql: str
+    constants: tuple[Any, ...]
+    pick: Callable[[tuple[Any, ...]], tuple[Any, ...]]
+    conversions: tuple[tuple[int, Callable[[Any], Any]], ...]
+
+    @classmethod
+    def of(cls, statement: Any, dialect: Dialect, columns: tuple[str, ...]) -> Bulk:
+        compiled = Compiled.of(statement, dialect, list(columns))
+        order = compiled.order
+        if order is None:
+            raise TypeError("Bulk needs a driver with positional parameters (MySQL, SQLite)")
+        constant_names = [name for name in order if name not in columns]
+        constants = tuple(compiled.constants[name] for name in constant_names)
+        where = {name: i for i, name in enumerate(constant_names)}
+        where.update({name: len(constants) + i for i, name in enumerate(columns)})
+        positions = [where[name] for name in order]
+        pick = operator.itemgetter(*positions)
+        conversions = tuple(
+            (columns.index(name), processor)
+            for name, processor in compiled.processors.items()
+            if name in columns
+        )
+        return cls(compiled.sql, constants, pick, conversions)
+
+    def arguments(self, rows: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+        constants, pick = self.constants, self.pick
+        if len(self.conversions) == 1:  # the usual case: tick_at, in one pass over the rows
+            (index, convert), after = self.conversions[0], self.conversions[0][0] + 1
+            done = {value: convert(value) for value in {row[index] for row in rows}}
+            return [
+                pick(constants + row[:index] + (done[row[index]],) + row[after:]) for row in rows
+            ]
+        for index, convert in self.conversions:
+            done = {value: convert(value) for value in {row[index] for row in rows}}
+            rows = [(*row[:index], done[row[index]], *row[index + 1 :]) for row in rows]
+        return [pick(constants + row) for row in rows]
+
+
+def run_bulk(
+    conn: Connection, info: dict[Any, Any], bulk: Bulk, rows: Sequence[tuple[Any, ...]]
 ) -> int:
     """``executemany`` on the lane's cursor; returns the driver's total row count.
 
-    mysqlclient folds the rows into multi-row INSERTs, psycopg pipelines them,
-    sqlite3 steps one prepared statement: each driver's fastest bulk path.
+    mysqlclient folds the rows into multi-row INSERTs and sqlite3 steps one
+    prepared statement: each driver's fastest bulk path.
     """
-    return _on_cursor(conn, info, compiled, [compiled.arguments(row) for row in rows], many=True)[0]
+    compiled = Compiled(bulk.sql, {}, None, returns_rows=False, processors={})
+    return _on_cursor(conn, info, compiled, bulk.arguments(rows), many=True)[0]
 
 
 def run_direct(

@@ -16,6 +16,7 @@ After ``fork()`` a child never touches its parent's lanes; it opens its own.
 SQLite's own busy handler sleeps in coarse steps and collapses when several
 processes write; lanes on SQLite set ``busy_timeout`` to 0 and the services
 retry SQLITE_BUSY themselves, in fine-grained jittered steps (see ``_tx``).
+Lanes on psycopg send lists as binary arrays (the scheduler's bulk inserts).
 Engines whose pool shares one connection (SQLite ``:memory:``) are used as
 they are: no detaching, no pragma.
 """
@@ -93,9 +94,15 @@ def _open(engine: Engine) -> Connection:
         conn.execution_options(isolation_level="AUTOCOMMIT")
         conn.info[LANE] = True
         if not isinstance(engine.pool, _SHARED_POOLS):
+            driver: Any = conn.connection.driver_connection
             if conn.dialect.name == "sqlite":
-                driver: Any = conn.connection.driver_connection
                 driver.execute("PRAGMA busy_timeout = 0")
+            elif conn.dialect.driver == "psycopg":
+                # The scheduler's batches travel as arrays: binary arrays need no
+                # per-element quoting, which halves the time of a large batch.
+                from psycopg.types.array import ListBinaryDumper  # noqa: PLC0415
+
+                driver.adapters.register_dumper(list, ListBinaryDumper)
             conn.connection.detach()
     except BaseException:
         conn.close()

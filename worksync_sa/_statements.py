@@ -34,6 +34,24 @@ def insert_queued(table: sa.Table, family: Family) -> Insert:
     return statement.execution_options(preserve_rowcount=True)
 
 
+def queued_left(
+    table: sa.Table, family: Family, *, due: bool, explicit_now: bool
+) -> sa.Select[Any]:
+    """Whether any QUEUED row is left to claim (a read: it takes no write lock).
+
+    ``due=False``: of the tick (:work_name, :tick_sequence). ``due=True``: of
+    :work_name, due by the database clock or :now. Grace is left to the claim.
+    """
+    c = table.c
+    where = [c.status == WorkStatus.QUEUED.value, c.name == sa.bindparam("work_name")]
+    if due:
+        now = sa.bindparam("now", type_=UTCDateTime()) if explicit_now else db_now(family)
+        where.append(c.tick_at <= now)
+    else:
+        where.append(c.sequence == sa.bindparam("tick_sequence"))
+    return sa.select(c.id).where(*where).limit(1)
+
+
 def claim_by_token(table: sa.Table) -> sa.Select[Any]:
     """A running claim found by its token, to learn whether a claim whose reply was lost landed."""
     c = table.c

@@ -27,6 +27,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from ._dialects import db_now, family_of, is_disconnect, is_missing_schema, is_transient
 from ._lanes import Lanes
+from ._writelock import WriteLock
 from .config import RetryPolicy
 from .errors import InvalidArgumentError, SchemaNotReadyError
 from .models import as_utc
@@ -71,6 +72,9 @@ class Transactions:
         self.policy = policy
         self.sqlite = engine.dialect.name == "sqlite"
         self.lanes = Lanes(self.engine)
+        database = str(engine.url.database or "") if self.sqlite else ""
+        file_backed = database not in ("", ":memory:") and not database.startswith("file:")
+        self._writer = WriteLock(database) if file_backed else None
 
     def close(self) -> None:
         """Give the held connections back; a later call opens new ones."""
@@ -84,6 +88,8 @@ class Transactions:
         resolve: Callable[[Connection], T | None] | None = None,
         *,
         atomic: bool = False,
+        peek: Callable[[Connection], bool] | None = None,
+        nothing: T | None = None,
     ) -> T:
         """Run ``work`` on a lane (autocommit: each statement commits on its own).
 
@@ -91,6 +97,11 @@ class Transactions:
         SQLite, BEGIN IMMEDIATE, which takes the write lock up front): for a
         batch whose statements should land together, such as an executemany
         that SQLite would otherwise commit row by row.
+
+        On a SQLite file, ``work`` runs holding the writers' lock (see
+        ``_writelock``). If another writer holds it and ``peek`` says there is
+        nothing to do (a claim whose tick is already taken), the call returns
+        ``nothing`` at once instead of queueing for a write it would not make.
 
         Transient errors and lost connections are retried up to
         ``policy.attempts`` times with jittered exponential backoff; SQLite's
@@ -114,7 +125,7 @@ class Transactions:
                         self.lanes.give(conn)
                         return found
                 sent = True
-                result = self._atomically(conn, work) if atomic else work(conn)
+                result = self._attempt(conn, work, atomic, peek, nothing)
             except sa.exc.DBAPIError as exc:
                 self._release_failed(conn)
                 if is_missing_schema(exc):
@@ -148,6 +159,27 @@ class Transactions:
                 raise
             self.lanes.give(conn)
             return result
+
+    def _attempt(
+        self,
+        conn: Connection,
+        work: Callable[[Connection], T],
+        atomic: bool,
+        peek: Callable[[Connection], bool] | None,
+        nothing: T | None,
+    ) -> T:
+        writer = self._writer
+        if writer is None:
+            return self._atomically(conn, work) if atomic else work(conn)
+        # SQLite: one writer at a time, queued in the kernel.
+        if not writer.try_acquire():
+            if peek is not None and not peek(conn):
+                return nothing  # type: ignore[return-value]
+            writer.__enter__()
+        try:
+            return self._atomically(conn, work) if atomic else work(conn)
+        finally:
+            writer.release()
 
     def _atomically(self, conn: Connection, work: Callable[[Connection], T]) -> T:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if self.sqlite else "BEGIN")

@@ -27,7 +27,7 @@ from ._dialects import (
     insert_from_arrays,
     recovery_statement,
 )
-from ._direct import LANE, Compiled, Outcome, quiet, run_direct, run_direct_many
+from ._direct import LANE, Bulk, Compiled, Outcome, quiet, run_bulk, run_direct
 from .errors import InvalidArgumentError
 from .models import (
     DEFAULT_GRACE_SECONDS,
@@ -41,6 +41,9 @@ from .models import (
 from .work import check_text
 
 _S = TypeVar("_S")
+
+QueuedRow = tuple[str, str, int, datetime, int, int, int]
+"""A new row's values in ``QUEUED_COLUMNS`` order."""
 
 
 def _check_int(name: str, value: object, least: int) -> None:
@@ -192,7 +195,7 @@ class ScheduleRepository:
     def __init__(self, table: sa.Table) -> None:
         self._statements = _StatementCache(table)
         self.table = self._statements.table
-        self._bulk: dict[str, Compiled] = {}
+        self._bulk: dict[str, Bulk] = {}
 
     def insert_queued(self, conn: Connection, rows: Iterable[NewRow]) -> int:
         """Insert ``rows`` in one batched statement; return how many were new.
@@ -203,10 +206,13 @@ class ScheduleRepository:
         by the unique key: losing that race is the normal path, not an error.
         """
         ordered = sorted(rows, key=lambda r: (r.name, r.sequence, r.slot))
-        return self.insert_rows(conn, [dataclasses.asdict(row) for row in ordered])
+        return self.insert_rows(conn, [dataclasses.astuple(row) for row in ordered])
 
-    def insert_rows(self, conn: Connection, rows: Sequence[dict[str, Any]]) -> int:
-        """Like :meth:`insert_queued`, for parameter dicts already checked and sorted.
+    def insert_rows(self, conn: Connection, rows: Sequence[QueuedRow]) -> int:
+        """Like :meth:`insert_queued`, for tuples already checked and sorted.
+
+        Each tuple holds a row's values in ``QUEUED_COLUMNS`` order (name,
+        sequence, slot, tick_at, lease_seconds, grace_seconds, max_attempts).
 
         The scheduler's own path: its values were validated when the works
         were built and its rows come out in order, so it skips both steps.
@@ -221,17 +227,22 @@ class ScheduleRepository:
             statement = self._statements.get(
                 "insert_arrays", family, lambda t, _: insert_from_arrays(t)
             )
-            arrays = {f"{name}_list": [row[name] for row in rows] for name in QUEUED_COLUMNS}
+            columns = zip(*rows, strict=True)
+            arrays = {
+                f"{name}_list": list(values)
+                for name, values in zip(QUEUED_COLUMNS, columns, strict=True)
+            }
             return max(conn.execute(statement, arrays).rowcount, 0)
         info = conn.info
         if info.get(LANE) and quiet(conn.engine):
-            compiled = self._bulk.get(family)
-            if compiled is None:
+            bulk = self._bulk.get(family)
+            if bulk is None:
                 statement = _statements.insert_queued(self.table, family)
-                compiled = self._bulk[family] = Compiled.of(statement, conn.dialect, list(rows[0]))
-            return max(run_direct_many(conn, info, compiled, list(rows)), 0)
+                bulk = self._bulk[family] = Bulk.of(statement, conn.dialect, QUEUED_COLUMNS)
+            return max(run_bulk(conn, info, bulk, rows), 0)
         statement = self._statements.get("insert_queued", family, _statements.insert_queued)
-        return max(conn.execute(statement, list(rows)).rowcount, 0)
+        params = [dict(zip(QUEUED_COLUMNS, row, strict=True)) for row in rows]
+        return max(conn.execute(statement, params).rowcount, 0)
 
     def latest_ticks(self, conn: Connection) -> dict[str, datetime]:
         """The latest tick each work has rows for (works without ``tick_at`` rows are absent)."""
@@ -292,6 +303,19 @@ class ClaimRepository:
             )
             sequence = conn.execute(select, {"claim_id": claim_id}).scalar_one()
         return ClaimedRow(claim_id, name, sequence, token)
+
+    def has_queued(self, conn: Connection, kind: str, params: dict[str, Any]) -> bool:
+        """Whether a claim of ``kind`` with ``params`` could find a row (a read, no locks)."""
+        family = family_of(conn.dialect)
+        select = self._statements.get(
+            f"left:{kind}",
+            family,
+            lambda t, f: _statements.queued_left(
+                t, f, due=kind != "claim", explicit_now=kind == "claim_at"
+            ),
+        )
+        keys = ("work_name", "tick_sequence", "now")
+        return conn.execute(select, {k: params[k] for k in keys if k in params}).first() is not None
 
     def find_claim(self, conn: Connection, name: str, token: str) -> ClaimedRow | None:
         """The running row this token claimed, if that claim committed."""

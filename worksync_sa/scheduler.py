@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import partial
 from itertools import islice
-from typing import Any
 
 from sqlalchemy.engine import Engine
 
@@ -31,7 +30,7 @@ from ._tx import Transactions
 from .config import RetryPolicy, SchedulerConfig
 from .errors import InvalidConfigError, InvalidWorkError
 from .models import DEFAULT_TABLE, checked_moment, table_named, validate_table_name
-from .repository import MaintenanceRepository, NewRow, ScheduleRepository
+from .repository import MaintenanceRepository, NewRow, QueuedRow, ScheduleRepository
 from .sync import checked_now, prune
 from .work import Work, check_text
 
@@ -39,6 +38,8 @@ logger = logging.getLogger(__name__)
 
 BATCH_ROWS = 5000
 """Rows per INSERT and per transaction: a handful of statements per pass, short locks."""
+SQLITE_BATCH_ROWS = 50_000
+"""SQLite commits cost an fsync each and its writers queue anyway: fewer, larger batches."""
 PRUNE_BATCHES_PER_PASS = 10
 PRUNE_BATCH_ROWS = 1000
 SKIPPED_COUNT_LIMIT = 10_000
@@ -64,23 +65,13 @@ class PassReport:
 _Plan = list[tuple[Work, list[tuple[str, datetime]]]]
 
 
-def _rows(plan: _Plan) -> Iterator[dict[str, Any]]:
-    """Insert parameters in (name, sequence, slot) order: works are sorted by name."""
+def _rows(plan: _Plan) -> Iterator[QueuedRow]:
+    """Rows in QUEUED_COLUMNS order, sorted by (name, sequence, slot): works are sorted by name."""
     for work, pairs in plan:
-        policy = {
-            "lease_seconds": work.lease_seconds,
-            "grace_seconds": work.grace_seconds,
-            "max_attempts": work.max_attempts,
-        }
+        name, policy = work.name, (work.lease_seconds, work.grace_seconds, work.max_attempts)
         for sequence, tick in pairs:
             for slot in range(work.max_run):
-                yield {
-                    "name": work.name,
-                    "sequence": sequence,
-                    "slot": slot,
-                    "tick_at": tick,
-                    **policy,
-                }
+                yield (name, sequence, slot, tick, *policy)
 
 
 def _checked_works(works: Iterable[Work]) -> tuple[Work, ...]:
@@ -151,7 +142,7 @@ class Scheduler:
         """
         after, until = checked_moment(after, "after"), checked_moment(until, "until")
         plan = self._plan(dict.fromkeys((w.name for w in self.works), after), until)
-        return [NewRow(**row) for row in _rows(plan)]
+        return [NewRow(*row) for row in _rows(plan)]
 
     def _plan(self, starts: dict[str, datetime], until: datetime) -> _Plan:
         """Each work's (sequence, tick) pairs after its start, every sequence already checked.
@@ -252,7 +243,8 @@ class Scheduler:
         plan = self._plan(starts, until)  # every sequence checked before anything is written
         report.planned = sum(len(pairs) * work.max_run for work, pairs in plan)
         rows = _rows(plan)  # streamed: a pass over many works never holds all its rows
-        while batch := list(islice(rows, BATCH_ROWS)):
+        size = SQLITE_BATCH_ROWS if self._tx.sqlite else BATCH_ROWS
+        while batch := list(islice(rows, size)):
             report.created += self._tx.run(
                 "create", partial(self._repo.insert_rows, rows=batch), atomic=True
             )

@@ -404,6 +404,7 @@ class WorkSync:
             kind,
             partial(self._repo.claim_checked, kind=kind, params=params),
             resolve=partial(self._repo.find_claim, name=name, token=token),
+            peek=partial(self._repo.has_queued, kind=kind, params=params),
         )
         if row is None:
             return None
