@@ -38,7 +38,7 @@ logger = logging.getLogger(__name__)
 
 BATCH_ROWS = 5000
 """Rows per INSERT and per transaction: a handful of statements per pass, short locks."""
-SQLITE_BATCH_ROWS = 50_000
+SQLITE_BATCH_ROWS = 20_000
 """SQLite commits cost an fsync each and its writers queue anyway: fewer, larger batches."""
 PRUNE_BATCHES_PER_PASS = 10
 PRUNE_BATCH_ROWS = 1000

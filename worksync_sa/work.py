@@ -252,7 +252,7 @@ def _policy_seconds(name: str, field_name: str, value: object) -> int:
     return int(value.total_seconds())
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: a scheduler may hold 100,000 of them
 class Work:
     """One job: run it at most ``max_run`` times per tick of ``cron``, fleet-wide.
 
