@@ -15,6 +15,11 @@ from .errors import InvalidWorkError as InvalidWorkError
 from .errors import SchemaNotReadyError as SchemaNotReadyError
 from .errors import UnsupportedDatabaseError as UnsupportedDatabaseError
 from .errors import WorksyncError as WorksyncError
+from .events import Event as Event
+from .ledger import Ledger as Ledger
+from .ledger import LedgerPage as LedgerPage
+from .ledger import TickEntry as TickEntry
+from .ledger import WorkSummary as WorkSummary
 from .models import WorkRecord as WorkRecord
 from .models import WorkStatus as WorkStatus
 from .models import metadata as metadata
@@ -40,9 +45,12 @@ __all__ = [
     "Claim",
     "ClaimLostError",
     "ClaimRepository",
+    "Event",
     "InvalidArgumentError",
     "InvalidConfigError",
     "InvalidWorkError",
+    "Ledger",
+    "LedgerPage",
     "MaintenanceRepository",
     "PassReport",
     "QueryRepository",
@@ -51,10 +59,12 @@ __all__ = [
     "Scheduler",
     "SchedulerConfig",
     "SchemaNotReadyError",
+    "TickEntry",
     "UnsupportedDatabaseError",
     "Work",
     "WorkRecord",
     "WorkStatus",
+    "WorkSummary",
     "WorkSync",
     "Worker",
     "WorksyncError",

@@ -198,15 +198,6 @@ class _ClaimEarliestDue(_MySQLClaimUpdate):
     order_columns = ("tick_at", "id")
 
 
-class _RecoverBatch(_MySQLClaimUpdate):
-    inherit_cache = True
-    # The overdue index's order (status, tick_at, then InnoDB's implicit id):
-    # InnoDB walks only overdue queued rows and running rows. Ordering by id
-    # alone would walk (and lock) the whole primary key.
-    order_columns = ("status", "tick_at", "id")
-    limit = RECOVERY_BATCH
-
-
 @compiles(_MySQLClaimUpdate, "mysql")
 @compiles(_MySQLClaimUpdate, "mariadb")
 def _compile_mysql_claim(element: _MySQLClaimUpdate, compiler: SQLCompiler, **kw: Any) -> str:
@@ -299,20 +290,8 @@ def heartbeat_statement(table: sa.Table, family: Family) -> Update:
     )
 
 
-def recovery_statement(table: sa.Table, family: Family, *, explicit_now: bool) -> Update:
-    """Take back, in one bounded statement, every row the fleet has given up on.
-
-    * RUNNING rows whose lease ran out (the worker is presumed lost): FAILED
-      with reason "lease expired", or back to QUEUED for the same tick when the
-      row has attempts left (``attempts < max_attempts``).
-    * QUEUED rows whose tick is older than its grace: FAILED, "missed".
-
-    At most ``RECOVERY_BATCH`` rows, read through the overdue index, so the
-    scan stays within overdue and running rows however large the table grows;
-    the rest wait for the next pass. Every condition is in the WHERE clause,
-    so a worker finishing or heartbeating at the same moment wins or loses
-    cleanly.
-    """
+def _abandoned(table: sa.Table, family: Family, explicit_now: bool) -> Any:
+    """The conditions and the assignments of recovery (see ``recovery_statement``)."""
     c = table.c
     now = clock(family, explicit_now)
     running = c.status == WorkStatus.RUNNING.value
@@ -329,7 +308,6 @@ def recovery_statement(table: sa.Table, family: Family, *, explicit_now: bool) -
         running,
         sa.func.coalesce(c.attempts, 0) < sa.func.coalesce(c.max_attempts, DEFAULT_MAX_ATTEMPTS),
     )
-
     # MySQL evaluates SET left to right with the new values, so status goes last.
     assignments: list[tuple[Any, Any]] = [
         (c.error, sa.case((running, LEASE_EXPIRED), else_=MISSED)),
@@ -347,21 +325,65 @@ def recovery_statement(table: sa.Table, family: Family, *, explicit_now: bool) -
             sa.case((requeue, WorkStatus.QUEUED.value), else_=WorkStatus.FAILED.value),
         ),
     ]
+    return due, assignments
+
+
+RECOVERED_COLUMNS = ("name", "sequence", "status", "closed_by")
+"""What recovery reports of each row it changed (kind: closed_by, or re-queued)."""
+
+
+def recovery_statement(table: sa.Table, family: Family, *, explicit_now: bool) -> Update:
+    """Take back, in one bounded statement, every row the fleet has given up on.
+
+    * RUNNING rows whose lease ran out (the worker is presumed lost): FAILED
+      with reason "lease expired", or back to QUEUED for the same tick when the
+      row has attempts left (``attempts < max_attempts``).
+    * QUEUED rows whose tick is older than its grace: FAILED, "missed".
+
+    At most ``RECOVERY_BATCH`` rows, read through the overdue index, so the
+    scan stays within overdue and running rows however large the table grows;
+    the rest wait for the next pass. Every condition is in the WHERE clause,
+    so a worker finishing or heartbeating at the same moment wins or loses
+    cleanly. The changed rows come back (``RECOVERED_COLUMNS``) for events.
+
+    MySQL/MariaDB cannot return rows from an UPDATE: there the batch is
+    ``recovery_candidates`` (a read) then this statement over ``:ids``.
+    """
+    c = table.c
+    due, assignments = _abandoned(table, family, explicit_now)
     if family == "mysql":
-        return _RecoverBatch(table).where(due).ordered_values(*assignments)
+        ids = c.id.in_(sa.bindparam("ids", expanding=True))
+        return sa.update(table).where(ids, due).ordered_values(*assignments)
     # No ORDER BY here: it would make PostgreSQL walk the index in order and
     # filter, instead of reading just the two ranges. Which rows of a batch go
-    # first does not matter; only MySQL needs a deterministic LIMIT (replication).
+    # first does not matter.
     pick = sa.select(c.id).where(due).limit(RECOVERY_BATCH)
+    returned = [c[name] for name in RECOVERED_COLUMNS]
     if family == "postgresql":
         # A materialized CTE runs once. As "id IN (subquery)" the planner may
         # rescan the locking sub-select per row, and each rescan skips the rows
         # this statement already changed: the batch would grow without bound.
         locked = pick.with_for_update(skip_locked=True)
         picked = locked.cte("picked").prefix_with("MATERIALIZED")
-        return sa.update(table).where(c.id == picked.c.id, due).ordered_values(*assignments)
+        statement = sa.update(table).where(c.id == picked.c.id, due)
+    else:
+        statement = sa.update(table).where(c.id.in_(pick.scalar_subquery()), due)
+    return statement.ordered_values(*assignments).returning(*returned)
+
+
+def recovery_candidates(table: sa.Table, *, explicit_now: bool) -> sa.Select[Any]:
+    """MySQL/MariaDB: the ids (and kinds) of the next batch to recover; a plain read.
+
+    In the overdue index's order, so InnoDB reads only overdue queued rows
+    and running rows, never the finished history.
+    """
+    c = table.c
+    due, _ = _abandoned(table, "mysql", explicit_now)
     return (
-        sa.update(table).where(c.id.in_(pick.scalar_subquery()), due).ordered_values(*assignments)
+        sa.select(c.id, c.name, c.sequence, c.status, c.attempts, c.max_attempts)
+        .where(due)
+        .order_by(c.status, c.tick_at, c.id)
+        .limit(RECOVERY_BATCH)
     )
 
 

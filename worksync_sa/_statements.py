@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.sql.dml import Insert, Update
 
 from ._dialects import Family, db_now, insert_ignoring_duplicates
-from .models import CLOSED_BY_WORKER, UTCDateTime, WorkStatus
+from .models import CLOSED_BY_LEASE, CLOSED_BY_MISSED, CLOSED_BY_WORKER, UTCDateTime, WorkStatus
 
 
 def insert_queued(table: sa.Table, family: Family) -> Insert:
@@ -176,4 +176,59 @@ def tick_counts(table: sa.Table) -> sa.Select[Any]:
         .where(sa.or_(name.is_(None), c.name == name))
         .group_by(c.name, c.sequence)
         .order_by(c.name, sa.func.min(c.tick_at), c.sequence)
+    )
+
+
+def ledger_page(table: sa.Table, *, one_work: bool, resume: bool) -> sa.Select[Any]:
+    """One page of the per-tick ledger: one aggregate row per (tick_at, name, sequence).
+
+    Binds :since and :until (the tick range, half-open), :limit, :work_name
+    when ``one_work``, and the keyset :after_tick, :after_name, :after_sequence
+    when ``resume``. Rows are read in index order ((name, tick_at) for one
+    work, (tick_at, name, sequence) for all), so a page stops at its LIMIT.
+    """
+    c = table.c
+
+    def count(condition: sa.ColumnElement[bool]) -> sa.ColumnElement[int]:
+        return sa.func.sum(sa.case((condition, 1), else_=0))
+
+    since = sa.bindparam("since", type_=UTCDateTime())
+    until = sa.bindparam("until", type_=UTCDateTime())
+    where: list[sa.ColumnElement[bool]] = [c.tick_at >= since, c.tick_at < until]
+    if one_work:
+        where.append(c.name == sa.bindparam("work_name", type_=sa.String(255)))
+    if resume:
+        at = sa.bindparam("after_tick", type_=UTCDateTime())
+        name = sa.bindparam("after_name", type_=sa.String(255))
+        sequence = sa.bindparam("after_sequence", type_=sa.String(255))
+        where.append(
+            sa.or_(
+                c.tick_at > at,
+                sa.and_(c.tick_at == at, c.name > name),
+                sa.and_(c.tick_at == at, c.name == name, c.sequence > sequence),
+            )
+        )
+    worker_failed = sa.and_(
+        c.status == WorkStatus.FAILED.value,
+        sa.func.coalesce(c.closed_by, CLOSED_BY_WORKER) == CLOSED_BY_WORKER,
+    )
+    return (
+        sa.select(
+            c.tick_at,
+            c.name,
+            c.sequence,
+            sa.func.coalesce(sa.func.max(c.slot) + 1, sa.func.count()).label("max_run"),
+            sa.func.count().label("created"),
+            count(c.status == WorkStatus.QUEUED.value).label("queued"),
+            count(c.status == WorkStatus.RUNNING.value).label("running"),
+            count(c.status == WorkStatus.SUCCESS.value).label("succeeded"),
+            count(worker_failed).label("failed"),
+            count(sa.or_(c.closed_by == CLOSED_BY_LEASE, c.attempts > 1)).label("recovered"),
+            count(c.closed_by == CLOSED_BY_MISSED).label("missed"),
+            sa.func.min(c.started_at).label("first_start"),
+        )
+        .where(*where)
+        .group_by(c.tick_at, c.name, c.sequence)
+        .order_by(c.tick_at, c.name, c.sequence)
+        .limit(sa.bindparam("limit", type_=sa.Integer()))
     )

@@ -181,6 +181,8 @@ def work_table(name: str = DEFAULT_TABLE, metadata: sa.MetaData | None = None) -
         sa.Index(f"ix_{name}_tick", "name", "tick_at"),
         # Serves recovery: only the overdue queued rows and the running ones are read.
         sa.Index(f"ix_{name}_overdue", "status", "tick_at"),
+        # Serves the ledger across all works: a time range, in (tick, work, sequence) order.
+        sa.Index(f"ix_{name}_ledger", "tick_at", "name", "sequence"),
         # Binary collation: names and sequences compare exactly (case-sensitive),
         # and utf8mb4 stores any text a host sends.
         mysql_engine="InnoDB",

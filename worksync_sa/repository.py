@@ -25,11 +25,14 @@ from ._dialects import (
     family_of,
     heartbeat_statement,
     insert_from_arrays,
+    recovery_candidates,
     recovery_statement,
 )
 from ._direct import LANE, Bulk, Compiled, Outcome, quiet, run_bulk, run_direct
 from .errors import InvalidArgumentError
 from .models import (
+    CLOSED_BY_LEASE,
+    CLOSED_BY_MISSED,
     DEFAULT_GRACE_SECONDS,
     DEFAULT_LEASE_SECONDS,
     DEFAULT_MAX_ATTEMPTS,
@@ -383,22 +386,57 @@ class MaintenanceRepository:
         self._statements = _StatementCache(table)
         self.table = self._statements.table
 
-    def recover(self, conn: Connection, now: datetime | None = None) -> int:
-        """Close or re-queue up to a batch of abandoned rows; returns how many.
+    def recover(self, conn: Connection, now: datetime | None = None) -> list[Recovered]:
+        """Close or re-queue up to a batch of abandoned rows; returns what it did to each.
 
         Running rows whose lease ended before the database clock (or ``now``)
         become FAILED ("lease expired"), or QUEUED again if their work allows
         more attempts. Queued rows whose tick is older than its grace become
-        FAILED ("missed"). One statement, bounded to ``RECOVERY_BATCH`` rows.
+        FAILED ("missed"). One UPDATE, bounded to ``RECOVERY_BATCH`` rows (on
+        MySQL/MariaDB, which cannot return updated rows, preceded by a read of
+        the candidates).
         """
         family = family_of(conn.dialect)
         explicit = now is not None
-        statement = self._statements.get(
+        params = _now_params(now)
+        update = self._statements.get(
             f"recover:{explicit}",
             family,
             lambda t, f: recovery_statement(t, f, explicit_now=explicit),
         )
-        return max(conn.execute(statement, _now_params(now)).rowcount, 0)
+        if family != "mysql":
+            return [
+                Recovered(name, sequence, _kind(status, closed_by))
+                for name, sequence, status, closed_by in conn.execute(update, params)
+            ]
+        pick = self._statements.get(
+            f"candidates:{explicit}",
+            family,
+            lambda t, _: recovery_candidates(t, explicit_now=explicit),
+        )
+        candidates = conn.execute(pick, params).all()
+        if not candidates:
+            return []
+        ids = [row.id for row in candidates]
+        changed = conn.execute(update, {**params, "ids": ids}).rowcount
+        if changed == len(candidates):
+            return [Recovered(r.name, r.sequence, _planned_kind(r)) for r in candidates]
+        # A worker finished or heartbeated one of them meanwhile: ask what recovery took.
+        before = {row.id: row.status for row in candidates}
+        t = self.table
+        now_rows = conn.execute(
+            sa.select(t.c.id, t.c.name, t.c.sequence, t.c.status, t.c.closed_by).where(
+                t.c.id.in_(ids)
+            )
+        )
+        return [
+            Recovered(row.name, row.sequence, _kind(row.status, row.closed_by))
+            for row in now_rows
+            if row.closed_by in (CLOSED_BY_LEASE, CLOSED_BY_MISSED)
+            or (
+                before[row.id] == WorkStatus.RUNNING.value and row.status == WorkStatus.QUEUED.value
+            )
+        ]
 
     def prune_batch(self, conn: Connection, cutoff: datetime, batch_size: int) -> int:
         """Delete up to ``batch_size`` finished rows that finished before ``cutoff``.
@@ -421,6 +459,27 @@ class MaintenanceRepository:
             _statements.delete_finished(self.table), {"ids": ids, "cutoff": cutoff}
         )
         return max(result.rowcount, 0)
+
+
+class Recovered(NamedTuple):
+    """One row recovery changed: ``kind`` is "lease" (failed), "requeued" or "missed"."""
+
+    name: str
+    sequence: str
+    kind: str
+
+
+def _kind(status: int, closed_by: str | None) -> str:
+    if closed_by == CLOSED_BY_MISSED:
+        return "missed"
+    return "requeued" if status == WorkStatus.QUEUED.value else "lease"
+
+
+def _planned_kind(row: Any) -> str:
+    if row.status == WorkStatus.QUEUED.value:
+        return "missed"
+    attempts, allowed = row.attempts or 0, row.max_attempts or DEFAULT_MAX_ATTEMPTS
+    return "requeued" if attempts < allowed else "lease"
 
 
 class QueryRepository:

@@ -29,6 +29,7 @@ from ._loop import Outage
 from ._tx import Transactions
 from .config import RetryPolicy, SchedulerConfig
 from .errors import InvalidConfigError, InvalidWorkError
+from .events import Event, Events, Listener, report_recovered
 from .models import DEFAULT_TABLE, checked_moment, table_named, validate_table_name
 from .repository import MaintenanceRepository, NewRow, QueuedRow, ScheduleRepository
 from .sync import checked_now, prune
@@ -104,7 +105,9 @@ class Scheduler:
         *,
         table: str = DEFAULT_TABLE,
         retry: RetryPolicy | None = None,
+        listeners: Iterable[Listener] | None = None,
     ) -> None:
+        self._events = Events(listeners)
         if config is not None and not isinstance(config, SchedulerConfig):
             raise InvalidConfigError(
                 f"config must be a SchedulerConfig, not {type(config).__name__}"
@@ -201,9 +204,10 @@ class Scheduler:
             at = explicit if explicit is not None else self._tx.database_now()
             report = PassReport(now=at)
             self._create(at, report)
-            report.recovered = self._tx.run(
+            recovered = self._tx.run(
                 "recover", lambda conn: self._maintenance.recover(conn, explicit)
             )
+            report.recovered = report_recovered(self._events, logger, recovered)
             report.pruned = self._prune_if_due()
             self.last_pass = report
         logger.debug(
@@ -213,18 +217,10 @@ class Scheduler:
             report.created,
             report.recovered,
             report.pruned,
-            extra={
-                "action": "pass",
-                "rows_created": report.created,
-                "rows_recovered": report.recovered,
-            },
+            extra={"action": "created", "rows": report.created},
         )
-        if report.recovered:
-            logger.info(
-                "recovered %d abandoned rows (lease expired or missed)",
-                report.recovered,
-                extra={"action": "recovered", "rows": report.recovered},
-            )
+        if report.created and self._events:
+            self._events.emit(Event("created", count=report.created))
         return report.created
 
     def _create(self, now: datetime, report: PassReport) -> None:
@@ -272,6 +268,7 @@ class Scheduler:
         if not count:
             return
         report.skipped[work.name] = count
+        self._events.emit(Event("skipped", work.name, count=count))
         logger.warning(
             "work %r: skipped %s%d ticks from %s to %s, missed by more than catchup (%s)",
             work.name,

@@ -18,6 +18,7 @@ import random
 import secrets
 import socket
 import threading
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 from functools import partial
 from types import TracebackType
@@ -30,6 +31,7 @@ from ._process import pid
 from ._tx import Transactions
 from .config import SHORTEST_RETENTION, RetryPolicy
 from .errors import ClaimLostError, InvalidArgumentError, InvalidWorkError
+from .events import Event, Events, Listener, report_recovered
 from .models import (
     DEFAULT_LEASE_SECONDS,
     DEFAULT_TABLE,
@@ -291,8 +293,10 @@ class WorkSync:
         worker_id: str | None = None,
         retry: RetryPolicy | None = None,
         keep_alive: bool = True,
+        listeners: Iterable[Listener] | None = None,
     ) -> None:
         table = validate_table_name(table)
+        self._events = Events(listeners)
         if worker_id is not None:
             worker_id = _checked(worker_id, "worker_id")
         if retry is not None and not isinstance(retry, RetryPolicy):
@@ -372,9 +376,7 @@ class WorkSync:
         """
         at = checked_now(now)
         recovered = self._tx.run("recover", lambda conn: self._maintenance.recover(conn, at))
-        if recovered:
-            logger.info("recovered %d abandoned rows", recovered, extra={"action": "recovered"})
-        return recovered
+        return report_recovered(self._events, logger, recovered)
 
     def prune(self, older_than: timedelta, batch_size: int = 1000) -> int:
         """Delete rows that finished more than ``older_than`` ago; returns how many.
@@ -411,6 +413,8 @@ class WorkSync:
         logger.debug(
             "claimed %s @ %s (row %d)", row.name, row.sequence, row.id, extra={"action": "claimed"}
         )
+        if self._events:
+            self._events.emit(Event("claimed", row.name, row.sequence))
         return Claim(self, row)
 
     def _heartbeat(self, row: ClaimedRow) -> bool:
@@ -434,6 +438,8 @@ class WorkSync:
                 status.name,
                 extra={"action": "finished"},
             )
+            if self._events:
+                self._events.emit(Event("finished", row.name, row.sequence, status=status.name))
         return done
 
 

@@ -24,6 +24,7 @@ from ._loop import Outage
 from .config import RetryPolicy
 from .durations import as_timedelta
 from .errors import ClaimLostError, InvalidArgumentError
+from .events import Listener
 from .models import DEFAULT_TABLE
 from .sync import Claim, WorkSync
 from .work import Work, check_text
@@ -57,6 +58,7 @@ class Worker:
         retry: RetryPolicy | None = None,
         max_backoff: timedelta | str = timedelta(seconds=30),
         clock: Callable[[], datetime] = _utcnow,
+        listeners: Iterable[Listener] | None = None,
     ) -> None:
         if isinstance(works, (str, Work)) or not isinstance(works, Iterable):
             raise InvalidArgumentError("works must be a list of Work objects or names")
@@ -81,7 +83,9 @@ class Worker:
             raise InvalidArgumentError(str(exc)) from None
         self.handler = handler
         self.clock = clock
-        self.sync = WorkSync(engine, table=table, worker_id=worker_id, retry=retry)
+        self.sync = WorkSync(
+            engine, table=table, worker_id=worker_id, retry=retry, listeners=listeners
+        )
         self.handled = 0
         """Claims this worker has run (finished or not)."""
         self._thread: threading.Thread | None = None

@@ -1,0 +1,150 @@
+"""The per-tick ledger, checked figure by figure against histories built on purpose."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+import sqlalchemy as sa
+
+from worksync_sa import InvalidArgumentError, Ledger, Scheduler, SchedulerConfig, Work, WorkSync
+from worksync_sa import default_sequence as seq
+from worksync_sa.models import table_named
+
+from .conftest import Db
+
+T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+S = timedelta(seconds=1)
+
+
+def at(seconds: float) -> datetime:
+    return T0 + seconds * S
+
+
+def set_row(db: Db, row_id: int, **values: object) -> None:
+    table = table_named(db.table)
+    with db.engine.begin() as conn:
+        conn.execute(sa.update(table).where(table.c.id == row_id).values(**values))
+
+
+def history(db: Db) -> None:
+    """Work a (max_run 2, grace 15 s) and work b (re-queues once), every 10 s from T0."""
+    works = [
+        Work("a", "@every 10s", max_run=2, grace=15 * S, lease=5 * S),
+        Work("b", "@every 10s", max_run=1, grace=15 * S, lease=5 * S, max_attempts=2),
+    ]
+    config = SchedulerConfig(lookahead="60s", interval="10s")
+    Scheduler(db.engine, works, config, table=db.table).tick(T0)
+    sync = WorkSync(db.engine, table=db.table, keep_alive=False)
+    # a @ 10: both claimed, 1 s and 3 s late; one succeeds, one fails.
+    ok, bad = sync.acquire("a", seq(at(10))), sync.acquire("a", seq(at(10)))
+    assert ok is not None
+    assert bad is not None
+    set_row(db, ok.id, started_at=at(11))
+    set_row(db, bad.id, started_at=at(13))
+    ok.success()
+    bad.fail("boom")
+    # a @ 20: one claimed 2 s late and lost (lease ran out at 25 s); the other never claimed.
+    lost = sync.acquire("a", seq(at(20)))
+    assert lost is not None
+    set_row(db, lost.id, started_at=at(22), lease_until=at(25))
+    # a @ 30: one claimed 5 s late and succeeds; the other still queued (partial).
+    late = sync.acquire("a", seq(at(30)))
+    assert late is not None
+    set_row(db, late.id, started_at=at(35))
+    late.success()
+    # b @ 10: claimed, lease lost, re-queued, claimed again and succeeds.
+    first = sync.acquire("b", seq(at(10)))
+    assert first is not None
+    set_row(db, first.id, started_at=at(10.5), lease_until=at(15))
+    assert sync.recover(now=at(16)) == 1  # b @ 10 re-queued
+    again = sync.acquire("b", seq(at(10)))
+    assert again is not None
+    set_row(db, again.id, started_at=at(17))
+    again.success()
+    # At 40 s: a @ 20's lease is long gone, a @ 20's free row and b @ 20's are past grace.
+    sync.recover(now=at(40))
+    sync.close()
+
+
+def test_every_figure_of_every_tick(db: Db) -> None:
+    history(db)
+    ledger = Ledger(db.engine, table=db.table)
+    entries = {(e.name, e.sequence): e for e in ledger.entries()}
+    a10, a20, a30, a40 = (entries["a", seq(at(n))] for n in (10, 20, 30, 40))
+    b10, b20 = entries["b", seq(at(10))], entries["b", seq(at(20))]
+
+    def figures(e: object) -> tuple[int, ...]:
+        names = (
+            "max_run",
+            "created",
+            "queued",
+            "running",
+            "succeeded",
+            "failed",
+            "recovered",
+            "missed",
+        )
+        return tuple(getattr(e, n) for n in names)
+
+    assert figures(a10) == (2, 2, 0, 0, 1, 1, 0, 0)
+    assert figures(a20) == (2, 2, 0, 0, 0, 0, 1, 1)  # one lost worker, one missed slot
+    assert figures(a30) == (2, 2, 1, 0, 1, 0, 0, 0)  # partial: one still queued
+    assert figures(a40) == (2, 2, 2, 0, 0, 0, 0, 0)  # ahead of the clock
+    assert figures(b10) == (1, 1, 0, 0, 1, 0, 1, 0)  # recovered, then done on its second try
+    assert figures(b20) == (1, 1, 0, 0, 0, 0, 0, 1)
+    assert (a10.lag, a20.lag, a30.lag, a40.lag) == (1 * S, 2 * S, 5 * S, None)
+    assert b10.lag == 7 * S  # the first start that is still on record: the second claim's
+    assert (a10.claimed, a20.claimed, a30.claimed) == (2, 1, 1)
+    assert a10.tick_at == at(10)
+
+
+def test_entries_come_in_tick_order_and_page_by_keyset(db: Db) -> None:
+    history(db)
+    ledger = Ledger(db.engine, table=db.table)
+    everything = list(ledger.entries())
+    keys = [(e.tick_at, e.name, e.sequence) for e in everything]
+    assert keys == sorted(keys)
+    assert len(everything) == 12  # 6 ticks x 2 works
+    first = ledger.page(limit=5)
+    assert len(first.entries) == 5
+    assert first.after is not None
+    second = ledger.page(limit=5, after=first.after)
+    assert [e.sequence for e in first.entries + second.entries] == [
+        e.sequence for e in everything[:10]
+    ]
+    assert ledger.page(limit=50).after is None
+
+
+def test_one_work_and_a_time_range(db: Db) -> None:
+    history(db)
+    ledger = Ledger(db.engine, table=db.table)
+    only_a = list(ledger.entries(name="a", since=at(20), until=at(40)))
+    assert [(e.name, e.tick_at) for e in only_a] == [("a", at(20)), ("a", at(30))]
+
+
+def test_summary_per_work(db: Db) -> None:
+    history(db)
+    summaries = {s.name: s for s in Ledger(db.engine, table=db.table).summary(until=at(35))}
+    a, b = summaries["a"], summaries["b"]
+    assert (a.ticks, a.claimed, a.succeeded, a.failed, a.recovered, a.missed) == (3, 4, 2, 1, 1, 1)
+    assert a.success_rate == 2 / (2 + 1 + 1)
+    assert a.lag_p50 == 2 * S
+    assert a.lag_p95 is not None
+    assert a.lag_p95.total_seconds() == pytest.approx(4.7)
+    assert (b.ticks, b.succeeded, b.recovered, b.missed) == (3, 1, 1, 1)
+    assert b.success_rate == 1 / 2
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "words"),
+    [
+        ({"limit": 0}, "limit"),
+        ({"since": "yesterday"}, "since"),
+        ({"name": ""}, "name"),
+        ({"after": ("x",)}, "after"),
+    ],
+)
+def test_bad_ledger_arguments(db: Db, kwargs: dict[str, object], words: str) -> None:
+    with pytest.raises(InvalidArgumentError, match=words):
+        Ledger(db.engine, table=db.table).page(**kwargs)  # type: ignore[arg-type]

@@ -1,0 +1,235 @@
+"""The per-tick ledger: what happened to every tick, read back from the table.
+
+Rows exist before their tick, so the table can answer exactly what people
+running cron across a fleet ask first: did every tick run, how many times,
+how late, and which one was missed. Each page is one aggregate query served
+by an index; summaries are computed from the pages.
+
+Per tick (one work, one sequence):
+
+``created``    rows made for it (``max_run`` of them normally)
+``queued``     still waiting to be claimed (future ticks, or not yet due)
+``running``    claimed, not finished
+``succeeded``  finished with ``success()``
+``failed``     finished with ``fail()`` (by the worker)
+``recovered``  rows whose lease ran out: failed by recovery, or re-queued and
+               claimed again (counted here, and also by their final status)
+``missed``     closed because nobody claimed them within the work's grace
+``lag``        first claim's start minus the tick time (database clock)
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from . import _statements
+from ._tx import Transactions
+from .config import RetryPolicy
+from .errors import InvalidArgumentError
+from .models import DEFAULT_TABLE, as_utc, checked_moment, table_named, validate_table_name
+from .work import check_text
+
+PAGE_LIMIT = 10_000
+_EARLIEST = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_LATEST = datetime(9999, 1, 1, tzinfo=timezone.utc)
+
+
+@dataclass(frozen=True, slots=True)
+class TickEntry:
+    """What happened to one tick of one work."""
+
+    tick_at: datetime
+    name: str
+    sequence: str
+    max_run: int
+    created: int
+    queued: int
+    running: int
+    succeeded: int
+    failed: int
+    recovered: int
+    missed: int
+    first_start: datetime | None
+
+    @property
+    def lag(self) -> timedelta | None:
+        """How long after its tick the first claim started, or None if never claimed."""
+        return None if self.first_start is None else self.first_start - self.tick_at
+
+    @property
+    def claimed(self) -> int:
+        """Rows a worker claimed: the running and the finished, but not the missed."""
+        return self.created - self.queued - self.missed
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerPage:
+    """One page of entries, and where the next one starts (None: this was the last)."""
+
+    entries: list[TickEntry]
+    after: tuple[datetime, str, str] | None
+
+
+@dataclass(frozen=True, slots=True)
+class WorkSummary:
+    """One work's record over a range of ticks."""
+
+    name: str
+    ticks: int
+    claimed: int
+    succeeded: int
+    failed: int
+    recovered: int
+    missed: int
+    lag_p50: timedelta | None
+    lag_p95: timedelta | None
+
+    @property
+    def success_rate(self) -> float | None:
+        """Succeeded over everything that finished or was missed; None with nothing finished."""
+        settled = self.succeeded + self.failed + self.missed
+        return None if settled == 0 else self.succeeded / settled
+
+
+class Ledger:
+    """Reads the per-tick ledger of a work table."""
+
+    def __init__(
+        self, engine: Engine, *, table: str = DEFAULT_TABLE, retry: RetryPolicy | None = None
+    ) -> None:
+        table = validate_table_name(table)
+        self._tx = Transactions(engine, table, retry or RetryPolicy())
+        self._table = table_named(table)
+
+    def close(self) -> None:
+        """Give back the connection the ledger holds."""
+        self._tx.close()
+
+    def page(
+        self,
+        *,
+        name: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        after: tuple[datetime, str, str] | None = None,
+        limit: int = 500,
+    ) -> LedgerPage:
+        """Ticks in ``[since, until)`` (UTC), earliest first, resuming ``after`` a page's end."""
+        params = self._range(name, since, until)
+        if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= PAGE_LIMIT:
+            raise InvalidArgumentError(
+                f"limit must be an int from 1 to {PAGE_LIMIT}, got {limit!r}"
+            )
+        params["limit"] = limit
+        if after is not None:
+            if not (isinstance(after, tuple) and len(after) == 3):
+                raise InvalidArgumentError(
+                    "after must be a page's after value: (tick, name, sequence)"
+                )
+            params["after_tick"] = checked_moment(after[0], "after")
+            params["after_name"], params["after_sequence"] = after[1], after[2]
+        statement = _statements.ledger_page(
+            self._table, one_work=name is not None, resume=after is not None
+        )
+
+        def read(conn: sa.Connection) -> list[TickEntry]:
+            return [
+                TickEntry(
+                    as_utc(row.tick_at),
+                    row.name,
+                    row.sequence,
+                    int(row.max_run),
+                    int(row.created),
+                    int(row.queued),
+                    int(row.running),
+                    int(row.succeeded),
+                    int(row.failed),
+                    int(row.recovered),
+                    int(row.missed),
+                    None if row.first_start is None else as_utc(row.first_start),
+                )
+                for row in conn.execute(statement, params)
+            ]
+
+        entries = self._tx.run("ledger", read)
+        last = entries[-1] if len(entries) == limit else None
+        return LedgerPage(
+            entries, None if last is None else (last.tick_at, last.name, last.sequence)
+        )
+
+    def entries(
+        self,
+        *,
+        name: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        page_size: int = 1000,
+    ) -> Iterator[TickEntry]:
+        """Every tick in the range, page after page."""
+        after = None
+        while True:
+            page = self.page(name=name, since=since, until=until, after=after, limit=page_size)
+            yield from page.entries
+            if page.after is None:
+                return
+            after = page.after
+
+    def summary(
+        self,
+        *,
+        name: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> list[WorkSummary]:
+        """Per work: ticks, claims, outcomes, success rate and start lag (p50, p95)."""
+        by_work: dict[str, list[TickEntry]] = {}
+        for entry in self.entries(name=name, since=since, until=until):
+            by_work.setdefault(entry.name, []).append(entry)
+        return [summarise(work, entries) for work, entries in sorted(by_work.items())]
+
+    def _range(
+        self, name: str | None, since: datetime | None, until: datetime | None
+    ) -> dict[str, object]:
+        params: dict[str, object] = {
+            "since": _EARLIEST if since is None else checked_moment(since, "since"),
+            "until": _LATEST if until is None else checked_moment(until, "until"),
+        }
+        if name is not None:
+            try:
+                params["work_name"] = check_text(name, "name")
+            except ValueError as exc:
+                raise InvalidArgumentError(str(exc)) from None
+        return params
+
+
+def summarise(name: str, entries: list[TickEntry]) -> WorkSummary:
+    """Fold one work's entries into its summary."""
+    lags = sorted(lag for entry in entries if (lag := entry.lag) is not None)
+    return WorkSummary(
+        name=name,
+        ticks=len(entries),
+        claimed=sum(e.claimed for e in entries),
+        succeeded=sum(e.succeeded for e in entries),
+        failed=sum(e.failed for e in entries),
+        recovered=sum(e.recovered for e in entries),
+        missed=sum(e.missed for e in entries),
+        lag_p50=_quantile(lags, 0.5),
+        lag_p95=_quantile(lags, 0.95),
+    )
+
+
+def _quantile(ordered: list[timedelta], q: float) -> timedelta | None:
+    if not ordered:
+        return None
+    if len(ordered) == 1:
+        return ordered[0]
+    seconds = statistics.quantiles(
+        [lag.total_seconds() for lag in ordered], n=100, method="inclusive"
+    )
+    return timedelta(seconds=seconds[round(q * 100) - 1])
