@@ -25,6 +25,7 @@ from typing import TypeVar
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from ._calls import Call
 from ._dialects import db_now, family_of, is_disconnect, is_missing_schema, is_transient
 from ._lanes import Lanes
 from ._writelock import WriteLock
@@ -63,6 +64,81 @@ def checked_engine(engine: object) -> Engine:
     return engine
 
 
+def writer_lock(url: sa.URL) -> WriteLock | None:
+    """The writers' lock of a SQLite database file; None for memory and URI databases."""
+    database = str(url.database or "")
+    if database in ("", ":memory:") or database.startswith("file:"):
+        return None
+    return WriteLock(database)
+
+
+def read_clock(conn: Connection) -> datetime:
+    """The database server's clock, as aware UTC."""
+    return as_utc(conn.execute(sa.select(db_now(family_of(conn.dialect)))).scalar_one())
+
+
+CLOCK: Call[datetime] = Call("clock", read_clock)
+
+
+class Retry:
+    """The retry rule both executors follow, for one service call.
+
+    Pure bookkeeping: the executor runs an attempt, and on a database error
+    asks :meth:`delay_after` how long to wait before the next one; the
+    method raises instead when the error is not worth retrying.
+    """
+
+    def __init__(self, policy: RetryPolicy, table: str, sqlite: bool, what: str) -> None:
+        self.policy = policy
+        self.table = table
+        self.sqlite = sqlite
+        self.what = what
+        self.attempt = 1
+        self.unknown_outcome = False
+        """A connection was lost after a statement went out: resolve before retrying."""
+        self._busy_until: float | None = None
+
+    def delay_after(self, exc: sa.exc.DBAPIError, sent: bool) -> float:
+        """Seconds to wait before the next attempt; re-raises what should not be retried.
+
+        A missing table becomes :class:`SchemaNotReadyError`. SQLite's "database
+        is locked" is retried in fine jittered steps for up to
+        ``policy.busy_timeout`` seconds; deadlocks, lock-wait timeouts and lost
+        connections up to ``policy.attempts`` times with full-jitter backoff.
+        """
+        if is_missing_schema(exc):
+            raise schema_not_ready(self.table, exc) from exc
+        attempt = self.attempt
+        self.attempt += 1
+        if self.sqlite and is_transient(exc):
+            now = time.monotonic()
+            self._busy_until = self._busy_until or now + self.policy.busy_timeout
+            if now < self._busy_until:
+                return random.uniform(0.00005, min(0.002, 0.0001 * attempt))
+            raise exc
+        lost = is_disconnect(exc)
+        if not (lost or is_transient(exc)) or attempt >= self.policy.attempts:
+            raise exc
+        self.unknown_outcome = self.unknown_outcome or (lost and sent)
+        delay = backoff(self.policy, attempt)
+        logger.debug(
+            "%s: %s on attempt %d, retrying in %.3fs: %s",
+            self.what,
+            "lost connection" if lost else "transient error",
+            attempt,
+            delay,
+            first_line(exc),
+            extra={"action": "retry"},
+        )
+        return delay
+
+
+def backoff(policy: RetryPolicy, attempt: int) -> float:
+    """Full jitter: racing processes spread out instead of colliding again."""
+    cap = min(policy.max_delay, policy.base_delay * (2 ** (attempt - 1)))
+    return random.uniform(0, cap)
+
+
 class Transactions:
     """Runs a service's statements on its lanes, retrying transient failures."""
 
@@ -72,9 +148,7 @@ class Transactions:
         self.policy = policy
         self.sqlite = engine.dialect.name == "sqlite"
         self.lanes = Lanes(self.engine)
-        database = str(engine.url.database or "") if self.sqlite else ""
-        file_backed = database not in ("", ":memory:") and not database.startswith("file:")
-        self._writer = WriteLock(database) if file_backed else None
+        self._writer = writer_lock(engine.url) if self.sqlite else None
 
     def close(self) -> None:
         """Give the held connections back; a later call opens new ones."""
@@ -111,15 +185,13 @@ class Transactions:
         non-None result is taken as that call's outcome. A missing table
         raises :class:`SchemaNotReadyError`; anything else propagates unchanged.
         """
-        attempt = 1
-        unknown_outcome = False
-        busy_until: float | None = None
+        retry = Retry(self.policy, self.table, self.sqlite, what)
         while True:
             conn: Connection | None = None
             sent = False
             try:
                 conn = self.lanes.take()
-                if unknown_outcome and resolve is not None:
+                if retry.unknown_outcome and resolve is not None:
                     found = resolve(conn)
                     if found is not None:
                         self.lanes.give(conn)
@@ -128,37 +200,24 @@ class Transactions:
                 result = self._attempt(conn, work, atomic, peek, nothing)
             except sa.exc.DBAPIError as exc:
                 self._release_failed(conn)
-                if is_missing_schema(exc):
-                    raise schema_not_ready(self.table, exc) from exc
-                if self.sqlite and is_transient(exc):
-                    busy_until = busy_until or time.monotonic() + self.policy.busy_timeout
-                    if time.monotonic() < busy_until:
-                        time.sleep(random.uniform(0.00005, min(0.002, 0.0001 * attempt)))
-                        attempt += 1
-                        continue
-                    raise
-                lost = is_disconnect(exc)
-                if not (lost or is_transient(exc)) or attempt >= self.policy.attempts:
-                    raise
-                unknown_outcome = unknown_outcome or (lost and sent)
-                delay = self.backoff(attempt)
-                logger.debug(
-                    "%s: %s on attempt %d, retrying in %.3fs: %s",
-                    what,
-                    "lost connection" if lost else "transient error",
-                    attempt,
-                    delay,
-                    first_line(exc),
-                    extra={"action": "retry"},
-                )
-                time.sleep(delay)
-                attempt += 1
+                time.sleep(retry.delay_after(exc, sent))
                 continue
             except BaseException:
                 self._release_failed(conn)
                 raise
             self.lanes.give(conn)
             return result
+
+    def call(self, call: Call[T]) -> T:
+        """Execute one :class:`Call` (the blocking executor of ``_calls``)."""
+        return self.run(
+            call.what,
+            call.work,
+            call.resolve,
+            atomic=call.atomic,
+            peek=call.peek,
+            nothing=call.nothing,
+        )
 
     def _attempt(
         self,
@@ -209,13 +268,4 @@ class Transactions:
 
     def database_now(self) -> datetime:
         """The database server's clock, read once (one round trip)."""
-
-        def read(conn: Connection) -> datetime:
-            return as_utc(conn.execute(sa.select(db_now(family_of(conn.dialect)))).scalar_one())
-
-        return self.run("clock", read)
-
-    def backoff(self, attempt: int) -> float:
-        """Full jitter: racing processes spread out instead of colliding again."""
-        cap = min(self.policy.max_delay, self.policy.base_delay * (2 ** (attempt - 1)))
-        return random.uniform(0, cap)
+        return self.call(CLOCK)

@@ -1,0 +1,86 @@
+"""Service logic written once, run by a blocking or an asyncio executor.
+
+Every service call is a short series of database calls with plain logic in
+between (a scheduler pass: read the clock, read the horizon, insert a few
+batches, recover, prune). That logic is written as a generator that yields a
+:class:`Call` for each database call and receives its result, without doing
+any I/O itself. :func:`drive` runs it on the blocking executor (``_tx``),
+:func:`drive_async` on the asyncio one (``_async_tx``). So ``Scheduler`` and
+``AsyncScheduler``, ``WorkSync`` and ``AsyncWorkSync`` share every decision,
+statement and retry rule, and differ only in how they wait.
+
+A ``Call``'s functions take a synchronous :class:`~sqlalchemy.engine.Connection`:
+the repositories' code. The asyncio executor runs them through
+``AsyncConnection.run_sync``, where SQLAlchemy drives the async driver.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Generator
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from sqlalchemy.engine import Connection
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Call(Generic[T]):
+    """One database call of a service, retried as a whole by the executor.
+
+    ``work`` runs on an autocommit connection. ``resolve`` finds the outcome
+    of an attempt whose connection was lost after the statement went out
+    (None: it did not happen). ``atomic`` wraps ``work`` in BEGIN ... COMMIT.
+    ``peek`` says, on a busy SQLite file, whether waiting for the write lock
+    is worth it; if not, the call's result is ``nothing``.
+    """
+
+    what: str
+    work: Callable[[Connection], T]
+    resolve: Callable[[Connection], T | None] | None = None
+    atomic: bool = False
+    peek: Callable[[Connection], bool] | None = None
+    nothing: T | None = None
+
+
+Steps = Generator[Call[Any], Any, T]
+"""A service call: yields the database calls it needs, returns its result."""
+
+
+def single(call: Call[T]) -> Steps[T]:
+    """A service call that is one database call."""
+    result: T = yield call
+    return result
+
+
+def drive(steps: Steps[T], run: Callable[[Call[Any]], Any]) -> T:
+    """Run ``steps`` to the end, executing each call with ``run`` (blocking)."""
+    try:
+        call = next(steps)
+        while True:
+            try:
+                result = run(call)
+            except BaseException as exc:
+                call = steps.throw(exc)
+            else:
+                call = steps.send(result)
+    except StopIteration as done:
+        value: T = done.value
+        return value
+
+
+async def drive_async(steps: Steps[T], run: Callable[[Call[Any]], Awaitable[Any]]) -> T:
+    """Run ``steps`` to the end, awaiting each call with ``run`` (asyncio)."""
+    try:
+        call = next(steps)
+        while True:
+            try:
+                result = await run(call)
+            except BaseException as exc:
+                call = steps.throw(exc)
+            else:
+                call = steps.send(result)
+    except StopIteration as done:
+        value: T = done.value
+        return value

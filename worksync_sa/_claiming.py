@@ -1,0 +1,347 @@
+"""What ``WorkSync`` and ``AsyncWorkSync`` (and their claims) share: all of it but the waiting.
+
+Checked inputs, the database calls (see ``_calls``), the claim's bookkeeping
+and error messages, and what gets logged and emitted all live here once.
+``sync.py`` and ``async_sync.py`` only execute the calls, blocking or awaited,
+and keep a lease alive with a thread or a task.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import random
+import secrets
+import socket
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from functools import partial
+from typing import Any
+
+from ._calls import Call, Steps
+from ._process import pid
+from ._tx import CLOCK
+from .config import SHORTEST_RETENTION, RetryPolicy
+from .errors import ClaimLostError, InvalidArgumentError, InvalidWorkError
+from .events import Event, Events, Listener, report_recovered
+from .models import (
+    DEFAULT_LEASE_SECONDS,
+    WorkStatus,
+    checked_moment,
+    table_named,
+    validate_table_name,
+)
+from .repository import ClaimedRow, ClaimRepository, MaintenanceRepository, Recovered
+from .work import check_text
+
+logger = logging.getLogger(__name__)
+
+PRUNE_BATCH_LIMIT = 100_000
+
+
+@functools.cache
+def _host_pid(pid: int) -> str:
+    return f"{socket.gethostname()}:{pid}"
+
+
+class _Tokens:
+    """Claim tokens: 128 random bits, unique for all practical purposes.
+
+    A fencing token must not repeat; it need not be secret. A PRNG seeded
+    from the OS is as unique as ``secrets`` and spares a system call per
+    claim. A forked child reseeds, or it would repeat its parent's tokens.
+    """
+
+    def __init__(self) -> None:
+        self._pid = -1
+        self._random = random.Random()
+
+    def __call__(self) -> str:
+        if self._pid != pid():
+            self._random.seed(secrets.randbits(128))
+            self._pid = pid()
+        return f"{self._random.getrandbits(128):032x}"
+
+
+new_token = _Tokens()
+
+
+def default_worker_id() -> str:
+    """``host:pid``: enough for a person reading the table to find the process."""
+    return _host_pid(pid())
+
+
+def _checked(value: object, what: str) -> str:
+    try:
+        return check_text(value, what)
+    except ValueError as exc:
+        raise InvalidWorkError(str(exc)) from None
+
+
+def checked_now(now: object) -> datetime | None:
+    """An explicit ``now`` as aware UTC, None for the database clock, else a clear error."""
+    return None if now is None else checked_moment(now, "now")
+
+
+def describe(exc: BaseException) -> str:
+    """An exception as stored in ``error``: its type, and its text if it has one."""
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def error_text(error: object) -> str | None:
+    """What ``fail(error)`` stores, or a clear error for a value it cannot store."""
+    if isinstance(error, BaseException):
+        return describe(error)
+    if error is not None and not isinstance(error, str):
+        raise InvalidArgumentError(
+            f"error must be a string or an exception, not {type(error).__name__}"
+        )
+    return error
+
+
+def heartbeat_period(lease_seconds: int | None) -> float:
+    """How often a kept-alive claim heartbeats: a third of its lease, at least every 0.5 s."""
+    return max(0.5, (lease_seconds or DEFAULT_LEASE_SECONDS) / 3)
+
+
+class ClaimCore:
+    """A claim's state, shared by :class:`Claim` and :class:`AsyncClaim`."""
+
+    __slots__ = ("_lost", "_outcome", "_row")
+
+    def __init__(self, row: ClaimedRow) -> None:
+        self._row = row
+        self._outcome: WorkStatus | None = None
+        self._lost = False
+
+    @property
+    def id(self) -> int:
+        """The claimed row's primary key."""
+        return self._row.id
+
+    @property
+    def name(self) -> str:
+        """The work's name."""
+        return self._row.name
+
+    @property
+    def sequence(self) -> str:
+        """The tick's sequence."""
+        return self._row.sequence
+
+    @property
+    def token(self) -> str:
+        """The random token that fences every write this claim makes."""
+        return self._row.token
+
+    @property
+    def finished(self) -> bool:
+        """True once success() or fail() has been recorded."""
+        return self._outcome is not None
+
+    @property
+    def lost(self) -> bool:
+        """True once a heartbeat found the row no longer ours (recovered by someone else).
+
+        A long-running body can check it and stop early; its finish would raise
+        :class:`ClaimLostError` anyway.
+        """
+        return self._lost
+
+    def __repr__(self) -> str:
+        kind = type(self).__name__
+        return f"{kind}(id={self.id}, name={self.name!r}, sequence={self.sequence!r})"
+
+    def _may_heartbeat(self) -> None:
+        if self._outcome is not None:
+            raise ClaimLostError(f"{self!r} is already finished; nothing to keep alive")
+
+    def _heartbeat_done(self, kept: bool) -> None:
+        if not kept:
+            self._lost = True
+            raise ClaimLostError(
+                f"{self!r} no longer holds row {self.id}: its lease ran out and it was "
+                "recovered, or someone else changed it; nothing was written"
+            )
+
+    def _may_finish(self) -> None:
+        if self._outcome is not None:
+            raise ClaimLostError(
+                f"{self!r} was already finished as {self._outcome.name}; nothing was written"
+            )
+
+    def _finish_done(self, status: WorkStatus, written: bool) -> None:
+        if not written:
+            self._lost = True
+            raise ClaimLostError(
+                f"{self!r} no longer holds row {self.id}: it was finished, recovered or "
+                "changed by someone else; nothing was written"
+            )
+        self._outcome = status
+
+    def _log_lost_failure(self) -> None:
+        # The body's exception is the one the caller needs; the lost claim is logged.
+        logger.warning(
+            "could not record failure of %r", self, exc_info=True, extra={"action": "lost"}
+        )
+
+
+class SyncCore:
+    """The checked settings and the database calls of a WorkSync, blocking or asyncio."""
+
+    def __init__(
+        self,
+        table: str,
+        worker_id: str | None,
+        retry: RetryPolicy | None,
+        keep_alive: bool,
+        listeners: Iterable[Listener] | None,
+    ) -> None:
+        self.table_name = validate_table_name(table)
+        self.events = Events(listeners)
+        if worker_id is not None:
+            worker_id = _checked(worker_id, "worker_id")
+        if retry is not None and not isinstance(retry, RetryPolicy):
+            raise InvalidArgumentError(f"retry must be a RetryPolicy, not {type(retry).__name__}")
+        if not isinstance(keep_alive, bool):
+            raise InvalidArgumentError(f"keep_alive must be True or False, not {keep_alive!r}")
+        self.policy = retry or RetryPolicy()
+        self.keep_alive = keep_alive
+        self._worker_id = worker_id
+        self.repo = ClaimRepository(table_named(table))
+        self.maintenance = MaintenanceRepository(table_named(table))
+
+    @property
+    def worker_id(self) -> str:
+        """Recorded in ``claimed_by``; ``host:pid`` unless given."""
+        return self._worker_id or default_worker_id()
+
+    # -- claiming ----------------------------------------------------------------------
+
+    def acquire(self, name: str, sequence: str) -> Call[ClaimedRow | None]:
+        params = {
+            "work_name": _checked(name, "name"),
+            "tick_sequence": _checked(sequence, "sequence"),
+            "claim_token": new_token(),
+            "worker": self.worker_id,
+        }
+        return self._claim("claim", params)
+
+    def acquire_due(self, name: str, now: datetime | None) -> Call[ClaimedRow | None]:
+        params: dict[str, Any] = {
+            "work_name": _checked(name, "name"),
+            "claim_token": new_token(),
+            "worker": self.worker_id,
+        }
+        at = checked_now(now)
+        if at is not None:
+            params["now"] = at
+        return self._claim("claim_due" if at is None else "claim_at", params)
+
+    def _claim(self, kind: str, params: dict[str, Any]) -> Call[ClaimedRow | None]:
+        repo = self.repo
+        return Call(
+            kind,
+            partial(repo.claim_checked, kind=kind, params=params),
+            resolve=partial(repo.find_claim, name=params["work_name"], token=params["claim_token"]),
+            peek=partial(repo.has_queued, kind=kind, params=params),
+        )
+
+    def claimed(self, row: ClaimedRow) -> None:
+        """Tell the log and the listeners about a claim."""
+        logger.debug(
+            "claimed %s @ %s (row %d)", row.name, row.sequence, row.id, extra={"action": "claimed"}
+        )
+        if self.events:
+            self.events.emit(Event("claimed", row.name, row.sequence))
+
+    # -- a claim's later writes ------------------------------------------------------------
+
+    def heartbeat(self, row: ClaimedRow) -> Call[bool]:
+        return Call("heartbeat", partial(self.repo.heartbeat, claim_id=row.id, token=row.token))
+
+    def lease_seconds(self, row: ClaimedRow) -> Call[int | None]:
+        return Call("lease", partial(self.repo.lease_seconds, claim_id=row.id))
+
+    def finish(self, row: ClaimedRow, status: WorkStatus, error: str | None) -> Call[bool]:
+        repo = self.repo
+        return Call(
+            "finish",
+            partial(repo.finish, claim_id=row.id, token=row.token, status=status, error=error),
+            resolve=lambda conn: repo.finished_as(conn, row.id, row.token, status) or None,
+        )
+
+    def finished(self, row: ClaimedRow, status: WorkStatus) -> None:
+        """Tell the log and the listeners how a claim ended."""
+        logger.debug(
+            "finished %s @ %s (row %d) as %s",
+            row.name,
+            row.sequence,
+            row.id,
+            status.name,
+            extra={"action": "finished"},
+        )
+        if self.events:
+            self.events.emit(Event("finished", row.name, row.sequence, status=status.name))
+
+    # -- maintenance -----------------------------------------------------------------------
+
+    def recover(self, now: datetime | None) -> Steps[int]:
+        at = checked_now(now)
+        recovered: list[Recovered] = yield Call(
+            "recover", partial(self.maintenance.recover, now=at)
+        )
+        return report_recovered(self.events, logger, recovered)
+
+    def prune(self, older_than: timedelta, batch_size: int) -> Steps[int]:
+        check_prune(older_than, batch_size)
+        return prune_steps(self.maintenance, older_than, batch_size, batches=None)
+
+
+def check_prune(older_than: object, batch_size: object) -> None:
+    """``prune``'s arguments, or a clear error naming the wrong one."""
+    if not isinstance(older_than, timedelta) or older_than < SHORTEST_RETENTION:
+        raise InvalidArgumentError(
+            f"older_than must be a timedelta of at least {SHORTEST_RETENTION}, got {older_than!r}"
+        )
+    if (
+        not isinstance(batch_size, int)
+        or isinstance(batch_size, bool)
+        or not 1 <= batch_size <= PRUNE_BATCH_LIMIT
+    ):
+        raise InvalidArgumentError(
+            f"batch_size must be an int from 1 to {PRUNE_BATCH_LIMIT}, got {batch_size!r}"
+        )
+
+
+def prune_steps(
+    maintenance: MaintenanceRepository,
+    older_than: timedelta,
+    batch_size: int,
+    batches: int | None,
+) -> Steps[int]:
+    """Delete old finished rows batch by batch, each batch its own transaction.
+
+    Stops when a batch comes back short, or after ``batches`` batches.
+    """
+    now: datetime = yield CLOCK
+    cutoff = now - older_than
+    deleted = done = 0
+    while batches is None or done < batches:
+        count: int = yield Call(
+            "prune", partial(maintenance.prune_batch, cutoff=cutoff, batch_size=batch_size)
+        )
+        deleted += count
+        done += 1
+        if count < batch_size:
+            break
+    if deleted:
+        logger.info(
+            "pruned %d rows finished before %s",
+            deleted,
+            cutoff.isoformat(),
+            extra={"action": "pruned", "rows": deleted},
+        )
+    return deleted
+
