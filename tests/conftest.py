@@ -9,8 +9,10 @@ Each test gets a table of its own, so tests never see each other's rows.
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,7 +20,10 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+import worksync_sa
 from worksync_sa.models import table_named, work_table
+
+ROOT = Path(__file__).resolve().parent.parent
 
 MYSQL_URL = os.environ.get(
     "WORKSYNC_TEST_MYSQL_URL", "mysql+mysqldb://root@127.0.0.1:3306/test?charset=utf8mb4"
@@ -114,12 +119,26 @@ def fresh_table_name() -> str:
     return f"t_{uuid.uuid4().hex[:12]}"
 
 
+def _itself(engine: sa.Engine) -> sa.Engine:
+    return engine
+
+
 @dataclass
 class Db:
-    """A backend plus an empty work table of this test's own."""
+    """A backend plus an empty work table of this test's own.
+
+    ``WorkSync`` and ``Scheduler`` build the services under test: the
+    blocking ones, or on the ``twin_db`` fixture also the asyncio twins
+    (see ``twins``), always with the blocking signatures.
+    """
 
     backend: Backend
     table: str
+    twin: str = "blocking"
+    WorkSync: Callable[..., worksync_sa.WorkSync] = worksync_sa.WorkSync
+    Scheduler: Callable[..., worksync_sa.Scheduler] = worksync_sa.Scheduler
+    traced: Callable[[sa.Engine], sa.Engine] = _itself
+    """The engine whose events see the statements of the services under test."""
 
     @property
     def engine(self) -> sa.Engine:
@@ -181,6 +200,29 @@ def _table_on(backend: Backend) -> Iterator[Db]:
     assert checked_out == 0, f"test leaked {checked_out} connection(s): {pool.status()}"
 
 
+TWINS = ("blocking", "asyncio")
+
+
+@pytest.fixture(params=TWINS)
+def twin_db(request: pytest.FixtureRequest, backend: Backend) -> Iterator[Db]:
+    """An empty work table on each backend, for each twin (the contract suite's fixture)."""
+    for db in _table_on(backend):
+        if request.param == "blocking":
+            yield db
+            continue
+        from .twins import AsyncTwin
+
+        twin = AsyncTwin()
+        # The adapters are duck-typed stand-ins: tests see the blocking interface.
+        db.twin = twin.name
+        db.WorkSync, db.Scheduler = twin.WorkSync, twin.Scheduler  # type: ignore[assignment]
+        db.traced = twin.traced
+        try:
+            yield db
+        finally:
+            twin.close()
+
+
 @pytest.fixture
 def maria_db(mariadb: Backend) -> Iterator[Db]:
     """An empty work table on MariaDB/MySQL only."""
@@ -191,3 +233,47 @@ def maria_db(mariadb: Backend) -> Iterator[Db]:
 def server_db(server: Backend) -> Iterator[Db]:
     """An empty work table on each database server (not SQLite)."""
     yield from _table_on(server)
+
+
+@pytest.fixture
+def host_database(backend: Backend, tmp_path: Path) -> Iterator[str]:
+    """A database of its own for a host application, so it can use the default table names."""
+    if backend.name == "sqlite":
+        yield f"sqlite:///{tmp_path / 'host.db'}"
+        return
+    name = f"ws_host_{uuid.uuid4().hex[:10]}"
+    admin = backend.engine.execution_options(isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f"CREATE DATABASE {name}"))  # a generated identifier
+    try:
+        yield backend.engine.url.set(database=name).render_as_string(hide_password=False)
+    finally:
+        force = " WITH (FORCE)" if backend.name == "postgresql" else ""
+        with admin.connect() as conn:
+            conn.execute(sa.text(f"DROP DATABASE {name}{force}"))
+
+
+@dataclass(frozen=True)
+class Installed:
+    """The wheel built from this checkout, and the folder it was installed into."""
+
+    wheel: Path
+    site: Path
+
+
+@pytest.fixture(scope="session")
+def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
+    """Build the wheel once per session and install it (no dependencies) into a folder.
+
+    Put ``site`` first on PYTHONPATH and run from outside the checkout, and a
+    process imports the package exactly as a user's pip install would give it.
+    """
+    out = tmp_path_factory.mktemp("wheel")
+    pip = [sys.executable, "-m", "pip"]
+    build = [*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(out), str(ROOT)]
+    subprocess.run(build, check=True, capture_output=True, timeout=300)
+    (wheel,) = out.glob("worksync_sa-*.whl")
+    site = out / "site"
+    install = [*pip, "install", "--no-deps", "--target", str(site), str(wheel)]
+    subprocess.run(install, check=True, capture_output=True, timeout=300)
+    return Installed(wheel, site)

@@ -7,16 +7,26 @@ or ("error", repr).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from worksync_sa import Scheduler, SchedulerConfig, Work, Worker, WorkSync
+from worksync_sa import (
+    AsyncScheduler,
+    AsyncWorkSync,
+    Scheduler,
+    SchedulerConfig,
+    Work,
+    Worker,
+    WorkSync,
+)
 
 
 def _report(url: str, results: Any, body: Callable[[sa.Engine], object]) -> None:
@@ -203,3 +213,77 @@ def hold_claim(url: str, table: str, name: str, claims: Any) -> None:
     claims.put((claim.id, claim.name, claim.sequence, claim.token, os.getpid()))
     with claim:
         time.sleep(3600)
+
+
+# -- the asyncio twins, through the async driver ------------------------------------------
+
+
+def _report_async(
+    url: str, results: Any, body: Callable[[AsyncEngine], Coroutine[Any, Any, object]]
+) -> None:
+    async def main() -> object:
+        engine = create_async_engine(url, pool_size=4, max_overflow=4)
+        try:
+            return await body(engine)
+        finally:
+            await engine.dispose()
+
+    try:
+        results.put(("ok", asyncio.run(main())))
+    except BaseException as exc:
+        results.put(("error", repr(exc)))
+        raise
+
+
+def race_acquire_async(
+    url: str,
+    table: str,
+    name: str,
+    sequences: list[str],
+    tasks: int,
+    barrier: Any,
+    results: Any,
+) -> None:
+    """For each tick, wait for every racer process, then claim with ``tasks`` tasks at once."""
+
+    async def body(engine: AsyncEngine) -> list[tuple[str, int]]:
+        won: list[tuple[str, int]] = []
+        async with AsyncWorkSync(engine, table=table) as sync:
+
+            async def one(sequence: str) -> None:
+                claim = await sync.acquire(name, sequence)
+                if claim is not None:
+                    won.append((sequence, claim.id))
+                    await claim.success()
+
+            for sequence in sequences:
+                barrier.wait(timeout=60)  # blocks the loop on purpose: nothing else runs yet
+                await asyncio.gather(*(one(sequence) for _ in range(tasks)))
+        return won
+
+    _report_async(url, results, body)
+
+
+def race_schedule_async(
+    url: str,
+    table: str,
+    works: list[tuple[str, str, int]],
+    passes: list[datetime],
+    lookahead_s: float,
+    barrier: Any,
+    results: Any,
+) -> None:
+    """``race_schedule`` with AsyncScheduler: a fresh one per pass, passes in lockstep."""
+    config = SchedulerConfig(lookahead=timedelta(seconds=lookahead_s), interval="1s")
+    blueprints = [Work(name, cron, max_run) for name, cron, max_run in works]
+
+    async def body(engine: AsyncEngine) -> int:
+        inserted = 0
+        for now in passes:
+            barrier.wait(timeout=60)
+            scheduler = AsyncScheduler(engine, blueprints, config, table=table)
+            inserted += await scheduler.tick(now)
+            await scheduler.close()
+        return inserted
+
+    _report_async(url, results, body)

@@ -7,7 +7,8 @@ table must be exactly as it was.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -130,3 +131,77 @@ def test_bad_input_raises_clearly_and_writes_nothing(
     assert words.lower() in str(caught.value).lower(), str(caught.value)
     assert db.rows() == before
     del HELD[db.table]
+
+
+# -- the asyncio twins refuse the same things, the same way ---------------------------------
+
+AsyncCall = Callable[[Db, Any], Awaitable[object]]
+SNAPSHOT: dict[str, list[Any]] = {}
+"""The table as a case left it after its own set-up, if it has one."""
+
+
+async def _async_sync_call(
+    db: Db, engine: Any, action: Callable[[Any], Awaitable[object]]
+) -> object:
+    async with ws.AsyncWorkSync(engine, table=db.table) as sync:
+        return await action(sync)
+
+
+async def _async_claim_fail(db: Db, engine: Any) -> object:
+    async with ws.AsyncWorkSync(engine, table=db.table) as sync:
+        claim = await sync.acquire("w", ws.default_sequence(T0 + timedelta(seconds=20)))
+        assert claim is not None
+        SNAPSHOT[db.table] = db.rows()  # what the refused call must leave as it is
+        await claim.fail(["not", "text"])  # type: ignore[arg-type]
+        return None
+
+
+async def _made(make: Callable[[], object]) -> object:
+    return make()
+
+
+ASYNC_CASES: list[tuple[str, AsyncCall, type[Exception], str]] = [
+    ("AsyncScheduler engine", lambda db, e: _made(lambda: ws.AsyncScheduler(db.engine, [GOOD])), InvalidArgumentError, "AsyncEngine"),  # type: ignore[arg-type]
+    ("AsyncScheduler works", lambda db, e: _made(lambda: ws.AsyncScheduler(e, [GOOD, GOOD], table=db.table)), InvalidWorkError, "two works"),
+    ("AsyncScheduler config", lambda db, e: _made(lambda: ws.AsyncScheduler(e, [GOOD], {"lookahead": 5})), InvalidConfigError, "SchedulerConfig"),  # type: ignore[arg-type]
+    ("AsyncScheduler table", lambda db, e: _made(lambda: ws.AsyncScheduler(e, [GOOD], table="1st")), InvalidConfigError, "table name"),
+    ("AsyncScheduler.tick", lambda db, e: ws.AsyncScheduler(e, [GOOD], CONFIG, table=db.table).tick("now"), InvalidArgumentError, "now"),  # type: ignore[arg-type]
+    ("AsyncWorkSync engine", lambda db, e: _made(lambda: ws.AsyncWorkSync(db.engine)), InvalidArgumentError, "AsyncEngine"),  # type: ignore[arg-type]
+    ("AsyncWorkSync worker_id", lambda db, e: _made(lambda: ws.AsyncWorkSync(e, worker_id="")), InvalidWorkError, "worker_id"),
+    ("AsyncWorkSync keep_alive", lambda db, e: _made(lambda: ws.AsyncWorkSync(e, keep_alive=1)), InvalidArgumentError, "keep_alive"),  # type: ignore[arg-type]
+    ("acquire sequence", lambda db, e: _async_sync_call(db, e, lambda s: s.acquire("w", "nul\x00")), InvalidWorkError, "NUL"),
+    ("acquire_due now", lambda db, e: _async_sync_call(db, e, lambda s: s.acquire_due("w", now=1.5)), InvalidArgumentError, "now"),
+    ("recover now", lambda db, e: _async_sync_call(db, e, lambda s: s.recover(now="soon")), InvalidArgumentError, "now"),
+    ("prune older_than", lambda db, e: _async_sync_call(db, e, lambda s: s.prune(timedelta(minutes=5))), InvalidArgumentError, "older_than"),
+    ("AsyncClaim.fail", _async_claim_fail, InvalidArgumentError, "error"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("entry", "call", "error", "words"),
+    ASYNC_CASES,
+    ids=[f"{n}-{c[0]}" for n, c in enumerate(ASYNC_CASES)],
+)
+def test_the_async_twins_refuse_bad_input_the_same_way(
+    db: Db, entry: str, call: AsyncCall, error: type[Exception], words: str
+) -> None:
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from .twins import async_url
+
+    scheduler(db).tick(T0)
+    before = db.rows()
+
+    async def attempt() -> BaseException:
+        engine = create_async_engine(async_url(db.engine.url))
+        try:
+            with pytest.raises(error) as caught:
+                await call(db, engine)
+            return caught.value
+        finally:
+            await engine.dispose()
+
+    refused = asyncio.run(attempt())
+    assert isinstance(refused, ValueError)
+    assert words.lower() in str(refused).lower(), str(refused)
+    assert db.rows() == SNAPSHOT.pop(db.table, before)

@@ -7,9 +7,16 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from worksync_sa import InvalidConfigError, Scheduler, SchedulerConfig, Work, default_sequence
+from worksync_sa import InvalidConfigError, SchedulerConfig, Work, default_sequence
 
 from .conftest import Db
+
+
+@pytest.fixture
+def db(twin_db: Db) -> Db:
+    """This module is part of the contract suite: it runs against both twins."""
+    return twin_db
+
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 SECOND = timedelta(seconds=1)
@@ -25,8 +32,8 @@ def ticks_with_rows(db: Db) -> list[datetime]:
 def test_a_restart_after_a_long_outage_catches_up_and_skips_the_rest(
     db: Db, caplog: pytest.LogCaptureFixture
 ) -> None:
-    Scheduler(db.engine, [WORK], CONFIG, table=db.table).tick(T0)  # rows up to T0+30s
-    restarted = Scheduler(db.engine, [WORK], CONFIG, table=db.table)
+    db.Scheduler(db.engine, [WORK], CONFIG, table=db.table).tick(T0)  # rows up to T0+30s
+    restarted = db.Scheduler(db.engine, [WORK], CONFIG, table=db.table)
     with caplog.at_level(logging.WARNING, logger="worksync_sa"):
         restarted.tick(T0 + timedelta(minutes=2))  # down for 90 s beyond its horizon
     report = restarted.last_pass
@@ -55,7 +62,7 @@ def test_a_restart_after_a_long_outage_catches_up_and_skips_the_rest(
 
 
 def test_the_same_process_catches_up_after_its_passes_failed(db: Db) -> None:
-    scheduler = Scheduler(db.engine, [WORK], CONFIG, table=db.table)
+    scheduler = db.Scheduler(db.engine, [WORK], CONFIG, table=db.table)
     scheduler.tick(T0)
     scheduler.tick(T0 + timedelta(minutes=2))  # as if every pass in between had failed
     assert scheduler.last_pass is not None
@@ -63,8 +70,8 @@ def test_the_same_process_catches_up_after_its_passes_failed(db: Db) -> None:
 
 
 def test_a_short_outage_loses_nothing(db: Db) -> None:
-    Scheduler(db.engine, [WORK], CONFIG, table=db.table).tick(T0)
-    restarted = Scheduler(db.engine, [WORK], CONFIG, table=db.table)
+    db.Scheduler(db.engine, [WORK], CONFIG, table=db.table).tick(T0)
+    restarted = db.Scheduler(db.engine, [WORK], CONFIG, table=db.table)
     created = restarted.tick(T0 + 40 * SECOND)  # horizon was T0+30: 10 s were missed
     assert restarted.last_pass is not None
     assert restarted.last_pass.skipped == {}
@@ -77,9 +84,9 @@ def test_a_short_outage_loses_nothing(db: Db) -> None:
 
 
 def test_a_new_work_starts_now_without_catching_up(db: Db) -> None:
-    Scheduler(db.engine, [WORK], CONFIG, table=db.table).tick(T0)
+    db.Scheduler(db.engine, [WORK], CONFIG, table=db.table).tick(T0)
     newcomer = Work("new", "@every 5s")
-    later = Scheduler(db.engine, [WORK, newcomer], CONFIG, table=db.table)
+    later = db.Scheduler(db.engine, [WORK, newcomer], CONFIG, table=db.table)
     later.tick(T0 + 20 * SECOND)
     assert later.last_pass is not None
     assert "new" not in later.last_pass.skipped
@@ -88,8 +95,8 @@ def test_a_new_work_starts_now_without_catching_up(db: Db) -> None:
 
 def test_skipped_counting_is_bounded(db: Db) -> None:
     fast = Work("fast", "* * * * * *")
-    Scheduler(db.engine, [fast], CONFIG, table=db.table).tick(T0)
-    restarted = Scheduler(db.engine, [fast], CONFIG, table=db.table)
+    db.Scheduler(db.engine, [fast], CONFIG, table=db.table).tick(T0)
+    restarted = db.Scheduler(db.engine, [fast], CONFIG, table=db.table)
     restarted.tick(T0 + timedelta(days=2))  # 172,800 ticks missed
     assert restarted.last_pass is not None
     assert restarted.last_pass.skipped == {"fast": 10_000}

@@ -8,11 +8,9 @@ import pytest
 import sqlalchemy as sa
 
 from worksync_sa import (
-    Claim,
     ClaimLostError,
     InvalidArgumentError,
     InvalidWorkError,
-    Scheduler,
     SchedulerConfig,
     SchemaNotReadyError,
     Work,
@@ -23,6 +21,14 @@ from worksync_sa import (
 from worksync_sa.models import table_named
 
 from .conftest import Db
+from .twins import second_claim_object
+
+
+@pytest.fixture
+def db(twin_db: Db) -> Db:
+    """This module is part of the contract suite: it runs against both twins."""
+    return twin_db
+
 
 UTC = timezone.utc
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -31,11 +37,11 @@ TICK = default_sequence(T0 + timedelta(seconds=30))
 
 
 def schedule(db: Db, *works: Work, now: datetime = T0) -> None:
-    Scheduler(db.engine, list(works), CONFIG, table=db.table).tick(now)
+    db.Scheduler(db.engine, list(works), CONFIG, table=db.table).tick(now)
 
 
 def sync(db: Db, worker_id: str | None = None) -> WorkSync:
-    return WorkSync(db.engine, table=db.table, worker_id=worker_id)
+    return db.WorkSync(db.engine, table=db.table, worker_id=worker_id)
 
 
 def test_at_most_max_run_claims_per_tick_each_on_its_own_row(db: Db) -> None:
@@ -128,7 +134,7 @@ def test_a_copy_of_a_finished_claim_cannot_write(db: Db) -> None:
     ws = sync(db)
     claim = ws.acquire("w", TICK)
     assert claim is not None
-    copy = Claim(ws, claim._row)
+    copy = second_claim_object(claim)
     claim.success()
     with pytest.raises(ClaimLostError, match="no longer holds"):
         copy.fail("too late")
@@ -304,7 +310,7 @@ def test_fail_rejects_non_text_errors(db: Db) -> None:
 
 
 def test_missing_table_says_to_run_the_migrations(db: Db) -> None:
-    ws = WorkSync(db.engine, table="no_such_table")
+    ws = db.WorkSync(db.engine, table="no_such_table")
     with pytest.raises(SchemaNotReadyError, match="alembic upgrade head"):
         ws.acquire("w", TICK)
     with pytest.raises(SchemaNotReadyError, match="no_such_table"):

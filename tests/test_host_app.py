@@ -7,36 +7,14 @@ the works table, and without it, it would.
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 import sqlalchemy as sa
 
 from worksync_sa import include_object, include_object_for, migrations_path, work_table
 
-from .conftest import Backend
 from .host_env import alembic, build_host
 from .test_migrations import our_head
-
-
-@pytest.fixture
-def host_database(backend: Backend, tmp_path: Path) -> Iterator[str]:
-    """A database of the host's own, so it can use the default table names."""
-    if backend.name == "sqlite":
-        yield f"sqlite:///{tmp_path / 'host.db'}"
-        return
-    name = f"ws_host_{uuid.uuid4().hex[:10]}"
-    admin = backend.engine.execution_options(isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f"CREATE DATABASE {name}"))  # a generated identifier
-    try:
-        yield backend.engine.url.set(database=name).render_as_string(hide_password=False)
-    finally:
-        force = " WITH (FORCE)" if backend.name == "postgresql" else ""
-        with admin.connect() as conn:
-            conn.execute(sa.text(f"DROP DATABASE {name}{force}"))
 
 
 def test_host_upgrades_both_schemas_and_autogenerate_stays_clean(

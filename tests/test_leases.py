@@ -23,12 +23,19 @@ from worksync_sa.models import table_named
 
 from .conftest import Db
 
+
+@pytest.fixture
+def db(twin_db: Db) -> Db:
+    """This module is part of the contract suite: it runs against both twins."""
+    return twin_db
+
+
 SECOND = timedelta(seconds=1)
 CONFIG = SchedulerConfig(lookahead=timedelta(minutes=1), interval="10s")
 
 
 def schedule(db: Db, *works: Work, now: datetime) -> Scheduler:
-    scheduler = Scheduler(db.engine, list(works), CONFIG, table=db.table)
+    scheduler = db.Scheduler(db.engine, list(works), CONFIG, table=db.table)
     scheduler.tick(now)
     return scheduler
 
@@ -37,7 +44,7 @@ def claim_one(db: Db, work: Work) -> tuple[WorkSync, datetime]:
     """Schedule ``work`` around the database clock; returns a WorkSync and that clock."""
     now = db.db_now()
     schedule(db, work, now=now - 5 * SECOND)
-    return WorkSync(db.engine, table=db.table, keep_alive=False), now
+    return db.WorkSync(db.engine, table=db.table, keep_alive=False), now
 
 
 def test_a_claim_holds_a_lease_of_its_works_length(db: Db) -> None:
@@ -117,7 +124,7 @@ def first_row_lease(db: Db, row_id: int) -> datetime:
 def test_unclaimed_ticks_older_than_grace_are_closed_as_missed(db: Db) -> None:
     t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
     schedule(db, Work("w", "@every 10s", grace=15 * SECOND), now=t0)
-    sync = WorkSync(db.engine, table=db.table)
+    sync = db.WorkSync(db.engine, table=db.table)
     # At t0+40s, ticks :10 and :20 are more than 15 s old; :30 and :40 are not.
     assert sync.recover(now=t0 + 40 * SECOND) == 2
     closed = {r.sequence for r in db.rows(closed_by="missed")}
@@ -133,7 +140,7 @@ def test_unclaimed_ticks_older_than_grace_are_closed_as_missed(db: Db) -> None:
 def test_acquire_due_never_hands_out_a_tick_older_than_its_grace(db: Db) -> None:
     t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
     schedule(db, Work("w", "@every 10s", grace=15 * SECOND), now=t0)
-    sync = WorkSync(db.engine, table=db.table)
+    sync = db.WorkSync(db.engine, table=db.table)
     claim = sync.acquire_due("w", now=t0 + 40 * SECOND)  # no recovery ran: :10 and :20 still queued
     assert claim is not None
     assert claim.sequence == default_sequence(t0 + 30 * SECOND)
@@ -147,25 +154,26 @@ def test_rows_without_a_lease_or_tick_are_left_alone(db: Db) -> None:
             {"name": "legacy", "status": 1, "sequence": "a"},
             {"name": "legacy", "status": 2, "sequence": "b"},
         ])  # fmt: skip
-    assert WorkSync(db.engine, table=db.table).recover(now=datetime(2099, 1, 1)) == 0
+    assert db.WorkSync(db.engine, table=db.table).recover(now=datetime(2099, 1, 1)) == 0
 
 
 def test_recovery_is_one_bounded_statement(db: Db) -> None:
     t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
     work = Work("w", "* * * * * *", max_run=3, grace=SECOND)
     config = SchedulerConfig(lookahead=timedelta(seconds=400), interval="10s")
-    Scheduler(db.engine, [work], config, table=db.table).tick(t0)  # 1,200 rows
+    db.Scheduler(db.engine, [work], config, table=db.table).tick(t0)  # 1,200 rows
     statements: list[str] = []
 
     def count(conn: object, cursor: object, statement: str, *args: object) -> None:
-        statements.append(statement)
+        if not statement.startswith("PRAGMA"):  # a new connection's set-up, once
+            statements.append(statement)
 
-    sync = WorkSync(db.engine, table=db.table)
-    sa.event.listen(db.engine, "before_cursor_execute", count)
+    sync = db.WorkSync(db.engine, table=db.table)
+    sa.event.listen(db.traced(db.engine), "before_cursor_execute", count)
     try:
         first = sync.recover(now=t0 + timedelta(hours=1))
     finally:
-        sa.event.remove(db.engine, "before_cursor_execute", count)
+        sa.event.remove(db.traced(db.engine), "before_cursor_execute", count)
     assert first == RECOVERY_BATCH
     updates = [s for s in statements if "UPDATE" in s.upper().split("SET")[0]]
     assert len(updates) == 1  # one UPDATE (WITH ... UPDATE on PostgreSQL), no loop per row
@@ -207,7 +215,7 @@ def test_a_claim_whose_row_was_recovered_learns_it_while_running(db: Db) -> None
     def body() -> None:
         nonlocal noticed
         with claim:
-            WorkSync(db.engine, table=db.table).recover(now=now + timedelta(minutes=5))
+            db.WorkSync(db.engine, table=db.table).recover(now=now + timedelta(minutes=5))
             deadline = time.monotonic() + 5
             while not claim.lost and time.monotonic() < deadline:
                 time.sleep(0.1)
@@ -232,8 +240,8 @@ def test_a_finish_racing_recovery_has_exactly_one_winner(db: Db) -> None:
     """Many rows, each finished by its claim while recovery sweeps: every row ends one way."""
     t0 = db.db_now()
     work = Work("w", "* * * * * *", max_run=4, lease=SECOND, grace=timedelta(minutes=5))
-    Scheduler(db.engine, [work], CONFIG, table=db.table).tick(t0 - 30 * SECOND)
-    sync = WorkSync(db.engine, table=db.table, keep_alive=False)
+    db.Scheduler(db.engine, [work], CONFIG, table=db.table).tick(t0 - 30 * SECOND)
+    sync = db.WorkSync(db.engine, table=db.table, keep_alive=False)
     claims = []
     while (claim := sync.acquire_due("w")) is not None:
         claims.append(claim)
@@ -251,7 +259,7 @@ def test_a_finish_racing_recovery_has_exactly_one_winner(db: Db) -> None:
     finisher.start()
     sweeps = 0
     while finisher.is_alive():
-        sweeps += WorkSync(db.engine, table=db.table).recover(now=t0 + timedelta(minutes=1))
+        sweeps += db.WorkSync(db.engine, table=db.table).recover(now=t0 + timedelta(minutes=1))
     finisher.join()
     by_row = {r.id: r.closed_by for r in db.rows() if r.id in outcomes}
     assert by_row == outcomes  # the database and the claims agree on every row

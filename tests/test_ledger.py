@@ -7,11 +7,18 @@ from datetime import datetime, timedelta, timezone
 import pytest
 import sqlalchemy as sa
 
-from worksync_sa import InvalidArgumentError, Ledger, Scheduler, SchedulerConfig, Work, WorkSync
+from worksync_sa import InvalidArgumentError, Ledger, SchedulerConfig, Work
 from worksync_sa import default_sequence as seq
 from worksync_sa.models import table_named
 
 from .conftest import Db
+
+
+@pytest.fixture
+def db(twin_db: Db) -> Db:
+    """This module is part of the contract suite: it runs against both twins."""
+    return twin_db
+
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 S = timedelta(seconds=1)
@@ -34,8 +41,8 @@ def history(db: Db) -> None:
         Work("b", "@every 10s", max_run=1, grace=15 * S, lease=5 * S, max_attempts=2),
     ]
     config = SchedulerConfig(lookahead="60s", interval="10s")
-    Scheduler(db.engine, works, config, table=db.table).tick(T0)
-    sync = WorkSync(db.engine, table=db.table, keep_alive=False)
+    db.Scheduler(db.engine, works, config, table=db.table).tick(T0)
+    sync = db.WorkSync(db.engine, table=db.table, keep_alive=False)
     # a @ 10: both claimed, 1 s and 3 s late; one succeeds, one fails.
     ok, bad = sync.acquire("a", seq(at(10))), sync.acquire("a", seq(at(10)))
     assert ok is not None

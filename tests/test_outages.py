@@ -13,7 +13,7 @@ import logging
 import multiprocessing
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -32,8 +32,9 @@ from worksync_sa import (
 )
 
 from . import racers
-from .conftest import Db
+from .conftest import TWINS, Db
 from .proxy import Proxy
+from .twins import AsyncTwin
 
 PATIENT = RetryPolicy(attempts=10, base_delay=0.05, max_delay=0.5)
 
@@ -56,6 +57,17 @@ def proxied(server_db: Db, proxy: Proxy) -> Iterator[sa.Engine]:
     engine.dispose()
 
 
+@pytest.fixture(params=TWINS)
+def make_sync(request: pytest.FixtureRequest) -> Iterator[Callable[..., Any]]:
+    """WorkSync, or the asyncio twin behind the same signature."""
+    if request.param == "blocking":
+        yield WorkSync
+        return
+    twin = AsyncTwin()
+    yield twin.WorkSync
+    twin.close()
+
+
 def schedule_now(db: Db, work: Work) -> None:
     config = SchedulerConfig(lookahead=timedelta(minutes=1), interval="10s")
     Scheduler(db.engine, [work], config, table=db.table).tick(db.db_now() - timedelta(seconds=5))
@@ -66,10 +78,14 @@ def lost_connections(caplog: pytest.LogCaptureFixture) -> int:
 
 
 def test_a_lost_reply_never_claims_twice(
-    server_db: Db, proxy: Proxy, proxied: sa.Engine, caplog: pytest.LogCaptureFixture
+    server_db: Db,
+    proxy: Proxy,
+    proxied: sa.Engine,
+    make_sync: Callable[..., Any],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     schedule_now(server_db, Work("w", "@every 2s", max_run=3))
-    sync = WorkSync(proxied, table=server_db.table, retry=PATIENT)
+    sync = make_sync(proxied, table=server_db.table, retry=PATIENT)
     proxy.lose_reply_after(b"UPDATE")  # the claim commits; its reply never arrives
     with caplog.at_level(logging.DEBUG, logger="worksync_sa._tx"):
         claim = sync.acquire_due("w")
@@ -82,10 +98,14 @@ def test_a_lost_reply_never_claims_twice(
 
 
 def test_a_lost_reply_on_finish_is_not_a_lost_claim(
-    server_db: Db, proxy: Proxy, proxied: sa.Engine, caplog: pytest.LogCaptureFixture
+    server_db: Db,
+    proxy: Proxy,
+    proxied: sa.Engine,
+    make_sync: Callable[..., Any],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     schedule_now(server_db, Work("w", "@every 2s"))
-    claim = WorkSync(proxied, table=server_db.table, retry=PATIENT).acquire_due("w")
+    claim = make_sync(proxied, table=server_db.table, retry=PATIENT).acquire_due("w")
     assert claim is not None
     proxy.lose_reply_after(b"UPDATE")
     with caplog.at_level(logging.DEBUG, logger="worksync_sa._tx"):

@@ -10,15 +10,20 @@ import sqlalchemy as sa
 from worksync_sa import (
     InvalidArgumentError,
     MaintenanceRepository,
-    Scheduler,
     SchedulerConfig,
     Work,
     WorkStatus,
-    WorkSync,
 )
 from worksync_sa.models import table_named
 
 from .conftest import Db
+
+
+@pytest.fixture
+def db(twin_db: Db) -> Db:
+    """This module is part of the contract suite: it runs against both twins."""
+    return twin_db
+
 
 DAY = timedelta(days=1)
 CONFIG = SchedulerConfig(lookahead="1m", interval="10s")
@@ -30,8 +35,8 @@ def history(
     """Ticks that ran ``days_ago``: every row claimed and finished; returns their ids."""
     work = Work(name, "@every 10s", max_run=max_run, grace=timedelta(days=365))
     at = db.db_now() - days_ago * DAY
-    Scheduler(db.engine, [work], CONFIG, table=db.table).tick(at)
-    sync = WorkSync(db.engine, table=db.table, keep_alive=False)
+    db.Scheduler(db.engine, [work], CONFIG, table=db.table).tick(at)
+    sync = db.WorkSync(db.engine, table=db.table, keep_alive=False)
     table = table_named(db.table)
     ids = []
     for row in db.rows(status=WorkStatus.QUEUED, name=name)[: ticks * max_run]:
@@ -56,11 +61,11 @@ def test_prune_deletes_old_finished_rows_in_small_batches(db: Db) -> None:
         if statement.lstrip().upper().startswith("DELETE"):
             deletes.append(statement)
 
-    sa.event.listen(db.engine, "before_cursor_execute", count)
+    sa.event.listen(db.traced(db.engine), "before_cursor_execute", count)
     try:
-        assert WorkSync(db.engine, table=db.table).prune(2 * DAY, batch_size=3) == len(old)
+        assert db.WorkSync(db.engine, table=db.table).prune(2 * DAY, batch_size=3) == len(old)
     finally:
-        sa.event.remove(db.engine, "before_cursor_execute", count)
+        sa.event.remove(db.traced(db.engine), "before_cursor_execute", count)
     # One small autocommit DELETE per batch of at most 3 rows: short, separate transactions.
     assert len(deletes) == -(-len(old) // 3)
     left = {r.id for r in db.rows()}
@@ -81,11 +86,13 @@ def test_batches_go_in_primary_key_order(db: Db) -> None:
 
 def test_pruned_ticks_are_never_created_again(db: Db) -> None:
     history(db, days_ago=10, ticks=6)
-    WorkSync(db.engine, table=db.table).recover()  # close the rest of that old window as missed
-    WorkSync(db.engine, table=db.table).prune(2 * DAY)
+    db.WorkSync(db.engine, table=db.table).recover()  # close the rest of that old window as missed
+    db.WorkSync(db.engine, table=db.table).prune(2 * DAY)
     assert db.rows() == []
     now = db.db_now()
-    restarted = Scheduler(db.engine, [Work("w", "@every 10s", max_run=2)], CONFIG, table=db.table)
+    restarted = db.Scheduler(
+        db.engine, [Work("w", "@every 10s", max_run=2)], CONFIG, table=db.table
+    )
     restarted.tick()
     assert db.rows()
     assert all(r.tick_at > now - CONFIG.catchup_delta for r in db.rows())
@@ -94,7 +101,7 @@ def test_pruned_ticks_are_never_created_again(db: Db) -> None:
 def test_a_scheduler_with_retention_prunes_as_it_passes(db: Db) -> None:
     old = history(db, days_ago=10)
     config = SchedulerConfig(lookahead="1m", interval="10s", retention="3d")
-    scheduler = Scheduler(db.engine, [Work("other", "@every 10s")], config, table=db.table)
+    scheduler = db.Scheduler(db.engine, [Work("other", "@every 10s")], config, table=db.table)
     scheduler.tick()
     assert scheduler.last_pass is not None
     assert scheduler.last_pass.pruned == len(old)
@@ -117,5 +124,5 @@ def test_bad_prune_arguments_delete_nothing(
 ) -> None:
     old = history(db, days_ago=10)
     with pytest.raises(InvalidArgumentError, match=message):
-        WorkSync(db.engine, table=db.table).prune(older_than, batch_size)  # type: ignore[arg-type]
+        db.WorkSync(db.engine, table=db.table).prune(older_than, batch_size)  # type: ignore[arg-type]
     assert set(old) <= {r.id for r in db.rows()}

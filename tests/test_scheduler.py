@@ -22,6 +22,13 @@ from worksync_sa import (
 
 from .conftest import Db
 
+
+@pytest.fixture
+def db(twin_db: Db) -> Db:
+    """This module is part of the contract suite: it runs against both twins."""
+    return twin_db
+
+
 UTC = timezone.utc
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 MINUTE = SchedulerConfig(lookahead=timedelta(minutes=1), interval=timedelta(seconds=10))
@@ -29,7 +36,7 @@ WORKS = [Work("ten", "*/10 * * * * *", max_run=2), Work("half", "@every 30s", ma
 
 
 def scheduler(db: Db, works: list[Work] = WORKS, config: SchedulerConfig = MINUTE) -> Scheduler:
-    return Scheduler(db.engine, works, config, table=db.table)
+    return db.Scheduler(db.engine, works, config, table=db.table)
 
 
 def test_a_pass_creates_max_run_queued_rows_for_each_tick_in_the_window(db: Db) -> None:
@@ -146,11 +153,11 @@ def test_rows_go_in_sorted_order_in_a_few_batched_statements(db: Db) -> None:
         if statement.lstrip().upper().startswith("INSERT"):
             inserts.append(statement)
 
-    sa.event.listen(db.engine, "before_cursor_execute", count)
+    sa.event.listen(db.traced(db.engine), "before_cursor_execute", count)
     try:
         assert scheduler(db, works, config).tick(T0) == 3 * 200 * 5
     finally:
-        sa.event.remove(db.engine, "before_cursor_execute", count)
+        sa.event.remove(db.traced(db.engine), "before_cursor_execute", count)
     assert 1 <= len(inserts) <= 4  # 3,000 rows in batches of 1,000, never one per row
     keys = [(r.name, r.sequence, r.slot) for r in db.rows()]
     assert keys == sorted(keys)
@@ -181,7 +188,7 @@ def test_stop_without_start_is_harmless(db: Db) -> None:
 
 
 def test_missing_table_says_to_run_the_migrations(db: Db) -> None:
-    s = Scheduler(db.engine, WORKS, MINUTE, table="no_such_table")
+    s = db.Scheduler(db.engine, WORKS, MINUTE, table="no_such_table")
     with pytest.raises(SchemaNotReadyError, match="alembic upgrade head"):
         s.tick(T0)
 
@@ -196,7 +203,7 @@ def test_missing_table_says_to_run_the_migrations(db: Db) -> None:
 )
 def test_bad_work_lists_are_refused(db: Db, works: object, message: str) -> None:
     with pytest.raises(InvalidWorkError, match=message):
-        Scheduler(db.engine, works, MINUTE, table=db.table)  # type: ignore[arg-type]
+        db.Scheduler(db.engine, works, MINUTE, table=db.table)
 
 
 def test_bad_now_is_refused(db: Db) -> None:

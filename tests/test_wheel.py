@@ -11,46 +11,23 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from .conftest import Installed
 from .host_env import alembic, build_host
-
-ROOT = Path(__file__).resolve().parent.parent
 
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Build the wheel from this checkout and install it (no dependencies) into a folder."""
-    out = tmp_path_factory.mktemp("wheel")
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            "--no-deps",
-            "--no-build-isolation",
-            "-w",
-            str(out),
-            str(ROOT),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=300,
-    )
-    (wheel,) = out.glob("worksync_sa-*.whl")
-    names = zipfile.ZipFile(wheel).namelist()
+@pytest.fixture
+def site(installed: Installed) -> Path:
+    """The folder the wheel was installed into (built once per session, see conftest)."""
+    return installed.site
+
+
+def test_wheel_carries_migrations_and_type_marker(installed: Installed) -> None:
+    names = zipfile.ZipFile(installed.wheel).namelist()
     assert "worksync_sa/migrations/env.py" in names
     assert "worksync_sa/migrations/versions/worksync_0001_create_works.py" in names
     assert "worksync_sa/py.typed" in names
-    site = out / "site"
-    subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--no-deps", "--target", str(site), str(wheel)],
-        check=True,
-        capture_output=True,
-        timeout=300,
-    )
-    return site
 
 
 def in_installed(site: Path, code: str) -> str:
@@ -67,17 +44,17 @@ def in_installed(site: Path, code: str) -> str:
     return result.stdout.strip()
 
 
-def test_installed_package_locates_its_migrations(installed: Path) -> None:
+def test_installed_package_locates_its_migrations(site: Path) -> None:
     located = in_installed(
-        installed,
+        site,
         "import worksync_sa; print(worksync_sa.__file__); print(worksync_sa.migrations_path())",
     ).splitlines()
-    assert Path(located[0]).is_relative_to(installed)
+    assert Path(located[0]).is_relative_to(site)
     migrations = Path(located[1])
-    assert migrations == installed / "worksync_sa" / "migrations"
+    assert migrations == site / "worksync_sa" / "migrations"
     assert (migrations / "versions" / "worksync_0001_create_works.py").is_file()
     resource = in_installed(
-        installed,
+        site,
         "from alembic.util import coerce_resource_to_filename as c; "
         "print(c('worksync_sa:migrations/versions'))",
     )
@@ -85,13 +62,13 @@ def test_installed_package_locates_its_migrations(installed: Path) -> None:
 
 
 def test_host_includes_the_installed_migrations_by_package_resource(
-    installed: Path, tmp_path: Path
+    site: Path, tmp_path: Path
 ) -> None:
     url = f"sqlite:///{tmp_path / 'host.db'}"
     ini = build_host(tmp_path / "host", url, "worksync_sa:migrations/versions")
-    result = alembic(ini, "upgrade", "heads", pythonpath=str(installed))
+    result = alembic(ini, "upgrade", "heads", pythonpath=str(site))
     assert result.returncode == 0, result.stderr
-    check = alembic(ini, "check", pythonpath=str(installed))
+    check = alembic(ini, "check", pythonpath=str(site))
     assert check.returncode == 0, check.stderr + check.stdout
     engine = sa.create_engine(url)
     try:

@@ -5,6 +5,9 @@ A SQLAlchemy plugin re-creating the Go library worksync: a scheduler writes
 atomic UPDATE each. See README.md.
 """
 
+from .async_scheduler import AsyncScheduler as AsyncScheduler
+from .async_sync import AsyncClaim as AsyncClaim
+from .async_sync import AsyncWorkSync as AsyncWorkSync
 from .config import RetryPolicy as RetryPolicy
 from .config import SchedulerConfig as SchedulerConfig
 from .engine import create_engine as create_engine
@@ -42,6 +45,9 @@ from .work import default_sequence as default_sequence
 from .worker import Worker as Worker
 
 __all__ = [
+    "AsyncClaim",
+    "AsyncScheduler",
+    "AsyncWorkSync",
     "Claim",
     "ClaimLostError",
     "ClaimRepository",

@@ -64,6 +64,24 @@ def checked_engine(engine: object) -> Engine:
     return engine
 
 
+def atomically(conn: Connection, work: Callable[[Connection], T]) -> T:
+    """Run ``work`` inside BEGIN ... COMMIT on an autocommit connection.
+
+    On SQLite, BEGIN IMMEDIATE: it takes the write lock up front, so the
+    batch cannot fail half-way on a lock it would have needed later.
+    """
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.dialect.name == "sqlite" else "BEGIN")
+    try:
+        result = work(conn)
+    except BaseException:
+        if not conn.invalidated:
+            with contextlib.suppress(Exception):
+                conn.exec_driver_sql("ROLLBACK")
+        raise
+    conn.exec_driver_sql("COMMIT")
+    return result
+
+
 def writer_lock(url: sa.URL) -> WriteLock | None:
     """The writers' lock of a SQLite database file; None for memory and URI databases."""
     database = str(url.database or "")
@@ -229,28 +247,16 @@ class Transactions:
     ) -> T:
         writer = self._writer
         if writer is None:
-            return self._atomically(conn, work) if atomic else work(conn)
+            return atomically(conn, work) if atomic else work(conn)
         # SQLite: one writer at a time, queued in the kernel.
         if not writer.try_acquire():
             if peek is not None and not peek(conn):
                 return nothing  # type: ignore[return-value]
             writer.__enter__()
         try:
-            return self._atomically(conn, work) if atomic else work(conn)
+            return atomically(conn, work) if atomic else work(conn)
         finally:
             writer.release()
-
-    def _atomically(self, conn: Connection, work: Callable[[Connection], T]) -> T:
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if self.sqlite else "BEGIN")
-        try:
-            result = work(conn)
-        except BaseException:
-            if not conn.invalidated:
-                with contextlib.suppress(Exception):
-                    conn.exec_driver_sql("ROLLBACK")
-            raise
-        conn.exec_driver_sql("COMMIT")
-        return result
 
     def _release_failed(self, conn: Connection | None) -> None:
         """After an error: keep the lane if its connection is sound, else drop it."""

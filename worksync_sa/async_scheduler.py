@@ -1,0 +1,131 @@
+"""The scheduler on asyncio: ``AsyncScheduler`` on an ``AsyncEngine``.
+
+The twin of :class:`~worksync_sa.Scheduler`: the same pass (``_passes``),
+the same statements and batches, the same recovery and catch-up; its
+background loop is a task instead of a thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Iterable
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from ._async_tx import AsyncTransactions
+from ._calls import drive_async
+from ._loop import Outage
+from ._passes import SchedulerCore
+from .config import RetryPolicy, SchedulerConfig
+from .events import Listener
+from .models import DEFAULT_TABLE
+from .work import Work
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+logger = logging.getLogger(__name__)
+
+
+class AsyncScheduler(SchedulerCore):
+    """Creates rows ahead of every tick of its works, and takes back abandoned ones.
+
+    ``await tick()`` runs one pass; :meth:`start` runs passes every
+    ``config.interval`` in a task of the running loop until ``await stop()``.
+    ``async with AsyncScheduler(...):`` does both, and closes its connections.
+    """
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        works: Iterable[Work],
+        config: SchedulerConfig | None = None,
+        *,
+        table: str = DEFAULT_TABLE,
+        retry: RetryPolicy | None = None,
+        listeners: Iterable[Listener] | None = None,
+    ) -> None:
+        super().__init__(works, config, table, retry, listeners)
+        self._tx = AsyncTransactions(engine, self.table_name, self.policy)
+        self._lock = asyncio.Lock()
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
+
+    def __repr__(self) -> str:
+        url = self._tx.engine.url.render_as_string(hide_password=True)
+        return f"AsyncScheduler({url!r}, works={len(self.works)}, table={self._tx.table!r})"
+
+    async def tick(self, now: datetime | None = None) -> int:
+        """Run one pass; returns how many rows it inserted. See :meth:`Scheduler.tick`."""
+        async with self._lock:
+            return await drive_async(self._pass(now, self._tx.sqlite), self._tx.call)
+
+    def start(self) -> None:
+        """Run passes every ``config.interval`` in a task of the running loop."""
+        if self.running:
+            raise RuntimeError("scheduler is already running")
+        self._stopping.clear()
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="worksync-scheduler")
+
+    async def stop(self, timeout: float | None = None) -> None:
+        """Stop the background task after its current pass; a no-op if not running.
+
+        Past ``timeout`` seconds the pass is cancelled instead (safe: a pass
+        can be repeated, and an interrupted batch rolls back as a whole).
+        """
+        task, self._task = self._task, None
+        if task is None:
+            return
+        self._stopping.set()
+        done, _ = await asyncio.wait({task}, timeout=timeout)
+        if not done:
+            task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    async def close(self) -> None:
+        """Stop, and close the connection the scheduler holds for its passes."""
+        await self.stop()
+        await self._tx.close()
+
+    @property
+    def running(self) -> bool:
+        """True while the background task is alive."""
+        return self._task is not None and not self._task.done()
+
+    async def __aenter__(self) -> AsyncScheduler:
+        self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def _run(self) -> None:
+        period = self.config.interval_delta.total_seconds()
+        outage = Outage(
+            logger,
+            "scheduler pass",
+            base=min(1.0, period),
+            cap=self.config.max_backoff_delta.total_seconds(),
+        )
+        due = time.monotonic()
+        while not self._stopping.is_set():
+            try:
+                await self.tick()
+            except Exception as exc:  # the loop must outlive any outage
+                await self._pause(outage.failed(exc))
+                due = time.monotonic()
+                continue
+            outage.succeeded()
+            due += period
+            now = time.monotonic()
+            due = max(due, now)  # after an overrun, carry on without a burst of passes
+            await self._pause(due - now)
+
+    async def _pause(self, seconds: float) -> None:
+        """Sleep ``seconds``, or less if :meth:`stop` is called meanwhile."""
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)

@@ -1,0 +1,215 @@
+"""The worker side on asyncio: ``AsyncWorkSync`` and ``AsyncClaim`` on an ``AsyncEngine``.
+
+Twins of :class:`~worksync_sa.WorkSync` and :class:`~worksync_sa.Claim` for
+FastAPI-style services. They share every statement, check, retry rule and
+event with the blocking side (``_claiming``); a claim is still one atomic
+UPDATE and one round trip, with the same guarantees. ``async with claim:``
+heartbeats in a background task while the body runs.
+
+Drivers: ``mysql+aiomysql`` or ``mysql+asyncmy`` (MariaDB/MySQL),
+``postgresql+psycopg`` (psycopg 3's async mode), ``sqlite+aiosqlite``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from ._async_tx import AsyncTransactions
+from ._calls import drive_async
+from ._claiming import ClaimCore, SyncCore, error_text, heartbeat_period
+from ._loop import Outage
+from .config import RetryPolicy
+from .errors import ClaimLostError
+from .events import Listener
+from .models import DEFAULT_TABLE, WorkStatus
+from .repository import ClaimedRow
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+logger = logging.getLogger(__name__)
+
+_NO_LOCK = contextlib.nullcontext()
+
+
+class AsyncClaim(ClaimCore):
+    """A row this task holds. Finish it exactly once: ``await claim.success()`` or ``fail()``.
+
+    ``async with claim:`` heartbeats in a background task while the body runs,
+    then records SUCCESS when the body returns and FAILED, with the
+    exception's text, when it raises (the exception is then re-raised).
+    """
+
+    __slots__ = ("_keepalive", "_lock", "_sync")
+
+    def __init__(self, sync: AsyncWorkSync, row: ClaimedRow) -> None:
+        super().__init__(row)
+        self._sync = sync
+        # Heartbeat and finish must not overlap once a keep-alive task exists:
+        # a finish landing under an in-flight heartbeat would look like a lost claim.
+        self._lock: contextlib.AbstractAsyncContextManager[Any] = _NO_LOCK
+        self._keepalive: asyncio.Task[None] | None = None
+
+    async def heartbeat(self) -> None:
+        """Extend the lease by the work's lease length, from now on the database clock.
+
+        Raises :class:`ClaimLostError` if the row is no longer ours.
+        """
+        async with self._lock:
+            self._may_heartbeat()
+            sync = self._sync
+            self._heartbeat_done(await sync._tx.call(sync._core.heartbeat(self._row)))
+
+    async def success(self) -> None:
+        """Record SUCCESS. Raises :class:`ClaimLostError` if the row is no longer ours."""
+        await self._finish(WorkStatus.SUCCESS, None)
+
+    async def fail(self, error: str | BaseException | None = None) -> None:
+        """Record FAILED with ``error`` (text or an exception) stored verbatim.
+
+        Raises :class:`ClaimLostError` if the row is no longer ours.
+        """
+        await self._finish(WorkStatus.FAILED, error_text(error))
+
+    async def _finish(self, status: WorkStatus, error: str | None) -> None:
+        async with self._lock:
+            self._may_finish()
+            core = self._sync._core
+            written = await self._sync._tx.call(core.finish(self._row, status, error))
+            self._finish_done(status, written)
+            core.finished(self._row, status)
+
+    async def __aenter__(self) -> AsyncClaim:
+        if self._sync.keep_alive and self._outcome is None and self._keepalive is None:
+            self._lock = asyncio.Lock()
+            self._keepalive = asyncio.create_task(
+                _keep_alive(self), name=f"worksync-heartbeat-{self.id}"
+            )
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        task, self._keepalive = self._keepalive, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._outcome is not None:
+            return
+        if exc is None:
+            await self.success()
+            return
+        try:
+            await self.fail(exc)
+        except ClaimLostError:
+            self._log_lost_failure()
+
+
+async def _keep_alive(claim: AsyncClaim) -> None:
+    """Heartbeat every third of the lease until cancelled or the claim is lost."""
+    sync = claim._sync
+    try:
+        lease = claim._row.lease_seconds or await sync._tx.call(
+            sync._core.lease_seconds(claim._row)
+        )
+    except Exception:
+        lease = None
+    every = heartbeat_period(lease)
+    outage = Outage(logger, f"heartbeat of {claim!r}", base=every / 4, cap=every)
+    wait = every
+    while True:
+        await asyncio.sleep(wait)
+        try:
+            await claim.heartbeat()
+        except ClaimLostError:
+            if not claim.finished:
+                logger.warning(
+                    "%r was lost: its row was recovered", claim, extra={"action": "lost"}
+                )
+            return
+        except Exception as exc:  # the database is away: keep trying until the lease ends
+            wait = outage.failed(exc)
+            continue
+        outage.succeeded()
+        wait = every
+
+
+class AsyncWorkSync:
+    """Claims rows for asyncio workers; the twin of :class:`~worksync_sa.WorkSync`.
+
+    Use it as ``async with AsyncWorkSync(engine) as sync:``, or call
+    :meth:`close` when done: its held connections need an event loop to close.
+    """
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        table: str = DEFAULT_TABLE,
+        worker_id: str | None = None,
+        retry: RetryPolicy | None = None,
+        keep_alive: bool = True,
+        listeners: Iterable[Listener] | None = None,
+    ) -> None:
+        self._core = SyncCore(table, worker_id, retry, keep_alive, listeners)
+        self._tx = AsyncTransactions(engine, self._core.table_name, self._core.policy)
+        self.keep_alive = keep_alive
+
+    @property
+    def worker_id(self) -> str:
+        """Recorded in ``claimed_by``; ``host:pid`` unless given."""
+        return self._core.worker_id
+
+    @property
+    def table(self) -> str:
+        """The work table's name."""
+        return self._tx.table
+
+    def __repr__(self) -> str:
+        url = self._tx.engine.url.render_as_string(hide_password=True)
+        return f"AsyncWorkSync({url!r}, table={self.table!r})"
+
+    async def close(self) -> None:
+        """Close the connections this AsyncWorkSync holds (it reopens them if used again)."""
+        await self._tx.close()
+
+    async def __aenter__(self) -> AsyncWorkSync:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def acquire(self, name: str, sequence: str) -> AsyncClaim | None:
+        """Claim one QUEUED row of tick ``(name, sequence)``; None when none is left."""
+        return self._claimed(await self._tx.call(self._core.acquire(name, sequence)))
+
+    async def acquire_due(self, name: str, *, now: datetime | None = None) -> AsyncClaim | None:
+        """Claim the earliest QUEUED row of ``name`` whose tick has come; None if none.
+
+        "Has come" is judged by the database clock, or by ``now`` when given.
+        """
+        return self._claimed(await self._tx.call(self._core.acquire_due(name, now)))
+
+    def _claimed(self, row: ClaimedRow | None) -> AsyncClaim | None:
+        if row is None:
+            return None
+        self._core.claimed(row)
+        return AsyncClaim(self, row)
+
+    async def recover(self, *, now: datetime | None = None) -> int:
+        """Take back abandoned rows now; see :meth:`WorkSync.recover`."""
+        return await drive_async(self._core.recover(now), self._tx.call)
+
+    async def prune(self, older_than: timedelta, batch_size: int = 1000) -> int:
+        """Delete rows that finished more than ``older_than`` ago; see :meth:`WorkSync.prune`."""
+        return await drive_async(self._core.prune(older_than, batch_size), self._tx.call)
