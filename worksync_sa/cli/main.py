@@ -1,0 +1,74 @@
+"""The ``worksync`` entry point: the parser, and failures turned into exit codes.
+
+Exit codes: 0 ok; 1 runtime failure (the database is unreachable, the table
+is missing or behind, a second signal forced a stop); 2 usage or bad input
+(an option, the config file, a duration, a cron, a ``--run`` spec).
+
+Every failure is one line on stderr starting ``worksync:``, never a
+traceback, with any password this run was given masked out: a person
+reading a deploy log should see what to fix, and nothing secret.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+import sqlalchemy as sa
+
+from ..errors import InvalidArgumentError, SchemaNotReadyError, WorksyncError
+from . import demo, migrations, prune, schedule, status, work
+from .options import Failure, Parser, Secrets, UsageError, describe_error
+from .stopping import ForcedStop
+
+Runner = Callable[[argparse.Namespace, Secrets], int]
+
+USAGE = 2
+FAILURE = 1
+
+
+def build_parser() -> Parser:
+    """The parser with every command."""
+    parser = Parser(
+        prog="worksync",
+        description="Run each cron job at most N times per tick across a fleet, through one "
+        "SQL table. The database comes from --db, else WORKSYNC_DATABASE_URL, else the "
+        "[database] url of --config.",
+        epilog="Exit codes: 0 ok, 1 runtime failure, 2 usage or bad input.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module in (migrations, schedule, work, status, prune, demo):
+        module.register(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    secrets = Secrets()
+    runner: Runner = args.runner
+    try:
+        return runner(args, secrets)
+    except (Exception, KeyboardInterrupt, ForcedStop) as exc:
+        code, message = outcome(exc)
+    line = " ".join(message.split())  # one line, whatever the message held
+    print(f"worksync: {secrets.mask(line)}", file=sys.stderr)
+    return code
+
+
+def outcome(exc: BaseException) -> tuple[int, str]:
+    """The exit code and message for a command that raised ``exc``."""
+    if isinstance(exc, (UsageError, InvalidArgumentError, sa.exc.ArgumentError)):
+        # InvalidArgumentError covers the config file, works and settings (InvalidWorkError,
+        # InvalidConfigError); ArgumentError an unusable URL or engine option.
+        return USAGE, str(exc)
+    if isinstance(exc, SchemaNotReadyError):
+        return FAILURE, f"{exc}; or run `worksync migrate`"
+    if isinstance(exc, (Failure, WorksyncError)):
+        return FAILURE, str(exc)
+    if isinstance(exc, ForcedStop):
+        return FAILURE, f"stopped at once: {exc}"
+    if isinstance(exc, KeyboardInterrupt):
+        return FAILURE, "interrupted"
+    return FAILURE, describe_error(exc)  # a driver or connection error, without a traceback

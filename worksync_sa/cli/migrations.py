@@ -1,0 +1,159 @@
+"""``worksync migrate`` and ``worksync check``: the work table's schema, standalone.
+
+Both read the revision from the work table's own version table,
+``<table>_alembic_version``, which is where the packaged migrations record it
+when run on their own (``worksync migrate``, ``worksync_sa.upgrade``,
+``alembic upgrade head`` in this repository). A host that runs our revisions
+inside its own Alembic history keeps the revision in its own version table:
+it should use ``alembic current`` / ``alembic upgrade`` there, not these.
+
+``check`` exits 1 unless the table is exactly at head, so a deploy can wait
+for the migration before starting schedulers and workers.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import sqlalchemy as sa
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+
+from ..models import version_table_for
+from ..schema import migrations_path, upgrade
+from .options import (
+    Commands,
+    Failure,
+    Secrets,
+    add_database_options,
+    add_logging_options,
+    database_url,
+    open_engine,
+    read_config,
+    setup_logging,
+    shown,
+    table_name,
+)
+
+CONFIG_HELP = "config file whose [database] section names the database and table"
+
+
+def register(commands: Commands) -> None:
+    """Add ``migrate`` and ``check``."""
+    migrate = commands.add_parser(
+        "migrate",
+        help="create or upgrade the work table (the packaged migrations, to head)",
+        description="Run the packaged Alembic migrations to head on the work table, creating "
+        "it if needed, and print from which revision to which. Safe to run again.",
+    )
+    add_database_options(migrate, config=CONFIG_HELP)
+    add_logging_options(migrate, default="warning")
+    migrate.set_defaults(runner=run_migrate)
+
+    check = commands.add_parser(
+        "check",
+        help="exit 0 if the work table is at the head revision, 1 if not (a deploy gate)",
+        description="Print the work table's current and head revisions. Exit 0 when it is "
+        "at head; 1 when it is behind, missing, at an unknown revision, or the database "
+        "cannot be reached.",
+    )
+    add_database_options(check, config=CONFIG_HELP)
+    add_logging_options(check, default="warning")
+    check.set_defaults(runner=run_check)
+
+
+def head_revisions() -> tuple[str, ...]:
+    """The head revision(s) of the packaged migrations (one, normally)."""
+    return tuple(sorted(ScriptDirectory(str(migrations_path())).get_heads()))
+
+
+def known_revisions() -> set[str]:
+    """Every revision the packaged migrations know."""
+    script = ScriptDirectory(str(migrations_path()))
+    return {revision.revision for revision in script.walk_revisions()}
+
+
+def current_revisions(engine: sa.Engine, table: str) -> tuple[str, ...]:
+    """The revision(s) recorded for ``table``; empty if never migrated."""
+    with engine.connect() as conn:
+        context = MigrationContext.configure(conn, opts={"version_table": version_table_for(table)})
+        return tuple(sorted(context.get_current_heads()))
+
+
+def unversioned(engine: sa.Engine, table: str) -> str | None:
+    """Why ``table`` cannot be migrated here, if it exists with no revision recorded.
+
+    Such a table was made outside these migrations (``create_all``, or a
+    host's own Alembic history, which keeps the revision in its own version
+    table); running ours would fail on CREATE TABLE, so say so instead.
+    """
+    with engine.connect() as conn:
+        exists = sa.inspect(conn).has_table(table)
+    if not exists:
+        return None
+    return (
+        f"table {table!r} on {shown(engine.url)} exists but {version_table_for(table)!r} "
+        "records no revision: it was created outside these migrations (create_all, or a "
+        "host's own Alembic history: use `alembic upgrade` there, see the README's "
+        "Host applications)"
+    )
+
+
+def _names(revisions: tuple[str, ...]) -> str:
+    return ", ".join(revisions) if revisions else "(none)"
+
+
+def run_migrate(args: argparse.Namespace, secrets: Secrets) -> int:
+    """Upgrade to head and say from which revision to which."""
+    setup_logging(args.log_level, secrets)
+    config = read_config(args.config)
+    url = database_url(args, config, secrets)
+    table = table_name(args, config)
+    engine = open_engine(url, must_exist=False)
+    try:
+        before = current_revisions(engine, table)
+        if not before and (problem := unversioned(engine, table)):
+            raise Failure(problem)
+        upgrade(engine, table=table)
+        after = current_revisions(engine, table)
+    finally:
+        engine.dispose()
+    where = f"table {table!r} on {shown(url)}"
+    if before == after:
+        print(f"{where}: already at head ({_names(after)}); nothing to do")
+    else:
+        print(f"{where}: migrated from {_names(before)} to {_names(after)} (head)")
+    return 0
+
+
+def run_check(args: argparse.Namespace, secrets: Secrets) -> int:
+    """Print current and head; 0 only when they are the same."""
+    setup_logging(args.log_level, secrets)
+    config = read_config(args.config)
+    url = database_url(args, config, secrets)
+    table = table_name(args, config)
+    heads = head_revisions()
+    engine = open_engine(url)  # a SQLite file that is not there: say so, do not create it
+    try:
+        current = current_revisions(engine, table)
+        problem = None if current else unversioned(engine, table)
+    finally:
+        engine.dispose()
+    where = f"table {table!r} on {shown(url)}"
+    print(f"current revision: {_names(current)}")
+    print(f"head revision:    {_names(heads)}")
+    if current == heads:
+        print(f"{where} is at head")
+        return 0
+    if problem:
+        print(problem)
+    elif not current:
+        print(f"{where} has no migrations applied: run `worksync migrate`")
+    elif unknown := sorted(set(current) - known_revisions()):
+        print(
+            f"{where} is at {', '.join(unknown)}, unknown to this worksync_sa "
+            "(written by a newer version?)"
+        )
+    else:
+        print(f"{where} is behind head: run `worksync migrate`")
+    return 1

@@ -1,0 +1,255 @@
+"""``worksync status``: the per-tick ledger as a table, once or live.
+
+One line per tick (see :mod:`worksync_sa.ledger` for what each figure
+means), then one line per work: ticks, outcomes, success rate, start lag
+(p50, p95) and missed ticks. The summary is folded from the same entries the
+table shows, so the two can never disagree.
+
+The range is ``[--since, --until)`` in UTC, each a duration ago (``1h``) or an
+ISO date-time. It defaults to the last hour and everything after it, which
+includes the upcoming ticks whose rows already exist (their rows are still
+queued and they have no lag yet). With ``--watch``, relative bounds move with
+the clock on every refresh.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from datetime import datetime, timedelta, timezone
+
+import sqlalchemy as sa
+
+from ..ledger import Ledger, TickEntry, WorkSummary, summarise
+from .options import (
+    Commands,
+    Moment,
+    Secrets,
+    UsageError,
+    add_database_options,
+    add_logging_options,
+    database_url,
+    describe_error,
+    duration_arg,
+    moment_arg,
+    open_engine,
+    positive_int,
+    read_config,
+    require_table,
+    resolve_moment,
+    setup_logging,
+    shown,
+    table_name,
+)
+from .stopping import StopSignals
+from .text import format_duration, format_moment, format_table, plural
+
+DEFAULT_SINCE = timedelta(hours=1)
+DEFAULT_EVERY = timedelta(seconds=2)
+CLEAR_SCREEN = "\x1b[H\x1b[2J"
+
+TICK_HEADERS = (
+    "tick (UTC)",
+    "work",
+    "max_run",
+    "created",
+    "queued",
+    "running",
+    "succeeded",
+    "failed",
+    "recovered",
+    "missed",
+    "lag",
+)
+SUMMARY_HEADERS = (
+    "work",
+    "ticks",
+    "claimed",
+    "succeeded",
+    "failed",
+    "recovered",
+    "missed",
+    "success",
+    "lag p50",
+    "lag p95",
+)
+
+
+def register(commands: Commands) -> None:
+    """Add ``status``."""
+    parser = commands.add_parser(
+        "status",
+        help="print the per-tick ledger and a per-work summary (--watch to refresh)",
+        description="Print one line per tick (created, queued, running, succeeded, failed, "
+        "recovered, missed, start lag) and a per-work summary (ticks, success rate, lag p50 "
+        "and p95, missed). Times are UTC.",
+    )
+    add_database_options(parser, config="config file whose [database] section names the table")
+    parser.add_argument("--name", metavar="NAME", help="only this work")
+    parser.add_argument(
+        "--since",
+        metavar="WHEN",
+        type=moment_arg,
+        default=DEFAULT_SINCE,
+        help="first tick: a duration ago (30m, 1h, 7d) or an ISO date-time, UTC unless it "
+        "has an offset (default 1h)",
+    )
+    parser.add_argument(
+        "--until",
+        metavar="WHEN",
+        type=moment_arg,
+        help="ticks before this (default: no end, upcoming ticks included)",
+    )
+    parser.add_argument(
+        "--last",
+        metavar="N",
+        type=positive_int,
+        help="show only the last N tick lines (the summary still covers the whole range)",
+    )
+    parser.add_argument(
+        "--watch", action="store_true", help="clear the screen and refresh until Ctrl-C"
+    )
+    parser.add_argument(
+        "--every",
+        metavar="DURATION",
+        type=duration_arg,
+        default=DEFAULT_EVERY,
+        help="refresh period with --watch (default 2s)",
+    )
+    add_logging_options(parser, default="warning")
+    parser.set_defaults(runner=run)
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class View:
+    """What to show, resolved against the clock at each refresh."""
+
+    def __init__(self, args: argparse.Namespace, table: str, where: str) -> None:
+        self.name: str | None = args.name
+        self.since: Moment = args.since
+        self.until: Moment | None = args.until
+        self.last: int | None = args.last
+        self.table = table
+        self.where = where
+        self.bounds(_now().replace(microsecond=0))  # an empty range by construction: exit 2
+
+    def bounds(self, now: datetime) -> tuple[datetime, datetime | None]:
+        since = resolve_moment(self.since, now)
+        until = None if self.until is None else resolve_moment(self.until, now)
+        if until is not None and until <= since:
+            raise UsageError(
+                f"--until ({format_moment(until)} UTC) is not after --since "
+                f"({format_moment(since)} UTC)"
+            )
+        return since, until
+
+    def render(self, ledger: Ledger, now: datetime) -> list[str]:
+        since, until = self.bounds(now.replace(microsecond=0))  # whole seconds read better
+        entries = list(ledger.entries(name=self.name, since=since, until=until))
+        works = f"work {self.name!r}" if self.name is not None else "every work"
+        span = f"from {format_moment(since)} to {format_moment(until) if until else 'the end'}"
+        if not entries:
+            return [f"no ticks of {works} in table {self.table!r} on {self.where} {span} (UTC)"]
+        shown_entries = entries if self.last is None else entries[-self.last :]
+        lines = [f"ticks of {works} in table {self.table!r} on {self.where}, {span} (UTC)"]
+        if len(shown_entries) < len(entries):
+            lines.append(f"(the last {len(shown_entries)} of {plural(len(entries), 'tick')})")
+        lines.append("")
+        lines += format_table(
+            TICK_HEADERS, [_tick_row(entry) for entry in shown_entries], right=range(2, 11)
+        )
+        by_work: dict[str, list[TickEntry]] = {}
+        for entry in entries:
+            by_work.setdefault(entry.name, []).append(entry)
+        summaries = [summarise(name, group) for name, group in sorted(by_work.items())]
+        lines.append("")
+        lines += format_table(
+            SUMMARY_HEADERS, [_summary_row(s) for s in summaries], right=range(1, 10)
+        )
+        return lines
+
+
+def _tick_row(entry: TickEntry) -> list[str]:
+    figures = (
+        entry.max_run,
+        entry.created,
+        entry.queued,
+        entry.running,
+        entry.succeeded,
+        entry.failed,
+        entry.recovered,
+        entry.missed,
+    )
+    return [
+        format_moment(entry.tick_at),
+        entry.name,
+        *map(str, figures),
+        format_duration(entry.lag),
+    ]
+
+
+def _summary_row(summary: WorkSummary) -> list[str]:
+    rate = summary.success_rate
+    figures = (
+        summary.ticks,
+        summary.claimed,
+        summary.succeeded,
+        summary.failed,
+        summary.recovered,
+        summary.missed,
+    )
+    return [
+        summary.name,
+        *map(str, figures),
+        "-" if rate is None else f"{rate:.1%}",
+        format_duration(summary.lag_p50),
+        format_duration(summary.lag_p95),
+    ]
+
+
+def run(args: argparse.Namespace, secrets: Secrets) -> int:
+    """Print the ledger once, or refresh it until SIGINT/SIGTERM with ``--watch``."""
+    setup_logging(args.log_level, secrets)
+    config = read_config(args.config)
+    url = database_url(args, config, secrets)
+    table = table_name(args, config)
+    view = View(args, table, shown(url))
+    engine = open_engine(url)
+    ledger = Ledger(engine, table=table)
+    try:
+        require_table(engine, table)
+        if not args.watch:
+            print("\n".join(view.render(ledger, _now())))
+            return 0
+        return _watch(view, ledger, args.every, secrets)
+    finally:
+        ledger.close()
+        engine.dispose()
+
+
+def _watch(view: View, ledger: Ledger, every: timedelta, secrets: Secrets) -> int:
+    """Refresh until a stop signal; a database error after the first frame is shown, not fatal."""
+    tty = sys.stdout.isatty()
+    first = True
+    with StopSignals() as stop:
+        while True:
+            now = _now()
+            try:
+                lines = view.render(ledger, now)
+            except (sa.exc.SQLAlchemyError, OSError) as exc:
+                if first:
+                    raise
+                lines = [f"worksync: {secrets.mask(describe_error(exc))} (retrying)"]
+            first = False
+            footer = (
+                f"refreshed {format_moment(now.replace(microsecond=0))} UTC, every "
+                f"{format_duration(every)}; Ctrl-C to stop"
+            )
+            frame = "\n".join([*lines, "", footer])
+            sys.stdout.write(f"{CLEAR_SCREEN}{frame}\n" if tty else f"{frame}\n\n")
+            sys.stdout.flush()
+            if stop.wait(every.total_seconds()):
+                return 0

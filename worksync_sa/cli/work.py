@@ -1,0 +1,257 @@
+"""``worksync work``: a worker loop that runs a function of yours for each claimed tick.
+
+The function is named ``module:function`` and imported with the current
+directory on ``sys.path``, so ``worksync work --run jobs:send_report`` finds
+``./jobs.py``. It is called with the :class:`~worksync_sa.Claim` inside
+``with claim:``: returning records SUCCESS, raising records FAILED with the
+error's text (the loop logs it and goes on).
+
+Which works: those of ``--config`` (all of them, or the ones ``--name``
+picks), whose crons also tell the loop when to look next; or, without a
+config file, the ``--name``\\ s alone, and the loop polls every ``--poll``.
+Claims are due ticks by the database clock (``acquire_due``), so workers
+need no clock agreement.
+
+The handler is imported before anything connects, so a bad ``--run`` is a
+usage error (exit 2) that touches nothing. SIGINT/SIGTERM stop the loop after
+the running claim finishes; a second signal quits at once, leaving that
+claim's row to lease recovery.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from datetime import timedelta
+
+import sqlalchemy as sa
+
+from ..config_file import ConfigFile
+from ..events import Event
+from ..work import Work
+from ..worker import Handler, Worker
+from .options import (
+    Commands,
+    Secrets,
+    UsageError,
+    add_database_options,
+    add_logging_options,
+    database_url,
+    duration_arg,
+    open_engine,
+    read_config,
+    require_table,
+    setup_logging,
+    shown,
+    table_name,
+)
+from .stopping import ForcedStop, StopSignals
+from .text import format_duration, plural
+
+log = logging.getLogger("worksync_sa.cli.work")
+
+DEFAULT_POLL = timedelta(seconds=1)
+DEFAULT_MAX_BACKOFF = timedelta(seconds=30)
+RUN_FORM = "module:function, e.g. myapp.jobs:send_report"
+
+
+def register(commands: Commands) -> None:
+    """Add ``work``."""
+    parser = commands.add_parser(
+        "work",
+        help="claim due ticks and run a function of yours for each, until SIGINT/SIGTERM",
+        description="Claim every due tick of the works (those of --config, or --name) and "
+        "call MODULE:FUNCTION with the claim: returning records SUCCESS, raising records "
+        "FAILED. The current directory is on the import path.",
+    )
+    add_database_options(
+        parser, config="config file: the works to run (all, or those --name picks), [worker]"
+    )
+    parser.add_argument(
+        "--run",
+        metavar="MODULE:FUNCTION",
+        required=True,
+        help=f"the function to call with each claim ({RUN_FORM})",
+    )
+    parser.add_argument(
+        "--name",
+        metavar="NAME",
+        action="append",
+        help="run only this work (repeat for more); without --config, the works to poll",
+    )
+    parser.add_argument(
+        "--poll",
+        metavar="DURATION",
+        type=duration_arg,
+        help="longest wait between looks for due ticks (default: [worker] poll, else 1s)",
+    )
+    parser.add_argument(
+        "--max-backoff",
+        metavar="DURATION",
+        type=duration_arg,
+        help="longest wait between attempts while the database is away "
+        "(default: [worker] max_backoff, else 30s)",
+    )
+    parser.add_argument(
+        "--worker-id",
+        metavar="ID",
+        help="recorded in claimed_by (default host:pid)",
+    )
+    parser.add_argument(
+        "--once",
+        action="store_true",
+        help="claim and run everything due now, print how many, and exit",
+    )
+    add_logging_options(parser, default="info")
+    parser.set_defaults(runner=run)
+
+
+def load_handler(spec: str) -> Handler:
+    """Import ``module:function`` (a dotted attribute path is fine); usage errors say why not."""
+    module_name, colon, attribute = spec.strip().partition(":")
+    parts = attribute.split(".")
+    if not colon or not all(part.isidentifier() for part in (*module_name.split("."), *parts)):
+        raise UsageError(f"--run {spec!r} is not {RUN_FORM}")
+    here = os.getcwd()
+    if here not in sys.path:  # `python -m` puts it there; the console script does not
+        sys.path.insert(0, here)
+    try:
+        target: object = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name is not None and (module_name + ".").startswith(exc.name + "."):
+            raise UsageError(
+                f"--run {spec!r}: no module named {exc.name!r} "
+                "(looked in the current directory and on sys.path)"
+            ) from None
+        raise UsageError(f"--run {spec!r}: importing {module_name!r} failed: {exc}") from None
+    except Exception as exc:  # the module itself is broken: say how, without a traceback
+        raise UsageError(
+            f"--run {spec!r}: importing {module_name!r} failed: {type(exc).__name__}: {exc}"
+        ) from None
+    for depth, part in enumerate(parts):
+        try:
+            target = getattr(target, part)
+        except AttributeError:
+            owner = ".".join([module_name, *parts[:depth]])
+            raise UsageError(f"--run {spec!r}: {owner!r} has no attribute {part!r}") from None
+    if not callable(target):
+        raise UsageError(
+            f"--run {spec!r} is {type(target).__name__}, not a function taking a claim"
+        )
+    return target
+
+
+def select_works(config: ConfigFile | None, names: Sequence[str] | None) -> list[Work | str]:
+    """The works to run: the config's (all, or those named), or the bare names."""
+    wanted = list(dict.fromkeys(names or ()))
+    if config is None:
+        if not wanted:
+            raise UsageError("no works to run: pass --config FILE (its works) and/or --name NAME")
+        return list(wanted)
+    if not config.works:
+        raise UsageError(f"{config.source}: no works; add a [[works]] table for each")
+    if not wanted:
+        return list(config.works)
+    by_name = {work.name: work for work in config.works}
+    for name in wanted:
+        if name not in by_name:
+            known = ", ".join(sorted(by_name))
+            raise UsageError(f"--name {name!r} is not a work of {config.source} (it has: {known})")
+    return [by_name[name] for name in wanted]
+
+
+def _log_event(event: Event) -> None:
+    """One line per finished claim: the operator's view of what this worker did."""
+    if event.action == "finished":
+        log.info(
+            "ran %s @ %s: %s",
+            event.name,
+            event.sequence,
+            event.status,
+            extra={"action": "ran", "work": event.name, "sequence": event.sequence},
+        )
+
+
+def run(args: argparse.Namespace, secrets: Secrets) -> int:
+    """Run the worker loop until a stop signal, or one round with ``--once``."""
+    setup_logging(args.log_level, secrets)
+    handler = load_handler(args.run)  # before connecting: a bad --run touches nothing
+    config = read_config(args.config)
+    works = select_works(config, args.name)
+    url = database_url(args, config, secrets)
+    table = table_name(args, config)
+    settings = config.worker if config is not None else None
+    poll: timedelta = args.poll or (settings.poll if settings else None) or DEFAULT_POLL
+    max_backoff: timedelta = (
+        args.max_backoff or (settings.max_backoff if settings else None) or DEFAULT_MAX_BACKOFF
+    )
+    engine = open_engine(url)
+    try:
+        worker = Worker(
+            engine,
+            works,
+            handler,
+            table=table,
+            poll=poll,
+            worker_id=args.worker_id,
+            max_backoff=max_backoff,
+            listeners=[_log_event],
+        )
+        if args.once:
+            return _once(worker, engine, table)
+        return _serve(worker, engine, table, args.run, poll)
+    finally:
+        engine.dispose()
+
+
+def _once(worker: Worker, engine: sa.Engine, table: str) -> int:
+    try:
+        require_table(engine, table)
+        ran = worker.run_once()
+    finally:
+        worker.close()
+    print(f"ran {plural(ran, 'claim')} of {', '.join(worker.names)} on table {table!r}")
+    return 0
+
+
+def _serve(worker: Worker, engine: sa.Engine, table: str, spec: str, poll: timedelta) -> int:
+    with StopSignals() as stop:
+        try:
+            require_table(engine, table)
+            worker.start()
+            log.info(
+                "worker %s started on %s, table %r: running %s for %s, polling every %s",
+                worker.sync.worker_id,
+                shown(engine.url),
+                table,
+                spec,
+                ", ".join(worker.names),
+                format_duration(poll),
+                extra={"action": "started"},
+            )
+            stop.wait()
+            log.info(
+                "%s received: stopping after the running claim finishes "
+                "(send it again to quit at once)",
+                stop.received,
+                extra={"action": "stopping"},
+            )
+            worker.close()  # a second signal interrupts this wait: ForcedStop
+        except ForcedStop:
+            log.warning(
+                "quitting at once: a claim still running keeps its row until its lease runs "
+                "out, then recovery closes it",
+                extra={"action": "forced"},
+            )
+            raise
+        except BaseException:
+            worker.close()
+            raise
+    log.info(
+        "worker stopped after %s", plural(worker.handled, "claim"), extra={"action": "stopped"}
+    )
+    return 0
