@@ -344,4 +344,3 @@ def prune_steps(
             extra={"action": "pruned", "rows": deleted},
         )
     return deleted
-
