@@ -303,7 +303,8 @@ def check_prune(older_than: object, batch_size: object) -> None:
     """``prune``'s arguments, or a clear error naming the wrong one."""
     if not isinstance(older_than, timedelta) or older_than < SHORTEST_RETENTION:
         raise InvalidArgumentError(
-            f"older_than must be a timedelta of at least {SHORTEST_RETENTION}, got {older_than!r}"
+            f"older_than must be a timedelta of at least {SHORTEST_RETENTION.days} days, "
+            f"got {older_than if isinstance(older_than, timedelta) else repr(older_than)}"
         )
     if (
         not isinstance(batch_size, int)

@@ -42,7 +42,7 @@ def schema_not_ready(table: str, exc: BaseException) -> SchemaNotReadyError:
     """The error a host sees when our table is missing or behind: it says how to fix it."""
     return SchemaNotReadyError(
         f"table {table!r} is missing or out of date ({first_line(exc)}): run the migrations "
-        "(`alembic upgrade head` with WORKSYNC_DATABASE_URL set, or "
+        "(`worksync migrate`, or `alembic upgrade heads` in your app, or "
         "worksync_sa.upgrade(engine))"
     )
 

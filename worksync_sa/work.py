@@ -172,6 +172,20 @@ def _parse_schedule(name: str, cron: object, zone: ZoneInfo) -> _Schedule:
     return schedule
 
 
+_FIELDS = ("minute", "hour", "day-of-month", "month", "day-of-week")
+
+
+def _which_field(fields: list[str], seconds_first: bool) -> str:
+    """Name the field croniter refuses: each one is tried alone among stars."""
+    names = ("second", *_FIELDS) if seconds_first else _FIELDS
+    for at, value in enumerate(fields):
+        probe = ["*"] * len(fields)
+        probe[at] = value
+        if not croniter.is_valid(" ".join(probe), second_at_beginning=seconds_first):
+            return f"its {names[at]} field {value!r} is out of range or not understood"
+    return "croniter cannot parse it"
+
+
 @functools.lru_cache(maxsize=4096)
 def _schedule_of(cron: str, zone: ZoneInfo) -> _Schedule | str:
     """The schedule of a cron in a zone, or the problem with it.
@@ -220,7 +234,7 @@ def _compile_schedule(cron: str, zone: ZoneInfo) -> _Schedule:
     )
     try:
         if not croniter.is_valid(expression, second_at_beginning=seconds_first):
-            raise ValueError("croniter cannot parse it")
+            raise ValueError(_which_field(fields, seconds_first))
         # An expression can parse and still never fire (``0 0 30 2 *``).
         next(schedule.ticks(_EPOCH, datetime.max.replace(tzinfo=_UTC)))
     except (StopIteration, CroniterBadDateError):

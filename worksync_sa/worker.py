@@ -154,6 +154,11 @@ class Worker:
             if not self._thread.is_alive():
                 self._thread = None
 
+    @property
+    def running(self) -> bool:
+        """True while the background thread is alive (False once it has died or stopped)."""
+        return self._thread is not None and self._thread.is_alive()
+
     def close(self) -> None:
         """Stop, and give back the worker's connections."""
         self.stop()

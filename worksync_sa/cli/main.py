@@ -64,7 +64,7 @@ def outcome(exc: BaseException) -> tuple[int, str]:
         # InvalidConfigError); ArgumentError an unusable URL or engine option.
         return USAGE, str(exc)
     if isinstance(exc, SchemaNotReadyError):
-        return FAILURE, f"{exc}; or run `worksync migrate`"
+        return FAILURE, str(exc)
     if isinstance(exc, (Failure, WorksyncError)):
         return FAILURE, str(exc)
     if isinstance(exc, ForcedStop):
