@@ -26,6 +26,7 @@ from worksync_sa import (
     Work,
     Worker,
     WorkSync,
+    upgrade,
 )
 
 
@@ -287,3 +288,14 @@ def race_schedule_async(
         return inserted
 
     _report_async(url, results, body)
+
+
+def race_upgrade(url: str, table: str, barrier: Any, results: Any) -> None:
+    """Migrate the same table as other processes do at the same moment (pods starting)."""
+
+    def body(engine: sa.Engine) -> bool:
+        barrier.wait(timeout=60)
+        upgrade(engine, table=table)
+        return True
+
+    _report(url, results, body)

@@ -167,3 +167,19 @@ def test_alembic_refuses_a_bad_table_name() -> None:
     result = alembic_cli("-x", "table=works; DROP TABLE x", "upgrade", "head", url="sqlite://")
     assert result.returncode != 0
     assert "table name" in result.stderr
+
+
+@pytest.mark.slow
+def test_processes_migrating_at_once_take_turns(backend: Backend, table_name: str) -> None:
+    """Every pod running `worksync migrate` as it starts: all succeed, one table at head."""
+    from . import racers
+    from .test_concurrency import run_processes
+
+    reports = run_processes(racers.race_upgrade, [(backend.url, table_name)] * 4, timeout=120)
+    assert reports == [True] * 4
+    with backend.engine.connect() as conn:
+        context = MigrationContext.configure(
+            conn, opts={"version_table": version_table_for(table_name)}
+        )
+        assert context.get_current_revision() == our_head()
+    assert drift(backend.engine, work_table(table_name).metadata, table_name) == []

@@ -82,12 +82,12 @@ def atomically(conn: Connection, work: Callable[[Connection], T]) -> T:
     return result
 
 
-def writer_lock(url: sa.URL) -> WriteLock | None:
+def writer_lock(url: sa.URL, suffix: str = "-worksync.lock") -> WriteLock | None:
     """The writers' lock of a SQLite database file; None for memory and URI databases."""
     database = str(url.database or "")
     if database in ("", ":memory:") or database.startswith("file:"):
         return None
-    return WriteLock(database)
+    return WriteLock(database, suffix)
 
 
 def read_clock(conn: Connection) -> datetime:

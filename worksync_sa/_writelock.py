@@ -29,8 +29,8 @@ except ImportError:  # pragma: no cover - not on Windows
 class WriteLock:
     """A process-wide exclusive lock on ``<database>-worksync.lock``."""
 
-    def __init__(self, database: str) -> None:
-        self.path = os.path.abspath(database) + "-worksync.lock"
+    def __init__(self, database: str, suffix: str = "-worksync.lock") -> None:
+        self.path = os.path.abspath(database) + suffix
         self._fd: int | None = None
         self._owner = -1
 

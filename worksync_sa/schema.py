@@ -12,7 +12,10 @@ autogenerate never proposes to drop the work table it does not model.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import hashlib
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +23,14 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy.engine import Engine
 
-from ._tx import checked_engine
+from ._dialects import family_of, session_lock_statements
+from ._tx import checked_engine, writer_lock
+from .errors import WorksyncError
 from .models import DEFAULT_TABLE, validate_table_name, version_table_for
 
 BRANCH_LABEL = "worksync"
+MIGRATION_WAIT_SECONDS = 300
+"""How long a migration waits for another process migrating the same table."""
 IncludeObject = Callable[[Any, "str | None", str, bool, Any], bool]
 
 
@@ -60,9 +67,49 @@ def downgrade(engine: Engine, revision: str = "base", *, table: str = DEFAULT_TA
 
 def _run(engine: Engine, table: str, action: Callable[[Config], None]) -> None:
     config = alembic_config(table=table)
-    with checked_engine(engine).begin() as conn:
+    with one_migrator(checked_engine(engine), table), engine.begin() as conn:
         config.attributes["connection"] = conn
         action(config)
+
+
+@contextlib.contextmanager
+def one_migrator(engine: Engine, table: str) -> Iterator[None]:
+    """Hold the table's migration lock: one process migrates it at a time.
+
+    Every copy of a service running ``worksync migrate`` (or ``upgrade``) as it
+    starts is the normal case, not a race to lose: MySQL's DDL is not
+    transactional, and two processes creating the same table both fail half
+    way. The second one waits here, then finds the table at head and does
+    nothing. A named lock on the server (SQLite: a lock file beside the
+    database), released when the migration ends or its connection closes.
+    """
+    statements = session_lock_statements(family_of(engine.dialect))
+    if statements is None:
+        lock = writer_lock(engine.url, "-worksync-migrate.lock")
+        with lock if lock is not None else contextlib.nullcontext():
+            yield
+        return
+    take, release = statements
+    where = f"{engine.url.host}:{engine.url.port}/{engine.url.database}/{table}"
+    digest = hashlib.blake2b(f"worksync-migrate:{where}".encode(), digest_size=20).digest()
+    params = {
+        "lock_name": f"worksync-{digest.hex()[:40]}",
+        "lock_key": int.from_bytes(digest[:8], "big", signed=True),
+        "wait_seconds": 1,
+    }
+    with engine.execution_options(isolation_level="AUTOCOMMIT").connect() as conn:
+        deadline = time.monotonic() + MIGRATION_WAIT_SECONDS
+        while conn.execute(take, params).scalar() != 1:
+            if time.monotonic() > deadline:
+                raise WorksyncError(
+                    f"another process has been migrating table {table!r} for more than "
+                    f"{MIGRATION_WAIT_SECONDS} s; try again once it is done"
+                )
+            time.sleep(0.2)
+        try:
+            yield
+        finally:
+            conn.execute(release, params)
 
 
 def include_object_for(*tables: str) -> IncludeObject:
