@@ -8,6 +8,7 @@ and keep a lease alive with a thread or a task.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import random
@@ -85,6 +86,8 @@ def checked_now(now: object) -> datetime | None:
 
 def describe(exc: BaseException) -> str:
     """An exception as stored in ``error``: its type, and its text if it has one."""
+    if isinstance(exc, asyncio.CancelledError) and not str(exc):
+        return "CancelledError: the task running the claim was cancelled"
     text = str(exc)
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 

@@ -83,8 +83,7 @@ class AsyncScheduler(SchedulerCore):
         done, _ = await asyncio.wait({task}, timeout=timeout)
         if not done:
             task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+            await asyncio.wait({task})  # not `await task`: our own cancellation must propagate
 
     async def close(self) -> None:
         """Stop, and close the connection the scheduler holds for its passes."""

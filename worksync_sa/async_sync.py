@@ -102,8 +102,8 @@ class AsyncClaim(ClaimCore):
         task, self._keepalive = self._keepalive, None
         if task is not None:
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            # wait(), not await task: if we are cancelled meanwhile, that must propagate.
+            await asyncio.wait({task})
         if self._outcome is not None:
             return
         if exc is None:
