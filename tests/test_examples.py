@@ -1,19 +1,24 @@
-"""examples/host_app, the README's host application, works with the INSTALLED package.
+"""The examples work with the INSTALLED package.
 
-The wheel is built from this checkout and installed into a folder; the
-example is copied elsewhere and every step of its README runs as a
-subprocess with only those two on PYTHONPATH, as an operator would run them:
-``alembic upgrade heads``, ``alembic check``, ``python -m shop demo``,
-``alembic downgrade worksync@base``. Each backend test gets a database of its own.
+The wheel is built from this checkout and installed into a folder; each
+example is copied elsewhere and run as subprocesses with only those two on
+PYTHONPATH, as an operator would run them. examples/host_app, the README's
+host application: ``alembic upgrade heads``, ``alembic check``, ``python -m
+shop demo``, ``alembic downgrade worksync@base``. examples/async_worker, the
+asyncio service: two copies at once, through aiosqlite, aiomysql and psycopg.
+Each backend test gets a database of its own.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
+import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +26,7 @@ import pytest
 import sqlalchemy as sa
 from alembic.script import ScriptDirectory
 
-from .conftest import ROOT, Installed
+from .conftest import ROOT, Backend, Installed
 
 pytestmark = pytest.mark.slow
 
@@ -93,9 +98,9 @@ class App:
         return [revision.revision for revision in script.walk_revisions()]
 
 
-def copy_example(dest: Path) -> Path:
+def copy_example(dest: Path, example: Path = EXAMPLE) -> Path:
     ignore = shutil.ignore_patterns("__pycache__", "*.db", "*.db-*", ".mypy_cache", ".ruff_cache")
-    return Path(shutil.copytree(EXAMPLE, dest, ignore=ignore))
+    return Path(shutil.copytree(example, dest, ignore=ignore))
 
 
 @pytest.fixture
@@ -209,3 +214,194 @@ def test_serve_runs_until_interrupted(sqlite_app: App) -> None:
             process.wait()
     assert process.returncode == 0, err
     assert "stopped" in out
+
+
+# examples/async_worker ------------------------------------------------------------------
+
+ASYNC_EXAMPLE = ROOT / "examples" / "async_worker"
+ASYNC_DRIVERS = {
+    "sqlite": "sqlite+aiosqlite",
+    "mysql": "mysql+aiomysql",
+    "postgresql": "postgresql+psycopg",  # create_async_engine picks psycopg's async mode
+}
+MAX_RUN = {"heartbeat_report": 1, "refresh_shard": 2}
+"""The example's works (async_app/jobs.py), both ``@every 2s``."""
+SERVING = re.compile(r"^serving as (\S+)$", re.MULTILINE)
+RAN = re.compile(r"^ran (\S+) for tick (.+)$", re.MULTILINE)
+QUEUED, SUCCESS = 1, 3
+
+
+@dataclass
+class AsyncApp(App):
+    """A copy of examples/async_worker: ``url`` is for the test's reads, ``async_url`` the app's."""
+
+    async_url: str = ""
+
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("WORKSYNC_", "ASYNC_APP_"))}
+        env["PYTHONPATH"] = os.pathsep.join((str(self.site), str(self.folder)))
+        env["ASYNC_APP_DATABASE_URL"] = self.async_url
+        return env
+
+    def start(self, name: str, *args: str) -> Copy:
+        """Start ``python -m async_app ARGS`` in the background, its output in files."""
+        out, err = (self.folder.parent / f"{name}.{kind}" for kind in ("out", "err"))
+        with out.open("w") as stdout, err.open("w") as stderr:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "async_app", *args],
+                cwd=self.folder,
+                env=self.env(),
+                stdout=stdout,
+                stderr=stderr,
+                text=True,
+            )
+        return Copy(name, process, out, err)
+
+
+@dataclass
+class Copy:
+    """One running copy of the async app."""
+
+    name: str
+    process: subprocess.Popen[str]
+    out: Path
+    err: Path
+
+    def stdout(self) -> str:
+        return self.out.read_text()
+
+    def stderr(self) -> str:
+        return self.err.read_text()
+
+    def worker_id(self, timeout: float = 60) -> str:
+        """Wait until the copy serves (its lifespan has started); its worker id."""
+        deadline = time.monotonic() + timeout
+        while (found := SERVING.search(self.stdout())) is None:
+            assert self.process.poll() is None, f"copy {self.name} exited:\n{self.stderr()}"
+            assert time.monotonic() < deadline, f"copy {self.name} is not serving"
+            time.sleep(0.05)
+        return found.group(1)
+
+    def finished(self, timeout: float = 60) -> str:
+        """Wait for the exit; insist on status 0 and a clean stderr; return stdout."""
+        returncode = self.process.wait(timeout)
+        stderr = self.stderr()
+        assert returncode == 0, f"copy {self.name} exited {returncode}:\n{stderr}"
+        assert "Traceback" not in stderr, stderr
+        assert "stopped:" in self.stdout()
+        return self.stdout()
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+
+def copy_async_example(installed: Installed, dest: Path, url: str, driver: str) -> AsyncApp:
+    """The example copied out of the checkout, to run on ``url`` through ``driver``."""
+    folder = copy_example(dest / "async_worker", ASYNC_EXAMPLE)
+    async_url = sa.make_url(url).set(drivername=driver).render_as_string(hide_password=False)
+    return AsyncApp(folder, installed.site, url, async_url)
+
+
+@pytest.fixture
+def async_app(
+    installed: Installed, backend: Backend, host_database: str, tmp_path: Path
+) -> AsyncApp:
+    """The async example on a database of its own, through the backend's asyncio driver."""
+    return copy_async_example(installed, tmp_path, host_database, ASYNC_DRIVERS[backend.name])
+
+
+@pytest.fixture
+def sqlite_async_app(installed: Installed, tmp_path: Path) -> AsyncApp:
+    """The async example on a SQLite file, for what does not depend on the database."""
+    url = f"sqlite:///{tmp_path / 'async-app.db'}"
+    return copy_async_example(installed, tmp_path, url, ASYNC_DRIVERS["sqlite"])
+
+
+def test_the_async_example_imports_the_installed_package(sqlite_async_app: AsyncApp) -> None:
+    code = "import async_app, worksync_sa; print(worksync_sa.__file__); print(async_app.__file__)"
+    package, app = sqlite_async_app.ok("-c", code).splitlines()
+    assert Path(package).is_relative_to(sqlite_async_app.site)
+    assert Path(app).is_relative_to(sqlite_async_app.folder)
+
+
+def test_the_async_app_fails_to_start_without_its_tables(sqlite_async_app: AsyncApp) -> None:
+    """The lifespan's first scheduler pass fails the startup, not a background loop."""
+    code = (
+        "import asyncio\n"
+        "from async_app.app import lifespan\n"
+        "async def main():\n"
+        "    async with lifespan(None):\n"
+        "        raise AssertionError('served without tables')\n"
+        "asyncio.run(main())\n"
+    )
+    result = sqlite_async_app.run("-c", code)
+    assert result.returncode != 0
+    assert "SchemaNotReadyError: table 'works' is missing" in result.stderr
+    assert "served without tables" not in result.stderr
+
+
+def test_two_async_copies_run_each_tick_at_most_max_run_times(async_app: AsyncApp) -> None:
+    """Two copies serve at once for ~5 s; the tables show at most max_run runs per tick.
+
+    Copy A stops when its --seconds run out, copy B at SIGTERM (after A): both
+    shut down cleanly, and every job a copy reports is a SUCCESS row of the
+    works table claimed by that copy and a row of the app's own job_runs.
+    """
+    assert "tables ready" in async_app.ok("-m", "async_app", "--migrate-only")  # the deploy step
+    assert {"works", "job_runs"} <= async_app.tables()
+
+    a = async_app.start("a", "--seconds", "5")
+    b = async_app.start("b")  # until a signal, like a server
+    try:
+        worker_a, worker_b = a.worker_id(), b.worker_id()
+        assert worker_a != worker_b
+        out_a = a.finished()
+        b.process.send_signal(signal.SIGTERM)  # what a service manager sends
+        out_b = b.finished()
+    finally:
+        a.kill()
+        b.kill()
+
+    rows = [
+        (str(name), str(sequence), status, str(claimed_by))
+        for name, sequence, status, claimed_by in async_app.query(
+            "SELECT name, sequence, status, claimed_by FROM works"
+        )
+    ]
+    per_tick = Counter((name, sequence) for name, sequence, _, _ in rows)
+    assert set(MAX_RUN) == {name for name, _ in per_tick}
+    for (name, sequence), created in per_tick.items():
+        assert created <= MAX_RUN[name], f"{created} rows for {name} {sequence}"
+    # Shut down between jobs: nothing was left RUNNING, nothing FAILED.
+    assert {status for _, _, status, _ in rows} <= {QUEUED, SUCCESS}, rows
+    succeeded = Counter(
+        (name, sequence, claimed_by)
+        for name, sequence, status, claimed_by in rows
+        if status == SUCCESS
+    )
+    runs_per_tick = Counter((name, sequence) for name, sequence, _ in succeeded.elements())
+    for (name, sequence), runs in runs_per_tick.items():
+        assert runs <= MAX_RUN[name], f"{name} ran {runs} times for tick {sequence}"
+    for name, max_run in MAX_RUN.items():
+        counts = [runs for (work, _), runs in runs_per_tick.items() if work == name]
+        assert counts, f"{name} never ran"
+        # Both copies look at every tick and take what is left: a tick gets all its runs
+        # (only the last one may be cut short by the shutdown).
+        assert max(counts) == max_run, f"{name}: {runs_per_tick}"
+    assert {worker_a, worker_b} >= {claimed_by for _, _, claimed_by in succeeded}
+
+    # The job's visible effect, the app's own table, matches the SUCCESS rows one for one ...
+    job_runs = Counter(
+        (str(work), str(sequence), str(worker))
+        for work, sequence, worker in async_app.query("SELECT work, sequence, worker FROM job_runs")
+    )
+    assert job_runs == succeeded
+    # ... and so does what each copy printed it ran.
+    printed = Counter(
+        (work, sequence, worker_id)
+        for worker_id, out in ((worker_a, out_a), (worker_b, out_b))
+        for work, sequence in RAN.findall(out)
+    )
+    assert printed == succeeded
