@@ -11,12 +11,22 @@ import sys
 import time
 from collections.abc import Sequence
 
+from .asyncio_claims import async_uncontended
 from .claims import acquire_due, table_growth, uncontended
 from .contended import contended, sustained
 from .harness import Report, bench_engine, label_of, resolve_url
 from .passes import memory, scheduler_passes
 
-BENCHMARKS = ("uncontended", "contended", "sustained", "due", "passes", "growth", "memory")
+BENCHMARKS = (
+    "uncontended",
+    "asyncio",
+    "contended",
+    "sustained",
+    "due",
+    "passes",
+    "growth",
+    "memory",
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -34,6 +44,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.monotonic()
     steps = {
         "uncontended": lambda: uncontended(engine, report, quick=args.quick),
+        "asyncio": lambda: async_uncontended(engine, report, quick=args.quick),
         "contended": lambda: contended(engine, url, report, quick=args.quick),
         "sustained": lambda: sustained(engine, url, report, quick=args.quick),
         "due": lambda: acquire_due(engine, report, quick=args.quick),

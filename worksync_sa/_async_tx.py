@@ -27,6 +27,7 @@ from sqlalchemy import pool
 from sqlalchemy.engine import Connection
 
 from ._calls import Call
+from ._direct import LANE
 from ._tx import CLOCK, Retry, atomically, writer_lock
 from .config import RetryPolicy
 from .errors import InvalidArgumentError
@@ -61,7 +62,13 @@ def checked_async_engine(engine: object) -> AsyncEngine:
 
 
 def _prepare(conn: Connection) -> None:
-    """Lane settings, as on the blocking side (see ``_lanes``), then leave the pool."""
+    """Lane settings, as on the blocking side (see ``_lanes``), then leave the pool.
+
+    Marked as a lane, the connection also takes the hot statements' direct path
+    (``_direct``): inside ``run_sync`` its cursor is SQLAlchemy's adapter over
+    the async driver, so a claim skips the general execution machinery here too.
+    """
+    conn.info[LANE] = True
     if conn.dialect.name == "sqlite":
         conn.exec_driver_sql("PRAGMA busy_timeout = 0")
     elif conn.dialect.driver == "psycopg":
