@@ -33,7 +33,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     parser.add_argument("--db", help="SQLAlchemy URL, or mariadb (default), postgresql, sqlite")
     parser.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke test")
-    parser.add_argument("--only", nargs="+", choices=BENCHMARKS, help="run only these")
+    parser.add_argument(
+        "--only", nargs="+", choices=BENCHMARKS, help="run only these, merged into the last run"
+    )
     args = parser.parse_args(argv)
     url = resolve_url(args.db)
     engine = bench_engine(url)
@@ -59,7 +61,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"  {name} done in {time.monotonic() - began:.0f} s", flush=True)
     report.results["seconds"] = round(time.monotonic() - started, 1)
     report.print()
-    print(f"written to {report.save(engine)} in {report.results['seconds']:.0f} s")
+    saved = report.save(engine, merge=bool(args.only))
+    print(f"written to {saved} in {report.results['seconds']:.0f} s")
     engine.dispose()
     return 0
 

@@ -178,8 +178,24 @@ class Report:
                 print(rule)
         print(rule)
 
-    def save(self, engine: sa.Engine) -> Path:
+    def save(self, engine: sa.Engine, *, merge: bool = False) -> Path:
+        """Write the run's JSON; ``merge`` keeps an earlier run's other benchmarks.
+
+        A partial run (``--only``) merges, so re-measuring one benchmark does not
+        throw away the rest of the last full run that the report is built from.
+        """
         RESULTS.mkdir(parents=True, exist_ok=True)
+        path = RESULTS / f"{self.db}{'-quick' if self.quick else ''}.json"
+        results, rows = dict(self.results), [list(r) for r in self.rows]
+        if merge and path.exists():
+            earlier = json.loads(path.read_text())
+            redone = {row[0] for row in rows}
+            rows = sorted(
+                [row for row in earlier["table"] if row[0] not in redone] + rows,
+                key=lambda row: row[0],
+            )
+            seconds = earlier["benchmarks"].get("seconds", 0) + results.get("seconds", 0)
+            results = {**earlier["benchmarks"], **results, "seconds": round(seconds, 1)}
         with engine.connect() as conn:
             version = str(conn.dialect.server_version_info or "")
         document = {
@@ -192,10 +208,9 @@ class Report:
                 "python": platform.python_version(),
                 "sqlalchemy": sa.__version__,
             },
-            "benchmarks": self.results,
-            "table": [list(r) for r in self.rows],
+            "benchmarks": results,
+            "table": rows,
         }
-        path = RESULTS / f"{self.db}{'-quick' if self.quick else ''}.json"
         path.write_text(json.dumps(document, indent=2) + "\n")
         return path
 
