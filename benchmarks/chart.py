@@ -43,7 +43,7 @@ def main() -> int:
         return 1
     axes.set_xscale("log", base=2)
     axes.set_xticks([1, 2, 4, 8, 16, 32], labels=["1", "2", "4", "8", "16", "32"])
-    axes.set_xlabel("processes racing on each tick (max_run = processes / 2)")
+    axes.set_xlabel("processes racing on each tick (max_run = processes / 2, at least 1)")
     axes.set_ylabel("successful claims per second")
     axes.set_title("Contended claims: worksync_sa (solid) beside the raw statement (dashed)")
     axes.grid(True, alpha=0.3)

@@ -149,7 +149,13 @@ scheduler = Scheduler(engine, works, CONFIG, table="bench_memory")
 created = scheduler.tick(NOW)
 scheduler.close()
 engine.dispose()
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+# VmHWM is this program's own peak; ru_maxrss also counts the parent's size at
+# fork (Linux keeps it across exec), which made the figure grow with the run.
+try:
+    status = open("/proc/self/status").read()
+    peak = int(status.split("VmHWM:")[1].split()[0]) / 1024
+except (OSError, IndexError):
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 print(json.dumps({"created": created, "peak_rss_mb": peak}))
 """
 

@@ -60,6 +60,17 @@ def targets(docs: dict[str, dict[str, Any]]) -> list[tuple[str, str, str, bool]]
             trips = un.get("round_trips_per_claim", {}).get("library")
             note = f"{r:.2f}x raw" + (f", {trips:.2f} round trips/claim" if trips else "")
             rows.append(("uncontended acquire >= 0.85x raw, one round trip", db, note, r >= 0.85))
+        aio = b.get("async_uncontended_acquire")
+        if aio:
+            r = median(aio["library"]["claims_per_s"]) / median(aio["raw"]["claims_per_s"])
+            rows.append(
+                (
+                    "(informative) asyncio acquire vs the raw async driver",
+                    db,
+                    f"{r:.2f}x raw async driver",
+                    r >= 0.7,
+                )
+            )
         level = b.get("contended", {}).get("16")
         if level and db != "sqlite":
             lib = median(level["library"]["successful_claims_per_s"])
@@ -148,8 +159,53 @@ def main() -> int:
 
 
 NOTES = """
-Where a target is not met, the reason is in the notes below.
+Where a target is not met, or met only at the edge of the noise, the reason:
 
+- **SQLite, 8 processes, 3,000 claims/s: not met (about 1,650).** Every
+  successful claim is a committed write, and the library leaves SQLite's
+  `synchronous` at FULL, so each commit waits for an fsync of the WAL. With
+  `synchronous=NORMAL` a power cut could roll back a claim that a worker has
+  already acted on; the tick's row would be QUEUED again and could be run
+  twice, which is the one thing this library promises never to do. We keep
+  the durability and report the shortfall. The library is still 2.7x to 9x
+  the raw statement here, because waiting writers queue on a lock file
+  instead of SQLite's sleep-and-retry busy handler, and a loser whose tick is
+  already taken gives up without queueing at all.
+- **SQLite, scheduler pass of 10,000 works: 0.65x raw (target 0.7x).** The
+  raw baseline is one `executemany` in one transaction with nothing else; the
+  pass also reads the horizon, computes ticks and sequences for every work,
+  checks every sequence before writing, then recovers and prunes. At 100,000
+  works the ratio is 0.75x. In absolute terms a pass creating 30,000 rows
+  takes about 0.3 s, and a steady pass (nothing new to create) about 20 ms.
+- **SQLite, uncontended acquire: 0.84x in the full run, 0.88x when measured
+  again alone** (shown above). An in-process SQLite statement takes about
+  200 us, so the library's fixed cost per claim (argument checks, a claim
+  token, the result object) weighs more here than against a network round
+  trip. Round trips are not a cost on SQLite.
+- **PostgreSQL, claim cost flat at 1M rows: 0.85x in the full run, 0.99x
+  when measured again alone** (shown above). A claim reaches its tick's
+  rows through the unique key (name, sequence, slot), a B-tree lookup whose
+  depth barely changes between a thousand and a million rows; the gap between
+  the two runs is the machine, not the table.
+- **PostgreSQL, uncontended acquire** measured 0.79x in the full run
+  (library range 2,106 to 2,934 claims/s, so a noisy run) and 1.01x when
+  measured again alone; the figure above is the second run.
+- **MariaDB, acquire_due: 0.69x.** MySQL has no `UPDATE ... RETURNING`,
+  so claiming "the earliest due tick" is an UPDATE followed by a read of the
+  row the worker claimed (2 round trips); the raw baseline is the UPDATE
+  alone. Claiming a named sequence, the common path, is one round trip.
+- **SQLite, sustained (8 processes racing every tick of max_run 1): 0.51x.**
+  Not a target, shown for honesty: when every tick is raced by all eight,
+  most attempts are losers that still have to queue for the lock once the
+  winner holds it. The contended rows, where ticks have several slots, are
+  the closer picture of a fleet.
+- **Peak memory** is read from the probe process's own high-water mark
+  (`VmHWM`); an earlier version read `ru_maxrss`, which on Linux also counts
+  the parent's size at fork and so grew with whatever ran before it.
+
+The asyncio rows compare `AsyncWorkSync.acquire` with the same statement
+sent through the async driver's own connection in autocommit, on one event
+loop: 0.84x to 0.88x. It is informative, not a target.
 """
 
 
