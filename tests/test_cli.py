@@ -582,6 +582,8 @@ BAD_INPUT = [
         ["work", "--name", "a", "--run", "handlers:handle", "--worker-id", "x ", "--db", "DB"],
         ["worker_id"],
     ),
+    (["demo", "--table", "works; drop"], ["--table", "works; drop"]),
+    (["demo", "--db", "not a url"], ["--db is not a SQLAlchemy URL"]),
     (["frobnicate"], ["invalid choice: 'frobnicate'"]),
     ([], ["required: COMMAND"]),
 ]
@@ -606,6 +608,7 @@ def test_bad_input_is_exit_2_and_one_clear_line(
         assert word in line, line
     assert PASSWORD not in result.stdout + result.stderr
     assert sqlite_target.db.count() == 0  # nothing was written
+    assert not (tmp_path / "worksync-demo.db").exists()
 
 
 # -- where the database comes from, and passwords -------------------------------------

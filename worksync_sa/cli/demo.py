@@ -10,10 +10,12 @@ from __future__ import annotations
 import argparse
 import sys
 
+import sqlalchemy as sa
+
 from ..demo import run_demo
-from ..errors import WorksyncError
-from ..models import DEFAULT_TABLE
-from .options import Commands, Secrets, UsageError
+from ..errors import InvalidConfigError, WorksyncError
+from ..models import DEFAULT_TABLE, validate_table_name
+from .options import URL_FORM, Commands, Secrets, UsageError
 
 
 def register(commands: Commands) -> None:
@@ -37,9 +39,18 @@ def register(commands: Commands) -> None:
 
 
 def run(args: argparse.Namespace, secrets: Secrets) -> int:
-    """Run the demo; every failure is one line on stderr and exit 1."""
+    """Run the demo; bad arguments exit 2, any other failure is one line on stderr and exit 1."""
     if args.seconds <= 0 or args.workers < 1:
         raise UsageError("--seconds must be positive and --workers at least 1")
+    try:  # bad input is a usage error (exit 2), as in every other command
+        validate_table_name(args.table)
+    except InvalidConfigError as exc:
+        raise UsageError(f"--table: {exc}") from None
+    if args.db is not None:
+        try:
+            secrets.add_url(sa.make_url(args.db))
+        except sa.exc.ArgumentError:
+            raise UsageError(f"--db is not a SQLAlchemy URL ({URL_FORM})") from None
     try:
         return run_demo(args.db, seconds=args.seconds, workers=args.workers, table=args.table)
     except WorksyncError as exc:
