@@ -66,6 +66,10 @@ def test_usage_errors_exit_2(tmp_path: Path) -> None:
     assert worksync(cwd=tmp_path).returncode == 2
     assert worksync("demo", "--workers", "0", cwd=tmp_path).returncode == 2
     assert worksync("demo", "--seconds", "soon", cwd=tmp_path).returncode == 2
+    bad_table = worksync("demo", "--table", "works; DROP TABLE x", cwd=tmp_path)
+    assert bad_table.returncode == 2
+    assert "--table: table name 'works; DROP TABLE x' is not allowed" in bad_table.stderr
+    assert not (tmp_path / "worksync-demo.db").exists()  # nothing was written
 
 
 def test_runtime_errors_are_one_clear_line_and_hide_passwords(tmp_path: Path) -> None:
@@ -73,10 +77,6 @@ def test_runtime_errors_are_one_clear_line_and_hide_passwords(tmp_path: Path) ->
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     assert "hunter2" not in result.stdout + result.stderr
-    bad_table = worksync("demo", "--table", "works; DROP TABLE x", cwd=tmp_path)
-    assert bad_table.returncode == 1
-    assert "table name" in bad_table.stderr
-    assert not (tmp_path / "worksync-demo.db").exists()  # nothing was written
 
 
 def test_console_script_is_installed() -> None:
