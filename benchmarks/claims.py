@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from tests.proxy import Proxy
 from worksync_sa import Scheduler, SchedulerConfig, Work, WorkStatus, WorkSync, default_sequence
 from worksync_sa._dialects import claim_statement, db_now, family_of
-from worksync_sa.models import as_utc, table_named
+from worksync_sa.models import as_utc, table_named, validate_table_name
 
 from .harness import (
     RawStatement,
@@ -266,15 +266,17 @@ def settle(engine: sa.Engine, table: str) -> None:
     commit, and the figure measures the load, not the claim.
     """
     name = engine.dialect.name
+    # An identifier cannot be a bound parameter: validate it, then quote it.
+    preparer, table = engine.dialect.identifier_preparer, validate_table_name(table)
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         if name == "postgresql":
-            conn.exec_driver_sql(f"VACUUM ANALYZE {table}")  # a fixed benchmark table name
+            conn.exec_driver_sql("VACUUM ANALYZE " + preparer.quote(table))
             conn.exec_driver_sql("CHECKPOINT")
         elif name == "sqlite":
             conn.exec_driver_sql("ANALYZE")
             conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
         else:
-            conn.exec_driver_sql(f"ANALYZE TABLE {table}")
+            conn.exec_driver_sql("ANALYZE TABLE " + preparer.quote(table))
             deadline = time.monotonic() + 120
             while time.monotonic() < deadline:
                 dirty = conn.exec_driver_sql(
