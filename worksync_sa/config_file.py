@@ -68,9 +68,19 @@ SCHEDULER_KEYS = ("lookahead", "interval", "catchup", "retention", "max_backoff"
 WORKER_KEYS = ("poll", "max_backoff")
 WORK_KEYS = ("name", "cron", "max_run", "timezone", "lease", "grace", "max_attempts")
 _WORK_DURATIONS = ("lease", "grace")
-_WORK_FIELDS = ("name", "cron", "max_run", "timezone", "max_attempts")
+_WORK_FIELDS = tuple(key for key in WORK_KEYS if key not in _WORK_DURATIONS)
+URL_FORM = "dialect+driver://user:password@host/database"
 
 TomlLoads = Callable[[str], dict[str, Any]]
+
+
+def parse_url(text: str, origin: str) -> sa.URL:
+    """``text`` as a URL; the ValueError names ``origin`` but never the text, which may
+    hold a password."""
+    try:
+        return sa.make_url(text.strip())
+    except (sa.exc.ArgumentError, ValueError):
+        raise ValueError(f"{origin} is not a SQLAlchemy URL ({URL_FORM})") from None
 
 
 class ConfigFileError(InvalidConfigError):
@@ -235,12 +245,9 @@ class _Reader:
             if not isinstance(url, str) or not url.strip():
                 raise self.error("[database] url must be a non-empty string")
             try:
-                url = sa.make_url(url.strip())
-            except (sa.exc.ArgumentError, ValueError):
-                raise self.error(
-                    "[database] url is not a SQLAlchemy URL "
-                    "(dialect+driver://user:password@host/database)"
-                ) from None
+                url = parse_url(url, "[database] url")
+            except ValueError as exc:
+                raise self.error(str(exc)) from None
         name = table.get("table")
         if name is not None:
             try:

@@ -21,7 +21,7 @@ Per tick (one work, one sequence):
 from __future__ import annotations
 
 import statistics
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
@@ -188,10 +188,7 @@ class Ledger:
         until: datetime | None = None,
     ) -> list[WorkSummary]:
         """Per work: ticks, claims, outcomes, success rate and start lag (p50, p95)."""
-        by_work: dict[str, list[TickEntry]] = {}
-        for entry in self.entries(name=name, since=since, until=until):
-            by_work.setdefault(entry.name, []).append(entry)
-        return [summarise(work, entries) for work, entries in sorted(by_work.items())]
+        return summarise_each(self.entries(name=name, since=since, until=until))
 
     def _range(
         self, name: str | None, since: datetime | None, until: datetime | None
@@ -206,6 +203,14 @@ class Ledger:
             except ValueError as exc:
                 raise InvalidArgumentError(str(exc)) from None
         return params
+
+
+def summarise_each(entries: Iterable[TickEntry]) -> list[WorkSummary]:
+    """One summary per work among ``entries``, in name order."""
+    by_work: dict[str, list[TickEntry]] = {}
+    for entry in entries:
+        by_work.setdefault(entry.name, []).append(entry)
+    return [summarise(work, group) for work, group in sorted(by_work.items())]
 
 
 def summarise(name: str, entries: list[TickEntry]) -> WorkSummary:

@@ -31,6 +31,11 @@ from .work import Work, check_text
 
 logger = logging.getLogger(__name__)
 
+DEFAULT_POLL = timedelta(seconds=1)
+"""The longest wait between looks for due ticks."""
+DEFAULT_MAX_BACKOFF = timedelta(seconds=30)
+"""The longest wait between looks while the database cannot be reached."""
+
 Handler = Callable[[Claim], object]
 
 
@@ -53,10 +58,10 @@ class Worker:
         handler: Handler,
         *,
         table: str = DEFAULT_TABLE,
-        poll: timedelta | str = timedelta(seconds=1),
+        poll: timedelta | str = DEFAULT_POLL,
         worker_id: str | None = None,
         retry: RetryPolicy | None = None,
-        max_backoff: timedelta | str = timedelta(seconds=30),
+        max_backoff: timedelta | str = DEFAULT_MAX_BACKOFF,
         clock: Callable[[], datetime] = _utcnow,
         listeners: Iterable[Listener] | None = None,
     ) -> None:

@@ -8,14 +8,11 @@ and migrates its table itself. See :mod:`worksync_sa.demo`.
 from __future__ import annotations
 
 import argparse
-import sys
 
-import sqlalchemy as sa
-
+from ..config_file import parse_url
 from ..demo import run_demo
-from ..errors import InvalidConfigError, WorksyncError
-from ..models import DEFAULT_TABLE, validate_table_name
-from .options import URL_FORM, Commands, Secrets, UsageError
+from ..models import DEFAULT_TABLE
+from .options import Commands, Secrets, UsageError, table_name
 
 
 def register(commands: Commands) -> None:
@@ -39,23 +36,14 @@ def register(commands: Commands) -> None:
 
 
 def run(args: argparse.Namespace, secrets: Secrets) -> int:
-    """Run the demo; bad arguments exit 2, any other failure is one line on stderr and exit 1."""
+    """Run the demo. Failures reach ``main`` like any command's: bad arguments exit 2,
+    anything else exits 1 with one masked line."""
     if args.seconds <= 0 or args.workers < 1:
         raise UsageError("--seconds must be positive and --workers at least 1")
-    try:  # bad input is a usage error (exit 2), as in every other command
-        validate_table_name(args.table)
-    except InvalidConfigError as exc:
-        raise UsageError(f"--table: {exc}") from None
+    table = table_name(args, None)  # --table always has a value: the environment is not read
     if args.db is not None:
         try:
-            secrets.add_url(sa.make_url(args.db))
-        except sa.exc.ArgumentError:
-            raise UsageError(f"--db is not a SQLAlchemy URL ({URL_FORM})") from None
-    try:
-        return run_demo(args.db, seconds=args.seconds, workers=args.workers, table=args.table)
-    except WorksyncError as exc:
-        print(f"worksync: {exc}", file=sys.stderr)
-        return 1
-    except Exception as exc:  # a driver or connection error: say it, no traceback
-        print(f"worksync: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 1
+            secrets.add_url(parse_url(args.db, "--db"))
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+    return run_demo(args.db, seconds=args.seconds, workers=args.workers, table=table)

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 
 import sqlalchemy as sa
 
-from ..errors import InvalidArgumentError, SchemaNotReadyError, WorksyncError
+from ..errors import InvalidArgumentError, WorksyncError
 from . import demo, migrations, prune, schedule, status, work
 from .options import Failure, Parser, Secrets, UsageError, describe_error
 from .stopping import ForcedStop
@@ -63,8 +63,6 @@ def outcome(exc: BaseException) -> tuple[int, str]:
         # InvalidArgumentError covers the config file, works and settings (InvalidWorkError,
         # InvalidConfigError); ArgumentError an unusable URL or engine option.
         return USAGE, str(exc)
-    if isinstance(exc, SchemaNotReadyError):
-        return FAILURE, str(exc)
     if isinstance(exc, (Failure, WorksyncError)):
         return FAILURE, str(exc)
     if isinstance(exc, ForcedStop):

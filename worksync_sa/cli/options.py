@@ -24,7 +24,7 @@ from urllib.parse import quote, quote_plus
 
 import sqlalchemy as sa
 
-from ..config_file import ConfigFile, load_config
+from ..config_file import URL_FORM, ConfigFile, load_config, parse_url
 from ..durations import parse_duration
 from ..engine import create_engine
 from ..errors import InvalidConfigError
@@ -34,9 +34,7 @@ ENV_URL = "WORKSYNC_DATABASE_URL"
 ENV_TABLE = "WORKSYNC_TABLE"
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-URL_FORM = "dialect+driver://user:password@host/database"
 
-log = logging.getLogger("worksync_sa.cli")
 
 # A string: argparse._SubParsersAction is generic only to type checkers.
 Commands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
@@ -204,10 +202,9 @@ def database_url(args: argparse.Namespace, config: ConfigFile | None, secrets: S
     for text, origin in ((given, "--db"), (os.environ.get(ENV_URL), ENV_URL)):
         if text and text.strip():
             try:
-                url = sa.make_url(text.strip())
-            except (sa.exc.ArgumentError, ValueError):
-                # Not the text itself: it may hold a password.
-                raise UsageError(f"{origin} is not a SQLAlchemy URL ({URL_FORM})") from None
+                url = parse_url(text, origin)
+            except ValueError as exc:
+                raise UsageError(str(exc)) from None
             secrets.add_url(url)
             return url
     if config is not None and config.database.url is not None:

@@ -20,7 +20,7 @@ from datetime import datetime, timedelta, timezone
 
 import sqlalchemy as sa
 
-from ..ledger import Ledger, TickEntry, WorkSummary, summarise
+from ..ledger import Ledger, TickEntry, WorkSummary, summarise_each
 from .options import (
     Commands,
     Moment,
@@ -161,10 +161,7 @@ class View:
         lines += format_table(
             TICK_HEADERS, [_tick_row(entry) for entry in shown_entries], right=range(2, 11)
         )
-        by_work: dict[str, list[TickEntry]] = {}
-        for entry in entries:
-            by_work.setdefault(entry.name, []).append(entry)
-        summaries = [summarise(name, group) for name, group in sorted(by_work.items())]
+        summaries = summarise_each(entries)
         lines.append("")
         lines += format_table(
             SUMMARY_HEADERS, [_summary_row(s) for s in summaries], right=range(1, 10)

@@ -76,11 +76,6 @@ class StopSignals:
             return
         raise ForcedStop(f"second signal ({name}) while stopping")
 
-    @property
-    def requested(self) -> bool:
-        """True once a stop signal came."""
-        return self.received is not None
-
     def wait(self, timeout: float | None = None) -> bool:
         """Wait up to ``timeout`` seconds (None: forever) for a stop; True once requested."""
         deadline = None if timeout is None else time.monotonic() + timeout

@@ -30,10 +30,10 @@ from datetime import timedelta
 
 import sqlalchemy as sa
 
-from ..config_file import ConfigFile
+from ..config_file import ConfigFile, WorkerSettings
 from ..events import Event
 from ..work import Work
-from ..worker import Handler, Worker
+from ..worker import DEFAULT_MAX_BACKOFF, DEFAULT_POLL, Handler, Worker
 from .options import (
     Commands,
     Secrets,
@@ -54,8 +54,6 @@ from .text import format_duration, plural
 
 log = logging.getLogger("worksync_sa.cli.work")
 
-DEFAULT_POLL = timedelta(seconds=1)
-DEFAULT_MAX_BACKOFF = timedelta(seconds=30)
 RUN_FORM = "module:function, e.g. myapp.jobs:send_report"
 
 
@@ -184,11 +182,9 @@ def run(args: argparse.Namespace, secrets: Secrets) -> int:
     works = select_works(config, args.name)
     url = database_url(args, config, secrets)
     table = table_name(args, config)
-    settings = config.worker if config is not None else None
-    poll: timedelta = args.poll or (settings.poll if settings else None) or DEFAULT_POLL
-    max_backoff: timedelta = (
-        args.max_backoff or (settings.max_backoff if settings else None) or DEFAULT_MAX_BACKOFF
-    )
+    settings = config.worker if config is not None else WorkerSettings()
+    poll: timedelta = args.poll or settings.poll or DEFAULT_POLL
+    max_backoff: timedelta = args.max_backoff or settings.max_backoff or DEFAULT_MAX_BACKOFF
     engine = open_engine(url)
     try:
         worker = Worker(
