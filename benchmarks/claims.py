@@ -42,10 +42,15 @@ def sequences(count: int) -> list[str]:
 
 
 def schedule(
-    engine: sa.Engine, table: str, names: list[str], ticks: int, now: datetime = T0
+    engine: sa.Engine,
+    table: str,
+    names: list[str],
+    ticks: int,
+    now: datetime = T0,
+    max_run: int = 1,
 ) -> None:
-    """``ticks`` one-second ticks (max_run 1) for each name, in one scheduler pass."""
-    works = [Work(name, "@every 1s", grace=timedelta(days=365)) for name in names]
+    """``ticks`` one-second ticks for each name, in one scheduler pass."""
+    works = [Work(name, "@every 1s", max_run=max_run, grace=timedelta(days=365)) for name in names]
     config = SchedulerConfig(lookahead=timedelta(seconds=ticks), interval="1s")
     scheduler = Scheduler(engine, works, config, table=table)
     scheduler.tick(now)

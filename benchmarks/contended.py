@@ -23,7 +23,7 @@ from worksync_sa import Scheduler, SchedulerConfig, Work, WorkStatus, WorkSync
 from worksync_sa._dialects import claim_statement, family_of, is_transient
 from worksync_sa.models import table_named
 
-from .claims import CLAIM_PARAMS, T0, sequences
+from .claims import CLAIM_PARAMS, T0, schedule, sequences
 from .harness import (
     RawStatement,
     Report,
@@ -134,14 +134,7 @@ def run_level(
     max_run = max(1, processes // 2)
     table = f"bench_contended_{processes}"
     fresh_table(engine, table)
-    works = [
-        Work(name, "@every 1s", max_run=max_run, grace=timedelta(days=365))
-        for name in ("lib", "raw")
-    ]
-    config = SchedulerConfig(lookahead=timedelta(seconds=ticks * repeats), interval="1s")
-    scheduler = Scheduler(engine, works, config, table=table)
-    scheduler.tick(T0)
-    scheduler.close()
+    schedule(engine, table, ["lib", "raw"], ticks * repeats, max_run=max_run)
     seqs = sequences(ticks * repeats)
     plan = []
     for repeat in range(repeats):
@@ -303,11 +296,7 @@ def sustained(engine: sa.Engine, url: str, report: Report, *, quick: bool) -> No
         for _ in range(2 if quick else 3):
             table = "bench_sustained"
             fresh_table(engine, table)
-            work = Work("s", "@every 1s", grace=timedelta(days=365))
-            config = SchedulerConfig(lookahead=timedelta(seconds=ticks), interval="1s")
-            scheduler = Scheduler(engine, [work], config, table=table)
-            scheduler.tick(T0)
-            scheduler.close()
+            schedule(engine, table, ["s"], ticks)
             out = SPAWN.Queue()
             barrier = SPAWN.Barrier(processes)
             seqs = sequences(ticks)

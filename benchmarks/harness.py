@@ -138,8 +138,8 @@ class Spread:
     def of(cls, values: Sequence[float]) -> Spread:
         return cls(statistics.median(values), min(values), max(values))
 
-    def show(self, digits: int = 0) -> str:
-        return f"{self.median:,.{digits}f} ({self.low:,.{digits}f}-{self.high:,.{digits}f})"
+    def show(self) -> str:
+        return f"{self.median:,.0f} ({self.low:,.0f}-{self.high:,.0f})"
 
     def as_dict(self) -> dict[str, float]:
         return {"median": self.median, "low": self.low, "high": self.high}

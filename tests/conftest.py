@@ -134,7 +134,6 @@ class Db:
 
     backend: Backend
     table: str
-    twin: str = "blocking"
     WorkSync: Callable[..., worksync_sa.WorkSync] = worksync_sa.WorkSync
     Scheduler: Callable[..., worksync_sa.Scheduler] = worksync_sa.Scheduler
     traced: Callable[[sa.Engine], sa.Engine] = _itself
@@ -214,7 +213,6 @@ def twin_db(request: pytest.FixtureRequest, backend: Backend) -> Iterator[Db]:
 
         twin = AsyncTwin()
         # The adapters are duck-typed stand-ins: tests see the blocking interface.
-        db.twin = twin.name
         db.WorkSync, db.Scheduler = twin.WorkSync, twin.Scheduler  # type: ignore[assignment]
         db.traced = twin.traced
         try:

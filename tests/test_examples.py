@@ -26,7 +26,10 @@ import pytest
 import sqlalchemy as sa
 from alembic.script import ScriptDirectory
 
+from worksync_sa import WorkStatus
+
 from .conftest import ROOT, Backend, Installed
+from .twins import async_url
 
 pytestmark = pytest.mark.slow
 
@@ -141,7 +144,7 @@ def test_the_nightly_job_runs_once_per_tick(app: App) -> None:
         "WHERE name = 'send_invoices' AND sequence = :tick",
         tick=TICK,
     )
-    assert (status, error) == (3, None)  # SUCCESS
+    assert (status, error) == (WorkStatus.SUCCESS, None)
     assert claimed_by
     assert finished_at is not None
     ((sent_in_tick, sent_at),) = app.query("SELECT sent_in_tick, sent_at FROM invoices")
@@ -219,16 +222,11 @@ def test_serve_runs_until_interrupted(sqlite_app: App) -> None:
 # examples/async_worker ------------------------------------------------------------------
 
 ASYNC_EXAMPLE = ROOT / "examples" / "async_worker"
-ASYNC_DRIVERS = {
-    "sqlite": "sqlite+aiosqlite",
-    "mysql": "mysql+aiomysql",
-    "postgresql": "postgresql+psycopg",  # create_async_engine picks psycopg's async mode
-}
 MAX_RUN = {"heartbeat_report": 1, "refresh_shard": 2}
 """The example's works (async_app/jobs.py), both ``@every 2s``."""
 SERVING = re.compile(r"^serving as (\S+)$", re.MULTILINE)
 RAN = re.compile(r"^ran (\S+) for tick (.+)$", re.MULTILINE)
-QUEUED, SUCCESS = 1, 3
+QUEUED, SUCCESS = WorkStatus.QUEUED, WorkStatus.SUCCESS
 
 
 @dataclass
@@ -297,11 +295,11 @@ class Copy:
             self.process.wait()
 
 
-def copy_async_example(installed: Installed, dest: Path, url: str, driver: str) -> AsyncApp:
-    """The example copied out of the checkout, to run on ``url`` through ``driver``."""
+def copy_async_example(installed: Installed, dest: Path, url: str) -> AsyncApp:
+    """The example copied out of the checkout, to run on ``url`` through its async driver."""
     folder = copy_example(dest / "async_worker", ASYNC_EXAMPLE)
-    async_url = sa.make_url(url).set(drivername=driver).render_as_string(hide_password=False)
-    return AsyncApp(folder, installed.site, url, async_url)
+    through = async_url(url).render_as_string(hide_password=False)
+    return AsyncApp(folder, installed.site, url, through)
 
 
 @pytest.fixture
@@ -309,14 +307,14 @@ def async_app(
     installed: Installed, backend: Backend, host_database: str, tmp_path: Path
 ) -> AsyncApp:
     """The async example on a database of its own, through the backend's asyncio driver."""
-    return copy_async_example(installed, tmp_path, host_database, ASYNC_DRIVERS[backend.name])
+    return copy_async_example(installed, tmp_path, host_database)
 
 
 @pytest.fixture
 def sqlite_async_app(installed: Installed, tmp_path: Path) -> AsyncApp:
     """The async example on a SQLite file, for what does not depend on the database."""
     url = f"sqlite:///{tmp_path / 'async-app.db'}"
-    return copy_async_example(installed, tmp_path, url, ASYNC_DRIVERS["sqlite"])
+    return copy_async_example(installed, tmp_path, url)
 
 
 def test_the_async_example_imports_the_installed_package(sqlite_async_app: AsyncApp) -> None:

@@ -180,8 +180,6 @@ class BlockingScheduler:
 class AsyncTwin:
     """Factories with the blocking signatures that build the asyncio twins."""
 
-    name = "asyncio"
-
     def __init__(self) -> None:
         self.loop = Loop()
         self._engines: dict[str, AsyncEngine] = {}
