@@ -20,14 +20,14 @@ import contextlib
 import random
 import time
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import sqlalchemy as sa
-from sqlalchemy import pool
 from sqlalchemy.engine import Connection
 
 from ._calls import Call
 from ._direct import LANE
+from ._lanes import SHARED_POOLS, prepare_lane
 from ._tx import CLOCK, Retry, atomically, writer_lock
 from .config import RetryPolicy
 from .errors import InvalidArgumentError
@@ -36,8 +36,6 @@ if TYPE_CHECKING:  # at run time only once used: it needs greenlet, an optional 
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 T = TypeVar("T")
-
-_SHARED_POOLS = (pool.StaticPool, pool.SingletonThreadPool)
 
 
 def checked_async_engine(engine: object) -> AsyncEngine:
@@ -62,21 +60,14 @@ def checked_async_engine(engine: object) -> AsyncEngine:
 
 
 def _prepare(conn: Connection) -> None:
-    """Lane settings, as on the blocking side (see ``_lanes``), then leave the pool.
+    """A lane, as on the blocking side (``_lanes.prepare_lane``).
 
     Marked as a lane, the connection also takes the hot statements' direct path
     (``_direct``): inside ``run_sync`` its cursor is SQLAlchemy's adapter over
     the async driver, so a claim skips the general execution machinery here too.
     """
     conn.info[LANE] = True
-    if conn.dialect.name == "sqlite":
-        conn.exec_driver_sql("PRAGMA busy_timeout = 0")
-    elif conn.dialect.driver == "psycopg":
-        from psycopg.types.array import ListBinaryDumper  # noqa: PLC0415
-
-        driver: Any = conn.connection.driver_connection
-        driver.adapters.register_dumper(list, ListBinaryDumper)
-    conn.connection.detach()
+    prepare_lane(conn)
 
 
 class AsyncLanes:
@@ -93,7 +84,7 @@ class AsyncLanes:
         conn = await self.engine.connect()
         try:
             await conn.execution_options(isolation_level="AUTOCOMMIT")
-            if not isinstance(self.engine.sync_engine.pool, _SHARED_POOLS):
+            if not isinstance(self.engine.sync_engine.pool, SHARED_POOLS):
                 await conn.run_sync(_prepare)
         except BaseException:
             await _drop(conn)

@@ -85,7 +85,25 @@ class Lanes:
         return len(self._idle)
 
 
-_SHARED_POOLS = (pool.StaticPool, pool.SingletonThreadPool)
+SHARED_POOLS = (pool.StaticPool, pool.SingletonThreadPool)
+
+
+def prepare_lane(conn: Connection) -> None:
+    """A lane's own settings, then out of the host's pool (blocking and asyncio lanes alike).
+
+    SQLite's busy timeout goes to 0: writers queue on the lock file instead
+    (``_writelock``). On psycopg the scheduler's batches travel as arrays,
+    and binary arrays need no per-element quoting, which halves the time of
+    a large batch.
+    """
+    if conn.dialect.name == "sqlite":
+        conn.exec_driver_sql("PRAGMA busy_timeout = 0")
+    elif conn.dialect.driver == "psycopg":
+        from psycopg.types.array import ListBinaryDumper  # noqa: PLC0415
+
+        driver: Any = conn.connection.driver_connection
+        driver.adapters.register_dumper(list, ListBinaryDumper)
+    conn.connection.detach()
 
 
 def _open(engine: Engine) -> Connection:
@@ -93,17 +111,8 @@ def _open(engine: Engine) -> Connection:
     try:
         conn.execution_options(isolation_level="AUTOCOMMIT")
         conn.info[LANE] = True
-        if not isinstance(engine.pool, _SHARED_POOLS):
-            driver: Any = conn.connection.driver_connection
-            if conn.dialect.name == "sqlite":
-                driver.execute("PRAGMA busy_timeout = 0")
-            elif conn.dialect.driver == "psycopg":
-                # The scheduler's batches travel as arrays: binary arrays need no
-                # per-element quoting, which halves the time of a large batch.
-                from psycopg.types.array import ListBinaryDumper  # noqa: PLC0415
-
-                driver.adapters.register_dumper(list, ListBinaryDumper)
-            conn.connection.detach()
+        if not isinstance(engine.pool, SHARED_POOLS):
+            prepare_lane(conn)
     except BaseException:
         conn.close()
         raise
