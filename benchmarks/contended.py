@@ -19,13 +19,12 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from worksync_sa import Scheduler, SchedulerConfig, Work, WorkStatus, WorkSync
-from worksync_sa._dialects import claim_statement, family_of, is_transient
+from worksync_sa import Scheduler, SchedulerConfig, Work, WorkStatus
+from worksync_sa._dialects import is_transient
 from worksync_sa.models import table_named
 
-from .claims import CLAIM_PARAMS, T0, schedule, sequences
+from .claims import T0, Claimer, schedule, sequences
 from .harness import (
-    RawStatement,
     Report,
     Spread,
     bench_engine,
@@ -33,7 +32,6 @@ from .harness import (
     fresh_table,
     percentile,
     ratio,
-    raw_connection,
 )
 
 SPAWN = multiprocessing.get_context("spawn")
@@ -56,26 +54,15 @@ def contender(
     retries = _Retries()  # only the retry records: debug logging elsewhere would cost time
     logging.getLogger("worksync_sa._tx").addHandler(retries)
     logging.getLogger("worksync_sa._tx").setLevel(logging.DEBUG)
-    engine = bench_engine(url)
-    sync = WorkSync(engine, table=table, keep_alive=False)
-    raw = raw_connection(engine)
-    cursor = raw.cursor()
-    statement = claim_statement(table_named(table), family_of(engine.dialect), due=False)
-    compiled = RawStatement.of(statement, engine, CLAIM_PARAMS)
-    dbapi_error = engine.dialect.loaded_dbapi.Error
+    claimer = Claimer(bench_engine(url), table)
+    dbapi_error = claimer.engine.dialect.loaded_dbapi.Error
     raw_retries = 0
 
     def raw_claim(name: str, sequence: str) -> bool:
         nonlocal raw_retries
         while True:
             try:
-                params = {
-                    "work_name": name,
-                    "tick_sequence": sequence,
-                    "claim_token": "r" * 32,
-                    "worker": "raw",
-                }
-                return compiled.run(cursor, params) == 1
+                return claimer.baseline(name, sequence)
             except dbapi_error as exc:
                 if not is_transient(exc):
                     raise
@@ -84,7 +71,7 @@ def contender(
     records = []
     try:
         # Warm up: open the lane, prepare statements (claims of a tick nobody uses).
-        sync.acquire("warm", "warm")
+        claimer.library("warm", "warm")
         raw_claim("warm", "warm")
         for phase, (kind, name, ticks) in enumerate(plan):
             for tick, sequence in enumerate(ticks):
@@ -93,7 +80,7 @@ def contender(
                 started = time.perf_counter()
                 try:
                     won = (
-                        sync.acquire(name, sequence) is not None
+                        claimer.library(name, sequence)
                         if kind == "library"
                         else raw_claim(name, sequence)
                     )
@@ -106,9 +93,8 @@ def contender(
         out.put(("error", repr(exc), 0, 0))
         raise
     finally:
-        sync.close()
-        raw.close()
-        engine.dispose()
+        claimer.close()
+        claimer.engine.dispose()
 
 
 def _scheduler_latency(engine: sa.Engine, table: str, stop: threading.Event) -> list[float]:
@@ -252,28 +238,15 @@ def contended(engine: sa.Engine, url: str, report: Report, *, quick: bool) -> No
 
 def streamer(url: str, table: str, kind: str, sequences: list[str], barrier: Any, out: Any) -> None:
     """Claim every tick in order, as fast as possible, racing the other processes."""
-    engine = bench_engine(url)
-    sync = WorkSync(engine, table=table, keep_alive=False)
-    raw = raw_connection(engine)
-    cursor = raw.cursor()
-    statement = claim_statement(table_named(table), family_of(engine.dialect), due=False)
-    compiled = RawStatement.of(statement, engine, CLAIM_PARAMS)
+    claimer = Claimer(bench_engine(url), table)
+    claim = claimer.library if kind == "library" else claimer.baseline
     won = errors = 0
     try:
         barrier.wait(timeout=120)
         started = time.perf_counter()
         for sequence in sequences:
             try:
-                if kind == "library":
-                    won += sync.acquire("s", sequence) is not None
-                else:
-                    params = {
-                        "work_name": "s",
-                        "tick_sequence": sequence,
-                        "claim_token": "r" * 32,
-                        "worker": "raw",
-                    }
-                    won += compiled.run(cursor, params)
+                won += claim("s", sequence)
             except Exception:
                 errors += 1
         out.put(("ok", won, errors, started, time.perf_counter()))
@@ -281,9 +254,8 @@ def streamer(url: str, table: str, kind: str, sequences: list[str], barrier: Any
         out.put(("error", repr(exc), 0, 0.0, 0.0))
         raise
     finally:
-        sync.close()
-        raw.close()
-        engine.dispose()
+        claimer.close()
+        claimer.engine.dispose()
 
 
 def sustained(engine: sa.Engine, url: str, report: Report, *, quick: bool) -> None:
