@@ -304,11 +304,21 @@ class SyncCore:
 
 def check_prune(older_than: object, batch_size: object) -> None:
     """``prune``'s arguments, or a clear error naming the wrong one."""
+    check_older_than(older_than)
+    check_batch_size(batch_size)
+
+
+def check_older_than(older_than: object) -> None:
+    """``prune``'s ``older_than``: a timedelta, never shorter than the shortest retention."""
     if not isinstance(older_than, timedelta) or older_than < SHORTEST_RETENTION:
         raise InvalidArgumentError(
             f"older_than must be a timedelta of at least {SHORTEST_RETENTION.days} days, "
             f"got {older_than if isinstance(older_than, timedelta) else repr(older_than)}"
         )
+
+
+def check_batch_size(batch_size: object) -> None:
+    """``prune``'s ``batch_size``: an int from 1 to ``PRUNE_BATCH_LIMIT``."""
     if (
         not isinstance(batch_size, int)
         or isinstance(batch_size, bool)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 
+from .._claiming import check_batch_size, check_older_than
 from ..errors import InvalidArgumentError
 from ..sync import WorkSync
 from .options import (
@@ -64,6 +65,14 @@ def register(commands: Commands) -> None:
 def run(args: argparse.Namespace, secrets: Secrets) -> int:
     """Prune and print how many rows went."""
     setup_logging(args.log_level, secrets)
+    for option, check, value in (
+        ("--older-than", check_older_than, args.older_than),
+        ("--batch-size", check_batch_size, args.batch_size),
+    ):
+        try:  # before connecting: bad input touches nothing
+            check(value)
+        except InvalidArgumentError as exc:
+            raise UsageError(f"{option}: {exc}") from None
     config = read_config(args.config)
     url = database_url(args, config, secrets)
     table = table_name(args, config)
@@ -72,9 +81,6 @@ def run(args: argparse.Namespace, secrets: Secrets) -> int:
         sync = WorkSync(engine, table=table)
         try:
             deleted = sync.prune(args.older_than, args.batch_size)
-        except InvalidArgumentError as exc:  # checked before anything is written
-            option = "--batch-size" if str(exc).startswith("batch_size") else "--older-than"
-            raise UsageError(f"{option}: {exc}") from None
         finally:
             sync.close()
     finally:
