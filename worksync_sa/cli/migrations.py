@@ -14,6 +14,7 @@ for the migration before starting schedulers and workers.
 from __future__ import annotations
 
 import argparse
+import functools
 
 import sqlalchemy as sa
 from alembic.runtime.migration import MigrationContext
@@ -62,15 +63,19 @@ def register(commands: Commands) -> None:
     check.set_defaults(runner=run_check)
 
 
+@functools.cache
+def _scripts() -> ScriptDirectory:
+    return ScriptDirectory(str(migrations_path()))
+
+
 def head_revisions() -> tuple[str, ...]:
     """The head revision(s) of the packaged migrations (one, normally)."""
-    return tuple(sorted(ScriptDirectory(str(migrations_path())).get_heads()))
+    return tuple(sorted(_scripts().get_heads()))
 
 
 def known_revisions() -> set[str]:
     """Every revision the packaged migrations know."""
-    script = ScriptDirectory(str(migrations_path()))
-    return {revision.revision for revision in script.walk_revisions()}
+    return {revision.revision for revision in _scripts().walk_revisions()}
 
 
 def current_revisions(engine: sa.Engine, table: str) -> tuple[str, ...]:
