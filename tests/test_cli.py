@@ -375,6 +375,116 @@ def test_work_once_claims_due_ticks_and_records_outcomes(target: Target, tmp_pat
     assert "FAILED" in result.stderr
 
 
+EXITING = """
+import sys
+
+
+def exits(claim):
+    sys.exit(3)
+
+
+def leaves(claim):
+    raise GeneratorExit("handler left")
+"""
+
+
+@pytest.mark.parametrize(
+    ("handler", "error"), [("exits", "SystemExit: 3"), ("leaves", "GeneratorExit: handler left")]
+)
+def test_work_once_records_a_handler_that_exits_and_keeps_its_exit_code(
+    sqlite_target: Target, tmp_path: Path, handler: str, error: str
+) -> None:
+    db = sqlite_target.create()
+    due_ticks(db)
+    (tmp_path / "handlers.py").write_text(EXITING)
+    result = worksync(
+        "work", "--name", "good", "--run", f"handlers:{handler}", "--once",
+        *sqlite_target.args(), cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "ran 6 claims of good" in result.stdout
+    assert "Traceback" not in result.stderr
+    rows = db.rows(name="good")
+    assert [row.status for row in rows] == [WorkStatus.FAILED] * 6
+    assert {row.error for row in rows} == {error}
+
+
+def test_work_outlives_a_handler_that_exits(
+    sqlite_target: Target, tmp_path: Path, launch: Callable[..., Running]
+) -> None:
+    db = sqlite_target.create()
+    due_ticks(db)
+    (tmp_path / "handlers.py").write_text(EXITING)
+    running = launch(
+        "work", "--name", "good", "--name", "bad", "--run", "handlers:exits", "--poll", "200ms",
+        *sqlite_target.args(),
+    )  # fmt: skip
+    running.wait_for(
+        lambda: {row.status for row in db.rows()} == {WorkStatus.FAILED}, "every due tick run"
+    )
+    assert running.process.poll() is None  # sys.exit() in a handler ended neither loop nor command
+    code, _ = running.stop(signal.SIGTERM)
+    assert code == 0, running.err
+    assert "worker stopped after 9 claims" in running.err
+    assert "Traceback" not in running.err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", ["schedule", "work"])
+def test_a_database_away_at_start_up_is_an_outage_not_an_exit(
+    maria_db: Db, tmp_path: Path, launch: Callable[..., Running], command: str
+) -> None:
+    from .proxy import Proxy
+
+    url = sa.make_url(maria_db.url)
+    proxy = Proxy(url.host or "127.0.0.1", url.port or 3306)
+    try:
+        proxy.cut()
+        config = write_config(tmp_path, FAST)
+        (tmp_path / "handlers.py").write_text(HANDLERS)
+        run = ["--run", "handlers:handle"] if command == "work" else []
+        running = launch(
+            command, "-c", config, *run, "--db", proxy.url_for(maria_db.url),
+            "--table", maria_db.table,
+        )  # fmt: skip
+        running.wait_for_log("retrying with backoff")
+        time.sleep(2)
+        assert running.process.poll() is None  # still waiting for its database
+        assert running.err.count("retrying with backoff") == 1  # logged once, not per attempt
+        proxy.restore()
+        running.wait_for_log("started on", timeout=60)
+        assert "works again" in running.err
+        if command == "schedule":
+            running.wait_for(lambda: maria_db.count() > 0, "rows created after the outage")
+        code, _ = running.stop(signal.SIGTERM)
+        assert code == 0, running.err
+        assert "Traceback" not in running.err
+    finally:
+        proxy.close()
+
+
+def test_a_stop_during_a_start_up_outage_exits_cleanly(
+    maria_db: Db, tmp_path: Path, launch: Callable[..., Running]
+) -> None:
+    from .proxy import Proxy
+
+    url = sa.make_url(maria_db.url)
+    proxy = Proxy(url.host or "127.0.0.1", url.port or 3306)
+    try:
+        proxy.cut()
+        running = launch(
+            "schedule", "-c", write_config(tmp_path, FAST), "--db", proxy.url_for(maria_db.url),
+            "--table", maria_db.table,
+        )  # fmt: skip
+        running.wait_for_log("retrying with backoff")
+        code, took = running.stop(signal.SIGTERM)
+        assert code == 0, running.err
+        assert took < 5
+        assert "SIGTERM received before the database came back" in running.err
+    finally:
+        proxy.close()
+
+
 def test_work_without_a_config_polls_the_named_works(sqlite_target: Target, tmp_path: Path) -> None:
     db = sqlite_target.create()
     due_ticks(db)

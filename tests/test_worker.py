@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from datetime import timedelta
@@ -42,21 +43,57 @@ def test_run_once_claims_every_due_tick_and_records_each_outcome(db: Db) -> None
     assert all(sum(1 for s in seen if s == tick) <= 2 for tick in per_tick)
 
 
+@pytest.mark.parametrize("exit_with", [SystemExit(3), GeneratorExit(), BaseException("odd")])
+def test_a_handler_that_exits_fails_its_row_and_the_loop_goes_on(
+    db: Db, exit_with: BaseException, caplog: pytest.LogCaptureFixture
+) -> None:
+    schedule_due(db, Work("w", "* * * * * *"))
+    calls: list[str] = []
+
+    def handler(claim: Claim) -> None:
+        calls.append(claim.sequence)
+        raise exit_with
+
+    worker = Worker(db.engine, ["w"], handler, table=db.table, poll="100ms")
+    with caplog.at_level(logging.ERROR, logger="worksync_sa"):
+        worker.start()
+        deadline = time.monotonic() + 15
+        while len(calls) < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert worker.running  # the thread outlived every exit
+        worker.close()
+    assert len(calls) >= 3
+    failed = db.rows(name="w", status=WorkStatus.FAILED)
+    assert len(failed) >= 3
+    assert all(row.error.startswith(type(exit_with).__name__) for row in failed)
+    assert not db.rows(name="w", status=WorkStatus.RUNNING)
+    assert any(getattr(r, "action", None) == "failed" for r in caplog.records)
+
+
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
-def test_running_tells_whether_the_loop_is_alive(db: Db) -> None:
+def test_a_loop_that_stops_says_so_and_running_turns_false(
+    db: Db, caplog: pytest.LogCaptureFixture
+) -> None:
     schedule_due(db, Work("w", "* * * * * *"))
     started = threading.Event()
 
     def handler(claim: Claim) -> None:
         started.set()
-        raise SystemExit  # not an Exception: it ends the loop's thread
+        raise KeyboardInterrupt  # a stop signal: the only thing that ends the loop
 
     worker = Worker(db.engine, ["w"], handler, table=db.table, poll="100ms")
     assert not worker.running
-    worker.start()
-    assert started.wait(10)
-    deadline = time.monotonic() + 10
-    while worker.running and time.monotonic() < deadline:
-        time.sleep(0.05)
+    with caplog.at_level(logging.ERROR, logger="worksync_sa"):
+        worker.start()
+        assert started.wait(10)
+        deadline = time.monotonic() + 10
+        while worker.running and time.monotonic() < deadline:
+            time.sleep(0.05)
     assert not worker.running  # a host can notice its worker died, and restart or exit
     worker.close()
+    ended = [r for r in caplog.records if getattr(r, "action", None) == "ended"]
+    assert ended
+    assert ended[0].levelno == logging.ERROR
+    assert "KeyboardInterrupt" in ended[0].getMessage()
+    (row,) = db.rows(name="w", status=WorkStatus.FAILED)  # the claim it held is still recorded
+    assert row.error == "KeyboardInterrupt"

@@ -21,6 +21,7 @@ from typing import Any
 
 from ._calls import Call, Steps
 from ._process import pid
+from ._text import check_text
 from ._tx import CLOCK
 from .config import SHORTEST_RETENTION, RetryPolicy
 from .errors import ClaimLostError, InvalidArgumentError, InvalidWorkError
@@ -33,7 +34,6 @@ from .models import (
     validate_table_name,
 )
 from .repository import ClaimedRow, ClaimRepository, MaintenanceRepository, Recovered
-from .work import check_text
 
 logger = logging.getLogger(__name__)
 
@@ -85,11 +85,19 @@ def checked_now(now: object) -> datetime | None:
 
 
 def describe(exc: BaseException) -> str:
-    """An exception as stored in ``error``: its type, and its text if it has one."""
-    if isinstance(exc, asyncio.CancelledError) and not str(exc):
+    """An exception as stored in ``error``: its type, and its text if it has one.
+
+    Never raises: an exception whose ``__str__`` fails is still recorded (by
+    its type), because a failure that cannot be written is a failure lost.
+    """
+    kind = type(exc).__name__
+    try:
+        text = str(exc)
+    except Exception:
+        return f"{kind}: (its message could not be read)"
+    if isinstance(exc, asyncio.CancelledError) and not text:
         return "CancelledError: the task running the claim was cancelled"
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return f"{kind}: {text}" if text else kind
 
 
 def error_text(error: object) -> str | None:

@@ -17,6 +17,7 @@ SQLite's own busy handler sleeps in coarse steps and collapses when several
 processes write; lanes on SQLite set ``busy_timeout`` to 0 and the services
 retry SQLITE_BUSY themselves, in fine-grained jittered steps (see ``_tx``).
 Lanes on psycopg send lists as binary arrays (the scheduler's bulk inserts).
+Lanes on MySQL/MariaDB must speak utf8mb4, or they are refused.
 Engines whose pool shares one connection (SQLite ``:memory:``) are used as
 they are: no detaching, no pragma.
 """
@@ -33,6 +34,8 @@ from sqlalchemy.engine import Connection, Engine
 
 from ._direct import LANE
 from ._process import pid
+from .engine import shown_url
+from .errors import UnsupportedDatabaseError
 
 # Lanes inherited through fork(): never used, never closed (their sockets belong
 # to the parent), only kept referenced so no finalizer ever touches them.
@@ -96,7 +99,9 @@ def prepare_lane(conn: Connection) -> None:
     and binary arrays need no per-element quoting, which halves the time of
     a large batch.
     """
-    if conn.dialect.name == "sqlite":
+    if conn.dialect.name in ("mysql", "mariadb"):
+        require_utf8mb4(conn)
+    elif conn.dialect.name == "sqlite":
         conn.exec_driver_sql("PRAGMA busy_timeout = 0")
     elif conn.dialect.driver == "psycopg":
         from psycopg.types.array import ListBinaryDumper  # noqa: PLC0415
@@ -104,6 +109,27 @@ def prepare_lane(conn: Connection) -> None:
         driver: Any = conn.connection.driver_connection
         driver.adapters.register_dumper(list, ListBinaryDumper)
     conn.connection.detach()
+
+
+def require_utf8mb4(conn: Connection) -> None:
+    """Refuse a MySQL/MariaDB connection that would not store every character as given.
+
+    Over a ``utf8`` (utf8mb3) or ``latin1`` connection the server turns what
+    it cannot encode into ``?``, silently: ``report-😀`` and ``report-💩`` both
+    become ``report-?`` and then share one work's rows. One query per lane.
+    """
+    client, connection = conn.exec_driver_sql(
+        "SELECT @@character_set_client, @@character_set_connection"
+    ).one()
+    if client == connection == "utf8mb4":
+        return
+    url = shown_url(conn.engine.url)
+    raise UnsupportedDatabaseError(
+        f"the connection to {url} uses character set {client!r}, not utf8mb4: names and "
+        "errors with characters outside it would be stored as '?' and collide; add "
+        "charset=utf8mb4 to the URL (mysql+mysqldb://user@host/db?charset=utf8mb4), or make "
+        "the engine with worksync_sa.create_engine, which adds it"
+    )
 
 
 def _open(engine: Engine) -> Connection:

@@ -1,13 +1,19 @@
-"""What the long-running loops (scheduler, worker) share: surviving outages.
+"""What the long-running loops (scheduler, worker, heartbeat) share: surviving failures.
 
 A loop that loses its database must not die, must not flood the log, and
 must not hammer the server when it comes back. :class:`Outage` logs once
 when a run of failures starts and once when it ends, and hands out
 exponentially growing, jittered, capped waits in between.
+
+Nothing but a stop ends a loop: a handler or listener raising ``SystemExit``
+or ``GeneratorExit`` is one more failure. Only the stop signals
+(:func:`is_stop`) pass through, and a loop that ends by one of them, or by
+anything else, says so in the log (:func:`ended`) rather than vanishing.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 import time
@@ -61,3 +67,19 @@ class Outage:
             )
         self.failures = 0
         self.since = None
+
+
+def is_stop(exc: BaseException) -> bool:
+    """True for what ends a loop: Ctrl-C (``KeyboardInterrupt``) and asyncio cancellation."""
+    return isinstance(exc, (KeyboardInterrupt, asyncio.CancelledError))
+
+
+def ended(logger: logging.Logger, what: str, exc: BaseException) -> None:
+    """Log that a loop ended other than by being asked to stop (``running`` is false from now)."""
+    logger.error(
+        "%s ended by %s: %s; nothing runs it any more",
+        what,
+        type(exc).__name__,
+        first_line(exc),
+        extra={"action": "ended"},
+    )

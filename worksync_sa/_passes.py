@@ -19,13 +19,14 @@ from itertools import islice
 
 from ._calls import Call, Steps
 from ._claiming import checked_now, prune_steps
+from ._text import check_text
 from ._tx import CLOCK
 from .config import RetryPolicy, SchedulerConfig
 from .errors import InvalidConfigError, InvalidWorkError
 from .events import Event, Events, Listener, report_recovered
 from .models import checked_moment, table_named, validate_table_name
 from .repository import MaintenanceRepository, NewRow, QueuedRow, Recovered, ScheduleRepository
-from .work import Work, check_text
+from .work import Work
 
 logger = logging.getLogger(__name__)
 

@@ -226,6 +226,10 @@ def ledger_page(table: sa.Table, *, one_work: bool, resume: bool) -> sa.Select[A
             count(sa.or_(c.closed_by == CLOSED_BY_LEASE, c.attempts > 1)).label("recovered"),
             count(c.closed_by == CLOSED_BY_MISSED).label("missed"),
             sa.func.min(c.started_at).label("first_start"),
+            # One failure's text per tick (the largest, for a stable choice): enough to say why.
+            sa.func.max(
+                sa.case((sa.or_(worker_failed, c.closed_by == CLOSED_BY_LEASE), c.error))
+            ).label("error"),
         )
         .where(*where)
         .group_by(c.tick_at, c.name, c.sequence)

@@ -17,9 +17,10 @@ from typing import TYPE_CHECKING
 
 from ._async_tx import AsyncTransactions
 from ._calls import drive_async
-from ._loop import Outage
+from ._loop import Outage, ended, is_stop
 from ._passes import SchedulerCore
 from .config import RetryPolicy, SchedulerConfig
+from .engine import shown_url
 from .events import Listener
 from .models import DEFAULT_TABLE
 from .work import Work
@@ -55,7 +56,7 @@ class AsyncScheduler(SchedulerCore):
         self._stopping = asyncio.Event()
 
     def __repr__(self) -> str:
-        url = self._tx.engine.url.render_as_string(hide_password=True)
+        url = shown_url(self._tx.engine.url)
         return f"AsyncScheduler({url!r}, works={len(self.works)}, table={self._tx.table!r})"
 
     async def tick(self, now: datetime | None = None) -> int:
@@ -103,6 +104,14 @@ class AsyncScheduler(SchedulerCore):
         await self.close()
 
     async def _run(self) -> None:
+        try:
+            await self._loop()
+        except BaseException as exc:
+            if not isinstance(exc, asyncio.CancelledError):  # a cancel is how stop() ends it
+                ended(logger, "scheduler loop", exc)
+            raise
+
+    async def _loop(self) -> None:
         period = self.config.interval_delta.total_seconds()
         outage = Outage(
             logger,
@@ -114,7 +123,9 @@ class AsyncScheduler(SchedulerCore):
         while not self._stopping.is_set():
             try:
                 await self.tick()
-            except Exception as exc:  # the loop must outlive any outage
+            except BaseException as exc:  # the loop must outlive any outage, and any listener
+                if is_stop(exc):
+                    raise
                 await self._pause(outage.failed(exc))
                 due = time.monotonic()
                 continue

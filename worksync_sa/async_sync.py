@@ -25,6 +25,7 @@ from ._calls import drive_async
 from ._claiming import ClaimCore, SyncCore, error_text, heartbeat_period
 from ._loop import Outage
 from .config import RetryPolicy
+from .engine import shown_url
 from .errors import ClaimLostError
 from .events import Listener
 from .models import DEFAULT_TABLE, WorkStatus
@@ -176,7 +177,7 @@ class AsyncWorkSync:
         return self._tx.table
 
     def __repr__(self) -> str:
-        url = self._tx.engine.url.render_as_string(hide_password=True)
+        url = shown_url(self._tx.engine.url)
         return f"AsyncWorkSync({url!r}, table={self.table!r})"
 
     async def close(self) -> None:

@@ -19,7 +19,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from .config import SchedulerConfig
-from .engine import create_engine
+from .engine import create_engine, shown_url
 from .models import DEFAULT_TABLE, table_named, validate_table_name
 from .repository import QueryRepository, TickCount
 from .scheduler import Scheduler
@@ -131,7 +131,7 @@ def run_demo(
     url = url or DEFAULT_URL
     table = validate_table_name(table)
     engine = create_engine(url)
-    shown = engine.url.render_as_string(hide_password=True)
+    shown = shown_url(engine.url)
     print(f"worksync demo on {shown} (table {table!r}), {workers} workers, {seconds:g} s")
     upgrade(engine, table=table)
     print("  schema at head (alembic upgrade head)")

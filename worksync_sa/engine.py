@@ -17,6 +17,28 @@ from typing import Any
 import sqlalchemy as sa
 
 SQLITE_BUSY_TIMEOUT_S = 5.0
+MASK = "***"
+_PLACEHOLDER = "WorksyncMaskedSecret"
+
+
+def is_secret_key(key: str) -> bool:
+    """True for URL query keys that hold a password (``password``, ``passwd``, ``sslpassword``)."""
+    return "pass" in key.lower()
+
+
+def shown_url(url: str | sa.URL) -> str:
+    """The URL as it may be printed or logged: every password masked.
+
+    SQLAlchemy's ``hide_password`` masks the password before the ``@``; drivers
+    also take one in the query string (``?password=``, ``?passwd=``), which it
+    prints in clear, so any query value whose key mentions "pass" is masked too.
+    """
+    url = sa.make_url(url)
+    secret = {key: _PLACEHOLDER for key in url.query if is_secret_key(key)}
+    if secret:
+        url = url.update_query_dict(secret)
+    # The placeholder survives the query string's quoting, which would turn "***" into %2A.
+    return url.render_as_string(hide_password=True).replace(_PLACEHOLDER, MASK)
 
 
 def create_engine(url: str | sa.URL, **kwargs: Any) -> sa.Engine:

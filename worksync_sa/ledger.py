@@ -16,6 +16,7 @@ Per tick (one work, one sequence):
                claimed again (counted here, and also by their final status)
 ``missed``     closed because nobody claimed them within the work's grace
 ``lag``        first claim's start minus the tick time (database clock)
+``error``      what one failed run recorded, if any run failed
 """
 
 from __future__ import annotations
@@ -29,11 +30,11 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from . import _statements
+from ._text import check_text
 from ._tx import Transactions
 from .config import RetryPolicy
 from .errors import InvalidArgumentError
 from .models import DEFAULT_TABLE, as_utc, checked_moment, table_named, validate_table_name
-from .work import check_text
 
 PAGE_LIMIT = 10_000
 _EARLIEST = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -56,6 +57,8 @@ class TickEntry:
     recovered: int
     missed: int
     first_start: datetime | None
+    error: str | None = None
+    """The text one failed run of the tick recorded (by its worker, or recovery), if any."""
 
     @property
     def lag(self) -> timedelta | None:
@@ -153,6 +156,7 @@ class Ledger:
                     int(row.recovered),
                     int(row.missed),
                     None if row.first_start is None else as_utc(row.first_start),
+                    row.error,
                 )
                 for row in conn.execute(statement, params)
             ]

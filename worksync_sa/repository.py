@@ -29,6 +29,7 @@ from ._dialects import (
     recovery_statement,
 )
 from ._direct import LANE, Bulk, Compiled, Outcome, quiet, run_bulk, run_direct
+from ._text import check_text, stored_error
 from .errors import InvalidArgumentError
 from .models import (
     CLOSED_BY_LEASE,
@@ -36,12 +37,10 @@ from .models import (
     DEFAULT_GRACE_SECONDS,
     DEFAULT_LEASE_SECONDS,
     DEFAULT_MAX_ATTEMPTS,
-    ERROR_TEXT_MAX,
     WorkStatus,
     as_utc,
     checked_moment,
 )
-from .work import check_text
 
 _S = TypeVar("_S")
 
@@ -355,12 +354,13 @@ class ClaimRepository:
     ) -> bool:
         """Set SUCCESS or FAILED; False if the row is no longer this claim's (nothing written).
 
-        ``error`` is stored verbatim, cut to ``ERROR_TEXT_MAX`` characters (a NUL,
-        which PostgreSQL cannot store, becomes U+FFFD).
+        ``error`` is stored as :func:`~worksync_sa._text.stored_error` keeps it:
+        verbatim but for lone surrogates and NUL, which are escaped, and cut to
+        ``ERROR_TEXT_MAX`` characters.
         """
         if status not in (WorkStatus.SUCCESS, WorkStatus.FAILED):
             raise ValueError(f"a claim finishes as SUCCESS or FAILED, not {status!r}")
-        text = None if error is None else error[:ERROR_TEXT_MAX].replace("\x00", "\ufffd")
+        text = None if error is None else stored_error(error)
         params = {
             "claim_id": claim_id,
             "claim_token": token,

@@ -23,10 +23,11 @@ from datetime import datetime
 from sqlalchemy.engine import Engine
 
 from ._calls import drive
-from ._loop import Outage
+from ._loop import Outage, ended, is_stop
 from ._passes import PassReport, SchedulerCore
 from ._tx import Transactions
 from .config import RetryPolicy, SchedulerConfig
+from .engine import shown_url
 from .events import Listener
 from .models import DEFAULT_TABLE
 from .work import Work
@@ -62,7 +63,7 @@ class Scheduler(SchedulerCore):
         self._stopping = threading.Event()
 
     def __repr__(self) -> str:
-        url = self._tx.engine.url.render_as_string(hide_password=True)
+        url = shown_url(self._tx.engine.url)
         return f"Scheduler({url!r}, works={len(self.works)}, table={self._tx.table!r})"
 
     def tick(self, now: datetime | None = None) -> int:
@@ -114,6 +115,13 @@ class Scheduler(SchedulerCore):
         self.close()
 
     def _run(self) -> None:
+        try:
+            self._loop()
+        except BaseException as exc:
+            ended(logger, "scheduler loop", exc)
+            raise
+
+    def _loop(self) -> None:
         period = self.config.interval_delta.total_seconds()
         outage = Outage(
             logger,
@@ -125,7 +133,9 @@ class Scheduler(SchedulerCore):
         while not self._stopping.is_set():
             try:
                 self.tick()
-            except Exception as exc:  # the loop must outlive any outage
+            except BaseException as exc:  # the loop must outlive any outage, and any listener
+                if is_stop(exc):
+                    raise
                 self._stopping.wait(outage.failed(exc))
                 due = time.monotonic()
                 continue

@@ -23,9 +23,10 @@ from sqlalchemy.engine import Engine
 
 from ._calls import drive
 from ._claiming import ClaimCore, SyncCore, error_text, heartbeat_period
-from ._loop import Outage
+from ._loop import Outage, ended
 from ._tx import Transactions
 from .config import RetryPolicy
+from .engine import shown_url
 from .errors import ClaimLostError
 from .events import Listener
 from .models import DEFAULT_TABLE, WorkStatus
@@ -120,6 +121,13 @@ class _KeepAlive(threading.Thread):
         self.stopping = threading.Event()
 
     def run(self) -> None:
+        try:
+            self._beat()
+        except BaseException as exc:
+            ended(logger, f"heartbeat of {self.claim!r}", exc)
+            raise
+
+    def _beat(self) -> None:
         claim = self.claim
         sync = claim._sync
         try:
@@ -202,7 +210,7 @@ class WorkSync:
         return self._tx.table
 
     def __repr__(self) -> str:
-        url = self._tx.engine.url.render_as_string(hide_password=True)
+        url = shown_url(self._tx.engine.url)
         return f"WorkSync({url!r}, table={self.table!r})"
 
     def acquire(self, name: str, sequence: str) -> Claim | None:

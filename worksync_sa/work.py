@@ -36,13 +36,13 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import CroniterBadDateError, croniter
 
+from ._text import check_text
 from .durations import parse_every
 from .errors import InvalidWorkError
 from .models import (
     DEFAULT_GRACE_SECONDS,
     DEFAULT_LEASE_SECONDS,
     DEFAULT_MAX_ATTEMPTS,
-    TEXT_MAX,
     checked_moment,
 )
 
@@ -76,26 +76,6 @@ def default_sequence(tick: datetime) -> str:
     ``tick`` is taken as UTC.
     """
     return checked_moment(tick, "tick").strftime(_SEQUENCE_LAYOUT)
-
-
-def check_text(value: object, what: str) -> str:
-    """Return ``value`` if it can be stored as a name or sequence, else raise ``ValueError``.
-
-    1 to 255 characters (``varchar(255)``), no NUL (PostgreSQL rejects it), and
-    no trailing whitespace: MySQL compares ``'a '`` equal to ``'a'``, so such a
-    value could claim another tick's rows.
-    """
-    if not isinstance(value, str):
-        raise ValueError(f"{what} must be a string, not {type(value).__name__}")
-    if not value:
-        raise ValueError(f"{what} is empty; it needs 1 to {TEXT_MAX} characters")
-    if len(value) > TEXT_MAX:
-        raise ValueError(f"{what} has {len(value)} characters; the limit is {TEXT_MAX}")
-    if "\x00" in value:
-        raise ValueError(f"{what} contains a NUL character")
-    if value[-1].isspace():
-        raise ValueError(f"{what} {value!r} ends with whitespace, which MySQL ignores in keys")
-    return value
 
 
 class _Schedule:

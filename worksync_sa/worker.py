@@ -20,14 +20,16 @@ from datetime import datetime, timedelta, timezone
 
 from sqlalchemy.engine import Engine
 
-from ._loop import Outage
+from ._claiming import describe
+from ._loop import Outage, ended, is_stop
+from ._text import check_text
 from .config import RetryPolicy
 from .durations import as_timedelta
 from .errors import ClaimLostError, InvalidArgumentError
 from .events import Listener
 from .models import DEFAULT_TABLE
 from .sync import Claim, WorkSync
-from .work import Work, check_text
+from .work import Work
 
 logger = logging.getLogger(__name__)
 
@@ -118,9 +120,15 @@ class Worker:
                 self.handler(claim)
         except ClaimLostError:
             logger.warning("%r was lost before it finished", claim, extra={"action": "lost"})
-        except Exception:
-            # The failure is recorded on the row; the loop goes on with the next tick.
-            logger.exception("work %r failed", claim.name, extra={"action": "failed"})
+        except BaseException as exc:
+            # `with claim:` recorded FAILED with the reason; the loop goes on with the next
+            # tick, even after the handler's sys.exit(): one job must not stop every other.
+            if is_stop(exc):
+                raise
+            logger.error(
+                "work %r failed: %s", claim.name, describe(exc), extra={"action": "failed"}
+            )
+            logger.debug("work %r failed here:", claim.name, exc_info=True)
 
     def _next_wait(self) -> float:
         """Until the next tick by this process's clock, but never longer than ``poll``."""
@@ -131,12 +139,24 @@ class Worker:
         return max(0.0, min(self.poll, (soonest - now).total_seconds()))
 
     def run(self, *, until: float | None = None) -> None:
-        """Loop until :meth:`stop` (or the ``time.time()`` deadline ``until``)."""
+        """Loop until :meth:`stop` (or the ``time.time()`` deadline ``until``).
+
+        Only a stop signal (Ctrl-C) ends it early, and the log says so.
+        """
+        try:
+            self._loop(until)
+        except BaseException as exc:
+            ended(logger, f"worker {self.sync.worker_id} loop", exc)
+            raise
+
+    def _loop(self, until: float | None) -> None:
         outage = Outage(logger, f"worker {self.sync.worker_id}", cap=self.max_backoff)
         while not self._stopping.is_set() and (until is None or time.time() < until):
             try:
                 ran = self.run_once()
-            except Exception as exc:  # the database is away: back off, then resume
+            except BaseException as exc:  # the database is away: back off, then resume
+                if is_stop(exc):
+                    raise
                 self._stopping.wait(outage.failed(exc))
                 continue
             outage.succeeded()

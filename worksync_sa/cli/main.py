@@ -50,7 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     runner: Runner = args.runner
     try:
         return runner(args, secrets)
-    except (Exception, KeyboardInterrupt, ForcedStop) as exc:
+    except BaseException as exc:  # even a SystemExit from user code: exit codes stay 0/1/2
         code, message = outcome(exc)
     line = " ".join(message.split())  # one line, whatever the message held
     print(f"worksync: {secrets.mask(line)}", file=sys.stderr)
@@ -69,4 +69,6 @@ def outcome(exc: BaseException) -> tuple[int, str]:
         return FAILURE, f"stopped at once: {exc}"
     if isinstance(exc, KeyboardInterrupt):
         return FAILURE, "interrupted"
+    if isinstance(exc, SystemExit):
+        return FAILURE, f"stopped by sys.exit({exc.code!r}) in imported code"
     return FAILURE, describe_error(exc)  # a driver or connection error, without a traceback

@@ -6,7 +6,8 @@ table the same way (``--table``, ``WORKSYNC_TABLE``, ``[database] table``,
 ``works``), so a deploy sets them once for all of them.
 
 Nothing here prints a password: URLs are shown with
-``render_as_string(hide_password=True)``, and every message and log line
+``engine.shown_url`` (the password, and any query value whose key mentions
+"pass"), and every message and log line
 goes through :class:`Secrets`, which masks the passwords this run was given
 wherever a driver's error text might echo them.
 """
@@ -24,11 +25,15 @@ from urllib.parse import quote, quote_plus
 
 import sqlalchemy as sa
 
+from .._dialects import is_disconnect
+from .._loop import Outage
+from .._text import printable
 from ..config_file import URL_FORM, ConfigFile, load_config, parse_url
 from ..durations import parse_duration
-from ..engine import create_engine
+from ..engine import create_engine, is_secret_key, shown_url
 from ..errors import InvalidConfigError
 from ..models import DEFAULT_TABLE, as_utc, validate_table_name
+from .stopping import StopSignals
 
 ENV_URL = "WORKSYNC_DATABASE_URL"
 ENV_TABLE = "WORKSYNC_TABLE"
@@ -69,9 +74,12 @@ class Secrets:
         self._words: set[str] = set()
 
     def add_url(self, url: sa.URL) -> None:
-        """Remember ``url``'s password, if it has one."""
-        if url.password:
-            password = str(url.password)
+        """Remember ``url``'s passwords: before the ``@``, and in the query string."""
+        passwords = [str(url.password)] if url.password else []
+        for key, value in url.query.items():
+            if is_secret_key(key):
+                passwords += [value] if isinstance(value, str) else list(value)
+        for password in filter(None, passwords):
             self._words.update({password, quote(password, safe=""), quote_plus(password)})
 
     def mask(self, text: str) -> str:
@@ -82,11 +90,19 @@ class Secrets:
 
 
 class MaskingFormatter(logging.Formatter):
-    """Formats log records, then masks passwords: the library logs driver messages."""
+    """Formats log records, then masks passwords: the library logs driver messages.
+
+    The message itself has its control characters escaped (a work name holding
+    a newline must not forge a second log line); a traceback keeps its lines.
+    """
 
     def __init__(self, secrets: Secrets, fmt: str) -> None:
         super().__init__(fmt)
         self.secrets = secrets
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = printable(record.message)
+        return super().formatMessage(record)
 
     def format(self, record: logging.LogRecord) -> str:
         return self.secrets.mask(super().format(record))
@@ -235,8 +251,8 @@ def table_name(args: argparse.Namespace, config: ConfigFile | None) -> str:
 
 
 def shown(url: sa.URL) -> str:
-    """The URL as it may be printed: password masked."""
-    return url.render_as_string(hide_password=True)
+    """The URL as it may be printed: every password masked (see ``engine.shown_url``)."""
+    return shown_url(url)
 
 
 def open_engine(url: sa.URL, *, must_exist: bool = True) -> sa.Engine:
@@ -278,6 +294,31 @@ def require_table(engine: sa.Engine, table: str) -> None:
             f"table {table!r} not found on {shown(engine.url)}: create it with "
             "`worksync migrate` (same --db and --table)"
         )
+
+
+def wait_for_table(
+    engine: sa.Engine, table: str, stop: StopSignals, log: logging.Logger, max_backoff: float
+) -> bool:
+    """:func:`require_table` for a long-running command: an unreachable database is an outage.
+
+    While the server cannot be reached (down, restarting, not yet up in a
+    deploy), log once, back off with jitter up to ``max_backoff`` seconds, and
+    look again; a stop signal meanwhile returns False. A reachable database
+    without the table, or one that refuses us (a wrong password), fails at
+    once: waiting would not fix it.
+    """
+    outage = Outage(log, f"database {shown(engine.url)}", cap=max_backoff)
+    while True:
+        try:
+            require_table(engine, table)
+        except sa.exc.DBAPIError as exc:
+            if not is_disconnect(exc):
+                raise
+            if stop.wait(outage.failed(exc)):
+                return False
+            continue
+        outage.succeeded()
+        return True
 
 
 def describe_error(exc: BaseException) -> str:

@@ -30,10 +30,10 @@ from .options import (
     database_url,
     open_engine,
     read_config,
-    require_table,
     setup_logging,
     shown,
     table_name,
+    wait_for_table,
 )
 from .stopping import StopSignals
 from .text import format_duration, format_moment, plural
@@ -119,7 +119,11 @@ def _serve(scheduler: Scheduler, engine: sa.Engine, config: ConfigFile, table: s
     settings = config.scheduler
     with StopSignals() as stop:
         try:
-            require_table(engine, table)
+            if not wait_for_table(
+                engine, table, stop, log, settings.max_backoff_delta.total_seconds()
+            ):
+                log.info("%s received before the database came back", stop.received)
+                return 0
             scheduler.start()
             log.info(
                 "scheduler started on %s, table %r: %s (%s), a pass every %s, lookahead %s",

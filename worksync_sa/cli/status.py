@@ -20,7 +20,9 @@ from datetime import datetime, timedelta, timezone
 
 import sqlalchemy as sa
 
+from .._text import printable
 from ..ledger import Ledger, TickEntry, WorkSummary, summarise_each
+from ..work import default_sequence
 from .options import (
     Commands,
     Moment,
@@ -47,6 +49,8 @@ from .text import format_duration, format_moment, format_table, plural
 DEFAULT_SINCE = timedelta(hours=1)
 DEFAULT_EVERY = timedelta(seconds=2)
 CLEAR_SCREEN = "\x1b[H\x1b[2J"
+ERROR_WIDTH = 60
+"""Longest error text shown in a tick line; the table keeps the whole text."""
 
 TICK_HEADERS = (
     "tick (UTC)",
@@ -149,7 +153,7 @@ class View:
     def render(self, ledger: Ledger, now: datetime) -> list[str]:
         since, until = self.bounds(now.replace(microsecond=0))  # whole seconds read better
         entries = list(ledger.entries(name=self.name, since=since, until=until))
-        works = f"work {self.name!r}" if self.name is not None else "every work"
+        works = f"work {printable(repr(self.name))}" if self.name is not None else "every work"
         span = f"from {format_moment(since)} to {format_moment(until) if until else 'the end'}"
         if not entries:
             return [f"no ticks of {works} in table {self.table!r} on {self.where} {span} (UTC)"]
@@ -158,9 +162,7 @@ class View:
         if len(shown_entries) < len(entries):
             lines.append(f"(the last {len(shown_entries)} of {plural(len(entries), 'tick')})")
         lines.append("")
-        lines += format_table(
-            TICK_HEADERS, [_tick_row(entry) for entry in shown_entries], right=range(2, 11)
-        )
+        lines += tick_table(shown_entries)
         summaries = summarise_each(entries)
         lines.append("")
         lines += format_table(
@@ -169,23 +171,34 @@ class View:
         return lines
 
 
-def _tick_row(entry: TickEntry) -> list[str]:
-    figures = (
-        entry.max_run,
-        entry.created,
-        entry.queued,
-        entry.running,
-        entry.succeeded,
-        entry.failed,
-        entry.recovered,
-        entry.missed,
-    )
-    return [
-        format_moment(entry.tick_at),
-        entry.name,
-        *map(str, figures),
-        format_duration(entry.lag),
-    ]
+def tick_table(entries: list[TickEntry]) -> list[str]:
+    """One line per tick. A ``sequence`` column appears when some tick's label is not its
+    UTC time (a custom sequence, or rows of another program), an ``error`` column when some
+    run failed. Text read from the table is escaped: a name could hold terminal controls."""
+    labelled = any(entry.sequence != default_sequence(entry.tick_at) for entry in entries)
+    failed = any(entry.error for entry in entries)
+    headers = [*TICK_HEADERS[:2], *(["sequence"] if labelled else []), *TICK_HEADERS[2:]]
+    figures_at = len(headers) - len(TICK_HEADERS) + 2
+    if failed:
+        headers.append("error")
+    rows = []
+    for entry in entries:
+        row = [format_moment(entry.tick_at), printable(entry.name)]
+        if labelled:
+            row.append(printable(entry.sequence))
+        row += map(str, (
+            entry.max_run, entry.created, entry.queued, entry.running, entry.succeeded,
+            entry.failed, entry.recovered, entry.missed,
+        ))  # fmt: skip
+        row.append(format_duration(entry.lag))
+        if failed:
+            row.append(_shortened(printable(entry.error or "")))
+        rows.append(row)
+    return format_table(headers, rows, right=range(figures_at, figures_at + 9))
+
+
+def _shortened(text: str, width: int = ERROR_WIDTH) -> str:
+    return text if len(text) <= width else f"{text[: width - 3]}..."
 
 
 def _summary_row(summary: WorkSummary) -> list[str]:
@@ -199,7 +212,7 @@ def _summary_row(summary: WorkSummary) -> list[str]:
         summary.missed,
     )
     return [
-        summary.name,
+        printable(summary.name),
         *map(str, figures),
         "-" if rate is None else f"{rate:.1%}",
         format_duration(summary.lag_p50),

@@ -26,11 +26,11 @@ from typing import Any
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
-class ForcedStop(BaseException):
+class ForcedStop(KeyboardInterrupt):
     """A second SIGINT/SIGTERM: quit now, without waiting for the running work.
 
-    A ``BaseException``, like ``KeyboardInterrupt``, so no ``except Exception``
-    on the way up swallows it.
+    A ``KeyboardInterrupt``: no ``except Exception`` on the way up swallows it,
+    and the loops treat it as the stop signal it is.
     """
 
 

@@ -48,6 +48,7 @@ from .options import (
     setup_logging,
     shown,
     table_name,
+    wait_for_table,
 )
 from .stopping import ForcedStop, StopSignals
 from .text import format_duration, plural
@@ -217,7 +218,10 @@ def _once(worker: Worker, engine: sa.Engine, table: str) -> int:
 def _serve(worker: Worker, engine: sa.Engine, table: str, spec: str, poll: timedelta) -> int:
     with StopSignals() as stop:
         try:
-            require_table(engine, table)
+            if not wait_for_table(engine, table, stop, log, worker.max_backoff):
+                log.info("%s received before the database came back", stop.received)
+                worker.close()
+                return 0
             worker.start()
             log.info(
                 "worker %s started on %s, table %r: running %s for %s, polling every %s",
