@@ -2,9 +2,12 @@
 
 Each work gets exactly one tick in the window (crons ``M * * * *`` for M in
 0..59, a one-hour lookahead), so a pass inserts 3N rows. The raw baseline
-inserts the same rows, computed beforehand, with the driver's fastest bulk
-path in one transaction: mysqlclient's multi-row ``INSERT IGNORE``
-executemany, psycopg's pipelined executemany, sqlite3's executemany.
+inserts the same rows, computed beforehand, with every value bound (the
+creation time too, so mysqlclient can fold the rows into multi-row
+``INSERT IGNORE`` statements) through the driver's fastest bulk path, in one
+transaction: mysqlclient's executemany, psycopg's pipelined executemany,
+sqlite3's executemany. It does not check other programs' rows, as the
+library's statement does.
 """
 
 from __future__ import annotations
@@ -19,15 +22,25 @@ from typing import Any
 import sqlalchemy as sa
 
 from worksync_sa import Scheduler, SchedulerConfig, Work
-from worksync_sa._dialects import family_of
-from worksync_sa._statements import insert_queued
+from worksync_sa._dialects import family_of, insert_ignoring_duplicates
 from worksync_sa.models import table_named
 
 from .harness import Report, Spread, drop_table, fresh_table, ratio, raw_connection, timed
 
 NOW = datetime(2026, 1, 1, 0, 0, 30, tzinfo=timezone.utc)
 CONFIG = SchedulerConfig(lookahead="1h", interval="1m")
-COLUMNS = ("name", "sequence", "slot", "tick_at", "lease_seconds", "grace_seconds", "max_attempts")
+COLUMNS = (
+    "created_at",
+    "status",
+    "name",
+    "sequence",
+    "slot",
+    "tick_at",
+    "lease_seconds",
+    "grace_seconds",
+    "max_attempts",
+    "spec",
+)
 
 
 def works_of(count: int) -> list[Work]:
@@ -37,7 +50,7 @@ def works_of(count: int) -> list[Work]:
 def raw_rows(engine: sa.Engine, works: list[Work]) -> tuple[str, list[Any]]:
     """The pass's rows as the driver wants them, and the INSERT they go into."""
     table = table_named("bench_pass")
-    statement = insert_queued(table, family_of(engine.dialect)).compile(
+    statement = insert_ignoring_duplicates(table, family_of(engine.dialect)).compile(
         dialect=engine.dialect, column_keys=list(COLUMNS)
     )
     naive = engine.dialect.name != "postgresql"
@@ -45,11 +58,17 @@ def raw_rows(engine: sa.Engine, works: list[Work]) -> tuple[str, list[Any]]:
     for row in Scheduler(engine, works, CONFIG, table="bench_pass").plan(
         NOW, NOW + CONFIG.lookahead_delta
     ):
-        values = {c: getattr(row, c) for c in COLUMNS}
-        if naive:
-            values["tick_at"] = values["tick_at"].replace(tzinfo=None)
-        if engine.dialect.name == "sqlite":
-            values["tick_at"] = values["tick_at"].isoformat(sep=" ", timespec="microseconds")
+        values: dict[str, Any] = {c: getattr(row, c, None) for c in COLUMNS}
+        values.update(created_at=NOW, status=1)
+        for moment in ("created_at", "tick_at"):
+            when: datetime = values[moment]
+            if naive:
+                when = when.replace(tzinfo=None)
+            values[moment] = (
+                when.isoformat(sep=" ", timespec="microseconds")
+                if engine.dialect.name == "sqlite"
+                else when
+            )
         merged = {**statement.construct_params(dict.fromkeys(COLUMNS)), **values}
         order = statement.positiontup
         rows.append(merged if order is None else tuple(merged[k] for k in order))

@@ -544,7 +544,8 @@ def test_work_waits_for_the_running_claim_and_a_second_signal_quits_at_once(
 # -- status --------------------------------------------------------------------------
 
 TICK_LINE = re.compile(
-    r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)\s+(\S+)\s+" + r"(\d+)\s+" * 8 + r"(\S+)$", re.M
+    r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)\s+(\S+)\s+" + r"(\d+)\s+" * 8 + r"(\S+)(?: +(.+))?$",
+    re.M,
 )
 
 
@@ -556,9 +557,10 @@ def test_status_prints_every_figure_of_a_known_history(target: Target, tmp_path:
         *target.args(), cwd=tmp_path,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
-    ticks = {
-        (m[1], m[0][-2:]): (*map(int, m[2:10]), m[10]) for m in TICK_LINE.findall(result.stdout)
-    }
+    lines = TICK_LINE.findall(result.stdout)
+    ticks = {(m[1], m[0][-2:]): (*map(int, m[2:10]), m[10]) for m in lines}
+    errors = {(m[1], m[0][-2:]): m[11] for m in lines if m[11]}
+    assert errors == {("a", "10"): "boom", ("a", "20"): "lease expired (worker lost)"}
     assert ticks == {
         ("a", "10"): (2, 2, 0, 0, 1, 1, 0, 0, "1s"),
         ("a", "20"): (2, 2, 0, 0, 0, 0, 1, 1, "2s"),  # one lost worker, one missed slot

@@ -71,6 +71,7 @@ def test_revision_files_use_only_op_and_sa() -> None:
         "collections.abc",
         "sqlalchemy",
         "alembic",
+        "alembic.util",
         "sqlalchemy.dialects",
     }
     for path in sorted((migrations_path() / "versions").glob("*.py")):

@@ -15,7 +15,7 @@ from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.engine import Dialect
 
 from worksync_sa import _statements
-from worksync_sa._dialects import Family, claim_statement, insert_from_arrays
+from worksync_sa._dialects import Family, claim_statement, insert_batch
 from worksync_sa.models import work_table
 
 TABLE = work_table("jobs")
@@ -64,10 +64,34 @@ def test_postgresql_claim_skips_locked_rows_and_rechecks_status() -> None:
 
 
 def test_postgresql_bulk_insert_is_one_statement_over_arrays() -> None:
-    text = sql(insert_from_arrays(TABLE), POSTGRESQL)
+    text = sql(insert_batch(TABLE, "postgresql"), POSTGRESQL)
     assert "FROM unnest(%(name_list)s::VARCHAR(255)[]" in text
     assert "AS batch(name, sequence, slot, tick_at, lease_seconds" in text
+    assert "spec, max_run)" in text
     assert text.endswith("ORDER BY batch.name, batch.sequence, batch.slot ON CONFLICT DO NOTHING")
+
+
+def test_mysql_bulk_insert_is_one_statement_over_json_compared_exactly() -> None:
+    text = sql(insert_batch(TABLE, "mysql"), MYSQL)
+    assert text.startswith("INSERT IGNORE INTO jobs (created_at, status, name, sequence, slot")
+    assert "FROM JSON_TABLE(%s, '$[*]' COLUMNS (" in text
+    # Names compare as the table stores them (binary), not in the connection's collation.
+    assert "name VARCHAR(255) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin PATH '$[0]'" in text
+    assert text.count("%s") == 3  # the batch, the QUEUED status, the surplus marker: all bound
+
+
+@pytest.mark.parametrize(("family", "dialect"), DIALECTS)
+def test_a_batch_row_counts_other_programs_rows_against_its_tick(
+    family: Family, dialect: Dialect
+) -> None:
+    """Rows without a slot (the Go original's) use up the tick's budget before our slots."""
+    text = sql(insert_batch(TABLE, family), dialect)
+    assert re.search(
+        r"WHERE \S+ \+ \(SELECT count\(\*\) AS count_1 FROM jobs AS held WHERE held\.name = \S+ "
+        r"AND held\.sequence = \S+ AND held\.slot IS NULL AND \(held\.closed_by IS NULL OR "
+        r"held\.closed_by != \S+\)\) < \S+",
+        text,
+    ), text
 
 
 def test_sqlite_claim_uses_returning_without_lock_clauses() -> None:
@@ -86,26 +110,17 @@ def test_due_claim_can_bind_an_explicit_now() -> None:
 @pytest.mark.parametrize(
     ("family", "dialect", "prefix", "suffix"),
     [
-        ("mysql", MYSQL, "INSERT IGNORE INTO jobs", ""),
-        (
-            "postgresql",
-            POSTGRESQL,
-            "INSERT INTO jobs",
-            "ON CONFLICT DO NOTHING",
-        ),
+        ("mysql", MYSQL, "INSERT IGNORE INTO jobs", "< batch.max_run"),
+        ("postgresql", POSTGRESQL, "INSERT INTO jobs", "ON CONFLICT DO NOTHING"),
         ("sqlite", SQLITE, "INSERT INTO jobs", "ON CONFLICT DO NOTHING"),
     ],
 )
 def test_create_ahead_lets_the_unique_key_refuse_duplicates(
     family: Family, dialect: Dialect, prefix: str, suffix: str
 ) -> None:
-    columns = ["name", "sequence", "slot", "tick_at"]
-    compiled = _statements.insert_queued(TABLE, family).compile(
-        dialect=dialect, column_keys=columns, for_executemany=True
-    )
-    text = " ".join(str(compiled).split())
+    text = sql(insert_batch(TABLE, family), dialect)
     assert text.startswith(prefix)
-    assert text.endswith(suffix or ")")
+    assert text.endswith(suffix)
 
 
 @pytest.mark.parametrize(("family", "dialect"), DIALECTS)

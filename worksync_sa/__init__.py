@@ -38,10 +38,12 @@ from .schema import include_object as include_object
 from .schema import include_object_for as include_object_for
 from .schema import migrations_path as migrations_path
 from .schema import upgrade as upgrade
+from .sequences import default_sequence as default_sequence
+from .sequences import local_sequence as local_sequence
+from .sequences import per_tick as per_tick
 from .sync import Claim as Claim
 from .sync import WorkSync as WorkSync
 from .work import Work as Work
-from .work import default_sequence as default_sequence
 from .worker import Worker as Worker
 
 __all__ = [
@@ -79,8 +81,10 @@ __all__ = [
     "downgrade",
     "include_object",
     "include_object_for",
+    "local_sequence",
     "metadata",
     "migrations_path",
+    "per_tick",
     "upgrade",
     "work_table",
 ]

@@ -19,6 +19,8 @@ lock clauses only spare workers some waiting.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Literal
 
@@ -33,6 +35,7 @@ from .errors import UnsupportedDatabaseError
 from .models import (
     CLOSED_BY_LEASE,
     CLOSED_BY_MISSED,
+    CLOSED_BY_SURPLUS,
     DEFAULT_GRACE_SECONDS,
     DEFAULT_LEASE_SECONDS,
     DEFAULT_MAX_ATTEMPTS,
@@ -40,6 +43,7 @@ from .models import (
     MISSED,
     UTCDateTime,
     WorkStatus,
+    as_utc,
 )
 
 Family = Literal["mysql", "postgresql", "sqlite"]
@@ -52,7 +56,10 @@ _FAMILIES: dict[str, Family] = {
 }
 
 # Driver error codes, read from the DB-API exception without importing drivers.
-_MYSQL_TRANSIENT = frozenset({1205, 1213})  # lock wait timeout, deadlock
+# Lock wait timeout, deadlock, and a deadlock on the AUTO-INC lock: an INSERT ... SELECT holds
+# the table's AUTO-INC lock to its end (innodb_autoinc_lock_mode 1, MariaDB's default), and InnoDB
+# reports a deadlock or timeout on it as "Failed to read auto-increment value" (1467).
+_MYSQL_TRANSIENT = frozenset({1205, 1213, 1467})
 _MYSQL_MISSING = frozenset({1146, 1054})  # no such table, unknown column
 _PG_TRANSIENT = frozenset({"40001", "40P01", "55P03"})  # serialization, deadlock, lock timeout
 _PG_MISSING = frozenset({"42P01", "42703"})  # undefined table, undefined column
@@ -88,6 +95,16 @@ def db_now(family: Family) -> sa.ColumnElement[datetime]:
 def clock(family: Family, explicit: bool) -> sa.ColumnElement[datetime]:
     """``:now`` when the caller passes an explicit time (tests), else the database clock."""
     return sa.bindparam("now", type_=UTCDateTime()) if explicit else db_now(family)
+
+
+def utc_label(family: Family, moment: sa.ColumnElement[datetime]) -> sa.ColumnElement[str]:
+    """``moment`` as the default sequence writes it (``YYYY-MM-DD HH:MM:SS``, UTC), in SQL."""
+    if family == "mysql":
+        return sa.func.date_format(moment, "%Y-%m-%d %H:%i:%s", type_=sa.String())
+    if family == "postgresql":
+        utc = sa.func.timezone("UTC", moment)
+        return sa.func.to_char(utc, "YYYY-MM-DD HH24:MI:SS", type_=sa.String())
+    return sa.func.substr(moment, 1, 19, type_=sa.String())  # stored as ISO text
 
 
 def shifted(
@@ -136,36 +153,137 @@ QUEUED_COLUMNS = (
     "lease_seconds",
     "grace_seconds",
     "max_attempts",
+    "spec",
 )
 """The per-row values of a QUEUED row, in the order bulk inserts take them."""
+BATCH_FIELDS = (*QUEUED_COLUMNS, "max_run")
+"""What each row of a creation batch carries: its values, then its tick's ``max_run``."""
+_BATCH_TYPES: dict[str, sa.types.TypeEngine[Any]] = {"max_run": sa.Integer()}
 
 
-def insert_from_arrays(table: sa.Table) -> Insert:
-    """PostgreSQL: insert a whole batch as one statement over ``unnest`` of seven arrays.
+def _field_type(table: sa.Table, name: str) -> sa.types.TypeEngine[Any]:
+    return _BATCH_TYPES[name] if name in _BATCH_TYPES else table.c[name].type
 
-    Seven parameters however many rows: nothing for the driver to parse per
-    row, one round trip, and a row count that counts only the new rows.
-    Parameters are named ``<column>_list``.
+
+def insert_batch(table: sa.Table, family: Family) -> Insert:
+    """Insert a batch of QUEUED rows, each only while its tick has budget left.
+
+    Every row is one slot of one tick, with the tick's ``max_run``. Rows that
+    other programs wrote for the same (name, sequence) carry no slot (the Go
+    original's, say) and use up the budget first: slot ``s`` is inserted only
+    while ``s`` plus their number stays under ``max_run``, so a tick created
+    by the original and by us together still has at most ``max_run`` rows.
+    Duplicates of an existing slot are skipped by the unique keys.
+
+    The rows arrive as one parameter, so a batch is one statement:
+
+    * PostgreSQL: ``unnest`` over one array per field;
+    * MySQL/MariaDB: ``JSON_TABLE`` over a JSON array of rows (see
+      ``json_batch``). Run it under REPEATABLE READ: the count of the other
+      rows is then a locking read, which makes it wait for, or deadlock
+      with, a concurrent count-then-insert such as the original's;
+    * SQLite: one row per execution (``executemany``); writers are serialised.
+
+    ``created_at`` is the database clock.
     """
-    c = table.c
-    arrays = [
-        sa.bindparam(f"{name}_list", type_=postgresql.ARRAY(c[name].type))
-        for name in QUEUED_COLUMNS
-    ]
-    rows = (
-        sa.func.unnest(*arrays)
-        .table_valued(*(sa.column(name, c[name].type) for name in QUEUED_COLUMNS))
-        .render_derived(name="batch")
+    if family == "postgresql":
+        batch: Any = (
+            sa.func.unnest(
+                *(
+                    sa.bindparam(f"{name}_list", type_=postgresql.ARRAY(_field_type(table, name)))
+                    for name in BATCH_FIELDS
+                )
+            )
+            .table_valued(*(sa.column(name, _field_type(table, name)) for name in BATCH_FIELDS))
+            .render_derived(name="batch")
+        )
+        fields = {name: batch.c[name] for name in BATCH_FIELDS}
+    elif family == "mysql":
+        batch = _JsonBatch(table)
+        fields = {name: batch.c[name] for name in BATCH_FIELDS}
+    else:
+        batch = None
+        fields = {name: sa.bindparam(name, type_=_field_type(table, name)) for name in BATCH_FIELDS}
+    held = table.alias("held")
+    others = (
+        sa.select(sa.func.count())
+        .where(
+            held.c.name == fields["name"],
+            held.c.sequence == fields["sequence"],
+            held.c.slot.is_(None),
+            sa.or_(held.c.closed_by.is_(None), held.c.closed_by != CLOSED_BY_SURPLUS),
+        )
+        .scalar_subquery()
     )
     picked = sa.select(
-        db_now("postgresql"),
+        db_now(family),
         sa.literal(WorkStatus.QUEUED.value, sa.SmallInteger()),
-        *(rows.c[name] for name in QUEUED_COLUMNS),
-    ).order_by(rows.c.name, rows.c.sequence, rows.c.slot)  # lock order: no deadlocks
-    columns = ["created_at", "status", *QUEUED_COLUMNS]
-    statement = postgresql.insert(table).from_select(columns, picked).on_conflict_do_nothing()
+        *(fields[name] for name in QUEUED_COLUMNS),
+    ).where(fields["slot"] + others < fields["max_run"])
+    if batch is not None:
+        picked = picked.select_from(batch)
+    if family == "postgresql":  # lock order: concurrent schedulers wait, never deadlock
+        picked = picked.order_by(batch.c.name, batch.c.sequence, batch.c.slot)
+    statement = insert_ignoring_duplicates(table, family).from_select(
+        ["created_at", "status", *QUEUED_COLUMNS], picked
+    )
     # SQLAlchemy keeps an INSERT's row count only when asked.
     return statement.execution_options(preserve_rowcount=True)
+
+
+def json_batch(rows: Sequence[Sequence[Any]]) -> str:
+    """MySQL/MariaDB: a batch as ``_JsonBatch`` reads it, rows in ``BATCH_FIELDS`` order.
+
+    Times go as naive UTC text with microseconds (a batch repeats a few ticks
+    many times, so each is formatted once); text goes as UTF-8, not escaped.
+    """
+    at = BATCH_FIELDS.index("tick_at")
+    stamps: dict[datetime, str] = {}
+    batch = []
+    for row in rows:
+        tick = row[at]
+        stamp = stamps.get(tick)
+        if stamp is None:
+            stamp = stamps[tick] = as_utc(tick).strftime("%Y-%m-%d %H:%M:%S.%f")
+        batch.append([*row[:at], stamp, *row[at + 1 :]])
+    return json.dumps(batch, ensure_ascii=False, separators=(",", ":"))
+
+
+class _JsonBatch(sa.sql.expression.TableClause):
+    """MySQL/MariaDB: the rows of a batch, from one JSON parameter ``:batch``.
+
+    ``JSON_TABLE(:batch, '$[*]' COLUMNS (name VARCHAR(255) PATH '$[0]', ...)) AS batch``:
+    each element of the array is one row, its fields in ``BATCH_FIELDS``
+    order. One statement and one parameter per batch, whatever its size
+    (mysqlclient cannot fold an INSERT ... SELECT into one statement).
+    """
+
+    inherit_cache = True
+
+    def __init__(self, table: sa.Table) -> None:
+        super().__init__("batch", *(sa.column(n, _field_type(table, n)) for n in BATCH_FIELDS))
+
+
+@compiles(_JsonBatch, "mysql")
+@compiles(_JsonBatch, "mariadb")
+def _compile_json_batch(element: _JsonBatch, compiler: SQLCompiler, **kw: Any) -> str:
+    dialect = compiler.dialect
+
+    def declared(column: sa.ColumnClause[Any]) -> str:
+        kind = column.type.dialect_impl(dialect).compile(dialect)
+        # Text compares as the table does (binary), not in the connection's default collation.
+        exact = (
+            " CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"
+            if isinstance(column.type, sa.String)
+            else ""
+        )
+        return f"{compiler.preparer.quote(column.name)} {kind}{exact}"
+
+    fields = ", ".join(
+        f"{declared(column)} PATH '$[{index}]'" for index, column in enumerate(element.columns)
+    )
+    batch = compiler.process(sa.bindparam("batch", type_=sa.Text()), **kw)
+    return f"JSON_TABLE({batch}, '$[*]' COLUMNS ({fields})) AS batch"
 
 
 RECOVERY_BATCH = 1000

@@ -135,7 +135,13 @@ class Bulk:
 
     @classmethod
     def of(cls, statement: Any, dialect: Dialect, columns: tuple[str, ...]) -> Bulk:
-        compiled = Compiled.of(statement, dialect, list(columns))
+        """``statement``'s bound parameters named ``columns`` take each row's values in order.
+
+        An INSERT ... VALUES names its columns; an INSERT ... SELECT of bound
+        parameters (which may repeat one) names the parameters.
+        """
+        from_select = getattr(statement, "select", None) is not None
+        compiled = Compiled.of(statement, dialect, [] if from_select else list(columns))
         order = compiled.order
         if order is None:
             raise TypeError("Bulk needs a driver with positional parameters (MySQL, SQLite)")

@@ -10,22 +10,32 @@ calls and how their background loop waits.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import partial
 from itertools import islice
 
+from sqlalchemy.engine import Connection
+
 from ._calls import Call, Steps
 from ._claiming import checked_now, prune_steps
+from ._reconcile import Plan, Reconciliation, Sighting, difference, reconcile, spec_of
 from ._text import check_text
 from ._tx import CLOCK
 from .config import RetryPolicy, SchedulerConfig
 from .errors import InvalidConfigError, InvalidWorkError
 from .events import Event, Events, Listener, report_recovered
 from .models import checked_moment, table_named, validate_table_name
-from .repository import MaintenanceRepository, NewRow, QueuedRow, Recovered, ScheduleRepository
+from .repository import (
+    MaintenanceRepository,
+    NewRow,
+    QueuedRow,
+    Recovered,
+    ScheduleRepository,
+    TickState,
+)
+from .sequences import PRUNABLE_KINDS, sequence_kind
 from .work import Work
 
 logger = logging.getLogger(__name__)
@@ -54,18 +64,21 @@ class PassReport:
     pruned: int = 0
     skipped: dict[str, int] = field(default_factory=dict)
     """Ticks older than the catch-up window, per work, that got no rows."""
+    closed: int = 0
+    """Queued rows of ticks not yet due closed as surplus: the work's settings changed."""
+    adopted: int = 0
+    """Rows other programs wrote for planned ticks, dated and given the work's policy."""
 
 
-_Plan = list[tuple[Work, list[tuple[str, datetime]]]]
-
-
-def _rows(plan: _Plan) -> Iterator[QueuedRow]:
-    """Rows in QUEUED_COLUMNS order, sorted by (name, sequence, slot): works are sorted by name."""
-    for work, pairs in plan:
-        name, policy = work.name, (work.lease_seconds, work.grace_seconds, work.max_attempts)
-        for sequence, tick in pairs:
-            for slot in range(work.max_run):
-                yield (name, sequence, slot, tick, *policy)
+def _rows(
+    ticks: Iterable[tuple[Work, str, datetime]], specs: dict[str, str]
+) -> Iterator[QueuedRow]:
+    """Rows in BATCH_FIELDS order, sorted by (name, sequence, slot) as the ticks are."""
+    for work, sequence, tick in ticks:
+        name, spec = work.name, specs[work.name]
+        policy = (work.lease_seconds, work.grace_seconds, work.max_attempts)
+        for slot in range(work.max_run):
+            yield (name, sequence, slot, tick, *policy, spec, work.max_run)
 
 
 def _checked_works(works: Iterable[Work]) -> tuple[Work, ...]:
@@ -105,10 +118,25 @@ class SchedulerCore:
         self.policy = retry or RetryPolicy()
         self._repo = ScheduleRepository(table_named(table))
         self._maintenance = MaintenanceRepository(table_named(table))
+        # What each work's rows record of this scheduler's settings (see _reconcile).
+        kind = sequence_kind(self.config.sequence)
+        self._specs = {work.name: spec_of(work, kind) for work in self.works}
+        if not kind.startswith(PRUNABLE_KINDS) and self.config.retention_delta is not None:
+            logger.info(
+                "sequence %r is custom: retention keeps its rows, since a later tick given "
+                "the same label would find its budget gone (wrap it in per_tick() if every "
+                "tick gets a label of its own)",
+                self.config.sequence,
+                extra={"action": "retention"},
+            )
+        # When this scheduler first looked (database clock): rows of other settings made or
+        # closed since then come from a scheduler running now, not from before a change.
+        self._started: datetime | None = None
+        self._reported: set[tuple[str, str | None, bool]] = set()
         # Per work, the last tick time a pass covered; a following pass plans beyond it.
         self._covered: dict[str, datetime] = {}
         self._last_now: datetime | None = None
-        self._last_prune: float | None = None
+        self._last_prune: datetime | None = None
         self.last_pass: PassReport | None = None
         """What the most recent pass did."""
 
@@ -123,9 +151,10 @@ class SchedulerCore:
         """
         after, until = checked_moment(after, "after"), checked_moment(until, "until")
         plan = self._plan(dict.fromkeys((w.name for w in self.works), after), until)
-        return [NewRow(*row) for row in _rows(plan)]
+        ticks = ((work, sequence, tick) for work, pairs in plan for sequence, tick in pairs)
+        return [NewRow(*row) for row in _rows(ticks, self._specs)]
 
-    def _plan(self, starts: dict[str, datetime], until: datetime) -> _Plan:
+    def _plan(self, starts: dict[str, datetime], until: datetime) -> Plan:
         """Each work's (sequence, tick) pairs after its start, every sequence already checked.
 
         Works that share a cron share its ticks, and ticks shared by many works
@@ -134,7 +163,7 @@ class SchedulerCore:
         """
         expanded: dict[tuple[str, str, datetime], tuple[datetime, ...]] = {}
         sequences: dict[datetime, str] = {}
-        plan: _Plan = []
+        plan: Plan = []
         for work in self.works:
             start = starts[work.name]
             key = (work.cron, work.timezone, start)
@@ -171,19 +200,24 @@ class SchedulerCore:
         """One pass (see ``Scheduler.tick``): its database calls, yielded in order."""
         explicit = checked_now(now)
         at: datetime = explicit if explicit is not None else (yield CLOCK)
+        if self._started is None:
+            self._started = at if explicit is None else (yield CLOCK)
         report = PassReport(now=at)
-        yield from self._create(at, report, sqlite)
+        yield from self._create(at, explicit, report, sqlite)
         recovered: list[Recovered] = yield Call(
             "recover", partial(self._maintenance.recover, now=explicit)
         )
         report.recovered = report_recovered(self._events, logger, recovered)
-        report.pruned = yield from self._prune_if_due()
+        report.pruned = yield from self._prune_if_due(at)
         self.last_pass = report
         logger.debug(
-            "pass at %s: %d rows planned, %d created, %d recovered, %d pruned",
+            "pass at %s: %d rows planned, %d created, %d closed, %d adopted, %d recovered, "
+            "%d pruned",
             at.isoformat(),
             report.planned,
             report.created,
+            report.closed,
+            report.adopted,
             report.recovered,
             report.pruned,
             extra={"action": "created", "rows": report.created},
@@ -192,7 +226,15 @@ class SchedulerCore:
             self._events.emit(Event("created", count=report.created))
         return report.created
 
-    def _create(self, now: datetime, report: PassReport, sqlite: bool) -> Steps[None]:
+    def _create(
+        self, now: datetime, explicit: datetime | None, report: PassReport, sqlite: bool
+    ) -> Steps[None]:
+        """Plan up to the lookahead, reconcile the window with the table, then write.
+
+        Every pass looks at every tick not yet due (see ``_reconcile``), so a
+        change of settings reaches them all on the next pass; then it creates
+        what is missing in a few batched statements.
+        """
         until = now + self.config.lookahead_delta
         floor = now - self.config.catchup_delta
         known = yield from self._starts(now)
@@ -204,19 +246,88 @@ class SchedulerCore:
             elif start < floor:
                 self._skip(work, start, floor, report)
                 start = floor
-            starts[work.name] = start
+            starts[work.name] = min(start, now)  # the whole window, for reconciling
         plan = self._plan(starts, until)  # every sequence checked before anything is written
         report.planned = sum(len(pairs) * work.max_run for work, pairs in plan)
-        rows = _rows(plan)  # streamed: a pass over many works never holds all its rows
+        held, waiting = yield Call("window", partial(self._observe, after=now, until=until))
+        work_to_do = reconcile(plan, self._specs, now, held, waiting)
+        self._report_sightings(work_to_do.sightings)
+        if work_to_do.close:
+            report.closed = yield Call(
+                "close",
+                partial(self._repo.close_surplus, surplus=work_to_do.close, now=explicit),
+            )
+            self._report_closed(work_to_do, report.closed)
+        if work_to_do.adopt:
+            report.adopted = yield Call("adopt", partial(self._repo.adopt, ticks=work_to_do.adopt))
+        rows = _rows(work_to_do.create, self._specs)  # streamed, never all held at once
         size = SQLITE_BATCH_ROWS if sqlite else BATCH_ROWS
         while batch := list(islice(rows, size)):
             created: int = yield Call(
-                "create", partial(self._repo.insert_rows, rows=batch), atomic=True
+                "create", partial(self._repo.insert_rows, rows=batch), atomic=sqlite
             )
             report.created += created
             report.batches += 1
         self._covered = {w.name: max(until, known.get(w.name, until)) for w in self.works}
         self._last_now = now
+
+    def _observe(
+        self, conn: Connection, after: datetime, until: datetime
+    ) -> tuple[list[TickState], dict[tuple[str, str], int]]:
+        """The window's rows, and other programs' rows still waiting for a tick time."""
+        return self._repo.window(conn, after, until), self._repo.unadopted(conn)
+
+    def _report_sightings(self, sightings: list[Sighting]) -> None:
+        """Log each other setting of a work once: a change as a warning, a live one as an error."""
+        started = self._started
+        for sighting in sightings:
+            live = (
+                sighting.spec is not None
+                and sighting.touched is not None
+                and started is not None
+                and sighting.touched >= started
+            )
+            key = (sighting.name, sighting.spec, live)
+            if key in self._reported:
+                continue
+            self._reported.add(key)
+            ours = self._specs[sighting.name]
+            how = difference(ours, sighting.spec)
+            if live:
+                logger.error(
+                    "work %r: another scheduler is making its ticks with other settings (%s; "
+                    "there: %s; here: %s): until they agree, each tick gets at most the larger "
+                    "max_run, and each scheduler undoes the other's upcoming ticks",
+                    sighting.name,
+                    how,
+                    sighting.spec,
+                    ours,
+                    extra={"action": "disagreement", "work": sighting.name},
+                )
+            else:
+                logger.warning(
+                    "work %r: its upcoming ticks were made with other settings (%s; before: "
+                    "%s; now: %s), and now follow these",
+                    sighting.name,
+                    how,
+                    sighting.spec,
+                    ours,
+                    extra={"action": "changed", "work": sighting.name},
+                )
+
+    def _report_closed(self, work_to_do: Reconciliation, rows: int) -> None:
+        ticks: dict[str, int] = {}
+        for item in work_to_do.close:
+            ticks[item.name] = ticks.get(item.name, 0) + 1
+        logger.info(
+            "closed %d surplus row(s) of %d upcoming tick(s), as the works' settings now want",
+            rows,
+            len(work_to_do.close),
+            extra={"action": "surplus", "rows": rows},
+        )
+        if self._events:
+            for name, count in sorted(ticks.items()):
+                self._events.emit(Event("surplus", name, count=count))
 
     def _starts(self, now: datetime) -> Steps[dict[str, datetime]]:
         """Where each work's planning resumes: after what this process (or the table) has."""
@@ -251,16 +362,17 @@ class SchedulerCore:
             extra={"action": "skipped", "work": work.name, "ticks": count},
         )
 
-    def _prune_if_due(self) -> Steps[int]:
+    def _prune_if_due(self, now: datetime) -> Steps[int]:
         retention = self.config.retention_delta
         if retention is None:
             return 0
         # Pruning finds nothing most of the time; looking every few minutes is plenty.
-        every = max(self.config.interval_delta, timedelta(minutes=5)).total_seconds()
-        if self._last_prune is not None and time.monotonic() - self._last_prune < every:
+        every = max(self.config.interval_delta, timedelta(minutes=5))
+        last = self._last_prune
+        if last is not None and last <= now < last + every:
             return 0
-        self._last_prune = time.monotonic()
+        self._last_prune = now
         pruned: int = yield from prune_steps(
-            self._maintenance, retention, PRUNE_BATCH_ROWS, PRUNE_BATCHES_PER_PASS
+            self._maintenance, retention, PRUNE_BATCH_ROWS, PRUNE_BATCHES_PER_PASS, now=now
         )
         return pruned

@@ -12,26 +12,19 @@ from __future__ import annotations
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.sql.dml import Insert, Update
+from sqlalchemy.sql.dml import Update
 
-from ._dialects import Family, db_now, insert_ignoring_duplicates
-from .models import CLOSED_BY_LEASE, CLOSED_BY_MISSED, CLOSED_BY_WORKER, UTCDateTime, WorkStatus
-
-
-def insert_queued(table: sa.Table, family: Family) -> Insert:
-    """Insert QUEUED rows, one per parameter set.
-
-    Parameters: name, sequence, slot, tick_at and the work's policy
-    (lease_seconds, grace_seconds, max_attempts). Meant for executemany.
-    ``created_at`` is the database clock. Duplicates of an existing
-    (name, sequence, slot) are skipped by the unique key. (On PostgreSQL the
-    repository uses ``insert_from_arrays`` instead: one statement per batch.)
-    """
-    statement = insert_ignoring_duplicates(table, family).values(
-        status=WorkStatus.QUEUED.value, created_at=db_now(family)
-    )
-    # SQLAlchemy keeps an INSERT's row count only when asked.
-    return statement.execution_options(preserve_rowcount=True)
+from ._dialects import Family, clock, db_now, utc_label
+from .models import (
+    CLOSED_BY_LEASE,
+    CLOSED_BY_MISSED,
+    CLOSED_BY_SURPLUS,
+    CLOSED_BY_WORKER,
+    MISSED,
+    UTCDateTime,
+    WorkStatus,
+)
+from .sequences import PRUNABLE_KINDS
 
 
 def queued_left(
@@ -102,8 +95,8 @@ def finish(table: sa.Table, family: Family) -> Update:
     )
 
 
-def prunable_ids(table: sa.Table) -> sa.Select[Any]:
-    """Up to :batch finished rows that finished before :cutoff, lowest id first.
+def prunable_ids(table: sa.Table, family: Family) -> sa.Select[Any]:
+    """Up to :batch rows retention may delete (see ``_prunable``), lowest id first.
 
     A plain (non-locking) read: the delete that follows locks only these rows.
     Primary-key order meets the oldest rows first, as ids grow with time.
@@ -111,19 +104,46 @@ def prunable_ids(table: sa.Table) -> sa.Select[Any]:
     c = table.c
     return (
         sa.select(c.id)
-        .where(_finished(c), c.finished_at < sa.bindparam("cutoff", type_=UTCDateTime()))
+        .where(_prunable(c, family))
         .order_by(c.id)
         .limit(sa.bindparam("batch", type_=sa.Integer()))
     )
 
 
-def delete_finished(table: sa.Table) -> sa.Delete:
-    """Delete the listed rows, re-checking that they are finished and old enough."""
+def delete_finished(table: sa.Table, family: Family) -> sa.Delete:
+    """Delete the listed rows, re-checking that retention may delete them."""
     c = table.c
     return sa.delete(table).where(
-        c.id.in_(sa.bindparam("ids", expanding=True)),
+        c.id.in_(sa.bindparam("ids", expanding=True)), _prunable(c, family)
+    )
+
+
+def _prunable(
+    c: sa.ColumnCollection[str, sa.Column[Any]], family: Family
+) -> sa.ColumnElement[bool]:
+    """Finished before :cutoff, tick before it too, and holding no budget a later tick could need.
+
+    A row's slot is its tick's budget: deleting it would let a later tick with
+    the same label make the slot again and run once more. That cannot happen
+    to rows without a slot (surplus, or another program's), nor to labels
+    that name one instant, long past (the UTC or local time of the tick, or a
+    function declared ``per_tick``). Rows of any other sequence are kept.
+    Rows from before ``spec`` existed count as the default's where their
+    label is their tick's UTC time.
+    """
+    cutoff = sa.bindparam("cutoff", type_=UTCDateTime())
+    one_instant = sa.or_(
+        *(
+            c.spec.like(f"sequence={kind}{'' if kind.endswith(':') else ';'}%")
+            for kind in PRUNABLE_KINDS
+        )
+    )
+    legacy = sa.and_(c.spec.is_(None), c.sequence == utc_label(family, c.tick_at))
+    return sa.and_(
         _finished(c),
-        c.finished_at < sa.bindparam("cutoff", type_=UTCDateTime()),
+        c.finished_at < cutoff,
+        sa.or_(c.tick_at.is_(None), c.tick_at < cutoff),
+        sa.or_(c.slot.is_(None), one_instant, legacy),
     )
 
 
@@ -217,7 +237,7 @@ def ledger_page(table: sa.Table, *, one_work: bool, resume: bool) -> sa.Select[A
             c.tick_at,
             c.name,
             c.sequence,
-            sa.func.coalesce(sa.func.max(c.slot) + 1, sa.func.count()).label("max_run"),
+            (sa.func.count() - count(c.closed_by == CLOSED_BY_SURPLUS)).label("max_run"),
             sa.func.count().label("created"),
             count(c.status == WorkStatus.QUEUED.value).label("queued"),
             count(c.status == WorkStatus.RUNNING.value).label("running"),
@@ -225,6 +245,7 @@ def ledger_page(table: sa.Table, *, one_work: bool, resume: bool) -> sa.Select[A
             count(worker_failed).label("failed"),
             count(sa.or_(c.closed_by == CLOSED_BY_LEASE, c.attempts > 1)).label("recovered"),
             count(c.closed_by == CLOSED_BY_MISSED).label("missed"),
+            count(c.closed_by == CLOSED_BY_SURPLUS).label("surplus"),
             sa.func.min(c.started_at).label("first_start"),
             # One failure's text per tick (the largest, for a stable choice): enough to say why.
             sa.func.max(
@@ -235,4 +256,153 @@ def ledger_page(table: sa.Table, *, one_work: bool, resume: bool) -> sa.Select[A
         .group_by(c.tick_at, c.name, c.sequence)
         .order_by(c.tick_at, c.name, c.sequence)
         .limit(sa.bindparam("limit", type_=sa.Integer()))
+    )
+
+
+def unadopted_ledger(table: sa.Table, *, one_work: bool) -> sa.Select[Any]:
+    """The ledger's figures for rows without a tick time (another program's), per (name, sequence).
+
+    The ledger reads their tick from the label. Served by the ledger index's
+    ``tick_at IS NULL`` range, which a scheduler planning those ticks empties.
+    """
+    page = ledger_page(table, one_work=one_work, resume=False)
+    c = table.c
+    where: list[sa.ColumnElement[bool]] = [c.tick_at.is_(None)]
+    if one_work:
+        where.append(c.name == sa.bindparam("work_name", type_=sa.String(255)))
+    columns = [column for column in page.selected_columns if column.name != "tick_at"]
+    return sa.select(*columns).where(*where).group_by(c.name, c.sequence)
+
+
+# -- the scheduler's view of its window, and what it changes there --------------------
+
+
+def window_state(table: sa.Table) -> sa.Select[Any]:
+    """What the table holds for the ticks in (:after, :until], per (name, tick, sequence, spec).
+
+    ``slotted``: rows holding a slot (queued, running or finished; surplus rows
+    gave theirs up). ``top_queued``: the highest queued slot. ``foreign``: rows
+    without a slot that count against the budget (another program's).
+    ``touched``: when the group's rows were last created or closed by a
+    scheduler, to tell a settings change (older) from a live disagreement.
+    """
+    c = table.c
+    holds = sa.and_(
+        c.slot.is_(None), sa.or_(c.closed_by.is_(None), c.closed_by != CLOSED_BY_SURPLUS)
+    )
+    surplus = c.closed_by == CLOSED_BY_SURPLUS
+    return (
+        sa.select(
+            c.name,
+            c.tick_at,
+            c.sequence,
+            c.spec,
+            sa.func.count(c.slot).label("slotted"),
+            sa.func.max(sa.case((c.status == WorkStatus.QUEUED.value, c.slot))).label("top_queued"),
+            sa.func.sum(sa.case((holds, 1), else_=0)).label("foreign"),
+            sa.func.max(sa.case((surplus, c.finished_at), else_=c.created_at)).label("touched"),
+        )
+        .where(
+            c.tick_at > sa.bindparam("after", type_=UTCDateTime()),
+            c.tick_at <= sa.bindparam("until", type_=UTCDateTime()),
+        )
+        .group_by(c.name, c.tick_at, c.sequence, c.spec)
+    )
+
+
+def unadopted(table: sa.Table) -> sa.Select[Any]:
+    """Queued rows another program wrote without a tick time, per (name, sequence)."""
+    c = table.c
+    return (
+        sa.select(c.name, c.sequence, sa.func.count())
+        .where(c.status == WorkStatus.QUEUED.value, c.tick_at.is_(None), c.slot.is_(None))
+        .group_by(c.name, c.sequence)
+    )
+
+
+def adopt(table: sa.Table) -> Update:
+    """Give another program's rows of a tick its time and the work's policy, as ours have."""
+    c = table.c
+    return (
+        sa.update(table)
+        .where(
+            c.name == sa.bindparam("work_name", type_=sa.String(255)),
+            c.sequence == sa.bindparam("tick_sequence", type_=sa.String(255)),
+            c.tick_at.is_(None),
+            c.slot.is_(None),
+        )
+        .values(
+            tick_at=sa.bindparam("new_tick", type_=UTCDateTime()),
+            lease_seconds=sa.bindparam("new_lease", type_=sa.Integer()),
+            grace_seconds=sa.bindparam("new_grace", type_=sa.Integer()),
+            max_attempts=sa.bindparam("new_attempts", type_=sa.Integer()),
+        )
+    )
+
+
+def close_surplus(table: sa.Table, family: Family, *, explicit_now: bool) -> Update:
+    """Close a tick's queued slots from :keep up, unclaimed, while the tick is not yet due.
+
+    They become FAILED with ``closed_by = 'surplus'`` and the reason in
+    ``error``, give up their slot (NULL), and record the closer's :closer
+    spec. Running and finished rows are never touched, nor due ticks.
+    """
+    c = table.c
+    return (
+        sa.update(table)
+        .where(
+            c.name == sa.bindparam("work_name", type_=sa.String(255)),
+            c.tick_at == sa.bindparam("tick", type_=UTCDateTime()),
+            c.sequence == sa.bindparam("tick_sequence", type_=sa.String(255)),
+            c.status == WorkStatus.QUEUED.value,
+            c.slot >= sa.bindparam("keep", type_=sa.Integer()),
+            c.tick_at > clock(family, explicit_now),
+        )
+        .values(
+            status=WorkStatus.FAILED.value,
+            closed_by=CLOSED_BY_SURPLUS,
+            slot=sa.null(),
+            error=sa.bindparam("reason", type_=sa.Text()),
+            finished_at=db_now(family),
+            spec=sa.bindparam("closer", type_=sa.String(255)),
+            lease_until=sa.null(),
+        )
+    )
+
+
+def foreign_waiting(table: sa.Table, family: Family) -> sa.Select[Any]:
+    """Queued rows of other programs no scheduler of ours has dated, whose label reads as a time.
+
+    Each row comes with the database clock, to judge its lateness by.
+    """
+    c = table.c
+    return (
+        sa.select(c.id, c.name, c.sequence, c.grace_seconds, db_now(family))
+        .where(
+            c.status == WorkStatus.QUEUED.value,
+            c.tick_at.is_(None),
+            c.slot.is_(None),
+            c.sequence.like("____-__-__ __:__:__"),
+        )
+        .order_by(c.id)
+        .limit(sa.bindparam("batch", type_=sa.Integer()))
+    )
+
+
+def close_foreign_missed(table: sa.Table, family: Family) -> Update:
+    """Close the listed undated queued rows as missed (their lateness was judged from the label)."""
+    c = table.c
+    return (
+        sa.update(table)
+        .where(
+            c.id.in_(sa.bindparam("ids", expanding=True)),
+            c.status == WorkStatus.QUEUED.value,
+            c.tick_at.is_(None),
+        )
+        .values(
+            status=WorkStatus.FAILED.value,
+            closed_by=CLOSED_BY_MISSED,
+            error=MISSED,
+            finished_at=db_now(family),
+        )
     )

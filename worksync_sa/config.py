@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 
 from .durations import as_timedelta
 from .errors import InvalidConfigError
-from .work import default_sequence
+from .sequences import default_sequence
 
 LONGEST_LOOKAHEAD = timedelta(days=1)
 LONGEST_CATCHUP = timedelta(days=1)

@@ -24,8 +24,9 @@ from .models import DEFAULT_TABLE, table_named, validate_table_name
 from .repository import QueryRepository, TickCount
 from .scheduler import Scheduler
 from .schema import upgrade
+from .sequences import default_sequence
 from .sync import WorkSync
-from .work import Work, default_sequence
+from .work import Work
 
 DEFAULT_URL = "sqlite:///worksync-demo.db"
 WORKS = (

@@ -17,6 +17,11 @@ Per tick (one work, one sequence):
 ``missed``     closed because nobody claimed them within the work's grace
 ``lag``        first claim's start minus the tick time (database clock)
 ``error``      what one failed run recorded, if any run failed
+``surplus``    closed unclaimed because the work's settings changed
+``max_run``    the rows the tick holds for runs: ``created`` minus ``surplus``
+
+Rows other programs wrote without a tick time (the Go original's, not yet
+dated by a scheduler of ours) are shown at the time their label reads, in UTC.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import statistics
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -35,6 +41,7 @@ from ._tx import Transactions
 from .config import RetryPolicy
 from .errors import InvalidArgumentError
 from .models import DEFAULT_TABLE, as_utc, checked_moment, table_named, validate_table_name
+from .sequences import LAYOUT
 
 PAGE_LIMIT = 10_000
 _EARLIEST = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -59,6 +66,8 @@ class TickEntry:
     first_start: datetime | None
     error: str | None = None
     """The text one failed run of the tick recorded (by its worker, or recovery), if any."""
+    surplus: int = 0
+    """Rows closed unclaimed because the work's settings changed (not counted in max_run)."""
 
     @property
     def lag(self) -> timedelta | None:
@@ -137,29 +146,17 @@ class Ledger:
                 )
             params["after_tick"] = checked_moment(after[0], "after")
             params["after_name"], params["after_sequence"] = after[1], after[2]
+        one_work = name is not None
         statement = _statements.ledger_page(
-            self._table, one_work=name is not None, resume=after is not None
+            self._table, one_work=one_work, resume=after is not None
         )
+        undated = _statements.unadopted_ledger(self._table, one_work=one_work)
 
         def read(conn: sa.Connection) -> list[TickEntry]:
-            return [
-                TickEntry(
-                    as_utc(row.tick_at),
-                    row.name,
-                    row.sequence,
-                    int(row.max_run),
-                    int(row.created),
-                    int(row.queued),
-                    int(row.running),
-                    int(row.succeeded),
-                    int(row.failed),
-                    int(row.recovered),
-                    int(row.missed),
-                    None if row.first_start is None else as_utc(row.first_start),
-                    row.error,
-                )
-                for row in conn.execute(statement, params)
-            ]
+            entries = [_entry(row, as_utc(row.tick_at)) for row in conn.execute(statement, params)]
+            entries += _undated(conn.execute(undated, params), params)
+            entries.sort(key=lambda entry: (entry.tick_at, entry.name, entry.sequence))
+            return entries[:limit]
 
         entries = self._tx.run("ledger", read)
         last = entries[-1] if len(entries) == limit else None
@@ -207,6 +204,48 @@ class Ledger:
             except ValueError as exc:
                 raise InvalidArgumentError(str(exc)) from None
         return params
+
+
+def _entry(row: Any, tick: datetime) -> TickEntry:
+    return TickEntry(
+        tick,
+        row.name,
+        row.sequence,
+        int(row.max_run),
+        int(row.created),
+        int(row.queued),
+        int(row.running),
+        int(row.succeeded),
+        int(row.failed),
+        int(row.recovered),
+        int(row.missed),
+        None if row.first_start is None else as_utc(row.first_start),
+        row.error,
+        int(row.surplus),
+    )
+
+
+def _undated(rows: Iterable[Any], params: dict[str, Any]) -> list[TickEntry]:
+    """Rows of other programs that no scheduler of ours dated, on the page's range and cursor.
+
+    Their tick is read from the label (the original's ``YYYY-MM-DD HH:MM:SS``)
+    as UTC, the zone of a label being unknown; labels that are no time are
+    left out. A scheduler planning the tick gives them its exact time.
+    """
+    since, until = params["since"], params["until"]
+    after = params.get("after_tick"), params.get("after_name"), params.get("after_sequence")
+    found = []
+    for row in rows:
+        try:
+            tick = datetime.strptime(row.sequence, LAYOUT).replace(tzinfo=timezone.utc)
+        except ValueError:
+            continue
+        if not since <= tick < until:
+            continue
+        if after[0] is not None and (tick, row.name, row.sequence) <= after:
+            continue
+        found.append(_entry(row, tick))
+    return found
 
 
 def summarise_each(entries: Iterable[TickEntry]) -> list[WorkSummary]:

@@ -36,7 +36,15 @@ Column meanings (the first seven are the original's and keep its meaning):
     opts in to re-queueing rows whose lease expired).
 ``closed_by``
     Who finished the row: ``worker`` (success or fail), ``lease`` (recovery
-    after the lease ran out) or ``missed`` (nobody claimed it within grace).
+    after the lease ran out), ``missed`` (nobody claimed it within grace) or
+    ``surplus`` (a scheduler closed it unclaimed because the work's settings
+    changed: fewer runs, another cron or another sequence). A surplus row
+    gives up its slot (``slot`` becomes NULL), so the slot can be made again.
+``spec``
+    The settings of the scheduler that created the row (or, for a surplus
+    row, closed it): its sequence kind, ``max_run``, cron and time zone. Lets
+    a scheduler see that another one disagrees, name both settings, and tell
+    retention whether the row's label can ever come back.
 """
 
 from __future__ import annotations
@@ -65,6 +73,7 @@ DEFAULT_MAX_ATTEMPTS = 1
 CLOSED_BY_WORKER = "worker"
 CLOSED_BY_LEASE = "lease"
 CLOSED_BY_MISSED = "missed"
+CLOSED_BY_SURPLUS = "surplus"
 LEASE_EXPIRED = "lease expired (worker lost)"
 MISSED = "missed: nobody claimed it within its grace period"
 
@@ -170,15 +179,18 @@ def work_table(name: str = DEFAULT_TABLE, metadata: sa.MetaData | None = None) -
         sa.Column("attempts", sa.Integer()),
         sa.Column("max_attempts", sa.Integer()),
         sa.Column("closed_by", sa.String(16)),
+        sa.Column("spec", sa.String(255)),
         # Idempotent creation: a second scheduler's insert of the same slot is refused.
         # Also serves acquire(name, sequence): at most max_run entries per tick.
         sa.UniqueConstraint("name", "sequence", "slot", name=f"uq_{name}_tick"),
+        # One set of slots per instant, whatever label a scheduler gives it: two
+        # schedulers with different sequence functions cannot double a tick's runs.
+        # Also serves per-work time ranges: the scheduler's window, restarts, reports.
+        sa.UniqueConstraint("name", "tick_at", "slot", name=f"uq_{name}_instant"),
         # Serves acquire_due: the queued rows of one work, earliest tick first,
         # clear of the finished rows that pile up behind them, so a claim's cost
         # does not grow with the table.
         sa.Index(f"ix_{name}_status", "status", "name", "tick_at"),
-        # Serves per-work time ranges: the scheduler's restart horizon, reports.
-        sa.Index(f"ix_{name}_tick", "name", "tick_at"),
         # Serves recovery: only the overdue queued rows and the running ones are read.
         sa.Index(f"ix_{name}_overdue", "status", "tick_at"),
         # Serves the ledger across all works: a time range, in (tick, work, sequence) order.
@@ -224,6 +236,7 @@ class WorkRecord(Base):
     attempts: Mapped[int | None]
     max_attempts: Mapped[int | None]
     closed_by: Mapped[str | None]
+    spec: Mapped[str | None]
 
     def __repr__(self) -> str:
         return (

@@ -8,10 +8,9 @@ transactions around them and are the only place that retries.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from typing import Any, NamedTuple, TypeVar
 
 import sqlalchemy as sa
@@ -19,12 +18,14 @@ from sqlalchemy.engine import Connection
 
 from . import _statements
 from ._dialects import (
-    QUEUED_COLUMNS,
+    BATCH_FIELDS,
+    RECOVERY_BATCH,
     Family,
     claim_statement,
     family_of,
     heartbeat_statement,
-    insert_from_arrays,
+    insert_batch,
+    json_batch,
     recovery_candidates,
     recovery_statement,
 )
@@ -41,11 +42,17 @@ from .models import (
     as_utc,
     checked_moment,
 )
+from .sequences import LAYOUT
 
 _S = TypeVar("_S")
 
-QueuedRow = tuple[str, str, int, datetime, int, int, int]
-"""A new row's values in ``QUEUED_COLUMNS`` order."""
+FOREIGN_LABEL_SLACK = timedelta(hours=12)
+"""How far after a label read as UTC its instant can be: the wall time of UTC-12."""
+
+QueuedRow = tuple[str, str, int, datetime, int, int, int, "str | None", int]
+"""A new row's values and its tick's ``max_run``, in ``BATCH_FIELDS`` order."""
+NO_BUDGET = 2**31 - 1
+"""The ``max_run`` of a row whose caller set none: only the unique keys decide."""
 
 
 def _check_int(name: str, value: object, least: int) -> None:
@@ -79,6 +86,11 @@ class NewRow:
     lease_seconds: int = DEFAULT_LEASE_SECONDS
     grace_seconds: int = DEFAULT_GRACE_SECONDS
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    spec: str | None = None
+    """The creator's settings, as the scheduler records them (see ``models``)."""
+    max_run: int | None = None
+    """The tick's budget: rows of other programs for the same tick count against it. None: no
+    budget, the unique keys alone decide."""
 
     def __post_init__(self) -> None:
         # Repositories are public: a host may build rows itself, and INSERT IGNORE
@@ -95,7 +107,66 @@ class NewRow:
             ("max_attempts", 1),
         ):
             _check_int(name, getattr(self, name), least)
+        if self.max_run is not None:
+            _check_int("max_run", self.max_run, 1)
+        if self.spec is not None and (not isinstance(self.spec, str) or len(self.spec) > 255):
+            raise InvalidArgumentError("NewRow: spec must be a string of at most 255 characters")
         object.__setattr__(self, "tick_at", checked_moment(self.tick_at, "NewRow: tick_at"))
+
+    def fields(self) -> QueuedRow:
+        """The row in ``BATCH_FIELDS`` order, as the batched insert takes it."""
+        budget = NO_BUDGET if self.max_run is None else self.max_run
+        return (
+            self.name,
+            self.sequence,
+            self.slot,
+            self.tick_at,
+            self.lease_seconds,
+            self.grace_seconds,
+            self.max_attempts,
+            self.spec,
+            budget,
+        )
+
+
+class TickState(NamedTuple):
+    """What the table holds for one (name, tick, sequence) under one ``spec``."""
+
+    name: str
+    tick_at: datetime
+    sequence: str
+    spec: str | None
+    slotted: int
+    """Rows holding a slot: queued, running or finished (surplus rows gave theirs up)."""
+    top_queued: int | None
+    """The highest slot still queued, or None."""
+    foreign: int
+    """Rows without a slot that count against the budget: another program's."""
+    touched: datetime | None
+    """When a scheduler last created or closed one of these rows (database clock)."""
+
+
+class Adoption(NamedTuple):
+    """A tick whose rows another program wrote: the time and policy they get."""
+
+    name: str
+    sequence: str
+    tick_at: datetime
+    lease_seconds: int
+    grace_seconds: int
+    max_attempts: int
+
+
+class Surplus(NamedTuple):
+    """Close the queued slots ``keep`` and above of one tick, saying why, and who closes them."""
+
+    name: str
+    tick_at: datetime
+    sequence: str
+    keep: int
+    reason: str
+    closer: str | None = None
+    """The closing scheduler's spec, recorded in the closed rows."""
 
 
 class ClaimedRow(NamedTuple):
@@ -203,48 +274,133 @@ class ScheduleRepository:
         """Insert ``rows`` in one batched statement; return how many were new.
 
         Rows go in sorted (name, sequence, slot) order, so two schedulers
-        inserting the same ticks take row locks in the same order and wait for
-        each other instead of deadlocking. Rows that already exist are skipped
-        by the unique key: losing that race is the normal path, not an error.
+        inserting the same ticks take row locks in the same order. Rows that
+        already exist are skipped by the unique keys: losing that race is the
+        normal path, not an error. A row with a ``max_run`` is also skipped
+        while rows without a slot (another program's) fill its tick's budget.
         """
         ordered = sorted(rows, key=lambda r: (r.name, r.sequence, r.slot))
-        return self.insert_rows(conn, [dataclasses.astuple(row) for row in ordered])
+        return self.insert_rows(conn, [row.fields() for row in ordered])
 
     def insert_rows(self, conn: Connection, rows: Sequence[QueuedRow]) -> int:
         """Like :meth:`insert_queued`, for tuples already checked and sorted.
 
-        Each tuple holds a row's values in ``QUEUED_COLUMNS`` order (name,
-        sequence, slot, tick_at, lease_seconds, grace_seconds, max_attempts).
+        Each tuple holds a row's values and its tick's ``max_run`` in
+        ``BATCH_FIELDS`` order (name, sequence, slot, tick_at, lease_seconds,
+        grace_seconds, max_attempts, spec, max_run).
 
         The scheduler's own path: its values were validated when the works
         were built and its rows come out in order, so it skips both steps.
-        Each database gets its fastest bulk form: PostgreSQL one statement
-        over arrays; MySQL and SQLite the driver's own executemany on a
-        services' lane (mysqlclient folds it into multi-row INSERTs).
+        PostgreSQL and MySQL take a batch as one statement with one parameter
+        per field (arrays) or one in all (JSON); SQLite steps one prepared
+        statement per row (the driver's executemany on a services' lane).
+        On a MySQL lane the statement runs under REPEATABLE READ whatever the
+        server's default, so its count of other programs' rows is a locking
+        read (see ``_dialects.insert_batch``).
         """
         if not rows:
             return 0
         family = family_of(conn.dialect)
+        statement = self._statements.get("insert_batch", family, insert_batch)
         if family == "postgresql":
-            statement = self._statements.get(
-                "insert_arrays", family, lambda t, _: insert_from_arrays(t)
-            )
             columns = zip(*rows, strict=True)
             arrays = {
                 f"{name}_list": list(values)
-                for name, values in zip(QUEUED_COLUMNS, columns, strict=True)
+                for name, values in zip(BATCH_FIELDS, columns, strict=True)
             }
             return max(conn.execute(statement, arrays).rowcount, 0)
         info = conn.info
+        if family == "mysql":
+            if info.get(LANE):  # autocommit: this applies to the INSERT's own transaction
+                conn.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            params = {"batch": json_batch(rows)}
+            return max(self._statements.run(conn, "insert_batch", insert_batch, params).rowcount, 0)
         if info.get(LANE) and quiet(conn.engine):
             bulk = self._bulk.get(family)
             if bulk is None:
-                statement = _statements.insert_queued(self.table, family)
-                bulk = self._bulk[family] = Bulk.of(statement, conn.dialect, QUEUED_COLUMNS)
+                bulk = self._bulk[family] = Bulk.of(statement, conn.dialect, BATCH_FIELDS)
             return max(run_bulk(conn, info, bulk, rows), 0)
-        statement = self._statements.get("insert_queued", family, _statements.insert_queued)
-        params = [dict(zip(QUEUED_COLUMNS, row, strict=True)) for row in rows]
-        return max(conn.execute(statement, params).rowcount, 0)
+        params_list = [dict(zip(BATCH_FIELDS, row, strict=True)) for row in rows]
+        return max(conn.execute(statement, params_list).rowcount, 0)
+
+    def window(self, conn: Connection, after: datetime, until: datetime) -> list[TickState]:
+        """What the table holds for the ticks in ``(after, until]``: see ``window_state``."""
+        select = self._statements.get(
+            "window", family_of(conn.dialect), lambda t, _: _statements.window_state(t)
+        )
+        params = {"after": checked_moment(after, "after"), "until": checked_moment(until, "until")}
+        return [
+            TickState(
+                row.name,
+                as_utc(row.tick_at),
+                row.sequence,
+                row.spec,
+                int(row.slotted),
+                row.top_queued,
+                int(row.foreign),
+                None if row.touched is None else as_utc(row.touched),
+            )
+            for row in conn.execute(select, params)
+        ]
+
+    def unadopted(self, conn: Connection) -> dict[tuple[str, str], int]:
+        """Queued rows of other programs without a tick time: how many per (name, sequence)."""
+        select = self._statements.get(
+            "unadopted", family_of(conn.dialect), lambda t, _: _statements.unadopted(t)
+        )
+        return {(name, sequence): int(count) for name, sequence, count in conn.execute(select)}
+
+    def adopt(self, conn: Connection, ticks: Sequence[Adoption]) -> int:
+        """Date other programs' rows of these ticks and give them the works' policy."""
+        if not ticks:
+            return 0
+        update = self._statements.get(
+            "adopt", family_of(conn.dialect), lambda t, _: _statements.adopt(t)
+        )
+        params = [
+            {
+                "work_name": tick.name,
+                "tick_sequence": tick.sequence,
+                "new_tick": tick.tick_at,
+                "new_lease": tick.lease_seconds,
+                "new_grace": tick.grace_seconds,
+                "new_attempts": tick.max_attempts,
+            }
+            for tick in ticks
+        ]
+        return max(conn.execute(update, params).rowcount, 0)
+
+    def close_surplus(
+        self, conn: Connection, surplus: Sequence[Surplus], now: datetime | None = None
+    ) -> int:
+        """Close these ticks' queued slots from each one's ``keep`` up; returns rows closed.
+
+        Only ticks not yet due (by the database clock, or ``now``) and rows not
+        yet claimed; each records its reason and its closer's spec.
+        """
+        if not surplus:
+            return 0
+        family = family_of(conn.dialect)
+        explicit = now is not None
+        update = self._statements.get(
+            f"close:{explicit}",
+            family,
+            lambda t, f: _statements.close_surplus(t, f, explicit_now=explicit),
+        )
+        clock_now = _now_params(now)
+        params = [
+            {
+                "work_name": item.name,
+                "tick": item.tick_at,
+                "tick_sequence": item.sequence,
+                "keep": item.keep,
+                "reason": item.reason,
+                "closer": item.closer,
+                **clock_now,
+            }
+            for item in surplus
+        ]
+        return max(conn.execute(update, params).rowcount, 0)
 
     def latest_ticks(self, conn: Connection) -> dict[str, datetime]:
         """The latest tick each work has rows for (works without ``tick_at`` rows are absent)."""
@@ -396,6 +552,38 @@ class MaintenanceRepository:
         MySQL/MariaDB, which cannot return updated rows, preceded by a read of
         the candidates).
         """
+        recovered = self._recover_ours(conn, now)
+        return recovered + self._recover_foreign(conn, now)
+
+    def _recover_foreign(self, conn: Connection, now: datetime | None) -> list[Recovered]:
+        """Close as missed the queued rows of other programs that no scheduler of ours dated.
+
+        Their time comes from the label (``YYYY-MM-DD HH:MM:SS``), whose zone is
+        unknown: it may be the wall time anywhere from UTC-12 to UTC+14. So the
+        label is read as UTC plus ``FOREIGN_LABEL_SLACK``, the latest instant it
+        can name, and a row is missed only once that plus its grace has passed.
+        It is never closed early; a scheduler planning the tick dates it exactly.
+        """
+        family = family_of(conn.dialect)
+        select = self._statements.get("foreign", family, _statements.foreign_waiting)
+        late: list[tuple[int, str, str]] = []
+        for row_id, name, sequence, grace, db_clock in conn.execute(
+            select, {"batch": RECOVERY_BATCH}
+        ):
+            try:
+                label = datetime.strptime(sequence, LAYOUT).replace(tzinfo=timezone.utc)
+            except ValueError:
+                continue
+            patience = FOREIGN_LABEL_SLACK + timedelta(seconds=grace or DEFAULT_GRACE_SECONDS)
+            if label + patience < (db_clock if now is None else checked_moment(now, "now")):
+                late.append((row_id, name, sequence))
+        if not late:
+            return []
+        update = self._statements.get("foreign_missed", family, _statements.close_foreign_missed)
+        conn.execute(update, {"ids": [row_id for row_id, _, _ in late]})
+        return [Recovered(name, sequence, "missed") for _, name, sequence in late]
+
+    def _recover_ours(self, conn: Connection, now: datetime | None) -> list[Recovered]:
         family = family_of(conn.dialect)
         explicit = now is not None
         params = _now_params(now)
@@ -441,24 +629,22 @@ class MaintenanceRepository:
     def prune_batch(self, conn: Connection, cutoff: datetime, batch_size: int) -> int:
         """Delete up to ``batch_size`` finished rows that finished before ``cutoff``.
 
-        Two short statements: a non-locking read of the ids, lowest first, then
+        Rows whose label a later tick could be given again are kept (see
+        ``_statements._prunable``): deleting them would reopen that label's
+        budget. Two short statements: a non-locking read of the ids, lowest first, then
         a delete of exactly those rows by primary key (re-checked), so no lock
         is taken beyond the rows deleted.
         """
         cutoff = checked_moment(cutoff, "cutoff")
         if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
             raise InvalidArgumentError(f"batch_size must be an int >= 1, got {batch_size!r}")
-        ids = list(
-            conn.execute(
-                _statements.prunable_ids(self.table), {"cutoff": cutoff, "batch": batch_size}
-            ).scalars()
-        )
+        family = family_of(conn.dialect)
+        select = self._statements.get("prunable", family, _statements.prunable_ids)
+        ids = list(conn.execute(select, {"cutoff": cutoff, "batch": batch_size}).scalars())
         if not ids:
             return 0
-        result = conn.execute(
-            _statements.delete_finished(self.table), {"ids": ids, "cutoff": cutoff}
-        )
-        return max(result.rowcount, 0)
+        delete = self._statements.get("prune", family, _statements.delete_finished)
+        return max(conn.execute(delete, {"ids": ids, "cutoff": cutoff}).rowcount, 0)
 
 
 class Recovered(NamedTuple):

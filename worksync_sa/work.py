@@ -65,17 +65,6 @@ _DESCRIPTORS = {
 # croniter's hashed (H) and random (R) fields differ between processes unless
 # every one is given the same seed; a fleet must agree on ticks, so we refuse them.
 _NONDETERMINISTIC = re.compile(r"(?:^|[,\s])[HhRr](?:$|[\s,(/])")
-_SEQUENCE_LAYOUT = "%Y-%m-%d %H:%M:%S"
-
-
-def default_sequence(tick: datetime) -> str:
-    """The tick converted to UTC, in the original's layout ``YYYY-MM-DD HH:MM:SS``.
-
-    UTC, not local time, so the repeated hour at the end of daylight saving
-    gives two ticks two sequences, and hosts in different zones agree. A naive
-    ``tick`` is taken as UTC.
-    """
-    return checked_moment(tick, "tick").strftime(_SEQUENCE_LAYOUT)
 
 
 class _Schedule:

@@ -22,7 +22,8 @@ import os
 from collections.abc import Sequence
 
 import sqlalchemy as sa
-from alembic import op
+from alembic import context, op
+from alembic.util import CommandError
 from sqlalchemy.dialects import mysql
 
 revision: str = "worksync_0002"
@@ -34,9 +35,16 @@ COLUMNS = ("lease_until", "lease_seconds", "grace_seconds", "attempts", "max_att
 
 
 def _table() -> str:
-    # Set by our env.py; a host's own env.py falls back to WORKSYNC_TABLE or "works".
-    opts = op.get_context().opts
-    return str(opts.get("worksync_table") or os.environ.get("WORKSYNC_TABLE") or "works")
+    # Our env.py passes the table; a host's env.py gives -x table=, WORKSYNC_TABLE or "works".
+    name = (
+        op.get_context().opts.get("worksync_table")
+        or context.get_x_argument(as_dictionary=True).get("table")
+        or os.environ.get("WORKSYNC_TABLE")
+        or "works"
+    )
+    if not (name.isascii() and name.isidentifier() and len(name) <= 40):
+        raise CommandError(f"table name {name!r} is not allowed: use 1-40 letters, digits or _")
+    return str(name)
 
 
 def upgrade() -> None:

@@ -85,16 +85,31 @@ def current_revisions(engine: sa.Engine, table: str) -> tuple[str, ...]:
         return tuple(sorted(context.get_current_heads()))
 
 
+ORIGINAL_COLUMNS = frozenset(
+    {"id", "created_at", "name", "status", "sequence", "started_at", "finished_at"}
+)
+"""The columns of the Go original's table, which the first revision adopts in place."""
+
+
+def existing_columns(engine: sa.Engine, table: str) -> frozenset[str] | None:
+    """The columns of ``table``, or None if it does not exist."""
+    with engine.connect() as conn:
+        inspector = sa.inspect(conn)
+        if not inspector.has_table(table):
+            return None
+        return frozenset(column["name"] for column in inspector.get_columns(table))
+
+
 def unversioned(engine: sa.Engine, table: str) -> str | None:
     """Why ``table`` cannot be migrated here, if it exists with no revision recorded.
 
     Such a table was made outside these migrations (``create_all``, or a
     host's own Alembic history, which keeps the revision in its own version
-    table); running ours would fail on CREATE TABLE, so say so instead.
+    table); running ours would fail on CREATE TABLE, so say so instead. The
+    Go original's table is the exception: migrating adopts it.
     """
-    with engine.connect() as conn:
-        exists = sa.inspect(conn).has_table(table)
-    if not exists:
+    columns = existing_columns(engine, table)
+    if columns is None or columns == ORIGINAL_COLUMNS:
         return None
     return (
         f"table {table!r} on {shown(engine.url)} exists but {version_table_for(table)!r} "
@@ -117,14 +132,20 @@ def run_migrate(args: argparse.Namespace, secrets: Secrets) -> int:
     engine = open_engine(url, must_exist=False)
     try:
         before = current_revisions(engine, table)
-        if not before and (problem := unversioned(engine, table)):
+        adopting = not before and existing_columns(engine, table) == ORIGINAL_COLUMNS
+        if not before and not adopting and (problem := unversioned(engine, table)):
             raise Failure(problem)
         upgrade(engine, table=table)
         after = current_revisions(engine, table)
     finally:
         engine.dispose()
     where = f"table {table!r} on {shown(url)}"
-    if before == after:
+    if adopting:
+        print(
+            f"{where}: adopted the table of worksync (Go) in place, every row kept, and "
+            f"migrated it to {_names(after)} (head)"
+        )
+    elif before == after:
         print(f"{where}: already at head ({_names(after)}); nothing to do")
     else:
         print(f"{where}: migrated from {_names(before)} to {_names(after)} (head)")
@@ -142,6 +163,7 @@ def run_check(args: argparse.Namespace, secrets: Secrets) -> int:
     try:
         current = current_revisions(engine, table)
         problem = None if current else unversioned(engine, table)
+        original = not current and existing_columns(engine, table) == ORIGINAL_COLUMNS
     finally:
         engine.dispose()
     where = f"table {table!r} on {shown(url)}"
@@ -152,6 +174,8 @@ def run_check(args: argparse.Namespace, secrets: Secrets) -> int:
         return 0
     if problem:
         print(problem)
+    elif original:
+        print(f"{where} is the table of worksync (Go): `worksync migrate` adopts it in place")
     elif not current:
         print(f"{where} has no migrations applied: run `worksync migrate`")
     elif unknown := sorted(set(current) - known_revisions()):

@@ -22,7 +22,7 @@ import sqlalchemy as sa
 
 from .._text import printable
 from ..ledger import Ledger, TickEntry, WorkSummary, summarise_each
-from ..work import default_sequence
+from ..sequences import default_sequence
 from .options import (
     Commands,
     Moment,

@@ -1,0 +1,186 @@
+"""The Go original (worksync v0.0.3), as its database sees it: its statements, its loops.
+
+Written from the original's documented behaviour (its ``db.go`` and README),
+to run beside ours in the tests. Every statement, transaction and isolation
+level is the original's, sent over a raw MySQLdb connection as its Go driver
+would send it:
+
+* create, in a SERIALIZABLE transaction: ``select count(*) from <table>
+  where name = ? and sequence = ?``, then, if fewer than MaxRun rows exist,
+  one multi-row ``insert into <table> (created_at, name, status, sequence)
+  values (now(), name, 1, sequence), ...`` for the missing count, commit;
+* claim, in a READ UNCOMMITTED transaction: ``set @update_id := 0``, ``update
+  <table> set status = 2, started_at = now(), id = (select @update_id := id)
+  where status = 1 and name = ? and sequence = ? limit 1``, ``select
+  @update_id``, commit;
+* finish: ``update workers set status = ?, finished_at = now() where id = ?``
+  (the table name ``workers`` is fixed, whatever table the rest uses);
+* sequences: the tick as ``2006-01-02 15:04:05`` in the process's local zone.
+
+The original formats the name and sequence into its INSERT; here they are
+bound instead (the same statement to the server, without the injection).
+Process bodies report through a queue, like ``racers``.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timedelta, timezone
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import MySQLdb
+
+LAYOUT = "%Y-%m-%d %H:%M:%S"
+SUCCESS, FAILED = 3, 4
+
+
+def _identifier(name: str) -> str:
+    if not (name.isascii() and name.isidentifier()):  # test-made names only
+        raise ValueError(name)
+    return name
+
+
+class OriginalDB:
+    """One connection of the original, to one database and table."""
+
+    def __init__(self, connect: dict[str, Any], table: str) -> None:
+        self.conn = MySQLdb.connect(**connect, charset="utf8mb4", autocommit=True)
+        self.table = _identifier(table)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def create(self, name: str, sequence: str, max_run: int) -> int:
+        """The original's CreateWork: count, then insert the missing rows; returns inserted."""
+        cursor = self.conn.cursor()
+        cursor.execute("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE")
+        cursor.execute("START TRANSACTION")
+        try:
+            cursor.execute(
+                f"select count(*) from {self.table} where name = %s and sequence = %s",
+                (name, sequence),
+            )
+            (count,) = cursor.fetchone()
+            missing = max_run - int(count)
+            if missing > 0:
+                values = ", ".join(["(now(), %s, 1, %s)"] * missing)
+                cursor.execute(
+                    f"insert into {self.table} (created_at, name, status, sequence) "
+                    f"values {values}",
+                    [value for _ in range(missing) for value in (name, sequence)],
+                )
+            cursor.execute("COMMIT")
+        except BaseException:
+            cursor.execute("ROLLBACK")
+            raise
+        return max(missing, 0)
+
+    def acquire(self, name: str, sequence: str) -> int | None:
+        """The original's AcquireWork: the claimed row's id, or None if no row was queued."""
+        cursor = self.conn.cursor()
+        cursor.execute("SET TRANSACTION ISOLATION LEVEL READ UNCOMMITTED")
+        cursor.execute("START TRANSACTION")
+        try:
+            cursor.execute("set @update_id := 0")
+            cursor.execute(
+                f"update {self.table} set status = 2, started_at = now(), "
+                "id = (select @update_id := id) "
+                "where status = 1 and name = %s and sequence = %s limit 1",
+                (name, sequence),
+            )
+            cursor.execute("select @update_id")
+            (claimed,) = cursor.fetchone()
+            cursor.execute("COMMIT")
+        except BaseException:
+            cursor.execute("ROLLBACK")
+            raise
+        return int(claimed) if claimed else None
+
+    def finish(self, row_id: int, status: int) -> None:
+        """The original's success()/fail(): always on the table named ``workers``."""
+        self.conn.cursor().execute(
+            "update workers set status = %s, finished_at = now() where id = %s", (status, row_id)
+        )
+
+
+def label(tick: datetime, zone: str) -> str:
+    """The original's default sequence: the tick in the process's local zone."""
+    return tick.astimezone(ZoneInfo(zone)).strftime(LAYOUT)
+
+
+def every_second_after(moment: datetime) -> datetime:
+    """The next tick of ``* * * * * *`` (robfig v1, seconds first) after ``moment``."""
+    return moment.replace(microsecond=0) + timedelta(seconds=1)
+
+
+def run_scheduler(
+    connect: dict[str, Any],
+    table: str,
+    works: list[tuple[str, int]],
+    zone: str,
+    ahead: float,
+    seconds: float,
+    results: Any,
+) -> None:
+    """The original's scheduler for per-second works: create each tick ``ahead`` s before it."""
+    db = OriginalDB(connect, table)
+    created = errors = 0
+    last = {name: datetime.now(timezone.utc) for name, _ in works}
+    deadline = time.monotonic() + seconds
+    try:
+        while time.monotonic() < deadline:
+            now = datetime.now(timezone.utc)
+            for name, max_run in works:
+                tick = every_second_after(last[name])
+                while tick - now <= timedelta(seconds=ahead):
+                    try:
+                        created += db.create(name, label(tick, zone), max_run)
+                    except MySQLdb.OperationalError:
+                        errors += 1  # a deadlock: the original logs it and moves on
+                    last[name] = tick
+                    tick = every_second_after(tick)
+            time.sleep(0.1)
+        results.put(("ok", {"created": created, "errors": errors}))
+    except BaseException as exc:
+        results.put(("error", repr(exc)))
+        raise
+    finally:
+        db.close()
+
+
+def run_worker(
+    connect: dict[str, Any],
+    table: str,
+    names: list[str],
+    zone: str,
+    seconds: float,
+    results: Any,
+) -> None:
+    """The original's worker: at every tick of its local clock, try to acquire each work."""
+    db = OriginalDB(connect, table)
+    claims: list[tuple[str, str, int]] = []
+    errors = 0
+    deadline = time.monotonic() + seconds
+    try:
+        tick = every_second_after(datetime.now(timezone.utc))
+        while time.monotonic() < deadline:
+            time.sleep(max(0.0, (tick - datetime.now(timezone.utc)).total_seconds()))
+            for name in names:
+                sequence = label(tick, zone)
+                try:
+                    row_id = db.acquire(name, sequence)
+                except MySQLdb.OperationalError:
+                    errors += 1
+                    continue
+                if row_id is not None:
+                    claims.append((name, sequence, row_id))
+                    time.sleep(0.02)  # the work
+                    db.finish(row_id, SUCCESS)
+            tick = every_second_after(tick)
+        results.put(("ok", {"claims": claims, "errors": errors}))
+    except BaseException as exc:
+        results.put(("error", repr(exc)))
+        raise
+    finally:
+        db.close()

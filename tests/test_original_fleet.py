@@ -1,0 +1,230 @@
+"""A fleet half on the Go original, half on worksync_sa, on one MariaDB table.
+
+The original's scheduler and workers (``original``: its exact statements,
+transactions and isolation levels) run as real processes beside ours, on a
+table the original's README created and ``worksync migrate`` adopted. Per
+tick, both schedulers create rows (the original first, ours first, or at
+once) and both kinds of worker race to claim them. Its fleet runs in
+Europe/Berlin time, so ours labels ticks with ``local_sequence``.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import subprocess
+import sys
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from worksync_sa import local_sequence
+
+from . import original, racers
+from .conftest import Backend
+
+pytestmark = pytest.mark.slow
+
+ZONE = "Europe/Berlin"
+ORIGINAL_DDL = """
+create table if not exists works
+(
+    id          int auto_increment
+        primary key,
+    created_at  datetime     null,
+    name        varchar(255) null,
+    status      int8         null,
+    sequence    varchar(255) null,
+    started_at  datetime     null,
+    finished_at datetime     null
+)
+"""
+# The original finishes on a table named "workers" whatever it was given: a view lets it land.
+WORKERS_VIEW = "create view workers as select * from works"
+
+
+@dataclass
+class Fleet:
+    """A database of its own, holding the original's ``works`` table and ``workers`` view."""
+
+    url: str
+    connect: dict[str, Any]
+    engine: sa.Engine
+
+    def rows(self) -> list[Any]:
+        with self.engine.connect() as conn:
+            return list(conn.exec_driver_sql("select * from works order by id").mappings())
+
+
+def worksync(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WORKSYNC_")}
+    return subprocess.run(
+        [sys.executable, "-m", "worksync_sa", *args],
+        cwd=cwd, env=env, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+
+
+@pytest.fixture
+def fleet(mariadb: Backend) -> Iterator[Fleet]:
+    name = f"ws_fleet_{uuid.uuid4().hex[:10]}"
+    admin = mariadb.engine.execution_options(isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f"CREATE DATABASE {name}")  # a generated identifier
+    url = mariadb.engine.url.set(database=name)
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        conn.exec_driver_sql(ORIGINAL_DDL)
+    connect = {
+        "host": url.host or "127.0.0.1",
+        "port": url.port or 3306,
+        "user": url.username or "root",
+        "password": url.password or "",
+        "database": name,
+    }
+    try:
+        yield Fleet(url.render_as_string(hide_password=False), connect, engine)
+    finally:
+        engine.dispose()
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f"DROP DATABASE {name}")
+
+
+def start(target: Any, *args: Any) -> tuple[Any, Any]:
+    ctx = multiprocessing.get_context("spawn")
+    results = ctx.Queue()
+    process = ctx.Process(target=target, args=(*args, results))
+    process.start()
+    return process, results
+
+
+def collect(started: list[tuple[Any, Any]], timeout: float = 120) -> list[Any]:
+    reports = []
+    for process, results in started:
+        status, value = results.get(timeout=timeout)
+        assert status == "ok", value
+        reports.append(value)
+        process.join(timeout=30)
+        assert process.exitcode == 0
+    return reports
+
+
+OUR_WORK = {"name": "shared", "cron": "* * * * * *", "max_run": 2, "grace": 5}
+
+
+def claims_per_tick(fleet: Fleet) -> Counter[str]:
+    """Claims each tick got, whoever made them: rows that ever left QUEUED by a claim."""
+    return Counter(row["sequence"] for row in fleet.rows() if row["started_at"] is not None)
+
+
+@pytest.mark.parametrize(
+    ("original_ahead", "ours_ahead"),
+    [(4, 1), (1, 4), (2, 2)],
+    ids=["original-first", "ours-first", "at-once"],
+)
+def test_the_original_and_ours_together_never_exceed_max_run(
+    fleet: Fleet, tmp_path: Path, original_ahead: float, ours_ahead: float
+) -> None:
+    adopted = worksync("migrate", "--db", fleet.url, cwd=tmp_path)
+    assert adopted.returncode == 0, adopted.stderr
+    with fleet.engine.begin() as conn:
+        conn.exec_driver_sql(WORKERS_VIEW)
+    seconds = 12
+    config = {"lookahead": f"{ours_ahead}s", "interval": "500ms", "sequence": local_sequence(ZONE)}
+    log = str(tmp_path / "claims.log")
+    started = [
+        start(original.run_scheduler, fleet.connect, "works", [("shared", 2)], ZONE,
+              original_ahead, seconds),
+        start(racers.run_scheduler, fleet.url, "works", [OUR_WORK], config, seconds, None),
+        *(start(original.run_worker, fleet.connect, "works", ["shared"], ZONE, seconds)
+          for _ in range(2)),
+        *(start(racers.run_worker, fleet.url, "works", [OUR_WORK], seconds, log, None)
+          for _ in range(2)),
+    ]  # fmt: skip
+    reports = collect(started)
+    rows = fleet.rows()
+    per_tick = Counter(row["sequence"] for row in rows)
+    assert max(per_tick.values()) == 2  # never a third row for a tick, whoever made it
+    claimed = claims_per_tick(fleet)
+    assert max(claimed.values()) <= 2
+    theirs = sum(len(report["claims"]) for report in reports[2:4])
+    ours = sum(report["handled"] for report in reports[4:6])
+    assert theirs > 0
+    assert ours > 0
+    assert theirs + ours == sum(claimed.values())
+    made_by_original = sum(1 for row in rows if row["slot"] is None)
+    made_by_ours = len(rows) - made_by_original
+    if original_ahead > ours_ahead:
+        assert made_by_original > made_by_ours
+    elif ours_ahead > original_ahead:
+        assert made_by_ours > made_by_original
+    # Every tick in the middle of the run was claimed twice: nobody starved anybody.
+    middle = sorted(claimed)[3:-3]
+    assert middle
+    assert all(claimed[tick] == 2 for tick in middle), {t: claimed[t] for t in middle}
+    # The original's rows that ours planned were dated, so the ledger and recovery see them.
+    assert all(row["tick_at"] is not None for row in rows if row["sequence"] in middle)
+
+
+@pytest.mark.parametrize("server_default", ["REPEATABLE READ", "READ COMMITTED"])
+@pytest.mark.parametrize("original_got_to", ["count", "insert"])
+def test_a_pass_racing_the_originals_open_transaction_never_doubles_its_tick(
+    fleet: Fleet, tmp_path: Path, server_default: str, original_got_to: str
+) -> None:
+    """Exact interleavings: the original's create holds its transaction open while ours runs.
+
+    Whatever the server's default isolation (READ COMMITTED sites exist), the
+    pass counts the original's rows with a locking read, so it waits for that
+    transaction, or deadlocks with it and retries, and never adds a third row.
+    """
+    import threading
+    from datetime import datetime, timedelta, timezone
+
+    from worksync_sa import Scheduler, SchedulerConfig, Work
+
+    assert worksync("migrate", "--db", fleet.url, cwd=tmp_path).returncode == 0
+    engine = sa.create_engine(fleet.url, isolation_level=server_default)
+    soon = datetime.now(timezone.utc).replace(microsecond=0) + timedelta(seconds=20)
+    tick = soon.replace(second=30) + timedelta(minutes=1 if soon.second > 30 else 0)
+    sequence = original.label(tick, ZONE)
+    theirs = original.OriginalDB(fleet.connect, "works")
+    cursor = theirs.conn.cursor()
+    cursor.execute("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE")
+    cursor.execute("START TRANSACTION")
+    cursor.execute("select count(*) from works where name = %s and sequence = %s", ("w", sequence))
+    if original_got_to == "insert":
+        cursor.execute(
+            "insert into works (created_at, name, status, sequence) "
+            "values (now(), %s, 1, %s), (now(), %s, 1, %s)",
+            ("w", sequence, "w", sequence),
+        )
+    config = SchedulerConfig(lookahead="1m", interval="10s", sequence=local_sequence(ZONE))
+    scheduler = Scheduler(engine, [Work("w", "30 * * * * *", max_run=2)], config, table="works")
+    passed: list[BaseException | int] = []
+    racing = threading.Thread(
+        target=lambda: passed.append(scheduler.tick(tick - timedelta(seconds=1)))
+    )
+    racing.start()
+    racing.join(timeout=1.5)
+    assert racing.is_alive()  # ours waits on the original's locks
+    try:
+        if original_got_to == "count":
+            cursor.execute(
+                "insert into works (created_at, name, status, sequence) "
+                "values (now(), %s, 1, %s), (now(), %s, 1, %s)",
+                ("w", sequence, "w", sequence),
+            )
+        cursor.execute("COMMIT")
+    except Exception:  # the original lost the deadlock: its create failed, as it would in Go
+        cursor.execute("ROLLBACK")
+    racing.join(timeout=30)
+    scheduler.close()
+    engine.dispose()
+    theirs.close()
+    rows = [row for row in fleet.rows() if row["sequence"] == sequence]
+    assert len(rows) == 2
