@@ -22,25 +22,14 @@ from typing import Any
 import sqlalchemy as sa
 
 from worksync_sa import Scheduler, SchedulerConfig, Work
-from worksync_sa._dialects import family_of, insert_ignoring_duplicates
+from worksync_sa._dialects import QUEUED_COLUMNS, family_of, insert_ignoring_duplicates
 from worksync_sa.models import table_named
 
 from .harness import Report, Spread, drop_table, fresh_table, ratio, raw_connection, timed
 
 NOW = datetime(2026, 1, 1, 0, 0, 30, tzinfo=timezone.utc)
 CONFIG = SchedulerConfig(lookahead="1h", interval="1m")
-COLUMNS = (
-    "created_at",
-    "status",
-    "name",
-    "sequence",
-    "slot",
-    "tick_at",
-    "lease_seconds",
-    "grace_seconds",
-    "max_attempts",
-    "spec",
-)
+COLUMNS = ("created_at", "status", *QUEUED_COLUMNS)
 
 
 def works_of(count: int) -> list[Work]:

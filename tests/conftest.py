@@ -8,6 +8,7 @@ Each test gets a table of its own, so tests never see each other's rows.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -275,3 +276,24 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
     install = [*pip, "install", "--no-deps", "--target", str(site), str(wheel)]
     subprocess.run(install, check=True, capture_output=True, timeout=300)
     return Installed(wheel, site)
+
+
+@contextlib.contextmanager
+def user_with_password(server: Backend, password: str) -> Iterator[sa.URL]:
+    """The server's URL for a user who must give ``password`` (a MariaDB user made for it).
+
+    The local PostgreSQL trusts 127.0.0.1, so there any password connects.
+    """
+    url = server.engine.url
+    if server.name != "mysql":
+        yield url.set(password=password)
+        return
+    user = f"ws_{uuid.uuid4().hex[:8]}"
+    with server.engine.begin() as conn:  # generated names; the test's own password
+        conn.exec_driver_sql(f"CREATE USER '{user}'@'%%' IDENTIFIED BY '{password}'")
+        conn.exec_driver_sql(f"GRANT ALL ON {url.database}.* TO '{user}'@'%%'")
+    try:
+        yield url.set(username=user, password=password)
+    finally:
+        with server.engine.begin() as conn:
+            conn.exec_driver_sql(f"DROP USER '{user}'@'%%'")

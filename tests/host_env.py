@@ -76,13 +76,38 @@ def downgrade():
 '''
 
 
-def build_host(folder: Path, url: str, worksync_versions: str) -> Path:
-    """Write the host app into ``folder``; returns its alembic.ini."""
+# A minimal script.py.mako, as `alembic init` writes one, for the host's autogenerate.
+SCRIPT_TEMPLATE = '''"""${message}"""
+import sqlalchemy as sa
+from alembic import op
+
+revision = ${repr(up_revision)}
+down_revision = ${repr(down_revision)}
+branch_labels = ${repr(branch_labels)}
+depends_on = ${repr(depends_on)}
+
+
+def upgrade():
+    ${upgrades if upgrades else "pass"}
+
+
+def downgrade():
+    ${downgrades if downgrades else "pass"}
+'''
+
+
+def build_host(folder: Path, url: str, worksync_versions: str, *, own: bool = True) -> Path:
+    """Write the host app into ``folder``; returns its alembic.ini.
+
+    ``own``: the host already has its first migration (``host_0001``), as an
+    existing app does; without it, its history has not started yet.
+    """
     versions = folder / "alembic" / "versions"
     versions.mkdir(parents=True)
     (folder / "alembic" / "env.py").write_text(ENV_PY)
-    (folder / "alembic" / "script.py.mako").write_text("")
-    (versions / "host_0001_customers.py").write_text(HOST_REVISION)
+    (folder / "alembic" / "script.py.mako").write_text(SCRIPT_TEMPLATE)
+    if own:
+        (versions / "host_0001_customers.py").write_text(HOST_REVISION)
     ini = folder / "alembic.ini"
     ini.write_text(
         textwrap.dedent(
@@ -98,17 +123,22 @@ def build_host(folder: Path, url: str, worksync_versions: str) -> Path:
 
 
 def alembic(
-    ini: Path, *args: str, mode: str = "filter", pythonpath: str | None = None
+    ini: Path,
+    *args: str,
+    mode: str = "filter",
+    pythonpath: str | None = None,
+    env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """Run the host's alembic command in a fresh process, as an operator would."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WORKSYNC_")}
-    env["HOST_MODE"] = mode
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("WORKSYNC_")}
+    environment.update(env or {})
+    environment["HOST_MODE"] = mode
     if pythonpath is not None:
-        env["PYTHONPATH"] = pythonpath
+        environment["PYTHONPATH"] = pythonpath
     return subprocess.run(
         [sys.executable, "-m", "alembic", "-c", str(ini), *args],
         cwd=ini.parent,
-        env=env,
+        env=environment,
         capture_output=True,
         text=True,
         timeout=180,

@@ -24,6 +24,7 @@ Process bodies report through a queue, like ``racers``.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -98,10 +99,16 @@ class OriginalDB:
         return int(claimed) if claimed else None
 
     def finish(self, row_id: int, status: int) -> None:
-        """The original's success()/fail(): always on the table named ``workers``."""
-        self.conn.cursor().execute(
-            "update workers set status = %s, finished_at = now() where id = %s", (status, row_id)
-        )
+        """The original's success()/fail(): always on the table named ``workers``.
+
+        Like the original, it ignores a failure (no such table, say): the row
+        then stays RUNNING.
+        """
+        with contextlib.suppress(MySQLdb.Error):
+            self.conn.cursor().execute(
+                "update workers set status = %s, finished_at = now() where id = %s",
+                (status, row_id),
+            )
 
 
 def label(tick: datetime, zone: str) -> str:

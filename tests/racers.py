@@ -299,3 +299,54 @@ def race_upgrade(url: str, table: str, barrier: Any, results: Any) -> None:
         return True
 
     _report(url, results, body)
+
+
+def iso_week(tick: datetime) -> str:
+    """A custom sequence for the retention tests: one label per ISO week."""
+    return tick.strftime("%G-W%V")
+
+
+def tagged(tick: datetime) -> str:
+    """A custom sequence for the rolling-change tests: another label for every tick."""
+    return f"v2 {tick.astimezone(timezone.utc):%Y-%m-%d %H:%M:%S}"
+
+
+def race_days(
+    url: str,
+    table: str,
+    role: str,
+    works: list[dict[str, Any]],
+    config: dict[str, Any],
+    mornings: list[datetime],
+    barrier: Any,
+    results: Any,
+) -> None:
+    """Step through simulated days in lockstep with the other processes.
+
+    Each morning every "scheduler" process runs one pass (a fresh Scheduler,
+    like a restarted process) at that explicit instant, then every "worker"
+    process claims what is due an hour and a half later. Returns the claims.
+    """
+
+    def body(engine: sa.Engine) -> list[tuple[str, str]]:
+        claims: list[tuple[str, str]] = []
+        sync = WorkSync(engine, table=table, keep_alive=False)
+        for morning in mornings:
+            barrier.wait(timeout=120)
+            if role == "scheduler":
+                scheduler = Scheduler(
+                    engine, blueprints(works), SchedulerConfig(**config), table=table
+                )
+                scheduler.tick(morning)
+                scheduler.close()
+            barrier.wait(timeout=120)
+            if role == "worker":
+                later = morning + timedelta(hours=1, minutes=30)
+                for work in works:
+                    while (claim := sync.acquire_due(work["name"], now=later)) is not None:
+                        claims.append((claim.name, claim.sequence))
+                        claim.success()
+        sync.close()
+        return claims
+
+    _report(url, results, body)

@@ -829,3 +829,19 @@ def test_a_table_made_outside_the_migrations_is_explained(
     migrate = worksync("migrate", *sqlite_target.args(), cwd=tmp_path)
     assert migrate.returncode == 1
     assert "created outside these migrations" in one_line_error(migrate)
+
+
+def test_migrate_adopts_the_table_of_the_go_original(target: Target, tmp_path: Path) -> None:
+    from .test_migrations import original_table
+
+    original_table(target.backend, target.table)
+    check = worksync("check", *target.args(), cwd=tmp_path)
+    assert check.returncode == 1
+    assert "is the table of worksync (Go): `worksync migrate` adopts it in place" in check.stdout
+    migrate = worksync("migrate", *target.args(), cwd=tmp_path)
+    assert migrate.returncode == 0, migrate.stderr
+    assert "adopted the table of worksync (Go) in place, every row kept" in migrate.stdout
+    assert worksync("check", *target.args(), cwd=tmp_path).returncode == 0
+    assert len(target.db.rows()) == 3
+    again = worksync("migrate", *target.args(), cwd=tmp_path)
+    assert "already at head" in again.stdout

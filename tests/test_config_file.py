@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import sys
 import types
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 
-from worksync_sa import InvalidConfigError, SchedulerConfig, Work, config_file
+from worksync_sa import InvalidConfigError, SchedulerConfig, Work, config_file, local_sequence
 from worksync_sa.config_file import ConfigFileError, load_config, parse_config, toml_loads
 
 S = timedelta(seconds=1)
@@ -34,6 +34,10 @@ def test_the_documented_example_reads_as_documented() -> None:
         catchup=90 * S,
         retention=timedelta(days=7),
         max_backoff=30 * S,
+        sequence=local_sequence("Europe/Berlin"),
+    )
+    assert config.scheduler.sequence(datetime(2026, 1, 1, 5, tzinfo=timezone.utc)) == (
+        "2026-01-01 06:00:00"  # Berlin's wall time, as the Go original labels it there
     )
     assert config.worker.poll == S
     assert config.worker.max_backoff == 30 * S
@@ -121,6 +125,8 @@ def test_unknown_keys_are_errors_naming_key_and_section(text: str, words: list[s
         ('[scheduler]\ninterval = "0s"\n', ["[scheduler] interval", "positive"]),
         ('[scheduler]\ninterval = "5m"\nlookahead = "1m"\n', ["[scheduler]", "shorter"]),
         ('[scheduler]\nretention = "1d"\n', ["[scheduler] retention", "2 days"]),
+        ("[scheduler]\nsequence_zone = 1\n", ["[scheduler] sequence_zone", "integer"]),
+        ('[scheduler]\nsequence_zone = "Mars/Base"\n', ["sequence_zone", "not a known IANA"]),
         ('[worker]\npoll = "fast"\n', ["[worker] poll", "'fast'"]),
         ("[database]\nurl = 5\n", ["[database] url must be a non-empty string"]),
         ('[database]\nurl = ""\n', ["[database] url must be a non-empty string"]),

@@ -38,7 +38,9 @@ from worksync_sa import (
 )
 from worksync_sa.models import ERROR_TEXT_MAX
 
-from .conftest import Backend, Db
+from .conftest import Backend, Db, user_with_password
+from .test_cli import environment
+from .test_cli import worksync as cli
 
 UTC = timezone.utc
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -165,23 +167,13 @@ SECRET = f"qs-{uuid.uuid4().hex[:12]}"
 @pytest.fixture
 def query_password_urls(server: Backend) -> Iterator[list[str]]:
     """URLs that really connect, each carrying the password in its query string."""
-    url = server.engine.url
-    if server.name == "mysql":
-        user = f"ws_{uuid.uuid4().hex[:8]}"
-        with server.engine.begin() as conn:
-            conn.exec_driver_sql(f"CREATE USER '{user}'@'%%' IDENTIFIED BY '{SECRET}'")
-            conn.exec_driver_sql(f"GRANT ALL ON {url.database}.* TO '{user}'@'%%'")
-        base = url.set(username=user, password=None)
-        try:
-            yield [
-                base.update_query_dict({"passwd": SECRET}).render_as_string(hide_password=False),
-                base.update_query_dict({"password": SECRET}).render_as_string(hide_password=False),
-            ]
-        finally:
-            with server.engine.begin() as conn:
-                conn.exec_driver_sql(f"DROP USER '{user}'@'%%'")
-    else:  # the local PostgreSQL trusts 127.0.0.1: any password connects
-        yield [url.update_query_dict({"password": SECRET}).render_as_string(hide_password=False)]
+    keys = ("passwd", "password") if server.name == "mysql" else ("password",)
+    with user_with_password(server, SECRET) as url:
+        bare = url.set(password=None)
+        yield [
+            bare.update_query_dict({key: SECRET}).render_as_string(hide_password=False)
+            for key in keys
+        ]
 
 
 def test_query_string_passwords_stay_out_of_reprs_and_logs(
@@ -222,14 +214,6 @@ def test_the_url_shown_masks_every_key_that_holds_a_password() -> None:
     assert shown.count("***") == 4
 
 
-def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WORKSYNC_")}
-    return subprocess.run(
-        [sys.executable, "-m", "worksync_sa", *args],
-        cwd=cwd, env=env, capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
-
-
 @pytest.mark.slow
 def test_query_string_passwords_stay_out_of_the_commands_output(
     server: Backend, query_password_urls: list[str], tmp_path: Path
@@ -254,7 +238,7 @@ def test_query_string_passwords_stay_out_of_the_commands_output(
                 process = subprocess.Popen(
                     [sys.executable, "-m", "worksync_sa", *command, *args],
                     cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                    env={k: v for k, v in os.environ.items() if not k.startswith("WORKSYNC_")},
+                    env=environment(),
                 )  # fmt: skip
                 try:
                     out, err = _stop_after_start(process)

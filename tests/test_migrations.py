@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -184,3 +185,94 @@ def test_processes_migrating_at_once_take_turns(backend: Backend, table_name: st
         )
         assert context.get_current_revision() == our_head()
     assert drift(backend.engine, work_table(table_name).metadata, table_name) == []
+
+
+ORIGINAL_DDL = """
+create table {table}
+(
+    id          int auto_increment
+        primary key,
+    created_at  datetime     null,
+    name        varchar(255) null,
+    status      int8         null,
+    sequence    varchar(255) null,
+    started_at  datetime     null,
+    finished_at datetime     null
+)
+"""
+
+
+def original_table(backend: Backend, table: str) -> None:
+    """The table as the Go original's README creates it, with history in it.
+
+    PostgreSQL has no ``datetime`` type and no ``auto_increment``: there it is
+    the same table in PostgreSQL's words.
+    """
+    ddl = ORIGINAL_DDL.format(table=table)  # a generated identifier
+    if backend.name == "postgresql":
+        ddl = ddl.replace("int auto_increment", "serial").replace("datetime", "timestamp")
+    history = [
+        ("2026-01-01 09:59:00", "report", 3, "2026-01-01 10:00:00", "2026-01-01 10:00:01"),
+        ("2026-01-01 09:59:00", "report", 4, "2026-01-01 10:00:00", "2026-01-01 10:00:02"),
+        ("2026-01-01 10:59:00", "Report", 1, "2026-01-01 11:00:00", None),
+    ]
+    t = sa.table(
+        table,
+        *(sa.column(c) for c in ("created_at", "name", "status", "sequence", "finished_at")),
+    )
+    with backend.engine.begin() as conn:
+        conn.exec_driver_sql(ddl)
+        conn.execute(
+            sa.insert(t),
+            [
+                dict(
+                    zip(
+                        ("created_at", "name", "status", "sequence", "finished_at"),
+                        row,
+                        strict=True,
+                    )
+                )
+                for row in history
+            ],
+        )
+
+
+def test_the_originals_table_is_adopted_in_place_with_every_row(
+    backend: Backend, table_name: str
+) -> None:
+    original_table(backend, table_name)
+    upgrade(backend.engine, table=table_name)
+    assert drift(backend.engine, work_table(table_name).metadata, table_name) == []
+    t = work_table(table_name)
+    with backend.engine.connect() as conn:
+        rows = conn.execute(sa.select(t).order_by(t.c.id)).all()
+    assert [(r.id, r.name, r.status, r.sequence, r.slot, r.tick_at) for r in rows] == [
+        (1, "report", 3, "2026-01-01 10:00:00", None, None),
+        (2, "report", 4, "2026-01-01 10:00:00", None, None),
+        (3, "Report", 1, "2026-01-01 11:00:00", None, None),  # names stay case-sensitive
+    ]
+    assert rows[0].created_at.replace(tzinfo=None) == datetime(2026, 1, 1, 9, 59)
+    downgrade(backend.engine, table=table_name)
+
+
+def test_a_table_that_is_neither_ours_nor_the_originals_is_refused_untouched(
+    backend: Backend, table_name: str
+) -> None:
+    with backend.engine.begin() as conn:
+        conn.exec_driver_sql(
+            f"create table {table_name} (id integer primary key, note varchar(20))"
+        )
+    with pytest.raises(Exception, match="is not the table of worksync \\(Go\\)"):
+        upgrade(backend.engine, table=table_name)
+    columns = {c["name"] for c in sa.inspect(backend.engine).get_columns(table_name)}
+    assert columns == {"id", "note"}
+
+
+def test_an_original_row_without_a_name_stops_the_adoption_with_the_fix(
+    backend: Backend, table_name: str
+) -> None:
+    original_table(backend, table_name)
+    with backend.engine.begin() as conn:
+        conn.exec_driver_sql(f"insert into {table_name} (status) values (1)")
+    with pytest.raises(Exception, match="1 row\\(s\\) without a name, status or sequence"):
+        upgrade(backend.engine, table=table_name)

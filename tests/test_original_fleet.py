@@ -11,15 +11,14 @@ Europe/Berlin time, so ours labels ticks with ``local_sequence``.
 from __future__ import annotations
 
 import multiprocessing
-import os
-import subprocess
-import sys
 import uuid
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 import sqlalchemy as sa
@@ -28,23 +27,12 @@ from worksync_sa import local_sequence
 
 from . import original, racers
 from .conftest import Backend
+from .test_cli import worksync
+from .test_migrations import ORIGINAL_DDL
 
 pytestmark = pytest.mark.slow
 
 ZONE = "Europe/Berlin"
-ORIGINAL_DDL = """
-create table if not exists works
-(
-    id          int auto_increment
-        primary key,
-    created_at  datetime     null,
-    name        varchar(255) null,
-    status      int8         null,
-    sequence    varchar(255) null,
-    started_at  datetime     null,
-    finished_at datetime     null
-)
-"""
 # The original finishes on a table named "workers" whatever it was given: a view lets it land.
 WORKERS_VIEW = "create view workers as select * from works"
 
@@ -62,14 +50,6 @@ class Fleet:
             return list(conn.exec_driver_sql("select * from works order by id").mappings())
 
 
-def worksync(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WORKSYNC_")}
-    return subprocess.run(
-        [sys.executable, "-m", "worksync_sa", *args],
-        cwd=cwd, env=env, capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
-
-
 @pytest.fixture
 def fleet(mariadb: Backend) -> Iterator[Fleet]:
     name = f"ws_fleet_{uuid.uuid4().hex[:10]}"
@@ -79,7 +59,7 @@ def fleet(mariadb: Backend) -> Iterator[Fleet]:
     url = mariadb.engine.url.set(database=name)
     engine = sa.create_engine(url)
     with engine.begin() as conn:
-        conn.exec_driver_sql(ORIGINAL_DDL)
+        conn.exec_driver_sql(ORIGINAL_DDL.format(table="works"))
     connect = {
         "host": url.host or "127.0.0.1",
         "port": url.port or 3306,
@@ -228,3 +208,80 @@ def test_a_pass_racing_the_originals_open_transaction_never_doubles_its_tick(
     theirs.close()
     rows = [row for row in fleet.rows() if row["sequence"] == sequence]
     assert len(rows) == 2
+
+
+def test_the_readmes_rolling_migration_step_by_step(fleet: Fleet, tmp_path: Path) -> None:
+    """ "Moving from worksync (Go)", each step taken while the fleet keeps running.
+
+    0. the original's scheduler and two workers run on the table of its README;
+    1. `worksync migrate` adopts that table, and a `workers` view lets the
+       original's finishes land;
+    2. our scheduler joins the original's (same works, `local_sequence`);
+    3. our workers replace the original's, one at a time;
+    4. the original's scheduler stops;
+    5. a rolling restart of our scheduler switches to UTC labels.
+
+    No tick ever gets more than max_run claims, and ticks keep being run.
+    """
+    import time
+    from datetime import datetime, timezone
+
+    step = 6.0
+    berlin = {"lookahead": "2s", "interval": "500ms", "sequence": local_sequence(ZONE)}
+    utc = {"lookahead": "2s", "interval": "500ms"}
+    log = str(tmp_path / "claims.log")
+    began = datetime.now(timezone.utc)
+
+    def at(seconds: float) -> None:
+        time.sleep(max(0.0, seconds - (datetime.now(timezone.utc) - began).total_seconds()))
+
+    started = [  # 0: the original fleet
+        start(original.run_scheduler, fleet.connect, "works", [("shared", 2)], ZONE, 2, 4 * step),
+        start(original.run_worker, fleet.connect, "works", ["shared"], ZONE, 3 * step),
+        start(original.run_worker, fleet.connect, "works", ["shared"], ZONE, 3.5 * step),
+    ]
+    at(step)  # 1: adopt the table in place, while it is in use
+    adopted = worksync("migrate", "--db", fleet.url, cwd=tmp_path)
+    assert adopted.returncode == 0, adopted.stderr
+    with fleet.engine.begin() as conn:
+        conn.exec_driver_sql(WORKERS_VIEW)
+    at(2 * step)  # 2: our scheduler beside the original's
+    started.append(
+        start(racers.run_scheduler, fleet.url, "works", [OUR_WORK], berlin, 3.2 * step, None)
+    )
+    at(3 * step)  # 3: our workers replace the original's, one by one
+    started.append(start(racers.run_worker, fleet.url, "works", [OUR_WORK], 3 * step, log, None))
+    at(3.5 * step)
+    started.append(start(racers.run_worker, fleet.url, "works", [OUR_WORK], 2.5 * step, log, None))
+    # 4: the original's scheduler stops on its own at 4 steps.
+    at(5 * step)  # 5: a rolling restart onto UTC labels (the old one runs a little longer)
+    started.append(start(racers.run_scheduler, fleet.url, "works", [OUR_WORK], utc, step, None))
+    collect(started, timeout=180)
+    rows = fleet.rows()
+
+    def instant(row: Any) -> datetime:
+        if row["tick_at"] is not None:
+            tick: datetime = row["tick_at"]
+            return tick.replace(tzinfo=timezone.utc)
+        wall = datetime.strptime(row["sequence"], original.LAYOUT)
+        return wall.replace(tzinfo=ZoneInfo(ZONE)).astimezone(timezone.utc)
+
+    claimed = Counter(instant(row) for row in rows if row["started_at"] is not None)
+    assert max(claimed.values()) <= 2  # per instant, across both kinds of label
+    per_label = Counter(row["sequence"] for row in rows if row["started_at"] is not None)
+    assert max(per_label.values()) <= 2
+    # Ticks kept running through every step after the table was adopted.
+    seconds = [began + timedelta(seconds=s) for s in range(int(1.5 * step), int(5.7 * step))]
+    ticks = [t.replace(microsecond=0) + timedelta(seconds=1) for t in seconds]
+    missed = [t for t in ticks if claimed[t] == 0]
+    assert len(missed) <= 2, missed  # the adoption's ALTER may hold the table for a moment
+    # The last step relabelled every tick after it: UTC labels, our rows.
+    late = [
+        row
+        for row in rows
+        if row["tick_at"] is not None
+        and row["started_at"] is not None
+        and row["tick_at"].replace(tzinfo=timezone.utc) > began + timedelta(seconds=5.5 * step)
+    ]
+    assert late
+    assert all(row["sequence"] == row["tick_at"].strftime(original.LAYOUT) for row in late)

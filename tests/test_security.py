@@ -14,7 +14,7 @@ import sqlalchemy as sa
 
 from worksync_sa import Scheduler, SchedulerConfig, Work, Worker, WorkSync
 
-from .conftest import Backend, Db
+from .conftest import Backend, Db, user_with_password
 from .proxy import Proxy
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -107,19 +107,8 @@ SECRET = f"pw-{uuid.uuid4().hex[:12]}"
 @pytest.fixture
 def secret_url(server: Backend) -> Iterator[str]:
     """A URL carrying a real password (a MariaDB user made for it; PostgreSQL trusts anyway)."""
-    url = server.engine.url
-    if server.name == "mysql":
-        user = f"ws_{uuid.uuid4().hex[:8]}"
-        with server.engine.begin() as conn:
-            conn.exec_driver_sql(f"CREATE USER '{user}'@'%%' IDENTIFIED BY '{SECRET}'")
-            conn.exec_driver_sql(f"GRANT ALL ON {url.database}.* TO '{user}'@'%%'")
-        try:
-            yield url.set(username=user, password=SECRET).render_as_string(hide_password=False)
-        finally:
-            with server.engine.begin() as conn:
-                conn.exec_driver_sql(f"DROP USER '{user}'@'%%'")
-    else:
-        yield url.set(password=SECRET).render_as_string(hide_password=False)
+    with user_with_password(server, SECRET) as url:
+        yield url.render_as_string(hide_password=False)
 
 
 @pytest.fixture

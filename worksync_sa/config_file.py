@@ -15,6 +15,8 @@ can share it::
     catchup = "90s"         # after downtime, still create ticks missed by at most this
     retention = "7d"        # also prune rows finished longer ago (at least 2d); unset: never
     max_backoff = "30s"     # longest wait between attempts while the database is away
+    sequence_zone = "Europe/Berlin"  # label ticks in this zone's wall time (local_sequence);
+                            # unset: UTC labels, the default sequence
 
     [worker]                # optional; defaults for `worksync work`, whose options win
     poll = "1s"             # longest wait between looks for due ticks
@@ -60,11 +62,13 @@ from .config import SchedulerConfig
 from .durations import as_timedelta
 from .errors import InvalidConfigError, InvalidWorkError
 from .models import validate_table_name
+from .sequences import local_sequence
 from .work import Work
 
 SECTIONS = ("database", "scheduler", "worker", "works")
 DATABASE_KEYS = ("url", "table")
-SCHEDULER_KEYS = ("lookahead", "interval", "catchup", "retention", "max_backoff")
+SCHEDULER_DURATIONS = ("lookahead", "interval", "catchup", "retention", "max_backoff")
+SCHEDULER_KEYS = (*SCHEDULER_DURATIONS, "sequence_zone")
 WORKER_KEYS = ("poll", "max_backoff")
 WORK_KEYS = ("name", "cron", "max_run", "timezone", "lease", "grace", "max_attempts")
 _WORK_DURATIONS = ("lease", "grace")
@@ -257,8 +261,18 @@ class _Reader:
         return DatabaseSettings(url=url, table=name)
 
     def scheduler(self, table: Mapping[str, object]) -> SchedulerConfig:
-        # Any: SchedulerConfig's other field, sequence, is a function no file can name.
-        settings: dict[str, Any] = self.durations(table, SCHEDULER_KEYS, "[scheduler]")
+        settings: dict[str, Any] = self.durations(table, SCHEDULER_DURATIONS, "[scheduler]")
+        zone = table.get("sequence_zone")
+        if zone is not None:  # the one sequence function a file can name
+            if not isinstance(zone, str):
+                raise self.error(
+                    f"[scheduler] sequence_zone must be an IANA zone name such as "
+                    f"'Europe/Berlin', not {_toml_type(zone)}"
+                )
+            try:
+                settings["sequence"] = local_sequence(zone)
+            except InvalidConfigError as exc:
+                raise self.error(f"[scheduler] sequence_zone: {exc}") from None
         try:
             return SchedulerConfig(**settings)
         except InvalidConfigError as exc:
