@@ -845,3 +845,15 @@ def test_migrate_adopts_the_table_of_the_go_original(target: Target, tmp_path: P
     assert len(target.db.rows()) == 3
     again = worksync("migrate", *target.args(), cwd=tmp_path)
     assert "already at head" in again.stdout
+    # Its history shows in the ledger, each tick at the time its label reads (as UTC).
+    status = worksync(
+        "status", "--since", "2026-01-01T00:00:00Z", "--until", "2026-01-02T00:00:00Z",
+        *target.args(), cwd=tmp_path,
+    )  # fmt: skip
+    assert status.returncode == 0, status.stderr
+    lines = {(m[1], m[0]): tuple(map(int, m[2:10])) for m in TICK_LINE.findall(status.stdout)}
+    # max_run, created, queued, running, succeeded, failed, recovered, missed
+    assert lines == {
+        ("report", "2026-01-01 10:00:00"): (2, 2, 0, 0, 1, 1, 0, 0),
+        ("Report", "2026-01-01 11:00:00"): (1, 1, 1, 0, 0, 0, 0, 0),
+    }

@@ -121,3 +121,31 @@ def test_listeners_must_be_a_list_of_functions(db: Db, listeners: object) -> Non
         db.WorkSync(db.engine, table=db.table, listeners=listeners)
     with pytest.raises(InvalidArgumentError, match="listeners"):
         db.Scheduler(db.engine, WORKS, CONFIG, table=db.table, listeners=listeners)
+
+
+def test_a_listener_that_exits_never_ends_the_scheduler_loop(
+    db: Db, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``sys.exit()`` in a listener is one more failure: logged, and the loop carries on."""
+    import time
+
+    passes: list[int] = []
+
+    def exits(event: Event) -> None:
+        if event.action == "created":
+            passes.append(event.count)
+            raise SystemExit(3)
+
+    config = SchedulerConfig(lookahead="3s", interval="200ms", max_backoff="300ms")
+    scheduler = db.Scheduler(
+        db.engine, [Work("w", "* * * * * *")], config, table=db.table, listeners=[exits]
+    )
+    with caplog.at_level(logging.WARNING, logger="worksync_sa"):
+        scheduler.start()
+        deadline = time.monotonic() + 15
+        while len(passes) < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert scheduler.running
+        scheduler.stop()
+    assert len(passes) >= 3  # new ticks kept being created, pass after pass
+    assert not [r for r in caplog.records if getattr(r, "action", None) == "ended"]

@@ -97,3 +97,30 @@ def test_a_loop_that_stops_says_so_and_running_turns_false(
     assert "KeyboardInterrupt" in ended[0].getMessage()
     (row,) = db.rows(name="w", status=WorkStatus.FAILED)  # the claim it held is still recorded
     assert row.error == "KeyboardInterrupt"
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_a_scheduler_loop_that_stops_says_so_and_running_turns_false(
+    db: Db, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Only a stop signal ends the loop early (here a listener's KeyboardInterrupt): it says so."""
+    import logging
+    import time
+
+    def interrupts(event: object) -> None:
+        raise KeyboardInterrupt
+
+    config = SchedulerConfig(lookahead="3s", interval="200ms")
+    scheduler = Scheduler(
+        db.engine, [Work("w", "* * * * * *")], config, table=db.table, listeners=[interrupts]
+    )
+    with caplog.at_level(logging.ERROR, logger="worksync_sa"):
+        scheduler.start()
+        deadline = time.monotonic() + 10
+        while scheduler.running and time.monotonic() < deadline:
+            time.sleep(0.05)
+    assert not scheduler.running
+    (ended,) = [r for r in caplog.records if getattr(r, "action", None) == "ended"]
+    assert ended.levelno == logging.ERROR
+    assert "scheduler loop ended by KeyboardInterrupt" in ended.getMessage()
+    scheduler.close()

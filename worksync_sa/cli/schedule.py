@@ -86,11 +86,19 @@ def run(args: argparse.Namespace, secrets: Secrets) -> int:
 
 def describe_pass(report: PassReport, table: str) -> list[str]:
     """What a pass did, for people."""
+    changed = [
+        f"{count} {what}"
+        for count, what in (
+            (report.closed, "closed as surplus"),
+            (report.adopted, "adopted from another program"),
+        )
+        if count
+    ]
     lines = [
         f"pass at {format_moment(report.now)} UTC on table {table!r}: "
         f"{plural(report.planned, 'row')} planned, {report.created} created in "
-        f"{plural(report.batches, 'batch')}, {report.recovered} recovered, "
-        f"{report.pruned} pruned"
+        f"{plural(report.batches, 'batch')}, {', '.join([*changed, ''])}"
+        f"{report.recovered} recovered, {report.pruned} pruned"
     ]
     lines += [
         f"skipped {plural(count, 'tick')} of work {name!r}, missed by more than catchup"
