@@ -210,4 +210,3 @@ def test_bad_now_is_refused(db: Db) -> None:
     with pytest.raises(InvalidArgumentError, match="now"):
         scheduler(db).tick("2026-01-01")  # type: ignore[arg-type]
     assert db.count() == 0
-
