@@ -28,7 +28,7 @@ from sqlalchemy.engine import Connection
 from ._calls import Call
 from ._direct import LANE
 from ._lanes import SHARED_POOLS, prepare_lane
-from ._tx import CLOCK, Retry, atomically, writer_lock
+from ._tx import CLOCK, Retry, writer_lock
 from .config import RetryPolicy
 from .errors import InvalidArgumentError
 
@@ -167,8 +167,7 @@ class AsyncTransactions:
             return result
 
     async def _attempt(self, conn: AsyncConnection, call: Call[T]) -> T:
-        work = call.work
-        body = (lambda c: atomically(c, work)) if call.atomic else work
+        body = call.work
         writer = self._writer
         if writer is None:
             return await conn.run_sync(body)

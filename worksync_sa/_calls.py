@@ -31,15 +31,14 @@ class Call(Generic[T]):
 
     ``work`` runs on an autocommit connection. ``resolve`` finds the outcome
     of an attempt whose connection was lost after the statement went out
-    (None: it did not happen). ``atomic`` wraps ``work`` in BEGIN ... COMMIT.
-    ``peek`` says, on a busy SQLite file, whether waiting for the write lock
-    is worth it; if not, the call's result is ``nothing``.
+    (None: it did not happen). ``peek`` says, on a busy SQLite file, whether
+    waiting for the write lock is worth it; if not, the call's result is
+    ``nothing``.
     """
 
     what: str
     work: Callable[[Connection], T]
     resolve: Callable[[Connection], T | None] | None = None
-    atomic: bool = False
     peek: Callable[[Connection], bool] | None = None
     nothing: T | None = None
 

@@ -175,14 +175,15 @@ def insert_batch(table: sa.Table, family: Family) -> Insert:
     by the original and by us together still has at most ``max_run`` rows.
     Duplicates of an existing slot are skipped by the unique keys.
 
-    The rows arrive as one parameter, so a batch is one statement:
+    The rows arrive in one parameter per field, or one in all, so a batch is
+    one statement whatever its size, and nothing is parsed per row:
 
     * PostgreSQL: ``unnest`` over one array per field;
     * MySQL/MariaDB: ``JSON_TABLE`` over a JSON array of rows (see
       ``json_batch``). Run it under REPEATABLE READ: the count of the other
       rows is then a locking read, which makes it wait for, or deadlock
       with, a concurrent count-then-insert such as the original's;
-    * SQLite: one row per execution (``executemany``); writers are serialised.
+    * SQLite: ``json_each`` over the same JSON; its writers are serialised.
 
     ``created_at`` is the database clock.
     """
@@ -202,8 +203,12 @@ def insert_batch(table: sa.Table, family: Family) -> Insert:
         batch = _JsonBatch(table)
         fields = {name: batch.c[name] for name in BATCH_FIELDS}
     else:
-        batch = None
-        fields = {name: sa.bindparam(name, type_=_field_type(table, name)) for name in BATCH_FIELDS}
+        batch = sa.func.json_each(sa.bindparam("batch", type_=sa.Text())).table_valued("value")
+        batch = batch.alias("batch")
+        fields = {
+            name: sa.func.json_extract(batch.c.value, f"$[{index}]", type_=_field_type(table, name))
+            for index, name in enumerate(BATCH_FIELDS)
+        }
     held = table.alias("held")
     others = (
         sa.select(sa.func.count())
@@ -220,8 +225,7 @@ def insert_batch(table: sa.Table, family: Family) -> Insert:
         sa.literal(WorkStatus.QUEUED.value, sa.SmallInteger()),
         *(fields[name] for name in QUEUED_COLUMNS),
     ).where(fields["slot"] + others < fields["max_run"])
-    if batch is not None:
-        picked = picked.select_from(batch)
+    picked = picked.select_from(batch)
     if family == "postgresql":  # lock order: concurrent schedulers wait, never deadlock
         picked = picked.order_by(batch.c.name, batch.c.sequence, batch.c.slot)
     statement = insert_ignoring_duplicates(table, family).from_select(
@@ -232,10 +236,11 @@ def insert_batch(table: sa.Table, family: Family) -> Insert:
 
 
 def json_batch(rows: Sequence[Sequence[Any]]) -> str:
-    """MySQL/MariaDB: a batch as ``_JsonBatch`` reads it, rows in ``BATCH_FIELDS`` order.
+    """MySQL/MariaDB and SQLite: a batch as JSON, rows in ``BATCH_FIELDS`` order.
 
-    Times go as naive UTC text with microseconds (a batch repeats a few ticks
-    many times, so each is formatted once); text goes as UTF-8, not escaped.
+    Times go as naive UTC text with microseconds, as both store them (a batch
+    repeats a few ticks many times, so each is formatted once); text goes as
+    UTF-8, not escaped.
     """
     at = BATCH_FIELDS.index("tick_at")
     stamps: dict[datetime, str] = {}

@@ -263,9 +263,7 @@ class SchedulerCore:
         rows = _rows(work_to_do.create, self._specs)  # streamed, never all held at once
         size = SQLITE_BATCH_ROWS if sqlite else BATCH_ROWS
         while batch := list(islice(rows, size)):
-            created: int = yield Call(
-                "create", partial(self._repo.insert_rows, rows=batch), atomic=sqlite
-            )
+            created: int = yield Call("create", partial(self._repo.insert_rows, rows=batch))
             report.created += created
             report.batches += 1
         self._covered = {w.name: max(until, known.get(w.name, until)) for w in self.works}

@@ -14,7 +14,6 @@ before trying again, so a retry never claims or finishes twice.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import random
 import time
@@ -62,24 +61,6 @@ def checked_engine(engine: object) -> Engine:
             f"not {type(engine).__name__}"
         )
     return engine
-
-
-def atomically(conn: Connection, work: Callable[[Connection], T]) -> T:
-    """Run ``work`` inside BEGIN ... COMMIT on an autocommit connection.
-
-    On SQLite, BEGIN IMMEDIATE: it takes the write lock up front, so the
-    batch cannot fail half-way on a lock it would have needed later.
-    """
-    conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.dialect.name == "sqlite" else "BEGIN")
-    try:
-        result = work(conn)
-    except BaseException:
-        if not conn.invalidated:
-            with contextlib.suppress(Exception):
-                conn.exec_driver_sql("ROLLBACK")
-        raise
-    conn.exec_driver_sql("COMMIT")
-    return result
 
 
 def writer_lock(url: sa.URL, suffix: str = "-worksync.lock") -> WriteLock | None:
@@ -179,16 +160,10 @@ class Transactions:
         work: Callable[[Connection], T],
         resolve: Callable[[Connection], T | None] | None = None,
         *,
-        atomic: bool = False,
         peek: Callable[[Connection], bool] | None = None,
         nothing: T | None = None,
     ) -> T:
         """Run ``work`` on a lane (autocommit: each statement commits on its own).
-
-        With ``atomic``, ``work`` runs inside BEGIN ... COMMIT instead (on
-        SQLite, BEGIN IMMEDIATE, which takes the write lock up front): for a
-        batch whose statements should land together, such as an executemany
-        that SQLite would otherwise commit row by row.
 
         On a SQLite file, ``work`` runs holding the writers' lock (see
         ``_writelock``). If another writer holds it and ``peek`` says there is
@@ -215,7 +190,7 @@ class Transactions:
                         self.lanes.give(conn)
                         return found
                 sent = True
-                result = self._attempt(conn, work, atomic, peek, nothing)
+                result = self._attempt(conn, work, peek, nothing)
             except sa.exc.DBAPIError as exc:
                 self._release_failed(conn)
                 time.sleep(retry.delay_after(exc, sent))
@@ -232,7 +207,6 @@ class Transactions:
             call.what,
             call.work,
             call.resolve,
-            atomic=call.atomic,
             peek=call.peek,
             nothing=call.nothing,
         )
@@ -241,20 +215,19 @@ class Transactions:
         self,
         conn: Connection,
         work: Callable[[Connection], T],
-        atomic: bool,
         peek: Callable[[Connection], bool] | None,
         nothing: T | None,
     ) -> T:
         writer = self._writer
         if writer is None:
-            return atomically(conn, work) if atomic else work(conn)
+            return work(conn)
         # SQLite: one writer at a time, queued in the kernel.
         if not writer.try_acquire():
             if peek is not None and not peek(conn):
                 return nothing  # type: ignore[return-value]
             writer.__enter__()
         try:
-            return atomically(conn, work) if atomic else work(conn)
+            return work(conn)
         finally:
             writer.release()
 

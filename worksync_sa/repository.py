@@ -29,7 +29,7 @@ from ._dialects import (
     recovery_candidates,
     recovery_statement,
 )
-from ._direct import LANE, Bulk, Compiled, Outcome, quiet, run_bulk, run_direct
+from ._direct import LANE, Compiled, Outcome, quiet, run_direct
 from ._text import check_text, stored_error
 from .errors import InvalidArgumentError
 from .models import (
@@ -268,7 +268,6 @@ class ScheduleRepository:
     def __init__(self, table: sa.Table) -> None:
         self._statements = _StatementCache(table)
         self.table = self._statements.table
-        self._bulk: dict[str, Bulk] = {}
 
     def insert_queued(self, conn: Connection, rows: Iterable[NewRow]) -> int:
         """Insert ``rows`` in one batched statement; return how many were new.
@@ -291,12 +290,11 @@ class ScheduleRepository:
 
         The scheduler's own path: its values were validated when the works
         were built and its rows come out in order, so it skips both steps.
-        PostgreSQL and MySQL take a batch as one statement with one parameter
-        per field (arrays) or one in all (JSON); SQLite steps one prepared
-        statement per row (the driver's executemany on a services' lane).
-        On a MySQL lane the statement runs under REPEATABLE READ whatever the
-        server's default, so its count of other programs' rows is a locking
-        read (see ``_dialects.insert_batch``).
+        A batch is one statement with one parameter per field (PostgreSQL's
+        arrays) or one in all (JSON, on MySQL/MariaDB and SQLite). On a MySQL
+        lane the statement runs under REPEATABLE READ whatever the server's
+        default, so its count of other programs' rows is a locking read (see
+        ``_dialects.insert_batch``).
         """
         if not rows:
             return 0
@@ -309,19 +307,11 @@ class ScheduleRepository:
                 for name, values in zip(BATCH_FIELDS, columns, strict=True)
             }
             return max(conn.execute(statement, arrays).rowcount, 0)
-        info = conn.info
-        if family == "mysql":
-            if info.get(LANE):  # autocommit: this applies to the INSERT's own transaction
-                conn.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-            params = {"batch": json_batch(rows)}
-            return max(self._statements.run(conn, "insert_batch", insert_batch, params).rowcount, 0)
-        if info.get(LANE) and quiet(conn.engine):
-            bulk = self._bulk.get(family)
-            if bulk is None:
-                bulk = self._bulk[family] = Bulk.of(statement, conn.dialect, BATCH_FIELDS)
-            return max(run_bulk(conn, info, bulk, rows), 0)
-        params_list = [dict(zip(BATCH_FIELDS, row, strict=True)) for row in rows]
-        return max(conn.execute(statement, params_list).rowcount, 0)
+        if family == "mysql" and conn.info.get(LANE):
+            # Autocommit: this applies to the INSERT's own transaction.
+            conn.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        params = {"batch": json_batch(rows)}
+        return max(self._statements.run(conn, "insert_batch", insert_batch, params).rowcount, 0)
 
     def window(self, conn: Connection, after: datetime, until: datetime) -> list[TickState]:
         """What the table holds for the ticks in ``(after, until]``: see ``window_state``."""
@@ -550,7 +540,9 @@ class MaintenanceRepository:
         more attempts. Queued rows whose tick is older than its grace become
         FAILED ("missed"). One UPDATE, bounded to ``RECOVERY_BATCH`` rows (on
         MySQL/MariaDB, which cannot return updated rows, preceded by a read of
-        the candidates).
+        the candidates). Then one read for queued rows of other programs that
+        no scheduler of ours dated, closed as missed once surely late (see
+        :meth:`_recover_foreign`).
         """
         recovered = self._recover_ours(conn, now)
         return recovered + self._recover_foreign(conn, now)
@@ -631,9 +623,9 @@ class MaintenanceRepository:
 
         Rows whose label a later tick could be given again are kept (see
         ``_statements._prunable``): deleting them would reopen that label's
-        budget. Two short statements: a non-locking read of the ids, lowest first, then
-        a delete of exactly those rows by primary key (re-checked), so no lock
-        is taken beyond the rows deleted.
+        budget. Two short statements: a non-locking read of the ids, lowest
+        first, then a delete of exactly those rows by primary key (re-checked),
+        so no lock is taken beyond the rows deleted.
         """
         cutoff = checked_moment(cutoff, "cutoff")
         if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
