@@ -26,8 +26,9 @@ claims' baseline is the same statement the library sends, compiled from the
 library's own Core statement, run through the raw DB-API driver on one held
 autocommit connection. The scheduler pass's baseline is the fastest plain
 bulk insert of the same rows, every value bound, through the driver's own
-bulk path (on MariaDB, mysqlclient folding them into multi-row INSERTs). Timings on a shared 2-core machine are noisy: read the
-ratios, which are measured side by side, more than the absolute numbers.
+bulk path (on MariaDB, mysqlclient folding them into multi-row INSERTs).
+Timings on a shared 2-core machine are noisy: read the ratios, which are
+measured side by side, more than the absolute numbers.
 
 Reproduce: `python -m benchmarks --db mariadb` (or `postgresql`, `sqlite`,
 or a URL), then `python -m benchmarks.report` and `python -m benchmarks.chart`
