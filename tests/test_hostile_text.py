@@ -306,3 +306,22 @@ def test_printable_leaves_ordinary_text_alone() -> None:
     assert printable("report-😀 über naïve ∑") == "report-😀 über naïve ∑"
     assert printable("family 👨\u200d👩\u200d👧") == "family 👨\u200d👩\u200d👧"  # ZWJ kept
     assert printable("a\tb") == "a\\tb"
+
+
+@pytest.mark.parametrize(("is_mariadb", "version"), [(True, (10, 5, 9)), (False, (8, 0, 3))])
+def test_a_server_without_json_table_is_refused_at_first_use(
+    maria_db: Db, is_mariadb: bool, version: tuple[int, ...]
+) -> None:
+    """The version gate, read from what the dialect learnt at connect (set back here)."""
+    engine = sa.create_engine(maria_db.url)
+    with engine.connect():
+        pass  # the dialect reads the server's version on the first connection
+    engine.dialect.server_version_info = version
+    engine.dialect.is_mariadb = is_mariadb  # type: ignore[attr-defined]
+    try:
+        with pytest.raises(
+            UnsupportedDatabaseError, match=r"needs MariaDB 10\.6\+ or MySQL 8\.0\.4\+"
+        ):
+            WorkSync(engine, table=maria_db.table).acquire("w", TICK)
+    finally:
+        engine.dispose()

@@ -111,13 +111,29 @@ def prepare_lane(conn: Connection) -> None:
     conn.connection.detach()
 
 
+MYSQL_LEAST = (8, 0, 4)
+MARIADB_LEAST = (10, 6)
+"""The first versions with ``SKIP LOCKED`` and ``JSON_TABLE``, which the statements use."""
+
+
 def require_utf8mb4(conn: Connection) -> None:
     """Refuse a MySQL/MariaDB connection that would not store every character as given.
 
     Over a ``utf8`` (utf8mb3) or ``latin1`` connection the server turns what
     it cannot encode into ``?``, silently: ``report-😀`` and ``report-💩`` both
     become ``report-?`` and then share one work's rows. One query per lane.
+    A server older than MariaDB 10.6 or MySQL 8.0.4 is refused here too, by
+    the version the dialect read when it connected.
     """
+    dialect = conn.dialect
+    version = tuple(dialect.server_version_info or ())
+    least = MARIADB_LEAST if getattr(dialect, "is_mariadb", False) else MYSQL_LEAST
+    if version and version < least:
+        raise UnsupportedDatabaseError(
+            f"{'MariaDB' if least == MARIADB_LEAST else 'MySQL'} "
+            f"{'.'.join(map(str, version))} is too old: worksync_sa needs MariaDB 10.6+ or "
+            "MySQL 8.0.4+ (SKIP LOCKED, JSON_TABLE)"
+        )
     client, connection = conn.exec_driver_sql(
         "SELECT @@character_set_client, @@character_set_connection"
     ).one()
