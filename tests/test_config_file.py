@@ -199,3 +199,17 @@ def test_python_310_needs_tomli(monkeypatch: pytest.MonkeyPatch) -> None:
         import tomllib
 
         assert toml_loads((3, 11)) is tomllib.loads
+
+
+def test_a_work_may_read_its_cron_as_the_go_original_does() -> None:
+    config = parse_config(
+        '[[works]]\nname = "carried"\ncron = "0 30 6 * *"\ncron_syntax = "original"\n'
+    )
+    (work,) = config.works
+    assert work.cron_syntax == "original"
+    tick = work.next_tick(datetime(2026, 1, 1, tzinfo=timezone.utc))
+    assert tick == datetime(2026, 1, 1, 6, 30, tzinfo=timezone.utc)  # second 0, minute 30, hour 6
+    with pytest.raises(ConfigFileError) as caught:
+        parse_config('[[works]]\nname = "a"\ncron = "* * * * *"\ncron_syntax = "go"\n')
+    assert "[[works]] #1" in str(caught.value)
+    assert "cron_syntax" in str(caught.value)

@@ -210,3 +210,17 @@ def test_bad_now_is_refused(db: Db) -> None:
     with pytest.raises(InvalidArgumentError, match="now"):
         scheduler(db).tick("2026-01-01")  # type: ignore[arg-type]
     assert db.count() == 0
+
+
+def test_works_that_read_one_cron_string_two_ways_get_their_own_ticks(db: Db) -> None:
+    """The same text under the two readings is two schedules, not one shared expansion."""
+    works = [
+        Work("unix", "0 6 * * *"),  # 06:00 daily
+        Work("original", "0 6 * * *", cron_syntax="original"),  # second 0, minute 6, every hour
+    ]
+    config = SchedulerConfig(lookahead="7h", interval="1m")
+    db.Scheduler(db.engine, works, config, table=db.table).tick(T0)
+    unix = [(row.tick_at.hour, row.tick_at.minute) for row in db.rows(name="unix")]
+    original = [(row.tick_at.hour, row.tick_at.minute) for row in db.rows(name="original")]
+    assert unix == [(6, 0)]
+    assert original == [(hour, 6) for hour in range(7)]

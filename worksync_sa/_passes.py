@@ -161,12 +161,12 @@ class SchedulerCore:
         get their sequence computed once: a pass over 100,000 works costs a
         few distinct cron expansions, not 100,000.
         """
-        expanded: dict[tuple[str, str, datetime], tuple[datetime, ...]] = {}
+        expanded: dict[tuple[str, str, str, datetime], tuple[datetime, ...]] = {}
         sequences: dict[datetime, str] = {}
         plan: Plan = []
         for work in self.works:
             start = starts[work.name]
-            key = (work.cron, work.timezone, start)
+            key = (work.cron, work.timezone, work.cron_syntax, start)
             ticks = expanded.get(key)
             if ticks is None:
                 ticks = expanded[key] = tuple(work.iter_ticks(start, until))

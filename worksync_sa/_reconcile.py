@@ -42,6 +42,8 @@ def spec_of(work: Work, sequence_kind: str) -> str:
     cron is normalised so equal settings always read the same.
     """
     cron = " ".join(work.cron.split())
+    if work.cron_syntax != "standard":
+        cron = f"{cron} ({work.cron_syntax} syntax)"
     text = (
         f"sequence={sequence_kind}; max_run={work.max_run}; cron={cron}; timezone={work.timezone}"
     )

@@ -30,6 +30,8 @@ can share it::
     lease = "5m"            # how long a claim holds its row without a heartbeat
     grace = "1m"            # how late a tick may still be claimed
     max_attempts = 1        # above 1, a row whose lease ran out is queued again
+    cron_syntax = "standard"  # "original": read cron as the Go original does (5 fields:
+                            # second minute hour day-of-month month)
 
 Durations are strings in Go's syntax plus days (``90s``, ``1h30m``, ``7d``),
 never bare numbers, so a unit is always written down. A relative SQLite path
@@ -70,7 +72,16 @@ DATABASE_KEYS = ("url", "table")
 SCHEDULER_DURATIONS = ("lookahead", "interval", "catchup", "retention", "max_backoff")
 SCHEDULER_KEYS = (*SCHEDULER_DURATIONS, "sequence_zone")
 WORKER_KEYS = ("poll", "max_backoff")
-WORK_KEYS = ("name", "cron", "max_run", "timezone", "lease", "grace", "max_attempts")
+WORK_KEYS = (
+    "name",
+    "cron",
+    "max_run",
+    "timezone",
+    "lease",
+    "grace",
+    "max_attempts",
+    "cron_syntax",
+)
 _WORK_DURATIONS = ("lease", "grace")
 _WORK_FIELDS = tuple(key for key in WORK_KEYS if key not in _WORK_DURATIONS)
 URL_FORM = "dialect+driver://user:password@host/database"

@@ -1,0 +1,295 @@
+"""Cron ticks as cron computes them, checked against an independent brute-force reference.
+
+``cron_reference`` is written from the cron rules and shares no code with
+croniter or ``worksync_sa.cron``. A seeded generator makes thousands of
+expressions in both field counts (equal-end ranges, steps on ranges and on
+``*``, lists, names in any case, ``?``, every mix of restricted day fields,
+month ends and leap days); each must give the reference's next 20 ticks from
+several starting instants, or be refused as never firing when the reference
+finds no tick in 40 years. The seeds are fixed: a failure names its
+expression and reproduces.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from worksync_sa import InvalidWorkError, Work
+
+from . import cron_reference as reference
+
+UTC = timezone.utc
+SEED = 20261130
+EXPRESSIONS = 5200
+STARTS = (
+    datetime(2024, 2, 28, 23, 59, 30, tzinfo=UTC),  # across a leap day
+    datetime(2025, 12, 31, 22, 59, 59, tzinfo=UTC),  # across a year's end
+    datetime(2026, 6, 30, 12, 0, tzinfo=UTC),  # a plain midsummer noon
+)
+TICKS = 20
+HORIZON = timedelta(days=366 * 40)
+
+
+def _cased(rng: random.Random, name: str) -> str:
+    return rng.choice([name, name.lower(), name.capitalize()])
+
+
+def _value(rng: random.Random, value: int, names: dict[str, int] | None) -> str:
+    if names and rng.random() < 0.4:
+        spelled = [name for name, number in names.items() if number == value]  # 7 stays 7
+        if spelled:
+            return _cased(rng, spelled[0])
+    return str(value)
+
+
+def _element(rng: random.Random, low: int, high: int, names: dict[str, int] | None) -> str:
+    roll = rng.random()
+    if roll < 0.15:
+        return f"{rng.choice('*?')}/{rng.randint(1, (high - low) // 2 + 1)}"
+    if roll < 0.45:
+        value = _value(rng, rng.randint(low, high), names)
+        step = rng.randint(1, (high - low) // 3 + 1)
+        return value if rng.random() < 0.8 else f"{value}/{step}"
+    first = rng.randint(low, high)
+    last = first if rng.random() < 0.3 else rng.randint(first, high)  # equal ends, often
+    text = f"{_value(rng, first, names)}-{_value(rng, last, names)}"
+    return f"{text}/{rng.randint(1, last - first + 1)}" if rng.random() < 0.3 else text
+
+
+def _field(
+    rng: random.Random, low: int, high: int, names: dict[str, int] | None = None, *, day: bool
+) -> str:
+    roll = rng.random()
+    if roll < 0.3:
+        return "*"
+    if day and roll < 0.4:
+        return "?"
+    elements = [_element(rng, low, high, names) for _ in range(rng.choice((1, 1, 1, 2, 3)))]
+    if day and len(elements) > 1:  # '*' inside a list of days is refused (see the refusals)
+        elements = [e for e in elements if e[0] not in "*?"] or ["1"]
+    return ",".join(elements)
+
+
+def expression(rng: random.Random, seconds: bool) -> str:
+    """One random expression; day fields lean to month ends, February and leap days."""
+    fields = []
+    if seconds:
+        fields.append(_field(rng, 0, 59, day=False) if rng.random() < 0.6 else rng.choice("03"))
+    fields.append(_field(rng, 0, 59, day=False) if rng.random() < 0.7 else str(rng.randint(0, 59)))
+    fields.append(_field(rng, 0, 23, day=False))
+    fields.append(
+        _field(rng, 1, 31, day=True)
+        if rng.random() < 0.8
+        else rng.choice(["29", "30", "31", "28-31", "29,31"])
+    )
+    fields.append(
+        _field(rng, 1, 12, reference.MONTHS, day=False)
+        if rng.random() < 0.8
+        else rng.choice(["2", "FEB", "feb", "2,8"])
+    )
+    fields.append(_field(rng, 0, 7, reference.WEEKDAYS, day=True))
+    return " ".join(fields)
+
+
+def work_of(text: str, **options: str) -> Callable[[], Work]:
+    """Build the package's Work later, inside ``compare`` (some must be refused)."""
+    return lambda: Work("w", text, **options)  # type: ignore[arg-type]
+
+
+def compare(
+    text: str, make: Callable[[], Work], expected: reference.Cron, starts: tuple[datetime, ...]
+) -> int:
+    """Assert the package's ticks are the reference's; returns the instants compared."""
+    if not reference.next_ticks(expected, starts[0], 1):  # no tick in 40 years
+        with pytest.raises(InvalidWorkError, match="never fires"):
+            make()
+        return 0
+    work = make()
+    compared = 0
+    for start in starts:
+        want = reference.next_ticks(expected, start, TICKS)
+        got = list(itertools.islice(work.iter_ticks(start, start + HORIZON), len(want)))
+        assert got == want, (text, start)
+        compared += len(want)
+    return compared
+
+
+@pytest.mark.slow
+def test_thousands_of_random_expressions_tick_as_the_reference_does() -> None:
+    rng = random.Random(SEED)
+    compared = accepted = 0
+    for number in range(EXPRESSIONS):
+        text = expression(rng, seconds=number % 2 == 1)
+        instants = compare(text, work_of(text), reference.parse(text), STARTS)
+        compared += instants
+        accepted += instants > 0
+    assert accepted >= 5000  # the rest never fire, and were refused as such
+    assert compared >= 5000 * len(STARTS) * TICKS * 0.99
+
+
+def original_expression(rng: random.Random) -> str:
+    """A 5-field expression as the Go original writes them: second minute hour dom month."""
+    return " ".join(
+        [
+            _field(rng, 0, 59, day=False),
+            _field(rng, 0, 59, day=False),
+            _field(rng, 0, 23, day=False),
+            _field(rng, 1, 31, day=True),
+            _field(rng, 1, 12, reference.MONTHS, day=False),
+        ]
+    )
+
+
+def test_the_originals_five_fields_are_read_as_it_reads_them() -> None:
+    rng = random.Random(SEED + 1)
+    for _ in range(600):
+        text = original_expression(rng)
+        compare(
+            text,
+            work_of(text, cron_syntax="original"),
+            reference.parse(text, original=True),
+            STARTS[:2],
+        )
+
+
+def extension_expression(rng: random.Random) -> str:
+    """L in the day of month, nL and n#k in the day of week, 7 and names for Sunday."""
+    days = ["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"]
+    minute, hour = rng.choice(["0", "*/20", "5,35"]), rng.choice(["0", "12", "*/6"])
+    roll = rng.random()
+    if roll < 0.4:
+        dom = rng.choice(["L", "l", "1,L", "L,15", "28-30,L"])
+        dow = rng.choice(["*", "?", "MON", "1-5", "SAT,SUN", "*/2"])
+    elif roll < 0.7:
+        day = rng.choice([str(rng.randint(0, 7)), rng.choice(days), rng.choice(days).lower()])
+        dow = f"{day}#{rng.randint(1, 5)}" if rng.random() < 0.5 else f"{day}L"
+        if rng.random() < 0.3:
+            dow += "," + rng.choice(["2#1", "6L", "sunL"])
+        dom = rng.choice(["*", "?"])
+    else:
+        dom = rng.choice(["*", "?", "13"])
+        dow = rng.choice(["7", "0,7", "5-7", "6-7/1", "SUN-SAT", "sun"])
+    month = rng.choice(["*", "2", "FEB-MAR", "*/3"])
+    return f"{minute} {hour} {dom} {month} {dow}"
+
+
+def test_the_extensions_fire_as_documented() -> None:
+    rng = random.Random(SEED + 2)
+    for _ in range(600):
+        text = extension_expression(rng)
+        compare(text, work_of(text), reference.parse(text), STARTS[:2])
+
+
+@pytest.mark.parametrize(
+    ("cron", "first_ticks"),
+    [
+        # Ranges with equal ends are that one value, not "every".
+        ("0 5-5 * * *", ["2026-01-01 05:00", "2026-01-02 05:00"]),
+        ("0 0 * FEB-FEB *", ["2026-02-01 00:00", "2026-02-02 00:00"]),
+        # Both day fields restricted: either matches (22nd, or a Saturday, in odd months).
+        ("46 11 22 */2 SAT-SAT", None),
+        # One day field starting with '*' leaves it unrestricted: both must match.
+        ("0 0 */10 * WED", ["2026-01-21 00:00", "2026-02-11 00:00", "2026-03-11 00:00"]),
+        ("0 0 ? * WED", ["2026-01-07 00:00", "2026-01-14 00:00"]),
+    ],
+)
+def test_the_issues_examples(cron: str, first_ticks: list[str] | None) -> None:
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    work = Work("w", cron)
+    got = work.ticks(start, start + timedelta(days=120))
+    assert got == reference.ticks_in_zone(
+        reference.parse(cron), "UTC", start, start + timedelta(days=120)
+    )
+    if first_ticks is not None:
+        assert [t.strftime("%Y-%m-%d %H:%M") for t in got[: len(first_ticks)]] == first_ticks
+
+
+REFUSED = [
+    # (cron, field named, why)
+    ("0 0 * * FRI-MON", "day-of-week", "runs backwards"),
+    ("0 22-2 * * *", "hour", "runs backwards"),
+    ("0 0 1,*/2 * *", "day-of-month", "with other days"),
+    ("0 0 * * MON,*", "day-of-week", "with other days"),
+    ("0 0 15W * *", "day-of-month", "W"),
+    ("0 0 5 * FRI#2", "day-of-week", "'*' or '?'"),
+    ("0 0 * * FRI#2,MON", "day-of-week", "mixes plain weekdays"),
+    ("0 0 * * 1#6", "day-of-week", "1 to 5"),
+    ("*/0 * * * *", "minute", "step of 0"),
+    ("61 * * * *", "minute", "0 to 59"),
+    ("0 24 * * *", "hour", "0 to 23"),
+    ("0 0 32 * *", "day-of-month", "1 to 31"),
+    ("0 0 * 13 *", "month", "1 to 12"),
+    ("0 0 * * 8", "day-of-week", "0 to 7"),
+    ("0 0 * * FUN", "day-of-week", "not a number"),
+    ("0 0 * JUNE *", "month", "not a number"),
+    ("0 0 L * *", "day-of-month", "not a number"),  # read as the original reads it
+]
+
+
+@pytest.mark.parametrize(("cron", "field", "why"), REFUSED)
+def test_refused_expressions_name_the_field(cron: str, field: str, why: str) -> None:
+    syntax = "original" if cron == "0 0 L * *" else "standard"
+    text = f"0 {cron}" if syntax == "original" else cron
+    with pytest.raises(InvalidWorkError) as caught:
+        Work("w", text, cron_syntax=syntax)
+    message = str(caught.value)
+    assert f"its {field} field" in message
+    assert why in message
+
+
+def test_the_originals_reading_refuses_what_it_refuses() -> None:
+    for cron in ("0 0 0 * * 7", "0 0 0 L * *", "0 0 0 * * 5L", "0 0 0 ? * FRI#2"):
+        with pytest.raises(InvalidWorkError, match="day-of-"):
+            Work("w", cron, cron_syntax="original")
+    with pytest.raises(InvalidWorkError, match="cron_syntax"):
+        Work("w", "* * * * *", cron_syntax="quartz")
+
+
+# -- daylight saving: Vixie's rule, in three zones ----------------------------------------
+
+DST_DAYS = {
+    "Europe/Berlin": ("2026-03-29", "2026-10-25"),  # 02:00 -> 03:00; 03:00 -> 02:00
+    "America/New_York": ("2026-03-08", "2026-11-01"),  # 02:00 -> 03:00; 02:00 -> 01:00
+    "Australia/Lord_Howe": ("2026-10-04", "2026-04-05"),  # half-hour shifts
+}
+DST_CRONS = [
+    # fixed-time jobs (minute and hour fixed)
+    "30 2 * * *",
+    "0 2 * * *",
+    "15 1 * * *",
+    "45 1 * * *",
+    "0,30 1-3 * * *",
+    "0 30 2 * * *",
+    "*/20 30 2 * * *",
+    "15 15 1 * * *",
+    "0 45 1,2 * * *",
+    # wildcard jobs (minute or hour starts with *)
+    "*/15 * * * *",
+    "*/15 2 * * *",
+    "30 * * * *",
+    "* 2 * * *",
+    "0 */30 * * * *",
+    "10 */2 * * * *",
+]
+
+
+@pytest.mark.parametrize("zone", sorted(DST_DAYS))
+@pytest.mark.parametrize("cron", DST_CRONS)
+def test_daylight_saving_follows_vixie_cron(zone: str, cron: str) -> None:
+    expected = reference.parse(cron)
+    work = Work("w", cron, timezone=zone)
+    for day in DST_DAYS[zone]:
+        midnight = datetime.fromisoformat(day).replace(tzinfo=ZoneInfo(zone))
+        end = midnight + timedelta(hours=28)
+        whole = reference.ticks_in_zone(expected, zone, midnight - timedelta(hours=2), end)
+        # From several starting instants around the change (some inside its hour), not
+        # only from before it: a start inside a repeated hour still meets its second half.
+        for minutes in (-120, 0, 60, 90, 119, 120, 150, 179, 180, 210, 240):
+            start = (midnight + timedelta(minutes=minutes)).astimezone(UTC)
+            assert work.ticks(start, end) == [t for t in whole if t > start], (day, minutes)
