@@ -94,7 +94,6 @@ class _Field:
     values: tuple[int, ...]
     special: tuple[str, ...]  # croniter's tokens for L, last and nth weekdays
     unrestricted: bool
-
     bare: bool  # just ``*`` or ``?``
 
     def croniter_text(self) -> str:
@@ -124,9 +123,13 @@ def _element(element: str, bounds: _Bounds, field: str) -> range:
         start, _, end = span.partition("-")
         first, last = _value(start, bounds, element, field), _value(end, bounds, element, field)
         if first > last:
+            named = start.upper() in bounds.names
+            high = bounds.names[-1] if named else 6 if bounds is _DOW else bounds.high
+            low = bounds.names[0] if named else bounds.low
+            split = f"{start}-{high},{low}-{end}"
             raise CronProblem(
                 f"its {bounds.name} field {field!r} has the range {span!r}, which runs "
-                "backwards; write it as two ranges (FRI-MON as FRI-SAT,SUN-MON)"
+                f"backwards; write it as two ranges ({split})"
             )
     else:
         first = _value(span, bounds, element, field)
