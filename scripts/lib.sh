@@ -64,6 +64,25 @@ ensure_venv() {
     touch "$stamp"
 }
 
+# The production topologies the topology tests start on loopback (tests/topology.py):
+# PgBouncer, HAProxy, a Galera cluster (galera-4, and rsync for its state transfers).
+# The PostgreSQL server binaries (initdb, pg_basebackup, pg_ctl) come with the server.
+ensure_topology_packages() {
+    local missing=()
+    command -v pgbouncer >/dev/null 2>&1 || [ -x /usr/sbin/pgbouncer ] || missing+=(pgbouncer)
+    command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || missing+=(haproxy)
+    [ -e /usr/lib/galera/libgalera_smm.so ] || missing+=(galera-4)
+    command -v rsync >/dev/null 2>&1 || missing+=(rsync)
+    [ ${#missing[@]} -eq 0 ] && return 0
+    command -v apt-get >/dev/null 2>&1 || { say "cannot install ${missing[*]}: no apt-get"; return 0; }
+    say "installing topology packages: ${missing[*]}"
+    # pgbouncer's package would start a system pgbouncer on 6432; the tests start their own.
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >/dev/null 2>&1 \
+        || { as_root apt-get update -q >/dev/null 2>&1 \
+             && as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >/dev/null; } \
+        || say "could not install ${missing[*]}; the topology tests will be skipped unless required"
+}
+
 port_open() { python3 -c "import socket,sys; s=socket.socket(); s.settimeout(1); sys.exit(s.connect_ex(('127.0.0.1', $1)))"; }
 
 wait_for_port() {
