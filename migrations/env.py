@@ -23,7 +23,7 @@ from sqlalchemy import create_engine, pool
 from sqlalchemy.engine import Connection
 
 from worksync_sa.models import validate_table_name, version_table_for, work_table
-from worksync_sa.schema import one_migrator
+from worksync_sa.schema import migrating
 
 config = context.config
 if config.config_file_name is not None and config.file_config.has_section("loggers"):
@@ -85,10 +85,9 @@ def run_migrations_online() -> None:
         _run_on(connection)
         return
     engine = create_engine(_url(), poolclass=pool.NullPool)
-    # One process migrates a table at a time (see worksync_sa.schema.one_migrator).
-    with one_migrator(engine, TABLE), engine.connect() as connection:
+    # One process migrates a table at a time (see worksync_sa.schema.migrating).
+    with migrating(engine, TABLE) as connection:
         _run_on(connection)
-        connection.commit()
 
 
 if context.is_offline_mode():

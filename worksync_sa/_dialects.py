@@ -510,27 +510,6 @@ def recovery_candidates(table: sa.Table, *, explicit_now: bool) -> sa.Select[Any
     )
 
 
-def session_lock_statements(family: Family) -> tuple[sa.TextClause, sa.TextClause] | None:
-    """(take, release) of a named lock held by one connection, or None (SQLite has none).
-
-    MySQL/MariaDB: ``GET_LOCK(:lock_name, :wait_seconds)``, server-wide, returning 1 once
-    held and 0 on timeout. PostgreSQL: a session advisory lock on the 64-bit ``:lock_key``,
-    per database, tried without waiting (1 when taken). Both are released by
-    their release statement or when the connection closes.
-    """
-    if family == "mysql":
-        return (
-            sa.text("SELECT GET_LOCK(:lock_name, :wait_seconds)"),
-            sa.text("SELECT RELEASE_LOCK(:lock_name)"),
-        )
-    if family == "postgresql":
-        return (
-            sa.text("SELECT CAST(pg_try_advisory_lock(:lock_key) AS INTEGER)"),
-            sa.text("SELECT pg_advisory_unlock(:lock_key)"),
-        )
-    return None
-
-
 def _orig(exc: BaseException) -> BaseException:
     orig = getattr(exc, "orig", None)
     return orig if isinstance(orig, BaseException) else exc

@@ -16,7 +16,8 @@ After ``fork()`` a child never touches its parent's lanes; it opens its own.
 SQLite's own busy handler sleeps in coarse steps and collapses when several
 processes write; lanes on SQLite set ``busy_timeout`` to 0 and the services
 retry SQLITE_BUSY themselves, in fine-grained jittered steps (see ``_tx``).
-Lanes on psycopg send lists as binary arrays (the scheduler's bulk inserts).
+Lanes on psycopg send lists as binary arrays (the scheduler's bulk inserts),
+and prepare nothing on the server when a pooler sits in between.
 Lanes on MySQL/MariaDB must speak utf8mb4, or they are refused.
 Engines whose pool shares one connection (SQLite ``:memory:``) are used as
 they are: no detaching, no pragma.
@@ -33,6 +34,7 @@ from sqlalchemy import pool
 from sqlalchemy.engine import Connection, Engine
 
 from ._direct import LANE
+from ._poolers import never_prepare
 from ._process import pid
 from .engine import shown_url
 from .errors import UnsupportedDatabaseError
@@ -97,7 +99,8 @@ def prepare_lane(conn: Connection) -> None:
     SQLite's busy timeout goes to 0: writers queue on the lock file instead
     (``_writelock``). On psycopg the scheduler's batches travel as arrays,
     and binary arrays need no per-element quoting, which halves the time of
-    a large batch.
+    a large batch, and behind a pooler (PgBouncer) nothing is prepared on
+    the server (``_poolers``).
     """
     if conn.dialect.name in ("mysql", "mariadb"):
         require_utf8mb4(conn)
@@ -108,6 +111,7 @@ def prepare_lane(conn: Connection) -> None:
 
         driver: Any = conn.connection.driver_connection
         driver.adapters.register_dumper(list, ListBinaryDumper)
+        never_prepare(conn)
     conn.connection.detach()
 
 

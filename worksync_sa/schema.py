@@ -19,11 +19,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
-from ._dialects import family_of, session_lock_statements
+from ._dialects import family_of
+from ._poolers import unprepared
 from ._tx import checked_engine, writer_lock
 from .errors import WorksyncError
 from .models import DEFAULT_TABLE, validate_table_name, version_table_for
@@ -67,49 +69,82 @@ def downgrade(engine: Engine, revision: str = "base", *, table: str = DEFAULT_TA
 
 def _run(engine: Engine, table: str, action: Callable[[Config], None]) -> None:
     config = alembic_config(table=table)
-    with one_migrator(checked_engine(engine), table), engine.begin() as conn:
+    with migrating(checked_engine(engine), table) as conn:
         config.attributes["connection"] = conn
         action(config)
 
 
 @contextlib.contextmanager
-def one_migrator(engine: Engine, table: str) -> Iterator[None]:
-    """Hold the table's migration lock: one process migrates it at a time.
+def migrating(engine: Engine, table: str) -> Iterator[Connection]:
+    """A connection in a transaction that holds the table's migration lock.
 
     Every copy of a service running ``worksync migrate`` (or ``upgrade``) as it
     starts is the normal case, not a race to lose: MySQL's DDL is not
     transactional, and two processes creating the same table both fail half
     way. The second one waits here, then finds the table at head and does
-    nothing. A named lock on the server (SQLite: a lock file beside the
-    database), released when the migration ends or its connection closes.
+    nothing.
+
+    PostgreSQL's lock is a transaction-level advisory lock taken inside the
+    migration's own transaction: it holds exactly as long as the DDL it
+    guards, and it works behind PgBouncer in transaction pooling, where a
+    session-level lock would stay behind on whichever server connection took
+    it. MySQL/MariaDB run DDL outside transactions, so there it is a named
+    lock (``GET_LOCK``) on a connection of its own, released when the
+    migration ends or that connection closes. SQLite: a lock file beside the
+    database. Nothing is prepared on the server meanwhile (``_poolers``).
     """
-    statements = session_lock_statements(family_of(engine.dialect))
-    if statements is None:
-        lock = writer_lock(engine.url, "-worksync-migrate.lock")
-        with lock if lock is not None else contextlib.nullcontext():
-            yield
-        return
-    take, release = statements
+    with _session_lock(engine, table), engine.connect() as conn, unprepared(conn), conn.begin():
+        if family_of(engine.dialect) == "postgresql":
+            _wait_for(conn, PG_TAKE, _lock_params(engine, table), table)
+        yield conn
+
+
+PG_TAKE = sa.text("SELECT CAST(pg_try_advisory_xact_lock(:lock_key) AS INTEGER)")
+MYSQL_TAKE = sa.text("SELECT GET_LOCK(:lock_name, :wait_seconds)")
+MYSQL_RELEASE = sa.text("SELECT RELEASE_LOCK(:lock_name)")
+
+
+def _lock_params(engine: Engine, table: str) -> dict[str, Any]:
     where = f"{engine.url.host}:{engine.url.port}/{engine.url.database}/{table}"
     digest = hashlib.blake2b(f"worksync-migrate:{where}".encode(), digest_size=20).digest()
-    params = {
+    return {
         "lock_name": f"worksync-{digest.hex()[:40]}",
         "lock_key": int.from_bytes(digest[:8], "big", signed=True),
         "wait_seconds": 1,
     }
+
+
+def _wait_for(conn: Connection, take: sa.TextClause, params: dict[str, Any], table: str) -> None:
+    deadline = time.monotonic() + MIGRATION_WAIT_SECONDS
+    while conn.execute(take, params).scalar() != 1:
+        if time.monotonic() > deadline:
+            raise WorksyncError(
+                f"another process has been migrating table {table!r} for more than "
+                f"{MIGRATION_WAIT_SECONDS} s; try again once it is done"
+            )
+        time.sleep(0.2)
+
+
+@contextlib.contextmanager
+def _session_lock(engine: Engine, table: str) -> Iterator[None]:
+    """MySQL's named lock or SQLite's lock file, held around the migration; none on PostgreSQL."""
+    family = family_of(engine.dialect)
+    if family == "sqlite":
+        lock = writer_lock(engine.url, "-worksync-migrate.lock")
+        with lock if lock is not None else contextlib.nullcontext():
+            yield
+        return
+    if family != "mysql":
+        yield
+        return
+    params = _lock_params(engine, table)
     with engine.execution_options(isolation_level="AUTOCOMMIT").connect() as conn:
-        deadline = time.monotonic() + MIGRATION_WAIT_SECONDS
-        while conn.execute(take, params).scalar() != 1:
-            if time.monotonic() > deadline:
-                raise WorksyncError(
-                    f"another process has been migrating table {table!r} for more than "
-                    f"{MIGRATION_WAIT_SECONDS} s; try again once it is done"
-                )
-            time.sleep(0.2)
+        with unprepared(conn):
+            _wait_for(conn, MYSQL_TAKE, params, table)
         try:
             yield
         finally:
-            conn.execute(release, params)
+            conn.execute(MYSQL_RELEASE, params)
 
 
 def include_object_for(*tables: str) -> IncludeObject:
