@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from .asyncio_claims import async_uncontended
 from .claims import acquire_due, table_growth, uncontended
 from .contended import contended, sustained
+from .due_history import due_history
 from .harness import Report, bench_engine, label_of, resolve_url
 from .passes import memory, scheduler_passes
 
@@ -23,6 +24,7 @@ BENCHMARKS = (
     "contended",
     "sustained",
     "due",
+    "history",
     "passes",
     "growth",
     "memory",
@@ -50,6 +52,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "contended": lambda: contended(engine, url, report, quick=args.quick),
         "sustained": lambda: sustained(engine, url, report, quick=args.quick),
         "due": lambda: acquire_due(engine, report, quick=args.quick),
+        "history": lambda: due_history(engine, report, quick=args.quick),
         "passes": lambda: scheduler_passes(engine, report, quick=args.quick),
         "growth": lambda: table_growth(engine, report, quick=args.quick),
         "memory": lambda: memory(engine, url, report, quick=args.quick),

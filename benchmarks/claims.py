@@ -34,7 +34,9 @@ from .harness import (
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 CLAIM_PARAMS = ("work_name", "tick_sequence", "claim_token", "worker")
-DUE_PARAMS = ("work_name", "claim_token", "worker")
+DUE_PARAMS = ("work_name", "claim_token", "worker", "floor_seconds")
+LONGEST_GRACE = 365 * 24 * 3600
+"""What the library's acquire_due(name) looks back without a grace, in seconds."""
 
 
 def sequences(count: int) -> list[str]:
@@ -74,9 +76,11 @@ class Claimer:
         return self.sync.acquire(name, sequence) is not None
 
     def baseline(self, name: str, sequence: str | None) -> bool:
-        params = {"work_name": name, "claim_token": "r" * 32, "worker": "raw"}
+        params: dict[str, Any] = {"work_name": name, "claim_token": "r" * 32, "worker": "raw"}
         if sequence is not None:
             params["tick_sequence"] = sequence
+        else:
+            params["floor_seconds"] = LONGEST_GRACE
         return self.statement.run(self.cursor, params) == 1
 
     def close(self) -> None:

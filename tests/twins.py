@@ -122,8 +122,10 @@ class BlockingWorkSync:
     def acquire(self, name: str, sequence: str) -> BlockingClaim | None:
         return self._claim(self._loop.run(self.inner.acquire(name, sequence)))
 
-    def acquire_due(self, name: str, *, now: datetime | None = None) -> BlockingClaim | None:
-        return self._claim(self._loop.run(self.inner.acquire_due(name, now=now)))
+    def acquire_due(
+        self, name: str, *, now: datetime | None = None, grace: timedelta | str | None = None
+    ) -> BlockingClaim | None:
+        return self._claim(self._loop.run(self.inner.acquire_due(name, now=now, grace=grace)))
 
     def recover(self, *, now: datetime | None = None) -> int:
         return self._loop.run(self.inner.recover(now=now))

@@ -24,6 +24,7 @@ from ._process import pid
 from ._text import check_text
 from ._tx import CLOCK
 from .config import SHORTEST_RETENTION, RetryPolicy
+from .durations import as_timedelta
 from .errors import ClaimLostError, InvalidArgumentError, InvalidWorkError
 from .events import Event, Events, Listener, report_recovered
 from .models import (
@@ -33,7 +34,14 @@ from .models import (
     table_named,
     validate_table_name,
 )
-from .repository import ClaimedRow, ClaimRepository, MaintenanceRepository, Recovered
+from .repository import (
+    ClaimedRow,
+    ClaimRepository,
+    MaintenanceRepository,
+    Recovered,
+    floor_seconds,
+)
+from .work import LONGEST_POLICY
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +85,24 @@ def _checked(value: object, what: str) -> str:
         return check_text(value, what)
     except ValueError as exc:
         raise InvalidWorkError(str(exc)) from None
+
+
+def checked_floor(grace: object) -> int:
+    """How far back a due claim looks, in seconds (see ``repository.floor_seconds``).
+
+    ``None`` is the longest grace any row can have (365 days): always
+    correct, but only the work's own grace keeps the index range as short as
+    the ticks that can still be claimed.
+    """
+    if grace is None:
+        return floor_seconds(None)
+    try:
+        delta = as_timedelta(grace, "grace")  # type: ignore[arg-type]
+    except ValueError as exc:
+        raise InvalidArgumentError(str(exc)) from None
+    if delta > LONGEST_POLICY:
+        raise InvalidArgumentError(f"grace must be at most 365 days, got {delta}")
+    return floor_seconds(delta)
 
 
 def checked_now(now: object) -> datetime | None:
@@ -239,11 +265,14 @@ class SyncCore:
         }
         return self._claim("claim", params)
 
-    def acquire_due(self, name: str, now: datetime | None) -> Call[ClaimedRow | None]:
+    def acquire_due(
+        self, name: str, now: datetime | None, grace: timedelta | str | None = None
+    ) -> Call[ClaimedRow | None]:
         params: dict[str, Any] = {
             "work_name": _checked(name, "name"),
             "claim_token": new_token(),
             "worker": self.worker_id,
+            "floor_seconds": checked_floor(grace),
         }
         at = checked_now(now)
         if at is not None:

@@ -358,6 +358,13 @@ def claim_statement(
     no older than the row's grace. Either way the claim starts a lease of the
     row's ``lease_seconds`` on the database clock.
 
+    The row's grace is a per-row condition that narrows no index range, so a
+    due claim also carries a floor, ``tick_at >= now - :floor_seconds`` (the
+    caller's grace for the work, or the longest grace a row can have): both
+    indexes that lead with the work's name then start their range there, and
+    a claim never walks the work's finished history, or the index entries
+    its earlier claims left behind, whatever plan the statistics pick.
+
     * MySQL/MariaDB have no ``UPDATE ... RETURNING``: ``id = LAST_INSERT_ID(id)``
       hands the claimed id back in the same round trip, read as ``lastrowid``.
     * PostgreSQL picks the row in a ``FOR UPDATE SKIP LOCKED`` sub-select, so
@@ -372,6 +379,7 @@ def claim_statement(
             c.name == sa.bindparam("work_name", type_=sa.String(255)),
             c.tick_at <= now,
             c.tick_at >= shifted(family, now, -_grace_seconds(table)),
+            c.tick_at >= shifted(family, now, -sa.bindparam("floor_seconds", type_=sa.Integer())),
         ]
         order: tuple[sa.ColumnElement[Any], ...] = (c.tick_at, c.id)
     else:

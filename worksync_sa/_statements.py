@@ -14,7 +14,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.sql.dml import Update
 
-from ._dialects import Family, clock, db_now, utc_label
+from ._dialects import Family, clock, db_now, shifted, utc_label
 from .models import (
     CLOSED_BY_LEASE,
     CLOSED_BY_MISSED,
@@ -33,13 +33,15 @@ def queued_left(
     """Whether any QUEUED row is left to claim (a read: it takes no write lock).
 
     ``due=False``: of the tick (:work_name, :tick_sequence). ``due=True``: of
-    :work_name, due by the database clock or :now. Grace is left to the claim.
+    :work_name, due by the database clock or :now, and no older than the
+    claim's floor (:floor_seconds); each row's own grace is left to the claim.
     """
     c = table.c
     where = [c.status == WorkStatus.QUEUED.value, c.name == sa.bindparam("work_name")]
     if due:
         now = sa.bindparam("now", type_=UTCDateTime()) if explicit_now else db_now(family)
-        where.append(c.tick_at <= now)
+        floor = shifted(family, now, -sa.bindparam("floor_seconds", type_=sa.Integer()))
+        where.extend((c.tick_at <= now, c.tick_at >= floor))
     else:
         where.append(c.sequence == sa.bindparam("tick_sequence"))
     return sa.select(c.id).where(*where).limit(1)

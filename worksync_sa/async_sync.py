@@ -194,12 +194,19 @@ class AsyncWorkSync:
         """Claim one QUEUED row of tick ``(name, sequence)``; None when none is left."""
         return self._claimed(await self._tx.call(self._core.acquire(name, sequence)))
 
-    async def acquire_due(self, name: str, *, now: datetime | None = None) -> AsyncClaim | None:
+    async def acquire_due(
+        self,
+        name: str,
+        *,
+        now: datetime | None = None,
+        grace: timedelta | str | None = None,
+    ) -> AsyncClaim | None:
         """Claim the earliest QUEUED row of ``name`` whose tick has come; None if none.
 
-        "Has come" is judged by the database clock, or by ``now`` when given.
+        "Has come" is judged by the database clock, or by ``now`` when given;
+        ``grace`` as in :meth:`WorkSync.acquire_due`.
         """
-        return self._claimed(await self._tx.call(self._core.acquire_due(name, now)))
+        return self._claimed(await self._tx.call(self._core.acquire_due(name, now, grace)))
 
     def _claimed(self, row: ClaimedRow | None) -> AsyncClaim | None:
         if row is None:

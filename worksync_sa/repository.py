@@ -8,6 +8,7 @@ transactions around them and are the only place that retries.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -43,6 +44,7 @@ from .models import (
     checked_moment,
 )
 from .sequences import LAYOUT
+from .work import LONGEST_POLICY
 
 _S = TypeVar("_S")
 
@@ -251,6 +253,19 @@ class _StatementCache:
         return Outcome(result.rowcount, lastrowid, rows)
 
 
+LONGEST_GRACE_SECONDS = int(LONGEST_POLICY.total_seconds())
+"""The longest grace a row can have (``Work.grace``), the default floor of a due claim."""
+
+
+def floor_seconds(grace: object) -> int:
+    """How far back a due claim looks, in whole seconds (rounded up: never tighter)."""
+    if grace is None:
+        return LONGEST_GRACE_SECONDS
+    if not isinstance(grace, timedelta) or grace <= timedelta(0):
+        raise InvalidArgumentError(f"grace must be a positive timedelta, not {grace!r}")
+    return min(math.ceil(grace.total_seconds()), LONGEST_GRACE_SECONDS)
+
+
 def _now_params(now: datetime | None) -> dict[str, Any]:
     return {} if now is None else {"now": checked_moment(now, "now")}
 
@@ -417,15 +432,23 @@ class ClaimRepository:
         return self.claim_checked(conn, "claim", params)
 
     def claim_due(
-        self, conn: Connection, name: str, token: str, worker: str, now: datetime | None = None
+        self,
+        conn: Connection,
+        name: str,
+        token: str,
+        worker: str,
+        now: datetime | None = None,
+        grace: timedelta | None = None,
     ) -> ClaimedRow | None:
         """Claim the earliest QUEUED row of ``name`` whose tick is due and within its grace.
 
         Due means ``tick_at`` is at or before the database clock, or ``now``
         when given. Rows without ``tick_at`` (written by another program) are
-        never due; claim them by sequence.
+        never due; claim them by sequence. ``grace``, the work's grace, bounds
+        how far back the claim looks (365 days without it).
         """
         params = {**_claim_params(name, token, worker), **_now_params(now)}
+        params["floor_seconds"] = floor_seconds(grace)
         return self.claim_checked(conn, "claim_due" if now is None else "claim_at", params)
 
     def claim_checked(

@@ -217,15 +217,27 @@ class WorkSync:
         """Claim one QUEUED row of tick ``(name, sequence)``; None when none is left."""
         return self._claimed(self._tx.call(self._core.acquire(name, sequence)))
 
-    def acquire_due(self, name: str, *, now: datetime | None = None) -> Claim | None:
+    def acquire_due(
+        self,
+        name: str,
+        *,
+        now: datetime | None = None,
+        grace: timedelta | str | None = None,
+    ) -> Claim | None:
         """Claim the earliest QUEUED row of ``name`` whose tick has come; None if none.
 
         "Has come" is judged by the database clock, or by ``now`` when given
         (tests). A tick older than its work's grace is never handed out.
         Rows without a tick time, written by other programs, are only
         claimable with :meth:`acquire`.
+
+        ``grace`` is the work's grace (``Work.grace``; :class:`Worker` passes
+        it): ticks later than that are not looked at, which keeps a claim's
+        cost flat however long the work's history, whatever plan the
+        database picks. Without it, the claim looks back 365 days, the
+        longest grace a row can have.
         """
-        return self._claimed(self._tx.call(self._core.acquire_due(name, now)))
+        return self._claimed(self._tx.call(self._core.acquire_due(name, now, grace)))
 
     def _claimed(self, row: ClaimedRow | None) -> Claim | None:
         if row is None:

@@ -79,6 +79,10 @@ class Worker:
             except ValueError as exc:
                 raise InvalidArgumentError(str(exc)) from None
         self.names = sorted(set(names))
+        self._grace: dict[str, timedelta] = {}
+        """Per work, the longest grace its Work objects give: how far back a claim looks."""
+        for work in self.works:
+            self._grace[work.name] = max(work.grace, self._grace.get(work.name, work.grace))
         if not callable(handler):
             raise InvalidArgumentError("handler must be a function taking a Claim")
         if not callable(clock):
@@ -106,7 +110,7 @@ class Worker:
         ran = 0
         for name in self.names:
             while not self._stopping.is_set():
-                claim = self.sync.acquire_due(name)
+                claim = self.sync.acquire_due(name, grace=self._grace.get(name))
                 if claim is None:
                     break
                 self._handle(claim)
