@@ -16,6 +16,7 @@ from .claims import acquire_due, table_growth, uncontended
 from .contended import contended, sustained
 from .due_history import due_history
 from .harness import Report, bench_engine, label_of, resolve_url
+from .ledger_history import ledger_history
 from .passes import memory, scheduler_passes
 
 BENCHMARKS = (
@@ -27,6 +28,7 @@ BENCHMARKS = (
     "history",
     "passes",
     "growth",
+    "ledger",
     "memory",
 )
 
@@ -55,6 +57,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "history": lambda: due_history(engine, report, quick=args.quick),
         "passes": lambda: scheduler_passes(engine, report, quick=args.quick),
         "growth": lambda: table_growth(engine, report, quick=args.quick),
+        "ledger": lambda: ledger_history(engine, url, report, quick=args.quick),
         "memory": lambda: memory(engine, url, report, quick=args.quick),
     }
     for name in BENCHMARKS:

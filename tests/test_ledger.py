@@ -155,3 +155,66 @@ def test_summary_per_work(db: Db) -> None:
 def test_bad_ledger_arguments(db: Db, kwargs: dict[str, object], words: str) -> None:
     with pytest.raises(InvalidArgumentError, match=words):
         Ledger(db.engine, table=db.table).page(**kwargs)  # type: ignore[arg-type]
+
+
+def test_a_tick_labelled_two_ways_is_one_entry(db: Db) -> None:
+    """While a fleet changes its sequence function, a tick has rows under two labels."""
+    table = table_named(db.table)
+    tick = at(10)
+    rows = [
+        {"name": "w", "sequence": "old", "slot": slot, "tick_at": tick, "status": 4,
+         "closed_by": "surplus", "error": "surplus: this tick is labelled 'new' now",
+         "started_at": None}
+        for slot in (0, 1)
+    ] + [
+        {"name": "w", "sequence": "new", "slot": slot, "tick_at": tick, "status": 3,
+         "closed_by": "worker", "error": None, "started_at": at(11)}
+        for slot in (2, 3)
+    ]  # fmt: skip
+    with db.engine.begin() as conn:
+        conn.execute(table.insert(), rows)
+    ledger = Ledger(db.engine, table=db.table)
+    for page in (ledger.page(name="w"), ledger.page()):
+        (entry,) = page.entries
+        assert (entry.tick_at, entry.name, entry.sequence) == (tick, "w", "new")
+        assert (entry.created, entry.surplus, entry.max_run) == (4, 2, 2)
+        assert (entry.succeeded, entry.failed, entry.error) == (2, 0, None)
+    ledger.close()
+
+
+@pytest.mark.slow
+def test_a_page_is_read_in_index_order_without_a_sort(server_db: Db) -> None:
+    """MariaDB sorted a work's whole history for every page; now no plan sorts or spills."""
+    from benchmarks.ledger_history import load
+    from worksync_sa import _statements
+
+    db = server_db
+    now = load(db.engine, 20_000, table=db.table)
+    params = {
+        "since": now - timedelta(days=1),
+        "until": now + timedelta(days=1),
+        "work_name": "big",
+        "after_tick": now - timedelta(hours=1),
+        "after_name": "big",
+        "limit": 1000,
+    }
+    for one_work in (True, False):
+        for resume in (False, True):
+            statement = _statements.ledger_page(
+                table_named(db.table), one_work=one_work, resume=resume
+            )
+            compiled = statement.compile(dialect=db.engine.dialect)
+            bound = compiled.construct_params(params)
+            with db.engine.connect() as conn:
+                cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+                if db.name == "mysql":
+                    order = compiled.positiontup or ()
+                    cursor.execute("EXPLAIN " + compiled.string, tuple(bound[k] for k in order))
+                    plan = " ".join(str(row) for row in cursor.fetchall())
+                    assert "filesort" not in plan
+                    assert "temporary" not in plan
+                else:
+                    cursor.execute("EXPLAIN " + compiled.string, bound)
+                    plan = "\n".join(row[0] for row in cursor.fetchall())
+                    assert "Sort" not in plan, plan
+                    assert "Index" in plan, plan

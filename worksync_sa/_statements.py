@@ -202,12 +202,21 @@ def tick_counts(table: sa.Table) -> sa.Select[Any]:
 
 
 def ledger_page(table: sa.Table, *, one_work: bool, resume: bool) -> sa.Select[Any]:
-    """One page of the per-tick ledger: one aggregate row per (tick_at, name, sequence).
+    """One page of the per-tick ledger: one aggregate row per (tick_at, name).
 
     Binds :since and :until (the tick range, half-open), :limit, :work_name
-    when ``one_work``, and the keyset :after_tick, :after_name, :after_sequence
-    when ``resume``. Rows are read in index order ((name, tick_at) for one
-    work, (tick_at, name, sequence) for all), so a page stops at its LIMIT.
+    when ``one_work``, and the keyset :after_tick, :after_name when
+    ``resume``. Groups are formed in index order, so the database aggregates
+    as it reads and a page stops at its LIMIT, with no temporary table and
+    no sort of the work's history: for one work by ``tick_at`` alone, read
+    along the instant key (name, tick_at, slot), and for every work by
+    (tick_at, name) along the ledger index. (MariaDB sorted the whole range
+    for every page when a group also held the sequence, and still does when
+    one work's groups name the constant ``name`` first.)
+
+    A tick has one sequence, except while a fleet changes its sequence
+    function: then the rows of the old label are closed as surplus, and the
+    tick shows the label of its live rows.
     """
     c = table.c
 
@@ -221,24 +230,26 @@ def ledger_page(table: sa.Table, *, one_work: bool, resume: bool) -> sa.Select[A
         where.append(c.name == sa.bindparam("work_name", type_=sa.String(255)))
     if resume:
         at = sa.bindparam("after_tick", type_=UTCDateTime())
-        name = sa.bindparam("after_name", type_=sa.String(255))
-        sequence = sa.bindparam("after_sequence", type_=sa.String(255))
-        where.append(
-            sa.or_(
-                c.tick_at > at,
-                sa.and_(c.tick_at == at, c.name > name),
-                sa.and_(c.tick_at == at, c.name == name, c.sequence > sequence),
-            )
-        )
+        if one_work:
+            where.append(c.tick_at > at)
+        else:
+            after = sa.bindparam("after_name", type_=sa.String(255))
+            where.append(sa.or_(c.tick_at > at, sa.and_(c.tick_at == at, c.name > after)))
     worker_failed = sa.and_(
         c.status == WorkStatus.FAILED.value,
         sa.func.coalesce(c.closed_by, CLOSED_BY_WORKER) == CLOSED_BY_WORKER,
     )
+    live = sa.or_(c.closed_by.is_(None), c.closed_by != CLOSED_BY_SURPLUS)
+    sequence = sa.func.coalesce(
+        sa.func.max(sa.case((live, c.sequence))), sa.func.max(c.sequence)
+    ).label("sequence")
+    groups = (c.tick_at,) if one_work else (c.tick_at, c.name)
+    name = sa.func.max(c.name).label("name") if one_work else c.name  # one name: the work's
     return (
         sa.select(
             c.tick_at,
-            c.name,
-            c.sequence,
+            name,
+            sequence,
             (sa.func.count() - count(c.closed_by == CLOSED_BY_SURPLUS)).label("max_run"),
             sa.func.count().label("created"),
             count(c.status == WorkStatus.QUEUED.value).label("queued"),
@@ -255,8 +266,8 @@ def ledger_page(table: sa.Table, *, one_work: bool, resume: bool) -> sa.Select[A
             ).label("error"),
         )
         .where(*where)
-        .group_by(c.tick_at, c.name, c.sequence)
-        .order_by(c.tick_at, c.name, c.sequence)
+        .group_by(*groups)
+        .order_by(*groups)
         .limit(sa.bindparam("limit", type_=sa.Integer()))
     )
 
@@ -272,7 +283,12 @@ def unadopted_ledger(table: sa.Table, *, one_work: bool) -> sa.Select[Any]:
     where: list[sa.ColumnElement[bool]] = [c.tick_at.is_(None)]
     if one_work:
         where.append(c.name == sa.bindparam("work_name", type_=sa.String(255)))
-    columns = [column for column in page.selected_columns if column.name != "tick_at"]
+    plain = {"sequence": c.sequence, "name": c.name}  # grouped by, not aggregated, here
+    columns = [
+        plain.get(column.name, column)
+        for column in page.selected_columns
+        if column.name != "tick_at"
+    ]
     return sa.select(*columns).where(*where).group_by(c.name, c.sequence)
 
 

@@ -5,7 +5,9 @@ running cron across a fleet ask first: did every tick run, how many times,
 how late, and which one was missed. Each page is one aggregate query served
 by an index; summaries are computed from the pages.
 
-Per tick (one work, one sequence):
+Per tick of a work (one entry, even while a fleet changes its sequence
+function and the tick has rows under two labels; it shows the label of
+its live rows):
 
 ``created``    rows made for it (``max_run`` of them normally)
 ``queued``     still waiting to be claimed (future ticks, or not yet due)
@@ -40,7 +42,7 @@ from ._text import check_text
 from ._tx import Transactions
 from .config import RetryPolicy
 from .errors import InvalidArgumentError
-from .models import DEFAULT_TABLE, as_utc, checked_moment, table_named, validate_table_name
+from .models import DEFAULT_TABLE, checked_moment, table_named, validate_table_name
 from .sequences import LAYOUT
 
 PAGE_LIMIT = 10_000
@@ -153,7 +155,8 @@ class Ledger:
         undated = _statements.unadopted_ledger(self._table, one_work=one_work)
 
         def read(conn: sa.Connection) -> list[TickEntry]:
-            entries = [_entry(row, as_utc(row.tick_at)) for row in conn.execute(statement, params)]
+            # Times come back aware UTC: the columns' type converts them.
+            entries = [_entry(row, row.tick_at) for row in conn.execute(statement, params)]
             entries += _undated(conn.execute(undated, params), params)
             entries.sort(key=lambda entry: (entry.tick_at, entry.name, entry.sequence))
             return entries[:limit]
@@ -219,7 +222,7 @@ def _entry(row: Any, tick: datetime) -> TickEntry:
         int(row.failed),
         int(row.recovered),
         int(row.missed),
-        None if row.first_start is None else as_utc(row.first_start),
+        row.first_start,
         row.error,
         int(row.surplus),
     )
