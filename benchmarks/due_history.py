@@ -80,16 +80,18 @@ def load(engine: sa.Engine, table: str, history: int, due: int) -> None:
     raw.close()
     # Statistics now, while every row is queued; then the history finishes.
     preparer = engine.dialect.identifier_preparer
-    quoted = preparer.quote(validate_table_name(table))
+    name = validate_table_name(table)  # an identifier cannot be bound: validated, then quoted
     t = table_named(table)
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         if engine.dialect.name == "postgresql":
-            conn.exec_driver_sql(f"ALTER TABLE {quoted} SET (autovacuum_enabled = off)")
-            conn.exec_driver_sql(f"ANALYZE {quoted}")
+            conn.exec_driver_sql(
+                "ALTER TABLE " + preparer.quote(name) + " SET (autovacuum_enabled = off)"
+            )
+            conn.exec_driver_sql("ANALYZE " + preparer.quote(name))
         elif engine.dialect.name == "sqlite":
             conn.exec_driver_sql("ANALYZE")
         else:
-            conn.exec_driver_sql(f"ANALYZE TABLE {quoted}")
+            conn.exec_driver_sql("ANALYZE TABLE " + preparer.quote(name))
         conn.execute(
             sa.update(t)
             .where(t.c.tick_at < now - GRACE)

@@ -103,13 +103,13 @@ def load(engine: sa.Engine, ticks: int, table: str = TABLE) -> datetime:
         cursor.execute("COMMIT")
     raw.close()
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        quoted = engine.dialect.identifier_preparer.quote(validate_table_name(table))
+        preparer, name = engine.dialect.identifier_preparer, validate_table_name(table)
         if engine.dialect.name == "postgresql":
-            conn.exec_driver_sql(f"VACUUM ANALYZE {quoted}")
+            conn.exec_driver_sql("VACUUM ANALYZE " + preparer.quote(name))
         elif engine.dialect.name == "sqlite":
             conn.exec_driver_sql("ANALYZE")
         else:
-            conn.exec_driver_sql(f"ANALYZE TABLE {quoted}")
+            conn.exec_driver_sql("ANALYZE TABLE " + preparer.quote(name))
     return now
 
 

@@ -160,8 +160,10 @@ def latest_ticks(table: sa.Table) -> sa.Select[Any]:
 
 
 def claimed_sequence(table: sa.Table) -> sa.Select[Any]:
-    """The sequence of a row just claimed by id (MySQL's claim returns only the id)."""
-    return sa.select(table.c.sequence).where(table.c.id == sa.bindparam("claim_id"))
+    """The sequence and lease of a row just claimed by id (MySQL's claim returns only the id)."""
+    return sa.select(table.c.sequence, table.c.lease_seconds).where(
+        table.c.id == sa.bindparam("claim_id")
+    )
 
 
 def rows_of(table: sa.Table) -> sa.Select[Any]:

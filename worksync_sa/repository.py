@@ -472,7 +472,8 @@ class ClaimRepository:
             select = self._statements.get(
                 "claimed_sequence", "mysql", lambda t, _: _statements.claimed_sequence(t)
             )
-            sequence = conn.execute(select, {"claim_id": claim_id}).scalar_one()
+            sequence, lease = conn.execute(select, {"claim_id": claim_id}).one()
+            return ClaimedRow(claim_id, name, sequence, token, lease)
         return ClaimedRow(claim_id, name, sequence, token)
 
     def has_queued(self, conn: Connection, kind: str, params: dict[str, Any]) -> bool:
@@ -485,7 +486,7 @@ class ClaimRepository:
                 t, f, due=kind != "claim", explicit_now=kind == "claim_at"
             ),
         )
-        keys = ("work_name", "tick_sequence", "now")
+        keys = ("work_name", "tick_sequence", "now", "floor_seconds")
         return conn.execute(select, {k: params[k] for k in keys if k in params}).first() is not None
 
     def find_claim(self, conn: Connection, name: str, token: str) -> ClaimedRow | None:
