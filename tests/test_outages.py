@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -30,6 +31,7 @@ from worksync_sa import (
     WorkSync,
     default_sequence,
 )
+from worksync_sa.models import table_named
 
 from . import racers
 from .conftest import TWINS, Db
@@ -257,3 +259,71 @@ def test_cut_the_database_for_ten_seconds(server_db: Db, proxy: Proxy, tmp_path:
     for _, report in reports:
         counts = report.get("actions", report)
         assert counts.get("outage", 0) <= 1, report
+
+
+def test_an_outcome_waits_out_an_outage_shorter_than_the_lease(
+    server_db: Db,
+    proxy: Proxy,
+    proxied: sa.Engine,
+    make_sync: Callable[..., Any],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A restart or failover while the work finishes: the row still says SUCCESS."""
+    schedule_now(server_db, Work("w", "@every 2s", lease=timedelta(seconds=30)))
+    claim = make_sync(proxied, table=server_db.table).acquire_due("w")
+    assert claim is not None
+    back = threading.Timer(2.0, proxy.restore)
+    with caplog.at_level(logging.WARNING, logger="worksync_sa"):
+        started = time.monotonic()
+        with claim:
+            proxy.cut()  # the work is done; the database is not there to hear it
+            back.start()
+        took = time.monotonic() - started
+    back.join()
+    assert took >= 1.5
+    (row,) = server_db.rows(id=claim.id)
+    assert (row.status, row.closed_by) == (WorkStatus.SUCCESS, "worker")
+    assert actions(caplog, "outage") == 1
+    assert actions(caplog, "resumed") == 1
+
+
+def test_an_outcome_is_given_up_once_the_lease_has_run_out(
+    server_db: Db, proxy: Proxy, proxied: sa.Engine, make_sync: Callable[..., Any]
+) -> None:
+    schedule_now(server_db, Work("w", "@every 2s", lease=timedelta(seconds=2)))
+    claim = make_sync(proxied, table=server_db.table).acquire_due("w")
+    assert claim is not None
+    started = time.monotonic()
+    with pytest.raises(sa.exc.OperationalError), claim:
+        proxy.cut()
+    took = time.monotonic() - started
+    proxy.restore()
+    assert 1.5 <= took < 6  # about the lease: recovery owns the row after that
+    (row,) = server_db.rows(id=claim.id)
+    assert row.status == WorkStatus.RUNNING  # nothing written; recovery will close it
+
+
+def test_after_a_lost_connection_the_scheduler_rereads_where_the_rows_end(
+    server_db: Db, proxy: Proxy, proxied: sa.Engine
+) -> None:
+    """A promoted replica lacks the last commits: ticks this process created are gone."""
+    t0 = server_db.db_now().replace(microsecond=0) - timedelta(seconds=30)
+    config = SchedulerConfig(lookahead="5s", interval="1s", catchup="10s")
+    fast = RetryPolicy(attempts=2, base_delay=0.05, max_delay=0.1)
+    scheduler = Scheduler(
+        proxied, [Work("w", "@every 1s", grace=timedelta(minutes=5))], config,
+        table=server_db.table, retry=fast,
+    )  # fmt: skip
+    scheduler.tick(t0)
+    table = table_named(server_db.table)
+    with server_db.engine.begin() as conn:  # the newest commits, lost in the failover
+        conn.execute(sa.delete(table).where(table.c.tick_at > t0 + timedelta(seconds=2)))
+    proxy.cut()
+    with pytest.raises(sa.exc.OperationalError):
+        scheduler.tick(t0 + timedelta(seconds=4))
+    proxy.restore()
+    scheduler.tick(t0 + timedelta(seconds=4))
+    ticks = {row.sequence for row in server_db.rows()}
+    assert default_sequence(t0 + timedelta(seconds=3)) in ticks  # past, but within catch-up
+    assert default_sequence(t0 + timedelta(seconds=4)) in ticks
+    scheduler.close()

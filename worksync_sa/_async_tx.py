@@ -26,6 +26,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from ._calls import Call
+from ._dialects import is_disconnect
 from ._direct import LANE
 from ._lanes import SHARED_POOLS, prepare_lane
 from ._tx import CLOCK, Retry, writer_lock
@@ -110,6 +111,12 @@ class AsyncLanes:
         return len(self._idle)
 
 
+async def _invalidate(conn: AsyncConnection) -> None:
+    with contextlib.suppress(Exception):
+        await conn.invalidate()
+    await _drop(conn)
+
+
 async def _drop(conn: AsyncConnection) -> None:
     try:
         await conn.close()
@@ -128,6 +135,8 @@ class AsyncTransactions:
         self.sqlite = engine.dialect.name == "sqlite"
         self.lanes = AsyncLanes(engine)
         self._writer = writer_lock(engine.url) if self.sqlite else None
+        self.lost_connections = 0
+        """As ``Transactions.lost_connections``."""
 
     async def close(self) -> None:
         """Close the held connections; a later call opens new ones."""
@@ -152,6 +161,7 @@ class AsyncTransactions:
                 result = await self._attempt(conn, call)
             except sa.exc.DBAPIError as exc:
                 await self._release_failed(lanes, conn)
+                self.lost_connections += is_disconnect(exc)
                 conn = None
                 await asyncio.sleep(retry.delay_after(exc, sent))
                 continue
@@ -191,12 +201,12 @@ class AsyncTransactions:
         if conn is None:
             return
         if conn.invalidated:
-            await _drop(conn)
+            await _invalidate(conn)
             return
         try:
             await conn.rollback()
         except Exception:
-            await _drop(conn)
+            await _invalidate(conn)  # broken: no reset on the way out, it would fail again
             return
         await lanes.give(conn)
 

@@ -14,12 +14,15 @@ import logging
 import random
 import secrets
 import socket
+import time
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
 from ._calls import Call, Steps
+from ._dialects import is_database_away
+from ._loop import Outage
 from ._process import pid
 from ._text import check_text
 from ._tx import CLOCK
@@ -145,12 +148,14 @@ def heartbeat_period(lease_seconds: int | None) -> float:
 class ClaimCore:
     """A claim's state, shared by :class:`Claim` and :class:`AsyncClaim`."""
 
-    __slots__ = ("_lost", "_outcome", "_row")
+    __slots__ = ("_held_until", "_lost", "_outcome", "_row")
 
     def __init__(self, row: ClaimedRow) -> None:
         self._row = row
         self._outcome: WorkStatus | None = None
         self._lost = False
+        self._held_until = time.monotonic() + (row.lease_seconds or DEFAULT_LEASE_SECONDS)
+        """When the lease runs out, as far as this process knows (its own clock)."""
 
     @property
     def id(self) -> int:
@@ -199,8 +204,32 @@ class ClaimCore:
             self._lost = True
             raise ClaimLostError(
                 f"{self!r} no longer holds row {self.id}: its lease ran out and it was "
-                "recovered, or someone else changed it; nothing was written"
+                "recovered, or its claim was lost in a failover, or someone else changed "
+                "it; nothing was written"
             )
+        self._held_until = time.monotonic() + (self._row.lease_seconds or DEFAULT_LEASE_SECONDS)
+
+    def _learned_lease(self, seconds: int | None) -> None:
+        """The row's lease, read by the heartbeat where the claim did not return it (MySQL)."""
+        if seconds is not None and self._row.lease_seconds is None:
+            self._row = self._row._replace(lease_seconds=seconds)
+            self._held_until = time.monotonic() + seconds
+
+    def _retry_outcome(self, error: Exception, outage: Outage | None) -> tuple[float, Outage]:
+        """After recording the outcome failed: how long to wait before trying again.
+
+        ``with claim:`` does not give up on an outcome while the database is
+        away (a restart, a failover): the work ran, and the row should say
+        so. It keeps trying until the lease runs out; after that recovery may
+        have closed the row, and the fenced write would change nothing.
+        Raises ``error`` when it is not an outage, or the lease has run out.
+        """
+        left = self._held_until - time.monotonic()
+        if not (is_database_away(error) and left > 0):
+            raise error
+        if outage is None:
+            outage = Outage(logger, f"recording the outcome of {self!r}", base=0.25, cap=5.0)
+        return min(outage.failed(error), left), outage
 
     def _may_finish(self) -> None:
         if self._outcome is not None:

@@ -65,6 +65,8 @@ _PG_TRANSIENT = frozenset({"40001", "40P01", "55P03"})  # serialization, deadloc
 _PG_MISSING = frozenset({"42P01", "42703"})  # undefined table, undefined column
 # Lost or refused connections: server gone, reset, killed, shutting down.
 _MYSQL_DISCONNECT = frozenset({1053, 1927, 2002, 2003, 2005, 2006, 2013, 2055, 4031})
+_WSREP_NOT_READY = 1047
+"""Galera: "WSREP has not yet prepared node for application use" (joining, or cut off)."""
 _PG_DISCONNECT_PREFIXES = ("08", "57P01", "57P02", "57P03")
 _SQLITE_TRANSIENT = ("database is locked", "database table is locked", "database schema is locked")
 _SQLITE_MISSING = ("no such table", "no such column", "has no column named")
@@ -546,6 +548,11 @@ def is_transient(exc: BaseException) -> bool:
     return _matches(exc, _MYSQL_TRANSIENT, _PG_TRANSIENT, _SQLITE_TRANSIENT)
 
 
+def is_database_away(exc: BaseException) -> bool:
+    """An error saying the database was unreachable or busy, not that the call was wrong."""
+    return isinstance(exc, sa.exc.DBAPIError) and (is_disconnect(exc) or is_transient(exc))
+
+
 def is_disconnect(exc: BaseException) -> bool:
     """True when the connection was lost or could not be made.
 
@@ -555,8 +562,11 @@ def is_disconnect(exc: BaseException) -> bool:
     if getattr(exc, "connection_invalidated", False):
         return True
     orig = _orig(exc)
-    if _mysql_code(orig) in _MYSQL_DISCONNECT:
+    code = _mysql_code(orig)
+    if code in _MYSQL_DISCONNECT:
         return True
+    if code == _WSREP_NOT_READY and "WSREP" in str(orig):
+        return True  # a Galera node not (or no longer) synced: another connection may reach one
     sqlstate = getattr(orig, "sqlstate", None)
     if isinstance(sqlstate, str) and sqlstate.startswith(_PG_DISCONNECT_PREFIXES):
         return True

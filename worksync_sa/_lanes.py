@@ -75,7 +75,9 @@ class Lanes:
         _close(conn)
 
     def discard(self, conn: Connection) -> None:
-        """Drop a lane whose connection failed."""
+        """Drop a lane whose connection failed, without the reset a close would try on it."""
+        with contextlib.suppress(Exception):
+            conn.invalidate()
         _close(conn)
 
     def close(self) -> None:

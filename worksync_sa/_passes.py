@@ -136,6 +136,7 @@ class SchedulerCore:
         # Per work, the last tick time a pass covered; a following pass plans beyond it.
         self._covered: dict[str, datetime] = {}
         self._last_now: datetime | None = None
+        self._lost_seen = 0
         self._last_prune: datetime | None = None
         self.last_pass: PassReport | None = None
         """What the most recent pass did."""
@@ -326,6 +327,29 @@ class SchedulerCore:
         if self._events:
             for name, count in sorted(ticks.items()):
                 self._events.emit(Event("surplus", name, count=count))
+
+    def pass_after(self, lost_connections: int, steps: Steps[int]) -> Steps[int]:
+        """``steps`` (a pass), first forgetting what this process covered if it may be stale.
+
+        After a failed pass, or a lost connection since the last pass, the
+        server may be another one: a promoted replica lacks the rows of the
+        commits it never received, ticks this process believes it created.
+        The pass then reads where each work's rows end from the table, as a
+        restarted scheduler does, and recreates what is missing (ticks
+        missed by at most ``catchup``; older ones are counted as skipped).
+        """
+        if lost_connections != self._lost_seen:
+            self._lost_seen = lost_connections
+            self._forget_horizon()
+        try:
+            return (yield from steps)
+        except BaseException:
+            self._forget_horizon()
+            raise
+
+    def _forget_horizon(self) -> None:
+        self._covered = {}
+        self._last_now = None
 
     def _starts(self, now: datetime) -> Steps[dict[str, datetime]]:
         """Where each work's planning resumes: after what this process (or the table) has."""

@@ -148,6 +148,9 @@ class Transactions:
         self.sqlite = engine.dialect.name == "sqlite"
         self.lanes = Lanes(self.engine)
         self._writer = writer_lock(engine.url) if self.sqlite else None
+        self.lost_connections = 0
+        """Connections lost or refused so far: after one, the server may be another one
+        (a failover) that lacks this process's latest writes."""
 
     def close(self) -> None:
         """Give the held connections back; a later call opens new ones."""
@@ -193,6 +196,7 @@ class Transactions:
                 result = self._attempt(conn, work, peek, nothing)
             except sa.exc.DBAPIError as exc:
                 self._release_failed(conn)
+                self.lost_connections += is_disconnect(exc)
                 time.sleep(retry.delay_after(exc, sent))
                 continue
             except BaseException:

@@ -62,7 +62,9 @@ class AsyncScheduler(SchedulerCore):
     async def tick(self, now: datetime | None = None) -> int:
         """Run one pass; returns how many rows it inserted. See :meth:`Scheduler.tick`."""
         async with self._lock:
-            return await drive_async(self._pass(now, self._tx.sqlite), self._tx.call)
+            tx = self._tx
+            steps = self.pass_after(tx.lost_connections, self._pass(now, tx.sqlite))
+            return await drive_async(steps, tx.call)
 
     def start(self) -> None:
         """Run passes every ``config.interval`` in a task of the running loop."""

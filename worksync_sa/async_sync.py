@@ -107,13 +107,31 @@ class AsyncClaim(ClaimCore):
             await asyncio.wait({task})
         if self._outcome is not None:
             return
-        if exc is None:
-            await self.success()
-            return
         try:
-            await self.fail(exc)
+            await self._record(exc)
         except ClaimLostError:
+            if exc is None:
+                raise
             self._log_lost_failure()
+
+    async def _record(self, exc: BaseException | None) -> None:
+        """SUCCESS or FAILED, tried again while the database is away (see ``_retry_outcome``)."""
+        outage: Outage | None = None
+        while True:
+            try:
+                if exc is None:
+                    await self.success()
+                else:
+                    await self.fail(exc)
+            except ClaimLostError:
+                raise
+            except Exception as error:
+                wait, outage = self._retry_outcome(error, outage)
+                await asyncio.sleep(wait)
+                continue
+            if outage is not None:
+                outage.succeeded()
+            return
 
 
 async def _keep_alive(claim: AsyncClaim) -> None:
@@ -125,6 +143,7 @@ async def _keep_alive(claim: AsyncClaim) -> None:
         )
     except Exception:
         lease = None
+    claim._learned_lease(lease)
     every = heartbeat_period(lease)
     outage = Outage(logger, f"heartbeat of {claim!r}", base=every / 4, cap=every)
     wait = every
@@ -135,7 +154,9 @@ async def _keep_alive(claim: AsyncClaim) -> None:
         except ClaimLostError:
             if not claim.finished:
                 logger.warning(
-                    "%r was lost: its row was recovered", claim, extra={"action": "lost"}
+                    "%r was lost: its row was recovered, or the claim was lost in a failover",
+                    claim,
+                    extra={"action": "lost"},
                 )
             return
         except Exception as exc:  # the database is away: keep trying until the lease ends

@@ -77,7 +77,8 @@ class Scheduler(SchedulerCore):
         :attr:`last_pass` tells what else the pass did.
         """
         with self._lock:
-            return drive(self._pass(now, self._tx.sqlite), self._tx.call)
+            tx = self._tx
+            return drive(self.pass_after(tx.lost_connections, self._pass(now, tx.sqlite)), tx.call)
 
     # -- in the background -------------------------------------------------------------
 

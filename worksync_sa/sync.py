@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 from types import TracebackType
@@ -103,13 +104,31 @@ class Claim(ClaimCore):
             self._keepalive = None
         if self._outcome is not None:
             return
-        if exc is None:
-            self.success()
-            return
         try:
-            self.fail(exc)
+            self._record(exc)
         except ClaimLostError:
+            if exc is None:
+                raise
             self._log_lost_failure()
+
+    def _record(self, exc: BaseException | None) -> None:
+        """SUCCESS or FAILED, tried again while the database is away (see ``_retry_outcome``)."""
+        outage: Outage | None = None
+        while True:
+            try:
+                if exc is None:
+                    self.success()
+                else:
+                    self.fail(exc)
+            except ClaimLostError:
+                raise
+            except Exception as error:
+                wait, outage = self._retry_outcome(error, outage)
+                time.sleep(wait)
+                continue
+            if outage is not None:
+                outage.succeeded()
+            return
 
 
 class _KeepAlive(threading.Thread):
@@ -134,6 +153,7 @@ class _KeepAlive(threading.Thread):
             lease = claim._row.lease_seconds or sync._tx.call(sync._core.lease_seconds(claim._row))
         except Exception:
             lease = None
+        claim._learned_lease(lease)
         every = heartbeat_period(lease)
         outage = Outage(logger, f"heartbeat of {claim!r}", base=every / 4, cap=every)
         wait = every
@@ -143,7 +163,9 @@ class _KeepAlive(threading.Thread):
             except ClaimLostError:
                 if not claim.finished:
                     logger.warning(
-                        "%r was lost: its row was recovered", claim, extra={"action": "lost"}
+                        "%r was lost: its row was recovered, or the claim was lost in a failover",
+                        claim,
+                        extra={"action": "lost"},
                     )
                 return
             except Exception as exc:  # the database is away: keep trying until the lease ends

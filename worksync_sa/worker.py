@@ -129,6 +129,15 @@ class Worker:
             # tick, even after the handler's sys.exit(): one job must not stop every other.
             if is_stop(exc):
                 raise
+            if not (claim.finished or claim.lost):  # the database stayed away all the lease
+                logger.error(
+                    "the outcome of %r could not be recorded (%s): recovery closes its row "
+                    "once the lease has run out",
+                    claim,
+                    describe(exc),
+                    extra={"action": "failed"},
+                )
+                return
             logger.error(
                 "work %r failed: %s", claim.name, describe(exc), extra={"action": "failed"}
             )
