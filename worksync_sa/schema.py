@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,6 +23,7 @@ from typing import Any
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
+from alembic.util import CommandError
 from sqlalchemy.engine import Connection, Engine
 
 from ._dialects import family_of
@@ -29,6 +31,8 @@ from ._poolers import unprepared
 from ._tx import checked_engine, writer_lock
 from .errors import WorksyncError
 from .models import DEFAULT_TABLE, validate_table_name, version_table_for
+
+logger = logging.getLogger(__name__)
 
 BRANCH_LABEL = "worksync"
 MIGRATION_WAIT_SECONDS = 300
@@ -69,9 +73,62 @@ def downgrade(engine: Engine, revision: str = "base", *, table: str = DEFAULT_TA
 
 def _run(engine: Engine, table: str, action: Callable[[Config], None]) -> None:
     config = alembic_config(table=table)
-    with migrating(checked_engine(engine), table) as conn:
-        config.attributes["connection"] = conn
-        action(config)
+    engine = checked_engine(engine)
+    galera = _galera(engine)
+    deadline: float | None = None
+    while True:
+        try:
+            with migrating(engine, table) as conn:
+                config.attributes["connection"] = conn
+                action(config)
+            return
+        except Exception as exc:
+            if not _concurrent_ddl(exc, galera):
+                raise
+            deadline = deadline or time.monotonic() + CONCURRENT_DDL_WAIT_SECONDS
+            if time.monotonic() > deadline:
+                raise
+            logger.info(
+                "another process is changing table %r (%s): waiting for it, then migrating again",
+                table,
+                str(exc).splitlines()[0][:200],
+                extra={"action": "migrate"},
+            )
+            time.sleep(1)
+
+
+CONCURRENT_DDL_WAIT_SECONDS = 60
+"""How long a migration that collided with another one's DDL keeps trying again."""
+_CONCURRENT_DDL = frozenset({1050, 1060, 1061, 1091, 1205, 1213, 1684})
+"""MySQL/MariaDB: a table, column or index already there or gone, being changed, or a
+conflict with another node's write to the version table."""
+
+
+def _galera(engine: Engine) -> bool:
+    """Whether a MySQL-family server is a Galera node (its named locks are node-local)."""
+    if family_of(engine.dialect) != "mysql":
+        return False
+    with engine.connect() as conn, unprepared(conn):
+        row = conn.exec_driver_sql("SHOW VARIABLES LIKE 'wsrep_on'").first()
+    return row is not None and str(row[1]).upper() == "ON"
+
+
+def _concurrent_ddl(exc: BaseException, galera: bool) -> bool:
+    """Whether ``exc`` says another migrator got there first.
+
+    A server's named lock serialises the migrators of one MySQL or MariaDB
+    server, but a Galera cluster replicates DDL, not named locks: two nodes
+    may migrate the same table at once. The loser's DDL finds the winner's
+    table, column or index (or our first revision finds the table without
+    its revision yet); it waits, then migrates again and finds the table at
+    head. Elsewhere these errors are real and raise at once.
+    """
+    if not galera:
+        return False
+    if isinstance(exc, CommandError):
+        return "already exists with worksync_sa's columns but no revision" in str(exc)
+    code = getattr(getattr(exc, "orig", None), "args", (None,))[0]
+    return code in _CONCURRENT_DDL
 
 
 @contextlib.contextmanager
@@ -105,7 +162,9 @@ MYSQL_RELEASE = sa.text("SELECT RELEASE_LOCK(:lock_name)")
 
 
 def _lock_params(engine: Engine, table: str) -> dict[str, Any]:
-    where = f"{engine.url.host}:{engine.url.port}/{engine.url.database}/{table}"
+    # The database and table, not the host: clients through a proxy and direct ones,
+    # or by two names of one host, must take the same lock.
+    where = f"{engine.url.database}/{table}"
     digest = hashlib.blake2b(f"worksync-migrate:{where}".encode(), digest_size=20).digest()
     return {
         "lock_name": f"worksync-{digest.hex()[:40]}",
