@@ -14,6 +14,12 @@ from typing import Any
 from .harness import RESULTS
 
 OUT = Path(__file__).resolve().parent.parent / "docs" / "BENCHMARKS.md"
+PASS_BASELINE = {
+    "mariadb": "multi-row INSERT IGNORE",
+    "mysql": "multi-row INSERT IGNORE",
+    "postgresql": "COPY + INSERT ... SELECT",
+    "sqlite": "multi-row INSERT OR IGNORE",
+}
 ORDER = ("mariadb", "postgresql", "sqlite")
 
 INTRO = """# Benchmarks
@@ -24,9 +30,13 @@ is measured beside its baseline in the same run, interleaved chunk by chunk,
 and shown as the median with its range over the repeats (3 or 5). The
 claims' baseline is the same statement the library sends, compiled from the
 library's own Core statement, run through the raw DB-API driver on one held
-autocommit connection. The scheduler pass's baseline is the fastest plain
-bulk insert of the same rows, every value bound, through the driver's own
-bulk path (on MariaDB, mysqlclient folding them into multi-row INSERTs).
+autocommit connection. The scheduler pass's baseline is the fastest form
+each database has for inserting the same rows, every value bound, skipping
+duplicates, in one transaction: on MariaDB a multi-row `INSERT IGNORE` of
+5,000 rows per statement, on PostgreSQL a binary `COPY` into a temporary
+table and one `INSERT ... SELECT ... ON CONFLICT DO NOTHING`, on SQLite a
+multi-row `INSERT OR IGNORE` of 3,000 rows per statement (each measured
+against the other forms first: see `benchmarks/passes.py`).
 Timings on a shared 2-core machine are noisy: read the ratios, which are
 measured side by side, more than the absolute numbers.
 
@@ -96,22 +106,57 @@ def targets(docs: dict[str, dict[str, Any]]) -> list[tuple[str, str, str, bool]]
                 f"scheduler pass p50 {sched.get('p50', 0):.0f} ms, max {sched.get('max', 0):.0f} ms"
             )
             rows.append(("SQLite, 8 processes >= 3,000 claims/s", db, note, lib >= 3000))
-        passes = b.get("scheduler_pass", {}).get("10000")
-        if passes:
+        for works in ("10000", "100000"):
+            passes = b.get("scheduler_pass", {}).get(works)
+            if not passes:
+                continue
             r = median(passes["library_rows_per_s"]) / median(passes["raw_rows_per_s"])
             steady = median(passes["steady_pass_s_same_process"])
             insert = median(passes["library_pass_s"])
             note = (
-                f"{r:.2f}x raw in {passes['insert_statements']} INSERTs; steady pass "
-                f"{steady * 1e3:.0f} ms vs {insert * 1e3:.0f} ms"
+                f"{r:.2f}x {PASS_BASELINE[db]} in {passes['insert_statements']} INSERTs; "
+                f"steady pass {steady * 1e3:.0f} ms vs {insert * 1e3:.0f} ms"
             )
-            ok = r >= 0.7 and steady < insert
+            least = 0.8 if db == "mariadb" else 0.7
             rows.append(
                 (
-                    "pass of 10,000 works x 3 >= 0.7x raw bulk insert, steady pass cheaper",
+                    f"pass of {int(works):,} works x 3 >= {least}x the best raw insert, "
+                    "steady pass cheaper",
                     db,
                     note,
-                    ok,
+                    r >= least and steady < insert,
+                )
+            )
+        history = b.get("due_history")
+        if history:
+            flat = history["grace_largest_vs_smallest"]
+            reads = history["100000"]["grace"]["reads"]
+            note = (
+                f"{flat:.2f}x with the work's grace ({reads or 'n/a'}); "
+                f"without it {history['default_largest_vs_smallest']:.2f}x"
+            )
+            rows.append(
+                (
+                    "acquire_due flat: 100,000 finished rows, stale statistics >= 0.85x of 1,000",
+                    db,
+                    note,
+                    flat >= 0.85,
+                )
+            )
+        ledger = b.get("ledger_history")
+        if ledger and "vs_postgresql" in ledger:
+            vs = ledger["vs_postgresql"]
+            status = median(ledger[db]["status_s"])
+            note = (
+                f"{vs:.2f}x PostgreSQL's time for {ledger['ticks']:,} ticks; "
+                f"status --name X --last 5 {status * 1e3:.0f} ms"
+            )
+            rows.append(
+                (
+                    "ledger of one work: all ticks <= 2x PostgreSQL, status --last 5 < 1 s",
+                    db,
+                    note,
+                    vs <= 2 and status < 1,
                 )
             )
         growth = b.get("table_growth", {})
@@ -174,16 +219,30 @@ Where a target is not met, or met only at the edge of the noise, the reason:
   the raw statement here, because waiting writers queue on a lock file
   instead of SQLite's sleep-and-retry busy handler, and a loser whose tick is
   already taken gives up without queueing at all.
-- **SQLite, scheduler pass of 10,000 works: 0.45x raw (target 0.7x).** The
-  raw baseline is a plain `executemany` of the rows in one transaction, with
-  every value precomputed and nothing checked. The library's one statement
-  per batch (over `json_each`) also counts, for every row, the rows other
-  programs wrote for its tick without a slot (the Go original's), so a mixed
-  fleet never gets more than `max_run` rows; and the pass reads its window
-  to reconcile upcoming ticks with changed settings, computes ticks and
-  sequences for every work, then recovers and prunes. In absolute terms a
-  pass creating 30,000 rows takes about 0.3 s (the per-row executemany it
-  replaced took 0.6 s).
+- **PostgreSQL and SQLite, scheduler pass: 0.63x to 0.66x and 0.37x to
+  0.46x (target 0.7x).** The baselines are the fastest way each database
+  has to insert rows that are already computed: binary `COPY` into a
+  temporary table on PostgreSQL (a protocol of its own, not a statement
+  SQLAlchemy Core can send), a multi-row `INSERT OR IGNORE` on SQLite. A
+  pass does more than insert: it computes every work's ticks and labels,
+  reads its window to reconcile upcoming ticks with changed settings, and
+  its one statement per batch counts, for every row, the rows other
+  programs wrote for the tick without a slot (the Go original's), so a
+  mixed fleet never gets more than `max_run` rows. The planning is most of
+  the gap: a pass that creates nothing for the same 10,000 works costs
+  about 210 ms on both; take that from a creating pass and what is left
+  runs at about 0.95x (PostgreSQL) and 0.85x (SQLite) of the baseline. On MariaDB the
+  same pass is 1.07x to 1.13x its multi-row `INSERT IGNORE`, because
+  `JSON_TABLE` parses one parameter where the baseline parses 45,000
+  placeholders per statement. In absolute terms a pass creating 30,000
+  rows takes 0.4 s (SQLite) to 0.6 s (PostgreSQL, MariaDB).
+- **acquire_due with a long history** is measured by what one claim reads,
+  which does not depend on the machine's noise: on PostgreSQL 36 buffers
+  with 1,000 finished rows and 41 with 100,000 when the work's grace bounds
+  the claim, against 42 and 428 without it (the planner, with statistics
+  gathered while every row was queued, walks the work's history); on
+  MariaDB 2 handler reads. The claims-per-second ratios beside them are
+  noisy single runs.
 - **The steady pass** (nothing new to create) reads every tick of its window
   each time, so that a changed `max_run`, cron or sequence reaches every
   tick not yet due on the next pass: 160 to 220 ms for 10,000 works with a
@@ -202,10 +261,11 @@ Where a target is not met, or met only at the edge of the noise, the reason:
 - **PostgreSQL, uncontended acquire** measured 0.79x in the full run
   (library range 2,106 to 2,934 claims/s, so a noisy run) and 1.01x when
   measured again alone; the figure above is the second run.
-- **MariaDB, acquire_due: 0.69x.** MySQL has no `UPDATE ... RETURNING`,
-  so claiming "the earliest due tick" is an UPDATE followed by a read of the
-  row the worker claimed (2 round trips); the raw baseline is the UPDATE
-  alone. Claiming a named sequence, the common path, is one round trip.
+- **MariaDB, acquire_due: 0.59x to 0.69x.** MySQL has no `UPDATE ...
+  RETURNING`, so claiming "the earliest due tick" is an UPDATE followed by a
+  read of the row the worker claimed (its sequence and lease: 2 round trips);
+  the raw baseline is the UPDATE alone. Claiming a named sequence, the
+  common path, is one round trip.
 - **SQLite, sustained (8 processes racing every tick of max_run 1): 0.51x.**
   Not a target, shown for honesty: when every tick is raced by all eight,
   most attempts are losers that still have to queue for the lock once the
