@@ -27,7 +27,7 @@ from sqlalchemy.engine import Connection
 
 from ._calls import Call
 from ._dialects import is_disconnect
-from ._direct import LANE
+from ._direct import mark_lane
 from ._lanes import SHARED_POOLS, prepare_lane
 from ._tx import CLOCK, Retry, writer_lock
 from .config import RetryPolicy
@@ -67,8 +67,8 @@ def _prepare(conn: Connection) -> None:
     (``_direct``): inside ``run_sync`` its cursor is SQLAlchemy's adapter over
     the async driver, so a claim skips the general execution machinery here too.
     """
-    conn.info[LANE] = True
     prepare_lane(conn)
+    mark_lane(conn)
 
 
 class AsyncLanes:
@@ -76,24 +76,27 @@ class AsyncLanes:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
+        self.own = not isinstance(engine.sync_engine.pool, SHARED_POOLS)
+        """As ``Lanes.own``: False on a pool sharing one connection."""
         self._idle: list[AsyncConnection] = []
         self._closed = False
 
     async def take(self) -> AsyncConnection:
+        if not self.own:
+            return await self.engine.connect()
         if self._idle:
             return self._idle.pop()
         conn = await self.engine.connect()
         try:
             await conn.execution_options(isolation_level="AUTOCOMMIT")
-            if not isinstance(self.engine.sync_engine.pool, SHARED_POOLS):
-                await conn.run_sync(_prepare)
+            await conn.run_sync(_prepare)
         except BaseException:
             await _drop(conn)
             raise
         return conn
 
     async def give(self, conn: AsyncConnection) -> None:
-        if self._closed or conn.invalidated:
+        if self._closed or conn.invalidated or not self.own:
             await _drop(conn)
             return
         self._idle.append(conn)
@@ -159,6 +162,8 @@ class AsyncTransactions:
                         return found
                 sent = True
                 result = await self._attempt(conn, call)
+                if not lanes.own:  # an ordinary transaction on a shared connection
+                    await conn.commit()
             except sa.exc.DBAPIError as exc:
                 await self._release_failed(lanes, conn)
                 self.lost_connections += is_disconnect(exc)

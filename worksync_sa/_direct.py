@@ -12,7 +12,8 @@ The scheduler's batched INSERT on MySQL/MariaDB and SQLite goes the same way:
 one statement with one JSON parameter per batch.
 
 The direct path is only taken where it changes nothing observable: on lanes
-(autocommit connections the services own, never a host's transaction),
+(autocommit connections the services own and have detached from the host's
+pool, so never a host's transaction),
 with each column type's own bind conversion applied, and only while the
 engine has no cursor-execute listeners and no echo, so a host's tracing and
 SQL logging still see every statement. Driver errors are wrapped and lost
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import functools
 import operator
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -31,9 +33,20 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Dialect, Engine
 from sqlalchemy.sql.compiler import SQLCompiler
 
-LANE = "worksync_lane"
-"""Key in ``Connection.info`` marking a services' autocommit lane."""
+_LANES: weakref.WeakSet[Connection] = weakref.WeakSet()
+"""The services' autocommit lanes. Kept here, not marked on the connection: a mark in
+``Connection.info`` would live on in the pool's record of it, where a host's later
+checkout of the same connection would find it."""
 _CURSOR = "worksync_cursor"
+
+
+def mark_lane(conn: Connection) -> None:
+    """Record ``conn`` as a lane: a connection of the services' own, in autocommit."""
+    _LANES.add(conn)
+
+
+def is_lane(conn: Connection) -> bool:
+    return conn in _LANES
 
 
 class Outcome(NamedTuple):

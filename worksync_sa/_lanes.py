@@ -19,8 +19,12 @@ retry SQLITE_BUSY themselves, in fine-grained jittered steps (see ``_tx``).
 Lanes on psycopg send lists as binary arrays (the scheduler's bulk inserts),
 and prepare nothing on the server when a pooler sits in between.
 Lanes on MySQL/MariaDB must speak utf8mb4, or they are refused.
-Engines whose pool shares one connection (SQLite ``:memory:``) are used as
-they are: no detaching, no pragma.
+An engine whose pool shares one connection among all its users
+(``StaticPool``, ``SingletonThreadPool``: ``sqlite://``, the usual engine of a
+host's own tests) cannot give a lane a connection of its own. It gets no
+lanes: each call checks a connection out, runs in an ordinary transaction,
+commits and gives it back, so nothing of ours (autocommit, a cursor, a mark)
+stays on the connection the host uses next.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ from typing import Any
 from sqlalchemy import pool
 from sqlalchemy.engine import Connection, Engine
 
-from ._direct import LANE
+from ._direct import mark_lane
 from ._poolers import never_prepare
 from ._process import pid
 from .engine import shown_url
@@ -44,11 +48,17 @@ from .errors import UnsupportedDatabaseError
 _INHERITED: list[Connection] = []
 
 
+SHARED_POOLS = (pool.StaticPool, pool.SingletonThreadPool)
+"""Pools that hand every user the same connection: no lane can have one of its own."""
+
+
 class Lanes:
     """A small stack of idle autocommit connections."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self.own = not isinstance(engine.pool, SHARED_POOLS)
+        """False when the pool shares one connection: calls then use ordinary transactions."""
         self._idle: list[Connection] = []
         self._lock = threading.Lock()
         self._pid = pid()
@@ -56,7 +66,9 @@ class Lanes:
         self._finalizer = weakref.finalize(self, _close_all, self._idle, self._lock)
 
     def take(self) -> Connection:
-        """An idle lane, or a new one."""
+        """An idle lane, or a new one; on a shared pool, a checkout for one transaction."""
+        if not self.own:
+            return self.engine.connect()
         with self._lock:
             if self._pid != pid():  # we are a forked child
                 _INHERITED.extend(self._idle)
@@ -68,6 +80,9 @@ class Lanes:
 
     def give(self, conn: Connection) -> None:
         """Return a healthy lane for reuse (closed instead if the lanes are closed)."""
+        if not self.own:
+            _close(conn)
+            return
         with self._lock:
             if not self._closed and self._pid == pid() and not conn.invalidated:
                 self._idle.append(conn)
@@ -90,9 +105,6 @@ class Lanes:
     def idle(self) -> int:
         """How many lanes are waiting for work (for tests and operators)."""
         return len(self._idle)
-
-
-SHARED_POOLS = (pool.StaticPool, pool.SingletonThreadPool)
 
 
 def prepare_lane(conn: Connection) -> None:
@@ -158,9 +170,8 @@ def _open(engine: Engine) -> Connection:
     conn = engine.connect()
     try:
         conn.execution_options(isolation_level="AUTOCOMMIT")
-        conn.info[LANE] = True
-        if not isinstance(engine.pool, SHARED_POOLS):
-            prepare_lane(conn)
+        prepare_lane(conn)
+        mark_lane(conn)
     except BaseException:
         conn.close()
         raise

@@ -194,6 +194,8 @@ class Transactions:
                         return found
                 sent = True
                 result = self._attempt(conn, work, peek, nothing)
+                if not self.lanes.own:  # an ordinary transaction on a shared connection
+                    conn.commit()
             except sa.exc.DBAPIError as exc:
                 self._release_failed(conn)
                 self.lost_connections += is_disconnect(exc)

@@ -30,7 +30,7 @@ from ._dialects import (
     recovery_candidates,
     recovery_statement,
 )
-from ._direct import LANE, Compiled, Outcome, quiet, run_direct
+from ._direct import Compiled, Outcome, is_lane, quiet, run_direct
 from ._text import check_text, stored_error
 from .errors import InvalidArgumentError
 from .models import (
@@ -244,9 +244,8 @@ class _StatementCache:
             statement = self.get(kind, family_of(dialect), build)
             prepared = self._prepared[key] = (statement, Compiled.of(statement, dialect))
         statement, compiled = prepared
-        info = conn.info
-        if info.get(LANE) and quiet(conn.engine):
-            return run_direct(conn, info, compiled, params)
+        if is_lane(conn) and quiet(conn.engine):
+            return run_direct(conn, conn.info, compiled, params)
         result = conn.execute(statement, params)
         rows = list(result.all()) if result.returns_rows else []
         lastrowid = result.lastrowid if dialect.name in ("mysql", "mariadb") else None
@@ -322,7 +321,7 @@ class ScheduleRepository:
                 for name, values in zip(BATCH_FIELDS, columns, strict=True)
             }
             return max(conn.execute(statement, arrays).rowcount, 0)
-        if family == "mysql" and conn.info.get(LANE):
+        if family == "mysql" and is_lane(conn):
             # Autocommit: this applies to the INSERT's own transaction.
             conn.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
         params = {"batch": json_batch(rows)}
