@@ -59,7 +59,7 @@ CASES: list[tuple[str, Call, type[Exception], str]] = [
     ("Work max_run", lambda db: Work("w", "* * * * *", 0), InvalidWorkError, "max_run"),
     ("Work timezone", lambda db: Work("w", "* * * * *", timezone="Nowhere/City"), InvalidWorkError, "timezone"),
     ("Work lease", lambda db: Work("w", "* * * * *", lease=timedelta(0)), InvalidWorkError, "lease"),
-    ("Work grace", lambda db: Work("w", "* * * * *", grace="1m"), InvalidWorkError, "grace"),  # type: ignore[arg-type]
+    ("Work grace", lambda db: Work("w", "* * * * *", grace="soon"), InvalidWorkError, "grace"),
     ("Work max_attempts", lambda db: Work("w", "* * * * *", max_attempts=-1), InvalidWorkError, "max_attempts"),
     ("Work.ticks", lambda db: GOOD.ticks("today", T0), InvalidArgumentError, "after"),  # type: ignore[arg-type]
     ("default_sequence", lambda db: ws.default_sequence("2026-01-01"), InvalidArgumentError, "tick"),  # type: ignore[arg-type]

@@ -19,7 +19,6 @@ import asyncio
 import contextlib
 import random
 import time
-from datetime import datetime
 from typing import TYPE_CHECKING, TypeVar
 
 import sqlalchemy as sa
@@ -29,7 +28,7 @@ from ._calls import Call
 from ._dialects import is_disconnect
 from ._direct import mark_lane
 from ._lanes import SHARED_POOLS, prepare_lane
-from ._tx import CLOCK, Retry, writer_lock
+from ._tx import Retry, writer_lock
 from .config import RetryPolicy
 from .errors import InvalidArgumentError
 
@@ -214,7 +213,3 @@ class AsyncTransactions:
             await _invalidate(conn)  # broken: no reset on the way out, it would fail again
             return
         await lanes.give(conn)
-
-    async def database_now(self) -> datetime:
-        """The database server's clock, read once (one round trip)."""
-        return await self.call(CLOCK)

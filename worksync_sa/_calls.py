@@ -47,12 +47,6 @@ Steps = Generator[Call[Any], Any, T]
 """A service call: yields the database calls it needs, returns its result."""
 
 
-def single(call: Call[T]) -> Steps[T]:
-    """A service call that is one database call."""
-    result: T = yield call
-    return result
-
-
 def drive(steps: Steps[T], run: Callable[[Call[Any]], Any]) -> T:
     """Run ``steps`` to the end, executing each call with ``run`` (blocking)."""
     try:

@@ -86,7 +86,7 @@ def default_worker_id() -> str:
 def _checked(value: object, what: str) -> str:
     try:
         return check_text(value, what)
-    except ValueError as exc:
+    except InvalidArgumentError as exc:
         raise InvalidWorkError(str(exc)) from None
 
 

@@ -34,11 +34,6 @@ class Outage:
         self.failures = 0
         self.since: float | None = None
 
-    @property
-    def ongoing(self) -> bool:
-        """True between a failure and the next success."""
-        return self.failures > 0
-
     def failed(self, exc: BaseException) -> float:
         """Record a failure; returns how long to wait before trying again."""
         if self.failures == 0:

@@ -24,7 +24,7 @@ from ._reconcile import Plan, Reconciliation, Sighting, difference, reconcile, s
 from ._text import check_text
 from ._tx import CLOCK
 from .config import RetryPolicy, SchedulerConfig
-from .errors import InvalidConfigError, InvalidWorkError
+from .errors import InvalidArgumentError, InvalidConfigError, InvalidWorkError
 from .events import Event, Events, Listener, report_recovered
 from .models import checked_moment, table_named, validate_table_name
 from .repository import (
@@ -121,7 +121,7 @@ class SchedulerCore:
         # What each work's rows record of this scheduler's settings (see _reconcile).
         kind = sequence_kind(self.config.sequence)
         self._specs = {work.name: spec_of(work, kind) for work in self.works}
-        if not kind.startswith(PRUNABLE_KINDS) and self.config.retention_delta is not None:
+        if not kind.startswith(PRUNABLE_KINDS) and self.config.retention is not None:
             logger.info(
                 "sequence %r is custom: retention keeps its rows, since a later tick given "
                 "the same label would find its budget gone (wrap it in per_tick() if every "
@@ -189,7 +189,7 @@ class SchedulerCore:
             ) from exc
         try:
             return check_text(sequence, "sequence")
-        except ValueError as exc:
+        except InvalidArgumentError as exc:
             raise InvalidConfigError(
                 f"sequence generator gave a bad value for work {work.name!r} at "
                 f"{tick.isoformat()}: {exc}"
@@ -236,8 +236,8 @@ class SchedulerCore:
         change of settings reaches them all on the next pass; then it creates
         what is missing in a few batched statements.
         """
-        until = now + self.config.lookahead_delta
-        floor = now - self.config.catchup_delta
+        until = now + self.config.lookahead
+        floor = now - self.config.catchup
         known = yield from self._starts(now)
         starts: dict[str, datetime] = {}
         for work in self.works:
@@ -380,16 +380,16 @@ class SchedulerCore:
             count,
             first.isoformat() if first else "?",
             last.isoformat() if last else "?",
-            self.config.catchup_delta,
+            self.config.catchup,
             extra={"action": "skipped", "work": work.name, "ticks": count},
         )
 
     def _prune_if_due(self, now: datetime) -> Steps[int]:
-        retention = self.config.retention_delta
+        retention = self.config.retention
         if retention is None:
             return 0
         # Pruning finds nothing most of the time; looking every few minutes is plenty.
-        every = max(self.config.interval_delta, timedelta(minutes=5))
+        every = max(self.config.interval, timedelta(minutes=5))
         last = self._last_prune
         if last is not None and last <= now < last + every:
             return 0

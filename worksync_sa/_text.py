@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import unicodedata
 
+from .errors import InvalidArgumentError
 from .models import ERROR_TEXT_MAX, TEXT_MAX
 
 # Bidirectional overrides and isolates reorder what follows them on screen.
@@ -22,7 +23,8 @@ _BIDI_CONTROLS = frozenset(
 
 
 def check_text(value: object, what: str) -> str:
-    """Return ``value`` if it can be stored as a name or sequence, else raise ``ValueError``.
+    """Return ``value`` if it can be stored as a name or sequence, else raise
+    :class:`InvalidArgumentError` (a ``ValueError``) naming ``what``.
 
     1 to 255 characters (``varchar(255)``); valid Unicode (a lone surrogate,
     which ``os.listdir`` returns for a file name that is not UTF-8, has no
@@ -31,23 +33,25 @@ def check_text(value: object, what: str) -> str:
     value could claim another tick's rows).
     """
     if not isinstance(value, str):
-        raise ValueError(f"{what} must be a string, not {type(value).__name__}")
+        raise InvalidArgumentError(f"{what} must be a string, not {type(value).__name__}")
     if not value:
-        raise ValueError(f"{what} is empty; it needs 1 to {TEXT_MAX} characters")
+        raise InvalidArgumentError(f"{what} is empty; it needs 1 to {TEXT_MAX} characters")
     if len(value) > TEXT_MAX:
-        raise ValueError(f"{what} has {len(value)} characters; the limit is {TEXT_MAX}")
+        raise InvalidArgumentError(f"{what} has {len(value)} characters; the limit is {TEXT_MAX}")
     if "\x00" in value:
-        raise ValueError(f"{what} contains a NUL character")
+        raise InvalidArgumentError(f"{what} contains a NUL character")
     try:
         value.encode("utf-8")
     except UnicodeEncodeError as exc:
-        raise ValueError(
+        raise InvalidArgumentError(
             f"{what} contains a lone surrogate ({value[exc.start]!r} at position {exc.start}), "
             "which is not valid Unicode and cannot be stored; decode such text with "
             "errors='replace' first"
         ) from None
     if value[-1].isspace():
-        raise ValueError(f"{what} {value!r} ends with whitespace, which MySQL ignores in keys")
+        raise InvalidArgumentError(
+            f"{what} {value!r} ends with whitespace, which MySQL ignores in keys"
+        )
     return value
 
 

@@ -250,7 +250,3 @@ class Transactions:
             self.lanes.discard(conn)
             return
         self.lanes.give(conn)
-
-    def database_now(self) -> datetime:
-        """The database server's clock, read once (one round trip)."""
-        return self.call(CLOCK)

@@ -28,7 +28,7 @@ def _duration(value: timedelta | str, what: str) -> timedelta:
         raise InvalidConfigError(f"SchedulerConfig: {exc}") from None
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, init=False)
 class SchedulerConfig:
     """How far ahead and how often the scheduler creates rows, and what it repairs.
 
@@ -52,71 +52,80 @@ class SchedulerConfig:
         finished longer ago than this, a few small batches at a time.
     ``max_backoff``
         The longest wait between attempts while the database is unreachable.
+
+    Every duration may be given as a ``timedelta``, a Go duration (``"90s"``,
+    ``"1h30m"``) or ``"@every 2s"``; the fields hold ``timedelta``s.
     """
 
-    lookahead: timedelta | str = timedelta(minutes=10)
-    interval: timedelta | str = timedelta(minutes=1)
-    sequence: Callable[[datetime], str] = default_sequence
-    catchup: timedelta | str | None = None
-    retention: timedelta | str | None = None
-    max_backoff: timedelta | str = timedelta(seconds=30)
+    lookahead: timedelta
+    interval: timedelta
+    sequence: Callable[[datetime], str]
+    catchup: timedelta
+    """Filled in at construction when not given: one and a half intervals."""
+    retention: timedelta | None
+    max_backoff: timedelta
 
-    def __post_init__(self) -> None:
-        lookahead = _duration(self.lookahead, "lookahead")
-        interval = _duration(self.interval, "interval")
-        catchup = interval * 3 / 2 if self.catchup is None else _duration(self.catchup, "catchup")
-        retention = None if self.retention is None else _duration(self.retention, "retention")
-        max_backoff = _duration(self.max_backoff, "max_backoff")
-        if lookahead > LONGEST_LOOKAHEAD:
-            raise InvalidConfigError(f"SchedulerConfig: lookahead ({lookahead}) is over one day")
-        if lookahead < interval:
+    def __init__(
+        self,
+        *,
+        lookahead: timedelta | str = timedelta(minutes=10),
+        interval: timedelta | str = timedelta(minutes=1),
+        sequence: Callable[[datetime], str] = default_sequence,
+        catchup: timedelta | str | None = None,
+        retention: timedelta | str | None = None,
+        max_backoff: timedelta | str = timedelta(seconds=30),
+    ) -> None:
+        ahead = _duration(lookahead, "lookahead")
+        every = _duration(interval, "interval")
+        behind = every * 3 / 2 if catchup is None else _duration(catchup, "catchup")
+        keep = None if retention is None else _duration(retention, "retention")
+        if ahead > LONGEST_LOOKAHEAD:
+            raise InvalidConfigError(f"SchedulerConfig: lookahead ({ahead}) is over one day")
+        if ahead < every:
             raise InvalidConfigError(
-                f"SchedulerConfig: lookahead ({lookahead}) is shorter than interval ({interval}); "
+                f"SchedulerConfig: lookahead ({ahead}) is shorter than interval ({every}); "
                 "ticks between one pass's horizon and the next pass would never be created"
             )
-        if catchup > LONGEST_CATCHUP:
-            raise InvalidConfigError(f"SchedulerConfig: catchup ({catchup}) is over one day")
-        if retention is not None and retention < SHORTEST_RETENTION:
+        if behind > LONGEST_CATCHUP:
+            raise InvalidConfigError(f"SchedulerConfig: catchup ({behind}) is over one day")
+        if keep is not None and keep < SHORTEST_RETENTION:
             raise InvalidConfigError(
-                f"SchedulerConfig: retention ({retention}) is under {SHORTEST_RETENTION}; "
+                f"SchedulerConfig: retention ({keep}) is under {SHORTEST_RETENTION}; "
                 "shorter would let a restarted scheduler create pruned ticks again"
             )
-        if not callable(self.sequence):
+        if not callable(sequence):
             raise InvalidConfigError("SchedulerConfig: sequence must be a function of the tick")
-        for name, value in (
-            ("lookahead", lookahead),
-            ("interval", interval),
-            ("catchup", catchup),
-            ("retention", retention),
-            ("max_backoff", max_backoff),
-        ):
+        settings = {
+            "lookahead": ahead,
+            "interval": every,
+            "sequence": sequence,
+            "catchup": behind,
+            "retention": keep,
+            "max_backoff": _duration(max_backoff, "max_backoff"),
+        }
+        for name, value in settings.items():
             object.__setattr__(self, name, value)
 
+    # Earlier names, from when the fields kept what they were given.
     @property
     def lookahead_delta(self) -> timedelta:
-        """``lookahead`` as a ``timedelta`` (it is normalised at construction)."""
-        return as_timedelta(self.lookahead, "lookahead")
+        return self.lookahead
 
     @property
     def interval_delta(self) -> timedelta:
-        """``interval`` as a ``timedelta`` (it is normalised at construction)."""
-        return as_timedelta(self.interval, "interval")
+        return self.interval
 
     @property
     def catchup_delta(self) -> timedelta:
-        """``catchup`` as a ``timedelta`` (its default is filled in at construction)."""
-        assert self.catchup is not None
-        return as_timedelta(self.catchup, "catchup")
+        return self.catchup
 
     @property
     def retention_delta(self) -> timedelta | None:
-        """``retention`` as a ``timedelta``, or None when the scheduler does not prune."""
-        return None if self.retention is None else as_timedelta(self.retention, "retention")
+        return self.retention
 
     @property
     def max_backoff_delta(self) -> timedelta:
-        """``max_backoff`` as a ``timedelta``."""
-        return as_timedelta(self.max_backoff, "max_backoff")
+        return self.max_backoff
 
 
 @dataclass(frozen=True, kw_only=True)

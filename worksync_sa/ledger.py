@@ -202,10 +202,7 @@ class Ledger:
             "until": _LATEST if until is None else checked_moment(until, "until"),
         }
         if name is not None:
-            try:
-                params["work_name"] = check_text(name, "name")
-            except ValueError as exc:
-                raise InvalidArgumentError(str(exc)) from None
+            params["work_name"] = check_text(name, "name")
         return params
 
 

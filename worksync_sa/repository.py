@@ -64,13 +64,7 @@ def _check_int(name: str, value: object, least: int) -> None:
 
 def _claim_params(name: object, token: object, worker: object) -> dict[str, Any]:
     """A claim's bound values, checked: they go into a guarded UPDATE verbatim."""
-    try:
-        params = {
-            "work_name": check_text(name, "name"),
-            "worker": check_text(worker, "worker"),
-        }
-    except ValueError as exc:
-        raise InvalidArgumentError(str(exc)) from None
+    params = {"work_name": check_text(name, "name"), "worker": check_text(worker, "worker")}
     if not isinstance(token, str) or not 1 <= len(token) <= 32:
         raise InvalidArgumentError("token must be a string of 1 to 32 characters")
     params["claim_token"] = token
@@ -100,7 +94,7 @@ class NewRow:
         try:
             check_text(self.name, "name")
             check_text(self.sequence, "sequence")
-        except ValueError as exc:
+        except InvalidArgumentError as exc:
             raise InvalidArgumentError(f"NewRow: {exc}") from None
         for name, least in (
             ("slot", 0),
@@ -424,10 +418,7 @@ class ClaimRepository:
     ) -> ClaimedRow | None:
         """Claim one QUEUED row of the tick (name, sequence), or return None if none is left."""
         params = _claim_params(name, token, worker)
-        try:
-            params["tick_sequence"] = check_text(sequence, "sequence")
-        except ValueError as exc:
-            raise InvalidArgumentError(str(exc)) from None
+        params["tick_sequence"] = check_text(sequence, "sequence")
         return self.claim_checked(conn, "claim", params)
 
     def claim_due(

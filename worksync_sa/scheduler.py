@@ -123,12 +123,12 @@ class Scheduler(SchedulerCore):
             raise
 
     def _loop(self) -> None:
-        period = self.config.interval_delta.total_seconds()
+        period = self.config.interval.total_seconds()
         outage = Outage(
             logger,
             "scheduler pass",
             base=min(1.0, period),
-            cap=self.config.max_backoff_delta.total_seconds(),
+            cap=self.config.max_backoff.total_seconds(),
         )
         due = time.monotonic()
         while not self._stopping.is_set():

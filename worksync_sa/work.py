@@ -11,13 +11,14 @@ changes, is ``cron``'s business.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import KW_ONLY, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from ._text import check_text
 from .cron import SYNTAXES, Schedule, schedule_of
-from .errors import InvalidWorkError
+from .durations import as_timedelta
+from .errors import InvalidArgumentError, InvalidWorkError
 from .models import (
     DEFAULT_GRACE_SECONDS,
     DEFAULT_LEASE_SECONDS,
@@ -67,25 +68,35 @@ def _parse_zone(name: str, value: object) -> ZoneInfo:
         ) from None
 
 
-def _policy_seconds(name: str, field_name: str, value: object) -> int:
-    """A lease or grace as whole seconds, between 1 s and a year."""
+def _policy(name: str, field_name: str, value: object) -> timedelta:
+    """A lease or grace: a ``timedelta`` or a duration such as ``"5m"``, whole seconds from
+    1 s to a year."""
+    if isinstance(value, str):
+        try:
+            value = as_timedelta(value, field_name)
+        except ValueError as exc:
+            raise InvalidWorkError(f"work {_label(name)}: {exc}") from None
     if not isinstance(value, timedelta):
-        raise _invalid(name, field_name, f"must be a timedelta, not {type(value).__name__}")
+        raise _invalid(
+            name,
+            field_name,
+            f"must be a timedelta or a duration such as '5m', not {type(value).__name__}",
+        )
     if value % timedelta(seconds=1) or not timedelta(seconds=1) <= value <= LONGEST_POLICY:
         raise _invalid(
             name, field_name, f"must be a whole number of seconds from 1 s to 365 days, got {value}"
         )
-    return int(value.total_seconds())
+    return value
 
 
-@dataclass(frozen=True, slots=True)  # slots: a scheduler may hold 100,000 of them
+@dataclass(frozen=True, slots=True, init=False)  # slots: a scheduler may hold 100,000
 class Work:
     """One job: run it at most ``max_run`` times per tick of ``cron``, fleet-wide.
 
     Keyword-only policy, copied into every row the scheduler creates, so
     workers and recovery act on it without a copy of the works:
 
-    ``lease``
+    ``lease`` (a ``timedelta`` or a duration such as ``"5m"``, as ``grace``)
         How long a claim holds its row without a heartbeat. When it runs out,
         recovery takes the row back (the worker is presumed lost).
     ``grace``
@@ -107,33 +118,50 @@ class Work:
 
     name: str
     cron: str
-    max_run: int = 1
-    timezone: str = "UTC"
-    _: KW_ONLY
-    lease: timedelta = timedelta(seconds=DEFAULT_LEASE_SECONDS)
-    grace: timedelta = timedelta(seconds=DEFAULT_GRACE_SECONDS)
-    max_attempts: int = DEFAULT_MAX_ATTEMPTS
-    cron_syntax: str = "standard"
+    max_run: int
+    timezone: str
+    lease: timedelta
+    grace: timedelta
+    max_attempts: int
+    cron_syntax: str
     _schedule: Schedule = field(init=False, repr=False, compare=False)
 
-    def __post_init__(self) -> None:
+    def __init__(
+        self,
+        name: str,
+        cron: str,
+        max_run: int = 1,
+        timezone: str = "UTC",
+        *,
+        lease: timedelta | str = timedelta(seconds=DEFAULT_LEASE_SECONDS),
+        grace: timedelta | str = timedelta(seconds=DEFAULT_GRACE_SECONDS),
+        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+        cron_syntax: str = "standard",
+    ) -> None:
         try:
-            check_text(self.name, "name")
-        except ValueError as exc:
-            raise InvalidWorkError(f"work {_label(self.name)}: {exc}") from None
+            check_text(name, "name")
+        except InvalidArgumentError as exc:
+            raise InvalidWorkError(f"work {_label(name)}: {exc}") from None
         for field_name, value, limit in (
-            ("max_run", self.max_run, MAX_RUN_LIMIT),
-            ("max_attempts", self.max_attempts, MAX_ATTEMPTS_LIMIT),
+            ("max_run", max_run, MAX_RUN_LIMIT),
+            ("max_attempts", max_attempts, MAX_ATTEMPTS_LIMIT),
         ):
             if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= limit:
-                raise _invalid(
-                    self.name, field_name, f"must be an int from 1 to {limit}, got {value!r}"
-                )
-        _policy_seconds(self.name, "lease", self.lease)
-        _policy_seconds(self.name, "grace", self.grace)
-        zone = _parse_zone(self.name, self.timezone)
-        schedule = _parse_schedule(self.name, self.cron, zone, self.cron_syntax)
-        object.__setattr__(self, "_schedule", schedule)
+                raise _invalid(name, field_name, f"must be an int from 1 to {limit}, got {value!r}")
+        values: dict[str, object] = {
+            "name": name,
+            "cron": cron,
+            "max_run": max_run,
+            "timezone": timezone,
+            "lease": _policy(name, "lease", lease),
+            "grace": _policy(name, "grace", grace),
+            "max_attempts": max_attempts,
+            "cron_syntax": cron_syntax,
+        }
+        zone = _parse_zone(name, timezone)
+        values["_schedule"] = _parse_schedule(name, cron, zone, cron_syntax)
+        for key, given in values.items():
+            object.__setattr__(self, key, given)
 
     @property
     def lease_seconds(self) -> int:

@@ -74,10 +74,7 @@ class Worker:
         if not names:
             raise InvalidArgumentError("works is empty: name at least one work to run")
         for name in names:
-            try:
-                check_text(name, "work name")
-            except ValueError as exc:
-                raise InvalidArgumentError(str(exc)) from None
+            check_text(name, "work name")
         self.names = sorted(set(names))
         self._grace: dict[str, timedelta] = {}
         """Per work, the longest grace its Work objects give: how far back a claim looks."""

@@ -127,9 +127,7 @@ def _serve(scheduler: Scheduler, engine: sa.Engine, config: ConfigFile, table: s
     settings = config.scheduler
     with StopSignals() as stop:
         try:
-            if not wait_for_table(
-                engine, table, stop, log, settings.max_backoff_delta.total_seconds()
-            ):
+            if not wait_for_table(engine, table, stop, log, settings.max_backoff.total_seconds()):
                 log.info("%s received before the database came back", stop.received)
                 return 0
             scheduler.start()
@@ -139,8 +137,8 @@ def _serve(scheduler: Scheduler, engine: sa.Engine, config: ConfigFile, table: s
                 table,
                 plural(len(scheduler.works), "work"),
                 _names(scheduler),
-                format_duration(settings.interval_delta),
-                format_duration(settings.lookahead_delta),
+                format_duration(settings.interval),
+                format_duration(settings.lookahead),
                 extra={"action": "started"},
             )
             while not stop.wait(LIVENESS_CHECK_SECONDS):
