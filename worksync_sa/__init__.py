@@ -27,10 +27,13 @@ from .models import WorkRecord as WorkRecord
 from .models import WorkStatus as WorkStatus
 from .models import metadata as metadata
 from .models import work_table as work_table
+from .repository import ClaimedRow as ClaimedRow
 from .repository import ClaimRepository as ClaimRepository
 from .repository import MaintenanceRepository as MaintenanceRepository
+from .repository import NewRow as NewRow
 from .repository import QueryRepository as QueryRepository
 from .repository import ScheduleRepository as ScheduleRepository
+from .repository import TickCount as TickCount
 from .scheduler import PassReport as PassReport
 from .scheduler import Scheduler as Scheduler
 from .schema import downgrade as downgrade
@@ -53,6 +56,7 @@ __all__ = [
     "Claim",
     "ClaimLostError",
     "ClaimRepository",
+    "ClaimedRow",
     "Event",
     "InvalidArgumentError",
     "InvalidConfigError",
@@ -60,6 +64,7 @@ __all__ = [
     "Ledger",
     "LedgerPage",
     "MaintenanceRepository",
+    "NewRow",
     "PassReport",
     "QueryRepository",
     "RetryPolicy",
@@ -67,6 +72,7 @@ __all__ = [
     "Scheduler",
     "SchedulerConfig",
     "SchemaNotReadyError",
+    "TickCount",
     "TickEntry",
     "UnsupportedDatabaseError",
     "Work",

@@ -9,11 +9,7 @@ and keep a lease alive with a thread or a task.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
-import random
-import secrets
-import socket
 import time
 from collections.abc import Iterable
 from datetime import datetime, timedelta
@@ -22,8 +18,8 @@ from typing import Any
 
 from ._calls import Call, Steps
 from ._dialects import is_database_away
+from ._identity import default_worker_id, new_token
 from ._loop import Outage
-from ._process import pid
 from ._text import check_text
 from ._tx import CLOCK
 from .config import SHORTEST_RETENTION, RetryPolicy
@@ -49,38 +45,6 @@ from .work import LONGEST_POLICY
 logger = logging.getLogger(__name__)
 
 PRUNE_BATCH_LIMIT = 100_000
-
-
-@functools.cache
-def _host_pid(pid: int) -> str:
-    return f"{socket.gethostname()}:{pid}"
-
-
-class _Tokens:
-    """Claim tokens: 128 random bits, unique for all practical purposes.
-
-    A fencing token must not repeat; it need not be secret. A PRNG seeded
-    from the OS is as unique as ``secrets`` and spares a system call per
-    claim. A forked child reseeds, or it would repeat its parent's tokens.
-    """
-
-    def __init__(self) -> None:
-        self._pid = -1
-        self._random = random.Random()
-
-    def __call__(self) -> str:
-        if self._pid != pid():
-            self._random.seed(secrets.randbits(128))
-            self._pid = pid()
-        return f"{self._random.getrandbits(128):032x}"
-
-
-new_token = _Tokens()
-
-
-def default_worker_id() -> str:
-    """``host:pid``: enough for a person reading the table to find the process."""
-    return _host_pid(pid())
 
 
 def _checked(value: object, what: str) -> str:
@@ -328,7 +292,7 @@ class SyncCore:
     # -- a claim's later writes ------------------------------------------------------------
 
     def heartbeat(self, row: ClaimedRow) -> Call[bool]:
-        return Call("heartbeat", partial(self.repo.heartbeat, claim_id=row.id, token=row.token))
+        return Call("heartbeat", partial(self.repo.heartbeat, claim=row.id, token=row.token))
 
     def lease_seconds(self, row: ClaimedRow) -> Call[int | None]:
         return Call("lease", partial(self.repo.lease_seconds, claim_id=row.id))
@@ -337,7 +301,7 @@ class SyncCore:
         repo = self.repo
         return Call(
             "finish",
-            partial(repo.finish, claim_id=row.id, token=row.token, status=status, error=error),
+            partial(repo.finish, claim=row.id, token=row.token, status=status, error=error),
             resolve=lambda conn: repo.finished_as(conn, row.id, row.token, status) or None,
         )
 

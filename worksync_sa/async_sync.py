@@ -26,7 +26,7 @@ from ._claiming import ClaimCore, SyncCore, error_text, heartbeat_period
 from ._loop import Outage
 from .config import RetryPolicy
 from .engine import shown_url
-from .errors import ClaimLostError
+from .errors import ClaimLostError, InvalidArgumentError
 from .events import Listener
 from .models import DEFAULT_TABLE, WorkStatus
 from .repository import ClaimedRow
@@ -228,6 +228,20 @@ class AsyncWorkSync:
         ``grace`` as in :meth:`WorkSync.acquire_due`.
         """
         return self._claimed(await self._tx.call(self._core.acquire_due(name, now, grace)))
+
+    def claim_from_row(self, row: ClaimedRow) -> AsyncClaim:
+        """A :class:`AsyncClaim` for a row claimed with ``ClaimRepository`` in your own transaction.
+
+        Call it once that transaction has committed: the claim then heartbeats
+        inside ``async with claim:``, and its finish is fenced by the row's token,
+        exactly as for a claim this service made. Nothing is read or written here.
+        """
+        if not isinstance(row, ClaimedRow):
+            raise InvalidArgumentError(
+                "row must be the ClaimedRow a ClaimRepository claim returned, "
+                f"not {type(row).__name__}"
+            )
+        return AsyncClaim(self, row)
 
     def _claimed(self, row: ClaimedRow | None) -> AsyncClaim | None:
         if row is None:

@@ -31,8 +31,10 @@ from ._dialects import (
     recovery_statement,
 )
 from ._direct import Compiled, Outcome, is_lane, quiet, run_direct
+from ._identity import default_worker_id, new_token
 from ._text import check_text, stored_error
 from .errors import InvalidArgumentError
+from .events import Event, Events, Listener
 from .models import (
     CLOSED_BY_LEASE,
     CLOSED_BY_MISSED,
@@ -63,12 +65,31 @@ def _check_int(name: str, value: object, least: int) -> None:
 
 
 def _claim_params(name: object, token: object, worker: object) -> dict[str, Any]:
-    """A claim's bound values, checked: they go into a guarded UPDATE verbatim."""
+    """A claim's bound values, checked: they go into a guarded UPDATE verbatim.
+
+    A missing token or worker id is made as the services make them: 128
+    random bits, and ``host:pid``.
+    """
+    worker = default_worker_id() if worker is None else worker
+    token = new_token() if token is None else token
     params = {"work_name": check_text(name, "name"), "worker": check_text(worker, "worker")}
     if not isinstance(token, str) or not 1 <= len(token) <= 32:
         raise InvalidArgumentError("token must be a string of 1 to 32 characters")
     params["claim_token"] = token
     return params
+
+
+def _fence(claim: object, token: object) -> tuple[int, str]:
+    """The id and token a later write of a claim is fenced by."""
+    if isinstance(claim, ClaimedRow):
+        return claim.id, claim.token
+    if not isinstance(claim, int) or isinstance(claim, bool):
+        raise InvalidArgumentError(
+            f"claim must be a ClaimedRow or a row id, not {type(claim).__name__}"
+        )
+    if not isinstance(token, str) or not token:
+        raise InvalidArgumentError("token is needed with a row id: the claim's token")
+    return claim, token
 
 
 @dataclass(frozen=True, slots=True)
@@ -271,11 +292,17 @@ _CLAIMS: dict[str, Callable[[sa.Table, Family], Any]] = {
 
 
 class ScheduleRepository:
-    """Create-ahead: insert the QUEUED rows of upcoming ticks."""
+    """Create-ahead: insert the QUEUED rows of upcoming ticks.
 
-    def __init__(self, table: sa.Table) -> None:
+    ``listeners`` receive a "created" event per call that inserted rows, as
+    the scheduler's do. Inside your own transaction it reports what the
+    statement did; a rollback undoes it.
+    """
+
+    def __init__(self, table: sa.Table, *, listeners: Iterable[Listener] | None = None) -> None:
         self._statements = _StatementCache(table)
         self.table = self._statements.table
+        self._events = Events(listeners)
 
     def insert_queued(self, conn: Connection, rows: Iterable[NewRow]) -> int:
         """Insert ``rows`` in one batched statement; return how many were new.
@@ -287,7 +314,10 @@ class ScheduleRepository:
         while rows without a slot (another program's) fill its tick's budget.
         """
         ordered = sorted(rows, key=lambda r: (r.name, r.sequence, r.slot))
-        return self.insert_rows(conn, [row.fields() for row in ordered])
+        created = self.insert_rows(conn, [row.fields() for row in ordered])
+        if created and self._events:
+            self._events.emit(Event("created", count=created))
+        return created
 
     def insert_rows(self, conn: Connection, rows: Sequence[QueuedRow]) -> int:
         """Like :meth:`insert_queued`, for tuples already checked and sorted.
@@ -407,26 +437,40 @@ class ScheduleRepository:
 
 
 class ClaimRepository:
-    """Claim, heartbeat and finish rows; every write is one guarded statement."""
+    """Claim, heartbeat and finish rows; every write is one guarded statement.
 
-    def __init__(self, table: sa.Table) -> None:
+    ``token`` and ``worker`` may be left out: they are made as the services
+    make them. ``listeners`` receive "claimed" and "finished" events as the
+    services' do (inside your own transaction, a rollback undoes what they
+    reported). ``WorkSync.claim_from_row`` turns a row claimed here into a
+    :class:`~worksync_sa.Claim`, with heartbeats and ``with claim:``, once
+    your transaction has committed.
+    """
+
+    def __init__(self, table: sa.Table, *, listeners: Iterable[Listener] | None = None) -> None:
         self._statements = _StatementCache(table)
         self.table = self._statements.table
+        self._events = Events(listeners)
 
     def claim(
-        self, conn: Connection, name: str, sequence: str, token: str, worker: str
+        self,
+        conn: Connection,
+        name: str,
+        sequence: str,
+        token: str | None = None,
+        worker: str | None = None,
     ) -> ClaimedRow | None:
         """Claim one QUEUED row of the tick (name, sequence), or return None if none is left."""
         params = _claim_params(name, token, worker)
         params["tick_sequence"] = check_text(sequence, "sequence")
-        return self.claim_checked(conn, "claim", params)
+        return self._told(self.claim_checked(conn, "claim", params))
 
     def claim_due(
         self,
         conn: Connection,
         name: str,
-        token: str,
-        worker: str,
+        token: str | None = None,
+        worker: str | None = None,
         now: datetime | None = None,
         grace: timedelta | None = None,
     ) -> ClaimedRow | None:
@@ -439,7 +483,14 @@ class ClaimRepository:
         """
         params = {**_claim_params(name, token, worker), **_now_params(now)}
         params["floor_seconds"] = floor_seconds(grace)
-        return self.claim_checked(conn, "claim_due" if now is None else "claim_at", params)
+        return self._told(
+            self.claim_checked(conn, "claim_due" if now is None else "claim_at", params)
+        )
+
+    def _told(self, row: ClaimedRow | None) -> ClaimedRow | None:
+        if row is not None and self._events:
+            self._events.emit(Event("claimed", row.name, row.sequence))
+        return row
 
     def claim_checked(
         self, conn: Connection, kind: str, params: dict[str, Any]
@@ -499,27 +550,36 @@ class ClaimRepository:
         value = conn.execute(select, {"claim_id": claim_id}).scalar_one_or_none()
         return None if value is None else int(value)
 
-    def heartbeat(self, conn: Connection, claim_id: int, token: str) -> bool:
-        """Extend the claim's lease; False if the row is no longer this claim's."""
+    def heartbeat(
+        self, conn: Connection, claim: int | ClaimedRow, token: str | None = None
+    ) -> bool:
+        """Extend the claim's lease; False if the row is no longer this claim's.
+
+        ``claim`` is the :class:`ClaimedRow`, or its id with its ``token``.
+        """
+        claim_id, token = _fence(claim, token)
         params = {"claim_id": claim_id, "claim_token": token}
         return self._statements.run(conn, "heartbeat", heartbeat_statement, params).rowcount == 1
 
     def finish(
         self,
         conn: Connection,
-        claim_id: int,
-        token: str,
-        status: WorkStatus,
+        claim: int | ClaimedRow,
+        token: str | None = None,
+        status: WorkStatus | None = None,
         error: str | None = None,
     ) -> bool:
         """Set SUCCESS or FAILED; False if the row is no longer this claim's (nothing written).
 
-        ``error`` is stored as :func:`~worksync_sa._text.stored_error` keeps it:
-        verbatim but for lone surrogates and NUL, which are escaped, and cut to
+        ``claim`` is the :class:`ClaimedRow` (``finish(conn, row,
+        status=WorkStatus.SUCCESS)``), or its id with its ``token``. ``error``
+        is stored as :func:`~worksync_sa._text.stored_error` keeps it: verbatim
+        but for lone surrogates and NUL, which are escaped, and cut to
         ``ERROR_TEXT_MAX`` characters.
         """
+        claim_id, token = _fence(claim, token)
         if status not in (WorkStatus.SUCCESS, WorkStatus.FAILED):
-            raise ValueError(f"a claim finishes as SUCCESS or FAILED, not {status!r}")
+            raise InvalidArgumentError(f"a claim finishes as SUCCESS or FAILED, not {status!r}")
         text = None if error is None else stored_error(error)
         params = {
             "claim_id": claim_id,
@@ -527,7 +587,13 @@ class ClaimRepository:
             "final_status": status.value,
             "error_text": text,
         }
-        return self._statements.run(conn, "finish", _statements.finish, params).rowcount == 1
+        done = self._statements.run(conn, "finish", _statements.finish, params).rowcount == 1
+        if done and self._events:
+            name, sequence = (
+                (claim.name, claim.sequence) if isinstance(claim, ClaimedRow) else (None, None)
+            )
+            self._events.emit(Event("finished", name, sequence, status=status.name))
+        return done
 
     def finished_as(self, conn: Connection, claim_id: int, token: str, status: WorkStatus) -> bool:
         """True if this claim itself already recorded ``status`` (a reply that was lost)."""

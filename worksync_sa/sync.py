@@ -28,7 +28,7 @@ from ._loop import Outage, ended
 from ._tx import Transactions
 from .config import RetryPolicy
 from .engine import shown_url
-from .errors import ClaimLostError
+from .errors import ClaimLostError, InvalidArgumentError
 from .events import Listener
 from .models import DEFAULT_TABLE, WorkStatus
 from .repository import ClaimedRow
@@ -260,6 +260,20 @@ class WorkSync:
         longest grace a row can have.
         """
         return self._claimed(self._tx.call(self._core.acquire_due(name, now, grace)))
+
+    def claim_from_row(self, row: ClaimedRow) -> Claim:
+        """A :class:`Claim` for a row claimed with ``ClaimRepository`` in your own transaction.
+
+        Call it once that transaction has committed: the claim then heartbeats
+        inside ``with claim:``, and its finish is fenced by the row's token,
+        exactly as for a claim this service made. Nothing is read or written here.
+        """
+        if not isinstance(row, ClaimedRow):
+            raise InvalidArgumentError(
+                "row must be the ClaimedRow a ClaimRepository claim returned, "
+                f"not {type(row).__name__}"
+            )
+        return Claim(self, row)
 
     def _claimed(self, row: ClaimedRow | None) -> Claim | None:
         if row is None:
