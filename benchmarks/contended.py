@@ -20,7 +20,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from worksync_sa import Scheduler, SchedulerConfig, Work, WorkStatus
-from worksync_sa._dialects import is_transient
+from worksync_sa._dbapi_errors import is_transient
 from worksync_sa.models import table_named
 
 from .claims import T0, Claimer, schedule, sequences

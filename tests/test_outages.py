@@ -89,7 +89,7 @@ def test_a_lost_reply_never_claims_twice(
     schedule_now(server_db, Work("w", "@every 2s", max_run=3))
     sync = make_sync(proxied, table=server_db.table, retry=PATIENT)
     proxy.lose_reply_after(b"UPDATE")  # the claim commits; its reply never arrives
-    with caplog.at_level(logging.DEBUG, logger="worksync_sa._tx"):
+    with caplog.at_level(logging.DEBUG, logger="worksync_sa"):
         claim = sync.acquire_due("w")
     assert lost_connections(caplog) == 1  # the claim committed, its reply was lost ...
     assert claim is not None  # ... and the retry found it by its token instead of claiming again
@@ -110,7 +110,7 @@ def test_a_lost_reply_on_finish_is_not_a_lost_claim(
     claim = make_sync(proxied, table=server_db.table, retry=PATIENT).acquire_due("w")
     assert claim is not None
     proxy.lose_reply_after(b"UPDATE")
-    with caplog.at_level(logging.DEBUG, logger="worksync_sa._tx"):
+    with caplog.at_level(logging.DEBUG, logger="worksync_sa"):
         claim.fail("it broke")  # the write landed, its reply did not: no ClaimLostError
     assert lost_connections(caplog) == 1
     (row,) = server_db.rows(id=claim.id)

@@ -16,7 +16,7 @@ import pytest
 import sqlalchemy as sa
 
 from worksync_sa import RetryPolicy, Scheduler, SchedulerConfig, Work, WorkSync, default_sequence
-from worksync_sa._dialects import is_missing_schema, is_transient
+from worksync_sa._dbapi_errors import is_missing_schema, is_transient
 from worksync_sa._tx import Transactions
 from worksync_sa.models import table_named
 
@@ -69,7 +69,7 @@ def test_lock_wait_timeouts_are_retried_until_the_lock_goes(
 ) -> None:
     schedule(maria_db)
     holder = hold_tick_locked(maria_db, seconds=2.5)
-    with caplog.at_level(logging.DEBUG, logger="worksync_sa._tx"):
+    with caplog.at_level(logging.DEBUG, logger="worksync_sa"):
         claim = WorkSync(impatient_mariadb, table=maria_db.table, retry=FAST).acquire("w", TICK)
     holder.join()
     assert claim is not None

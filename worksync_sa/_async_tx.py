@@ -3,8 +3,8 @@
 The twin of ``_tx`` (and of ``_lanes``) for an ``AsyncEngine``. Each
 :class:`~worksync_sa._calls.Call` runs through ``AsyncConnection.run_sync``,
 so the very same repository code and statements drive the async driver
-(aiomysql or asyncmy, psycopg, aiosqlite), and the same :class:`Retry` rule
-decides what is retried; only the waiting is ``await``-ed.
+(aiomysql or asyncmy, psycopg, aiosqlite), and the same attempts
+(``_attempts``) decide everything; only the waiting is ``await``-ed.
 
 Lanes are kept per concurrently running call, opened through the host's
 engine and detached from its pool, exactly as on the blocking side, so a
@@ -17,18 +17,31 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
-import time
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from ._attempts import (
+    Commit,
+    Counters,
+    Give,
+    Invalidate,
+    Release,
+    Run,
+    Sleep,
+    Step,
+    Take,
+    TryLock,
+    WaitLock,
+    attempts,
+)
 from ._calls import Call
-from ._dialects import is_disconnect
 from ._direct import mark_lane
 from ._lanes import SHARED_POOLS, prepare_lane
-from ._tx import Retry, writer_lock
+from ._retry import Retry
+from ._tx import writer_lock
+from ._writelock import WriteLock
 from .config import RetryPolicy
 from .errors import InvalidArgumentError
 
@@ -100,6 +113,18 @@ class AsyncLanes:
             return
         self._idle.append(conn)
 
+    async def release_failed(self, conn: AsyncConnection) -> None:
+        """After an error: keep the lane if its connection is sound, else drop it."""
+        if conn.invalidated:
+            await _invalidate(conn)
+            return
+        try:
+            await conn.rollback()
+        except Exception:
+            await _invalidate(conn)  # broken: no reset on the way out, it would fail again
+            return
+        await self.give(conn)
+
     async def close(self) -> None:
         """Close every idle lane; lanes in use are closed when given back."""
         self._closed = True
@@ -128,7 +153,7 @@ async def _drop(conn: AsyncConnection) -> None:
 
 
 class AsyncTransactions:
-    """Runs a service's calls on its lanes, retrying transient failures (see ``_tx.Retry``)."""
+    """The asyncio runner: does each step of a call's attempts (``_attempts``) by awaiting."""
 
     def __init__(self, engine: AsyncEngine, table: str, policy: RetryPolicy) -> None:
         self.engine = checked_async_engine(engine)
@@ -137,8 +162,12 @@ class AsyncTransactions:
         self.sqlite = engine.dialect.name == "sqlite"
         self.lanes = AsyncLanes(engine)
         self._writer = writer_lock(engine.url) if self.sqlite else None
-        self.lost_connections = 0
-        """As ``Transactions.lost_connections``."""
+        self.counters = Counters()
+
+    @property
+    def lost_connections(self) -> int:
+        """Connections lost or refused so far (see ``Counters``)."""
+        return self.counters.lost_connections
 
     async def close(self) -> None:
         """Close the held connections; a later call opens new ones."""
@@ -146,70 +175,69 @@ class AsyncTransactions:
         await lanes.close()
 
     async def call(self, call: Call[T]) -> T:
-        """Execute one call: the asyncio counterpart of ``Transactions.call``."""
-        retry = Retry(self.policy, self.table, self.sqlite, call.what)
-        lanes = self.lanes
+        """Run one call to its end: the asyncio counterpart of ``Transactions.call``."""
+        lanes, writer = self.lanes, self._writer
+        steps = attempts(
+            call,
+            Retry(self.policy, self.table, self.sqlite, call.what),
+            self.counters,
+            transactional=not lanes.own,
+            locked=writer is not None,
+        )
+        step: Step = next(steps)
         while True:
-            conn: AsyncConnection | None = None
-            sent = False
             try:
-                conn = await lanes.take()
-                if retry.unknown_outcome and call.resolve is not None:
-                    found = await conn.run_sync(call.resolve)
-                    if found is not None:
-                        await lanes.give(conn)
-                        return found
-                sent = True
-                result = await self._attempt(conn, call)
-                if not lanes.own:  # an ordinary transaction on a shared connection
-                    await conn.commit()
-            except sa.exc.DBAPIError as exc:
-                await self._release_failed(lanes, conn)
-                self.lost_connections += is_disconnect(exc)
-                conn = None
-                await asyncio.sleep(retry.delay_after(exc, sent))
+                answer = await self._do(step, lanes, writer)
+            except BaseException as exc:
+                try:
+                    step = steps.throw(exc)
+                except StopIteration as done:
+                    return done.value  # type: ignore[no-any-return]
                 continue
-            except asyncio.CancelledError:
-                if conn is not None:  # the statement may be half-way: never reuse it
-                    with contextlib.suppress(Exception):
-                        await conn.invalidate()
-                raise
-            except BaseException:
-                await self._release_failed(lanes, conn)
-                raise
-            await lanes.give(conn)
-            return result
+            try:
+                step = steps.send(answer)
+            except StopIteration as done:
+                return done.value  # type: ignore[no-any-return]
 
-    async def _attempt(self, conn: AsyncConnection, call: Call[T]) -> T:
-        body = call.work
-        writer = self._writer
-        if writer is None:
-            return await conn.run_sync(body)
-        # SQLite: take the writers' lock without blocking the event loop. Waiting
-        # is bounded; past it, SQLite's own lock still guards the write.
-        held = writer.try_acquire()
-        if not held:
-            if call.peek is not None and not await conn.run_sync(call.peek):
-                return call.nothing  # type: ignore[return-value]
-            deadline = time.monotonic() + self.policy.busy_timeout
-            while not (held := writer.try_acquire()) and time.monotonic() < deadline:
-                await asyncio.sleep(random.uniform(0.0001, 0.001))
-        try:
-            return await conn.run_sync(body)
-        finally:
-            if held:
-                writer.release()
+    @staticmethod
+    async def _do(step: Step, lanes: AsyncLanes, writer: WriteLock | None) -> Any:
+        """One step, by awaiting; the common ones first."""
+        if isinstance(step, Run):
+            return await step.conn.run_sync(step.fn)
+        if isinstance(step, Take):
+            return await lanes.take()
+        if isinstance(step, Give):
+            await lanes.give(step.conn)
+        elif isinstance(step, Commit):
+            await step.conn.commit()
+        elif isinstance(step, Release):
+            await lanes.release_failed(step.conn)
+        elif isinstance(step, Invalidate):
+            with contextlib.suppress(Exception):
+                await step.conn.invalidate()
+        elif isinstance(step, Sleep):
+            await asyncio.sleep(step.seconds)
+        elif writer is None:
+            raise AssertionError(f"{step!r} without a writers' lock")
+        elif isinstance(step, TryLock):
+            return writer.try_acquire()
+        elif isinstance(step, WaitLock):
+            await _queue_for(writer)
+        else:
+            writer.release()
+        return None
 
-    async def _release_failed(self, lanes: AsyncLanes, conn: AsyncConnection | None) -> None:
-        """After an error: keep the lane if its connection is sound, else drop it."""
-        if conn is None:
-            return
-        if conn.invalidated:
-            await _invalidate(conn)
-            return
-        try:
-            await conn.rollback()
-        except Exception:
-            await _invalidate(conn)  # broken: no reset on the way out, it would fail again
-            return
-        await lanes.give(conn)
+
+async def _queue_for(writer: WriteLock) -> None:
+    """Wait for the writers' lock in the kernel, on a thread, without blocking the loop.
+
+    If the waiting task is cancelled, the thread still gets the lock in the
+    end; it is released the moment it does, so no write waits for a task
+    that is gone.
+    """
+    waiting = asyncio.get_running_loop().run_in_executor(None, writer.__enter__)
+    try:
+        await asyncio.shield(waiting)
+    except asyncio.CancelledError:
+        waiting.add_done_callback(lambda _: writer.release())
+        raise

@@ -17,7 +17,7 @@ from functools import partial
 from typing import Any
 
 from ._calls import Call, Steps
-from ._dialects import is_database_away
+from ._dbapi_errors import is_database_away
 from ._identity import default_worker_id, new_token
 from ._loop import Outage
 from ._text import check_text

@@ -1,16 +1,16 @@
 """Everything that differs between MySQL/MariaDB, PostgreSQL and SQLite.
 
-This is the only module that looks at the dialect. It decides, per database:
+The statement builders that differ by database. They decide, per database:
 
 * how to read the database clock (claims and finishes are stamped by the
   server, so workers with skewed clocks agree);
 * how to insert while letting the unique key refuse duplicates;
 * how to shift a time by a number of seconds held in a column;
 * how to claim one queued row in one statement and learn which row it was,
-  and how to recover a bounded batch of rows in one statement;
-* which driver errors are transient (retry), which mean a lost connection
-  (retry, but the last statement may have committed), and which mean the
-  schema is missing.
+  and how to recover a bounded batch of rows in one statement.
+
+Which driver errors mean what is ``_dbapi_errors``' business; the statements
+that read the same on every database are in ``_statements``.
 
 Correctness never depends on ``SKIP LOCKED`` or ``FOR UPDATE``: every claim
 is an UPDATE guarded by ``status = QUEUED`` whose row count is checked. The
@@ -55,23 +55,11 @@ _FAMILIES: dict[str, Family] = {
     "sqlite": "sqlite",
 }
 
+
 # Driver error codes, read from the DB-API exception without importing drivers.
 # Lock wait timeout, deadlock, and a deadlock on the AUTO-INC lock: an INSERT ... SELECT holds
 # the table's AUTO-INC lock to its end (innodb_autoinc_lock_mode 1, MariaDB's default), and InnoDB
 # reports a deadlock or timeout on it as "Failed to read auto-increment value" (1467).
-_MYSQL_TRANSIENT = frozenset({1205, 1213, 1467})
-_MYSQL_MISSING = frozenset({1146, 1054})  # no such table, unknown column
-_PG_TRANSIENT = frozenset({"40001", "40P01", "55P03"})  # serialization, deadlock, lock timeout
-_PG_MISSING = frozenset({"42P01", "42703"})  # undefined table, undefined column
-# Lost or refused connections: server gone, reset, killed, shutting down.
-_MYSQL_DISCONNECT = frozenset({1053, 1927, 2002, 2003, 2005, 2006, 2013, 2055, 4031})
-_WSREP_NOT_READY = 1047
-"""Galera: "WSREP has not yet prepared node for application use" (joining, or cut off)."""
-_PG_DISCONNECT_PREFIXES = ("08", "57P01", "57P02", "57P03")
-_SQLITE_TRANSIENT = ("database is locked", "database table is locked", "database schema is locked")
-_SQLITE_MISSING = ("no such table", "no such column", "has no column named")
-
-
 def family_of(dialect: Dialect) -> Family:
     """Which of the three supported families a dialect belongs to."""
     try:
@@ -518,66 +506,3 @@ def recovery_candidates(table: sa.Table, *, explicit_now: bool) -> sa.Select[Any
         .order_by(c.status, c.tick_at, c.id)
         .limit(RECOVERY_BATCH)
     )
-
-
-def _orig(exc: BaseException) -> BaseException:
-    orig = getattr(exc, "orig", None)
-    return orig if isinstance(orig, BaseException) else exc
-
-
-def _mysql_code(orig: BaseException) -> int | None:
-    args = getattr(orig, "args", ())
-    return args[0] if args and isinstance(args[0], int) else None
-
-
-def _matches(
-    exc: BaseException,
-    mysql_codes: frozenset[int],
-    pg_states: frozenset[str],
-    sqlite: tuple[str, ...],
-) -> bool:
-    orig = _orig(exc)
-    if _mysql_code(orig) in mysql_codes or getattr(orig, "sqlstate", None) in pg_states:
-        return True
-    message = str(orig).lower()
-    return type(orig).__module__ == "sqlite3" and any(m in message for m in sqlite)
-
-
-def is_transient(exc: BaseException) -> bool:
-    """True for errors where the same transaction, run again, may succeed."""
-    return _matches(exc, _MYSQL_TRANSIENT, _PG_TRANSIENT, _SQLITE_TRANSIENT)
-
-
-def is_database_away(exc: BaseException) -> bool:
-    """An error saying the database was unreachable or busy, not that the call was wrong."""
-    return isinstance(exc, sa.exc.DBAPIError) and (is_disconnect(exc) or is_transient(exc))
-
-
-def is_disconnect(exc: BaseException) -> bool:
-    """True when the connection was lost or could not be made.
-
-    If it was lost after a statement was sent, that statement may or may not
-    have committed: callers resolve that before retrying.
-    """
-    if getattr(exc, "connection_invalidated", False):
-        return True
-    orig = _orig(exc)
-    code = _mysql_code(orig)
-    if code in _MYSQL_DISCONNECT:
-        return True
-    if code == _WSREP_NOT_READY and "WSREP" in str(orig):
-        return True  # a Galera node not (or no longer) synced: another connection may reach one
-    sqlstate = getattr(orig, "sqlstate", None)
-    if isinstance(sqlstate, str) and sqlstate.startswith(_PG_DISCONNECT_PREFIXES):
-        return True
-    # psycopg reports a refused or broken connection without a SQLSTATE.
-    return (
-        type(orig).__module__.startswith("psycopg")
-        and type(orig).__name__ == "OperationalError"
-        and sqlstate is None
-    )
-
-
-def is_missing_schema(exc: BaseException) -> bool:
-    """True when the error says the table or one of its columns does not exist."""
-    return _matches(exc, _MYSQL_MISSING, _PG_MISSING, _SQLITE_MISSING)

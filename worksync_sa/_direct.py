@@ -111,15 +111,32 @@ def quiet(engine: Engine) -> bool:
     return not (engine.echo or dispatch.before_cursor_execute or dispatch.after_cursor_execute)
 
 
-def run_direct(
-    conn: Connection, info: dict[Any, Any], compiled: Compiled, params: dict[str, Any]
-) -> Outcome:
-    """Execute on the lane's DB-API cursor; errors come out as SQLAlchemy's DBAPIError.
+_COMPILED: dict[tuple[int, str], tuple[Any, Compiled]] = {}
+"""Each statement's compiled form per dialect, by the statement's identity (the value
+keeps the statement alive, so an id is never reused for another)."""
 
-    ``info`` is ``conn.info``, which the caller has already looked up.
+
+def execute(conn: Connection, statement: Any, params: dict[str, Any]) -> Outcome:
+    """Execute ``statement``: straight on the lane's cursor when it may, else by SQLAlchemy.
+
+    The repositories call this for every hot statement and never choose a
+    path themselves. The direct path is taken on a lane while nobody watches
+    the engine's statements; errors come out as SQLAlchemy's ``DBAPIError``,
+    and a lost connection is invalidated, exactly as SQLAlchemy does.
     """
     dialect = conn.dialect
+    if not (conn in _LANES and quiet(conn.engine)):
+        result = conn.execute(statement, params)
+        rows = list(result.all()) if result.returns_rows else []
+        lastrowid = result.lastrowid if dialect.name in ("mysql", "mariadb") else None
+        return Outcome(result.rowcount, lastrowid, rows)
+    key = (id(statement), dialect.name)
+    entry = _COMPILED.get(key)
+    if entry is None:
+        entry = _COMPILED[key] = (statement, Compiled.of(statement, dialect))
+    compiled = entry[1]
     arguments = compiled.arguments(params)
+    info = conn.info
     # One cursor per lane, kept: creating a cursor per claim costs more than it should.
     cursor = info.get(_CURSOR)
     if cursor is None:

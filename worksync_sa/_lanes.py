@@ -89,6 +89,18 @@ class Lanes:
                 return
         _close(conn)
 
+    def release_failed(self, conn: Connection) -> None:
+        """After an error: keep the lane if its connection is sound, else drop it."""
+        if conn.invalidated:
+            self.discard(conn)
+            return
+        try:
+            conn.rollback()  # clears SQLAlchemy's view of the (autocommit) transaction
+        except Exception:
+            self.discard(conn)
+            return
+        self.give(conn)
+
     def discard(self, conn: Connection) -> None:
         """Drop a lane whose connection failed, without the reset a close would try on it."""
         with contextlib.suppress(Exception):

@@ -18,7 +18,7 @@ import logging
 import random
 import time
 
-from ._tx import first_line
+from ._retry import first_line
 
 
 class Outage:

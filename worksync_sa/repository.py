@@ -30,7 +30,7 @@ from ._dialects import (
     recovery_candidates,
     recovery_statement,
 )
-from ._direct import Compiled, Outcome, is_lane, quiet, run_direct
+from ._direct import execute, is_lane
 from ._identity import default_worker_id, new_token
 from ._text import check_text, stored_error
 from .errors import InvalidArgumentError
@@ -235,7 +235,6 @@ class _StatementCache:
     def __init__(self, table: sa.Table) -> None:
         self.table = _checked_table(table)
         self._built: dict[tuple[str, Family], Any] = {}
-        self._prepared: dict[tuple[str, str], tuple[Any, Compiled]] = {}
 
     def get(self, kind: str, family: Family, build: Callable[[sa.Table, Family], _S]) -> _S:
         key = (kind, family)
@@ -243,28 +242,6 @@ class _StatementCache:
         if statement is None:
             statement = self._built[key] = build(self.table, family)
         return statement
-
-    def run(
-        self,
-        conn: Connection,
-        kind: str,
-        build: Callable[[sa.Table, Family], Any],
-        params: dict[str, Any],
-    ) -> Outcome:
-        """Execute a hot-path statement: directly on a quiet lane, else through SQLAlchemy."""
-        dialect = conn.dialect
-        key = (kind, dialect.name)
-        prepared = self._prepared.get(key)
-        if prepared is None:
-            statement = self.get(kind, family_of(dialect), build)
-            prepared = self._prepared[key] = (statement, Compiled.of(statement, dialect))
-        statement, compiled = prepared
-        if is_lane(conn) and quiet(conn.engine):
-            return run_direct(conn, conn.info, compiled, params)
-        result = conn.execute(statement, params)
-        rows = list(result.all()) if result.returns_rows else []
-        lastrowid = result.lastrowid if dialect.name in ("mysql", "mariadb") else None
-        return Outcome(result.rowcount, lastrowid, rows)
 
 
 LONGEST_GRACE_SECONDS = int(LONGEST_POLICY.total_seconds())
@@ -349,7 +326,12 @@ class ScheduleRepository:
             # Autocommit: this applies to the INSERT's own transaction.
             conn.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
         params = {"batch": json_batch(rows)}
-        return max(self._statements.run(conn, "insert_batch", insert_batch, params).rowcount, 0)
+        return max(
+            execute(
+                conn, self._statements.get("insert_batch", family, insert_batch), params
+            ).rowcount,
+            0,
+        )
 
     def window(self, conn: Connection, after: datetime, until: datetime) -> list[TickState]:
         """What the table holds for the ticks in ``(after, until]``: see ``window_state``."""
@@ -500,7 +482,8 @@ class ClaimRepository:
         ``kind`` is "claim" (by sequence), "claim_due" (database clock) or
         "claim_at" (an explicit ``now``).
         """
-        outcome = self._statements.run(conn, kind, _CLAIMS[kind], params)
+        statement = self._statements.get(kind, family_of(conn.dialect), _CLAIMS[kind])
+        outcome = execute(conn, statement, params)
         name, token = params["work_name"], params["claim_token"]
         if outcome.rows:
             claim_id, sequence, lease = outcome.rows[0]
@@ -559,7 +542,14 @@ class ClaimRepository:
         """
         claim_id, token = _fence(claim, token)
         params = {"claim_id": claim_id, "claim_token": token}
-        return self._statements.run(conn, "heartbeat", heartbeat_statement, params).rowcount == 1
+        return (
+            execute(
+                conn,
+                self._statements.get("heartbeat", family_of(conn.dialect), heartbeat_statement),
+                params,
+            ).rowcount
+            == 1
+        )
 
     def finish(
         self,
@@ -587,7 +577,14 @@ class ClaimRepository:
             "final_status": status.value,
             "error_text": text,
         }
-        done = self._statements.run(conn, "finish", _statements.finish, params).rowcount == 1
+        done = (
+            execute(
+                conn,
+                self._statements.get("finish", family_of(conn.dialect), _statements.finish),
+                params,
+            ).rowcount
+            == 1
+        )
         if done and self._events:
             name, sequence = (
                 (claim.name, claim.sequence) if isinstance(claim, ClaimedRow) else (None, None)

@@ -25,7 +25,7 @@ from urllib.parse import quote, quote_plus
 
 import sqlalchemy as sa
 
-from .._dialects import is_disconnect
+from .._dbapi_errors import is_disconnect
 from .._loop import Outage
 from .._text import printable
 from ..config_file import URL_FORM, ConfigFile, load_config, parse_url
