@@ -20,12 +20,12 @@ from ._calls import Call, Steps
 from ._dbapi_errors import is_database_away
 from ._identity import default_worker_id, new_token
 from ._loop import Outage
+from ._maintenance import check_prune, prune_steps, recover_steps
 from ._text import check_text
-from ._tx import CLOCK
-from .config import SHORTEST_RETENTION, RetryPolicy
+from .config import RetryPolicy
 from .durations import as_timedelta
 from .errors import ClaimLostError, InvalidArgumentError, InvalidWorkError
-from .events import Event, Events, Listener, report_recovered
+from .events import Event, Events, Listener
 from .models import (
     DEFAULT_LEASE_SECONDS,
     WorkStatus,
@@ -37,14 +37,12 @@ from .repository import (
     ClaimedRow,
     ClaimRepository,
     MaintenanceRepository,
-    Recovered,
     floor_seconds,
 )
 from .work import LONGEST_POLICY
 
 logger = logging.getLogger(__name__)
 
-PRUNE_BATCH_LIMIT = 100_000
 
 
 def _checked(value: object, what: str) -> str:
@@ -217,7 +215,7 @@ class ClaimCore:
         )
 
 
-class SyncCore:
+class WorkSyncCore:
     """The checked settings and the database calls of a WorkSync, blocking or asyncio."""
 
     def __init__(
@@ -321,73 +319,8 @@ class SyncCore:
     # -- maintenance -----------------------------------------------------------------------
 
     def recover(self, now: datetime | None) -> Steps[int]:
-        at = checked_now(now)
-        recovered: list[Recovered] = yield Call(
-            "recover", partial(self.maintenance.recover, now=at)
-        )
-        return report_recovered(self.events, logger, recovered)
+        return recover_steps(self.maintenance, self.events, checked_now(now))
 
     def prune(self, older_than: timedelta, batch_size: int) -> Steps[int]:
         check_prune(older_than, batch_size)
         return prune_steps(self.maintenance, older_than, batch_size, batches=None)
-
-
-def check_prune(older_than: object, batch_size: object) -> None:
-    """``prune``'s arguments, or a clear error naming the wrong one."""
-    check_older_than(older_than)
-    check_batch_size(batch_size)
-
-
-def check_older_than(older_than: object) -> None:
-    """``prune``'s ``older_than``: a timedelta, never shorter than the shortest retention."""
-    if not isinstance(older_than, timedelta) or older_than < SHORTEST_RETENTION:
-        raise InvalidArgumentError(
-            f"older_than must be a timedelta of at least {SHORTEST_RETENTION.days} days, "
-            f"got {older_than if isinstance(older_than, timedelta) else repr(older_than)}"
-        )
-
-
-def check_batch_size(batch_size: object) -> None:
-    """``prune``'s ``batch_size``: an int from 1 to ``PRUNE_BATCH_LIMIT``."""
-    if (
-        not isinstance(batch_size, int)
-        or isinstance(batch_size, bool)
-        or not 1 <= batch_size <= PRUNE_BATCH_LIMIT
-    ):
-        raise InvalidArgumentError(
-            f"batch_size must be an int from 1 to {PRUNE_BATCH_LIMIT}, got {batch_size!r}"
-        )
-
-
-def prune_steps(
-    maintenance: MaintenanceRepository,
-    older_than: timedelta,
-    batch_size: int,
-    batches: int | None,
-    now: datetime | None = None,
-) -> Steps[int]:
-    """Delete old finished rows batch by batch, each batch its own transaction.
-
-    Stops when a batch comes back short, or after ``batches`` batches. The
-    age is judged against ``now`` (the pass's time), else the database clock.
-    """
-    if now is None:
-        now = yield CLOCK
-    cutoff = now - older_than
-    deleted = done = 0
-    while batches is None or done < batches:
-        count: int = yield Call(
-            "prune", partial(maintenance.prune_batch, cutoff=cutoff, batch_size=batch_size)
-        )
-        deleted += count
-        done += 1
-        if count < batch_size:
-            break
-    if deleted:
-        logger.info(
-            "pruned %d rows finished before %s",
-            deleted,
-            cutoff.isoformat(),
-            extra={"action": "pruned", "rows": deleted},
-        )
-    return deleted

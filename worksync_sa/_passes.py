@@ -19,19 +19,19 @@ from itertools import islice
 from sqlalchemy.engine import Connection
 
 from ._calls import Call, Steps
-from ._claiming import checked_now, prune_steps
+from ._claiming import checked_now
+from ._maintenance import prune_steps, recover_steps
 from ._reconcile import Plan, Reconciliation, Sighting, difference, reconcile, spec_of
 from ._text import check_text
 from ._tx import CLOCK
 from .config import RetryPolicy, SchedulerConfig
 from .errors import InvalidArgumentError, InvalidConfigError, InvalidWorkError
-from .events import Event, Events, Listener, report_recovered
+from .events import Event, Events, Listener
 from .models import checked_moment, table_named, validate_table_name
 from .repository import (
     MaintenanceRepository,
     NewRow,
     QueuedRow,
-    Recovered,
     ScheduleRepository,
     TickState,
 )
@@ -205,10 +205,7 @@ class SchedulerCore:
             self._started = at if explicit is None else (yield CLOCK)
         report = PassReport(now=at)
         yield from self._create(at, explicit, report, sqlite)
-        recovered: list[Recovered] = yield Call(
-            "recover", partial(self._maintenance.recover, now=explicit)
-        )
-        report.recovered = report_recovered(self._events, logger, recovered)
+        report.recovered = yield from recover_steps(self._maintenance, self._events, explicit)
         report.pruned = yield from self._prune_if_due(at)
         self.last_pass = report
         logger.debug(

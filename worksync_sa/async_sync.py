@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._async_tx import AsyncTransactions
 from ._calls import drive_async
-from ._claiming import ClaimCore, SyncCore, error_text, heartbeat_period
+from ._claiming import ClaimCore, WorkSyncCore, error_text, heartbeat_period
 from ._loop import Outage
 from .config import RetryPolicy
 from .engine import shown_url
@@ -183,7 +183,7 @@ class AsyncWorkSync:
         keep_alive: bool = True,
         listeners: Iterable[Listener] | None = None,
     ) -> None:
-        self._core = SyncCore(table, worker_id, retry, keep_alive, listeners)
+        self._core = WorkSyncCore(table, worker_id, retry, keep_alive, listeners)
         self._tx = AsyncTransactions(engine, self._core.table_name, self._core.policy)
         self.keep_alive = keep_alive
 

@@ -23,7 +23,7 @@ from typing import Any
 from sqlalchemy.engine import Engine
 
 from ._calls import drive
-from ._claiming import ClaimCore, SyncCore, error_text, heartbeat_period
+from ._claiming import ClaimCore, WorkSyncCore, error_text, heartbeat_period
 from ._loop import Outage, ended
 from ._tx import Transactions
 from .config import RetryPolicy
@@ -202,7 +202,7 @@ class WorkSync:
         keep_alive: bool = True,
         listeners: Iterable[Listener] | None = None,
     ) -> None:
-        self._core = SyncCore(table, worker_id, retry, keep_alive, listeners)
+        self._core = WorkSyncCore(table, worker_id, retry, keep_alive, listeners)
         self._tx = Transactions(engine, self._core.table_name, self._core.policy)
         self.keep_alive = keep_alive
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 
-from .._claiming import check_batch_size, check_older_than
+from .._maintenance import check_batch_size, check_older_than
 from ..errors import InvalidArgumentError
 from ..sync import WorkSync
 from .options import (

@@ -1,0 +1,92 @@
+"""The services' upkeep: taking back abandoned rows, and deleting old finished ones.
+
+Both are steps (``_calls``) that ``WorkSync`` and the scheduler's passes run on
+either runner: recovery in one bounded statement per call, pruning in small
+primary-key-ordered batches, each its own short transaction.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+from functools import partial
+
+from ._calls import Call, Steps
+from ._tx import CLOCK
+from .config import SHORTEST_RETENTION
+from .errors import InvalidArgumentError
+from .events import Events, report_recovered
+from .repository import MaintenanceRepository, Recovered
+
+logger = logging.getLogger(__name__)
+
+PRUNE_BATCH_LIMIT = 100_000
+
+
+def recover_steps(
+    maintenance: MaintenanceRepository, events: Events, now: datetime | None
+) -> Steps[int]:
+    """Close or re-queue one batch of abandoned rows; log and tell listeners what changed."""
+    recovered: list[Recovered] = yield Call("recover", partial(maintenance.recover, now=now))
+    return report_recovered(events, logger, recovered)
+
+
+def check_prune(older_than: object, batch_size: object) -> None:
+    """``prune``'s arguments, or a clear error naming the wrong one."""
+    check_older_than(older_than)
+    check_batch_size(batch_size)
+
+
+def check_older_than(older_than: object) -> None:
+    """``prune``'s ``older_than``: a timedelta, never shorter than the shortest retention."""
+    if not isinstance(older_than, timedelta) or older_than < SHORTEST_RETENTION:
+        raise InvalidArgumentError(
+            f"older_than must be a timedelta of at least {SHORTEST_RETENTION.days} days, "
+            f"got {older_than if isinstance(older_than, timedelta) else repr(older_than)}"
+        )
+
+
+def check_batch_size(batch_size: object) -> None:
+    """``prune``'s ``batch_size``: an int from 1 to ``PRUNE_BATCH_LIMIT``."""
+    if (
+        not isinstance(batch_size, int)
+        or isinstance(batch_size, bool)
+        or not 1 <= batch_size <= PRUNE_BATCH_LIMIT
+    ):
+        raise InvalidArgumentError(
+            f"batch_size must be an int from 1 to {PRUNE_BATCH_LIMIT}, got {batch_size!r}"
+        )
+
+
+def prune_steps(
+    maintenance: MaintenanceRepository,
+    older_than: timedelta,
+    batch_size: int,
+    batches: int | None,
+    now: datetime | None = None,
+) -> Steps[int]:
+    """Delete old finished rows batch by batch, each batch its own transaction.
+
+    Stops when a batch comes back short, or after ``batches`` batches. The
+    age is judged against ``now`` (the pass's time), else the database clock.
+    """
+    if now is None:
+        now = yield CLOCK
+    cutoff = now - older_than
+    deleted = done = 0
+    while batches is None or done < batches:
+        count: int = yield Call(
+            "prune", partial(maintenance.prune_batch, cutoff=cutoff, batch_size=batch_size)
+        )
+        deleted += count
+        done += 1
+        if count < batch_size:
+            break
+    if deleted:
+        logger.info(
+            "pruned %d rows finished before %s",
+            deleted,
+            cutoff.isoformat(),
+            extra={"action": "pruned", "rows": deleted},
+        )
+    return deleted
