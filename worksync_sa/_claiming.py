@@ -44,7 +44,6 @@ from .work import LONGEST_POLICY
 logger = logging.getLogger(__name__)
 
 
-
 def _checked(value: object, what: str) -> str:
     try:
         return check_text(value, what)

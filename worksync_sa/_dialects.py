@@ -114,7 +114,8 @@ def shifted(
     )
 
 
-def _lease_seconds(table: sa.Table) -> sa.ColumnElement[int]:
+def lease_seconds(table: sa.Table) -> sa.ColumnElement[int]:
+    """A row's lease in seconds: its own, or the default for rows written without one."""
     return sa.func.coalesce(table.c.lease_seconds, DEFAULT_LEASE_SECONDS)
 
 
@@ -333,7 +334,7 @@ def _claim_values(table: sa.Table, family: Family) -> dict[Any, Any]:
         c.error: sa.null(),
         c.closed_by: sa.null(),
         c.attempts: sa.func.coalesce(c.attempts, 0) + 1,
-        c.lease_until: shifted(family, now, _lease_seconds(table)),
+        c.lease_until: shifted(family, now, lease_seconds(table)),
     }
 
 
@@ -394,20 +395,6 @@ def claim_statement(
         .where(c.id == pick.scalar_subquery(), c.status == WorkStatus.QUEUED.value)
         .values(values)
         .returning(c.id, c.sequence, c.lease_seconds)
-    )
-
-
-def heartbeat_statement(table: sa.Table, family: Family) -> Update:
-    """Extend a claim's lease by the row's lease, fenced like every finishing write."""
-    c = table.c
-    return (
-        sa.update(table)
-        .where(
-            c.id == sa.bindparam("claim_id", type_=sa.BigInteger()),
-            c.token == sa.bindparam("claim_token", type_=sa.String(32)),
-            c.status == WorkStatus.RUNNING.value,
-        )
-        .values({c.lease_until: shifted(family, db_now(family), _lease_seconds(table))})
     )
 
 

@@ -2,9 +2,11 @@
 
 Each builder returns a statement with named bind parameters, so the repository
 can build it once per table and database family and reuse the compiled form.
-Dialect-specific pieces (the claim itself, insert-ignore, the database clock)
-come from ``_dialects``; everything here is the same SQL on every database.
-Unit tests compile these per dialect and read the SQL.
+The statements here have one shape on every database; the pieces that differ
+(the database clock, shifting a time by seconds, a label's text) come from
+``_dialects`` through the ``family`` a builder takes. The statements whose
+shape itself differs (the claim, the batched insert, recovery) are built in
+``_dialects``. Unit tests compile both per dialect and read the SQL.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.sql.dml import Update
 
-from ._dialects import Family, clock, db_now, shifted, utc_label
+from ._dialects import Family, clock, db_now, lease_seconds, shifted, utc_label
 from .models import (
     CLOSED_BY_LEASE,
     CLOSED_BY_MISSED,
@@ -74,19 +76,34 @@ def lease_of(table: sa.Table) -> sa.Select[Any]:
     return sa.select(c.lease_seconds).where(c.id == sa.bindparam("claim_id"))
 
 
-def finish(table: sa.Table, family: Family) -> Update:
-    """Record SUCCESS or FAILED, fenced by the claim's id, token and RUNNING status.
+def fenced(table: sa.Table) -> tuple[sa.ColumnElement[bool], ...]:
+    """The guard of every write a claim makes after it claimed: its row, its token, RUNNING.
 
-    A row count of zero means the row is no longer this claim's.
+    A row recovered after its lease ran out, finished already, or claimed
+    again by someone else fails it, and the write changes nothing.
     """
     c = table.c
     return (
+        c.id == sa.bindparam("claim_id", type_=sa.BigInteger()),
+        c.token == sa.bindparam("claim_token", type_=sa.String(32)),
+        c.status == WorkStatus.RUNNING.value,
+    )
+
+
+def heartbeat(table: sa.Table, family: Family) -> Update:
+    """Extend a claim's lease by the row's lease, from the database clock; fenced."""
+    return (
         sa.update(table)
-        .where(
-            c.id == sa.bindparam("claim_id", type_=sa.BigInteger()),
-            c.token == sa.bindparam("claim_token", type_=sa.String(32)),
-            c.status == WorkStatus.RUNNING.value,
-        )
+        .where(*fenced(table))
+        .values({table.c.lease_until: shifted(family, db_now(family), lease_seconds(table))})
+    )
+
+
+def finish(table: sa.Table, family: Family) -> Update:
+    """Record SUCCESS or FAILED; fenced. A row count of zero: the row is no longer the claim's."""
+    return (
+        sa.update(table)
+        .where(*fenced(table))
         .values(
             status=sa.bindparam("final_status", type_=sa.SmallInteger()),
             finished_at=db_now(family),

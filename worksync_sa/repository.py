@@ -24,7 +24,6 @@ from ._dialects import (
     Family,
     claim_statement,
     family_of,
-    heartbeat_statement,
     insert_batch,
     json_batch,
     recovery_candidates,
@@ -545,7 +544,7 @@ class ClaimRepository:
         return (
             execute(
                 conn,
-                self._statements.get("heartbeat", family_of(conn.dialect), heartbeat_statement),
+                self._statements.get("heartbeat", family_of(conn.dialect), _statements.heartbeat),
                 params,
             ).rowcount
             == 1
