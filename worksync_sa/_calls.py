@@ -47,8 +47,13 @@ Steps = Generator[Call[Any], Any, T]
 """A service call: yields the database calls it needs, returns its result."""
 
 
-def drive(steps: Steps[T], run: Callable[[Call[Any]], Any]) -> T:
-    """Run ``steps`` to the end, executing each call with ``run`` (blocking)."""
+def drive(steps: Generator[Any, Any, T], run: Callable[[Any], Any]) -> T:
+    """Run ``steps`` to the end, doing each step it yields with ``run`` (blocking).
+
+    A step is a :class:`Call`, or whatever other kind of step the generator's
+    shells agree on (``_claiming``'s claim steps); an error doing one is
+    thrown back into the generator where it yielded.
+    """
     try:
         call = next(steps)
         while True:
@@ -63,8 +68,8 @@ def drive(steps: Steps[T], run: Callable[[Call[Any]], Any]) -> T:
         return value
 
 
-async def drive_async(steps: Steps[T], run: Callable[[Call[Any]], Awaitable[Any]]) -> T:
-    """Run ``steps`` to the end, awaiting each call with ``run`` (asyncio)."""
+async def drive_async(steps: Generator[Any, Any, T], run: Callable[[Any], Awaitable[Any]]) -> T:
+    """Run ``steps`` to the end, awaiting each step with ``run`` (asyncio)."""
     try:
         call = next(steps)
         while True:

@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Generator, Iterable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
@@ -106,8 +107,46 @@ def heartbeat_period(lease_seconds: int | None) -> float:
     return max(0.5, (lease_seconds or DEFAULT_LEASE_SECONDS) / 3)
 
 
+class ReadLease:
+    """Read the claimed row's lease (MySQL's claim does not return it)."""
+
+
+class Beat:
+    """Heartbeat once: ``claim.heartbeat()``."""
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """Record the outcome: SUCCESS if ``exc`` is None, else FAILED with it."""
+
+    exc: BaseException | None
+
+
+@dataclass(frozen=True, slots=True)
+class Pause:
+    """Sleep."""
+
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class Idle:
+    """Wait, unless told to stop meanwhile; the answer is True when stopped."""
+
+    seconds: float
+
+
+READ_LEASE, BEAT = ReadLease(), Beat()
+ClaimStep = ReadLease | Beat | Record | Pause | Idle
+
+
 class ClaimCore:
-    """A claim's state, shared by :class:`Claim` and :class:`AsyncClaim`."""
+    """A claim's state, shared by :class:`Claim` and :class:`AsyncClaim`.
+
+    What ``with claim:`` does around the body (keep the lease alive, record
+    the outcome through an outage) is written once here as steps; each twin
+    performs them by blocking or by awaiting.
+    """
 
     __slots__ = ("_held_until", "_lost", "_outcome", "_row")
 
@@ -176,21 +215,68 @@ class ClaimCore:
             self._row = self._row._replace(lease_seconds=seconds)
             self._held_until = time.monotonic() + seconds
 
-    def _retry_outcome(self, error: Exception, outage: Outage | None) -> tuple[float, Outage]:
-        """After recording the outcome failed: how long to wait before trying again.
+    # -- what `with claim:` does, written once for both twins (see ClaimStep) -------------
+
+    def _keepalive_steps(self) -> Generator[ClaimStep, Any, None]:
+        """Heartbeat every third of the lease until stopped or the claim is lost.
+
+        While the database is away the heartbeat keeps trying, with capped
+        backoff, until the lease ends; a heartbeat that finds the row gone
+        marks the claim lost and stops.
+        """
+        lease = self._row.lease_seconds
+        if lease is None:
+            try:
+                lease = yield READ_LEASE
+            except Exception:  # the default applies; the first heartbeat will tell
+                lease = None
+        self._learned_lease(lease)
+        every = heartbeat_period(lease)
+        outage = Outage(logger, f"heartbeat of {self!r}", base=every / 4, cap=every)
+        wait = every
+        while not (yield Idle(wait)):
+            try:
+                yield BEAT
+            except ClaimLostError:
+                if not self.finished:
+                    logger.warning(
+                        "%r was lost: its row was recovered, or the claim was lost in a failover",
+                        self,
+                        extra={"action": "lost"},
+                    )
+                return
+            except Exception as exc:  # the database is away: keep trying until the lease ends
+                wait = outage.failed(exc)
+                continue
+            outage.succeeded()
+            wait = every
+
+    def _record_steps(self, exc: BaseException | None) -> Generator[ClaimStep, Any, None]:
+        """SUCCESS, or FAILED with ``exc``; tried again while the database is away.
 
         ``with claim:`` does not give up on an outcome while the database is
         away (a restart, a failover): the work ran, and the row should say
         so. It keeps trying until the lease runs out; after that recovery may
         have closed the row, and the fenced write would change nothing.
-        Raises ``error`` when it is not an outage, or the lease has run out.
         """
-        left = self._held_until - time.monotonic()
-        if not (is_database_away(error) and left > 0):
-            raise error
-        if outage is None:
-            outage = Outage(logger, f"recording the outcome of {self!r}", base=0.25, cap=5.0)
-        return min(outage.failed(error), left), outage
+        outage: Outage | None = None
+        while True:
+            try:
+                yield Record(exc)
+            except ClaimLostError:
+                raise
+            except Exception as error:
+                left = self._held_until - time.monotonic()
+                if not (is_database_away(error) and left > 0):
+                    raise
+                if outage is None:
+                    what = f"recording the outcome of {self!r}"
+                    outage = Outage(logger, what, base=0.25, cap=5.0)
+                yield Pause(min(outage.failed(error), left))
+                continue
+            if outage is not None:
+                outage.succeeded()
+            return
 
     def _may_finish(self) -> None:
         if self._outcome is not None:

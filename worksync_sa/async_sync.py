@@ -22,8 +22,16 @@ from typing import TYPE_CHECKING, Any
 
 from ._async_tx import AsyncTransactions
 from ._calls import drive_async
-from ._claiming import ClaimCore, WorkSyncCore, error_text, heartbeat_period
-from ._loop import Outage
+from ._claiming import (
+    Beat,
+    ClaimCore,
+    ClaimStep,
+    Idle,
+    Pause,
+    Record,
+    WorkSyncCore,
+    error_text,
+)
 from .config import RetryPolicy
 from .engine import shown_url
 from .errors import ClaimLostError, InvalidArgumentError
@@ -115,55 +123,23 @@ class AsyncClaim(ClaimCore):
             self._log_lost_failure()
 
     async def _record(self, exc: BaseException | None) -> None:
-        """SUCCESS or FAILED, tried again while the database is away (see ``_retry_outcome``)."""
-        outage: Outage | None = None
-        while True:
-            try:
-                if exc is None:
-                    await self.success()
-                else:
-                    await self.fail(exc)
-            except ClaimLostError:
-                raise
-            except Exception as error:
-                wait, outage = self._retry_outcome(error, outage)
-                await asyncio.sleep(wait)
-                continue
-            if outage is not None:
-                outage.succeeded()
-            return
+        await drive_async(self._record_steps(exc), self._do)
+
+    async def _do(self, step: ClaimStep) -> Any:
+        """One step of ``async with claim:`` (``ClaimCore``), by awaiting."""
+        if isinstance(step, Record):
+            return await (self.success() if step.exc is None else self.fail(step.exc))
+        if isinstance(step, (Pause, Idle)):
+            await asyncio.sleep(step.seconds)  # cancelling the task is what stops it
+            return False
+        if isinstance(step, Beat):
+            return await self.heartbeat()
+        return await self._sync._tx.call(self._sync._core.lease_seconds(self._row))
 
 
 async def _keep_alive(claim: AsyncClaim) -> None:
     """Heartbeat every third of the lease until cancelled or the claim is lost."""
-    sync = claim._sync
-    try:
-        lease = claim._row.lease_seconds or await sync._tx.call(
-            sync._core.lease_seconds(claim._row)
-        )
-    except Exception:
-        lease = None
-    claim._learned_lease(lease)
-    every = heartbeat_period(lease)
-    outage = Outage(logger, f"heartbeat of {claim!r}", base=every / 4, cap=every)
-    wait = every
-    while True:
-        await asyncio.sleep(wait)
-        try:
-            await claim.heartbeat()
-        except ClaimLostError:
-            if not claim.finished:
-                logger.warning(
-                    "%r was lost: its row was recovered, or the claim was lost in a failover",
-                    claim,
-                    extra={"action": "lost"},
-                )
-            return
-        except Exception as exc:  # the database is away: keep trying until the lease ends
-            wait = outage.failed(exc)
-            continue
-        outage.succeeded()
-        wait = every
+    await drive_async(claim._keepalive_steps(), claim._do)
 
 
 class AsyncWorkSync:

@@ -23,8 +23,18 @@ from typing import Any
 from sqlalchemy.engine import Engine
 
 from ._calls import drive
-from ._claiming import ClaimCore, WorkSyncCore, error_text, heartbeat_period
-from ._loop import Outage, ended
+from ._claiming import (
+    Beat,
+    ClaimCore,
+    ClaimStep,
+    Idle,
+    Pause,
+    ReadLease,
+    Record,
+    WorkSyncCore,
+    error_text,
+)
+from ._loop import ended
 from ._tx import Transactions
 from .config import RetryPolicy
 from .engine import shown_url
@@ -112,23 +122,15 @@ class Claim(ClaimCore):
             self._log_lost_failure()
 
     def _record(self, exc: BaseException | None) -> None:
-        """SUCCESS or FAILED, tried again while the database is away (see ``_retry_outcome``)."""
-        outage: Outage | None = None
-        while True:
-            try:
-                if exc is None:
-                    self.success()
-                else:
-                    self.fail(exc)
-            except ClaimLostError:
-                raise
-            except Exception as error:
-                wait, outage = self._retry_outcome(error, outage)
-                time.sleep(wait)
-                continue
-            if outage is not None:
-                outage.succeeded()
-            return
+        drive(self._record_steps(exc), self._do)
+
+    def _do(self, step: ClaimStep) -> Any:
+        """One step of ``with claim:`` (``ClaimCore``), by blocking."""
+        if isinstance(step, Record):
+            return self.success() if step.exc is None else self.fail(step.exc)
+        if isinstance(step, Pause):
+            return time.sleep(step.seconds)
+        raise AssertionError(f"{step!r} outside the heartbeat thread")
 
 
 class _KeepAlive(threading.Thread):
@@ -141,38 +143,20 @@ class _KeepAlive(threading.Thread):
 
     def run(self) -> None:
         try:
-            self._beat()
+            drive(self.claim._keepalive_steps(), self._do)
         except BaseException as exc:
             ended(logger, f"heartbeat of {self.claim!r}", exc)
             raise
 
-    def _beat(self) -> None:
+    def _do(self, step: ClaimStep) -> Any:
         claim = self.claim
-        sync = claim._sync
-        try:
-            lease = claim._row.lease_seconds or sync._tx.call(sync._core.lease_seconds(claim._row))
-        except Exception:
-            lease = None
-        claim._learned_lease(lease)
-        every = heartbeat_period(lease)
-        outage = Outage(logger, f"heartbeat of {claim!r}", base=every / 4, cap=every)
-        wait = every
-        while not self.stopping.wait(wait):
-            try:
-                claim.heartbeat()
-            except ClaimLostError:
-                if not claim.finished:
-                    logger.warning(
-                        "%r was lost: its row was recovered, or the claim was lost in a failover",
-                        claim,
-                        extra={"action": "lost"},
-                    )
-                return
-            except Exception as exc:  # the database is away: keep trying until the lease ends
-                wait = outage.failed(exc)
-                continue
-            outage.succeeded()
-            wait = every
+        if isinstance(step, Idle):
+            return self.stopping.wait(step.seconds)
+        if isinstance(step, Beat):
+            return claim.heartbeat()
+        if isinstance(step, ReadLease):
+            return claim._sync._tx.call(claim._sync._core.lease_seconds(claim._row))
+        return claim._do(step)
 
     def halt(self) -> None:
         self.stopping.set()
