@@ -43,6 +43,20 @@ class Call(Generic[T]):
     nothing: T | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Pause:
+    """A step of a loop's generator: sleep."""
+
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class Idle:
+    """A step of a loop's generator: wait, unless told to stop; the answer is True if stopped."""
+
+    seconds: float
+
+
 Steps = Generator[Call[Any], Any, T]
 """A service call: yields the database calls it needs, returns its result."""
 

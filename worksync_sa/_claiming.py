@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
-from ._calls import Call, Steps
+from ._calls import Call, Idle, Pause, Steps
 from ._dbapi_errors import is_database_away
 from ._identity import default_worker_id, new_token
 from ._loop import Outage
@@ -120,20 +120,6 @@ class Record:
     """Record the outcome: SUCCESS if ``exc`` is None, else FAILED with it."""
 
     exc: BaseException | None
-
-
-@dataclass(frozen=True, slots=True)
-class Pause:
-    """Sleep."""
-
-    seconds: float
-
-
-@dataclass(frozen=True, slots=True)
-class Idle:
-    """Wait, unless told to stop meanwhile; the answer is True when stopped."""
-
-    seconds: float
 
 
 READ_LEASE, BEAT = ReadLease(), Beat()

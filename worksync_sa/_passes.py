@@ -10,16 +10,19 @@ calls and how their background loop waits.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator
+import time
+from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import partial
 from itertools import islice
+from typing import Any
 
 from sqlalchemy.engine import Connection
 
-from ._calls import Call, Steps
+from ._calls import Call, Idle, Steps
 from ._claiming import checked_now
+from ._loop import Outage, is_stop
 from ._maintenance import prune_steps, recover_steps
 from ._reconcile import Plan, Reconciliation, Sighting, difference, reconcile, spec_of
 from ._text import check_text
@@ -39,6 +42,14 @@ from .sequences import PRUNABLE_KINDS, sequence_kind
 from .work import Work
 
 logger = logging.getLogger(__name__)
+
+
+class Pass:
+    """A step of the background loop: run one pass (``tick``)."""
+
+
+PASS = Pass()
+LoopStep = Pass | Idle
 
 BATCH_ROWS = 5000
 """Rows per INSERT and per transaction: a handful of statements per pass, short locks."""
@@ -324,6 +335,40 @@ class SchedulerCore:
         if self._events:
             for name, count in sorted(ticks.items()):
                 self._events.emit(Event("surplus", name, count=count))
+
+    def _loop_steps(self) -> Generator[LoopStep, Any, None]:
+        """The background loop, for both twins: a pass every interval, until stopped.
+
+        It outlives any failure (an outage, a listener raising ``SystemExit``):
+        each is logged once, then retried with capped backoff. Only the stop
+        signals (Ctrl-C, cancellation) end it. The shells perform ``PASS``
+        (one :meth:`tick`) and ``Idle`` (wait, unless stopped: then the
+        answer is True and the loop ends).
+        """
+        period = self.config.interval.total_seconds()
+        outage = Outage(
+            logger,
+            "scheduler pass",
+            base=min(1.0, period),
+            cap=self.config.max_backoff.total_seconds(),
+        )
+        due = time.monotonic()
+        while not (yield Idle(0)):
+            try:
+                yield PASS
+            except BaseException as exc:  # the loop must outlive any outage, and any listener
+                if is_stop(exc):
+                    raise
+                if (yield Idle(outage.failed(exc))):
+                    return
+                due = time.monotonic()
+                continue
+            outage.succeeded()
+            due += period
+            now = time.monotonic()
+            due = max(due, now)  # after an overrun, carry on without a burst of passes
+            if (yield Idle(due - now)):
+                return
 
     def pass_after(self, lost_connections: int, steps: Steps[int]) -> Steps[int]:
         """``steps`` (a pass), first forgetting what this process covered if it may be stale.

@@ -10,15 +10,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import Iterable
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ._async_tx import AsyncTransactions
-from ._calls import drive_async
-from ._loop import Outage, ended, is_stop
-from ._passes import SchedulerCore
+from ._calls import Idle, drive_async
+from ._loop import ended
+from ._passes import LoopStep, SchedulerCore
 from .config import RetryPolicy, SchedulerConfig
 from .engine import shown_url
 from .events import Listener
@@ -114,28 +113,14 @@ class AsyncScheduler(SchedulerCore):
             raise
 
     async def _loop(self) -> None:
-        period = self.config.interval.total_seconds()
-        outage = Outage(
-            logger,
-            "scheduler pass",
-            base=min(1.0, period),
-            cap=self.config.max_backoff.total_seconds(),
-        )
-        due = time.monotonic()
-        while not self._stopping.is_set():
-            try:
-                await self.tick()
-            except BaseException as exc:  # the loop must outlive any outage, and any listener
-                if is_stop(exc):
-                    raise
-                await self._pause(outage.failed(exc))
-                due = time.monotonic()
-                continue
-            outage.succeeded()
-            due += period
-            now = time.monotonic()
-            due = max(due, now)  # after an overrun, carry on without a burst of passes
-            await self._pause(due - now)
+        await drive_async(self._loop_steps(), self._do)
+
+    async def _do(self, step: LoopStep) -> Any:
+        """One step of the background loop (``SchedulerCore._loop_steps``), by awaiting."""
+        if isinstance(step, Idle):
+            await self._pause(step.seconds)
+            return self._stopping.is_set()
+        return await self.tick()
 
     async def _pause(self, seconds: float) -> None:
         """Sleep ``seconds``, or less if :meth:`stop` is called meanwhile."""

@@ -21,13 +21,11 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from ._async_tx import AsyncTransactions
-from ._calls import drive_async
+from ._calls import Idle, Pause, drive_async
 from ._claiming import (
     Beat,
     ClaimCore,
     ClaimStep,
-    Idle,
-    Pause,
     Record,
     WorkSyncCore,
     error_text,

@@ -16,15 +16,15 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Iterable
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy.engine import Engine
 
-from ._calls import drive
-from ._loop import Outage, ended, is_stop
-from ._passes import PassReport, SchedulerCore
+from ._calls import Idle, drive
+from ._loop import ended
+from ._passes import LoopStep, PassReport, SchedulerCore
 from ._tx import Transactions
 from .config import RetryPolicy, SchedulerConfig
 from .engine import shown_url
@@ -123,25 +123,10 @@ class Scheduler(SchedulerCore):
             raise
 
     def _loop(self) -> None:
-        period = self.config.interval.total_seconds()
-        outage = Outage(
-            logger,
-            "scheduler pass",
-            base=min(1.0, period),
-            cap=self.config.max_backoff.total_seconds(),
-        )
-        due = time.monotonic()
-        while not self._stopping.is_set():
-            try:
-                self.tick()
-            except BaseException as exc:  # the loop must outlive any outage, and any listener
-                if is_stop(exc):
-                    raise
-                self._stopping.wait(outage.failed(exc))
-                due = time.monotonic()
-                continue
-            outage.succeeded()
-            due += period
-            now = time.monotonic()
-            due = max(due, now)  # after an overrun, carry on without a burst of passes
-            self._stopping.wait(due - now)
+        drive(self._loop_steps(), self._do)
+
+    def _do(self, step: LoopStep) -> Any:
+        """One step of the background loop (``SchedulerCore._loop_steps``), by blocking."""
+        if isinstance(step, Idle):
+            return self._stopping.wait(step.seconds)
+        return self.tick()

@@ -22,13 +22,11 @@ from typing import Any
 
 from sqlalchemy.engine import Engine
 
-from ._calls import drive
+from ._calls import Idle, Pause, drive
 from ._claiming import (
     Beat,
     ClaimCore,
     ClaimStep,
-    Idle,
-    Pause,
     ReadLease,
     Record,
     WorkSyncCore,
