@@ -187,7 +187,10 @@ class AsyncTransactions:
         step: Step = next(steps)
         while True:
             try:
-                answer = await self._do(step, lanes, writer)
+                if type(step) is Run:  # the statement itself: straight to the repository
+                    answer = await step.conn.run_sync(step.fn)
+                else:
+                    answer = await self._do(step, lanes, writer)
             except BaseException as exc:
                 try:
                     step = steps.throw(exc)

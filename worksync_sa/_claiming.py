@@ -319,17 +319,25 @@ class WorkSyncCore:
     # -- claiming ----------------------------------------------------------------------
 
     def acquire(self, name: str, sequence: str) -> Call[ClaimedRow | None]:
+        """The claim of a row of the tick ``(name, sequence)``, as one call."""
         params = {
             "work_name": _checked(name, "name"),
             "tick_sequence": _checked(sequence, "sequence"),
             "claim_token": new_token(),
             "worker": self.worker_id,
         }
-        return self._claim("claim", params)
+        repo = self.repo
+        return Call(
+            "claim",
+            partial(repo.claim_checked, kind="claim", params=params),
+            resolve=partial(repo.find_claim, name=params["work_name"], token=params["claim_token"]),
+            peek=partial(repo.has_queued, kind="claim", params=params),
+        )
 
     def acquire_due(
         self, name: str, now: datetime | None, grace: timedelta | str | None = None
     ) -> Call[ClaimedRow | None]:
+        """The claim of the earliest due row of ``name``, as one call."""
         params: dict[str, Any] = {
             "work_name": _checked(name, "name"),
             "claim_token": new_token(),
@@ -339,9 +347,7 @@ class WorkSyncCore:
         at = checked_now(now)
         if at is not None:
             params["now"] = at
-        return self._claim("claim_due" if at is None else "claim_at", params)
-
-    def _claim(self, kind: str, params: dict[str, Any]) -> Call[ClaimedRow | None]:
+        kind = "claim_due" if at is None else "claim_at"
         repo = self.repo
         return Call(
             kind,

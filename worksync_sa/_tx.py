@@ -109,7 +109,10 @@ class Transactions:
         step: Step = next(steps)
         while True:
             try:
-                answer = self._do(step, lanes, writer)
+                if type(step) is Run:  # the statement itself: straight to the repository
+                    answer = step.fn(step.conn)
+                else:
+                    answer = self._do(step, lanes, writer)
             except BaseException as exc:
                 try:
                     step = steps.throw(exc)
