@@ -1,4 +1,4 @@
-"""The asyncio executor: runs the services' calls on held autocommit ``AsyncConnection``s.
+"""The asyncio runner: runs the services' calls on held autocommit ``AsyncConnection``s.
 
 The twin of ``_tx`` (and of ``_lanes``) for an ``AsyncEngine``. Each
 :class:`~worksync_sa._calls.Call` runs through ``AsyncConnection.run_sync``,

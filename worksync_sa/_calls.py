@@ -1,16 +1,16 @@
-"""Service logic written once, run by a blocking or an asyncio executor.
+"""Service logic written once, run by a blocking or an asyncio runner.
 
 Every service call is a short series of database calls with plain logic in
 between (a scheduler pass: read the clock, read the horizon, insert a few
 batches, recover, prune). That logic is written as a generator that yields a
 :class:`Call` for each database call and receives its result, without doing
-any I/O itself. :func:`drive` runs it on the blocking executor (``_tx``),
+any I/O itself. :func:`drive` runs it on the blocking runner (``_tx``),
 :func:`drive_async` on the asyncio one (``_async_tx``). So ``Scheduler`` and
 ``AsyncScheduler``, ``WorkSync`` and ``AsyncWorkSync`` share every decision,
 statement and retry rule, and differ only in how they wait.
 
 A ``Call``'s functions take a synchronous :class:`~sqlalchemy.engine.Connection`:
-the repositories' code. The asyncio executor runs them through
+the repositories' code. The asyncio runner runs them through
 ``AsyncConnection.run_sync``, where SQLAlchemy drives the async driver.
 """
 
@@ -27,7 +27,7 @@ T = TypeVar("T")
 
 @dataclass(frozen=True, slots=True)
 class Call(Generic[T]):
-    """One database call of a service, retried as a whole by the executor.
+    """One database call of a service, retried as a whole by the runner.
 
     ``work`` runs on an autocommit connection. ``resolve`` finds the outcome
     of an attempt whose connection was lost after the statement went out

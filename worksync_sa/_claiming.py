@@ -1,9 +1,10 @@
 """What ``WorkSync`` and ``AsyncWorkSync`` (and their claims) share: all of it but the waiting.
 
 Checked inputs, the database calls (see ``_calls``), the claim's bookkeeping
-and error messages, and what gets logged and emitted all live here once.
-``sync.py`` and ``async_sync.py`` only execute the calls, blocking or awaited,
-and keep a lease alive with a thread or a task.
+and error messages, what ``with claim:`` does around its body (heartbeats,
+recording the outcome through an outage), and what gets logged and emitted
+all live here once. ``sync.py`` and ``async_sync.py`` only perform the steps,
+blocking or awaited, the heartbeat in a thread or a task.
 """
 
 from __future__ import annotations

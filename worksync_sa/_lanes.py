@@ -15,7 +15,7 @@ After ``fork()`` a child never touches its parent's lanes; it opens its own.
 
 SQLite's own busy handler sleeps in coarse steps and collapses when several
 processes write; lanes on SQLite set ``busy_timeout`` to 0 and the services
-retry SQLITE_BUSY themselves, in fine-grained jittered steps (see ``_tx``).
+retry SQLITE_BUSY themselves, in fine-grained jittered steps (see ``_retry``).
 Lanes on psycopg send lists as binary arrays (the scheduler's bulk inserts),
 and prepare nothing on the server when a pooler sits in between.
 Lanes on MySQL/MariaDB must speak utf8mb4, or they are refused.

@@ -3,8 +3,9 @@
 Planning is pure (works and a time window in, sorted rows out); the pass is
 a generator of database calls (see ``_calls``): read the clock, find where
 each work's planning resumes, insert the rows in a few batches, recover,
-prune now and then. The two schedulers only differ in how they run those
-calls and how their background loop waits.
+prune now and then. The background loop is written here too, as steps
+(``_loop_steps``). The two schedulers only perform those steps, blocking or
+awaited.
 """
 
 from __future__ import annotations

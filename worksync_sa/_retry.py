@@ -38,9 +38,9 @@ def first_line(exc: BaseException) -> str:
 
 
 class Retry:
-    """The retry rule both executors follow, for one service call.
+    """The retry rule both runners follow, for one service call.
 
-    Pure bookkeeping: the executor runs an attempt, and on a database error
+    Pure bookkeeping: the runner runs an attempt (``_attempts``), and on a database error
     asks :meth:`delay_after` how long to wait before the next one; the
     method raises instead when the error is not worth retrying.
     """

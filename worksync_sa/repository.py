@@ -4,6 +4,10 @@ A host application can call these inside its own transactions (create a
 tick's rows in the same transaction as the business data that asked for it,
 say). The services in ``scheduler.py`` and ``sync.py`` own short
 transactions around them and are the only place that retries.
+
+Every statement is built once per table and database family (``_statements``,
+``_dialects``) and run through ``_direct.execute``: whether it goes straight
+to a lane's cursor is the lane's business, never the repository's.
 """
 
 from __future__ import annotations
