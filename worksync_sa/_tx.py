@@ -109,10 +109,8 @@ class Transactions:
         step: Step = next(steps)
         while True:
             try:
-                if type(step) is Run:  # the statement itself: straight to the repository
-                    answer = step.fn(step.conn)
-                else:
-                    answer = self._do(step, lanes, writer)
+                # The statement itself goes straight to the repository; the rest via _do.
+                answer = step.fn(step.conn) if type(step) is Run else self._do(step, lanes, writer)
             except BaseException as exc:
                 try:
                     step = steps.throw(exc)
