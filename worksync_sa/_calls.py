@@ -42,6 +42,15 @@ class Call(Generic[T]):
     peek: Callable[[Connection], bool] | None = None
     nothing: T | None = None
 
+    def steps(self) -> Steps[T]:
+        """This call as the one step of a service call: what every core method returns.
+
+        The runners take a single call directly (``runner.call``), the claim's
+        hot path; :func:`drive` takes either.
+        """
+        result: T = yield self
+        return result
+
 
 @dataclass(frozen=True, slots=True)
 class Pause:
@@ -61,13 +70,16 @@ Steps = Generator[Call[Any], Any, T]
 """A service call: yields the database calls it needs, returns its result."""
 
 
-def drive(steps: Generator[Any, Any, T], run: Callable[[Any], Any]) -> T:
+def drive(steps: Generator[Any, Any, T] | Call[T], run: Callable[[Any], Any]) -> T:
     """Run ``steps`` to the end, doing each step it yields with ``run`` (blocking).
 
     A step is a :class:`Call`, or whatever other kind of step the generator's
     shells agree on (``_claiming``'s claim steps); an error doing one is
-    thrown back into the generator where it yielded.
+    thrown back into the generator where it yielded. A single ``Call`` is
+    driven as its own one step.
     """
+    if isinstance(steps, Call):
+        steps = steps.steps()
     try:
         call = next(steps)
         while True:
@@ -82,8 +94,12 @@ def drive(steps: Generator[Any, Any, T], run: Callable[[Any], Any]) -> T:
         return value
 
 
-async def drive_async(steps: Generator[Any, Any, T], run: Callable[[Any], Awaitable[Any]]) -> T:
-    """Run ``steps`` to the end, awaiting each step with ``run`` (asyncio)."""
+async def drive_async(
+    steps: Generator[Any, Any, T] | Call[T], run: Callable[[Any], Awaitable[Any]]
+) -> T:
+    """Run ``steps`` to the end, awaiting each step with ``run`` (asyncio); as :func:`drive`."""
+    if isinstance(steps, Call):
+        steps = steps.steps()
     try:
         call = next(steps)
         while True:
