@@ -9,7 +9,7 @@ any I/O itself. :func:`drive` runs it on the blocking runner (``_tx``),
 ``AsyncScheduler``, ``WorkSync`` and ``AsyncWorkSync`` share every decision,
 statement and retry rule, and differ only in how they wait.
 
-A ``Call``'s functions take a synchronous :class:`~sqlalchemy.engine.Connection`:
+A ``Call``'s functions take a blocking :class:`~sqlalchemy.engine.Connection`:
 the repositories' code. The asyncio runner runs them through
 ``AsyncConnection.run_sync``, where SQLAlchemy drives the async driver.
 """
