@@ -23,16 +23,18 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from ._attempts import (
+    BUSY,
     Commit,
     Counters,
+    Failure,
     Give,
     Invalidate,
+    Locked,
     Release,
     Run,
     Sleep,
     Step,
     Take,
-    TryLock,
     WaitLock,
     attempts,
 )
@@ -177,18 +179,55 @@ class AsyncTransactions:
     async def call(self, call: Call[T]) -> T:
         """Run one call to its end: the asyncio counterpart of ``Transactions.call``."""
         lanes, writer = self.lanes, self._writer
+        failure = None
+        if lanes.own:  # the plain first attempt, inline (see ``attempts``)
+            conn = None
+            sent = False
+            try:
+                conn = await lanes.take()
+                sent = True
+                if writer is None:
+                    result = await conn.run_sync(call.work)
+                elif writer.try_acquire():
+                    try:
+                        result = await conn.run_sync(call.work)
+                    finally:
+                        writer.release()
+                else:  # another writer holds the lock: the steps decide what to do
+                    await lanes.give(conn)
+                    return await self._steps(call, None)
+            except BaseException as exc:
+                failure = Failure(conn, exc, sent)
+            else:
+                await lanes.give(conn)
+                return result
+        return await self._steps(call, failure)
+
+    async def _steps(self, call: Call[T], failure: Failure | None) -> T:
+        lanes, writer = self.lanes, self._writer
         steps = attempts(
             call,
             Retry(self.policy, self.table, self.sqlite, call.what),
             self.counters,
             transactional=not lanes.own,
             locked=writer is not None,
+            after=failure,
         )
         step: Step = next(steps)
         while True:
             try:
-                if type(step) is Run:  # the statement itself: straight to the repository
-                    answer = await step.conn.run_sync(step.fn)
+                kind = type(step)  # the common steps first, without a call
+                if kind is Run:
+                    answer = await step.conn.run_sync(step.fn)  # type: ignore[union-attr]
+                elif kind is Take:
+                    answer = await lanes.take()
+                elif kind is Give:
+                    answer = await lanes.give(step.conn)  # type: ignore[union-attr,func-returns-value]
+                elif kind is Locked and writer is not None and writer.try_acquire():
+                    try:  # a free writers' lock: the statement in the same step
+                        answer = await step.conn.run_sync(step.fn)  # type: ignore[union-attr]
+                    finally:
+                        writer.release()
                 else:
                     answer = await self._do(step, lanes, writer)
             except BaseException as exc:
@@ -204,14 +243,8 @@ class AsyncTransactions:
 
     @staticmethod
     async def _do(step: Step, lanes: AsyncLanes, writer: WriteLock | None) -> Any:
-        """One step, by awaiting; the common ones first."""
-        if isinstance(step, Run):
-            return await step.conn.run_sync(step.fn)
-        if isinstance(step, Take):
-            return await lanes.take()
-        if isinstance(step, Give):
-            await lanes.give(step.conn)
-        elif isinstance(step, Commit):
+        """A step off the common path (``call`` does Run, Take and Give), by awaiting."""
+        if isinstance(step, Commit):
             await step.conn.commit()
         elif isinstance(step, Release):
             await lanes.release_failed(step.conn)
@@ -222,8 +255,13 @@ class AsyncTransactions:
             await asyncio.sleep(step.seconds)
         elif writer is None:
             raise AssertionError(f"{step!r} without a writers' lock")
-        elif isinstance(step, TryLock):
-            return writer.try_acquire()
+        elif isinstance(step, Locked):
+            if not writer.try_acquire():
+                return BUSY
+            try:
+                return await step.conn.run_sync(step.fn)
+            finally:
+                writer.release()
         elif isinstance(step, WaitLock):
             await _queue_for(writer)
         else:

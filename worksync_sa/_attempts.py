@@ -78,8 +78,20 @@ class Sleep:
     seconds: float
 
 
-class TryLock:
-    """Take the SQLite writers' lock if it is free; the answer says whether it was."""
+@dataclass(frozen=True, slots=True)
+class Locked:
+    """Run ``fn`` on ``conn`` holding the SQLite writers' lock, if it is free right now.
+
+    The answer is what ``fn`` returns, or ``BUSY`` when another writer holds
+    the lock (nothing ran). One step for the common case, a free lock.
+    """
+
+    conn: Any
+    fn: Callable[[Connection], Any]
+
+
+BUSY = object()
+"""The answer to ``Locked`` when the lock was taken."""
 
 
 class WaitLock:
@@ -90,9 +102,9 @@ class Unlock:
     """Release the writers' lock."""
 
 
-TAKE, TRY_LOCK, WAIT_LOCK, UNLOCK = Take(), TryLock(), WaitLock(), Unlock()
+TAKE, WAIT_LOCK, UNLOCK = Take(), WaitLock(), Unlock()
 
-Step = Take | Run | Commit | Give | Release | Invalidate | Sleep | TryLock | WaitLock | Unlock
+Step = Take | Run | Locked | Commit | Give | Release | Invalidate | Sleep | WaitLock | Unlock
 Attempts = Generator[Step, Any, T]
 
 
@@ -105,6 +117,17 @@ class Counters:
     that lacks this process's latest writes."""
 
 
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """How a runner's first attempt failed, when it made that attempt on its own."""
+
+    conn: Any
+    """The lane it had taken, or None."""
+    error: BaseException
+    sent: bool
+    """Whether the statement may have gone out (its outcome is then unknown)."""
+
+
 def attempts(
     call: Call[T],
     retry: Retry,
@@ -112,15 +135,34 @@ def attempts(
     *,
     transactional: bool,
     locked: bool,
+    after: Failure | None = None,
 ) -> Attempts[T]:
     """The steps of ``call`` until it succeeds, or fails for good.
 
     ``transactional``: the connection is an ordinary one (a pool sharing one
     connection gives no lanes), so a successful call commits. ``locked``:
-    writes queue for the SQLite writers' lock first.
+    writes queue for the SQLite writers' lock first. ``after``: the runner
+    made the first attempt itself and it failed so; go on from there.
+
+    A runner may make the first attempt inline when it is plain (on a lane,
+    nothing to resolve, the writers' lock free): take, run, give, the path of
+    every claim, spared the generator. It must hand any failure here.
     """
+    failure = after
     while True:
-        conn: Any = None
+        if failure is not None:
+            conn, error, sent = failure.conn, failure.error, failure.sent
+            failure = None
+            if not isinstance(error, sa.exc.DBAPIError):
+                if conn is not None:
+                    cut = isinstance(error, asyncio.CancelledError)
+                    yield Invalidate(conn) if cut else Release(conn)
+                raise error
+            if conn is not None:
+                yield Release(conn)
+            counters.lost_connections += is_disconnect(error)
+            yield Sleep(retry.delay_after(error, sent))
+        conn = None
         sent = False
         try:
             conn = yield TAKE
@@ -136,28 +178,24 @@ def attempts(
                 result = yield Run(conn, call.work)
             if transactional:
                 yield Commit(conn)
-        except sa.exc.DBAPIError as exc:
-            if conn is not None:
-                yield Release(conn)
-            counters.lost_connections += is_disconnect(exc)
-            yield Sleep(retry.delay_after(exc, sent))
-            continue
-        except BaseException as exc:
-            if conn is not None:
-                yield Invalidate(conn) if isinstance(exc, asyncio.CancelledError) else Release(conn)
+        except GeneratorExit:
             raise
+        except BaseException as exc:
+            failure = Failure(conn, exc, sent)  # decided at the top of the next turn
+            continue
         yield Give(conn)
         return result
 
 
 def _under_lock(call: Call[T], conn: Any) -> Generator[Step, Any, T]:
-    held = yield TRY_LOCK
-    if not held:
-        if call.peek is not None and not (yield Run(conn, call.peek)):
-            return call.nothing  # type: ignore[return-value]
-        yield WAIT_LOCK
+    result = yield Locked(conn, call.work)
+    if result is not BUSY:
+        return result  # type: ignore[no-any-return]
+    if call.peek is not None and not (yield Run(conn, call.peek)):
+        return call.nothing  # type: ignore[return-value]
+    yield WAIT_LOCK
     try:
-        result: T = yield Run(conn, call.work)
+        queued: T = yield Run(conn, call.work)
     finally:
         yield UNLOCK
-    return result
+    return queued

@@ -33,20 +33,29 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Dialect, Engine
 from sqlalchemy.sql.compiler import SQLCompiler
 
-_LANES: weakref.WeakSet[Connection] = weakref.WeakSet()
-"""The services' autocommit lanes. Kept here, not marked on the connection: a mark in
-``Connection.info`` would live on in the pool's record of it, where a host's later
-checkout of the same connection would find it."""
+_LANES: dict[int, weakref.ref[Connection]] = {}
+"""The services' autocommit lanes, by identity, held weakly. Kept here, not marked on
+the connection: a mark in ``Connection.info`` would live on in the pool's record of
+it, where a host's later checkout of the same connection would find it. (A dict of
+weak references rather than a ``WeakSet``: a claim asks on every statement, and
+this lookup makes no new reference.)"""
 _CURSOR = "worksync_cursor"
 
 
 def mark_lane(conn: Connection) -> None:
     """Record ``conn`` as a lane: a connection of the services' own, in autocommit."""
-    _LANES.add(conn)
+    key = id(conn)
+    _LANES[key] = weakref.ref(conn, lambda gone: _forget(key, gone))
+
+
+def _forget(key: int, gone: weakref.ref[Connection]) -> None:
+    if _LANES.get(key) is gone:
+        del _LANES[key]
 
 
 def is_lane(conn: Connection) -> bool:
-    return conn in _LANES
+    found = _LANES.get(id(conn))
+    return found is not None and found() is conn
 
 
 class Outcome(NamedTuple):
@@ -125,7 +134,8 @@ def execute(conn: Connection, statement: Any, params: dict[str, Any]) -> Outcome
     and a lost connection is invalidated, exactly as SQLAlchemy does.
     """
     dialect = conn.dialect
-    if not (conn in _LANES and quiet(conn.engine)):
+    found = _LANES.get(id(conn))
+    if found is None or found() is not conn or not quiet(conn.engine):
         result = conn.execute(statement, params)
         rows = list(result.all()) if result.returns_rows else []
         lastrowid = result.lastrowid if dialect.name in ("mysql", "mariadb") else None

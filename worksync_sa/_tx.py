@@ -21,16 +21,18 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from ._attempts import (
+    BUSY,
     Commit,
     Counters,
+    Failure,
     Give,
     Invalidate,
+    Locked,
     Release,
     Run,
     Sleep,
     Step,
     Take,
-    TryLock,
     WaitLock,
     attempts,
 )
@@ -99,18 +101,57 @@ class Transactions:
     def call(self, call: Call[T]) -> T:
         """Run one call to its end: on a lane, retried as ``Retry`` says."""
         lanes, writer = self.lanes, self._writer
+        failure = None
+        if lanes.own:  # the plain first attempt, inline (see ``attempts``)
+            conn = None
+            sent = False
+            try:
+                conn = lanes.take()
+                sent = True
+                if writer is None:
+                    result = call.work(conn)
+                elif writer.try_acquire():
+                    try:
+                        result = call.work(conn)
+                    finally:
+                        writer.release()
+                else:  # another writer holds the lock: the steps decide what to do
+                    lanes.give(conn)
+                    return self._steps(call, None)
+            except BaseException as exc:
+                failure = Failure(conn, exc, sent)
+            else:
+                lanes.give(conn)
+                return result
+        return self._steps(call, failure)
+
+    def _steps(self, call: Call[T], failure: Failure | None) -> T:
+        lanes, writer = self.lanes, self._writer
         steps = attempts(
             call,
             Retry(self.policy, self.table, self.sqlite, call.what),
             self.counters,
             transactional=not lanes.own,
             locked=writer is not None,
+            after=failure,
         )
         step: Step = next(steps)
         while True:
             try:
-                # The statement itself goes straight to the repository; the rest via _do.
-                answer = step.fn(step.conn) if type(step) is Run else self._do(step, lanes, writer)
+                kind = type(step)  # the common steps first, without a call
+                if kind is Run:
+                    answer = step.fn(step.conn)  # type: ignore[union-attr]
+                elif kind is Take:
+                    answer = lanes.take()
+                elif kind is Give:
+                    answer = lanes.give(step.conn)  # type: ignore[union-attr,func-returns-value]
+                elif kind is Locked and writer is not None and writer.try_acquire():
+                    try:  # a free writers' lock: the statement in the same step
+                        answer = step.fn(step.conn)  # type: ignore[union-attr]
+                    finally:
+                        writer.release()
+                else:
+                    answer = self._do(step, lanes, writer)
             except BaseException as exc:
                 try:
                     step = steps.throw(exc)
@@ -124,14 +165,8 @@ class Transactions:
 
     @staticmethod
     def _do(step: Step, lanes: Lanes, writer: WriteLock | None) -> Any:
-        """One step, by blocking; the common ones first."""
-        if isinstance(step, Run):
-            return step.fn(step.conn)
-        if isinstance(step, Take):
-            return lanes.take()
-        if isinstance(step, Give):
-            lanes.give(step.conn)
-        elif isinstance(step, Commit):
+        """A step off the common path (``call`` does Run, Take and Give), by blocking."""
+        if isinstance(step, Commit):
             step.conn.commit()
         elif isinstance(step, (Release, Invalidate)):
             lanes.release_failed(step.conn)
@@ -139,8 +174,13 @@ class Transactions:
             time.sleep(step.seconds)
         elif writer is None:
             raise AssertionError(f"{step!r} without a writers' lock")
-        elif isinstance(step, TryLock):
-            return writer.try_acquire()
+        elif isinstance(step, Locked):
+            if not writer.try_acquire():
+                return BUSY
+            try:
+                return step.fn(step.conn)
+            finally:
+                writer.release()
         elif isinstance(step, WaitLock):
             writer.__enter__()
         else:
