@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import sqlalchemy as sa
@@ -38,7 +39,7 @@ from ._attempts import (
     WaitLock,
     attempts,
 )
-from ._calls import Call
+from ._calls import Call, drive_async
 from ._direct import mark_lane
 from ._lanes import SHARED_POOLS, prepare_lane
 from ._retry import Retry
@@ -213,38 +214,18 @@ class AsyncTransactions:
             locked=writer is not None,
             after=failure,
         )
-        step: Step = next(steps)
-        while True:
-            try:
-                kind = type(step)  # the common steps first, without a call
-                if kind is Run:
-                    answer = await step.conn.run_sync(step.fn)  # type: ignore[union-attr]
-                elif kind is Take:
-                    answer = await lanes.take()
-                elif kind is Give:
-                    answer = await lanes.give(step.conn)  # type: ignore[union-attr,func-returns-value]
-                elif kind is Locked and writer is not None and writer.try_acquire():
-                    try:  # a free writers' lock: the statement in the same step
-                        answer = await step.conn.run_sync(step.fn)  # type: ignore[union-attr]
-                    finally:
-                        writer.release()
-                else:
-                    answer = await self._do(step, lanes, writer)
-            except BaseException as exc:
-                try:
-                    step = steps.throw(exc)
-                except StopIteration as done:
-                    return done.value  # type: ignore[no-any-return]
-                continue
-            try:
-                step = steps.send(answer)
-            except StopIteration as done:
-                return done.value  # type: ignore[no-any-return]
+        return await drive_async(steps, partial(self._do, lanes=lanes, writer=writer))
 
     @staticmethod
     async def _do(step: Step, lanes: AsyncLanes, writer: WriteLock | None) -> Any:
-        """A step off the common path (``call`` does Run, Take and Give), by awaiting."""
-        if isinstance(step, Commit):
+        """One step, by awaiting."""
+        if isinstance(step, Run):
+            return await step.conn.run_sync(step.fn)
+        if isinstance(step, Take):
+            return await lanes.take()
+        if isinstance(step, Give):
+            await lanes.give(step.conn)
+        elif isinstance(step, Commit):
             await step.conn.commit()
         elif isinstance(step, Release):
             await lanes.release_failed(step.conn)
@@ -253,20 +234,27 @@ class AsyncTransactions:
                 await step.conn.invalidate()
         elif isinstance(step, Sleep):
             await asyncio.sleep(step.seconds)
-        elif writer is None:
-            raise AssertionError(f"{step!r} without a writers' lock")
-        elif isinstance(step, Locked):
-            if not writer.try_acquire():
-                return BUSY
-            try:
-                return await step.conn.run_sync(step.fn)
-            finally:
-                writer.release()
-        elif isinstance(step, WaitLock):
-            await _queue_for(writer)
         else:
-            writer.release()
+            return await _with_lock(step, writer)
         return None
+
+
+async def _with_lock(step: Step, writer: WriteLock | None) -> Any:
+    """The writers' lock's steps, by awaiting."""
+    if writer is None:
+        raise AssertionError(f"{step!r} without a writers' lock")
+    if isinstance(step, Locked):
+        if not writer.try_acquire():
+            return BUSY
+        try:
+            return await step.conn.run_sync(step.fn)
+        finally:
+            writer.release()
+    if isinstance(step, WaitLock):
+        await _queue_for(writer)
+    else:
+        writer.release()
+    return None
 
 
 async def _queue_for(writer: WriteLock) -> None:

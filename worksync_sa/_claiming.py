@@ -71,6 +71,15 @@ def checked_floor(grace: object) -> int:
     return floor_seconds(delta)
 
 
+def checked_row(row: object) -> ClaimedRow:
+    """A row for ``claim_from_row``: what a ``ClaimRepository`` claim returned."""
+    if not isinstance(row, ClaimedRow):
+        raise InvalidArgumentError(
+            f"row must be the ClaimedRow a ClaimRepository claim returned, not {type(row).__name__}"
+        )
+    return row
+
+
 def checked_now(now: object) -> datetime | None:
     """An explicit ``now`` as aware UTC, None for the database clock, else a clear error."""
     return None if now is None else checked_moment(now, "now")

@@ -15,6 +15,7 @@ import logging
 import time
 from collections.abc import Callable
 from datetime import datetime
+from functools import partial
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
@@ -36,7 +37,7 @@ from ._attempts import (
     WaitLock,
     attempts,
 )
-from ._calls import Call
+from ._calls import Call, drive
 from ._dialects import db_now, family_of
 from ._lanes import Lanes
 from ._retry import Retry
@@ -135,38 +136,18 @@ class Transactions:
             locked=writer is not None,
             after=failure,
         )
-        step: Step = next(steps)
-        while True:
-            try:
-                kind = type(step)  # the common steps first, without a call
-                if kind is Run:
-                    answer = step.fn(step.conn)  # type: ignore[union-attr]
-                elif kind is Take:
-                    answer = lanes.take()
-                elif kind is Give:
-                    answer = lanes.give(step.conn)  # type: ignore[union-attr,func-returns-value]
-                elif kind is Locked and writer is not None and writer.try_acquire():
-                    try:  # a free writers' lock: the statement in the same step
-                        answer = step.fn(step.conn)  # type: ignore[union-attr]
-                    finally:
-                        writer.release()
-                else:
-                    answer = self._do(step, lanes, writer)
-            except BaseException as exc:
-                try:
-                    step = steps.throw(exc)
-                except StopIteration as done:
-                    return done.value  # type: ignore[no-any-return]
-                continue
-            try:
-                step = steps.send(answer)
-            except StopIteration as done:
-                return done.value  # type: ignore[no-any-return]
+        return drive(steps, partial(self._do, lanes=lanes, writer=writer))
 
     @staticmethod
     def _do(step: Step, lanes: Lanes, writer: WriteLock | None) -> Any:
-        """A step off the common path (``call`` does Run, Take and Give), by blocking."""
-        if isinstance(step, Commit):
+        """One step, by blocking."""
+        if isinstance(step, Run):
+            return step.fn(step.conn)
+        if isinstance(step, Take):
+            return lanes.take()
+        if isinstance(step, Give):
+            lanes.give(step.conn)
+        elif isinstance(step, Commit):
             step.conn.commit()
         elif isinstance(step, (Release, Invalidate)):
             lanes.release_failed(step.conn)

@@ -28,11 +28,12 @@ from ._claiming import (
     ClaimStep,
     Record,
     WorkSyncCore,
+    checked_row,
     error_text,
 )
 from .config import RetryPolicy
 from .engine import shown_url
-from .errors import ClaimLostError, InvalidArgumentError
+from .errors import ClaimLostError
 from .events import Listener
 from .models import DEFAULT_TABLE, WorkStatus
 from .repository import ClaimedRow
@@ -210,12 +211,7 @@ class AsyncWorkSync:
         inside ``async with claim:``, and its finish is fenced by the row's token,
         exactly as for a claim this service made. Nothing is read or written here.
         """
-        if not isinstance(row, ClaimedRow):
-            raise InvalidArgumentError(
-                "row must be the ClaimedRow a ClaimRepository claim returned, "
-                f"not {type(row).__name__}"
-            )
-        return AsyncClaim(self, row)
+        return AsyncClaim(self, checked_row(row))
 
     def _claimed(self, row: ClaimedRow | None) -> AsyncClaim | None:
         if row is None:

@@ -30,13 +30,14 @@ from ._claiming import (
     ReadLease,
     Record,
     WorkSyncCore,
+    checked_row,
     error_text,
 )
 from ._loop import ended
 from ._tx import Transactions
 from .config import RetryPolicy
 from .engine import shown_url
-from .errors import ClaimLostError, InvalidArgumentError
+from .errors import ClaimLostError
 from .events import Listener
 from .models import DEFAULT_TABLE, WorkStatus
 from .repository import ClaimedRow
@@ -250,12 +251,7 @@ class WorkSync:
         inside ``with claim:``, and its finish is fenced by the row's token,
         exactly as for a claim this service made. Nothing is read or written here.
         """
-        if not isinstance(row, ClaimedRow):
-            raise InvalidArgumentError(
-                "row must be the ClaimedRow a ClaimRepository claim returned, "
-                f"not {type(row).__name__}"
-            )
-        return Claim(self, row)
+        return Claim(self, checked_row(row))
 
     def _claimed(self, row: ClaimedRow | None) -> Claim | None:
         if row is None:
