@@ -94,3 +94,17 @@ def test_a_claim_with_nothing_left_gives_up_without_queueing(
     holder.join()
     assert took < 0.5  # the peek saw the tick taken: no wait for the lock
     sync.close()
+
+
+def test_a_call_that_fails_after_queueing_fails_once(sqlite_file: tuple[sa.Engine, Path]) -> None:
+    """The error of a queued call reaches the caller as it is, and its lane is given back once."""
+    from worksync_sa import SchemaNotReadyError
+
+    engine, path = sqlite_file
+    sync = WorkSync(engine, table="missing", retry=IMPATIENT)
+    holder = hold_writers_lock(path, 0.3)
+    with pytest.raises(SchemaNotReadyError):
+        sync.acquire("w", "s1")
+    holder.join()
+    assert sync._tx.lanes.idle == 1
+    sync.close()

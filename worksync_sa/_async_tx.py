@@ -183,7 +183,7 @@ class AsyncTransactions:
         failure = None
         if lanes.own:  # the plain first attempt, inline (see ``attempts``)
             conn = None
-            sent = False
+            sent = busy = False
             try:
                 conn = await lanes.take()
                 sent = True
@@ -195,13 +195,13 @@ class AsyncTransactions:
                     finally:
                         writer.release()
                 else:  # another writer holds the lock: the steps decide what to do
-                    await lanes.give(conn)
-                    return await self._steps(call, None)
+                    busy = True
             except BaseException as exc:
                 failure = Failure(conn, exc, sent)
             else:
                 await lanes.give(conn)
-                return result
+                if not busy:
+                    return result
         return await self._steps(call, failure)
 
     async def _steps(self, call: Call[T], failure: Failure | None) -> T:

@@ -105,7 +105,7 @@ class Transactions:
         failure = None
         if lanes.own:  # the plain first attempt, inline (see ``attempts``)
             conn = None
-            sent = False
+            sent = busy = False
             try:
                 conn = lanes.take()
                 sent = True
@@ -117,13 +117,13 @@ class Transactions:
                     finally:
                         writer.release()
                 else:  # another writer holds the lock: the steps decide what to do
-                    lanes.give(conn)
-                    return self._steps(call, None)
+                    busy = True
             except BaseException as exc:
                 failure = Failure(conn, exc, sent)
             else:
                 lanes.give(conn)
-                return result
+                if not busy:
+                    return result
         return self._steps(call, failure)
 
     def _steps(self, call: Call[T], failure: Failure | None) -> T:
