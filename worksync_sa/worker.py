@@ -15,7 +15,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 
 from sqlalchemy.engine import Engine
@@ -39,26 +40,59 @@ DEFAULT_MAX_BACKOFF = timedelta(seconds=30)
 """The longest wait between looks while the database cannot be reached."""
 
 Handler = Callable[[Claim], object]
+MAX_CONCURRENCY_LIMIT = 1024
 
 
 def _utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
+def _handlers_for(names: list[str], handler: object) -> dict[str, Handler]:
+    """One handler per work: the same function for all, or a mapping from each name."""
+    if callable(handler):
+        return dict.fromkeys(names, handler)
+    if not isinstance(handler, Mapping):
+        raise InvalidArgumentError(
+            "handler must be a function taking a Claim, or a mapping of work names to them"
+        )
+    missing = [name for name in names if name not in handler]
+    extra = sorted(str(name) for name in handler if name not in names)
+    if missing or extra:
+        raise InvalidArgumentError(
+            "handler must name every work and no other: "
+            + "; ".join(
+                part
+                for part in (
+                    f"no handler for {', '.join(map(repr, missing))}" if missing else "",
+                    f"not a work: {', '.join(map(repr, extra))}" if extra else "",
+                )
+                if part
+            )
+        )
+    bad = sorted(name for name in names if not callable(handler[name]))
+    if bad:
+        raise InvalidArgumentError(f"handler for {', '.join(map(repr, bad))} is not a function")
+    return {name: handler[name] for name in names}
+
+
 class Worker:
-    """Runs ``handler(claim)`` for every due tick of ``works`` this process can claim.
+    """Runs a handler for every due tick of ``works`` this process can claim.
 
     ``works`` are :class:`Work` objects (the loop then also sleeps until the
-    next tick) or plain names (it polls). ``poll`` is the longest wait between
-    looks. ``clock`` is this process's idea of the time, injectable for tests.
+    next tick) or plain names (it polls). ``handler`` is one function for
+    every work, or a mapping from each work's name to its own function.
+    ``max_concurrency`` claims run at once, on a pool of threads (see
+    :meth:`run_once`). ``poll`` is the longest wait between looks. ``clock``
+    is this process's idea of the time, injectable for tests.
     """
 
     def __init__(
         self,
         engine: Engine,
         works: Iterable[Work | str],
-        handler: Handler,
+        handler: Handler | Mapping[str, Handler],
         *,
+        max_concurrency: int = 1,
         table: str = DEFAULT_TABLE,
         poll: timedelta | str = DEFAULT_POLL,
         worker_id: str | None = None,
@@ -80,8 +114,17 @@ class Worker:
         """Per work, the longest grace its Work objects give: how far back a claim looks."""
         for work in self.works:
             self._grace[work.name] = max(work.grace, self._grace.get(work.name, work.grace))
-        if not callable(handler):
-            raise InvalidArgumentError("handler must be a function taking a Claim")
+        self._handlers = _handlers_for(self.names, handler)
+        if (
+            not isinstance(max_concurrency, int)
+            or isinstance(max_concurrency, bool)
+            or not 1 <= max_concurrency <= MAX_CONCURRENCY_LIMIT
+        ):
+            raise InvalidArgumentError(
+                f"max_concurrency must be an int from 1 to {MAX_CONCURRENCY_LIMIT}, "
+                f"got {max_concurrency!r}"
+            )
+        self.max_concurrency = max_concurrency
         if not callable(clock):
             raise InvalidArgumentError("clock must be a function returning an aware datetime")
         try:
@@ -91,6 +134,12 @@ class Worker:
             raise InvalidArgumentError(str(exc)) from None
         self.handler = handler
         self.clock = clock
+        self._free = threading.BoundedSemaphore(max_concurrency)
+        """One permit per claim this worker can run at once: it never holds more."""
+        self._pool: ThreadPoolExecutor | None = None
+        self._wake = threading.Event()
+        """Set by stop() and whenever a running claim ends: look again now."""
+        self._count_lock = threading.Lock()
         self.sync = WorkSync(
             engine, table=table, worker_id=worker_id, retry=retry, listeners=listeners
         )
@@ -103,22 +152,61 @@ class Worker:
         return f"Worker({self.sync!r}, works={self.names!r})"
 
     def run_once(self) -> int:
-        """Claim and run everything due right now; returns how many claims it ran."""
-        ran = 0
-        for name in self.names:
-            while not self._stopping.is_set():
-                claim = self.sync.acquire_due(name, grace=self._grace.get(name))
+        """Claim and run everything due right now; returns how many claims it started.
+
+        With ``max_concurrency`` 1 each claim runs here, one after the other.
+        Above 1, claims run on a pool of that many threads, and a claim is
+        only made while a thread is free to run it: the works take turns,
+        one claim each per round, so a slow job never keeps another work
+        from its ticks, and the worker never holds a claim it cannot run.
+        """
+        if self.max_concurrency == 1:
+            ran = 0
+            for name in self.names:
+                while not self._stopping.is_set():
+                    claim = self.sync.acquire_due(name, grace=self._grace.get(name))
+                    if claim is None:
+                        break
+                    self._handle(claim)
+                    ran += 1
+            self.handled += ran
+            return ran
+        pool = self._pool
+        if pool is None:
+            pool = self._pool = ThreadPoolExecutor(
+                self.max_concurrency, thread_name_prefix="worksync-work"
+            )
+        started, busy = 0, set(self.names)
+        while busy and not self._stopping.is_set():
+            for name in list(busy):
+                if not self._free.acquire(blocking=False):
+                    return started  # every thread is busy: look again when one is free
+                try:
+                    claim = self.sync.acquire_due(name, grace=self._grace.get(name))
+                except BaseException:
+                    self._free.release()
+                    raise
                 if claim is None:
-                    break
-                self._handle(claim)
-                ran += 1
-        self.handled += ran
-        return ran
+                    self._free.release()
+                    busy.discard(name)
+                    continue
+                pool.submit(self._run_and_free, claim)
+                started += 1
+        return started
+
+    def _run_and_free(self, claim: Claim) -> None:
+        try:
+            self._handle(claim)
+        finally:
+            with self._count_lock:
+                self.handled += 1
+            self._free.release()
+            self._wake.set()
 
     def _handle(self, claim: Claim) -> None:
         try:
             with claim:
-                self.handler(claim)
+                self._handlers[claim.name](claim)
         except ClaimLostError:
             logger.warning("%r was lost before it finished", claim, extra={"action": "lost"})
         except BaseException as exc:
@@ -171,7 +259,8 @@ class Worker:
                 continue
             outage.succeeded()
             if not ran:
-                self._stopping.wait(self._next_wait())
+                self._wake.wait(self._next_wait())
+                self._wake.clear()
 
     def start(self) -> None:
         """Run the loop in a background thread; returns at once."""
@@ -182,8 +271,13 @@ class Worker:
         self._thread.start()
 
     def stop(self, timeout: float | None = None) -> None:
-        """Ask the loop to stop after the claim it is running; waits for the thread."""
+        """Ask the loop to stop after the claims it is running; waits for the thread.
+
+        Claims already running on the pool run to their end (``close`` waits
+        for them); no new claim is made.
+        """
         self._stopping.set()
+        self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout)
             if not self._thread.is_alive():
@@ -195,8 +289,11 @@ class Worker:
         return self._thread is not None and self._thread.is_alive()
 
     def close(self) -> None:
-        """Stop, and give back the worker's connections."""
+        """Stop, let running claims finish, and give back the worker's connections."""
         self.stop()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
         self.sync.close()
 
     def __enter__(self) -> Worker:
