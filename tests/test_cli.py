@@ -230,6 +230,15 @@ def handle(claim):
 def slow(claim):
     pathlib.Path("started").write_text(str(claim.id))
     time.sleep(60)
+
+
+def shard(claim):
+    with open(f"ran-{claim.name}", "a") as ran:
+        ran.write(f"{claim.sequence}|{claim.slot}|{claim.attempt}\\n")
+
+
+def broken_shard(claim):
+    raise RuntimeError(f"shard {claim.slot} down at {claim.sequence}")
 """
 
 
@@ -485,6 +494,50 @@ def test_a_stop_during_a_start_up_outage_exits_cleanly(
         proxy.close()
 
 
+def test_work_runs_each_works_own_function_several_at_once(target: Target, tmp_path: Path) -> None:
+    """``--run NAME=module:function`` per work, ``--concurrency``; the works come from the pairs."""
+    db = target.create()
+    assert due_ticks(db) == 9
+    (tmp_path / "handlers.py").write_text(HANDLERS)
+    result = worksync(
+        "work", "--run", "good=handlers:shard", "--run", "bad=handlers:broken_shard",
+        "--concurrency", "3", "--once", *target.args(), cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "ran 9 claims of bad, good" in result.stdout
+    good, bad = db.rows(name="good"), db.rows(name="bad")
+    assert {row.status for row in good} == {WorkStatus.SUCCESS}
+    ran = sorted((tmp_path / "ran-good").read_text().splitlines())
+    assert ran == sorted(f"{row.sequence}|{row.slot}|1" for row in good)  # slots 0 and 1
+    assert {row.slot for row in good} == {0, 1}
+    assert {row.error for row in bad} == {
+        f"RuntimeError: shard 0 down at {row.sequence}" for row in bad
+    }
+    assert not (tmp_path / "ran-bad").exists()
+
+
+def test_work_takes_its_concurrency_from_the_config(
+    sqlite_target: Target, tmp_path: Path, launch: Callable[..., Running]
+) -> None:
+    db = sqlite_target.create()
+    due_ticks(db)  # three due ticks of 'good', two rows each
+    (tmp_path / "handlers.py").write_text(HANDLERS)
+    config = write_config(tmp_path, WORKS + "\n[worker]\nconcurrency = 2\n")
+    running = launch(
+        "work", "--config", config, "--name", "good", "--run", "handlers:slow",
+        *sqlite_target.args(),
+    )  # fmt: skip
+    running.wait_for_log("2 claims at once")
+
+    def held() -> int:
+        return len(db.rows(name="good", status=WorkStatus.RUNNING))
+
+    running.wait_for(lambda: held() == 2, "two claims running")
+    time.sleep(1.5)  # slow() sleeps a minute: with two threads busy nothing more is claimed
+    assert held() == 2
+    running.process.kill()
+
+
 def test_work_without_a_config_polls_the_named_works(sqlite_target: Target, tmp_path: Path) -> None:
     db = sqlite_target.create()
     due_ticks(db)
@@ -643,6 +696,7 @@ CONFIGS = {
     "bad_duration": '[scheduler]\ninterval = "soon"\n[[works]]\nname = "a"\ncron = "@daily"\n',
     "short_retention": '[scheduler]\nretention = "1d"\n',
     "good": FAST,
+    "bad_concurrency": FAST + '\n[worker]\nconcurrency = "4"\n',
 }
 
 BAD_INPUT = [
@@ -686,6 +740,34 @@ BAD_INPUT = [
     ),
     (["work", "--name", "a", "--run", "handlers:VALUE", "--db", "DB"], ["is int, not a function"]),
     (["work", "--run", "handlers:handle", "--db", "DB"], ["no works to run", "--name"]),
+    (
+        ["work", "--name", "a", "--run", "handlers:handle", "--run", "handlers:slow", "--db", "DB"],
+        ["--run 'handlers:handle' and --run 'handlers:slow'", "NAME=MODULE:FUNCTION"],
+    ),
+    (
+        ["work", "--run", "a=handlers:handle", "--run", "a=handlers:slow", "--db", "DB"],
+        ["'a' already has a function"],
+    ),
+    (
+        ["work", "--name", "a", "--run", "b=handlers:handle", "--db", "DB"],
+        ["'b' is not among the works to run"],
+    ),
+    (
+        ["work", "--name", "a", "--name", "b", "--run", "a=handlers:handle", "--db", "DB"],
+        ["no function for work 'b'", "--run b=MODULE:FUNCTION"],
+    ),
+    (
+        ["work", "--run", "a=handlers:nope", "--db", "DB"],
+        ["'handlers' has no attribute 'nope'"],
+    ),
+    (
+        ["work", "--name", "a", "--run", "handlers:handle", "--concurrency", "0", "--db", "DB"],
+        ["--concurrency", "'0'", "1 to 1024"],
+    ),
+    (
+        ["work", "-c", "bad_concurrency", "--run", "handlers:handle", "--db", "DB"],
+        ["[worker] concurrency", "1 to 1024", "'4'"],
+    ),
     (
         ["work", "-c", "good", "--name", "nope", "--run", "handlers:handle", "--db", "DB"],
         ["--name 'nope'", "good.toml", "tick"],

@@ -118,3 +118,25 @@ def test_a_slow_job_beside_a_per_second_work(maria_db: Db, concurrency: int) -> 
     print(f"\n  max_concurrency {concurrency}: {len(window)} fast ticks, {len(missed)} missed")
     if concurrency > 1:
         assert missed == []
+
+
+def test_run_due_waits_for_free_threads_until_nothing_due_is_left(db: Db) -> None:
+    schedule_due(db, Work("w", "* * * * * *", max_run=5))
+    due = len(
+        [r for r in db.rows(name="w") if as_utc(r.tick_at) <= db.db_now() - timedelta(seconds=1)]
+    )
+    at_once = Counter[str]()
+    inside = threading.Semaphore(2)
+
+    def handler(claim: Claim) -> None:
+        assert inside.acquire(blocking=False), "more claims running than threads"
+        time.sleep(0.05)
+        at_once["runs"] += 1
+        inside.release()
+
+    worker = Worker(db.engine, ["w"], handler, table=db.table, max_concurrency=2)
+    ran = worker.run_due()
+    worker.close()
+    assert ran == at_once["runs"] >= due >= 10  # two due ticks at least, five rows each
+    assert len(db.rows(status=WorkStatus.SUCCESS)) == ran
+    assert not db.rows(status=WorkStatus.RUNNING)

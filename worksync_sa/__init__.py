@@ -8,6 +8,7 @@ atomic UPDATE each. See README.md.
 from .async_scheduler import AsyncScheduler as AsyncScheduler
 from .async_sync import AsyncClaim as AsyncClaim
 from .async_sync import AsyncWorkSync as AsyncWorkSync
+from .async_worker import AsyncWorker as AsyncWorker
 from .config import RetryPolicy as RetryPolicy
 from .config import SchedulerConfig as SchedulerConfig
 from .engine import create_engine as create_engine
@@ -53,6 +54,7 @@ __all__ = [
     "AsyncClaim",
     "AsyncScheduler",
     "AsyncWorkSync",
+    "AsyncWorker",
     "Claim",
     "ClaimLostError",
     "ClaimRepository",

@@ -39,6 +39,7 @@ from .repository import (
     ClaimedRow,
     ClaimRepository,
     MaintenanceRepository,
+    claimed_row,
     floor_seconds,
 )
 from .work import LONGEST_POLICY
@@ -172,6 +173,30 @@ class ClaimCore:
     def token(self) -> str:
         """The random token that fences every write this claim makes."""
         return self._row.token
+
+    @property
+    def slot(self) -> int | None:
+        """Which of the tick's ``max_run`` rows this is (0-based): the shard to work on.
+
+        None for rows another program wrote (the Go original's carry no slot).
+        """
+        return self._detailed().slot
+
+    @property
+    def tick_at(self) -> datetime | None:
+        """The tick as an aware UTC datetime; None for rows another program wrote."""
+        return self._detailed().tick_at
+
+    @property
+    def attempt(self) -> int:
+        """How many times the row has been claimed, this claim included (1 unless re-queued)."""
+        attempt = self._detailed().attempt
+        assert attempt is not None
+        return attempt
+
+    def _detailed(self) -> ClaimedRow:
+        """The row with its details; each twin learns them its own way when missing."""
+        return self._row
 
     @property
     def finished(self) -> bool:
@@ -372,12 +397,20 @@ class WorkSyncCore:
             "claimed %s @ %s (row %d)", row.name, row.sequence, row.id, extra={"action": "claimed"}
         )
         if self.events:
-            self.events.emit(Event("claimed", row.name, row.sequence))
+            self.events.emit(Event("claimed", row.name, row.sequence, lag=row.lag))
 
     # -- a claim's later writes ------------------------------------------------------------
 
     def heartbeat(self, row: ClaimedRow) -> Call[bool]:
         return Call("heartbeat", partial(self.repo.heartbeat, claim=row.id, token=row.token))
+
+    def details(self, row: ClaimedRow) -> Call[ClaimedRow]:
+        """Read what a MySQL claim by sequence could not return: slot, tick, attempt."""
+        repo = self.repo
+        return Call(
+            "details",
+            lambda conn: claimed_row(row.name, row.token, repo.details(conn, row.id)),
+        )
 
     def lease_seconds(self, row: ClaimedRow) -> Call[int | None]:
         return Call("lease", partial(self.repo.lease_seconds, claim_id=row.id))

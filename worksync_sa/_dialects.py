@@ -338,6 +338,12 @@ def _claim_values(table: sa.Table, family: Family) -> dict[Any, Any]:
     }
 
 
+def claim_details(table: sa.Table) -> tuple[sa.Column[Any], ...]:
+    """What a claim learns about its row, in :class:`ClaimedRow`'s order after the token."""
+    c = table.c
+    return (c.id, c.sequence, c.lease_seconds, c.slot, c.tick_at, c.attempts, c.started_at)
+
+
 def claim_statement(
     table: sa.Table, family: Family, *, due: bool, explicit_now: bool = False
 ) -> Update:
@@ -394,7 +400,7 @@ def claim_statement(
         # sub-select's lock clause is ignored.
         .where(c.id == pick.scalar_subquery(), c.status == WorkStatus.QUEUED.value)
         .values(values)
-        .returning(c.id, c.sequence, c.lease_seconds)
+        .returning(*claim_details(table))
     )
 
 

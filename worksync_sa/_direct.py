@@ -75,6 +75,7 @@ class Compiled:
     order: tuple[str, ...] | None  # None: the driver takes named parameters
     returns_rows: bool
     processors: dict[str, Callable[[Any], Any]]  # the column types' own bind conversions
+    results: tuple[Callable[[Any], Any] | None, ...]  # and their result conversions, per column
 
     @classmethod
     def of(cls, statement: Any, dialect: Dialect) -> Compiled:
@@ -90,12 +91,23 @@ class Compiled:
             if processor is not None and name in required:
                 processors[name] = processor
         order = compiled.positiontup
+        results: tuple[Callable[[Any], Any] | None, ...] = ()
+        if compiled.returning:
+            # What the driver returns raw (SQLite's datetimes are text) converted as a
+            # result object would: the column types' own result processors.
+            results = tuple(
+                column.type.dialect_impl(dialect).result_processor(dialect, None)
+                for column in statement.exported_columns
+            )
+            if not any(results):
+                results = ()
         return cls(
             sql=compiled.string,
             constants={k: v for k, v in constants.items() if k not in required},
             order=tuple(order) if order is not None else None,
             returns_rows=bool(compiled.returning),
             processors=processors,
+            results=results,
         )
 
     @functools.cached_property
@@ -105,6 +117,13 @@ class Compiled:
             only = self.order[0]
             return lambda merged: (merged[only],)
         return operator.itemgetter(*self.order)
+
+    def converted(self, row: Any) -> tuple[Any, ...]:
+        """One returned row with each column's result conversion applied."""
+        return tuple(
+            value if value is None or convert is None else convert(value)
+            for value, convert in zip(row, self.results, strict=True)
+        )
 
     def arguments(self, params: dict[str, Any]) -> Any:
         """The driver's arguments (a missing one fails in the driver, or here as KeyError)."""
@@ -137,7 +156,7 @@ def execute(conn: Connection, statement: Any, params: dict[str, Any]) -> Outcome
     found = _LANES.get(id(conn))
     if found is None or found() is not conn or not quiet(conn.engine):
         result = conn.execute(statement, params)
-        rows = list(result.all()) if result.returns_rows else []
+        rows: list[Any] = list(result.all()) if result.returns_rows else []
         lastrowid = result.lastrowid if dialect.name in ("mysql", "mariadb") else None
         return Outcome(result.rowcount, lastrowid, rows)
     key = (id(statement), dialect.name)
@@ -155,6 +174,8 @@ def execute(conn: Connection, statement: Any, params: dict[str, Any]) -> Outcome
     try:
         cursor.execute(compiled.sql, arguments)
         rows = list(cursor.fetchall()) if compiled.returns_rows else []
+        if rows and compiled.results:
+            rows = [compiled.converted(row) for row in rows]
         return Outcome(cursor.rowcount, getattr(cursor, "lastrowid", None), rows)
     except dialect.loaded_dbapi.Error as exc:
         info.pop(_CURSOR, None)

@@ -16,7 +16,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.sql.dml import Update
 
-from ._dialects import Family, clock, db_now, lease_seconds, shifted, utc_label
+from ._dialects import Family, claim_details, clock, db_now, lease_seconds, shifted, utc_label
 from .models import (
     CLOSED_BY_LEASE,
     CLOSED_BY_MISSED,
@@ -52,7 +52,7 @@ def queued_left(
 def claim_by_token(table: sa.Table) -> sa.Select[Any]:
     """A running claim found by its token, to learn whether a claim whose reply was lost landed."""
     c = table.c
-    return sa.select(c.id, c.sequence, c.lease_seconds).where(
+    return sa.select(*claim_details(table)).where(
         c.status == WorkStatus.RUNNING.value,
         c.name == sa.bindparam("work_name", type_=sa.String(255)),
         c.token == sa.bindparam("claim_token", type_=sa.String(32)),
@@ -176,11 +176,9 @@ def latest_ticks(table: sa.Table) -> sa.Select[Any]:
     return sa.select(c.name, sa.func.max(c.tick_at)).group_by(c.name)
 
 
-def claimed_sequence(table: sa.Table) -> sa.Select[Any]:
-    """The sequence and lease of a row just claimed by id (MySQL's claim returns only the id)."""
-    return sa.select(table.c.sequence, table.c.lease_seconds).where(
-        table.c.id == sa.bindparam("claim_id")
-    )
+def claimed_details(table: sa.Table) -> sa.Select[Any]:
+    """What a claim learns about a row it just claimed by id (MySQL's claim returns only the id)."""
+    return sa.select(*claim_details(table)).where(table.c.id == sa.bindparam("claim_id"))
 
 
 def rows_of(table: sa.Table) -> sa.Select[Any]:

@@ -93,7 +93,27 @@ class AsyncClaim(ClaimCore):
             self._finish_done(status, written)
             core.finished(self._row, status)
 
+    def _detailed(self) -> ClaimedRow:
+        if not self._row.detailed:
+            raise RuntimeError(
+                f"{self!r} was claimed by sequence on MySQL, whose claim returns only the "
+                "row's id: slot, tick_at and attempt are read when `async with claim:` "
+                "begins, or by `await claim.load_details()`"
+            )
+        return self._row
+
+    async def load_details(self) -> None:
+        """Read slot, tick_at and attempt where the claim could not return them.
+
+        Only a claim by sequence on MySQL/MariaDB needs it (one read); ``async
+        with claim:`` calls it. Elsewhere, and for due claims, it does nothing.
+        """
+        if not self._row.detailed:
+            sync = self._sync
+            self._row = await sync._tx.call(sync._core.details(self._row))
+
     async def __aenter__(self) -> AsyncClaim:
+        await self.load_details()
         if self._sync.keep_alive and self._outcome is None and self._keepalive is None:
             self._lock = asyncio.Lock()
             self._keepalive = asyncio.create_task(

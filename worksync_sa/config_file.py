@@ -21,6 +21,7 @@ can share it::
     [worker]                # optional; defaults for `worksync work`, whose options win
     poll = "1s"             # longest wait between looks for due ticks
     max_backoff = "30s"
+    concurrency = 4         # claims run at once, each on a thread of its own (default 1)
 
     [[works]]               # one table per work; names are unique
     name = "report"         # required
@@ -60,6 +61,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from ._working import MAX_CONCURRENCY_LIMIT
 from .config import SchedulerConfig
 from .durations import as_timedelta
 from .errors import InvalidConfigError, InvalidWorkError
@@ -71,7 +73,7 @@ SECTIONS = ("database", "scheduler", "worker", "works")
 DATABASE_KEYS = ("url", "table")
 SCHEDULER_DURATIONS = ("lookahead", "interval", "catchup", "retention", "max_backoff")
 SCHEDULER_KEYS = (*SCHEDULER_DURATIONS, "sequence_zone")
-WORKER_KEYS = ("poll", "max_backoff")
+WORKER_KEYS = ("poll", "max_backoff", "concurrency")
 WORK_KEYS = (
     "name",
     "cron",
@@ -119,6 +121,7 @@ class WorkerSettings:
 
     poll: timedelta | None = None
     max_backoff: timedelta | None = None
+    concurrency: int | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -290,7 +293,20 @@ class _Reader:
             raise self.error(f"[scheduler] {str(exc).removeprefix('SchedulerConfig: ')}") from None
 
     def worker(self, table: Mapping[str, object]) -> WorkerSettings:
-        return WorkerSettings(**self.durations(table, WORKER_KEYS, "[worker]"))
+        durations = ("poll", "max_backoff")
+        concurrency = table.get("concurrency")
+        if concurrency is not None and (
+            not isinstance(concurrency, int)
+            or isinstance(concurrency, bool)
+            or not 1 <= concurrency <= MAX_CONCURRENCY_LIMIT
+        ):
+            raise self.error(
+                f"[worker] concurrency must be an integer from 1 to {MAX_CONCURRENCY_LIMIT}, "
+                f"not {concurrency!r}"
+            )
+        return WorkerSettings(
+            **self.durations(table, durations, "[worker]"), concurrency=concurrency
+        )
 
     def works(self, value: object) -> tuple[Work, ...]:
         if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):

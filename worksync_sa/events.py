@@ -17,7 +17,9 @@ action     when                           fields
 ========== ============================== ==========================================
 created    a pass inserted new rows       count (rows); name is None
 skipped    ticks older than catch-up      name, count (ticks)
-claimed    a claim took a row             name, sequence
+claimed    a claim took a row             name, sequence, lag (seconds from the
+                                          tick to the claim, by the database
+                                          clock; None when not known)
 finished   a claim recorded its outcome   name, sequence, status (SUCCESS, FAILED)
 recovered  a lease ran out                name, sequence, count, status (FAILED,
                                           or QUEUED when re-queued)
@@ -46,6 +48,8 @@ class Event:
     sequence: str | None = None
     count: int = 1
     status: str | None = None
+    lag: float | None = None
+    """For ``claimed``: seconds from the tick to the claim, by the database clock."""
 
 
 Listener = Callable[[Event], object]

@@ -192,9 +192,13 @@ class Surplus(NamedTuple):
 class ClaimedRow(NamedTuple):
     """What a successful claim learned about its row.
 
-    ``lease_seconds`` is None when the database did not return it (MySQL) or
-    the row has no lease of its own (the default applies). A named tuple:
-    one is made per claim, on the hot path.
+    ``lease_seconds`` is None when the row has no lease of its own (the
+    default applies). ``slot``, ``tick_at``, ``attempt`` and ``started_at``
+    come back with the claim itself (RETURNING on PostgreSQL and SQLite, the
+    read a due claim makes anyway on MySQL). A claim by sequence on MySQL
+    returns only the row's id, so there they are None (``attempt`` is never
+    None once they are known) and :class:`~worksync_sa.Claim` reads them
+    when first asked. A named tuple: one is made per claim, on the hot path.
     """
 
     id: int
@@ -202,6 +206,42 @@ class ClaimedRow(NamedTuple):
     sequence: str
     token: str
     lease_seconds: int | None = None
+    slot: int | None = None
+    """Which of the tick's ``max_run`` rows (0-based); None for rows other programs wrote."""
+    tick_at: datetime | None = None
+    """The tick as an aware UTC datetime; None for rows other programs wrote."""
+    attempt: int | None = None
+    """How many times the row has been claimed, this claim included (1 unless re-queued)."""
+    started_at: datetime | None = None
+    """When the claim took the row, by the database clock."""
+
+    @property
+    def detailed(self) -> bool:
+        """Whether slot, tick_at, attempt and started_at were learned (see above)."""
+        return self.attempt is not None
+
+    @property
+    def lag(self) -> float | None:
+        """Seconds from the tick to this claim, by the database clock, when both are known."""
+        if self.tick_at is None or self.started_at is None:
+            return None
+        return (self.started_at - self.tick_at).total_seconds()
+
+
+def claimed_row(name: str, token: str, row: Sequence[Any]) -> ClaimedRow:
+    """A :class:`ClaimedRow` from a row of ``claim_details`` columns."""
+    claim_id, sequence, lease, slot, tick_at, attempts, started_at = row
+    return ClaimedRow(
+        claim_id,
+        name,
+        sequence,
+        token,
+        lease,
+        slot,
+        None if tick_at is None else as_utc(tick_at),
+        attempts,
+        None if started_at is None else as_utc(started_at),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -474,7 +514,7 @@ class ClaimRepository:
 
     def _told(self, row: ClaimedRow | None) -> ClaimedRow | None:
         if row is not None and self._events:
-            self._events.emit(Event("claimed", row.name, row.sequence))
+            self._events.emit(Event("claimed", row.name, row.sequence, lag=row.lag))
         return row
 
     def claim_checked(
@@ -489,19 +529,21 @@ class ClaimRepository:
         outcome = execute(conn, statement, params)
         name, token = params["work_name"], params["claim_token"]
         if outcome.rows:
-            claim_id, sequence, lease = outcome.rows[0]
-            return ClaimedRow(claim_id, name, sequence, token, lease)
+            return claimed_row(name, token, outcome.rows[0])
         if outcome.lastrowid is None or outcome.rowcount != 1:
             return None  # nothing left (PostgreSQL and SQLite return the row; MySQL its id)
         claim_id = int(outcome.lastrowid)
         sequence = params.get("tick_sequence")
-        if sequence is None:
-            select = self._statements.get(
-                "claimed_sequence", "mysql", lambda t, _: _statements.claimed_sequence(t)
-            )
-            sequence, lease = conn.execute(select, {"claim_id": claim_id}).one()
-            return ClaimedRow(claim_id, name, sequence, token, lease)
+        if sequence is None:  # a due claim must learn its sequence: read the rest with it
+            return claimed_row(name, token, self.details(conn, claim_id))
         return ClaimedRow(claim_id, name, sequence, token)
+
+    def details(self, conn: Connection, claim_id: int) -> Sequence[Any]:
+        """The ``claim_details`` columns of one row, by id."""
+        select = self._statements.get(
+            "claimed_details", family_of(conn.dialect), lambda t, _: _statements.claimed_details(t)
+        )
+        return tuple(conn.execute(select, {"claim_id": claim_id}).one())
 
     def has_queued(self, conn: Connection, kind: str, params: dict[str, Any]) -> bool:
         """Whether a claim of ``kind`` with ``params`` could find a row (a read, no locks)."""
@@ -523,11 +565,7 @@ class ClaimRepository:
             "by_token", family, lambda t, _: _statements.claim_by_token(t)
         )
         row = conn.execute(select, {"work_name": name, "claim_token": token}).one_or_none()
-        return (
-            None
-            if row is None
-            else ClaimedRow(row.id, name, row.sequence, token, row.lease_seconds)
-        )
+        return None if row is None else claimed_row(name, token, tuple(row))
 
     def lease_seconds(self, conn: Connection, claim_id: int) -> int | None:
         """The row's own lease length, or None for the default."""

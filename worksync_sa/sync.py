@@ -66,6 +66,13 @@ class Claim(ClaimCore):
         self._lock: contextlib.AbstractContextManager[Any] = _NO_LOCK
         self._keepalive: _KeepAlive | None = None
 
+    def _detailed(self) -> ClaimedRow:
+        row = self._row
+        if not row.detailed:  # a claim by sequence on MySQL: one read, the first time asked
+            sync = self._sync
+            row = self._row = sync._tx.call(sync._core.details(row))
+        return row
+
     def heartbeat(self) -> None:
         """Extend the lease by the work's lease length, from now on the database clock.
 

@@ -12,21 +12,35 @@ database's call, so a worker whose clock is off still claims the right ticks.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timedelta, timezone
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy.engine import Engine
 
-from ._claiming import describe
-from ._loop import Outage, ended, is_stop
-from ._text import check_text
+from ._calls import Idle, drive
+from ._loop import ended, is_stop
+from ._working import (
+    DEFAULT_MAX_BACKOFF,
+    DEFAULT_POLL,
+    MAX_CONCURRENCY_LIMIT,
+    AcquireDue,
+    FreeRunner,
+    Launch,
+    Look,
+    Round,
+    RunHere,
+    TakeRunner,
+    WorkerCore,
+    report,
+    utcnow,
+)
 from .config import RetryPolicy
-from .durations import as_timedelta
-from .errors import ClaimLostError, InvalidArgumentError
 from .events import Listener
 from .models import DEFAULT_TABLE
 from .sync import Claim, WorkSync
@@ -34,45 +48,9 @@ from .work import Work
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_POLL = timedelta(seconds=1)
-"""The longest wait between looks for due ticks."""
-DEFAULT_MAX_BACKOFF = timedelta(seconds=30)
-"""The longest wait between looks while the database cannot be reached."""
+__all__ = ["DEFAULT_MAX_BACKOFF", "DEFAULT_POLL", "MAX_CONCURRENCY_LIMIT", "Handler", "Worker"]
 
 Handler = Callable[[Claim], object]
-MAX_CONCURRENCY_LIMIT = 1024
-
-
-def _utcnow() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-def _handlers_for(names: list[str], handler: object) -> dict[str, Handler]:
-    """One handler per work: the same function for all, or a mapping from each name."""
-    if callable(handler):
-        return dict.fromkeys(names, handler)
-    if not isinstance(handler, Mapping):
-        raise InvalidArgumentError(
-            "handler must be a function taking a Claim, or a mapping of work names to them"
-        )
-    missing = [name for name in names if name not in handler]
-    extra = sorted(str(name) for name in handler if name not in names)
-    if missing or extra:
-        raise InvalidArgumentError(
-            "handler must name every work and no other: "
-            + "; ".join(
-                part
-                for part in (
-                    f"no handler for {', '.join(map(repr, missing))}" if missing else "",
-                    f"not a work: {', '.join(map(repr, extra))}" if extra else "",
-                )
-                if part
-            )
-        )
-    bad = sorted(name for name in names if not callable(handler[name]))
-    if bad:
-        raise InvalidArgumentError(f"handler for {', '.join(map(repr, bad))} is not a function")
-    return {name: handler[name] for name in names}
 
 
 class Worker:
@@ -98,42 +76,18 @@ class Worker:
         worker_id: str | None = None,
         retry: RetryPolicy | None = None,
         max_backoff: timedelta | str = DEFAULT_MAX_BACKOFF,
-        clock: Callable[[], datetime] = _utcnow,
+        clock: Callable[[], datetime] = utcnow,
         listeners: Iterable[Listener] | None = None,
     ) -> None:
-        if isinstance(works, (str, Work)) or not isinstance(works, Iterable):
-            raise InvalidArgumentError("works must be a list of Work objects or names")
-        self.works = [w for w in works if isinstance(w, Work)]
-        names = [w.name if isinstance(w, Work) else w for w in works]
-        if not names:
-            raise InvalidArgumentError("works is empty: name at least one work to run")
-        for name in names:
-            check_text(name, "work name")
-        self.names = sorted(set(names))
-        self._grace: dict[str, timedelta] = {}
-        """Per work, the longest grace its Work objects give: how far back a claim looks."""
-        for work in self.works:
-            self._grace[work.name] = max(work.grace, self._grace.get(work.name, work.grace))
-        self._handlers = _handlers_for(self.names, handler)
-        if (
-            not isinstance(max_concurrency, int)
-            or isinstance(max_concurrency, bool)
-            or not 1 <= max_concurrency <= MAX_CONCURRENCY_LIMIT
-        ):
-            raise InvalidArgumentError(
-                f"max_concurrency must be an int from 1 to {MAX_CONCURRENCY_LIMIT}, "
-                f"got {max_concurrency!r}"
-            )
-        self.max_concurrency = max_concurrency
-        if not callable(clock):
-            raise InvalidArgumentError("clock must be a function returning an aware datetime")
-        try:
-            self.poll = as_timedelta(poll, "poll").total_seconds()
-            self.max_backoff = as_timedelta(max_backoff, "max_backoff").total_seconds()
-        except ValueError as exc:
-            raise InvalidArgumentError(str(exc)) from None
+        self._core = WorkerCore(
+            works,
+            handler,
+            max_concurrency=max_concurrency,
+            poll=poll,
+            max_backoff=max_backoff,
+            clock=clock,
+        )
         self.handler = handler
-        self.clock = clock
         self._free = threading.BoundedSemaphore(max_concurrency)
         """One permit per claim this worker can run at once: it never holds more."""
         self._pool: ThreadPoolExecutor | None = None
@@ -147,6 +101,37 @@ class Worker:
         """Claims this worker has run (finished or not)."""
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
+        self._until: float | None = None
+        self._running: set[Future[None]] = set()
+        """The claims running on the pool."""
+
+    @property
+    def works(self) -> list[Work]:
+        """The :class:`Work` objects among ``works`` (what the loop sleeps by)."""
+        return self._core.works
+
+    @property
+    def names(self) -> list[str]:
+        """The names of the works served, sorted."""
+        return self._core.names
+
+    @property
+    def max_concurrency(self) -> int:
+        return self._core.max_concurrency
+
+    @property
+    def poll(self) -> float:
+        """The longest wait between looks, in seconds."""
+        return self._core.poll
+
+    @property
+    def max_backoff(self) -> float:
+        """The longest wait between looks during an outage, in seconds."""
+        return self._core.max_backoff
+
+    @property
+    def clock(self) -> Callable[[], datetime]:
+        return self._core.clock
 
     def __repr__(self) -> str:
         return f"Worker({self.sync!r}, works={self.names!r})"
@@ -160,39 +145,70 @@ class Worker:
         one claim each per round, so a slow job never keeps another work
         from its ticks, and the worker never holds a claim it cannot run.
         """
-        if self.max_concurrency == 1:
-            ran = 0
-            for name in self.names:
-                while not self._stopping.is_set():
-                    claim = self.sync.acquire_due(name, grace=self._grace.get(name))
-                    if claim is None:
-                        break
-                    self._handle(claim)
-                    ran += 1
-            self.handled += ran
-            return ran
+        return drive(self._core.round_steps(self._stopping.is_set), self._do)
+
+    def run_due(self) -> int:
+        """Claim and run everything due now, then return once every claim it started has ended.
+
+        Unlike :meth:`run_once`, it waits for a free thread whenever all are
+        busy, so nothing due is left behind: what ``worksync work --once`` does.
+        Returns how many claims it ran.
+        """
+        ran = 0
+        while True:
+            started = self.run_once()
+            ran += started
+            running = set(self._running)
+            if not running:
+                if not started:
+                    return ran
+                continue
+            if not started:
+                wait(running, return_when=FIRST_COMPLETED)
+
+    def _do(self, step: Any) -> Any:
+        """One step of a round or of the loop (``WorkerCore``), with threads."""
+        return self._steps[type(step)](step)
+
+    @functools.cached_property
+    def _steps(self) -> dict[type, Callable[[Any], Any]]:
+        return {
+            AcquireDue: lambda step: self.sync.acquire_due(step.name, grace=step.grace),
+            RunHere: lambda step: self._run_here(step.claim),
+            TakeRunner: lambda _: self._free.acquire(blocking=False),
+            FreeRunner: lambda _: self._free.release(),
+            Launch: lambda step: self._launch(step.claim),
+            Round: lambda _: self.run_once(),
+            Idle: lambda step: self._wait(step.seconds, wake=False),
+            Look: lambda step: self._wait(step.seconds, wake=True),
+        }
+
+    def _run_here(self, claim: Claim) -> None:
+        self._handle(claim)
+        with self._count_lock:
+            self.handled += 1
+
+    def _launch(self, claim: Claim) -> None:
         pool = self._pool
         if pool is None:
             pool = self._pool = ThreadPoolExecutor(
                 self.max_concurrency, thread_name_prefix="worksync-work"
             )
-        started, busy = 0, set(self.names)
-        while busy and not self._stopping.is_set():
-            for name in list(busy):
-                if not self._free.acquire(blocking=False):
-                    return started  # every thread is busy: look again when one is free
-                try:
-                    claim = self.sync.acquire_due(name, grace=self._grace.get(name))
-                except BaseException:
-                    self._free.release()
-                    raise
-                if claim is None:
-                    self._free.release()
-                    busy.discard(name)
-                    continue
-                pool.submit(self._run_and_free, claim)
-                started += 1
-        return started
+        future = pool.submit(self._run_and_free, claim)
+        self._running.add(future)
+        future.add_done_callback(self._running.discard)
+
+    def _wait(self, seconds: float, *, wake: bool) -> bool:
+        """Sleep ``seconds`` (less on a stop, or, when ``wake``, a claim ending); True: stop."""
+        if self._until is not None:
+            seconds = min(seconds, max(0.0, self._until - time.time()))
+        if seconds > 0:
+            if wake:
+                self._wake.wait(seconds)
+                self._wake.clear()
+            else:
+                self._stopping.wait(seconds)
+        return self._stopping.is_set() or (self._until is not None and time.time() >= self._until)
 
     def _run_and_free(self, claim: Claim) -> None:
         try:
@@ -206,61 +222,23 @@ class Worker:
     def _handle(self, claim: Claim) -> None:
         try:
             with claim:
-                self._handlers[claim.name](claim)
-        except ClaimLostError:
-            logger.warning("%r was lost before it finished", claim, extra={"action": "lost"})
+                self._core.handlers[claim.name](claim)
         except BaseException as exc:
-            # `with claim:` recorded FAILED with the reason; the loop goes on with the next
-            # tick, even after the handler's sys.exit(): one job must not stop every other.
             if is_stop(exc):
                 raise
-            if not (claim.finished or claim.lost):  # the database stayed away all the lease
-                logger.error(
-                    "the outcome of %r could not be recorded (%s): recovery closes its row "
-                    "once the lease has run out",
-                    claim,
-                    describe(exc),
-                    extra={"action": "failed"},
-                )
-                return
-            logger.error(
-                "work %r failed: %s", claim.name, describe(exc), extra={"action": "failed"}
-            )
-            logger.debug("work %r failed here:", claim.name, exc_info=True)
-
-    def _next_wait(self) -> float:
-        """Until the next tick by this process's clock, but never longer than ``poll``."""
-        if not self.works:
-            return self.poll
-        now = self.clock()
-        soonest = min(work.next_tick(now) for work in self.works)
-        return max(0.0, min(self.poll, (soonest - now).total_seconds()))
+            report(claim, exc)
 
     def run(self, *, until: float | None = None) -> None:
         """Loop until :meth:`stop` (or the ``time.time()`` deadline ``until``).
 
         Only a stop signal (Ctrl-C) ends it early, and the log says so.
         """
+        self._until = until
         try:
-            self._loop(until)
+            drive(self._core.loop_steps(f"worker {self.sync.worker_id}"), self._do)
         except BaseException as exc:
             ended(logger, f"worker {self.sync.worker_id} loop", exc)
             raise
-
-    def _loop(self, until: float | None) -> None:
-        outage = Outage(logger, f"worker {self.sync.worker_id}", cap=self.max_backoff)
-        while not self._stopping.is_set() and (until is None or time.time() < until):
-            try:
-                ran = self.run_once()
-            except BaseException as exc:  # the database is away: back off, then resume
-                if is_stop(exc):
-                    raise
-                self._stopping.wait(outage.failed(exc))
-                continue
-            outage.succeeded()
-            if not ran:
-                self._wake.wait(self._next_wait())
-                self._wake.clear()
 
     def start(self) -> None:
         """Run the loop in a background thread; returns at once."""

@@ -4,11 +4,15 @@ The function is named ``module:function`` and imported with the current
 directory on ``sys.path``, so ``worksync work --run jobs:send_report`` finds
 ``./jobs.py``. It is called with the :class:`~worksync_sa.Claim` inside
 ``with claim:``: returning records SUCCESS, raising records FAILED with the
-error's text (the loop logs it and goes on).
+error's text (the loop logs it and goes on). ``--run NAME=module:function``
+(repeatable) gives one work its own function; a bare ``--run`` serves the
+works no pair names. ``--concurrency N`` runs up to N claims at once, each on
+a thread of its own, and never claims more than it can run.
 
 Which works: those of ``--config`` (all of them, or the ones ``--name``
 picks), whose crons also tell the loop when to look next; or, without a
-config file, the ``--name``\\ s alone, and the loop polls every ``--poll``.
+config file, the ``--name``\\ s, else the names of the ``--run`` pairs, and
+the loop polls every ``--poll``.
 Claims are due ticks by the database clock (``acquire_due``), so workers
 need no clock agreement.
 
@@ -26,10 +30,12 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 
 import sqlalchemy as sa
 
+from .._working import MAX_CONCURRENCY_LIMIT
 from ..config_file import ConfigFile, WorkerSettings
 from ..events import Event
 from ..work import Work
@@ -72,9 +78,18 @@ def register(commands: Commands) -> None:
     )
     parser.add_argument(
         "--run",
-        metavar="MODULE:FUNCTION",
+        metavar="[NAME=]MODULE:FUNCTION",
+        action="append",
         required=True,
-        help=f"the function to call with each claim ({RUN_FORM})",
+        help=f"the function to call with each claim ({RUN_FORM}); NAME=MODULE:FUNCTION "
+        "gives work NAME its own (repeat for more)",
+    )
+    parser.add_argument(
+        "--concurrency",
+        metavar="N",
+        type=concurrency_arg,
+        help="claims run at once, each on a thread of its own "
+        "(default: [worker] concurrency, else 1)",
     )
     parser.add_argument(
         "--name",
@@ -144,12 +159,92 @@ def load_handler(spec: str) -> Handler:
     return target
 
 
-def select_works(config: ConfigFile | None, names: Sequence[str] | None) -> list[Work | str]:
-    """The works to run: the config's (all, or those named), or the bare names."""
+def concurrency_arg(text: str) -> int:
+    """``--concurrency``: a whole number of claims from 1 to the limit."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= MAX_CONCURRENCY_LIMIT:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a whole number from 1 to {MAX_CONCURRENCY_LIMIT}"
+        )
+    return value
+
+
+@dataclass(frozen=True)
+class Handlers:
+    """What the ``--run`` options ask for: a default function, and functions by work."""
+
+    default: str | None
+    by_work: dict[str, str]
+
+    @classmethod
+    def parse(cls, specs: Sequence[str]) -> Handlers:
+        """Split ``[NAME=]MODULE:FUNCTION`` values (a name may itself hold ``=``)."""
+        default: str | None = None
+        by_work: dict[str, str] = {}
+        for value in specs:
+            name, equals, spec = value.rpartition("=")
+            if not equals:
+                if default is not None:
+                    raise UsageError(
+                        f"--run {default!r} and --run {value!r}: give one function for every "
+                        "work, or name each work's: --run NAME=MODULE:FUNCTION"
+                    )
+                default = value
+                continue
+            if not name.strip():
+                raise UsageError(f"--run {value!r}: the work name before '=' is empty")
+            if name in by_work:
+                raise UsageError(f"--run {value!r}: work {name!r} already has a function")
+            by_work[name] = spec
+        return cls(default, by_work)
+
+    def load(self, names: Sequence[str]) -> dict[str, Handler]:
+        """Import each work's function (each spec once); usage errors name what is wrong."""
+        unknown = [name for name in self.by_work if name not in names]
+        if unknown:
+            raise UsageError(
+                f"--run {unknown[0]}=...: {unknown[0]!r} is not among the works to run "
+                f"({', '.join(map(repr, names))})"
+            )
+        missing = [name for name in names if name not in self.by_work]
+        if missing and self.default is None:
+            raise UsageError(
+                f"no function for work {missing[0]!r}: add --run {missing[0]}=MODULE:FUNCTION "
+                "or a --run MODULE:FUNCTION for every work without one"
+            )
+        loaded: dict[str, Handler] = {}
+        handlers: dict[str, Handler] = {}
+        for name in names:
+            spec = self.by_work.get(name) or self.default
+            assert spec is not None
+            if spec not in loaded:
+                loaded[spec] = load_handler(spec)
+            handlers[name] = loaded[spec]
+        return handlers
+
+    def describe(self) -> str:
+        """For the start-up log line."""
+        parts = [f"{name}={spec}" for name, spec in self.by_work.items()]
+        if self.default is not None:
+            parts.append(self.default if not parts else f"others={self.default}")
+        return ", ".join(parts)
+
+
+def select_works(
+    config: ConfigFile | None, names: Sequence[str] | None, run_names: Sequence[str] = ()
+) -> list[Work | str]:
+    """The works to run: the config's (all, or those named), the bare names, or ``--run``'s."""
     wanted = list(dict.fromkeys(names or ()))
     if config is None:
+        wanted = wanted or list(run_names)
         if not wanted:
-            raise UsageError("no works to run: pass --config FILE (its works) and/or --name NAME")
+            raise UsageError(
+                "no works to run: pass --config FILE (its works), --name NAME, "
+                "or --run NAME=MODULE:FUNCTION"
+            )
         return list(wanted)
     if not config.works:
         raise UsageError(f"{config.source}: no works; add a [[works]] table for each")
@@ -178,20 +273,24 @@ def _log_event(event: Event) -> None:
 def run(args: argparse.Namespace, secrets: Secrets) -> int:
     """Run the worker loop until a stop signal, or one round with ``--once``."""
     setup_logging(args.log_level, secrets)
-    handler = load_handler(args.run)  # before connecting: a bad --run touches nothing
+    runs = Handlers.parse(args.run)
     config = read_config(args.config)
-    works = select_works(config, args.name)
+    works = select_works(config, args.name, list(runs.by_work))
+    names = list(dict.fromkeys(w.name if isinstance(w, Work) else w for w in works))
+    handlers = runs.load(names)  # before connecting: a bad --run touches nothing
     url = database_url(args, config, secrets)
     table = table_name(args, config)
     settings = config.worker if config is not None else WorkerSettings()
     poll: timedelta = args.poll or settings.poll or DEFAULT_POLL
     max_backoff: timedelta = args.max_backoff or settings.max_backoff or DEFAULT_MAX_BACKOFF
+    concurrency: int = args.concurrency or settings.concurrency or 1
     engine = open_engine(url)
     try:
         worker = Worker(
             engine,
             works,
-            handler,
+            handlers,
+            max_concurrency=concurrency,
             table=table,
             poll=poll,
             worker_id=args.worker_id,
@@ -200,7 +299,7 @@ def run(args: argparse.Namespace, secrets: Secrets) -> int:
         )
         if args.once:
             return _once(worker, engine, table)
-        return _serve(worker, engine, table, args.run, poll)
+        return _serve(worker, engine, table, runs.describe(), poll)
     finally:
         engine.dispose()
 
@@ -208,7 +307,7 @@ def run(args: argparse.Namespace, secrets: Secrets) -> int:
 def _once(worker: Worker, engine: sa.Engine, table: str) -> int:
     try:
         require_table(engine, table)
-        ran = worker.run_once()
+        ran = worker.run_due()
     finally:
         worker.close()
     print(f"ran {plural(ran, 'claim')} of {', '.join(worker.names)} on table {table!r}")
@@ -224,12 +323,14 @@ def _serve(worker: Worker, engine: sa.Engine, table: str, spec: str, poll: timed
                 return 0
             worker.start()
             log.info(
-                "worker %s started on %s, table %r: running %s for %s, polling every %s",
+                "worker %s started on %s, table %r: running %s for %s, %s at once, "
+                "polling every %s",
                 worker.sync.worker_id,
                 shown(engine.url),
                 table,
                 spec,
                 ", ".join(worker.names),
+                plural(worker.max_concurrency, "claim"),
                 format_duration(poll),
                 extra={"action": "started"},
             )

@@ -34,7 +34,7 @@ async def serve(seconds: float | None) -> list[tuple[str, str]]:
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(stop.wait(), seconds)
         print("stopping", flush=True)
-    return state["worker"].ran
+    return state["ran"]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,245 @@
+"""What a worker decides, written once for :class:`Worker` and :class:`AsyncWorker`.
+
+A worker's choices are the same whether it blocks or awaits: which works it
+serves and with which handler, how far back a due claim may look, when the
+works take turns, when to claim at all (only while a runner is free, so it
+never holds a claim it cannot run), how long to wait, how to outlive an
+outage, and what to log when a handler fails. Those choices are generators
+of steps here (as ``_passes`` does for the schedulers); each twin performs
+the steps with threads or with tasks.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Generator, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from ._calls import Idle
+from ._claiming import ClaimCore, describe
+from ._loop import Outage, is_stop
+from ._text import check_text
+from .durations import as_timedelta
+from .errors import ClaimLostError, InvalidArgumentError
+from .work import Work
+
+logger = logging.getLogger("worksync_sa.worker")
+
+DEFAULT_POLL = timedelta(seconds=1)
+"""The longest wait between looks for due ticks."""
+DEFAULT_MAX_BACKOFF = timedelta(seconds=30)
+"""The longest wait between looks while the database cannot be reached."""
+MAX_CONCURRENCY_LIMIT = 1024
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+@dataclass(frozen=True, slots=True)
+class AcquireDue:
+    """Claim the earliest due row of a work (the answer: a claim, or None)."""
+
+    name: str
+    grace: timedelta | None
+
+
+@dataclass(frozen=True, slots=True)
+class RunHere:
+    """Run the claim's handler now, in the loop itself (one claim at a time)."""
+
+    claim: Any
+
+
+@dataclass(frozen=True, slots=True)
+class TakeRunner:
+    """Reserve a free runner, without waiting (the answer: whether one was free)."""
+
+
+@dataclass(frozen=True, slots=True)
+class FreeRunner:
+    """Give back a runner reserved for a claim that was not made."""
+
+
+@dataclass(frozen=True, slots=True)
+class Launch:
+    """Run the claim on the reserved runner; it frees the runner when it ends."""
+
+    claim: Any
+
+
+@dataclass(frozen=True, slots=True)
+class Look:
+    """Wait until the next look: the wait is over, a running claim ended, or a stop."""
+
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class Round:
+    """A loop step: one round of claims (the answer: how many claims it started)."""
+
+
+ROUND = Round()
+
+
+def handlers_for(names: list[str], handler: object) -> dict[str, Any]:
+    """One handler per work: the same function for all, or a mapping from each name."""
+    if callable(handler):
+        return dict.fromkeys(names, handler)
+    if not isinstance(handler, Mapping):
+        raise InvalidArgumentError(
+            "handler must be a function taking a Claim, or a mapping of work names to them"
+        )
+    missing = [name for name in names if name not in handler]
+    extra = sorted(str(name) for name in handler if name not in names)
+    if missing or extra:
+        parts = [f"no handler for {', '.join(map(repr, missing))}"] if missing else []
+        parts += [f"not a work: {', '.join(map(repr, extra))}"] if extra else []
+        raise InvalidArgumentError("handler must name every work and no other: " + "; ".join(parts))
+    bad = sorted(name for name in names if not callable(handler[name]))
+    if bad:
+        raise InvalidArgumentError(f"handler for {', '.join(map(repr, bad))} is not a function")
+    return {name: handler[name] for name in names}
+
+
+class WorkerCore:
+    """A worker's settings and decisions, shared by both twins."""
+
+    def __init__(
+        self,
+        works: Iterable[Work | str],
+        handler: object,
+        *,
+        max_concurrency: int,
+        poll: timedelta | str,
+        max_backoff: timedelta | str,
+        clock: Callable[[], datetime],
+    ) -> None:
+        if isinstance(works, (str, Work)) or not isinstance(works, Iterable):
+            raise InvalidArgumentError("works must be a list of Work objects or names")
+        works = list(works)
+        self.works = [w for w in works if isinstance(w, Work)]
+        names = [w.name if isinstance(w, Work) else w for w in works]
+        if not names:
+            raise InvalidArgumentError("works is empty: name at least one work to run")
+        for name in names:
+            check_text(name, "work name")
+        self.names = sorted(set(names))
+        self._grace: dict[str, timedelta] = {}
+        """Per work, the longest grace its Work objects give: how far back a claim looks."""
+        for work in self.works:
+            self._grace[work.name] = max(work.grace, self._grace.get(work.name, work.grace))
+        self.handlers = handlers_for(self.names, handler)
+        if (
+            not isinstance(max_concurrency, int)
+            or isinstance(max_concurrency, bool)
+            or not 1 <= max_concurrency <= MAX_CONCURRENCY_LIMIT
+        ):
+            raise InvalidArgumentError(
+                f"max_concurrency must be an int from 1 to {MAX_CONCURRENCY_LIMIT}, "
+                f"got {max_concurrency!r}"
+            )
+        self.max_concurrency = max_concurrency
+        if not callable(clock):
+            raise InvalidArgumentError("clock must be a function returning an aware datetime")
+        self.clock = clock
+        try:
+            self.poll = as_timedelta(poll, "poll").total_seconds()
+            self.max_backoff = as_timedelta(max_backoff, "max_backoff").total_seconds()
+        except ValueError as exc:
+            raise InvalidArgumentError(str(exc)) from None
+
+    def round_steps(self, stopping: Callable[[], bool]) -> Generator[Any, Any, int]:
+        """Claim what is due now and start it; returns how many claims were started.
+
+        With one runner, each claim runs in the loop, one after the other.
+        With more, a claim is only made once a runner is reserved for it, and
+        the works take turns, one claim each per turn: a slow job never keeps
+        another work from its ticks, and the worker never holds a claim it
+        cannot run (the next round starts when a runner frees up).
+        """
+        started = 0
+        if self.max_concurrency == 1:
+            for name in self.names:
+                while not stopping():
+                    claim = yield AcquireDue(name, self._grace.get(name))
+                    if claim is None:
+                        break
+                    yield RunHere(claim)
+                    started += 1
+            return started
+        busy = list(self.names)
+        while busy and not stopping():
+            for name in list(busy):
+                if not (yield TakeRunner()):
+                    return started
+                try:
+                    claim = yield AcquireDue(name, self._grace.get(name))
+                except BaseException:
+                    yield FreeRunner()
+                    raise
+                if claim is None:
+                    yield FreeRunner()
+                    busy.remove(name)
+                    continue
+                yield Launch(claim)
+                started += 1
+        return started
+
+    def loop_steps(self, what: str) -> Generator[Any, Any, None]:
+        """The loop, for both twins: a round whenever something may be due, until stopped.
+
+        It outlives any failure of a round (the database away): logged once,
+        retried with capped backoff. Only the stop signals end it. ``Idle``
+        and ``Look`` answer True once the loop is asked to stop.
+        """
+        outage = Outage(logger, what, cap=self.max_backoff)
+        while not (yield Idle(0)):
+            try:
+                started = yield ROUND
+            except BaseException as exc:
+                if is_stop(exc):
+                    raise
+                if (yield Idle(outage.failed(exc))):
+                    return
+                continue
+            outage.succeeded()
+            if not started and (yield Look(self.next_wait())):
+                return
+
+    def next_wait(self) -> float:
+        """Until the next tick by this process's clock, but never longer than ``poll``.
+
+        This clock only decides when to look; whether a tick is due is the
+        database's call, so a worker whose clock is off still claims the right ticks.
+        """
+        if not self.works:
+            return self.poll
+        now = self.clock()
+        soonest = min(work.next_tick(now) for work in self.works)
+        return max(0.0, min(self.poll, (soonest - now).total_seconds()))
+
+
+def report(claim: ClaimCore, exc: BaseException) -> None:
+    """Log how a handler's claim ended badly (not by a stop signal); the loop goes on.
+
+    ``with claim:`` has already recorded FAILED with the reason, even after a
+    handler's ``sys.exit()``: one job must not stop every other.
+    """
+    if isinstance(exc, ClaimLostError):
+        logger.warning("%r was lost before it finished", claim, extra={"action": "lost"})
+        return
+    if not (claim.finished or claim.lost):  # the database stayed away all the lease
+        logger.error(
+            "the outcome of %r could not be recorded (%s): recovery closes its row "
+            "once the lease has run out",
+            claim,
+            describe(exc),
+            extra={"action": "failed"},
+        )
+        return
+    logger.error("work %r failed: %s", claim.name, describe(exc), extra={"action": "failed"})
+    logger.debug("work %r failed here:", claim.name, exc_info=exc)

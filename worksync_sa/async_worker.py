@@ -1,0 +1,284 @@
+"""The asyncio twin of :class:`~worksync_sa.Worker`: ``async def`` handlers on one event loop.
+
+It makes the same decisions as the blocking worker (``_working.WorkerCore``:
+which works, turns, when to claim, waits, outages, what to log) and differs
+only in how it waits and where claims run: as tasks of the running loop, at
+most ``max_concurrency`` at once, each claimed only once a slot for it is
+free. Handlers must be ``async def``: a blocking function would stall every
+other task of the loop, heartbeats included (use :class:`Worker` for those).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import inspect
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from ._calls import Idle, drive_async
+from ._loop import ended, is_stop
+from ._working import (
+    DEFAULT_MAX_BACKOFF,
+    DEFAULT_POLL,
+    AcquireDue,
+    FreeRunner,
+    Launch,
+    Look,
+    Round,
+    RunHere,
+    TakeRunner,
+    WorkerCore,
+    report,
+    utcnow,
+)
+from .async_sync import AsyncClaim, AsyncWorkSync
+from .config import RetryPolicy
+from .errors import InvalidArgumentError
+from .events import Listener
+from .models import DEFAULT_TABLE
+from .work import Work
+
+logger = logging.getLogger(__name__)
+
+AsyncHandler = Callable[[AsyncClaim], Awaitable[object]]
+
+
+def _is_async(function: object) -> bool:
+    if inspect.iscoroutinefunction(function):
+        return True
+    call = getattr(function, "__call__", None)  # noqa: B004 (an object with async __call__)
+    return inspect.iscoroutinefunction(call)
+
+
+class AsyncWorker:
+    """Runs an ``async def`` handler for every due tick of ``works`` this process can claim.
+
+    The arguments are :class:`Worker`'s, on an ``AsyncEngine``. ``async with
+    AsyncWorker(...)`` starts it in a task of the running loop and, on exit,
+    stops it and waits for the claims in progress.
+    """
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        works: Iterable[Work | str],
+        handler: AsyncHandler | Mapping[str, AsyncHandler],
+        *,
+        max_concurrency: int = 1,
+        table: str = DEFAULT_TABLE,
+        poll: timedelta | str = DEFAULT_POLL,
+        worker_id: str | None = None,
+        retry: RetryPolicy | None = None,
+        max_backoff: timedelta | str = DEFAULT_MAX_BACKOFF,
+        clock: Callable[[], datetime] = utcnow,
+        listeners: Iterable[Listener] | None = None,
+    ) -> None:
+        self._core = WorkerCore(
+            works,
+            handler,
+            max_concurrency=max_concurrency,
+            poll=poll,
+            max_backoff=max_backoff,
+            clock=clock,
+        )
+        blocking = sorted(n for n, h in self._core.handlers.items() if not _is_async(h))
+        if blocking:
+            raise InvalidArgumentError(
+                f"handler for {', '.join(map(repr, blocking))} is not an async function: "
+                "AsyncWorker awaits its handlers (use Worker for blocking functions)"
+            )
+        self.handler = handler
+        self.sync = AsyncWorkSync(
+            engine, table=table, worker_id=worker_id, retry=retry, listeners=listeners
+        )
+        self.handled = 0
+        """Claims this worker has run (finished or not)."""
+        self._free = 0
+        """Runners left for claims: ``max_concurrency`` minus the claims running."""
+        self._claims: set[asyncio.Task[None]] = set()
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._until: float | None = None
+
+    @property
+    def names(self) -> list[str]:
+        """The names of the works served, sorted."""
+        return self._core.names
+
+    @property
+    def max_concurrency(self) -> int:
+        return self._core.max_concurrency
+
+    def __repr__(self) -> str:
+        return f"AsyncWorker({self.sync!r}, works={self.names!r})"
+
+    async def run_once(self) -> int:
+        """Claim and start everything due right now; returns how many claims it started.
+
+        With ``max_concurrency`` 1 each claim runs here, one after the other.
+        Above 1, each claim runs in a task of its own, and a claim is only
+        made while fewer than ``max_concurrency`` are running.
+        """
+        self._free = self.max_concurrency - len(self._claims)
+        return await drive_async(self._core.round_steps(self._stopping.is_set), self._do)
+
+    async def run_due(self) -> int:
+        """Claim and run everything due now, then return once every claim it started has ended.
+
+        Unlike :meth:`run_once`, it waits for a free runner whenever all are
+        busy, so nothing due is left behind. Returns how many claims it ran.
+        """
+        ran = 0
+        while True:
+            started = await self.run_once()
+            ran += started
+            running = set(self._claims)
+            if not running:
+                if not started:
+                    return ran
+                continue
+            if not started:
+                await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+
+    async def _do(self, step: Any) -> Any:
+        """One step of a round or of the loop (``WorkerCore``), with tasks."""
+        return await self._steps[type(step)](step)
+
+    @functools.cached_property
+    def _steps(self) -> dict[type, Callable[[Any], Awaitable[Any]]]:
+        return {
+            AcquireDue: lambda step: self.sync.acquire_due(step.name, grace=step.grace),
+            RunHere: lambda step: self._run_here(step.claim),
+            TakeRunner: lambda _: self._take_runner(),
+            FreeRunner: lambda _: self._free_runner(),
+            Launch: lambda step: self._launch(step.claim),
+            Round: lambda _: self.run_once(),
+            Idle: lambda step: self._wait(step.seconds, wake=False),
+            Look: lambda step: self._wait(step.seconds, wake=True),
+        }
+
+    async def _run_here(self, claim: AsyncClaim) -> None:
+        await self._handle(claim)
+        self.handled += 1
+
+    async def _take_runner(self) -> bool:
+        if self._free <= 0:
+            return False
+        self._free -= 1
+        return True
+
+    async def _free_runner(self) -> None:
+        self._free += 1
+
+    async def _launch(self, claim: AsyncClaim) -> None:
+        task = asyncio.get_running_loop().create_task(
+            self._run_claim(claim), name=f"worksync-claim-{claim.id}"
+        )
+        self._claims.add(task)
+        task.add_done_callback(self._claim_ended)
+
+    async def _wait(self, seconds: float, *, wake: bool) -> bool:
+        """Sleep ``seconds`` (less on a stop, or, when ``wake``, a claim ending); True: stop."""
+        if self._until is not None:
+            seconds = min(seconds, max(0.0, self._until - time.time()))
+        if seconds > 0:
+            event = self._wake if wake else self._stopping
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(event.wait(), seconds)
+            self._wake.clear()
+        return self._stopping.is_set() or (self._until is not None and time.time() >= self._until)
+
+    async def _run_claim(self, claim: AsyncClaim) -> None:
+        try:
+            await self._handle(claim)
+        finally:
+            self.handled += 1
+
+    def _claim_ended(self, task: asyncio.Task[None]) -> None:
+        self._claims.discard(task)
+        self._wake.set()
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("claim task ended by %r", task.exception(), extra={"action": "failed"})
+
+    async def _handle(self, claim: AsyncClaim) -> None:
+        try:
+            async with claim:
+                await self._core.handlers[claim.name](claim)
+        except BaseException as exc:
+            if is_stop(exc):
+                raise
+            report(claim, exc)
+
+    async def run(self, *, until: float | None = None) -> None:
+        """Loop until :meth:`stop` (or the ``time.time()`` deadline ``until``).
+
+        Only cancellation ends it early, and the log says so when it was not
+        :meth:`stop` asking. Claims started on tasks keep running; :meth:`close`
+        waits for them.
+        """
+        self._until = until
+        try:
+            await drive_async(self._core.loop_steps(f"worker {self.sync.worker_id}"), self._do)
+        except BaseException as exc:
+            if not (isinstance(exc, asyncio.CancelledError) and self._stopping.is_set()):
+                ended(logger, f"worker {self.sync.worker_id} loop", exc)
+            raise
+
+    def start(self) -> None:
+        """Run the loop in a task of the running event loop; returns at once."""
+        if self.running:
+            raise RuntimeError("worker is already running")
+        self._stopping.clear()
+        self._task = asyncio.get_running_loop().create_task(self.run(), name="worksync-worker")
+
+    async def stop(self, timeout: float | None = None) -> None:
+        """Ask the loop to stop after the claim it is running; waits for it.
+
+        Claims running in tasks run to their end (``close`` waits for them);
+        no new claim is made. After ``timeout`` seconds the loop is cancelled.
+        """
+        self._stopping.set()
+        self._wake.set()
+        task = self._task
+        if task is None:
+            return
+        _, pending = await asyncio.wait({task}, timeout=timeout)
+        if pending:
+            task.cancel()
+            await asyncio.wait({task})
+        self._task = None
+
+    @property
+    def running(self) -> bool:
+        """True while the loop's task is alive."""
+        return self._task is not None and not self._task.done()
+
+    async def close(self, timeout: float | None = None) -> None:
+        """Stop, let running claims finish, and give back the worker's connections.
+
+        With ``timeout``, claims still running after it are cancelled: their
+        rows are then recorded FAILED ("cancelled") where the database allows.
+        """
+        await self.stop(timeout)
+        if self._claims:
+            _, pending = await asyncio.wait(set(self._claims), timeout=timeout)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending)
+        await self.sync.close()
+
+    async def __aenter__(self) -> AsyncWorker:
+        self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
