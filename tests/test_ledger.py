@@ -179,6 +179,9 @@ def test_a_tick_labelled_two_ways_is_one_entry(db: Db) -> None:
         assert (entry.tick_at, entry.name, entry.sequence) == (tick, "w", "new")
         assert (entry.created, entry.surplus, entry.max_run) == (4, 2, 2)
         assert (entry.succeeded, entry.failed, entry.error) == (2, 0, None)
+        assert entry.claimed == 2  # the surplus rows were closed unclaimed
+    (summary,) = ledger.summary(since=tick)
+    assert (summary.ticks, summary.claimed, summary.succeeded) == (1, 2, 2)
     ledger.close()
 
 

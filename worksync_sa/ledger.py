@@ -78,8 +78,8 @@ class TickEntry:
 
     @property
     def claimed(self) -> int:
-        """Rows a worker claimed: the running and the finished, but not the missed."""
-        return self.created - self.queued - self.missed
+        """Rows a worker claimed: the running and the finished, not the missed or surplus."""
+        return self.created - self.queued - self.missed - self.surplus
 
 
 @dataclass(frozen=True, slots=True)
