@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -28,19 +28,10 @@ from worksync_sa import WorkStatus, WorkSync
 from worksync_sa._dialects import claim_statement, db_now, family_of
 from worksync_sa.models import as_utc, table_named, validate_table_name
 
-from .harness import Report, Spread, drop_table, fresh_table, raw_connection
+from .harness import Report, Spread, drop_table, fresh_table, raw_connection, raw_stamp
 
 GRACE = timedelta(hours=1)
 TABLE = "bench_due_history"
-
-
-def _stamp(engine: sa.Engine, moment: datetime) -> Any:
-    if engine.dialect.name == "postgresql":
-        return moment
-    naive = moment.replace(tzinfo=None)
-    if engine.dialect.name == "sqlite":
-        return naive.isoformat(sep=" ", timespec="microseconds")
-    return naive
 
 
 def load(engine: sa.Engine, table: str, history: int, due: int) -> None:
@@ -66,7 +57,7 @@ def load(engine: sa.Engine, table: str, history: int, due: int) -> None:
             "status": WorkStatus.QUEUED.value,
             "sequence": f"s{n:09d}",
             "slot": 0,
-            "tick_at": _stamp(engine, moment),
+            "tick_at": raw_stamp(engine, moment),
             "grace_seconds": int(2 * GRACE.total_seconds()),
             "lease_seconds": 60,
         }

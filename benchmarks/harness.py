@@ -106,6 +106,20 @@ class RawStatement:
         return int(cursor.rowcount)
 
 
+def raw_stamp(engine: sa.Engine, moment: datetime) -> Any:
+    """An aware UTC ``moment`` as the raw driver stores it in a work table's datetime columns.
+
+    For loaders that insert through the DB-API cursor: PostgreSQL takes the aware
+    value, MySQL a naive UTC one, and SQLite the text SQLAlchemy writes.
+    """
+    if engine.dialect.name == "postgresql":
+        return moment
+    naive = moment.replace(tzinfo=None)
+    if engine.dialect.name == "sqlite":
+        return naive.isoformat(sep=" ", timespec="microseconds")
+    return naive
+
+
 def fresh_table(engine: sa.Engine, name: str) -> sa.Table:
     """Drop and create a benchmark table (the same DDL the migrations make)."""
     table = work_table(name)

@@ -39,20 +39,12 @@ from .harness import (
     drop_table,
     fresh_table,
     raw_connection,
+    raw_stamp,
 )
 
 TABLE = "bench_ledger"
 DAY = 86_400
 OTHERS = 10
-
-
-def _stamp(engine: sa.Engine, moment: datetime) -> Any:
-    if engine.dialect.name == "postgresql":
-        return moment
-    naive = moment.replace(tzinfo=None)
-    if engine.dialect.name == "sqlite":
-        return naive.isoformat(sep=" ", timespec="microseconds")
-    return naive
 
 
 def load(engine: sa.Engine, ticks: int, table: str = TABLE) -> datetime:
@@ -73,8 +65,8 @@ def load(engine: sa.Engine, ticks: int, table: str = TABLE) -> datetime:
     order = insert.positiontup
 
     def row(name: str, moment: datetime) -> Any:
-        stamp = _stamp(engine, moment)
-        late = _stamp(engine, moment + timedelta(milliseconds=300))
+        stamp = raw_stamp(engine, moment)
+        late = raw_stamp(engine, moment + timedelta(milliseconds=300))
         values = {
             "name": name,
             "status": WorkStatus.SUCCESS.value,
