@@ -271,3 +271,29 @@ def test_a_slow_job_beside_a_per_second_work(maria_db: Db, concurrency: int) -> 
         assert missed == []
     else:
         assert missed  # one at a time, the slow job holds the fast work up past its grace
+
+
+def test_close_with_a_timeout_cancels_a_claim_still_running_and_records_it_failed(
+    db: Db,
+) -> None:
+    schedule_due(db, Work("w", "* * * * * *"))
+    started = asyncio.Event()
+
+    async def endless(claim: AsyncClaim) -> None:
+        started.set()
+        await asyncio.sleep(3600)
+
+    async def body(engine: AsyncEngine) -> None:
+        worker = AsyncWorker(engine, ["w"], endless, table=db.table, max_concurrency=2)
+        worker.start()
+        await asyncio.wait_for(started.wait(), 15)
+        begun = time.monotonic()
+        await worker.close(timeout=0.5)
+        assert time.monotonic() - begun < 5
+        assert not worker.running
+
+    run(db, body)
+    assert not db.rows(status=WorkStatus.RUNNING)
+    failed = db.rows(status=WorkStatus.FAILED)
+    assert failed
+    assert all("CancelledError" in row.error for row in failed)
