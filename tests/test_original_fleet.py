@@ -75,10 +75,12 @@ def fleet(mariadb: Backend) -> Iterator[Fleet]:
             conn.exec_driver_sql(f"DROP DATABASE {name}")
 
 
+SPAWN = multiprocessing.get_context("spawn")
+
+
 def start(target: Any, *args: Any) -> tuple[Any, Any]:
-    ctx = multiprocessing.get_context("spawn")
-    results = ctx.Queue()
-    process = ctx.Process(target=target, args=(*args, results))
+    results = SPAWN.Queue()
+    process = SPAWN.Process(target=target, args=(*args, results))
     process.start()
     return process, results
 
@@ -117,15 +119,23 @@ def test_the_original_and_ours_together_never_exceed_max_run(
     seconds = 12
     config = {"lookahead": f"{ours_ahead}s", "interval": "500ms", "sequence": local_sequence(ZONE)}
     log = str(tmp_path / "claims.log")
-    started = [
-        start(original.run_scheduler, fleet.connect, "works", [("shared", 2)], ZONE,
-              original_ahead, seconds),
-        start(racers.run_scheduler, fleet.url, "works", [OUR_WORK], config, seconds, None),
-        *(start(original.run_worker, fleet.connect, "works", ["shared"], ZONE, seconds)
-          for _ in range(2)),
-        *(start(racers.run_worker, fleet.url, "works", [OUR_WORK], seconds, log, None)
+    # Ours take seconds longer to start (SQLAlchemy's import) than the original's (MySQLdb
+    # alone): they start first and wait at a barrier, so that every tick of the run, not
+    # only the later ones, is raced by both fleets from its first pass on.
+    ready = SPAWN.Barrier(4)
+    ours = [
+        start(racers.run_scheduler, fleet.url, "works", [OUR_WORK], config, seconds, ready),
+        *(start(racers.run_worker, fleet.url, "works", [OUR_WORK], seconds, log, ready)
           for _ in range(2)),
     ]  # fmt: skip
+    ready.wait(timeout=120)
+    theirs_started = [
+        start(original.run_scheduler, fleet.connect, "works", [("shared", 2)], ZONE,
+              original_ahead, seconds),
+        *(start(original.run_worker, fleet.connect, "works", ["shared"], ZONE, seconds)
+          for _ in range(2)),
+    ]  # fmt: skip
+    started = [theirs_started[0], ours[0], *theirs_started[1:], *ours[1:]]
     reports = collect(started)
     rows = fleet.rows()
     per_tick = Counter(row["sequence"] for row in rows)
