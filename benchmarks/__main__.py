@@ -18,6 +18,7 @@ from .due_history import due_history
 from .harness import Report, bench_engine, label_of, resolve_url
 from .ledger_history import ledger_history
 from .passes import memory, scheduler_passes
+from .web_page import web_page
 
 BENCHMARKS = (
     "uncontended",
@@ -30,6 +31,7 @@ BENCHMARKS = (
     "growth",
     "ledger",
     "memory",
+    "web",
 )
 
 
@@ -59,6 +61,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "growth": lambda: table_growth(engine, report, quick=args.quick),
         "ledger": lambda: ledger_history(engine, url, report, quick=args.quick),
         "memory": lambda: memory(engine, url, report, quick=args.quick),
+        "web": lambda: web_page(engine, report, quick=args.quick),
     }
     for name in BENCHMARKS:
         if name in chosen:

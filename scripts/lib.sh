@@ -83,6 +83,21 @@ ensure_topology_packages() {
         || say "could not install ${missing[*]}; the topology tests will be skipped unless required"
 }
 
+# Headless Chromium and its WebDriver, for the status page's browser tests
+# (tests/test_web_browser.py drives Debian's /usr/bin/chromium through /usr/bin/chromedriver).
+ensure_browser_packages() {
+    local missing=()
+    [ -x /usr/bin/chromium ] || missing+=(chromium)
+    [ -x /usr/bin/chromedriver ] || missing+=(chromium-driver)
+    [ ${#missing[@]} -eq 0 ] && return 0
+    command -v apt-get >/dev/null 2>&1 || { say "cannot install ${missing[*]}: no apt-get"; return 0; }
+    say "installing browser packages: ${missing[*]}"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >/dev/null 2>&1 \
+        || { as_root apt-get update -q >/dev/null 2>&1 \
+             && as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >/dev/null; } \
+        || say "could not install ${missing[*]}; the browser tests will be skipped (under CI they fail)"
+}
+
 port_open() { python3 -c "import socket,sys; s=socket.socket(); s.settimeout(1); sys.exit(s.connect_ex(('127.0.0.1', $1)))"; }
 
 wait_for_port() {

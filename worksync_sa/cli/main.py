@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 import sqlalchemy as sa
 
 from ..errors import InvalidArgumentError, WorksyncError
-from . import demo, migrations, prune, schedule, status, work
+from . import demo, migrations, prune, schedule, status, web, work
 from .options import Failure, Parser, Secrets, UsageError, describe_error
 from .stopping import ForcedStop
 
@@ -38,7 +38,7 @@ def build_parser() -> Parser:
         epilog="Exit codes: 0 ok, 1 runtime failure, 2 usage or bad input.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (migrations, schedule, work, status, prune, demo):
+    for module in (migrations, schedule, work, status, web, prune, demo):
         module.register(commands)
     return parser
 

@@ -1,0 +1,221 @@
+"""``worksync web``: serve the read-only status page (``worksync_sa.web``) with uvicorn.
+
+Safe by default: it listens on 127.0.0.1, and there it answers only
+requests addressed to a loopback name, so a web page elsewhere cannot read
+it by pointing a domain of its own at 127.0.0.1. Any other address needs a
+token (``--auth-token``, or better ``WORKSYNC_WEB_TOKEN``, which ``ps``
+does not show), or an explicit ``--no-auth`` that says the page may be
+read by anyone who can reach it. Whatever the address, the page only
+reads, and never shows the database URL, host or password.
+
+The socket is opened here, before uvicorn starts, so an address in use is
+one clear line (exit 1) and ``--port 0`` picks a free port, logged at start.
+SIGINT or SIGTERM stop it after the requests in flight (exit 0).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import logging
+import os
+import socket
+from datetime import timedelta
+from typing import TYPE_CHECKING
+
+from .options import (
+    Commands,
+    Failure,
+    Secrets,
+    UsageError,
+    add_database_options,
+    add_logging_options,
+    database_url,
+    duration_arg,
+    open_engine,
+    read_config,
+    require_table,
+    setup_logging,
+    shown,
+    table_name,
+)
+from .stopping import StopSignals
+
+if TYPE_CHECKING:  # the web extra is optional: imported when the command runs
+    from ..web.app import StatusPage
+
+log = logging.getLogger("worksync_sa.cli.web")
+
+ENV_TOKEN = "WORKSYNC_WEB_TOKEN"  # noqa: S105 - the variable's name, not a token
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8080
+DEFAULT_REFRESH = timedelta(seconds=5)
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
+
+
+def register(commands: Commands) -> None:
+    """Add ``web``."""
+    parser = commands.add_parser(
+        "web",
+        help="serve the read-only status page (needs worksync_sa[web])",
+        description="Serve the ledger as a web page: every work's figures, a timeline of its "
+        "ticks, start lag over time, and the history, refreshed live. Read only. Listens on "
+        f"127.0.0.1 unless --host says otherwise; any other address needs --auth-token (or "
+        f"${ENV_TOKEN}) or an explicit --no-auth.",
+    )
+    add_database_options(parser, config="config file whose [database] section names the table")
+    parser.add_argument(
+        "--host",
+        default=DEFAULT_HOST,
+        help=f"address to listen on (default {DEFAULT_HOST}; 0.0.0.0 for every IPv4 address)",
+    )
+    parser.add_argument(
+        "--port",
+        type=_port,
+        default=DEFAULT_PORT,
+        help=f"port to listen on (default {DEFAULT_PORT}; 0 picks a free one)",
+    )
+    auth = parser.add_mutually_exclusive_group()
+    auth.add_argument(
+        "--auth-token",
+        metavar="TOKEN",
+        help=f"require this token (16+ characters): 'Authorization: Bearer TOKEN', or as the "
+        f"password of the browser's login (any user name). ${ENV_TOKEN} does the same "
+        "without showing the token in `ps`",
+    )
+    auth.add_argument(
+        "--no-auth",
+        action="store_true",
+        help="serve a non-loopback address without a token: anyone who reaches it reads it",
+    )
+    parser.add_argument(
+        "--refresh",
+        metavar="DURATION",
+        type=duration_arg,
+        default=DEFAULT_REFRESH,
+        help="how often an open page fetches fresh figures (default 5s)",
+    )
+    add_logging_options(parser, default="info")
+    parser.set_defaults(runner=run)
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a port number (0 to 65535)")
+    return port
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is only reachable from this machine."""
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:  # another name: it may resolve anywhere
+        return False
+
+
+def auth_token(args: argparse.Namespace) -> str | None:
+    """The token from ``--auth-token`` or the environment; refuses a contradiction."""
+    from_env = os.environ.get(ENV_TOKEN) or None
+    if args.no_auth and from_env is not None:
+        raise UsageError(f"--no-auth and ${ENV_TOKEN} contradict each other; drop one")
+    token: str | None = args.auth_token if args.auth_token is not None else from_env
+    return token
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A listening socket on ``host:port``, or one clear line of why not."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        sock = socket.socket(family, kind, proto)
+    except OSError as exc:
+        raise Failure(f"cannot listen on {host}:{port}: {exc}") from None
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(128)
+    except OSError as exc:
+        sock.close()
+        raise Failure(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    return sock
+
+
+def run(args: argparse.Namespace, secrets: Secrets) -> int:
+    """Serve the page until SIGINT or SIGTERM."""
+    setup_logging(args.log_level, secrets)
+    try:  # the web extra is optional: without it, every other command still works
+        import uvicorn  # noqa: F401, PLC0415
+
+        from .. import web  # noqa: PLC0415
+        from ..web.config import PageConfig, check_token  # noqa: PLC0415
+    except ModuleNotFoundError as exc:
+        raise Failure(
+            f"`worksync web` needs {exc.name}, which is not installed: "
+            "pip install 'worksync_sa[web]'"
+        ) from None
+    token = auth_token(args)
+    if token is not None:
+        check_token(token)  # the page's own rules; InvalidConfigError is exit 2
+    refresh = PageConfig(refresh=args.refresh).refresh  # checked before any connection
+    loopback = is_loopback(args.host)
+    if not loopback and token is None and not args.no_auth:
+        raise UsageError(
+            f"--host {args.host} is not a loopback address: pass --auth-token TOKEN (or set "
+            f"${ENV_TOKEN}), or --no-auth to let anyone who can reach it read the page"
+        )
+    config = read_config(args.config)
+    url = database_url(args, config, secrets)
+    table = table_name(args, config)
+    engine = open_engine(url)
+    try:
+        require_table(engine, table)
+        hosts = (*LOOPBACK_NAMES, args.host.strip("[]")) if loopback and token is None else None
+        page = web.app(engine, table, auth_token=token, refresh=refresh, allowed_hosts=hosts)
+        try:
+            _serve(page, listen(args.host, args.port), table, shown(engine.url), args.log_level)
+        finally:
+            page.close()
+    finally:
+        engine.dispose()
+    return 0
+
+
+def _serve(page: StatusPage, sock: socket.socket, table: str, where: str, log_level: str) -> None:
+    """Run uvicorn on the bound socket until a stop signal."""
+    import uvicorn  # noqa: PLC0415 - present: run() checked
+
+    try:
+        host, port = sock.getsockname()[:2]
+        log.info(
+            "status page of table %r on %s at http://%s:%d/ (%s); Ctrl-C to stop",
+            table,
+            where,
+            f"[{host}]" if ":" in host else host,
+            port,
+            "token required" if page.token_required else "no token",
+            extra={"action": "serving"},
+        )
+        server = uvicorn.Server(
+            uvicorn.Config(
+                page,
+                log_config=None,  # uvicorn's lines go through our masking handler
+                log_level=log_level,
+                lifespan="off",
+                server_header=False,
+                proxy_headers=False,
+            )
+        )
+        # uvicorn stops gracefully on the first SIGINT/SIGTERM, then raises the signal
+        # again for the handler it found: ours records it, so a stop is exit 0, as for
+        # the other long-running commands (and a second signal quits at once, exit 1).
+        with StopSignals():
+            server.run(sockets=[sock])
+    finally:
+        sock.close()

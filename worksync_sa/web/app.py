@@ -1,0 +1,261 @@
+"""The status page as an ASGI app: ``app(engine)`` for a host to mount, or ``worksync web``.
+
+Routes (all GET/HEAD; see :mod:`.guard` for what is refused first):
+
+``/``             the page: summary, timelines, lag charts, history
+``/api/state``    the summary, timelines and charts as JSON (the live refresh)
+``/api/history``  one keyset page of the history (``after`` = the previous page's cursor)
+``/api/tick``     the rows of one tick (``name``, ``tick``, ``sequence``)
+``/metrics``      the ledger of the page's window for Prometheus (:mod:`worksync_sa.metrics`)
+``/static/...``   the page's script and style sheet, from the package
+
+Each takes the same filter (``name``, ``since``, ``until``). The database
+reads block, so they run in worker threads, at most a few at once: an open
+page polling, or a reload storm, can never take more than that many of the
+database's connections.
+
+A database error is logged (for whoever runs the server) and answered with a
+plain 503 that names nothing: driver messages may carry a host name.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from datetime import datetime, timedelta, timezone
+from typing import TypeVar
+
+import anyio
+import anyio.lowlevel
+import anyio.to_thread
+import sqlalchemy as sa
+from prometheus_client import CollectorRegistry, generate_latest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, PlainTextResponse, Response
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
+
+from .._text import check_text
+from ..errors import InvalidArgumentError
+from ..metrics import EXPOSITION_CONTENT_TYPE, LedgerCollector
+from ..models import DEFAULT_TABLE, as_utc, validate_table_name
+from . import render
+from .config import (
+    DEFAULT_MAX_TICKS,
+    DEFAULT_PAGE_SIZE,
+    DEFAULT_REFRESH,
+    DEFAULT_TIMELINE_TICKS,
+    DEFAULT_WINDOW,
+    PageConfig,
+    check_token,
+)
+from .guard import Guard
+from .params import MAX_PARAMETER, BadRequest, Filter, parse_instant, read_filter
+from .reading import Reader
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+READERS = 4
+"""Most database reads running at once, whatever the number of requests."""
+JSON = "application/json"
+
+
+def _utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def app(
+    engine: sa.Engine,
+    table: str = DEFAULT_TABLE,
+    *,
+    auth_token: str | None = None,
+    refresh: timedelta = DEFAULT_REFRESH,
+    window: timedelta = DEFAULT_WINDOW,
+    timeline_ticks: int = DEFAULT_TIMELINE_TICKS,
+    page_size: int = DEFAULT_PAGE_SIZE,
+    max_ticks: int = DEFAULT_MAX_TICKS,
+    allowed_hosts: Iterable[str] | None = None,
+    clock: Callable[[], datetime] | None = None,
+) -> StatusPage:
+    """The read-only status page of ``table`` as an ASGI app, to mount or serve.
+
+    ``auth_token``: if set, every request must carry it (Bearer, or Basic
+    with it as the password). ``allowed_hosts``: if set, only these Host
+    names are served. ``clock``: where "now" comes from (tests pin it).
+    See :class:`PageConfig` for the rest.
+    """
+    config = PageConfig(
+        refresh=refresh,
+        window=window,
+        timeline_ticks=timeline_ticks,
+        page_size=page_size,
+        max_ticks=max_ticks,
+    )
+    return StatusPage(
+        engine,
+        table,
+        auth_token=auth_token,
+        config=config,
+        allowed_hosts=allowed_hosts,
+        clock=clock,
+    )
+
+
+class StatusPage:
+    """The page's ASGI app: the guard in front of the routes. ``close()`` gives back connections."""
+
+    def __init__(
+        self,
+        engine: sa.Engine,
+        table: str = DEFAULT_TABLE,
+        *,
+        auth_token: str | None = None,
+        config: PageConfig | None = None,
+        allowed_hosts: Iterable[str] | None = None,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
+        if not isinstance(engine, sa.Engine):
+            raise InvalidArgumentError(
+                f"engine must be a blocking sqlalchemy Engine, not {type(engine).__name__}; "
+                "for an AsyncEngine, give the page an Engine of its own on the same database"
+            )
+        self.table = validate_table_name(table)
+        self.config = config or PageConfig()
+        token = None if auth_token is None else check_token(auth_token)
+        self.token_required = token is not None
+        self._clock = clock or _utc_now
+        self._reader = Reader(engine, self.table, self.config)
+        # Per event loop: a limiter belongs to the loop it was made in.
+        self._limiter = anyio.lowlevel.RunVar[anyio.CapacityLimiter]("worksync_web_readers")
+        # The ledger's gauges on a registry of the page's own, read on each scrape; the
+        # same guard (methods, host, token, headers) stands in front of it.
+        self._metrics = CollectorRegistry(auto_describe=False)
+        self._collector = LedgerCollector(
+            engine, table=self.table, window=self.config.window, clock=self._clock
+        )
+        self._metrics.register(self._collector)
+        routes = [
+            Route("/", self._page, methods=["GET"]),
+            Route("/api/state", self._state, methods=["GET"]),
+            Route("/api/history", self._history, methods=["GET"]),
+            Route("/api/tick", self._tick, methods=["GET"]),
+            Route("/static/{file}", self._static, methods=["GET"]),
+            Route("/metrics", self._scrape, methods=["GET"]),
+        ]
+        self._guarded = Guard(Starlette(routes=routes), token=token, allowed_hosts=allowed_hosts)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._guarded(scope, receive, send)
+
+    def close(self) -> None:
+        """Give back the database connections the page holds."""
+        self._reader.close()
+        self._collector.close()
+
+    def __repr__(self) -> str:
+        return f"StatusPage(table={self.table!r})"  # never the engine: its URL has a password
+
+    # -- routes -------------------------------------------------------------------------
+
+    async def _page(self, request: Request) -> Response:
+        async def respond(view: Filter, now: datetime) -> Response:
+            snapshot = await self._read(self._reader.snapshot, view, now)
+            html = render.page(
+                snapshot, view, table=self.table, base=_base(request), refresh=self.config.refresh
+            )
+            return HTMLResponse(html)
+
+        return await self._answer(request, respond, as_json=False)
+
+    async def _state(self, request: Request) -> Response:
+        async def respond(view: Filter, now: datetime) -> Response:
+            snapshot = await self._read(self._reader.snapshot, view, now)
+            return Response(render.to_json(render.state(snapshot, view)), media_type=JSON)
+
+        return await self._answer(request, respond, as_json=True)
+
+    async def _history(self, request: Request) -> Response:
+        async def respond(view: Filter, now: datetime) -> Response:
+            page = await self._read(self._reader.history, view, now)
+            return Response(render.to_json(render.history(page, view)), media_type=JSON)
+
+        return await self._answer(request, respond, as_json=True)
+
+    async def _tick(self, request: Request) -> Response:
+        async def respond(view: Filter, now: datetime) -> Response:
+            if view.name is None:
+                raise BadRequest("name is required")
+            query = request.query_params
+            at = parse_instant(query.get("tick", "")[:MAX_PARAMETER], "tick")
+            # The label finds another program's rows (no tick time); by default the tick's own.
+            given = query.get("sequence", "")
+            label = check_text(given, "sequence") if given else at.strftime("%Y-%m-%d %H:%M:%S")
+            rows = await self._read(self._reader.tick, view.name, at, label)
+            document = render.tick(view.name, at, label, rows, now)
+            return Response(render.to_json(document), media_type=JSON)
+
+        return await self._answer(request, respond, as_json=True)
+
+    async def _scrape(self, request: Request) -> Response:
+        async def respond(view: Filter, now: datetime) -> Response:
+            body = await self._read(generate_latest, self._metrics)
+            return Response(body, media_type=EXPOSITION_CONTENT_TYPE)
+
+        return await self._answer(request, respond, as_json=False)
+
+    async def _static(self, request: Request) -> Response:
+        asset = render.assets().get(request.path_params["file"])
+        if asset is None:
+            return PlainTextResponse("not found", status_code=404)
+        # The page links each file with its version in the URL, so it may be kept a day.
+        return Response(
+            asset.body,
+            media_type=asset.media_type,
+            headers={"Cache-Control": "private, max-age=86400"},
+        )
+
+    # -- shared -------------------------------------------------------------------------
+
+    async def _answer(
+        self,
+        request: Request,
+        respond: Callable[[Filter, datetime], Awaitable[Response]],
+        *,
+        as_json: bool,
+    ) -> Response:
+        """Run ``respond``; bad input is a 400 naming it, a database failure a bare 503."""
+        try:
+            view = read_filter(request.query_params, self.config.window)
+            return await respond(view, as_utc(self._clock()))
+        except (BadRequest, InvalidArgumentError) as exc:
+            return _error(400, str(exc), as_json)
+        except (sa.exc.SQLAlchemyError, OSError) as exc:
+            logger.warning(
+                "status page: reading table %r failed: %s",
+                self.table,
+                exc,
+                extra={"action": "web_read_failed"},
+            )
+            return _error(503, "the database could not be read; see the server's log", as_json)
+
+    async def _read(self, function: Callable[..., T], *args: object) -> T:
+        try:
+            limiter = self._limiter.get()
+        except LookupError:
+            limiter = anyio.CapacityLimiter(READERS)
+            self._limiter.set(limiter)
+        return await anyio.to_thread.run_sync(lambda: function(*args), limiter=limiter)
+
+
+def _base(request: Request) -> str:
+    """Where the page is mounted (``""`` at the root), for its links to itself."""
+    return str(request.scope.get("root_path", "")).rstrip("/")
+
+
+def _error(status: int, message: str, as_json: bool) -> Response:
+    if as_json:
+        return Response(render.to_json({"error": message}), status_code=status, media_type=JSON)
+    return PlainTextResponse(message, status_code=status)

@@ -1,0 +1,170 @@
+"""The statements the status page adds to the ledger's: pure builders, no I/O.
+
+The figures are the ledger's: the two reads a range needs are derived from
+the ledger's own page statement (``_statements.ledger_page``), so every
+count keeps the one definition the ledger, ``worksync status`` and this
+page share. They differ only in what they return, which is what keeps the
+first page fast whatever the range holds:
+
+* per work, the ledger's counts summed by the database (a few rows, where
+  ``Ledger.summary`` folds one Python object per tick);
+* per tick, its figures without the label and the error text, for the lag
+  quantiles, the charts and the timelines (numbers and two times a row).
+
+Statements are built once per table (they are immutable), so a request
+spends its time reading, not compiling.
+
+Then three more reads, each bounded and served by an index:
+
+* the settings (``spec``) rows in the range were made with, for the cron and
+  ``max_run`` of each work: the range's rows, along the ledger index
+  ``(tick_at, name, sequence)``;
+* the rows of one tick, for its details: along the instant key
+  ``(name, tick_at, slot)``, and for rows another program wrote without a
+  tick time along the label key ``(name, sequence, slot)``;
+* the works that have ticks in the range, for the filter: the ledger index.
+
+Nothing here writes: the page is read only.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import sqlalchemy as sa
+
+from .. import _statements
+from ..models import CLOSED_BY_SURPLUS, UTCDateTime
+from .elapsed import EPOCH, microseconds_between
+
+TICK_ROWS_LIMIT = 1_000
+"""Most rows one tick's details show (``max_run`` can reach 10,000)."""
+NAMES_LIMIT = 1_000
+"""Most works the filter offers."""
+
+
+COUNTS = ("created", "queued", "running", "succeeded", "failed", "recovered", "missed")
+"""The ledger's per-tick counts that add up over a work's ticks."""
+
+
+@functools.cache
+def work_totals(table: sa.Table, *, one_work: bool) -> sa.Select[Any]:
+    """Per work in [:since, :until): its ticks, and the ledger's counts summed over them.
+
+    The ledger page's own count columns, grouped by work instead of by tick:
+    each is a sum over the work's rows, so the sum of the per-tick figures.
+    """
+    page = _statements.ledger_page(table, one_work=one_work, resume=False)
+    columns = {column.name: column for column in page.selected_columns}
+    c = table.c
+    return (
+        page.with_only_columns(
+            c.name,
+            sa.func.count(sa.distinct(c.tick_at)).label("ticks"),
+            *(columns[name] for name in COUNTS),
+            maintain_column_froms=True,
+        )
+        .group_by(None)
+        .group_by(c.name)
+        .order_by(None)
+        .order_by(c.name)
+        .limit(None)
+    )
+
+
+FIGURES = ("name", "max_run", *COUNTS)
+"""What the light read keeps of the ledger page as it is: no label, no error text."""
+
+
+@functools.cache
+def tick_figures(table: sa.Table, *, one_work: bool, latest_first: bool) -> sa.Select[Any]:
+    """Per tick in [:since, :until): the ledger page's figures without its text, :limit of them.
+
+    In the ledger's order, or the latest ticks first when a range holds more
+    than the page reads. Leaving out the label and the error, and reading the
+    tick and its first start as microseconds (``tick_us`` since the epoch,
+    ``lag_us`` since the tick), keeps each row to numbers: no driver parses a
+    date, which is most of the cost of a row on MariaDB.
+    """
+    page = _statements.ledger_page(table, one_work=one_work, resume=False)
+    columns = {column.name: column for column in page.selected_columns}
+    c = table.c
+    epoch = sa.literal(EPOCH, UTCDateTime())
+    light = page.with_only_columns(
+        microseconds_between(c.tick_at, epoch).label("tick_us"),
+        *(columns[name] for name in FIGURES),
+        microseconds_between(columns["first_start"], c.tick_at).label("lag_us"),
+        maintain_column_froms=True,
+    )
+    if not latest_first:
+        return light
+    groups = (c.tick_at,) if one_work else (c.tick_at, c.name)
+    return light.order_by(None).order_by(*(column.desc() for column in groups))
+
+
+def _in_range(table: sa.Table) -> list[sa.ColumnElement[bool]]:
+    c = table.c
+    return [
+        c.tick_at >= sa.bindparam("since", type_=UTCDateTime()),
+        c.tick_at < sa.bindparam("until", type_=UTCDateTime()),
+    ]
+
+
+@functools.cache
+def settings_in_range(table: sa.Table, *, one_work: bool) -> sa.Select[Any]:
+    """Per (work, spec): the latest tick in [:since, :until) made with those settings.
+
+    The page shows each work's latest settings; rows closed as surplus carry
+    the closing scheduler's spec, not their own, so they are left out.
+    """
+    c = table.c
+    where = [
+        *_in_range(table),
+        c.spec.is_not(None),
+        sa.or_(c.closed_by.is_(None), c.closed_by != CLOSED_BY_SURPLUS),
+    ]
+    if one_work:
+        where.append(c.name == sa.bindparam("work_name", type_=sa.String(255)))
+    return (
+        sa.select(c.name, c.spec, sa.func.max(c.tick_at).label("latest"))
+        .where(*where)
+        .group_by(c.name, c.spec)
+    )
+
+
+@functools.cache
+def tick_rows(table: sa.Table) -> sa.CompoundSelect[Any]:
+    """The rows of one tick of :work_name: those dated :tick, and undated ones labelled :label.
+
+    Rows another program wrote carry no tick time until a scheduler of ours
+    dates them; the ledger shows them at the time their label reads, so their
+    details are found by that label.
+    """
+    c = table.c
+    columns = (
+        c.id, c.slot, c.status, c.sequence, c.claimed_by, c.started_at, c.finished_at,
+        c.attempts, c.closed_by, c.error, c.lease_until,
+    )  # fmt: skip
+    name = c.name == sa.bindparam("work_name", type_=sa.String(255))
+    dated = sa.select(*columns).where(name, c.tick_at == sa.bindparam("tick", type_=UTCDateTime()))
+    undated = sa.select(*columns).where(
+        name, c.tick_at.is_(None), c.sequence == sa.bindparam("label", type_=sa.String(255))
+    )
+    return sa.union_all(dated, undated).order_by("slot", "id").limit(TICK_ROWS_LIMIT)
+
+
+@functools.cache
+def names_in_range(table: sa.Table) -> sa.Select[Any]:
+    """The works with ticks in [:since, :until), in name order."""
+    c = table.c
+    return (
+        sa.select(c.name).where(*_in_range(table)).group_by(c.name).order_by(c.name)
+        .limit(NAMES_LIMIT)
+    )  # fmt: skip
+
+
+@functools.cache
+def undated_ticks(table: sa.Table, *, one_work: bool) -> sa.Select[Any]:
+    """The ledger's own read of rows without a tick time (another program's), per label."""
+    return _statements.unadopted_ledger(table, one_work=one_work)

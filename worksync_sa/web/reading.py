@@ -1,0 +1,165 @@
+"""The status page's reads: the only module of the page that talks to the database.
+
+The figures are the ledger's (see :mod:`.queries`): per work its counts,
+summed by the database over the range, and per tick its figures without
+text, for the lag quantiles (folded exactly as ``Ledger.summary`` folds
+them), the charts and the timelines. Rows another program wrote without a
+tick time are read the ledger's way and added in. The history is
+:meth:`Ledger.page` itself.
+Nothing here writes: every statement is a SELECT, and the page has no route
+that could send another.
+
+The reads block; the app runs them in worker threads. The ledger keeps one
+connection per thread reading at the same time (its lanes); the other reads
+borrow one from the engine's pool for the length of the request.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from ..ledger import (
+    Ledger,
+    TickEntry,
+    _undated,  # the ledger's reading of undated rows, not a copy of it
+)
+from ..models import WorkStatus, table_named
+from . import queries
+from .config import PageConfig
+from .params import LATEST, Filter
+from .snapshot import HistoryPage, Light, RunRow, Snapshot, Totals, WorkSettings, fold
+
+TOTALS = ("ticks", *queries.COUNTS)
+"""The columns of a work's totals, in :class:`Totals` order."""
+
+
+class Reader:
+    """Reads what the page shows from one work table."""
+
+    def __init__(self, engine: sa.Engine, table: str, config: PageConfig) -> None:
+        self._engine = engine
+        self._table = table_named(table)
+        self._ledger = Ledger(engine, table=table)
+        self._config = config
+
+    def close(self) -> None:
+        """Give back the ledger's connections."""
+        self._ledger.close()
+
+    def snapshot(self, view: Filter, now: datetime) -> Snapshot:
+        """Summary, timelines, lag charts and a history page for ``view`` at ``now``.
+
+        The counts are summed by the database over the whole range; the
+        per-tick figures are read for at most ``max_ticks`` ticks (the
+        latest, when a range holds more), in one light read, from which the
+        lags, charts and timelines are folded.
+        """
+        since, until = view.bounds(now)
+        one_work = view.name is not None
+        params: dict[str, Any] = {"since": since, "until": until or LATEST}
+        if one_work:
+            params["work_name"] = view.name
+        limit = self._config.max_ticks
+        with self._engine.connect() as conn:
+            summed = conn.execute(queries.work_totals(self._table, one_work=one_work), params)
+            totals = {
+                row.name: Totals(row.name, *(int(row._mapping[k]) for k in TOTALS))
+                for row in summed
+            }
+            undated_rows = conn.execute(
+                queries.undated_ticks(self._table, one_work=one_work), params
+            )
+            undated = _undated(undated_rows, params)
+            capped = sum(t.ticks for t in totals.values()) + len(undated) > limit
+            statement = queries.tick_figures(self._table, one_work=one_work, latest_first=capped)
+            rows = conn.execute(statement, {**params, "limit": limit}).all()
+            settings = self._settings(conn, one_work, params)
+            if one_work:
+                names = list(conn.execute(queries.names_in_range(self._table), params).scalars())
+        ticks: dict[str, list[Light]] = {}
+        for row in reversed(rows) if capped else rows:
+            light = Light(*row)
+            ticks.setdefault(light.name, []).append(light)
+        for entry in undated:  # rare: another program's rows, read as the ledger reads them
+            totals.setdefault(entry.name, Totals(entry.name)).add(entry)
+            ticks.setdefault(entry.name, []).append(Light.of(entry))
+        for name in {entry.name for entry in undated}:
+            ticks[name].sort(key=lambda figures: figures.tick_us)
+        if not one_work:
+            names = sorted(totals)
+        works = fold(
+            totals,
+            ticks,
+            settings,
+            now=now,
+            since=since,
+            until=until,
+            timeline_ticks=self._config.timeline_ticks,
+        )
+        capped_from = min(
+            (t[0].tick_at for t in ticks.values() if t), default=None
+        )  # earliest read
+        history = self.history(view, now)
+        return Snapshot(now, since, until, works, names, history, capped_from if capped else None)
+
+    def history(self, view: Filter, now: datetime) -> HistoryPage:
+        """The history page of ``view`` that starts after its cursor."""
+        since, until = view.bounds(now)
+        size = self._config.page_size
+        page = self._ledger.page(
+            name=view.name, since=since, until=until, after=view.after, limit=size + 1
+        )
+        return _first_page(page.entries, size)
+
+    def tick(self, name: str, tick: datetime, label: str) -> list[RunRow]:
+        """The rows of one tick of ``name``, slot by slot."""
+        params = {"work_name": name, "tick": tick, "label": label}
+        with self._engine.connect() as conn:
+            rows = list(conn.execute(queries.tick_rows(self._table), params))
+        rows.sort(key=lambda row: (row.slot is None, row.slot or 0, row.id))
+        return [
+            RunRow(
+                slot=row.slot,
+                status=_status_name(row.status),
+                sequence=row.sequence,
+                claimed_by=row.claimed_by,
+                started_at=row.started_at,
+                finished_at=row.finished_at,
+                attempts=row.attempts,
+                closed_by=row.closed_by,
+                error=row.error,
+                lease_until=row.lease_until,
+            )
+            for row in rows
+        ]
+
+    def _settings(
+        self, conn: sa.Connection, one_work: bool, params: dict[str, Any]
+    ) -> dict[str, WorkSettings]:
+        """Each work's latest settings in the range (the spec of its latest tick)."""
+        statement = queries.settings_in_range(self._table, one_work=one_work)
+        latest: dict[str, tuple[datetime, str]] = {}
+        for row in conn.execute(statement, params):
+            seen = latest.get(row.name)
+            if seen is None or (row.latest, row.spec) > seen:
+                latest[row.name] = (row.latest, row.spec)
+        return {work: WorkSettings.of(spec) for work, (_, spec) in latest.items()}
+
+
+def _first_page(entries: list[TickEntry], size: int) -> HistoryPage:
+    """The first ``size`` entries, and a cursor if at least one more follows."""
+    page = entries[:size]
+    if len(entries) <= size:
+        return HistoryPage(page, None)
+    last = page[-1]
+    return HistoryPage(page, (last.tick_at, last.name, last.sequence))
+
+
+def _status_name(code: int) -> str:
+    try:
+        return WorkStatus(code).name.lower()
+    except ValueError:  # another program's status code
+        return str(code)

@@ -1,0 +1,246 @@
+"""A :class:`~.snapshot.Snapshot` as HTML (the first page) and as JSON (the live refresh).
+
+The HTML comes from one Jinja2 template with autoescaping always on, so
+every text from the table (names, labels, errors, hosts) reaches the page
+as text, never as markup. The JSON carries the same texts, made by the same
+functions, for the script to put in place with ``textContent``; it also
+carries the raw figures, for programs reading it.
+
+Neither ever holds the database URL, its host or a password: the page knows
+only the table's name.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from importlib import resources
+from typing import Any
+
+import jinja2
+
+from ..ledger import TickEntry
+from . import texts
+from .params import Filter, cursor_text
+from .snapshot import (
+    HISTORY_COLUMNS,
+    OUTCOMES,
+    SUMMARY_COLUMNS,
+    Cell,
+    HistoryPage,
+    RunRow,
+    Snapshot,
+    WorkView,
+    history_row,
+)
+
+STATIC_TYPES = {"app.js": "text/javascript", "style.css": "text/css"}
+
+
+@dataclass(frozen=True, slots=True)
+class Asset:
+    """A file the page loads: its bytes, type, and a version for its URL (long caching)."""
+
+    body: bytes
+    media_type: str
+    version: str
+
+
+@functools.cache
+def assets() -> dict[str, Asset]:
+    """The script and style sheet, read once from the package."""
+    folder = resources.files("worksync_sa.web").joinpath("static")
+    found = {}
+    for name, media_type in STATIC_TYPES.items():
+        body = folder.joinpath(name).read_bytes()
+        found[name] = Asset(body, media_type, hashlib.sha256(body).hexdigest()[:12])
+    return found
+
+
+@functools.cache
+def _environment() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.PackageLoader("worksync_sa.web", "templates"),
+        autoescape=True,  # every value, whatever the template's name
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+
+
+def range_text(snapshot: Snapshot) -> str:
+    """The range in words, as the page's heading states it."""
+    end = "no end" if snapshot.until is None else texts.moment(snapshot.until)
+    return f"ticks from {texts.moment(snapshot.since)} to {end} (UTC)"
+
+
+def notices(snapshot: Snapshot) -> list[str]:
+    """What the reader must know to trust the figures."""
+    found = []
+    if snapshot.capped_from is not None:
+        found.append(
+            "This range holds more ticks than one page reads one by one: the counts cover "
+            "every tick, the lag figures and charts the ticks from "
+            f"{texts.moment(snapshot.capped_from)} UTC on. Narrow the range for all of them."
+        )
+    return found
+
+
+def page(snapshot: Snapshot, view: Filter, *, table: str, base: str, refresh: timedelta) -> str:
+    """The whole page."""
+    files = assets()
+    after = snapshot.history.after
+    template = _environment().get_template("page.html")
+    return template.render(
+        snapshot=snapshot,
+        view=view,
+        table=table,
+        range_text=range_text(snapshot),
+        updated=texts.moment(snapshot.now),
+        notices=notices(snapshot),
+        summary_columns=SUMMARY_COLUMNS,
+        history_columns=HISTORY_COLUMNS,
+        history_rows=[(entry, history_row(entry)) for entry in snapshot.history.entries],
+        # As in `worksync status`: a label column only when some label is not its tick's time.
+        labelled=any(e.sequence != texts.moment(e.tick_at) for e in snapshot.history.entries),
+        outcomes=OUTCOMES,
+        next_query=None if after is None else view.query(after=after),
+        first_query=view.first_page().query(),
+        work_query=lambda name: view.for_work(name).query(),
+        iso=_iso,
+        script_url=f"{base}/static/app.js?v={files['app.js'].version}",
+        style_url=f"{base}/static/style.css?v={files['style.css'].version}",
+        state_url=f"{base}/api/state",
+        tick_url=f"{base}/api/tick",
+        refresh_ms=int(refresh.total_seconds() * 1000),
+    )
+
+
+def state(snapshot: Snapshot, view: Filter) -> dict[str, Any]:
+    """The live refresh's document: what the summary, timelines and charts show."""
+    return {
+        "now": _iso(snapshot.now),
+        "since": _iso(snapshot.since),
+        "until": _iso(snapshot.until),
+        "range": range_text(snapshot),
+        "updated": texts.moment(snapshot.now),
+        "notices": notices(snapshot),
+        "capped_from": _iso(snapshot.capped_from),
+        "columns": list(SUMMARY_COLUMNS),
+        "works": [_work(work, view) for work in snapshot.works],
+    }
+
+
+def _work(work: WorkView, view: Filter) -> dict[str, Any]:
+    s = work.summary
+    chart = work.chart
+    return {
+        "name": s.name,
+        "cron": work.settings.cron,
+        "timezone": work.settings.timezone,
+        "max_run": work.max_run,
+        "ticks": s.ticks,
+        "claimed": s.claimed,
+        "succeeded": s.succeeded,
+        "failed": s.failed,
+        "recovered": s.recovered,
+        "missed": s.missed,
+        "success_rate": s.success_rate,
+        "lag_p50": _seconds(s.lag_p50),
+        "lag_p95": _seconds(s.lag_p95),
+        "row": work.row,
+        "link": "?" + view.for_work(s.name).query(),
+        "timeline": [_cell(cell) for cell in work.cells],
+        "lag_chart": {
+            "points": chart.points,
+            "top": chart.top,
+            "start": chart.start,
+            "end": chart.end,
+            "ticks": chart.ticks,
+        },
+    }
+
+
+def _cell(cell: Cell) -> dict[str, Any]:
+    return {
+        "tick": _iso(cell.tick_at),
+        "name": cell.name,
+        "sequence": cell.sequence,
+        "outcome": cell.outcome,
+        "upcoming": cell.upcoming,
+        "title": cell.title,
+    }
+
+
+def entry_document(entry: TickEntry) -> dict[str, Any]:
+    """One tick's ledger figures, raw."""
+    return {
+        "tick": _iso(entry.tick_at),
+        "name": entry.name,
+        "sequence": entry.sequence,
+        "max_run": entry.max_run,
+        "created": entry.created,
+        "queued": entry.queued,
+        "running": entry.running,
+        "succeeded": entry.succeeded,
+        "failed": entry.failed,
+        "recovered": entry.recovered,
+        "missed": entry.missed,
+        "surplus": entry.surplus,
+        "lag": _seconds(entry.lag),
+        "error": entry.error,
+    }
+
+
+def history(page_: HistoryPage, view: Filter) -> dict[str, Any]:
+    """One history page: its ticks, earliest first, and the cursor of the next page."""
+    return {
+        "columns": list(HISTORY_COLUMNS),
+        "entries": [{**entry_document(e), "row": history_row(e)} for e in page_.entries],
+        "after": None if page_.after is None else cursor_text(page_.after),
+        "next": None if page_.after is None else "?" + view.query(after=page_.after),
+    }
+
+
+def tick(name: str, at: datetime, label: str, rows: list[RunRow], now: datetime) -> dict[str, Any]:
+    """One tick's rows, for its details."""
+    return {
+        "name": name,
+        "tick": _iso(at),
+        "sequence": label,
+        "heading": f"{name} · {texts.moment(at)} UTC",
+        "rows": [
+            {
+                "slot": row.slot,
+                "status": row.status,
+                "sequence": row.sequence,
+                "claimed_by": row.claimed_by,
+                "started_at": _iso(row.started_at),
+                "finished_at": _iso(row.finished_at),
+                "seconds": _seconds(row.took(now)),
+                "attempts": row.attempts,
+                "closed_by": row.closed_by,
+                "error": row.error,
+                "lease_until": _iso(row.lease_until),
+                "text": row.shown(now),
+            }
+            for row in rows
+        ],
+    }
+
+
+def to_json(document: dict[str, Any]) -> bytes:
+    """Compact UTF-8 JSON; ``<`` escaped too, so no text can close a tag it is put in."""
+    text = json.dumps(document, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    return text.replace("<", "\\u003c").encode()
+
+
+def _iso(at: datetime | None) -> str | None:
+    return None if at is None else at.isoformat()
+
+
+def _seconds(delta: timedelta | None) -> float | None:
+    return None if delta is None else delta.total_seconds()

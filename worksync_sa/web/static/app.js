@@ -1,0 +1,202 @@
+// worksync status page: tick details on click, and a live refresh without reloading.
+//
+// Text from the table only ever reaches the page through textContent, title and
+// dataset, never parsed as markup, so a work named "<script>" shows those characters.
+// Nothing here sends anything but GET requests; the server refuses every other method.
+"use strict";
+
+(function () {
+  const body = document.body;
+  const stateUrl = body.dataset.stateUrl;
+  const tickUrl = body.dataset.tickUrl;
+  const refreshMs = Math.max(1000, parseInt(body.dataset.refreshMs, 10) || 5000);
+  const OUTCOMES = new Set([
+    "failed", "recovered", "missed", "running", "queued", "succeeded", "surplus",
+  ]);
+  const POINTS = /^[0-9., ]*$/;
+  const SVG = "http://www.w3.org/2000/svg";
+  let selected = null; // [name, tick] of the tick whose details are shown
+  let refreshes = 0;
+
+  function element(tag, className, text) {
+    const node = document.createElement(tag);
+    if (className) node.className = className;
+    if (text !== undefined && text !== null) node.textContent = String(text);
+    return node;
+  }
+
+  function svg(tag, attributes) {
+    const node = document.createElementNS(SVG, tag);
+    for (const [name, value] of Object.entries(attributes)) node.setAttribute(name, value);
+    return node;
+  }
+
+  async function getJson(path) {
+    // Resolved against the origin alone: a page opened as http://user:token@host/ has the
+    // login in its own URL, and fetch refuses a URL that carries one (the browser sends
+    // the login it already has instead).
+    const url = new URL(path, window.location.origin);
+    const response = await fetch(url, {
+      method: "GET",
+      credentials: "same-origin",
+      cache: "no-store",
+      headers: { Accept: "application/json" },
+    });
+    if (!response.ok) throw new Error("HTTP " + response.status);
+    return response.json();
+  }
+
+  // -- tick details -----------------------------------------------------------------
+
+  function markSelected() {
+    for (const cell of document.querySelectorAll(".cell.selected")) {
+      cell.classList.remove("selected");
+    }
+    if (!selected) return;
+    for (const cell of document.querySelectorAll(".cell")) {
+      if (cell.dataset.name === selected[0] && cell.dataset.tick === selected[1]) {
+        cell.classList.add("selected");
+      }
+    }
+  }
+
+  async function showTick(button) {
+    const query = new URLSearchParams({
+      name: button.dataset.name,
+      tick: button.dataset.tick,
+      sequence: button.dataset.sequence || "",
+    });
+    const panel = document.getElementById("details");
+    const rows = document.querySelector("#details-rows tbody");
+    selected = [button.dataset.name, button.dataset.tick];
+    markSelected();
+    document.getElementById("details-summary").textContent = button.title || "";
+    let tick;
+    try {
+      tick = await getJson(tickUrl + "?" + query.toString());
+    } catch (error) {
+      document.getElementById("details-heading").textContent = "(could not be read)";
+      rows.replaceChildren();
+      panel.hidden = false;
+      return;
+    }
+    document.getElementById("details-heading").textContent = tick.heading;
+    const lines = tick.rows.map(function (row) {
+      const line = element("tr", "status-" + row.status);
+      for (const key of ["slot", "status", "claimed_by", "started_at", "finished_at", "took",
+        "attempts", "closed_by", "error"]) {
+        line.appendChild(element("td", key === "error" ? "error" : "", row.text[key]));
+      }
+      return line;
+    });
+    if (lines.length === 0) {
+      const line = element("tr");
+      const cell = element("td", "empty", "no rows (pruned?)");
+      cell.colSpan = 9;
+      line.appendChild(cell);
+      lines.push(line);
+    }
+    rows.replaceChildren(...lines);
+    panel.hidden = false;
+    panel.scrollIntoView({ block: "nearest" });
+  }
+
+  document.addEventListener("click", function (event) {
+    const button = event.target.closest("button[data-tick]");
+    if (button) showTick(button);
+  });
+
+  // -- live refresh -----------------------------------------------------------------
+
+  function summaryRow(work) {
+    const line = element("tr");
+    line.dataset.work = work.name;
+    work.row.forEach(function (text, index) {
+      const cell = element("td");
+      if (index === 0 && typeof work.link === "string" && work.link.startsWith("?")) {
+        const link = element("a", "", text);
+        link.href = work.link;
+        cell.appendChild(link);
+      } else {
+        cell.textContent = text;
+      }
+      line.appendChild(cell);
+    });
+    return line;
+  }
+
+  function cell(tick) {
+    const outcome = OUTCOMES.has(tick.outcome) ? tick.outcome : "surplus";
+    const button = element("button", "cell " + outcome + (tick.upcoming ? " upcoming" : ""));
+    button.type = "button";
+    button.dataset.name = tick.name;
+    button.dataset.tick = tick.tick;
+    button.dataset.sequence = tick.sequence;
+    button.title = tick.title;
+    return button;
+  }
+
+  function timeline(work) {
+    const box = element("div", "timeline");
+    box.dataset.work = work.name;
+    box.appendChild(element("h3", "", work.name));
+    const cells = element("div", "cells");
+    cells.replaceChildren(...work.timeline.map(cell));
+    box.appendChild(cells);
+    return box;
+  }
+
+  function chart(work) {
+    const figure = element("figure", "chart");
+    figure.dataset.work = work.name;
+    const caption = element("figcaption", "", work.name + " ");
+    caption.appendChild(element("span", "top", "max " + work.lag_chart.top));
+    figure.appendChild(caption);
+    const drawing = svg("svg", {
+      viewBox: "0 0 1000 100", preserveAspectRatio: "none", role: "img",
+      "aria-label": "start lag of " + work.name,
+    });
+    drawing.appendChild(svg("line", { class: "axis", x1: "0", y1: "100", x2: "1000", y2: "100" }));
+    const points = POINTS.test(work.lag_chart.points) ? work.lag_chart.points : "";
+    drawing.appendChild(svg("polyline", { points: points, "vector-effect": "non-scaling-stroke" }));
+    figure.appendChild(drawing);
+    const labels = element("div", "axis-labels");
+    labels.appendChild(element("span", "start", work.lag_chart.start));
+    labels.appendChild(element("span", "end", work.lag_chart.end));
+    figure.appendChild(labels);
+    return figure;
+  }
+
+  function apply(state) {
+    document.getElementById("updated").textContent = state.updated;
+    document.getElementById("range").textContent = state.range;
+    document.getElementById("notices").replaceChildren(
+      ...state.notices.map(function (text) { return element("p", "notice", text); })
+    );
+    document.querySelector("#summary tbody").replaceChildren(...state.works.map(summaryRow));
+    document.getElementById("no-works").hidden = state.works.length > 0;
+    document.getElementById("timelines").replaceChildren(...state.works.map(timeline));
+    document.getElementById("charts").replaceChildren(...state.works.map(chart));
+    markSelected();
+  }
+
+  async function refresh() {
+    const live = document.getElementById("live");
+    if (!document.hidden) {
+      try {
+        apply(await getJson(stateUrl + window.location.search));
+        refreshes += 1;
+        body.dataset.refreshes = String(refreshes);
+        live.textContent = "live";
+        live.classList.remove("stale");
+      } catch (error) {
+        live.textContent = "refresh failed; retrying";
+        live.classList.add("stale");
+      }
+      live.hidden = false;
+    }
+    window.setTimeout(refresh, refreshMs);
+  }
+
+  window.setTimeout(refresh, refreshMs);
+})();

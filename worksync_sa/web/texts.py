@@ -1,0 +1,61 @@
+"""How the page writes figures: one place, so the HTML, the live refresh and the CLI agree.
+
+Durations read the way they are typed (``300ms``, ``1.5s``, ``1m30s``), as in
+``worksync status``; instants are UTC, ``YYYY-MM-DD HH:MM:SS``. Every text
+the page shows is made here or comes from the table, and the table's text
+is left as it is: escaping is the template's and the browser's job, so the
+page shows a work named ``<b>`` literally instead of bold or mangled.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from ..models import as_utc
+
+_UNITS = (("d", 86400), ("h", 3600), ("m", 60), ("s", 1))
+NONE = "-"
+
+
+def duration(delta: timedelta | None) -> str:
+    """``delta`` as durations are typed; None is ``-``."""
+    if delta is None:
+        return NONE
+    sign = "-" if delta < timedelta(0) else ""
+    seconds = abs(delta).total_seconds()
+    millis = round(seconds * 1000)
+    if millis < 1000:
+        return f"{sign}{millis}ms" if millis else "0s"
+    if seconds < 60:
+        return f"{sign}{f'{seconds:.3f}'.rstrip('0').rstrip('.')}s"
+    rest = round(seconds)
+    parts = []
+    for unit, size in _UNITS:
+        count, rest = divmod(rest, size)
+        if count:
+            parts.append(f"{count}{unit}")
+    return sign + "".join(parts)
+
+
+def moment(at: datetime | None, *, millis: bool = False) -> str:
+    """An instant in UTC, to the second (or the millisecond)."""
+    if at is None:
+        return NONE
+    utc = as_utc(at)
+    text = utc.strftime("%Y-%m-%d %H:%M:%S")
+    return f"{text}.{utc.microsecond // 1000:03d}" if millis else text
+
+
+def clock_time(at: datetime) -> str:
+    """Just the time of day, for axis labels."""
+    return as_utc(at).strftime("%H:%M:%S")
+
+
+def rate(value: float | None) -> str:
+    """A success rate as a percentage with one decimal; None (nothing settled) is ``-``."""
+    return NONE if value is None else f"{value:.1%}"
+
+
+def optional(value: object) -> str:
+    """A nullable column's value as text."""
+    return NONE if value is None else str(value)
