@@ -874,6 +874,60 @@ def test_a_refused_password_is_not_echoed(mariadb: Backend, tmp_path: Path) -> N
         assert PASSWORD not in result.stdout + result.stderr
 
 
+QUERY_PASSWORDS = [("mysql", "passwd"), ("mysql", "password"), ("postgresql", "password")]
+"""The query-string keys each driver takes a password from (mysqlclient: both; psycopg: one)."""
+
+
+@dataclass(frozen=True)
+class Refused:
+    """A URL with ``PASSWORD`` in its query string (and none before the '@'), and what the
+    server says when it refuses it."""
+
+    server: str
+    key: str
+    url: str
+    refusal: str
+
+
+@pytest.fixture(params=QUERY_PASSWORDS, ids="-".join)
+def refused(request: pytest.FixtureRequest, _backends: dict[str, Any]) -> Refused:
+    """MariaDB's root has no password, so any password is refused. The local PostgreSQL trusts
+    127.0.0.1 and checks none, so there a user that does not exist is refused instead."""
+    server, key = request.param
+    url = require(_backends, server).engine.url
+    if server == "postgresql":
+        url = url.set(username="ws_no_such_role")
+    url = url.update_query_dict({key: PASSWORD})
+    assert url.password is None  # the password is only in the query string
+    refusal = "Access denied" if server == "mysql" else 'role "ws_no_such_role" does not exist'
+    return Refused(server, key, url.render_as_string(hide_password=False), refusal)
+
+
+def test_a_refused_password_in_the_query_string_is_not_echoed(
+    refused: Refused, tmp_path: Path, launch: Callable[..., Running]
+) -> None:
+    assert PASSWORD in refused.url
+    config = write_config(tmp_path, f'[database]\nurl = "{refused.url}"\n' + FAST)
+    for args in (["check", "--db", refused.url], ["status", "-c", config]):
+        result = worksync(*args, cwd=tmp_path)
+        assert result.returncode == 1
+        assert refused.refusal in one_line_error(result)
+        assert PASSWORD not in result.stdout + result.stderr
+    if refused.server == "mysql":  # refused credentials end the command
+        result = worksync("schedule", "-c", config, cwd=tmp_path)
+        assert result.returncode == 1
+        assert refused.refusal in one_line_error(result)
+        output = result.stdout + result.stderr
+    else:  # psycopg gives a refused login no SQLSTATE: an outage, waited out
+        running = launch("schedule", "-c", config)
+        running.wait_for_log("retrying with backoff")
+        assert f"{refused.key}=***" in running.err
+        assert refused.refusal in running.err
+        assert running.stop(signal.SIGTERM)[0] == 0
+        output = running.out + running.err
+    assert PASSWORD not in output
+
+
 def test_the_secrets_mask_catches_a_driver_message_that_echoes_the_url() -> None:
     from worksync_sa.cli.options import Secrets
 

@@ -12,6 +12,7 @@ expression and reproduces.
 
 from __future__ import annotations
 
+import calendar
 import itertools
 import random
 from collections.abc import Callable
@@ -293,3 +294,201 @@ def test_daylight_saving_follows_vixie_cron(zone: str, cron: str) -> None:
         for minutes in (-120, 0, 60, 90, 119, 120, 150, 179, 180, 210, 240):
             start = (midnight + timedelta(minutes=minutes)).astimezone(UTC)
             assert work.ticks(start, end) == [t for t in whole if t > start], (day, minutes)
+
+
+# -- the README's cron table, row by row: descriptors, @every and a bare '?' ---------------
+
+DESCRIPTORS = {  # crontab(5)'s expansions, as Vixie cron and robfig/cron define them
+    "@yearly": "0 0 1 1 *",
+    "@annually": "0 0 1 1 *",
+    "@monthly": "0 0 1 * *",
+    "@weekly": "0 0 * * 0",
+    "@daily": "0 0 * * *",
+    "@midnight": "0 0 * * *",
+    "@hourly": "0 * * * *",
+}
+ZONES = (
+    "UTC",
+    "Europe/Berlin",
+    "America/Santiago",  # midnight skipped in September; 23:00 repeated in April
+    "America/Havana",  # midnight skipped in March, and repeated in November
+    "Asia/Beirut",  # midnight skipped in March; 23:00 repeated in October
+    "Australia/Lord_Howe",  # half-hour shifts
+    "Asia/Kathmandu",  # +05:45, no daylight saving
+)
+SECOND = timedelta(seconds=1)
+
+
+def offset_changes(zone: str, year: int) -> list[datetime]:
+    """The instants of ``year`` at which ``zone``'s UTC offset changes, found by scanning.
+
+    Every change since the 1990s falls on a quarter hour, so 15-minute steps
+    find each one exactly; the package is not asked.
+    """
+    tz = ZoneInfo(zone)
+    moment = datetime(year, 1, 1, tzinfo=UTC)
+    changes, offset = [], moment.astimezone(tz).utcoffset()
+    while moment.year == year:
+        moment += timedelta(minutes=15)
+        now = moment.astimezone(tz).utcoffset()
+        if now != offset:
+            changes.append(moment)
+            offset = now
+    return changes
+
+
+def windows(
+    zone: str, around: timedelta, dates: bool
+) -> list[tuple[datetime, datetime, list[datetime]]]:
+    """Windows worth checking in ``zone``: each offset change of 2026, ``around`` either side;
+    with ``dates``, also a year's end (a new year, a new month and a Sunday) and
+    1 March 2026 (a Sunday).
+
+    Each comes with extra starting instants 30 and 60 minutes either side of the
+    change, inside a repeated or skipped hour.
+    """
+    found = []
+    for change in offset_changes(zone, 2026):
+        inside = [change + timedelta(minutes=m) for m in (-60, -30, 0, 30, 60)]
+        found.append((change - around, change + around, inside))
+    if dates:
+        found.append((datetime(2025, 12, 29, tzinfo=UTC), datetime(2026, 1, 5, tzinfo=UTC), []))
+        found.append((datetime(2026, 2, 26, tzinfo=UTC), datetime(2026, 3, 3, tzinfo=UTC), []))
+    return found
+
+
+def compare_in_zone(
+    work: Work, expected: reference.Cron, zone: str, around: timedelta, dates: bool = False
+) -> int:
+    """Assert ``work`` ticks in ``zone`` as the reference walks real time; returns ticks seen.
+
+    Each window's ticks come from one reference walk from its start. The
+    package gives the whole window from its start and from instants inside
+    the clock change; and its next three ticks from (at most 12, evenly
+    spread) ticks and a second either side of them, since a tick is strictly
+    after its start.
+    """
+    seen = 0
+    for low, high, inside in windows(zone, around, dates):
+        whole = reference.ticks_in_zone(expected, zone, low, high)
+        for start in (low, *inside):
+            assert work.ticks(start, high) == [t for t in whole if t > start], (zone, start)
+        for tick in whole[:: len(whole) // 12 + 1]:
+            for start in (tick - SECOND, tick, tick + SECOND):
+                want = [t for t in whole if t > start][:3]
+                got = list(itertools.islice(work.iter_ticks(start, high), 3))
+                assert got == want, (zone, start)
+        seen += len(whole)
+    return seen
+
+
+@pytest.mark.parametrize("descriptor", sorted(DESCRIPTORS))
+def test_descriptors_tick_as_their_standard_expansion(descriptor: str) -> None:
+    """The next 20 ticks in UTC from the usual starts, then each zone's clock changes and dates."""
+    expected = reference.parse(DESCRIPTORS[descriptor])
+    assert compare(descriptor, work_of(descriptor), expected, STARTS) == len(STARTS) * TICKS
+    for zone in ZONES:
+        work = Work("w", descriptor, timezone=zone)
+        seen = compare_in_zone(work, expected, zone, timedelta(days=1), dates=True)
+        assert seen >= 1, zone  # the year's-end window holds a tick of every descriptor
+
+
+def test_descriptors_meet_the_clock_changes_at_midnight() -> None:
+    """Spot checks, written out by hand, of the Vixie rule on days whose midnight moves.
+
+    Santiago skips 00:00-01:00 on Sunday 6 September 2026: ``@daily`` (a
+    fixed-time job) runs at 01:00 (-03), right after the gap; ``@hourly`` (a
+    wildcard job) runs every real hour, with no 00:00 that day. Havana repeats 00:00-01:00 on
+    1 November 2026: ``@daily`` runs at the first midnight only, ``@hourly``
+    at both.
+    """
+    santiago = datetime(2026, 9, 5, 12, tzinfo=UTC)
+    spring = Work("w", "@daily", timezone="America/Santiago").ticks(
+        santiago, santiago + timedelta(days=2)
+    )
+    assert spring == [datetime(2026, 9, 6, 4, tzinfo=UTC), datetime(2026, 9, 7, 3, tzinfo=UTC)]
+    hourly = Work("w", "@hourly", timezone="America/Santiago").ticks(
+        datetime(2026, 9, 6, 2, tzinfo=UTC), datetime(2026, 9, 6, 6, tzinfo=UTC)
+    )
+    # 23:00 -04, then 01:00, 02:00 and 03:00 -03
+    assert hourly == [datetime(2026, 9, 6, h, tzinfo=UTC) for h in (3, 4, 5, 6)]
+    havana = datetime(2026, 10, 31, 12, tzinfo=UTC)
+    autumn = Work("w", "@daily", timezone="America/Havana").ticks(
+        havana, havana + timedelta(days=1)
+    )
+    assert autumn == [datetime(2026, 11, 1, 4, tzinfo=UTC)]  # 00:00 -04, not 00:00 -05 too
+    repeated = Work("w", "@hourly", timezone="America/Havana").ticks(
+        datetime(2026, 11, 1, 3, 30, tzinfo=UTC), datetime(2026, 11, 1, 6, 30, tzinfo=UTC)
+    )
+    # 00:00 -04, 00:00 -05, 01:00 -05
+    assert repeated == [datetime(2026, 11, 1, h, tzinfo=UTC) for h in (4, 5, 6)]
+
+
+EVERY = [  # (spec, its period in seconds, worked out by hand)
+    ("@every 1s", 1),
+    ("@every 7s", 7),
+    ("@every 90s", 90),
+    ("@every 1m30s", 90),
+    ("@every 1.5m", 90),
+    ("@every 2000ms", 2),
+    ("@every 13m", 780),
+    ("@every 1h30m", 5400),
+    ("@every 25h", 90_000),
+]
+EVERY_STARTS = (
+    *STARTS,
+    datetime(1970, 1, 1, tzinfo=UTC),  # the epoch itself: the first tick is one period later
+    datetime(2026, 3, 29, 0, 59, 59, 999_999, tzinfo=UTC),  # Berlin's spring change
+    datetime(2026, 9, 6, 3, 59, 30, 250_000, tzinfo=UTC),  # Santiago's
+)
+
+
+def epoch_multiples(start: datetime, period: int, count: int) -> list[datetime]:
+    """The ``count`` multiples of ``period`` seconds since the Unix epoch after ``start``.
+
+    Integer arithmetic on the POSIX timestamp (``timegm`` floors to the second).
+    """
+    first = (calendar.timegm(start.utctimetuple()) // period + 1) * period
+    return [datetime.fromtimestamp(first + n * period, UTC) for n in range(count)]
+
+
+@pytest.mark.parametrize(("spec", "period"), EVERY)
+def test_every_ticks_are_multiples_of_the_period_since_the_epoch(spec: str, period: int) -> None:
+    """The same ticks in every zone, whatever the clock change: the period counts real time."""
+    for zone in ("UTC", "Europe/Berlin", "America/Santiago", "Asia/Kathmandu"):
+        work = Work("w", spec, timezone=zone)
+        for start in EVERY_STARTS:
+            want = epoch_multiples(start, period, TICKS)
+            got = list(itertools.islice(work.iter_ticks(start, start + HORIZON), TICKS))
+            assert got == want, (spec, zone, start)
+            on_a_tick = want[3]
+            assert work.next_tick(on_a_tick) == want[4]  # strictly after
+
+
+BARE_QUESTION_MARKS = [
+    "? ? * * *",  # every minute
+    "? 0 * * *",  # every minute of hour 0
+    "0 ? * * *",  # every hour, on the hour
+    "0 ? * * * *",  # 6 fields: every minute, on second 0
+    "? * * * * *",  # every second
+    "? ? ? ? ?",  # every minute, both day fields unrestricted
+    "0 0 1 ? *",  # the month field: every month's 1st
+    "30 ? 1 * MON",  # both day fields restricted: the 1st, or a Monday
+    "15 ? ? FEB ?",  # minute 15 of every hour of every day of February
+    "0 30 ? * * *",  # 6 fields, hour '?': at minute 30 of every hour
+]
+
+
+@pytest.mark.parametrize("cron", BARE_QUESTION_MARKS)
+def test_a_bare_question_mark_is_every_value_in_any_field(cron: str) -> None:
+    """robfig's '?' outside the day fields: every value, and a wildcard job for daylight saving.
+
+    The random expressions only put a bare '?' in the day fields, so each
+    other field gets its cases here, in UTC and (unless they tick every
+    second) through the clock changes of three zones.
+    """
+    expected = reference.parse(cron)
+    assert compare(cron, work_of(cron), expected, STARTS) == len(STARTS) * TICKS
+    if not expected.seconds or len(expected.second.values) == 1:  # not per second
+        for zone in ("Europe/Berlin", "America/Havana", "Australia/Lord_Howe"):
+            compare_in_zone(Work("w", cron, timezone=zone), expected, zone, timedelta(hours=3))

@@ -5,16 +5,17 @@ from __future__ import annotations
 import ast
 import logging
 import time
+import traceback
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
-from worksync_sa import Scheduler, SchedulerConfig, Work, Worker, WorkSync
+from worksync_sa import Scheduler, SchedulerConfig, Work, Worker, WorkSync, upgrade
 
-from .conftest import Backend, Db, user_with_password
+from .conftest import Backend, Db, fresh_table_name, user_with_password
 from .proxy import Proxy
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -180,6 +181,94 @@ def test_passwords_never_reach_logs_errors_or_reprs(
     assert not any("LogRecord" in r.getMessage() for r in caplog.records)  # logging itself works
     assert "***" in repr(scheduler)
     for text in [*seen, caplog.text]:
+        assert SECRET not in text
+
+
+QUERY_FORMS = ["passwd", "password"]
+"""Where drivers take a password in the URL's query string: mysqlclient takes both, psycopg
+only ``password`` (it refuses ``passwd`` as an unknown option, itself a refusal to check)."""
+WRONG = f"wrong-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def refused_url(server: Backend, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A URL whose password, given in the query string, the server refuses.
+
+    MariaDB: a user made with ``SECRET``, given ``WRONG`` instead. The local
+    PostgreSQL trusts 127.0.0.1 and never checks a password, so there the
+    user is one that does not exist: the connection is refused all the same,
+    with ``WRONG`` handed to the driver.
+    """
+    key = request.param
+    with user_with_password(server, SECRET) as given:
+        user = given.username
+        if server.name == "postgresql":
+            user = f"ws_missing_{uuid.uuid4().hex[:8]}"
+        url = sa.URL.create(  # no password before the '@': only the query string's
+            given.drivername,
+            username=user,
+            host=given.host,
+            port=given.port,
+            database=given.database,
+            query={**given.query, key: WRONG},
+        )
+        yield url.render_as_string(hide_password=False)
+
+
+def texts_of(exc: BaseException) -> list[str]:
+    """``str`` and ``repr`` of an exception and of every exception chained to it, and the
+    traceback as printed: what a host's log or error page could show."""
+    texts = ["".join(traceback.format_exception(exc))]
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        current = todo.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        texts += [str(current), repr(current)]
+        orig = getattr(current, "orig", None)  # SQLAlchemy's DBAPIError: the driver's error
+        todo += [current.__cause__, current.__context__]
+        todo += [orig] if isinstance(orig, BaseException) else []
+    return texts
+
+
+@pytest.mark.parametrize("refused_url", QUERY_FORMS, indirect=True)
+def test_a_refused_password_in_the_query_string_never_reaches_errors_logs_or_reprs(
+    refused_url: str, server: Backend, caplog: pytest.LogCaptureFixture
+) -> None:
+    assert WRONG in refused_url  # in the query string, where hide_password does not look
+    engine = sa.create_engine(refused_url, connect_args={"connect_timeout": 5})
+    table = fresh_table_name()
+    sync = WorkSync(engine, table=table)
+    scheduler = Scheduler(engine, [Work("w", "* * * * * *")], table=table)
+    worker = Worker(engine, ["w"], lambda claim: None, table=table, poll="100ms")
+    seen = [repr(sync), repr(scheduler), repr(worker)]
+    calls: list[Callable[[], object]] = [
+        lambda: sync.acquire("w", "2026-01-01 00:00:00"),
+        lambda: sync.acquire_due("w"),
+        scheduler.tick,
+        worker.run_once,
+        lambda: upgrade(engine, table=table),
+    ]
+    try:
+        with caplog.at_level(logging.DEBUG, logger="worksync_sa"):
+            for call in calls:
+                with pytest.raises(sa.exc.DBAPIError) as caught:
+                    call()
+                seen += texts_of(caught.value)
+            scheduler.start()  # the background loop logs what goes wrong, and backs off
+            time.sleep(1)
+            scheduler.stop(timeout=10)
+    finally:
+        engine.dispose()
+    refusal = "Access denied" if server.name == "mysql" else "does not exist"
+    if server.name == "postgresql" and "passwd" in refused_url:
+        refusal = 'invalid connection option "passwd"'
+    assert refusal in seen[3]  # the first error is the refusal itself
+    assert caplog.records  # the loop did log its failures
+    for text in [*seen, caplog.text]:
+        assert WRONG not in text
         assert SECRET not in text
 
 

@@ -40,9 +40,10 @@ def label(seconds: float) -> str:
     return at(seconds).strftime("%Y-%m-%d %H:%M:%S")
 
 
-def scheduler(db: Db, max_run: int = 1, cron: str = EVERY, **config: Any) -> Any:
+def scheduler(db: Db, max_run: int = 1, cron: str = EVERY, zone: str = "UTC", **config: Any) -> Any:
     settings = SchedulerConfig(**{"lookahead": "1m", "interval": "10s", **config})
-    return db.Scheduler(db.engine, [Work("w", cron, max_run=max_run)], settings, table=db.table)
+    work = Work("w", cron, max_run=max_run, timezone=zone)
+    return db.Scheduler(db.engine, [work], settings, table=db.table)
 
 
 def open_slots(db: Db, seconds: float) -> list[int]:
@@ -244,12 +245,14 @@ def test_one_name_with_two_crons_makes_both_and_says_so(
     assert "cron '@every 15s' there, '@every 10s' here" in messages
 
 
+def tagged(tick: datetime) -> str:
+    """A custom sequence for the rolling change: another label for every tick."""
+    return f"v2 {default_sequence(tick)}"
+
+
 def test_a_rolling_change_of_the_sequence_function_never_doubles_a_tick(
     db: Db, caplog: pytest.LogCaptureFixture
 ) -> None:
-    def tagged(tick: datetime) -> str:
-        return f"v2 {default_sequence(tick)}"
-
     old, new = scheduler(db), scheduler(db, sequence=tagged)
 
     def check() -> None:
@@ -262,8 +265,70 @@ def test_a_rolling_change_of_the_sequence_function_never_doubles_a_tick(
     with caplog.at_level(logging.INFO, logger="worksync_sa"):
         claimed = alternate(db, old, new, check)
     assert max(claimed.values()) == 1
-    assert actions(caplog, "disagreement")
+    disagreements = actions(caplog, "disagreement")
+    assert {r.levelno for r in disagreements} == {logging.ERROR}
+    messages = [r.getMessage() for r in disagreements]
+    custom = "custom:tests.test_settings.tagged"  # the kind of a plain function: its full name
+    # Each scheduler names both settings once: the other's ("there") and its own ("here").
+    assert sum(f"sequence 'utc' there, {custom!r} here" in m for m in messages) == 1
+    assert sum(f"sequence {custom!r} there, 'utc' here" in m for m in messages) == 1
+    assert len(messages) == 2
     new.tick(at(200))  # the old one is gone: every upcoming tick takes the new labels
     for seconds in range(210, 270, 10):
         queued = [r.sequence for r in db.rows(name="w", tick_at=at(seconds)) if r.status == 1]
         assert queued == [tagged(at(seconds))]
+
+
+KATHMANDU = "Asia/Kathmandu"
+"""+05:45: its minutes are UTC's plus 45, so an even UTC minute is an odd minute there."""
+EVEN_MINUTES = "*/10 */2 * * * *"
+"""Every 10 s of the even minutes: in UTC and in Kathmandu, never the same instants."""
+
+
+def zone_of(seconds: int) -> str:
+    """Which zone's ``EVEN_MINUTES`` has a tick at ``seconds`` after T0 (00:00 UTC, 05:45 there)."""
+    return "UTC" if (seconds // 60) % 2 == 0 else KATHMANDU
+
+
+def test_two_live_schedulers_in_different_time_zones_never_exceed_max_run(
+    db: Db, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One work, one cron, two zones whose ticks differ: within every minute of lookahead each
+    scheduler plans ticks the other does not have, so both see the disagreement."""
+    utc = scheduler(db, max_run=2, cron=EVEN_MINUTES)
+    kathmandu = scheduler(db, max_run=2, cron=EVEN_MINUTES, zone=KATHMANDU)
+
+    def check() -> None:
+        slots = per_instant_slots(db)  # may be empty: each undoes the other's upcoming ticks
+        assert max(slots.values(), default=0) <= 2
+        assert {(t - T0).total_seconds() % 10 for t in slots} <= {0}  # only the cron's instants
+
+    with caplog.at_level(logging.INFO, logger="worksync_sa"):
+        claimed = alternate(db, utc, kathmandu, check, seconds=150)
+    assert claimed
+    assert max(claimed.values()) <= 2
+    made = {zone_of(int((r.tick_at - T0).total_seconds())) for r in db.rows(name="w")}
+    assert made == {"UTC", KATHMANDU}  # each zone's ticks were made
+    (undone,) = {r.error for r in surplus(db, 30)}  # a UTC tick, closed by the other
+    assert undone == f"surplus: not a tick of cron {EVEN_MINUTES!r} in {KATHMANDU} now"
+    disagreements = actions(caplog, "disagreement")
+    assert {r.levelno for r in disagreements} == {logging.ERROR}
+    messages = [r.getMessage() for r in disagreements]
+    assert sum(f"timezone 'UTC' there, {KATHMANDU!r} here" in m for m in messages) == 1
+    assert sum(f"timezone {KATHMANDU!r} there, 'UTC' here" in m for m in messages) == 1
+    assert len(messages) == 2  # once per scheduler
+    # The last passes (140, 141) left Kathmandu's ticks 180-200 queued and UTC's 150-170
+    # closed. Now the Kathmandu one restarts in UTC: both run the same settings.
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="worksync_sa"):
+        moved = scheduler(db, max_run=2, cron=EVEN_MINUTES)
+        moved.tick(at(143))
+        utc.tick(at(144))
+    for seconds in range(150, 210, 10):
+        want = [0, 1] if zone_of(seconds) == "UTC" else []
+        assert open_slots(db, seconds) == want, seconds
+    assert utc.last_pass.closed == utc.last_pass.created == 0  # nothing left to change
+    assert not actions(caplog, "disagreement")
+    (changed,) = actions(caplog, "changed")  # rows from before the restart: a change
+    assert changed.levelno == logging.WARNING
+    assert f"timezone {KATHMANDU!r} there, 'UTC' here" in changed.getMessage()
