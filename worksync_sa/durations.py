@@ -82,3 +82,31 @@ def as_timedelta(value: timedelta | str, what: str) -> timedelta:
         f"{what} must be a timedelta or a duration string like '@every 2s', "
         f"not {type(value).__name__}"
     )
+
+
+_WRITTEN_UNITS = (("d", 86400), ("h", 3600), ("m", 60), ("s", 1))
+
+
+def format_duration(delta: timedelta | None) -> str:
+    """``delta`` as durations are typed (``250ms``, ``4.7s``, ``1m30s``, ``2d3h``); None is ``-``.
+
+    One writer for the commands and the status page, so both read alike.
+    Below a minute it keeps milliseconds; above, whole seconds. Negative
+    values (a claim that started before its tick) keep their sign.
+    """
+    if delta is None:
+        return "-"
+    sign = "-" if delta < timedelta(0) else ""
+    seconds = abs(delta).total_seconds()
+    millis = round(seconds * 1000)
+    if millis < 1000:
+        return f"{sign}{millis}ms" if millis else "0s"
+    if seconds < 60:
+        return f"{sign}{f'{seconds:.3f}'.rstrip('0').rstrip('.')}s"
+    rest = round(seconds)
+    parts = []
+    for unit, size in _WRITTEN_UNITS:
+        count, rest = divmod(rest, size)
+        if count:
+            parts.append(f"{count}{unit}")
+    return sign + "".join(parts)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 
 from .._maintenance import check_batch_size, check_older_than
+from ..durations import format_duration
 from ..errors import InvalidArgumentError
 from ..sync import WorkSync
 from .options import (
@@ -29,7 +30,7 @@ from .options import (
     shown,
     table_name,
 )
-from .text import format_duration, plural
+from .text import plural
 
 DEFAULT_BATCH_SIZE = 1000
 

@@ -19,6 +19,7 @@ import logging
 import sqlalchemy as sa
 
 from ..config_file import ConfigFile
+from ..durations import format_duration
 from ..scheduler import PassReport, Scheduler
 from .options import (
     Commands,
@@ -36,7 +37,7 @@ from .options import (
     wait_for_table,
 )
 from .stopping import StopSignals
-from .text import format_duration, format_moment, plural
+from .text import format_moment, plural
 
 log = logging.getLogger("worksync_sa.cli.schedule")
 

@@ -21,6 +21,7 @@ from datetime import datetime, timedelta, timezone
 import sqlalchemy as sa
 
 from .._text import printable
+from ..durations import format_duration
 from ..ledger import Ledger, TickEntry, WorkSummary, summarise_each
 from ..sequences import default_sequence
 from .options import (
@@ -44,7 +45,7 @@ from .options import (
     table_name,
 )
 from .stopping import StopSignals
-from .text import format_duration, format_moment, format_table, plural
+from .text import format_moment, format_table, plural
 
 DEFAULT_SINCE = timedelta(hours=1)
 DEFAULT_EVERY = timedelta(seconds=2)

@@ -7,35 +7,9 @@ text with no colour, and durations read the way they are typed (``1m30s``).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from ..models import as_utc
-
-_UNITS = (("d", 86400), ("h", 3600), ("m", 60), ("s", 1))
-
-
-def format_duration(delta: timedelta | None) -> str:
-    """``delta`` as durations are typed (``250ms``, ``4.7s``, ``1m30s``, ``2d3h``); None is ``-``.
-
-    Below a minute it keeps milliseconds; above, whole seconds. Negative
-    values (a claim that started before its tick) keep their sign.
-    """
-    if delta is None:
-        return "-"
-    sign = "-" if delta < timedelta(0) else ""
-    seconds = abs(delta).total_seconds()
-    if seconds < 1:
-        millis = round(seconds * 1000)
-        return f"{sign}{millis}ms" if millis else "0s"
-    if seconds < 60:
-        return f"{sign}{f'{seconds:.3f}'.rstrip('0').rstrip('.')}s"
-    rest = round(seconds)
-    parts = []
-    for unit, size in _UNITS:
-        count, rest = divmod(rest, size)
-        if count:
-            parts.append(f"{count}{unit}")
-    return sign + "".join(parts)
 
 
 def format_moment(moment: datetime | None) -> str:

@@ -37,6 +37,7 @@ import sqlalchemy as sa
 
 from .._working import MAX_CONCURRENCY_LIMIT
 from ..config_file import ConfigFile, WorkerSettings
+from ..durations import format_duration
 from ..events import Event
 from ..work import Work
 from ..worker import DEFAULT_MAX_BACKOFF, DEFAULT_POLL, Handler, Worker
@@ -57,7 +58,7 @@ from .options import (
     wait_for_table,
 )
 from .stopping import ForcedStop, StopSignals
-from .text import format_duration, plural
+from .text import plural
 
 log = logging.getLogger("worksync_sa.cli.work")
 

@@ -9,32 +9,15 @@ page shows a work named ``<b>`` literally instead of bold or mangled.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 
+from ..durations import format_duration
 from ..models import as_utc
 
-_UNITS = (("d", 86400), ("h", 3600), ("m", 60), ("s", 1))
 NONE = "-"
 
-
-def duration(delta: timedelta | None) -> str:
-    """``delta`` as durations are typed; None is ``-``."""
-    if delta is None:
-        return NONE
-    sign = "-" if delta < timedelta(0) else ""
-    seconds = abs(delta).total_seconds()
-    millis = round(seconds * 1000)
-    if millis < 1000:
-        return f"{sign}{millis}ms" if millis else "0s"
-    if seconds < 60:
-        return f"{sign}{f'{seconds:.3f}'.rstrip('0').rstrip('.')}s"
-    rest = round(seconds)
-    parts = []
-    for unit, size in _UNITS:
-        count, rest = divmod(rest, size)
-        if count:
-            parts.append(f"{count}{unit}")
-    return sign + "".join(parts)
+duration = format_duration
+"""``delta`` as durations are typed; None is ``-`` (as ``worksync status`` writes them)."""
 
 
 def moment(at: datetime | None, *, millis: bool = False) -> str:
