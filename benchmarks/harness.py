@@ -23,7 +23,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from worksync_sa import create_engine
-from worksync_sa.models import work_table
+from worksync_sa.models import validate_table_name, work_table
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SERVERS = {
@@ -118,6 +118,18 @@ def raw_stamp(engine: sa.Engine, moment: datetime) -> Any:
     if engine.dialect.name == "sqlite":
         return naive.isoformat(sep=" ", timespec="microseconds")
     return naive
+
+
+def analyze(engine: sa.Engine, table: str) -> None:
+    """Fresh planner statistics for ``table`` after a bulk load, as a DBA would gather them."""
+    preparer, name = engine.dialect.identifier_preparer, validate_table_name(table)
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        if engine.dialect.name == "postgresql":
+            conn.exec_driver_sql("VACUUM ANALYZE " + preparer.quote(name))
+        elif engine.dialect.name == "sqlite":
+            conn.exec_driver_sql("ANALYZE")
+        else:
+            conn.exec_driver_sql("ANALYZE TABLE " + preparer.quote(name))
 
 
 def fresh_table(engine: sa.Engine, name: str) -> sa.Table:

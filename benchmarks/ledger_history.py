@@ -29,12 +29,13 @@ import sqlalchemy as sa
 from worksync_sa import Ledger, WorkStatus
 from worksync_sa._dialects import db_now, family_of
 from worksync_sa.cli.status import View
-from worksync_sa.models import as_utc, table_named, validate_table_name
+from worksync_sa.models import as_utc, table_named
 
 from .harness import (
     SERVERS,
     Report,
     Spread,
+    analyze,
     bench_engine,
     drop_table,
     fresh_table,
@@ -94,14 +95,7 @@ def load(engine: sa.Engine, ticks: int, table: str = TABLE) -> datetime:
         cursor.executemany(insert.string, rows[first : first + 20_000])
         cursor.execute("COMMIT")
     raw.close()
-    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        preparer, name = engine.dialect.identifier_preparer, validate_table_name(table)
-        if engine.dialect.name == "postgresql":
-            conn.exec_driver_sql("VACUUM ANALYZE " + preparer.quote(name))
-        elif engine.dialect.name == "sqlite":
-            conn.exec_driver_sql("ANALYZE")
-        else:
-            conn.exec_driver_sql("ANALYZE TABLE " + preparer.quote(name))
+    analyze(engine, table)
     return now
 
 

@@ -32,9 +32,17 @@ import sqlalchemy as sa
 
 from worksync_sa import WorkStatus
 from worksync_sa._dialects import db_now, family_of
-from worksync_sa.models import as_utc, table_named, validate_table_name
+from worksync_sa.models import as_utc, table_named
 
-from .harness import Report, Spread, drop_table, fresh_table, raw_connection, raw_stamp
+from .harness import (
+    Report,
+    Spread,
+    analyze,
+    drop_table,
+    fresh_table,
+    raw_connection,
+    raw_stamp,
+)
 
 TABLE = "bench_web"
 DAYS = 11
@@ -151,14 +159,7 @@ def load(engine: sa.Engine, days: int, table: str = TABLE) -> tuple[datetime, in
                 batch = []
         count += _insert(cursor, compiled.string, batch)
     raw.close()
-    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        preparer, name = engine.dialect.identifier_preparer, validate_table_name(table)
-        if engine.dialect.name == "postgresql":
-            conn.exec_driver_sql("VACUUM ANALYZE " + preparer.quote(name))
-        elif engine.dialect.name == "sqlite":
-            conn.exec_driver_sql("ANALYZE")
-        else:
-            conn.exec_driver_sql("ANALYZE TABLE " + preparer.quote(name))
+    analyze(engine, table)
     return now, count
 
 
