@@ -59,7 +59,10 @@ def test_postgresql_claim_skips_locked_rows_and_rechecks_status() -> None:
     assert "ORDER BY jobs.slot, jobs.id LIMIT" in text
     # The outer guard keeps the claim correct even if the lock clause did nothing.
     assert re.search(r"\) AND jobs\.status = %\(status_\d+\)s::SMALLINT RETURNING", text)
-    assert text.endswith("RETURNING jobs.id, jobs.sequence, jobs.lease_seconds")
+    assert text.endswith(
+        "RETURNING jobs.id, jobs.sequence, jobs.lease_seconds, jobs.slot, jobs.tick_at, "
+        "jobs.attempts, jobs.started_at"
+    )
     assert "started_at=statement_timestamp()" in text
 
 
@@ -97,7 +100,9 @@ def test_a_batch_row_counts_other_programs_rows_against_its_tick(
 def test_sqlite_claim_uses_returning_without_lock_clauses() -> None:
     text = sql(claim_statement(TABLE, "sqlite", due=False), SQLITE)
     assert "FOR UPDATE" not in text
-    assert text.endswith("RETURNING id, sequence, lease_seconds")
+    assert text.endswith(
+        "RETURNING id, sequence, lease_seconds, slot, tick_at, attempts, started_at"
+    )
     assert "started_at=strftime(?, ?)" in text
 
 
