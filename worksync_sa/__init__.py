@@ -3,12 +3,15 @@
 A SQLAlchemy plugin re-creating the Go library worksync: a scheduler writes
 ``max_run`` QUEUED rows ahead of every tick, and workers claim them with one
 atomic UPDATE each. See README.md.
+
+The asyncio twins are loaded on first use (PEP 562): they need greenlet, an
+optional extra that SQLAlchemy 2.1 no longer installs, and a plain install
+must import without it.
 """
 
-from .async_scheduler import AsyncScheduler as AsyncScheduler
-from .async_sync import AsyncClaim as AsyncClaim
-from .async_sync import AsyncWorkSync as AsyncWorkSync
-from .async_worker import AsyncWorker as AsyncWorker
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
 from .config import RetryPolicy as RetryPolicy
 from .config import SchedulerConfig as SchedulerConfig
 from .engine import create_engine as create_engine
@@ -49,6 +52,33 @@ from .sync import Claim as Claim
 from .sync import WorkSync as WorkSync
 from .work import Work as Work
 from .worker import Worker as Worker
+
+if TYPE_CHECKING:
+    from .async_scheduler import AsyncScheduler as AsyncScheduler
+    from .async_sync import AsyncClaim as AsyncClaim
+    from .async_sync import AsyncWorkSync as AsyncWorkSync
+    from .async_worker import AsyncWorker as AsyncWorker
+
+_ON_FIRST_USE = {
+    "AsyncScheduler": "async_scheduler",
+    "AsyncClaim": "async_sync",
+    "AsyncWorkSync": "async_sync",
+    "AsyncWorker": "async_worker",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _ON_FIRST_USE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'worksync_sa' has no attribute {name!r}")
+    value = getattr(import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_ON_FIRST_USE))
+
 
 __all__ = [
     "AsyncClaim",

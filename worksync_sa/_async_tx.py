@@ -57,22 +57,31 @@ T = TypeVar("T")
 def checked_async_engine(engine: object) -> AsyncEngine:
     """``engine`` if it is an AsyncEngine, else an error that says which engine to pass."""
     try:
+        import greenlet  # type: ignore[import-untyped]  # noqa: F401, PLC0415 (SQLAlchemy 2.0 imports its asyncio without it)
         from sqlalchemy.ext.asyncio import AsyncEngine  # noqa: PLC0415
     except ImportError as exc:
         raise InvalidArgumentError(
             "the asyncio services need greenlet: pip install 'worksync_sa[asyncio]'"
         ) from exc
     if not isinstance(engine, AsyncEngine):
-        hint = (
-            "; for a blocking Engine use the twin without Async"
-            if isinstance(engine, sa.Engine)
-            else ""
-        )
+        hint = _blocking_hint(engine) if isinstance(engine, sa.Engine) else ""
         raise InvalidArgumentError(
             "engine must be a sqlalchemy AsyncEngine "
             f"(sqlalchemy.ext.asyncio.create_async_engine(url)), not {type(engine).__name__}{hint}"
         )
     return engine
+
+
+_ASYNC_EXTRAS = {"mysql": "async-mysql", "mariadb": "async-mysql", "postgresql": "async-postgresql"}
+
+
+def _blocking_hint(engine: sa.Engine) -> str:
+    """The two ways out for a blocking Engine: its twin, or an async driver and its extra."""
+    extra = _ASYNC_EXTRAS.get(engine.dialect.name, "async-sqlite")
+    return (
+        "; for a blocking Engine use the twin without Async, or install an async driver"
+        f" (pip install 'worksync_sa[{extra}]') and pass create_async_engine(url)"
+    )
 
 
 def _prepare(conn: Connection) -> None:

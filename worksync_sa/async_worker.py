@@ -18,9 +18,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import datetime, timedelta
-from typing import Any
-
-from sqlalchemy.ext.asyncio import AsyncEngine
+from typing import TYPE_CHECKING, Any
 
 from ._calls import Idle, drive_async
 from ._loop import ended, is_stop
@@ -44,6 +42,9 @@ from .errors import InvalidArgumentError
 from .events import Listener
 from .models import DEFAULT_TABLE
 from .work import Work
+
+if TYPE_CHECKING:  # at run time only once used: it needs greenlet, an optional extra
+    from sqlalchemy.ext.asyncio import AsyncEngine
 
 logger = logging.getLogger(__name__)
 
