@@ -13,10 +13,12 @@ from __future__ import annotations
 import asyncio
 import time
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
 import pytest
 
-from worksync_sa._calls import Idle, Pause
+from worksync_sa._attempts import BUSY, TAKE, Counters, Give, Locked, Run, attempts
+from worksync_sa._calls import Call, Idle, Pause
 from worksync_sa._claiming import (
     BEAT,
     READ_LEASE,
@@ -28,6 +30,7 @@ from worksync_sa._claiming import (
     error_text,
     heartbeat_period,
 )
+from worksync_sa._retry import Retry
 from worksync_sa.config import RetryPolicy
 from worksync_sa.errors import ClaimLostError, InvalidArgumentError, InvalidWorkError
 from worksync_sa.models import WorkStatus
@@ -119,6 +122,42 @@ def test_a_finish_call_resolves_a_lost_reply_by_reading_the_row() -> None:
     assert call.resolve is not None
     bound = keywords(call)
     assert (bound["claim"], bound["token"], bound["status"]) == (7, "f" * 32, WorkStatus.SUCCESS)
+
+
+def test_a_due_claim_on_a_free_lane_is_take_claim_give() -> None:
+    call = sync().acquire_due("report", None, grace="1m")
+    claimed = row(slot=0, tick_at=TICK, attempt=1)
+    script = Script("lane", claimed, None)
+    assert script.run(due_attempts(call)) == claimed
+    assert script.steps == [TAKE, Run("lane", call.work), Give("lane")]
+
+
+def test_a_due_claim_whose_reply_was_lost_finds_its_row_by_its_token() -> None:
+    """The UPDATE may have committed: claiming again could take a second row of the tick."""
+    call = sync().acquire_due("report", None)
+    assert call.resolve is not None
+    assert call.resolve.keywords == {  # type: ignore[attr-defined]
+        "name": "report",
+        "token": keywords(call)["params"]["claim_token"],
+    }
+    lost = mysql_error(2013, "Lost connection to MySQL server during query")
+    claimed = row()
+    script = Script("lane-1", Raise(lost), None, None, "lane-2", claimed, None)
+    assert script.run(due_attempts(call)) == claimed
+    assert script.steps[4:] == [TAKE, Run("lane-2", call.resolve), Give("lane-2")]
+
+
+def test_a_due_claim_on_a_busy_sqlite_file_with_nothing_queued_gives_up_at_once() -> None:
+    call = sync().acquire_due("report", None)
+    assert call.peek is not None
+    script = Script("lane", BUSY, False, None)
+    assert script.run(due_attempts(call, locked=True)) is None
+    assert script.steps == [TAKE, Locked("lane", call.work), Run("lane", call.peek), Give("lane")]
+
+
+def due_attempts(call: Call[ClaimedRow | None], locked: bool = False) -> Any:
+    retry = Retry(RetryPolicy(), "works", locked, call.what)
+    return attempts(call, retry, Counters(), transactional=False, locked=locked)
 
 
 # -- the claim's state ----------------------------------------------------------------------
