@@ -12,6 +12,7 @@ a lost connection or a failed pass.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -333,3 +334,62 @@ def test_a_stop_before_the_first_pass_runs_none() -> None:
     script = Script(True)
     script.run(core(Work("report", "* * * * *"))._loop_steps())
     assert script.steps == [Idle(0)]
+
+
+# -- settings of others, reported -----------------------------------------------------------
+
+
+def test_rows_of_other_settings_from_before_this_scheduler_are_a_change_logged_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    scheduler = core(Work("report", "* * * * *", 1))
+    before = CLOCK_AT_START - timedelta(hours=1)
+    old = "sequence=utc; max_run=3; cron=* * * * *; timezone=UTC"
+    window = [TickState("report", at(10, 1), label(at(10, 1)), old, 3, 2, 0, before)]
+    with caplog.at_level(logging.WARNING, logger="worksync_sa._passes"):
+        run_pass(scheduler, Table(window=window))
+        run_pass(scheduler, Table(window=window), now=NOW + timedelta(seconds=1))
+    (record,) = caplog.records
+    assert record.levelname == "WARNING"
+    assert "max_run '3' there, '1' here" in record.getMessage()
+
+
+def test_rows_of_other_settings_made_since_it_started_are_a_live_disagreement(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    scheduler = core(Work("report", "* * * * *", 1))
+    since = CLOCK_AT_START + timedelta(seconds=5)
+    other = "sequence=utc; max_run=3; cron=* * * * *; timezone=UTC"
+    window = [TickState("report", at(10, 1), label(at(10, 1)), other, 3, 2, 0, since)]
+    with caplog.at_level(logging.WARNING, logger="worksync_sa._passes"):
+        run_pass(scheduler, Table(window=window))
+    (record,) = caplog.records
+    assert record.levelname == "ERROR"
+    assert "another scheduler is making its ticks with other settings" in record.getMessage()
+
+
+# -- the settings' own rules ----------------------------------------------------------------
+
+
+def test_catchup_defaults_to_one_and_a_half_intervals() -> None:
+    assert SchedulerConfig(interval="2m", lookahead="10m").catchup == timedelta(minutes=3)
+    assert SchedulerConfig(interval="@every 2s", lookahead="1m").interval == timedelta(seconds=2)
+
+
+@pytest.mark.parametrize(
+    ("settings", "why"),
+    [
+        ({"lookahead": "25h"}, "over one day"),
+        ({"lookahead": "30s", "interval": "1m"}, "shorter than interval"),
+        ({"catchup": "2d"}, "over one day"),
+        ({"retention": "47h"}, "under 2 days"),
+        ({"interval": "soon"}, "interval"),
+        ({"sequence": "utc"}, "sequence must be a function"),
+    ],
+    ids=str,
+)
+def test_scheduler_settings_that_would_lose_or_recreate_ticks_are_refused(
+    settings: dict[str, Any], why: str
+) -> None:
+    with pytest.raises(InvalidConfigError, match=why):
+        SchedulerConfig(**settings)
