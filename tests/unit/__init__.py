@@ -5,4 +5,8 @@ The package's cores (``_attempts``, ``_reconcile``, ``_passes``, ``_claiming``,
 runner performs. These tests play the runner: they send back scripted answers
 and check the steps and results against the rules the docstrings, the README
 and CONTRIBUTING.md state. Nothing here opens a connection or mocks one.
+
+Run it alone with ``python -m pytest -q -p no:cacheprovider tests/unit``: a
+few seconds, with only the core dependencies and pytest installed (no
+greenlet, no database driver, no web extra).
 """
