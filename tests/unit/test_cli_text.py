@@ -9,8 +9,6 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-import pytest
-
 from worksync_sa._passes import PassReport
 from worksync_sa.cli.schedule import describe_pass
 from worksync_sa.cli.text import format_moment, format_table, plural
@@ -77,9 +75,6 @@ def test_a_pass_is_described_in_one_line_plus_one_per_skipping_work() -> None:
     ]
 
 
-@pytest.mark.xfail(
-    strict=True, reason="plural() only appends 's': a pass of two batches prints '2 batchs'"
-)
 def test_a_pass_of_several_batches_says_batches() -> None:
     report = PassReport(now=datetime(2026, 3, 1, tzinfo=UTC), created=6000, planned=6000, batches=2)
     assert "6000 created in 2 batches," in describe_pass(report, "works")[0]

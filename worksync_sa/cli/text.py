@@ -22,8 +22,10 @@ def format_moment(moment: datetime | None) -> str:
 
 
 def plural(count: int, word: str) -> str:
-    """``1 row``, ``2 rows``."""
-    return f"{count} {word}" if count == 1 else f"{count} {word}s"
+    """``1 row``, ``2 rows``, ``2 batches``."""
+    if count == 1:
+        return f"{count} {word}"
+    return f"{count} {word}es" if word.endswith(("s", "sh", "ch", "x")) else f"{count} {word}s"
 
 
 def format_table(
