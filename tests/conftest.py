@@ -40,6 +40,19 @@ REQUIRED = {
 }
 
 
+UNIT_MODULES = ("test_cron_reference.py", "test_plain_install.py")
+"""Modules outside tests/unit that need no server and no extra either."""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark the unit tier (``scripts/test --unit``) by where a test lives."""
+    unit_folder = Path(__file__).parent / "unit"
+    for item in items:
+        path = Path(item.path)
+        if unit_folder in path.parents or path.name in UNIT_MODULES:
+            item.add_marker(pytest.mark.unit)
+
+
 @dataclass
 class Backend:
     """A reachable database and an engine on it."""

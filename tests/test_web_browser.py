@@ -57,6 +57,8 @@ from .test_web import (
     write,
 )
 
+pytestmark = pytest.mark.browser
+
 CHROMIUM = Path(os.environ.get("WORKSYNC_CHROMIUM", "/usr/bin/chromium"))
 CHROMEDRIVER = Path(os.environ.get("WORKSYNC_CHROMEDRIVER", "/usr/bin/chromedriver"))
 WAIT = 15.0
