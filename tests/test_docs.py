@@ -105,7 +105,7 @@ def test_the_readmes_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         engine.dispose()
 
 
-def test_the_docs_hook_shows_sphinx_roles_as_code() -> None:
+def test_the_docs_hook_shows_sphinx_roles_and_escaped_pipes_plainly() -> None:
     spec = importlib.util.spec_from_file_location("docs_hooks", ROOT / "scripts/docs_hooks.py")
     assert spec is not None
     assert spec.loader is not None
@@ -114,4 +114,9 @@ def test_the_docs_hook_shows_sphinx_roles_as_code() -> None:
     html = "<p>Call :meth:<code>tick</code> on a :class:<code>Scheduler</code>::</p>"
     assert (
         hooks.on_page_content(html) == "<p>Call <code>tick</code> on a <code>Scheduler</code>:</p>"
+    )
+    cell = "<td><code>--auth-token TOKEN \\| --no-auth</code> or a\\|b</td>"
+    assert (
+        hooks.on_page_content(cell)
+        == "<td><code>--auth-token TOKEN | --no-auth</code> or a\\|b</td>"
     )
