@@ -119,3 +119,17 @@ ensure_servers() {
         wait_for_port 5432 || say "PostgreSQL did not come up on 127.0.0.1:5432"
     fi
 }
+
+# The docs extra (MkDocs, mkdocstrings) in the same .venv, beside what ensure_venv put there.
+# It keeps a stamp of its own, so it neither triggers nor undoes ensure_venv's installs;
+# it reinstalls only when pyproject.toml changes.
+ensure_docs() {
+    local stamp
+    [ -x "$VENV/bin/python" ] || ensure_venv ""
+    stamp="$VENV/.docs-$(sha1sum < "$ROOT/pyproject.toml" | cut -c1-12)"
+    [ -f "$stamp" ] && return 0
+    say "installing worksync_sa[docs] into $VENV"
+    pip_quiet install -e "$ROOT[docs]"
+    rm -f "$VENV"/.docs-*
+    touch "$stamp"
+}

@@ -2,7 +2,7 @@
 
 It models one table of its own (``customers``), has one migration of its own,
 and adds worksync_sa's migrations through ``version_locations`` exactly as the
-README tells a host to.
+host-app guide (docs/guides/host-app.md) tells a host to.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ Table(
 )
 
 MODE = os.environ.get("HOST_MODE", "filter")
-if MODE == "filter":    # the README's way: hide our table from the host's autogenerate
+if MODE == "filter":    # the guide's way: hide our table from the host's autogenerate
     target, include = host_metadata, worksync_sa.include_object
 elif MODE == "both":    # the other way: compare both schemas
     target, include = [host_metadata, worksync_sa.metadata], None

@@ -15,8 +15,10 @@ from __future__ import annotations
 import calendar
 import itertools
 import random
+import re
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -296,7 +298,7 @@ def test_daylight_saving_follows_vixie_cron(zone: str, cron: str) -> None:
             assert work.ticks(start, end) == [t for t in whole if t > start], (day, minutes)
 
 
-# -- the README's cron table, row by row: descriptors, @every and a bare '?' ---------------
+# -- the cron page's table (docs/reference/cron.md), row by row: descriptors, @every, '?' ----
 
 DESCRIPTORS = {  # crontab(5)'s expansions, as Vixie cron and robfig/cron define them
     "@yearly": "0 0 1 1 *",
@@ -317,6 +319,27 @@ ZONES = (
     "Asia/Kathmandu",  # +05:45, no daylight saving
 )
 SECOND = timedelta(seconds=1)
+CRON_PAGE = Path(__file__).resolve().parent.parent / "docs" / "reference" / "cron.md"
+
+
+def cron_page_table() -> dict[str, list[str]]:
+    """The cron page's table of forms: each row's form, and the code spans of its example."""
+    rows = {}
+    for line in CRON_PAGE.read_text().splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if line.startswith("| ") and len(cells) == 3 and cells[0] not in ("form", "---"):
+            rows[cells[0]] = re.findall(r"`([^`]+)`", cells[1])
+    return rows
+
+
+def test_the_cron_pages_table_shows_what_is_tested() -> None:
+    """Its descriptors are the ones checked below, and each whole example is accepted."""
+    rows = cron_page_table()
+    assert set(rows.pop("descriptor")[0].split()) == set(DESCRIPTORS)
+    examples = [span for spans in rows.values() for span in spans if " " in span]
+    assert len(examples) >= 8, rows
+    for cron in examples:
+        assert Work("w", cron).cron == cron
 
 
 def offset_changes(zone: str, year: int) -> list[datetime]:

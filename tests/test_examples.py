@@ -2,11 +2,11 @@
 
 The wheel is built from this checkout and installed into a folder; each
 example is copied elsewhere and run as subprocesses with only those two on
-PYTHONPATH, as an operator would run them. examples/host_app, the README's
-host application: ``alembic upgrade heads``, ``alembic check``, ``python -m
-shop demo``, ``alembic downgrade worksync@base``. examples/async_worker, the
-asyncio service: two copies at once, through aiosqlite, aiomysql and psycopg.
-Each backend test gets a database of its own.
+PYTHONPATH, as an operator would run them. examples/host_app, the application of
+the host-app guide (docs/guides/host-app.md): ``alembic upgrade heads``, ``alembic
+check``, ``python -m shop demo``, ``alembic downgrade worksync@base``.
+examples/async_worker, the asyncio service: two copies at once, through aiosqlite,
+aiomysql and psycopg. Each backend test gets a database of its own.
 """
 
 from __future__ import annotations
@@ -172,7 +172,7 @@ def test_the_worksync_branch_downgrades_on_its_own(app: App) -> None:
 
 
 def test_a_new_shop_revision_follows_the_shop_branch_and_finds_nothing(sqlite_app: App) -> None:
-    """The README's command for the host's next migration: it lands in the shop's folder."""
+    """The host-app guide's command for the next migration: it lands in the shop's folder."""
     sqlite_app.alembic("upgrade", "heads")
     sqlite_app.alembic("revision", "--autogenerate", "--head", "shop@head", "-m", "nothing")
     versions = sqlite_app.folder / "migrations" / "versions"

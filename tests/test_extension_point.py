@@ -1,6 +1,6 @@
 """The repositories as a host's extension point: inside its own ORM transactions.
 
-The README's host-app example (examples/host_app/shop/together.py) runs here on
+The host-app guide's example (examples/host_app/shop/together.py) runs here on
 every database: a schedule committed or rolled back with the host's own rows, a
 claim made in the host's transaction and then finished as a fenced ``Claim``.
 """
@@ -36,6 +36,7 @@ from .conftest import ROOT, Db
 
 AT = datetime(2030, 1, 15, 9, 30, tzinfo=timezone.utc)
 EXAMPLE = ROOT / "examples" / "host_app"
+GUIDE = ROOT / "docs" / "guides" / "host-app.md"  # the README's host-app section lives here
 
 
 @pytest.fixture
@@ -59,7 +60,7 @@ def works_rows(engine: sa.Engine) -> list[tuple[str, str, int]]:
         return [(name, sequence, status) for name, sequence, status in conn.execute(query)]
 
 
-def test_the_readme_example_on_every_database(
+def test_the_host_app_example_on_every_database(
     shop: tuple[ModuleType, ModuleType, sa.Engine],
 ) -> None:
     together, models, engine = shop
@@ -95,10 +96,10 @@ def test_a_rolled_back_host_transaction_takes_its_schedule_and_claim_with_it(
     assert works_rows(engine) == [("welcome-mail", f"customer-{customer}", 1)]
 
 
-def test_the_readme_shows_the_example_as_it_is() -> None:
-    readme = (ROOT / "README.md").read_text()
-    blocks = re.findall(r"<!-- shop/together.py -->\n```python\n(.*?)```", readme, re.S)
-    assert blocks, "the README's host-app section quotes examples/host_app/shop/together.py"
+def test_the_host_app_guide_shows_the_example_as_it_is() -> None:
+    guide = GUIDE.read_text()
+    blocks = re.findall(r"<!-- shop/together.py -->\n```python\n(.*?)```", guide, re.S)
+    assert blocks, "docs/guides/host-app.md quotes examples/host_app/shop/together.py"
     source = (EXAMPLE / "shop" / "together.py").read_text()
     for block in blocks:
         for part in block.split("\n\n\n"):  # each quoted function, verbatim

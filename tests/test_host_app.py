@@ -73,7 +73,7 @@ def test_include_object_hides_only_our_tables() -> None:
 def test_a_table_made_by_worksync_migrate_joins_the_hosts_history_by_a_stamp(
     host_database: str, tmp_path: Path
 ) -> None:
-    """`worksync migrate` first, then our branch added to the host's history (the README's path)."""
+    """`worksync migrate` first, then our branch added to the host's history (the guide's path)."""
     engine = sa.create_engine(host_database)
     try:
         upgrade(engine)  # what `worksync migrate` does
@@ -133,7 +133,7 @@ def test_a_bad_table_name_is_refused_however_it_is_given(
 def test_a_new_apps_first_autogenerate_beside_our_branch(
     host_database: str, tmp_path: Path
 ) -> None:
-    """The README's exact command for an app whose history starts now."""
+    """The host-app guide's exact command for an app whose history starts now."""
     folder = tmp_path / "host"
     ini = build_host(folder, host_database, str(migrations_path() / "versions"), own=False)
     versions = folder / "alembic" / "versions"

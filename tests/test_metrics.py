@@ -309,7 +309,7 @@ def write_history(db: Db) -> None:
 
 
 def figures_of(slots: list[Slot]) -> dict[str, int]:
-    """What one tick's rows add to each gauge, by the meaning the README gives it."""
+    """What one tick's rows add to each gauge, by the meaning the ledger's table gives it."""
     states = [row.state for row in slots]
     taken = ("running", "success", "requeued", "failed", "lost")
     return {

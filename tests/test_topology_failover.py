@@ -16,7 +16,7 @@ lost: a claim the old primary acknowledged but never sent is gone, its row is
 QUEUED again on the new primary and may be claimed a second time within its
 grace; or the claim arrived but its finish did not, and the row stays RUNNING
 until its lease runs out and recovery closes it. The bound checked is the one
-the README states: runs above ``max_run`` never outnumber the claims lost so.
+docs/guides/topologies.md states: runs above ``max_run`` never outnumber the claims lost so.
 
 WORKSYNC_TOPOLOGY_SECONDS (default 8, at least 5) is how long the fleet runs
 before the crash, and again after the promotion.
@@ -57,7 +57,8 @@ WORKS: list[dict[str, Any]] = [
     {"name": "every-second", "cron": "* * * * * *", "max_run": MAX_RUN, "lease": LEASE,
      "grace": GRACE},
 ]  # fmt: skip
-# A lookahead longer than the lag plus the outage: see the README on what a shorter one costs.
+# A lookahead longer than the lag plus the outage: docs/guides/topologies.md says what a
+# shorter one costs.
 CONFIG = {"lookahead": "10s", "interval": "1s", "catchup": "10s", "max_backoff": "2s"}
 SCHEDULERS = 2
 QUICK_WORKERS, QUICK_HOLD = 4, 0.2
@@ -401,5 +402,5 @@ def check_journals(run: Run) -> tuple[int, int]:
         lost=[(c.sequence[-8:], c.seen, now_there(c)) for c in lost_claims],
         finish_lost=[(c.sequence[-8:], by_id[c.id].closed_by) for c in lost_finishes],
     )
-    assert over_runs <= len(lost_claims)  # the README's bound: only lost claims run twice
+    assert over_runs <= len(lost_claims)  # the guide's bound: only lost claims run twice
     return len(lost_claims), over_runs

@@ -14,7 +14,7 @@ Chromium and chromedriver come from Debian (``chromium``, ``chromium-driver``;
 ``.ci/run`` and ``scripts/test`` install them). Without them these tests
 are skipped, except under CI (``CI=true``), where that is a failure.
 
-``WORKSYNC_UPDATE_DOCS=1`` also writes the README's picture, ``docs/web.png``,
+``WORKSYNC_UPDATE_DOCS=1`` also writes the docs' picture, ``docs/web.png``,
 from a fixed demonstration history at 1280x800.
 """
 
@@ -502,7 +502,7 @@ def test_a_browser_logs_in_with_the_token_as_its_password(
         assert driver.execute_script("return window.__alerts") == []
 
 
-# -- the README's picture ---------------------------------------------------------------
+# -- the docs' picture -----------------------------------------------------------------
 
 
 SPECS = {
@@ -514,7 +514,7 @@ QUEUED, RUNNING, FAILED = 1, 2, 4
 
 
 def demo_row(name: str, tick: datetime, slot: int, lag_ms: int | None, **extra: Any) -> Any:
-    """One row of the README's fleet: claimed ``lag_ms`` late and done 2 s later, unless told."""
+    """One row of the docs' fleet: claimed ``lag_ms`` late and done 2 s later, unless told."""
     values: dict[str, Any] = {"spec": SPECS[name], "status": SUCCESS}
     if lag_ms is not None:
         started = tick + timedelta(milliseconds=lag_ms)
@@ -530,7 +530,7 @@ def demo_row(name: str, tick: datetime, slot: int, lag_ms: int | None, **extra: 
 
 
 def demonstration(now: datetime) -> History:
-    """A fleet's last hour, fixed, with one of everything: the picture the README shows."""
+    """A fleet's last hour, fixed, with one of everything: the picture the docs show."""
     minute = [now - step * MINUTE for step in range(60, 0, -1)]
     rows = [demo_row("sync-orders", tick, 0, 180 + (tick.minute * 37) % 140) for tick in minute]
     rows[19] = demo_row(

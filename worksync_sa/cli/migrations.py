@@ -114,8 +114,8 @@ def unversioned(engine: sa.Engine, table: str) -> str | None:
     return (
         f"table {table!r} on {shown(engine.url)} exists but {version_table_for(table)!r} "
         "records no revision: it was created outside these migrations (create_all, or a "
-        "host's own Alembic history: use `alembic upgrade` there, see the README's "
-        "Host applications)"
+        "host's own Alembic history: use `alembic upgrade` there, see the host-app guide, "
+        "docs/guides/host-app.md)"
     )
 
 
