@@ -28,8 +28,8 @@ from worksync_sa import Scheduler, SchedulerConfig, Work, WorkStatus, upgrade
 from worksync_sa.cli.migrations import head_revisions
 from worksync_sa.models import version_table_for
 
-from . import test_ledger, test_prune
 from .conftest import Backend, Db, create_table, fresh_table_name, require, sqlite_url
+from .contract import test_ledger, test_prune
 
 HEAD = ", ".join(head_revisions())
 PASSWORD = "hunter2-Secret"

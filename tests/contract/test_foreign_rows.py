@@ -17,15 +17,8 @@ import sqlalchemy as sa
 from worksync_sa import ClaimLostError, Ledger, SchedulerConfig, Work, WorkStatus
 from worksync_sa.models import table_named
 
-from .conftest import Db
-from .twins import second_claim_object
-
-
-@pytest.fixture
-def db(twin_db: Db) -> Db:
-    """Part of the contract suite: both twins, every backend."""
-    return twin_db
-
+from ..conftest import Db
+from ..twins import second_claim_object
 
 UTC = timezone.utc
 T0 = datetime(2026, 1, 5, tzinfo=UTC)

@@ -20,14 +20,7 @@ from worksync_sa import (
     default_sequence,
 )
 
-from .conftest import Db
-
-
-@pytest.fixture
-def db(twin_db: Db) -> Db:
-    """This module is part of the contract suite: it runs against both twins."""
-    return twin_db
-
+from ..conftest import Db
 
 UTC = timezone.utc
 T0 = datetime(2026, 1, 1, tzinfo=UTC)

@@ -17,14 +17,7 @@ import pytest
 
 from worksync_sa import SchedulerConfig, Work, WorkStatus, default_sequence, local_sequence
 
-from .conftest import Db
-
-
-@pytest.fixture
-def db(twin_db: Db) -> Db:
-    """Part of the contract suite: both twins, every backend."""
-    return twin_db
-
+from ..conftest import Db
 
 UTC = timezone.utc
 T0 = datetime(2026, 1, 5, tzinfo=UTC)  # a Monday, a round minute, before any real lease ends

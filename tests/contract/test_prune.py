@@ -16,14 +16,7 @@ from worksync_sa import (
 )
 from worksync_sa.models import table_named
 
-from .conftest import Db
-
-
-@pytest.fixture
-def db(twin_db: Db) -> Db:
-    """This module is part of the contract suite: it runs against both twins."""
-    return twin_db
-
+from ..conftest import Db
 
 DAY = timedelta(days=1)
 CONFIG = SchedulerConfig(lookahead="1m", interval="10s")

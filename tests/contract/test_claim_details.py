@@ -17,14 +17,7 @@ from worksync_sa import SchedulerConfig, Work, WorkStatus, WorkSync, default_seq
 from worksync_sa.events import Event
 from worksync_sa.models import table_named
 
-from .conftest import Db
-
-
-@pytest.fixture
-def db(twin_db: Db) -> Db:
-    """Part of the contract suite: both twins on every backend."""
-    return twin_db
-
+from ..conftest import Db
 
 UTC = timezone.utc
 T0 = datetime(2026, 1, 1, tzinfo=UTC)

@@ -9,14 +9,7 @@ import pytest
 
 from worksync_sa import InvalidConfigError, SchedulerConfig, Work, default_sequence
 
-from .conftest import Db
-
-
-@pytest.fixture
-def db(twin_db: Db) -> Db:
-    """This module is part of the contract suite: it runs against both twins."""
-    return twin_db
-
+from ..conftest import Db
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 SECOND = timedelta(seconds=1)

@@ -20,14 +20,7 @@ import sqlalchemy as sa
 from worksync_sa import SchedulerConfig, Work, default_sequence, local_sequence, per_tick
 from worksync_sa.models import table_named
 
-from .conftest import Db
-
-
-@pytest.fixture
-def db(twin_db: Db) -> Db:
-    """Part of the contract suite: both twins, every backend."""
-    return twin_db
-
+from ..conftest import Db
 
 UTC = timezone.utc
 MONDAY = datetime(2027, 1, 4, 5, 0, tzinfo=UTC)  # ISO week 2027-W01; after today's real clock

@@ -38,9 +38,9 @@ from worksync_sa import (
 )
 from worksync_sa.models import ERROR_TEXT_MAX
 
-from .conftest import Backend, Db, user_with_password
-from .test_cli import environment
-from .test_cli import worksync as cli
+from ..conftest import Backend, Db, user_with_password
+from ..test_cli import environment
+from ..test_cli import worksync as cli
 
 UTC = timezone.utc
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -48,12 +48,6 @@ CONFIG = SchedulerConfig(lookahead=timedelta(minutes=1), interval="10s")
 TICK = default_sequence(T0 + timedelta(seconds=30))
 # What os.listdir() returns for the file name b"report-\xff.csv" on a UTF-8 system.
 NOT_UTF8 = os.fsdecode(b"report-\xff.csv")
-
-
-@pytest.fixture
-def db(twin_db: Db) -> Db:
-    """Recording a failure is part of the contract: both twins, every backend."""
-    return twin_db
 
 
 def scheduled(db: Db, work: Work) -> WorkSync:
@@ -227,7 +221,7 @@ def test_the_url_shown_masks_every_key_that_holds_a_password() -> None:
 def test_query_string_passwords_stay_out_of_the_commands_output(
     server: Backend, query_password_urls: list[str], tmp_path: Path
 ) -> None:
-    from .conftest import fresh_table_name
+    from ..conftest import fresh_table_name
 
     table = fresh_table_name()
     (tmp_path / "jobs.py").write_text("def run(claim):\n    pass\n")
@@ -278,7 +272,7 @@ def _stop_after_start(process: subprocess.Popen[str]) -> tuple[str, str]:
 def test_status_escapes_control_characters_in_names_sequences_and_errors(
     backend: Backend, tmp_path: Path
 ) -> None:
-    from .conftest import _table_on
+    from ..conftest import _table_on
 
     for tdb in _table_on(backend):
         evil = "evil\x1b[2J\rname\nforged line"

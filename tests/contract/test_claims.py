@@ -20,15 +20,8 @@ from worksync_sa import (
 )
 from worksync_sa.models import table_named
 
-from .conftest import Db
-from .twins import second_claim_object
-
-
-@pytest.fixture
-def db(twin_db: Db) -> Db:
-    """This module is part of the contract suite: it runs against both twins."""
-    return twin_db
-
+from ..conftest import Db
+from ..twins import second_claim_object
 
 UTC = timezone.utc
 T0 = datetime(2026, 1, 1, tzinfo=UTC)

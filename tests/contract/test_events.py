@@ -14,14 +14,7 @@ import pytest
 
 from worksync_sa import Event, InvalidArgumentError, SchedulerConfig, Work, default_sequence
 
-from .conftest import Db
-
-
-@pytest.fixture
-def db(twin_db: Db) -> Db:
-    """This module is part of the contract suite: it runs against both twins."""
-    return twin_db
-
+from ..conftest import Db
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 CONFIG = SchedulerConfig(lookahead="30s", interval="10s")

@@ -11,14 +11,7 @@ from worksync_sa import InvalidArgumentError, Ledger, SchedulerConfig, Work
 from worksync_sa import default_sequence as seq
 from worksync_sa.models import table_named
 
-from .conftest import Db
-
-
-@pytest.fixture
-def db(twin_db: Db) -> Db:
-    """This module is part of the contract suite: it runs against both twins."""
-    return twin_db
-
+from ..conftest import Db
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 S = timedelta(seconds=1)

@@ -21,14 +21,7 @@ from worksync_sa import (
 from worksync_sa._dialects import RECOVERY_BATCH
 from worksync_sa.models import table_named
 
-from .conftest import Db
-
-
-@pytest.fixture
-def db(twin_db: Db) -> Db:
-    """This module is part of the contract suite: it runs against both twins."""
-    return twin_db
-
+from ..conftest import Db
 
 SECOND = timedelta(seconds=1)
 CONFIG = SchedulerConfig(lookahead=timedelta(minutes=1), interval="10s")
