@@ -40,7 +40,13 @@ REQUIRED = {
 }
 
 
-UNIT_MODULES = ("test_cron_reference.py", "test_plain_install.py")
+UNIT_MODULES = (
+    "test_config.py",
+    "test_cron_reference.py",
+    "test_plain_install.py",
+    "test_settings_types.py",
+    "test_work.py",
+)
 """Modules outside tests/unit that need no server and no extra either."""
 
 
