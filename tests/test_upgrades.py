@@ -1,0 +1,302 @@
+"""Releases and upgrades: expand-only migrations, and a release beside another's schema.
+
+Within a major version every revision after the first only adds (read here
+from the revision files themselves), so a release keeps working beside a
+table that a newer release migrated: its ``migrate`` does nothing and says
+so, its ``check`` passes ("ahead, compatible"), its schedulers and workers
+run. A table behind the revision a release needs stops its ``schedule`` and
+``work`` at start (exit 1, with the fix) instead of being retried forever.
+
+The slow tests prove it with real processes on every database: head facing
+a revision one ahead (made in a copy of the migrations), and the previous
+release, taken from git history, upgraded with its rows in place, run beside
+head in a rolling deploy, and downgraded back to. Every expected value is
+read from the table with plain SQL.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from worksync_sa import SchemaNotReadyError, SchemaState, require_schema, schema_status, upgrade
+from worksync_sa.models import version_table_for
+from worksync_sa.schema import classify, migrations_path
+
+from .conftest import require
+from .test_cli import (
+    HEAD,
+    Target,
+    _sqlite,
+    _target,
+    one_line_error,
+    worksync,
+    write_config,
+)
+
+PREVIOUS_RELEASE = "ac7bb0e"
+"""The commit that was released as the first 0.1.0 (schema worksync_0004)."""
+PREVIOUS_HEAD = "worksync_0004"
+
+
+# -- the rule: migrations only add -------------------------------------------------------
+
+NARROWING = frozenset({"alter_column", "rename_table", "drop_column", "drop_table"})
+"""Operations that change or remove what an older release reads or writes."""
+CONSTRAINING = frozenset(
+    {"create_unique_constraint", "create_check_constraint", "create_foreign_key"}
+)
+"""Operations that may refuse an older release's writes: each needs a reviewed reason."""
+REVIEWED = {
+    ("worksync_0005", "create_unique_constraint"): "uq_<table>_instant: older releases insert "
+    "with INSERT IGNORE / ON CONFLICT DO NOTHING (no conflict target) / INSERT OR IGNORE, "
+    "so a row it refuses is skipped like a duplicate, never an error",
+}
+"""Constraints added after the first revision, and why older releases' writes satisfy them."""
+
+
+def _called(node: ast.Call) -> str | None:
+    return node.func.attr if isinstance(node.func, ast.Attribute) else None
+
+
+def _root_call(node: ast.expr) -> str | None:
+    """``sa.update`` of ``sa.update(t).where(...).values(...)``: the call a chain starts from."""
+    while isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+        inner = node.func.value
+        if not isinstance(inner, ast.Call):
+            return ast.unparse(node.func)
+        node = inner
+    return None
+
+
+def _keyword(node: ast.Call, name: str) -> ast.expr | None:
+    return next((k.value for k in node.keywords if k.arg == name), None)
+
+
+def expand_only_violations(source: str, revision: str) -> list[str]:
+    """What in a revision's upgrade path (everything but ``downgrade``) does more than add."""
+    module = ast.parse(source)
+    body = [
+        node
+        for node in module.body
+        if not (isinstance(node, ast.FunctionDef) and node.name == "downgrade")
+    ]
+    found: list[str] = []
+    for node in (n for top in body for n in ast.walk(top)):
+        if not isinstance(node, ast.Call):
+            continue
+        name = _called(node)
+        where = f"{revision} line {node.lineno}: {name}"
+        if name is None:
+            continue
+        if name in NARROWING or (name.startswith("drop_") and name != "drop_index"):
+            found.append(f"{where} narrows or removes")
+        elif name == "drop_index":
+            index = ast.unparse(node.args[0]) if node.args else ""
+            if not index.startswith(("f'ix_", 'f"ix_', "'ix_", '"ix_')):
+                found.append(f"{where} of {index}: only plain ix_ indexes may be dropped")
+        elif name == "create_index" and _keyword(node, "unique") is not None:
+            found.append(f"{where} unique=...: a unique index is a constraint")
+        elif name in CONSTRAINING and (revision, name) not in REVIEWED:
+            found.append(f"{where} may refuse an older release's writes")
+        elif name == "add_column":
+            column = node.args[0] if node.args else None
+            ok = isinstance(column, ast.Call) and (
+                _keyword(column, "server_default") is not None
+                or ast.unparse(_keyword(column, "nullable") or ast.Constant(False)) == "True"
+            )
+            if not ok:
+                found.append(f"{where}: a new column must be nullable=True or have a default")
+        elif name == "execute":
+            root = _root_call(node.args[0]) if node.args else None
+            if root not in ("sa.update", "sa.insert"):
+                found.append(f"{where}: only data changes (sa.update/sa.insert) may run")
+    return found
+
+
+def revision_files() -> list[tuple[str, str, str | None]]:
+    """(revision, source, down_revision) of every packaged revision file."""
+    found = []
+    for path in sorted((migrations_path() / "versions").glob("worksync_*.py")):
+        source = path.read_text()
+        values: dict[str, Any] = {}
+        for node in ast.parse(source).body:
+            if (
+                isinstance(node, ast.AnnAssign)
+                and isinstance(node.target, ast.Name)
+                and node.value is not None
+                and node.target.id in ("revision", "down_revision")
+            ):
+                values[node.target.id] = ast.literal_eval(node.value)
+        found.append((values["revision"], source, values["down_revision"]))
+    return found
+
+
+def test_every_revision_after_the_first_only_adds() -> None:
+    revisions = revision_files()
+    assert len(revisions) >= 5
+    later = [(rev, source) for rev, source, down in revisions if down is not None]
+    assert len(later) == len(revisions) - 1
+    problems = [p for rev, source in later for p in expand_only_violations(source, rev)]
+    assert problems == []
+
+
+@pytest.mark.parametrize(
+    ("line", "flagged"),
+    [
+        ("batch.drop_column('spec')", True),
+        ("op.drop_table('works')", True),
+        ("op.drop_constraint(f'uq_{table}_tick', table)", True),
+        ("batch.alter_column('name', type_=sa.String(64))", True),
+        ("op.rename_table('works', 'jobs')", True),
+        ("op.drop_index(f'uq_{table}_tick', table_name=table)", True),
+        ("op.create_index(f'ix_{table}_x', table, ['name'], unique=True)", True),
+        ("batch.create_unique_constraint(f'uq_{table}_x', ['name'])", True),
+        ("batch.add_column(sa.Column('x', sa.Integer()))", True),
+        ("batch.add_column(sa.Column('x', sa.Integer(), nullable=False))", True),
+        ("op.execute('ALTER TABLE works DROP COLUMN spec')", True),
+        ("batch.add_column(sa.Column('x', sa.Integer(), nullable=True))", False),
+        ("batch.add_column(sa.Column('x', sa.Integer(), server_default='0'))", False),
+        ("op.create_index(f'ix_{table}_x', table, ['name'])", False),
+        ("op.drop_index(f'ix_{table}_x', table_name=table)", False),
+        ("op.execute(sa.update(t).where(t.c.id == 1).values(slot=None))", False),
+    ],
+)
+def test_the_expand_only_check_has_teeth(line: str, flagged: bool) -> None:
+    source = f"def upgrade() -> None:\n    {line}\n\n\ndef downgrade() -> None:\n    {line}\n"
+    assert bool(expand_only_violations(source, "worksync_9999")) is flagged
+
+
+def test_a_revision_is_placed_by_its_number_alone() -> None:
+    known = {"worksync_0001", "worksync_0002", "worksync_0003"}
+    head = "worksync_0003"
+    assert classify([], head, known) is SchemaState.MISSING
+    assert classify(["worksync_0003"], head, known) is SchemaState.CURRENT
+    assert classify(["worksync_0001"], head, known) is SchemaState.BEHIND
+    assert classify(["worksync_0004"], head, known) is SchemaState.AHEAD
+    assert classify(["worksync_0012"], head, known) is SchemaState.AHEAD
+    # Not a later worksync_NNNN: another major version's, a host's, or a fork's.
+    for foreign in ("worksync_2_0001", "worksync_0002a", "shop_0009", "abc123", "worksync_0000"):
+        assert classify([foreign], head, known) is SchemaState.UNKNOWN, foreign
+    assert classify(["worksync_0004", "worksync_0005"], head, known) is SchemaState.UNKNOWN
+
+
+# -- the command line beside a newer and an older schema (cheap: SQLite, MariaDB) --------
+
+
+def record_revision(engine: sa.Engine, table: str, revision: str) -> None:
+    """Write a revision into the version table by hand, as a newer release's migrate would."""
+    versions = sa.table(version_table_for(table), sa.column("version_num"))
+    with engine.begin() as conn:
+        conn.execute(sa.update(versions).values(version_num=revision))
+
+
+def recorded(engine: sa.Engine, table: str) -> list[str]:
+    """The version table's rows, by plain SQL."""
+    versions = sa.table(version_table_for(table), sa.column("version_num"))
+    with engine.connect() as conn:
+        return [str(v) for v in conn.execute(sa.select(versions.c.version_num)).scalars()]
+
+
+@pytest.fixture(params=("sqlite", "mysql"))
+def target(
+    request: pytest.FixtureRequest, _backends: dict[str, Any], tmp_path: Path
+) -> Iterator[Target]:
+    """A SQLite file of this test's own, then MariaDB (as ``test_cli``'s)."""
+    backend = _sqlite(tmp_path) if request.param == "sqlite" else require(_backends, "mysql")
+    yield from _target(backend)
+
+
+def test_migrate_and_check_beside_a_newer_revision(target: Target, tmp_path: Path) -> None:
+    upgrade(target.engine, table=target.table)
+    record_revision(target.engine, target.table, "worksync_0099")
+
+    migrate = worksync("migrate", *target.args(), cwd=tmp_path)
+    assert migrate.returncode == 0, migrate.stderr
+    assert "ahead, compatible: at worksync_0099" in migrate.stdout
+    assert "nothing to do" in migrate.stdout
+    assert recorded(target.engine, target.table) == ["worksync_0099"]
+
+    check = worksync("check", *target.args(), cwd=tmp_path)
+    assert check.returncode == 0, check.stdout
+    assert "current revision: worksync_0099" in check.stdout
+    assert f"head revision:    {HEAD}" in check.stdout
+    assert f"is ahead, compatible: at worksync_0099, newer than this release's head {HEAD}" in (
+        check.stdout
+    )
+    status = schema_status(target.engine, table=target.table)
+    assert (status.state, status.ready) == (SchemaState.AHEAD, True)
+    upgrade(target.engine, table=target.table)  # the library's upgrade: the same no-op
+    assert recorded(target.engine, target.table) == ["worksync_0099"]
+
+
+def test_check_and_migrate_refuse_a_revision_of_another_line(
+    target: Target, tmp_path: Path
+) -> None:
+    upgrade(target.engine, table=target.table)
+    record_revision(target.engine, target.table, "worksync_2_0001")
+    check = worksync("check", *target.args(), cwd=tmp_path)
+    assert check.returncode == 1
+    assert "unknown to this worksync_sa and not a later worksync_NNNN" in check.stdout
+    migrate = worksync("migrate", *target.args(), cwd=tmp_path)
+    assert migrate.returncode == 1
+    assert "worksync_2_0001" in one_line_error(migrate)
+    assert recorded(target.engine, target.table) == ["worksync_2_0001"]
+
+
+FAST = """
+[scheduler]
+lookahead = "3s"
+interval = "1s"
+
+[[works]]
+name = "tick"
+cron = "@every 1s"
+max_run = 2
+"""
+
+
+def test_schedule_and_work_stop_at_start_on_a_table_behind(target: Target, tmp_path: Path) -> None:
+    upgrade(target.engine, PREVIOUS_HEAD, table=target.table)
+    config = write_config(tmp_path, FAST)
+    (tmp_path / "handlers.py").write_text("def handle(claim):\n    pass\n")
+    commands = {
+        "schedule": ["schedule", "-c", config],
+        "schedule --once": ["schedule", "-c", config, "--once"],
+        "work": ["work", "-c", config, "--run", "handlers:handle"],
+        "work --once": ["work", "-c", config, "--run", "handlers:handle", "--once"],
+    }
+    for what, args in commands.items():
+        result = worksync(*args, *target.args(), cwd=tmp_path, timeout=30)
+        assert result.returncode == 1, (what, result.stderr)
+        line = one_line_error(result)
+        assert f"is at revision {PREVIOUS_HEAD}, behind {HEAD}" in line, what
+        assert "run `worksync migrate`" in line, what
+    with pytest.raises(SchemaNotReadyError, match=f"behind {HEAD}.*worksync migrate"):
+        require_schema(target.engine, table=target.table)
+    with target.engine.connect() as conn:
+        assert conn.execute(sa.text(f"SELECT COUNT(*) FROM {target.table}")).scalar() == 0
+
+
+def test_a_table_without_a_revision_is_ready_when_it_has_every_column(
+    target: Target, tmp_path: Path
+) -> None:
+    target.create()  # create_all, as a host whose own history holds our revisions
+    assert schema_status(target.engine, table=target.table).ready
+    with target.engine.begin() as conn:  # a host's table one revision behind: no spec
+        conn.execute(sa.text(f"ALTER TABLE {target.table} DROP COLUMN spec"))
+    status = schema_status(target.engine, table=target.table)
+    assert (status.state, status.ready, status.missing_columns) == (
+        SchemaState.UNVERSIONED,
+        False,
+        frozenset({"spec"}),
+    )
+    config = write_config(tmp_path, FAST)
+    result = worksync("schedule", "-c", config, "--once", *target.args(), cwd=tmp_path)
+    assert result.returncode == 1
+    assert "lacks column(s) spec" in one_line_error(result)
