@@ -17,6 +17,11 @@ read from the table with plain SQL.
 from __future__ import annotations
 
 import ast
+import shutil
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,16 +29,25 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from worksync_sa import SchemaNotReadyError, SchemaState, require_schema, schema_status, upgrade
+from worksync_sa import (
+    SchemaNotReadyError,
+    SchemaState,
+    downgrade,
+    require_schema,
+    schema_status,
+    upgrade,
+)
 from worksync_sa.models import version_table_for
 from worksync_sa.schema import classify, migrations_path
 
-from .conftest import require
+from .conftest import ROOT, Backend, fresh_table_name, require
 from .test_cli import (
     HEAD,
+    Running,
     Target,
     _sqlite,
     _target,
+    environment,
     one_line_error,
     worksync,
     write_config,
@@ -300,3 +314,272 @@ def test_a_table_without_a_revision_is_ready_when_it_has_every_column(
     result = worksync("schedule", "-c", config, "--once", *target.args(), cwd=tmp_path)
     assert result.returncode == 1
     assert "lacks column(s) spec" in one_line_error(result)
+
+
+# -- slow: real processes beside a newer schema, and beside the previous release ---------
+
+NEXT_REVISION = '''"""A revision one ahead of this release's head, as a newer release would ship it.
+
+Revision ID: worksync_{number:04d}
+Revises: {head}
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "worksync_{number:04d}"
+down_revision = "{head}"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table(op.get_context().opts["worksync_table"]) as batch:
+        batch.add_column(sa.Column("note", sa.String(64), nullable=True))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table(op.get_context().opts["worksync_table"]) as batch:
+        batch.drop_column("note")
+'''
+
+HANDLER = "def handle(claim):\n    pass\n"
+MAX_RUN = 2
+RUN_SECONDS = 8.0
+
+
+@pytest.fixture
+def table_on(backend: Backend) -> Iterator[Target]:
+    """A table name of this test's own on each backend; dropped with its version table."""
+    target = Target(backend, fresh_table_name())
+    try:
+        yield target
+    finally:
+        target.drop()
+
+
+def start(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> Running:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "worksync_sa", *args],
+        cwd=cwd,
+        env=env if env is not None else environment(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    return Running(process)
+
+
+def run_fleet(fleet: dict[str, Running], seconds: float) -> None:
+    """Wait for every process to start, let them run, stop each with SIGTERM: exit 0, no errors."""
+    try:
+        for name, running in fleet.items():
+            running.wait_for_log("started", timeout=60)
+            assert running.process.poll() is None, name
+        time.sleep(seconds)
+        for name, running in fleet.items():
+            code, _ = running.stop(signal.SIGTERM, timeout=30)
+            assert code == 0, f"{name} exited {code}:\n{running.err}"
+    finally:
+        for running in fleet.values():
+            running.kill()
+    for name, running in fleet.items():
+        for bad in (" ERROR ", "Traceback", "retrying with backoff", "SchemaNotReadyError"):
+            assert bad not in running.err, f"{name}: {bad!r} in\n{running.err}"
+
+
+def claims_per_tick(engine: sa.Engine, table: str) -> dict[tuple[str, str], int]:
+    """Claimed rows (started) per (work, label), by plain SQL."""
+    query = sa.text(
+        f"SELECT name, sequence, COUNT(*) FROM {table} "  # a generated test table name
+        "WHERE started_at IS NOT NULL GROUP BY name, sequence"
+    )
+    with engine.connect() as conn:
+        return {(str(n), str(s)): int(c) for n, s, c in conn.execute(query)}
+
+
+def claimers(engine: sa.Engine, table: str) -> set[str]:
+    query = sa.text(f"SELECT DISTINCT claimed_by FROM {table} WHERE claimed_by IS NOT NULL")
+    with engine.connect() as conn:
+        return {str(row[0]) for row in conn.execute(query)}
+
+
+SNAPSHOT = "id, name, sequence, slot, status, tick_at, started_at, finished_at, claimed_by, token"
+
+
+def snapshot(engine: sa.Engine, table: str) -> list[tuple[Any, ...]]:
+    """Every row's original and claim columns, by plain SQL, in id order."""
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text(f"SELECT {SNAPSHOT} FROM {table} ORDER BY id"))
+        return [tuple(row) for row in rows]
+
+
+@pytest.mark.slow
+def test_head_beside_a_schema_one_revision_ahead(table_on: Target, tmp_path: Path) -> None:
+    target, table = table_on, table_on.table
+    head_number = int(HEAD.removeprefix("worksync_"))
+    ahead = f"worksync_{head_number + 1:04d}"
+    # The newer release: our migrations plus one that adds a nullable column.
+    migrations = tmp_path / "newer" / "migrations"
+    shutil.copytree(migrations_path(), migrations, ignore=shutil.ignore_patterns("__pycache__"))
+    (migrations / "versions" / f"{ahead}_note.py").write_text(
+        NEXT_REVISION.format(number=head_number + 1, head=HEAD)
+    )
+    ini = tmp_path / "newer" / "alembic.ini"
+    ini.write_text(f"[alembic]\nscript_location = {migrations}\n")
+    env = environment(WORKSYNC_DATABASE_URL=target.url)
+    alembic = subprocess.run(
+        [sys.executable, "-m", "alembic", "-c", str(ini), "-x", f"table={table}",
+         "upgrade", "head"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert alembic.returncode == 0, alembic.stderr
+    assert recorded(target.engine, table) == [ahead]
+    with target.engine.connect() as conn:  # the newer column is there, and empty
+        assert conn.execute(sa.text(f"SELECT COUNT(note) FROM {table}")).scalar() == 0
+
+    migrate = worksync("migrate", *target.args(), cwd=tmp_path)
+    assert migrate.returncode == 0, migrate.stderr
+    assert f"ahead, compatible: at {ahead}" in migrate.stdout
+    assert "nothing to do" in migrate.stdout
+    check = worksync("check", *target.args(), cwd=tmp_path)
+    assert check.returncode == 0, check.stdout
+    assert "ahead, compatible" in check.stdout
+    assert recorded(target.engine, table) == [ahead]
+
+    config = write_config(tmp_path, FAST)
+    (tmp_path / "handlers.py").write_text(HANDLER)
+    work = ["work", "-c", config, "--run", "handlers:handle", *target.args()]
+    fleet = {
+        "scheduler": start(["schedule", "-c", config, *target.args()], tmp_path),
+        "worker 1": start([*work, "--worker-id", "head-1"], tmp_path),
+        "worker 2": start([*work, "--worker-id", "head-2"], tmp_path),
+    }
+    run_fleet(fleet, RUN_SECONDS)
+
+    per_tick = claims_per_tick(target.engine, table)
+    assert len(per_tick) >= 3, per_tick  # ticks were created and claimed
+    assert max(per_tick.values()) <= MAX_RUN
+    assert claimers(target.engine, table) <= {"head-1", "head-2"}
+    with target.engine.connect() as conn:
+        finished = conn.execute(
+            sa.text(f"SELECT COUNT(*) FROM {table} WHERE finished_at IS NOT NULL")
+        ).scalar()
+        notes = conn.execute(sa.text(f"SELECT COUNT(note) FROM {table}")).scalar()
+    assert finished is not None
+    assert finished >= 3
+    assert notes == 0
+    assert recorded(target.engine, table) == [ahead]
+
+
+@pytest.fixture(scope="module")
+def previous_release(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The source tree of the previous release, from git history (``git archive``).
+
+    An archive rather than ``git worktree add``: the repository's shared
+    worktree list is left alone, and a killed run leaves nothing registered.
+    """
+    known = subprocess.run(
+        ["git", "-C", str(ROOT), "cat-file", "-e", f"{PREVIOUS_RELEASE}^{{commit}}"],
+        capture_output=True,
+        check=False,
+    )
+    if known.returncode != 0:
+        pytest.skip(f"commit {PREVIOUS_RELEASE} is not in this checkout's history")
+    folder = tmp_path_factory.mktemp("previous-release")
+    archive = folder / "release.tar"
+    subprocess.run(
+        ["git", "-C", str(ROOT), "archive", "--format=tar", "-o", str(archive), PREVIOUS_RELEASE],
+        check=True,
+        capture_output=True,
+    )
+    source = folder / "src"
+    source.mkdir()
+    subprocess.run(["tar", "-xf", str(archive), "-C", str(source)], check=True)
+    return source
+
+
+def release_env(source: Path) -> dict[str, str]:
+    """A process that imports worksync_sa from ``source`` first (the venv has its dependencies)."""
+    return environment(PYTHONPATH=str(source))
+
+
+def previous(
+    source: Path, *args: str, cwd: Path, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    return worksync(*args, cwd=cwd, env=release_env(source), timeout=timeout)
+
+
+@pytest.mark.slow
+def test_the_previous_release_upgraded_in_place_rolled_and_downgraded(
+    table_on: Target, previous_release: Path, tmp_path: Path
+) -> None:
+    target, table = table_on, table_on.table
+    engine = target.engine
+    where = subprocess.run(
+        [sys.executable, "-c", "import worksync_sa; print(worksync_sa.__file__)"],
+        cwd=tmp_path, env=release_env(previous_release), capture_output=True, text=True,
+        check=True,
+    )  # fmt: skip
+    assert where.stdout.startswith(str(previous_release)), where.stdout
+    config = write_config(tmp_path, FAST)
+    (tmp_path / "handlers.py").write_text(HANDLER)
+
+    # The previous release makes the table and some history at its own revision.
+    made = previous(previous_release, "migrate", *target.args(), cwd=tmp_path)
+    assert made.returncode == 0, made.stderr
+    assert recorded(engine, table) == [PREVIOUS_HEAD]
+    planned = previous(previous_release, "schedule", "-c", config, "--once", *target.args(),
+                       cwd=tmp_path)  # fmt: skip
+    assert planned.returncode == 0, planned.stderr
+    time.sleep(3.5)  # the planned ticks fall due
+    ran = previous(previous_release, "work", "-c", config, "--run", "handlers:handle",
+                   "--once", "--worker-id", "old-0", *target.args(), cwd=tmp_path)  # fmt: skip
+    assert ran.returncode == 0, ran.stderr
+    before = snapshot(engine, table)
+    assert len(before) >= 4
+    assert sum(1 for row in before if row[7] is not None) >= 2  # finished_at: some ran
+
+    # Head migrates it in place: every row kept as it was.
+    migrated = worksync("migrate", *target.args(), cwd=tmp_path)
+    assert migrated.returncode == 0, migrated.stderr
+    assert f"migrated from {PREVIOUS_HEAD} to {HEAD}" in migrated.stdout
+    assert recorded(engine, table) == [HEAD]
+    assert snapshot(engine, table) == before
+    # The previous release did not know the rule yet: its own gate fails beside a newer
+    # schema (docs/upgrading.md says so), while its services run, as the fleet shows.
+    gate = previous(previous_release, "check", *target.args(), cwd=tmp_path)
+    assert gate.returncode == 1
+    assert f"{HEAD}, unknown to this worksync_sa" in gate.stdout
+
+    # A rolling deploy: the previous release's scheduler and worker beside head's.
+    old_work = ["work", "-c", config, "--run", "handlers:handle", *target.args()]
+    old_env = release_env(previous_release)
+    fleet = {
+        "old scheduler": start(["schedule", "-c", config, *target.args()], tmp_path, old_env),
+        "old worker": start([*old_work, "--worker-id", "old-1"], tmp_path, old_env),
+        "new scheduler": start(["schedule", "-c", config, *target.args()], tmp_path),
+        "new worker": start([*old_work, "--worker-id", "new-1"], tmp_path),
+    }
+    run_fleet(fleet, RUN_SECONDS)
+    per_tick = claims_per_tick(engine, table)
+    assert max(per_tick.values()) <= MAX_RUN, per_tick
+    assert len(per_tick) >= len({(r[1], r[2]) for r in before}) + 3
+    assert {"old-1", "new-1"} <= claimers(engine, table)
+    rows = snapshot(engine, table)
+    assert rows[: len(before)] == before  # the history from before the upgrade is untouched
+
+    # One step down, with head's library: every row kept, the previous release at home.
+    downgrade(engine, "-1", table=table)
+    assert recorded(engine, table) == [PREVIOUS_HEAD]
+    assert snapshot(engine, table) == rows
+    home = previous(previous_release, "check", *target.args(), cwd=tmp_path)
+    assert home.returncode == 0, home.stdout
+    again = previous(previous_release, "schedule", "-c", config, "--once", *target.args(),
+                     cwd=tmp_path)  # fmt: skip
+    assert again.returncode == 0, again.stderr
+    behind = worksync("schedule", "-c", config, "--once", *target.args(), cwd=tmp_path)
+    assert behind.returncode == 1
+    assert f"is at revision {PREVIOUS_HEAD}, behind {HEAD}" in one_line_error(behind)
