@@ -553,6 +553,10 @@ def test_the_previous_release_upgraded_in_place_rolled_and_downgraded(
     gate = previous(previous_release, "check", *target.args(), cwd=tmp_path)
     assert gate.returncode == 1
     assert f"{HEAD}, unknown to this worksync_sa" in gate.stdout
+    refused = previous(previous_release, "migrate", *target.args(), cwd=tmp_path)
+    assert refused.returncode == 1
+    assert f"Can't locate revision identified by '{HEAD}'" in refused.stderr
+    assert recorded(engine, table) == [HEAD]
 
     # A rolling deploy: the previous release's scheduler and worker beside head's.
     old_work = ["work", "-c", config, "--run", "handlers:handle", *target.args()]
