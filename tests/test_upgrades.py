@@ -259,7 +259,9 @@ def test_check_and_migrate_refuse_a_revision_of_another_line(
     assert "unknown to this worksync_sa and not a later worksync_NNNN" in check.stdout
     migrate = worksync("migrate", *target.args(), cwd=tmp_path)
     assert migrate.returncode == 1
-    assert "worksync_2_0001" in one_line_error(migrate)
+    line = one_line_error(migrate)
+    assert "is at revision worksync_2_0001, which this release of worksync_sa does not know" in line
+    assert "nothing was changed" in line
     assert recorded(target.engine, target.table) == ["worksync_2_0001"]
 
 

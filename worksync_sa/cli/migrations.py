@@ -136,8 +136,11 @@ def run_migrate(args: argparse.Namespace, secrets: Secrets) -> int:
     table = table_name(args, config)
     engine = open_engine(url, must_exist=False)
     try:
-        before = current_revisions(engine, table)
-        adopting = not before and existing_columns(engine, table) == ORIGINAL_COLUMNS
+        found = schema_status(engine, table=table)
+        before = found.current
+        if found.state is SchemaState.UNKNOWN:  # Alembic would only say it cannot locate it
+            raise Failure(f"{found.problem()}; nothing was changed (on {shown(url)})")
+        adopting = not before and found.columns == ORIGINAL_COLUMNS
         if not before and not adopting and (problem := unversioned(engine, table)):
             raise Failure(problem)
         upgrade(engine, table=table)
