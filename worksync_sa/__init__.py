@@ -40,10 +40,14 @@ from .repository import ScheduleRepository as ScheduleRepository
 from .repository import TickCount as TickCount
 from .scheduler import PassReport as PassReport
 from .scheduler import Scheduler as Scheduler
+from .schema import SchemaState as SchemaState
+from .schema import SchemaStatus as SchemaStatus
 from .schema import downgrade as downgrade
 from .schema import include_object as include_object
 from .schema import include_object_for as include_object_for
 from .schema import migrations_path as migrations_path
+from .schema import require_schema as require_schema
+from .schema import schema_status as schema_status
 from .schema import upgrade as upgrade
 from .sequences import default_sequence as default_sequence
 from .sequences import local_sequence as local_sequence
@@ -104,6 +108,8 @@ __all__ = [
     "Scheduler",
     "SchedulerConfig",
     "SchemaNotReadyError",
+    "SchemaState",
+    "SchemaStatus",
     "TickCount",
     "TickEntry",
     "UnsupportedDatabaseError",
@@ -123,6 +129,8 @@ __all__ = [
     "metadata",
     "migrations_path",
     "per_tick",
+    "require_schema",
+    "schema_status",
     "upgrade",
     "work_table",
 ]

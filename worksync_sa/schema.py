@@ -1,10 +1,28 @@
-"""Schema management: where our Alembic scripts are, and how to run them.
+"""Schema management: where our Alembic scripts are, how to run them, and where a table stands.
 
 Alembic owns the table. A host either runs our migrations on their own
 (:func:`upgrade`, or ``alembic upgrade head`` from this repository), or adds
 our versions directory to its own Alembic environment; our revisions carry
 the branch label ``worksync`` and namespaced ids, so they sit beside the
 host's history without touching it.
+
+Migrations are expand-only within a major version. Every revision after the
+first only adds: nullable columns (or ones with a server default), tables,
+indexes, and constraints that every older release's writes already satisfy;
+it never drops or narrows a column, a table or a constraint, and may replace
+a plain (non-unique) index, which changes speed, never results. So a release
+keeps working beside a table that a newer release of the same major version
+migrated, and a rolling deploy may run both at once. ``tests/test_migrations``
+reads every revision's ``upgrade()`` to hold this.
+
+The revision numbering is the contract; nothing else is stored. The revisions
+of one major version are named ``worksync_NNNN``, numbered in order. A table
+at ``worksync_NNNN`` with NNNN above this release's head was migrated by a
+newer release of the same major version: it is *ahead* and compatible, so
+:func:`upgrade` to head leaves it alone (saying so) and :func:`schema_status`
+calls it ready. A release that must contract the schema starts a new major
+version and names its revisions differently, so older releases see an
+unknown revision and refuse it instead of guessing.
 
 :func:`include_object` is for the host's ``env.py``: with it, the host's
 autogenerate never proposes to drop the work table it does not model.
@@ -13,24 +31,29 @@ autogenerate never proposes to drop the work table it does not model.
 from __future__ import annotations
 
 import contextlib
+import enum
+import functools
 import hashlib
 import logging
+import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
+from alembic.script import ScriptDirectory
 from alembic.util import CommandError
 from sqlalchemy.engine import Connection, Engine
 
 from ._dialects import family_of
 from ._poolers import unprepared
 from ._tx import checked_engine, writer_lock
-from .errors import WorksyncError
-from .models import DEFAULT_TABLE, validate_table_name, version_table_for
+from .errors import SchemaNotReadyError, WorksyncError
+from .models import DEFAULT_TABLE, validate_table_name, version_table_for, work_table
 
 logger = logging.getLogger(__name__)
 
@@ -61,9 +84,208 @@ def alembic_config(*, table: str = DEFAULT_TABLE) -> Config:
     return config
 
 
+REVISION_FORM = re.compile(r"worksync_(\d{4})")
+"""The ids of one major version's revisions, numbered in order (see the module docstring)."""
+TO_HEAD = frozenset({"head", "heads", f"{BRANCH_LABEL}@head"})
+MIGRATE_FIX = (
+    "`worksync migrate`, `alembic upgrade heads` in your app, or worksync_sa.upgrade(engine)"
+)
+ORIGINAL_COLUMNS = frozenset(
+    {"id", "created_at", "name", "status", "sequence", "started_at", "finished_at"}
+)
+"""The columns of the Go original's table, which the first revision adopts in place."""
+
+
+class SchemaState(enum.Enum):
+    """Where a work table stands against this release's migrations."""
+
+    MISSING = "missing"
+    """No table."""
+    UNVERSIONED = "unversioned"
+    """A table, but no revision in its version table: made by ``create_all``, kept in a
+    host's own Alembic history, or the Go original's table."""
+    BEHIND = "behind"
+    """At a revision this release knows, older than its head: migrate."""
+    CURRENT = "current"
+    """At this release's head."""
+    AHEAD = "ahead"
+    """At a later ``worksync_NNNN`` than this release's head: a newer release of the same
+    major version migrated it; its revisions only add, so this release works beside it."""
+    UNKNOWN = "unknown"
+    """At a revision this release cannot place (another major version's, or a foreign one)."""
+
+
+def revision_number(revision: str) -> int | None:
+    """NNNN of ``worksync_NNNN``; None for any other id."""
+    match = REVISION_FORM.fullmatch(revision)
+    return int(match[1]) if match else None
+
+
+def classify(current: Iterable[str], head: str, known: Iterable[str]) -> SchemaState:
+    """The state of a table recorded at ``current``, for a release whose head is ``head``.
+
+    Pure: the revision numbering alone tells a newer compatible table from
+    a foreign one (see the module docstring).
+    """
+    revisions = sorted(set(current))
+    if not revisions:
+        return SchemaState.MISSING
+    if revisions == [head]:
+        return SchemaState.CURRENT
+    if set(revisions) <= set(known):
+        return SchemaState.BEHIND
+    ours, theirs = revision_number(head), [revision_number(r) for r in revisions]
+    if len(theirs) == 1 and ours is not None and theirs[0] is not None and theirs[0] > ours:
+        return SchemaState.AHEAD
+    return SchemaState.UNKNOWN
+
+
+@functools.cache
+def _scripts() -> ScriptDirectory:
+    return ScriptDirectory(str(migrations_path()))
+
+
+def head_revision() -> str:
+    """This release's head revision (our history has one head; a test holds that)."""
+    head = _scripts().get_current_head()
+    assert head is not None
+    return head
+
+
+def known_revisions() -> frozenset[str]:
+    """Every revision this release's migrations know."""
+    return frozenset(revision.revision for revision in _scripts().walk_revisions())
+
+
+def recorded_revisions(conn: Connection, table: str) -> tuple[str, ...]:
+    """The revision(s) recorded for ``table`` in its own version table; empty if none.
+
+    Read with a plain SELECT rather than Alembic's MigrationContext, which
+    logs two INFO lines each time: noise in every start-up of a service.
+    """
+    versions = version_table_for(table)
+    if not sa.inspect(conn).has_table(versions):
+        return ()
+    recorded = sa.table(versions, sa.column("version_num"))
+    return tuple(sorted(str(v) for v in conn.execute(sa.select(recorded.c.version_num)).scalars()))
+
+
+@dataclass(frozen=True)
+class SchemaStatus:
+    """Where ``table`` stands, read by :func:`schema_status`."""
+
+    table: str
+    state: SchemaState
+    current: tuple[str, ...]
+    """The revision(s) recorded in the table's version table."""
+    head: str
+    """This release's head revision."""
+    columns: frozenset[str] | None
+    """The table's columns; None when there is no table."""
+    missing_columns: frozenset[str]
+    """Columns this release writes that the table lacks (read for an unversioned table)."""
+
+    @property
+    def ready(self) -> bool:
+        """Whether this release's schedulers and workers can use the table.
+
+        At head or ahead (compatible); or unversioned with every column this
+        release needs (a host's own history, ``create_all``).
+        """
+        if self.state is SchemaState.UNVERSIONED:
+            return not self.missing_columns
+        return self.state in (SchemaState.CURRENT, SchemaState.AHEAD)
+
+    def problem(self) -> str | None:
+        """Why the table is not ready, with the fix; None when it is."""
+        if self.ready:
+            return None
+        table, at = self.table, ", ".join(self.current)
+        if self.state is SchemaState.MISSING:
+            return f"table {table!r} does not exist: run the migrations ({MIGRATE_FIX})"
+        if self.state is SchemaState.BEHIND:
+            return (
+                f"table {table!r} is at revision {at}, behind {self.head}, which this release of "
+                f"worksync_sa needs: run the migrations ({MIGRATE_FIX})"
+            )
+        if self.state is SchemaState.UNKNOWN:
+            return (
+                f"table {table!r} is at revision {at}, which this release of worksync_sa does not "
+                f"know and cannot tell compatible (not a later worksync_NNNN than {self.head}): "
+                "run a release that knows it"
+            )
+        if self.columns == ORIGINAL_COLUMNS:
+            return (
+                f"table {table!r} is the table of worksync (Go): `worksync migrate` adopts it in "
+                "place, every row kept"
+            )
+        return (
+            f"table {table!r} lacks column(s) {', '.join(sorted(self.missing_columns))} that this "
+            f"release of worksync_sa needs, and {version_table_for(table)!r} records no "
+            "revision: migrate it where it was created (`alembic upgrade heads` in your app)"
+        )
+
+
+def schema_status(engine: Engine, *, table: str = DEFAULT_TABLE) -> SchemaStatus:
+    """Where ``table`` stands against this release's migrations (reads, changes nothing)."""
+    table = validate_table_name(table)
+    with engine.connect() as conn:
+        current = recorded_revisions(conn, table)
+        inspector = sa.inspect(conn)
+        columns = (
+            frozenset(column["name"] for column in inspector.get_columns(table))
+            if inspector.has_table(table)
+            else None
+        )
+    head = head_revision()
+    state = classify(current, head, known_revisions())
+    if state is SchemaState.MISSING and columns is not None:
+        state = SchemaState.UNVERSIONED
+    needed = frozenset(column.name for column in work_table(table).columns)
+    missing = needed - columns if columns is not None else needed
+    return SchemaStatus(table, state, current, head, columns, missing)
+
+
+def require_schema(engine: Engine, *, table: str = DEFAULT_TABLE) -> SchemaStatus:
+    """:func:`schema_status`, raising :class:`SchemaNotReadyError` with the fix unless ready.
+
+    For a process that should fail at start rather than wait: the services'
+    background loops treat a missing or older table as an outage and retry
+    until it is migrated (see the README's Upgrading).
+    """
+    status = schema_status(engine, table=table)
+    problem = status.problem()
+    if problem is not None:
+        raise SchemaNotReadyError(problem)
+    return status
+
+
 def upgrade(engine: Engine, revision: str = "head", *, table: str = DEFAULT_TABLE) -> None:
-    """Create or upgrade the work table (``alembic upgrade``) on ``engine``."""
-    _run(engine, table, lambda config: command.upgrade(config, revision))
+    """Create or upgrade the work table (``alembic upgrade``) on ``engine``.
+
+    To head, a table that is ahead (a newer release of the same major
+    version migrated it) is left as it is and logged: Alembic alone would
+    fail on a revision it cannot locate, and an older pod that migrates as
+    it starts must start beside a newer schema during a rolling deploy.
+    """
+
+    def action(config: Config) -> None:
+        if revision in TO_HEAD:
+            current = recorded_revisions(config.attributes["connection"], table)
+            head = head_revision()
+            if classify(current, head, known_revisions()) is SchemaState.AHEAD:
+                logger.info(
+                    "table %r is at %s, ahead of this release's head %s and compatible with it "
+                    "(a newer release migrated it): nothing to do",
+                    table,
+                    ", ".join(current),
+                    head,
+                    extra={"action": "migrate"},
+                )
+                return
+        command.upgrade(config, revision)
+
+    _run(engine, table, action)
 
 
 def downgrade(engine: Engine, revision: str = "base", *, table: str = DEFAULT_TABLE) -> None:

@@ -7,21 +7,30 @@ when run on their own (``worksync migrate``, ``worksync_sa.upgrade``,
 inside its own Alembic history keeps the revision in its own version table:
 it should use ``alembic current`` / ``alembic upgrade`` there, not these.
 
-``check`` exits 1 unless the table is exactly at head, so a deploy can wait
-for the migration before starting schedulers and workers.
+``check`` exits 0 when the table is at head, or ahead of it and compatible
+(a newer release of the same major version migrated it: its revisions only
+add, see ``worksync_sa.schema``), and 1 otherwise, so a deploy can wait for
+the migration before starting schedulers and workers, and an older pod of a
+rolling deploy still passes its gate. ``migrate`` on a table that is ahead
+does nothing, says so, and exits 0.
 """
 
 from __future__ import annotations
 
 import argparse
-import functools
 
 import sqlalchemy as sa
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 
 from ..models import version_table_for
-from ..schema import migrations_path, upgrade
+from ..schema import (
+    ORIGINAL_COLUMNS,
+    SchemaState,
+    SchemaStatus,
+    head_revision,
+    recorded_revisions,
+    schema_status,
+    upgrade,
+)
 from .options import (
     Commands,
     Failure,
@@ -45,7 +54,9 @@ def register(commands: Commands) -> None:
         "migrate",
         help="create or upgrade the work table (the packaged migrations, to head)",
         description="Run the packaged Alembic migrations to head on the work table, creating "
-        "it if needed, and print from which revision to which. Safe to run again.",
+        "it if needed, and print from which revision to which. Safe to run again. A table "
+        "ahead of head (a newer release of the same major version migrated it) is left as it "
+        "is: nothing to do, exit 0.",
     )
     add_database_options(migrate, config=CONFIG_HELP)
     add_logging_options(migrate, default="warning")
@@ -53,42 +64,27 @@ def register(commands: Commands) -> None:
 
     check = commands.add_parser(
         "check",
-        help="exit 0 if the work table is at the head revision, 1 if not (a deploy gate)",
+        help="exit 0 if the work table is at the head revision (or ahead and compatible), "
+        "1 if not (a deploy gate)",
         description="Print the work table's current and head revisions. Exit 0 when it is "
-        "at head; 1 when it is behind, missing, at an unknown revision, or the database "
-        "cannot be reached.",
+        "at head, or ahead of it at a later worksync_NNNN (a newer release of the same major "
+        "version migrated it); 1 when it is behind, missing, at an unknown revision, or the "
+        "database cannot be reached.",
     )
     add_database_options(check, config=CONFIG_HELP)
     add_logging_options(check, default="warning")
     check.set_defaults(runner=run_check)
 
 
-@functools.cache
-def _scripts() -> ScriptDirectory:
-    return ScriptDirectory(str(migrations_path()))
-
-
 def head_revisions() -> tuple[str, ...]:
-    """The head revision(s) of the packaged migrations (one, normally)."""
-    return tuple(sorted(_scripts().get_heads()))
-
-
-def known_revisions() -> set[str]:
-    """Every revision the packaged migrations know."""
-    return {revision.revision for revision in _scripts().walk_revisions()}
+    """The head revision(s) of the packaged migrations (one: a test holds that)."""
+    return (head_revision(),)
 
 
 def current_revisions(engine: sa.Engine, table: str) -> tuple[str, ...]:
     """The revision(s) recorded for ``table``; empty if never migrated."""
     with engine.connect() as conn:
-        context = MigrationContext.configure(conn, opts={"version_table": version_table_for(table)})
-        return tuple(sorted(context.get_current_heads()))
-
-
-ORIGINAL_COLUMNS = frozenset(
-    {"id", "created_at", "name", "status", "sequence", "started_at", "finished_at"}
-)
-"""The columns of the Go original's table, which the first revision adopts in place."""
+        return recorded_revisions(conn, table)
 
 
 def existing_columns(engine: sa.Engine, table: str) -> frozenset[str] | None:
@@ -123,24 +119,39 @@ def _names(revisions: tuple[str, ...]) -> str:
     return ", ".join(revisions) if revisions else "(none)"
 
 
+def ahead(status: SchemaStatus) -> str:
+    """What ``migrate`` and ``check`` say about a table that is ahead, and compatible."""
+    return (
+        f"ahead, compatible: at {_names(status.current)}, newer than this release's head "
+        f"{status.head} (a newer release of the same major version migrated it, and its "
+        "revisions only add)"
+    )
+
+
 def run_migrate(args: argparse.Namespace, secrets: Secrets) -> int:
-    """Upgrade to head and say from which revision to which."""
+    """Upgrade to head and say from which revision to which (a table ahead: nothing to do)."""
     setup_logging(args.log_level, secrets)
     config = read_config(args.config)
     url = database_url(args, config, secrets)
     table = table_name(args, config)
     engine = open_engine(url, must_exist=False)
     try:
-        before = current_revisions(engine, table)
-        adopting = not before and existing_columns(engine, table) == ORIGINAL_COLUMNS
+        found = schema_status(engine, table=table)
+        before = found.current
+        if found.state is SchemaState.UNKNOWN:  # Alembic would only say it cannot locate it
+            raise Failure(f"{found.problem()}; nothing was changed (on {shown(url)})")
+        adopting = not before and found.columns == ORIGINAL_COLUMNS
         if not before and not adopting and (problem := unversioned(engine, table)):
             raise Failure(problem)
         upgrade(engine, table=table)
-        after = current_revisions(engine, table)
+        status = schema_status(engine, table=table)
+        after = status.current
     finally:
         engine.dispose()
     where = f"table {table!r} on {shown(url)}"
-    if adopting:
+    if status.state is SchemaState.AHEAD:
+        print(f"{where} is {ahead(status)}; nothing to do")
+    elif adopting:
         print(
             f"{where}: adopted the table of worksync (Go) in place, every row kept, and "
             f"migrated it to {_names(after)} (head)"
@@ -153,7 +164,7 @@ def run_migrate(args: argparse.Namespace, secrets: Secrets) -> int:
 
 
 def run_check(args: argparse.Namespace, secrets: Secrets) -> int:
-    """Print current and head; 0 only when they are the same."""
+    """Print current and head; 0 when they are the same, or the table is ahead and compatible."""
     setup_logging(args.log_level, secrets)
     config = read_config(args.config)
     url = database_url(args, config, secrets)
@@ -161,16 +172,20 @@ def run_check(args: argparse.Namespace, secrets: Secrets) -> int:
     heads = head_revisions()
     engine = open_engine(url)  # a SQLite file that is not there: say so, do not create it
     try:
-        current = current_revisions(engine, table)
+        status = schema_status(engine, table=table)
+        current = status.current
         problem = None if current else unversioned(engine, table)
-        original = not current and existing_columns(engine, table) == ORIGINAL_COLUMNS
+        original = not current and status.columns == ORIGINAL_COLUMNS
     finally:
         engine.dispose()
     where = f"table {table!r} on {shown(url)}"
     print(f"current revision: {_names(current)}")
     print(f"head revision:    {_names(heads)}")
-    if current == heads:
+    if status.state is SchemaState.CURRENT:
         print(f"{where} is at head")
+        return 0
+    if status.state is SchemaState.AHEAD:
+        print(f"{where} is {ahead(status)}")
         return 0
     if problem:
         print(problem)
@@ -178,10 +193,11 @@ def run_check(args: argparse.Namespace, secrets: Secrets) -> int:
         print(f"{where} is the table of worksync (Go): `worksync migrate` adopts it in place")
     elif not current:
         print(f"{where} has no migrations applied: run `worksync migrate`")
-    elif unknown := sorted(set(current) - known_revisions()):
+    elif status.state is SchemaState.UNKNOWN:
         print(
-            f"{where} is at {', '.join(unknown)}, unknown to this worksync_sa "
-            "(written by a newer version?)"
+            f"{where} is at {_names(current)}, unknown to this worksync_sa and not a later "
+            f"worksync_NNNN than its head, so not known to be compatible: use the release "
+            "that migrated it"
         )
     else:
         print(f"{where} is behind head: run `worksync migrate`")

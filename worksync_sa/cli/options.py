@@ -33,6 +33,7 @@ from ..durations import parse_duration
 from ..engine import create_engine, is_secret_key, shown_url
 from ..errors import InvalidConfigError
 from ..models import DEFAULT_TABLE, as_utc, validate_table_name
+from ..schema import SchemaState, schema_status
 from .stopping import StopSignals
 
 ENV_URL = "WORKSYNC_DATABASE_URL"
@@ -284,8 +285,8 @@ def open_engine(url: sa.URL, *, must_exist: bool = True) -> sa.Engine:
 def require_table(engine: sa.Engine, table: str) -> None:
     """Fail with the fix in the message when the work table does not exist.
 
-    Long-running commands check once at start: their loops would otherwise
-    treat a missing table as an outage and retry it forever.
+    The readers (``status``, ``web``) need only the table; the schedulers and
+    workers need it at the revision this release writes (:func:`require_ready_table`).
     """
     with engine.connect() as conn:
         exists = sa.inspect(conn).has_table(table)
@@ -296,21 +297,47 @@ def require_table(engine: sa.Engine, table: str) -> None:
         )
 
 
+def require_ready_table(engine: sa.Engine, table: str) -> None:
+    """Fail with the fix in the message unless the work table is ready for this release.
+
+    Long-running commands check once at start: their loops would otherwise
+    treat a missing table, or one behind the revision this release needs, as
+    an outage and retry it forever, while the README promises exit 1. A
+    table ahead of this release's head (a newer release of the same major
+    version migrated it) is ready: migrations only add within a major version.
+    """
+    status = schema_status(engine, table=table)
+    if status.ready:
+        return
+    where = f"table {table!r} on {shown(engine.url)}"
+    if status.state is SchemaState.MISSING:
+        raise Failure(
+            f"table {table!r} not found on {shown(engine.url)}: create it with "
+            "`worksync migrate` (same --db and --table)"
+        )
+    if status.state is SchemaState.BEHIND:
+        raise Failure(
+            f"{where} is at revision {', '.join(status.current)}, behind {status.head}, which "
+            "this release needs: run `worksync migrate` (same --db and --table), then start again"
+        )
+    raise Failure(f"{status.problem()} (on {shown(engine.url)})")
+
+
 def wait_for_table(
     engine: sa.Engine, table: str, stop: StopSignals, log: logging.Logger, max_backoff: float
 ) -> bool:
-    """:func:`require_table` for a long-running command: an unreachable database is an outage.
+    """:func:`require_ready_table` for a long-running command: an unreachable database is an outage.
 
     While the server cannot be reached (down, restarting, not yet up in a
     deploy), log once, back off with jitter up to ``max_backoff`` seconds, and
     look again; a stop signal meanwhile returns False. A reachable database
-    without the table, or one that refuses us (a wrong password), fails at
-    once: waiting would not fix it.
+    without the table, or with the table behind this release, or one that
+    refuses us (a wrong password), fails at once: waiting would not fix it.
     """
     outage = Outage(log, f"database {shown(engine.url)}", cap=max_backoff)
     while True:
         try:
-            require_table(engine, table)
+            require_ready_table(engine, table)
         except sa.exc.DBAPIError as exc:
             if not is_disconnect(exc):
                 raise

@@ -5,8 +5,10 @@ abandoned rows and, with ``retention``, prunes, once per ``interval``. Run
 one per service instance if you like: they insert the same rows and the
 unique key keeps one copy.
 
-It fails fast at start (no table, no database: exit 1, so a supervisor sees
-it) and survives outages afterwards (the loop logs once, backs off, and
+It fails fast at start (no table, a table behind the revision this release
+needs, a database that refuses us: exit 1 with the fix, so a supervisor sees
+it; a table ahead, migrated by a newer release, is fine) and survives outages
+afterwards (the loop logs once, backs off, and
 resumes). SIGINT or SIGTERM stops it after the current pass; a second one
 quits at once.
 """
@@ -31,6 +33,7 @@ from .options import (
     database_url,
     open_engine,
     read_config,
+    require_ready_table,
     setup_logging,
     shown,
     table_name,
@@ -79,6 +82,7 @@ def run(args: argparse.Namespace, secrets: Secrets) -> int:
     try:
         scheduler = Scheduler(engine, config.works, config.scheduler, table=table)
         if args.once:
+            require_ready_table(engine, table)
             return _once(scheduler, table)
         return _serve(scheduler, engine, config, table)
     finally:

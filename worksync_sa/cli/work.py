@@ -51,7 +51,7 @@ from .options import (
     duration_arg,
     open_engine,
     read_config,
-    require_table,
+    require_ready_table,
     setup_logging,
     shown,
     table_name,
@@ -307,7 +307,7 @@ def run(args: argparse.Namespace, secrets: Secrets) -> int:
 
 def _once(worker: Worker, engine: sa.Engine, table: str) -> int:
     try:
-        require_table(engine, table)
+        require_ready_table(engine, table)
         ran = worker.run_due()
     finally:
         worker.close()
