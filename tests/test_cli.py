@@ -34,6 +34,9 @@ from .contract import test_ledger, test_prune
 HEAD = ", ".join(head_revisions())
 PASSWORD = "hunter2-Secret"
 STARTUP_TIMEOUT = 30.0
+PROMPTLY = 15.0
+"""Seconds a stop may take: far below a 60 s handler or a loop that never ends, and far
+above what a loaded machine adds to a prompt exit (a timing is not what these check)."""
 
 
 def environment(**extra: str) -> dict[str, str]:
@@ -87,7 +90,9 @@ class Running:
     def err(self) -> str:
         return "".join(self.stderr)
 
-    def wait_for(self, check: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
+    def wait_for(
+        self, check: Callable[[], bool], what: str, timeout: float = STARTUP_TIMEOUT
+    ) -> None:
         deadline = time.monotonic() + timeout
         while not check():
             if self.process.poll() is not None:
@@ -100,7 +105,7 @@ class Running:
     def wait_for_log(self, text: str, timeout: float = STARTUP_TIMEOUT) -> None:
         self.wait_for(lambda: text in self.err, repr(text), timeout)
 
-    def stop(self, sig: int, timeout: float = 10.0) -> tuple[int, float]:
+    def stop(self, sig: int, timeout: float = 30.0) -> tuple[int, float]:
         """Send ``sig``; the exit code and how long the process took to exit."""
         start = time.monotonic()
         self.process.send_signal(sig)
@@ -323,7 +328,7 @@ def test_schedule_runs_until_a_signal_then_stops_cleanly(
     running.wait_for(lambda: db.count() > first, "a later pass creating rows")
     code, took = running.stop(sig)
     assert code == 0, running.err
-    assert took < 5
+    assert took < PROMPTLY
     assert f"{signal.Signals(sig).name} received" in running.err
     assert running.err.rstrip().endswith("scheduler stopped")
     assert "Traceback" not in running.err
@@ -488,7 +493,7 @@ def test_a_stop_during_a_start_up_outage_exits_cleanly(
         running.wait_for_log("retrying with backoff")
         code, took = running.stop(signal.SIGTERM)
         assert code == 0, running.err
-        assert took < 5
+        assert took < PROMPTLY
         assert "SIGTERM received before the database came back" in running.err
     finally:
         proxy.close()
@@ -569,7 +574,7 @@ def test_work_runs_until_a_signal_then_stops_cleanly(
     )
     code, took = running.stop(signal.SIGTERM)
     assert code == 0, running.err
-    assert took < 5
+    assert took < PROMPTLY
     assert "worker stopped after 6 claims" in running.err
     assert {row.status for row in db.rows(name="bad")} == {WorkStatus.QUEUED}  # not --name'd
 
@@ -587,7 +592,7 @@ def test_work_waits_for_the_running_claim_and_a_second_signal_quits_at_once(
     assert running.process.poll() is None  # still waiting for the handler
     code, took = running.stop(signal.SIGTERM)
     assert code == 1
-    assert took < 5
+    assert took < PROMPTLY
     assert "worksync: stopped at once" in running.err
     assert "Traceback" not in running.err
     claimed = int((tmp_path / "started").read_text())
@@ -656,7 +661,7 @@ def test_status_watch_refreshes_until_interrupted(
     running.wait_for(lambda: running.out.count("refreshed") >= 3, "three refreshes", 20)
     code, took = running.stop(signal.SIGINT)
     assert code == 0, running.err
-    assert took < 3
+    assert took < PROMPTLY
     assert "good" in running.out
     assert running.err == ""
 

@@ -3,7 +3,7 @@
 Each topology (PgBouncer, Galera, HAProxy, a PostgreSQL primary and standby)
 is started by its test module on loopback, on ports of its own, in a
 temporary folder, and torn down afterwards. Tests using them carry the
-``topology`` marker: ``scripts/test -m "not topology"`` skips them locally.
+``topology`` marker: ``scripts/test`` leaves them out, ``scripts/test --all`` runs them.
 A missing program skips them, unless WORKSYNC_REQUIRE_TOPOLOGIES is set
 (``.ci/run`` sets it); then they fail.
 """

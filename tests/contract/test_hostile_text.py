@@ -259,11 +259,28 @@ def test_query_string_passwords_stay_out_of_the_commands_output(
 
 
 def _stop_after_start(process: subprocess.Popen[str]) -> tuple[str, str]:
-    import time
+    """Stop the command once it says it started (a signal before that finds no handler)."""
+    import threading
 
-    time.sleep(3)
+    assert process.stderr is not None
+    lines: list[str] = []
+    started = threading.Event()
+
+    def read() -> None:
+        assert process.stderr is not None
+        for line in process.stderr:
+            lines.append(line)
+            if "started on" in line:
+                started.set()
+        started.set()  # the command ended without starting
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    started.wait(60)
     process.send_signal(signal.SIGTERM)
-    return process.communicate(timeout=30)
+    out, _ = process.communicate(timeout=30)
+    reader.join(10)
+    return out, "".join(lines)
 
 
 # -- what the terminal shows ----------------------------------------------------------

@@ -261,7 +261,8 @@ def test_a_rolling_change_of_the_sequence_function_never_doubles_a_tick(
     disagreements = actions(caplog, "disagreement")
     assert {r.levelno for r in disagreements} == {logging.ERROR}
     messages = [r.getMessage() for r in disagreements]
-    custom = "custom:tests.test_settings.tagged"  # the kind of a plain function: its full name
+    # The kind of a plain function: its full name.
+    custom = "custom:tests.contract.test_settings.tagged"
     # Each scheduler names both settings once: the other's ("there") and its own ("here").
     assert sum(f"sequence 'utc' there, {custom!r} here" in m for m in messages) == 1
     assert sum(f"sequence {custom!r} there, 'utc' here" in m for m in messages) == 1
