@@ -46,10 +46,16 @@ def only_our_table(obj: Any, name: str | None, type_: str, reflected: bool, othe
     return getattr(getattr(obj, "table", None), "name", None) == TABLE
 
 
+def only_our_name(name: str | None, type_: str, parent_names: Any) -> bool:
+    """Other tables are not even reflected: another program may drop one meanwhile."""
+    return type_ != "table" or name == TABLE
+
+
 def _configure(**kw: Any) -> None:
     context.configure(
         target_metadata=target_metadata,
         version_table=version_table_for(TABLE),
+        include_name=only_our_name,
         include_object=only_our_table,
         compare_type=True,
         worksync_table=TABLE,  # read by the revision scripts

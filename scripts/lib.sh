@@ -133,3 +133,29 @@ ensure_docs() {
     rm -f "$VENV"/.docs-*
     touch "$stamp"
 }
+
+# An interpreter of Python MAJOR.MINOR that runs (pyenv's, else one on PATH; a pyenv shim
+# for a version not selected does not run). Prints its path.
+python_for() {
+    local version="$1" found
+    for found in "$HOME"/.pyenv/versions/"$version".*/bin/"python$version" "python$version"; do
+        if "$found" -c 'import sys, venv' >/dev/null 2>&1; then
+            "$found" -c 'import sys; print(sys.executable)'
+            return 0
+        fi
+    done
+    say "Python $version not found (under ~/.pyenv/versions or on PATH)"
+    return 1
+}
+
+# uv (from PyPI, in a venv of its own under .matrix/): resolves and installs in seconds,
+# and can pick the lowest versions a project admits. Prints its path.
+ensure_uv() {
+    local tools="$ROOT/.matrix/tools"
+    if [ ! -x "$tools/bin/uv" ]; then
+        say "installing uv into $tools"
+        python3 -m venv "$tools"
+        "$tools/bin/python" -m pip -q install uv 2> >(grep -v '^WARNING: Location' >&2)
+    fi
+    echo "$tools/bin/uv"
+}

@@ -30,7 +30,12 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import MySQLdb
+from .extras import skip_module
+
+try:  # the mysql extra: without it, the modules importing this one are skipped
+    import MySQLdb
+except ModuleNotFoundError as missing:
+    skip_module(missing)
 
 LAYOUT = "%Y-%m-%d %H:%M:%S"
 SUCCESS, FAILED = 3, 4

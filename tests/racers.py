@@ -13,10 +13,9 @@ import os
 import time
 from collections.abc import Callable, Coroutine
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from worksync_sa import (
     AsyncScheduler,
@@ -28,6 +27,9 @@ from worksync_sa import (
     WorkSync,
     upgrade,
 )
+
+if TYPE_CHECKING:  # imported by the async bodies only: SQLAlchemy's asyncio needs greenlet
+    from sqlalchemy.ext.asyncio import AsyncEngine
 
 
 def _report(url: str, results: Any, body: Callable[[sa.Engine], object]) -> None:
@@ -222,6 +224,8 @@ def hold_claim(url: str, table: str, name: str, claims: Any) -> None:
 def _report_async(
     url: str, results: Any, body: Callable[[AsyncEngine], Coroutine[Any, Any, object]]
 ) -> None:
+    from sqlalchemy.ext.asyncio import create_async_engine
+
     async def main() -> object:
         engine = create_async_engine(url, pool_size=4, max_overflow=4)
         try:

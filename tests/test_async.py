@@ -7,14 +7,17 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 import pytest
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from worksync_sa import AsyncScheduler, AsyncWorkSync, SchedulerConfig, Work, WorkStatus
 
 from .conftest import Db
-from .twins import async_url
+from .twins import async_engine, async_url
+
+if TYPE_CHECKING:  # SQLAlchemy's asyncio needs greenlet: async_url skips without it
+    from sqlalchemy.ext.asyncio import AsyncEngine
 
 WORK = Work("w", "* * * * * *", max_run=2, lease=timedelta(seconds=3))
 
@@ -22,8 +25,10 @@ WORK = Work("w", "* * * * * *", max_run=2, lease=timedelta(seconds=3))
 def run(db: Db, body: object) -> None:
     """Run ``body(engine)`` on a fresh event loop with an AsyncEngine on ``db``."""
 
+    url = async_url(db.engine.url)  # skips, naming the extra, before the loop starts
+
     async def main() -> None:
-        engine = create_async_engine(async_url(db.engine.url))
+        engine = async_engine(url)
         try:
             await body(engine)  # type: ignore[operator]
         finally:

@@ -17,9 +17,6 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from prometheus_client import CollectorRegistry, start_http_server
-from prometheus_client.parser import text_string_to_metric_families
-from prometheus_client.registry import Collector
 
 from worksync_sa import (
     Claim,
@@ -30,10 +27,19 @@ from worksync_sa import (
     WorkStatus,
     default_sequence,
 )
-from worksync_sa.metrics import LedgerCollector, PrometheusListener, ledger_exposition
 from worksync_sa.models import as_utc, table_named
 
 from .conftest import Db
+from .extras import skip_module
+
+try:  # the prometheus extra
+    from prometheus_client import CollectorRegistry, start_http_server
+    from prometheus_client.parser import text_string_to_metric_families
+    from prometheus_client.registry import Collector
+
+    from worksync_sa.metrics import LedgerCollector, PrometheusListener, ledger_exposition
+except ModuleNotFoundError as missing:
+    skip_module(missing)
 
 S = timedelta(seconds=1)
 Key = tuple[str, tuple[tuple[str, str], ...]]

@@ -30,6 +30,7 @@ from worksync_sa import (
 )
 
 from .conftest import Backend, fresh_table_name
+from .extras import need
 
 T0 = datetime(2026, 3, 1, tzinfo=timezone.utc)
 NOTES = sa.Table("host_notes", sa.MetaData(), sa.Column("note", sa.String(50)))
@@ -118,7 +119,8 @@ def test_a_host_transaction_still_rolls_back_after_the_services_ran(engine: sa.E
 
 
 def test_the_asyncio_twins_on_a_static_pool_leave_the_host_alone() -> None:
-    pytest.importorskip("aiosqlite")
+    need("greenlet", "async-sqlite")
+    need("aiosqlite")
     from sqlalchemy.ext.asyncio import create_async_engine
 
     from worksync_sa import AsyncScheduler, AsyncWorkSync

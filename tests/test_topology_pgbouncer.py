@@ -23,7 +23,6 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from worksync_sa import (
     AsyncScheduler,
@@ -42,6 +41,7 @@ from worksync_sa._poolers import behind_pooler
 
 from . import racers
 from .conftest import Backend, fresh_table_name, require
+from .extras import need
 from .proxy import Proxy
 from .test_concurrency import run_processes
 from .topology_pgbouncer import Bouncer, pgbouncer
@@ -138,6 +138,9 @@ def test_every_service_through_the_pooler(bouncer: Bouncer, table: str) -> None:
 
 
 def test_the_asyncio_twins_through_the_pooler(bouncer: Bouncer, table: str) -> None:
+    need("greenlet", "async-postgresql")
+    from sqlalchemy.ext.asyncio import create_async_engine
+
     async def run() -> int:
         engine = create_async_engine(bouncer.url.replace("+psycopg", "+psycopg_async", 1))
         blocking = sa.create_engine(bouncer.url)

@@ -39,19 +39,25 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlencode
 
-import anyio
-import httpx
 import pytest
 import sqlalchemy as sa
-from prometheus_client.parser import text_string_to_metric_families
-from starlette.applications import Starlette
-from starlette.routing import Mount
 
 from worksync_sa import Ledger, Scheduler, SchedulerConfig, Work, WorkSync, default_sequence
 from worksync_sa.models import table_named
-from worksync_sa.web import StatusPage, app
 
 from .conftest import Backend, Db, Installed, user_with_password
+from .extras import skip_module
+
+try:  # the web extra, and httpx (the dev extra's) to call the page in-process
+    import anyio
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+    from starlette.applications import Starlette
+    from starlette.routing import Mount
+
+    from worksync_sa.web import StatusPage, app
+except ModuleNotFoundError as missing:
+    skip_module(missing)
 
 TOKEN = "s3cret-Token-0123456789"
 PASSWORD = "pw-Hunter2-Secret"

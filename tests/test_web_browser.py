@@ -36,26 +36,32 @@ import pytest
 import sqlalchemy as sa
 
 from worksync_sa.models import table_named, work_table
-from worksync_sa.web import StatusPage, app
 
 from .conftest import ROOT, Db
-from .test_web import (
-    HOSTILE_CLAIMER,
-    IMG_TEXT,
-    MINUTE,
-    MISSED_TEXT,
-    NOW,
-    SCRIPT_NAME,
-    SUCCESS,
-    TOKEN,
-    History,
-    _row,
-    build,
-    dump,
-    label,
-    row_of,
-    write,
-)
+from .extras import skip_module
+
+try:  # the web extra; test_web skips, naming what is missing, without it or httpx
+    from worksync_sa.web import StatusPage, app
+
+    from .test_web import (
+        HOSTILE_CLAIMER,
+        IMG_TEXT,
+        MINUTE,
+        MISSED_TEXT,
+        NOW,
+        SCRIPT_NAME,
+        SUCCESS,
+        TOKEN,
+        History,
+        _row,
+        build,
+        dump,
+        label,
+        row_of,
+        write,
+    )
+except ModuleNotFoundError as missing:
+    skip_module(missing)
 
 pytestmark = pytest.mark.browser
 

@@ -35,13 +35,18 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import MySQLdb
 import sqlalchemy as sa
 
 from worksync_sa import Scheduler, SchedulerConfig, Worker
 
+from .extras import skip_module
 from .racers import blueprints
 from .topology import Daemon, chown_to, free_ports
+
+try:  # the mysql extra: without it, the modules importing this one are skipped
+    import MySQLdb
+except ModuleNotFoundError as missing:
+    skip_module(missing)
 
 MARIADBD = "/usr/sbin/mariadbd"
 INSTALL_DB = "mariadb-install-db"

@@ -37,13 +37,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import sqlalchemy as sa
 
 from worksync_sa import Claim, Scheduler, SchedulerConfig, Worker
 
+from .extras import skip_module
 from .racers import blueprints
 from .topology import Daemon, as_user, chown_to, free_ports, need, wait_until
+
+try:  # the postgresql extra: without it, the modules importing this one are skipped
+    import psycopg
+except ModuleNotFoundError as missing:
+    skip_module(missing)
 
 USER = "postgres"
 DATABASE = "test"

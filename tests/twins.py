@@ -15,24 +15,40 @@ import threading
 from collections.abc import Coroutine, Iterable
 from datetime import datetime, timedelta
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from worksync_sa import AsyncClaim, AsyncScheduler, AsyncWorkSync, Claim, Work
+
+from .extras import need
+
+if TYPE_CHECKING:  # SQLAlchemy's asyncio needs greenlet: imported once a test has it
+    from sqlalchemy.ext.asyncio import AsyncEngine
 
 T = TypeVar("T")
 
 ASYNC_DRIVERS = {"mysql": "aiomysql", "mariadb": "aiomysql", "postgresql": "psycopg"}
+ASYNC_EXTRAS = {"mysql": "async-mysql", "mariadb": "async-mysql", "postgresql": "async-postgresql"}
 
 
 def async_url(url: sa.URL | str) -> sa.URL:
-    """The same database through its asyncio driver."""
+    """The same database through its asyncio driver; a skip naming the extra without it."""
     url = sa.make_url(url)
     backend = url.get_backend_name()
     driver = "aiosqlite" if backend == "sqlite" else ASYNC_DRIVERS[backend]
+    extra = "async-sqlite" if backend == "sqlite" else ASYNC_EXTRAS[backend]
+    need("greenlet", extra)
+    need(driver, extra)
     return url.set(drivername=f"{backend}+{driver}")
+
+
+def async_engine(url: sa.URL | str, **options: Any) -> AsyncEngine:
+    """An AsyncEngine on the same database through its asyncio driver (see ``async_url``)."""
+    url = async_url(url)
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    return create_async_engine(url, **options)
 
 
 class Loop:
@@ -191,9 +207,10 @@ class AsyncTwin:
         key = engine.url.render_as_string(hide_password=False)
         found = self._engines.get(key)
         if found is None:
+            url = async_url(engine.url)  # outside the loop's thread: a skip ends the test
 
             async def make() -> AsyncEngine:
-                return create_async_engine(async_url(engine.url))
+                return async_engine(url)
 
             found = self._engines[key] = self.loop.run(make())
         return found

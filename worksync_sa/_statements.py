@@ -23,6 +23,7 @@ from .models import (
     CLOSED_BY_SURPLUS,
     CLOSED_BY_WORKER,
     MISSED,
+    StatusCode,
     UTCDateTime,
     WorkStatus,
 )
@@ -65,7 +66,7 @@ def finished_by_claim(table: sa.Table) -> sa.Select[Any]:
     return sa.select(c.id).where(
         c.id == sa.bindparam("claim_id", type_=sa.BigInteger()),
         c.token == sa.bindparam("claim_token", type_=sa.String(32)),
-        c.status == sa.bindparam("final_status", type_=sa.SmallInteger()),
+        c.status == sa.bindparam("final_status", type_=StatusCode()),
         c.closed_by == CLOSED_BY_WORKER,
     )
 
@@ -105,7 +106,7 @@ def finish(table: sa.Table, family: Family) -> Update:
         sa.update(table)
         .where(*fenced(table))
         .values(
-            status=sa.bindparam("final_status", type_=sa.SmallInteger()),
+            status=sa.bindparam("final_status", type_=StatusCode()),
             finished_at=db_now(family),
             error=sa.bindparam("error_text", type_=sa.Text()),
             closed_by=CLOSED_BY_WORKER,

@@ -110,6 +110,22 @@ def version_table_for(table: str) -> str:
     return f"{validate_table_name(table)}_alembic_version"
 
 
+class StatusCode(sa.types.TypeDecorator[int]):
+    """A :class:`WorkStatus` code as the plain small integer it is stored as.
+
+    Before Python 3.11 ``str()`` of an ``IntEnum`` member is its name, and
+    mysqlclient escapes an int subclass it has no converter for by its
+    ``str()``: ``status = WorkStatus.SUCCESS`` became ``status =
+    'WorkStatus.SUCCESS'``, which matches no row (a prune deleted nothing).
+    """
+
+    impl = sa.SmallInteger
+    cache_ok = True
+
+    def process_bind_param(self, value: int | None, dialect: Dialect) -> int | None:
+        return None if value is None else int(value)
+
+
 class UTCDateTime(sa.types.TypeDecorator[datetime]):
     """Aware UTC datetimes in and out, microseconds kept on every database.
 
@@ -164,7 +180,7 @@ def work_table(name: str = DEFAULT_TABLE, metadata: sa.MetaData | None = None) -
         ),
         sa.Column("created_at", UTCDateTime()),
         sa.Column("name", sa.String(TEXT_MAX), nullable=False),
-        sa.Column("status", sa.SmallInteger(), nullable=False),
+        sa.Column("status", StatusCode(), nullable=False),
         sa.Column("sequence", sa.String(TEXT_MAX), nullable=False),
         sa.Column("started_at", UTCDateTime()),
         sa.Column("finished_at", UTCDateTime()),
