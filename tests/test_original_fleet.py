@@ -106,7 +106,9 @@ def claims_per_tick(fleet: Fleet) -> Counter[str]:
 
 @pytest.mark.parametrize(
     ("original_ahead", "ours_ahead"),
-    [(4, 1), (1, 4), (2, 2)],
+    # Ours keep two seconds of lookahead when the original leads: a pass delayed by a busy
+    # machine still dates the original's rows before their tick (one second left none).
+    [(4, 2), (1, 4), (2, 2)],
     ids=["original-first", "ours-first", "at-once"],
 )
 def test_the_original_and_ours_together_never_exceed_max_run(
