@@ -50,13 +50,19 @@ UNIT_MODULES = (
 """Modules outside tests/unit that need no server and no extra either."""
 
 
+ACCEPTANCE_MODULES = ("test_examples.py", "test_host_app.py", "test_wheel.py")
+"""Modules that run the package from outside, as a user installs it (``acceptance``)."""
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark the unit tier (``scripts/test --unit``) by where a test lives."""
+    """Mark the unit and acceptance tiers by where a test lives."""
     unit_folder = Path(__file__).parent / "unit"
     for item in items:
         path = Path(item.path)
         if unit_folder in path.parents or path.name in UNIT_MODULES:
             item.add_marker(pytest.mark.unit)
+        if path.name in ACCEPTANCE_MODULES:
+            item.add_marker(pytest.mark.acceptance)
 
 
 @dataclass

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import calendar
 import itertools
+import os
 import random
 import re
 from collections.abc import Callable
@@ -29,7 +30,8 @@ from . import cron_reference as reference
 
 UTC = timezone.utc
 SEED = 20261130
-EXPRESSIONS = 5200
+EXPRESSIONS = int(os.environ.get("WORKSYNC_CRON_EXPRESSIONS", "5200"))
+"""The random sweep's size: scripts/test runs a quarter of it, --all and CI all of it."""
 STARTS = (
     datetime(2024, 2, 28, 23, 59, 30, tzinfo=UTC),  # across a leap day
     datetime(2025, 12, 31, 22, 59, 59, tzinfo=UTC),  # across a year's end
@@ -132,8 +134,9 @@ def test_thousands_of_random_expressions_tick_as_the_reference_does() -> None:
         instants = compare(text, work_of(text), reference.parse(text), STARTS)
         compared += instants
         accepted += instants > 0
-    assert accepted >= 5000  # the rest never fire, and were refused as such
-    assert compared >= 5000 * len(STARTS) * TICKS * 0.99
+    firing = EXPRESSIONS * 0.96  # the rest never fire, and were refused as such (42 of 5,200)
+    assert accepted >= firing
+    assert compared >= firing * len(STARTS) * TICKS * 0.99
 
 
 def original_expression(rng: random.Random) -> str:

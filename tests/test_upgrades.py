@@ -419,6 +419,7 @@ def snapshot(engine: sa.Engine, table: str) -> list[tuple[Any, ...]]:
 
 
 @pytest.mark.slow
+@pytest.mark.acceptance
 def test_head_beside_a_schema_one_revision_ahead(table_on: Target, tmp_path: Path) -> None:
     target, table = table_on, table_on.table
     head_number = int(HEAD.removeprefix("worksync_"))
@@ -515,6 +516,7 @@ def previous(
 
 
 @pytest.mark.slow
+@pytest.mark.acceptance
 def test_the_previous_release_upgraded_in_place_rolled_and_downgraded(
     table_on: Target, previous_release: Path, tmp_path: Path
 ) -> None:
