@@ -42,6 +42,7 @@ from worksync_sa.schema import classify, migrations_path
 
 from .conftest import ROOT, Backend, fresh_table_name, require
 from .test_cli import (
+    FAST,
     HEAD,
     Running,
     Target,
@@ -263,18 +264,6 @@ def test_check_and_migrate_refuse_a_revision_of_another_line(
     assert "is at revision worksync_2_0001, which this release of worksync_sa does not know" in line
     assert "nothing was changed" in line
     assert recorded(target.engine, target.table) == ["worksync_2_0001"]
-
-
-FAST = """
-[scheduler]
-lookahead = "3s"
-interval = "1s"
-
-[[works]]
-name = "tick"
-cron = "@every 1s"
-max_run = 2
-"""
 
 
 def test_schedule_and_work_stop_at_start_on_a_table_behind(target: Target, tmp_path: Path) -> None:
