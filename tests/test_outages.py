@@ -219,9 +219,10 @@ def test_cut_the_database_for_ten_seconds(server_db: Db, proxy: Proxy, tmp_path:
     for proc in procs:
         proc.join(timeout=30)
     assert all(status == "ok" for status, _ in reports), reports
-    # The workers stopped run_for after the barrier; judge the ticks they had time for. On a
-    # busy machine a worker still claims a tick in its last seconds, and its stop leaves
-    # that row to its lease (seen once on 4 test workers): the outage is what is judged here.
+    # The workers stopped run_for after the barrier; judge the ticks they had time for. Once,
+    # on 4 test workers, a row claimed in the workers' last 2 s was closed by its lease
+    # rather than by its worker (cause not yet found; noted on issue 17): the outage, 10 s
+    # to 20 s in, is what this test judges.
     ended = started + timedelta(seconds=run_for - 4)
 
     # Let every grace run out, then close what is left, as any later pass would.
