@@ -40,14 +40,13 @@ from worksync_sa import (
 from worksync_sa.models import version_table_for
 from worksync_sa.schema import classify, migrations_path
 
-from .conftest import ROOT, Backend, fresh_table_name, require
+from . import test_cli
+from .conftest import ROOT, Backend, fresh_table_name
 from .test_cli import (
     FAST,
     HEAD,
     Running,
     Target,
-    _sqlite,
-    _target,
     environment,
     one_line_error,
     worksync,
@@ -218,13 +217,7 @@ def recorded(engine: sa.Engine, table: str) -> list[str]:
         return [str(v) for v in conn.execute(sa.select(versions.c.version_num)).scalars()]
 
 
-@pytest.fixture(params=("sqlite", "mysql"))
-def target(
-    request: pytest.FixtureRequest, _backends: dict[str, Any], tmp_path: Path
-) -> Iterator[Target]:
-    """A SQLite file of this test's own, then MariaDB (as ``test_cli``'s)."""
-    backend = _sqlite(tmp_path) if request.param == "sqlite" else require(_backends, "mysql")
-    yield from _target(backend)
+target = test_cli.target  # a SQLite file of the test's own, then MariaDB
 
 
 def test_migrate_and_check_beside_a_newer_revision(target: Target, tmp_path: Path) -> None:
