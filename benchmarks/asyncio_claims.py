@@ -17,7 +17,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from tests.twins import async_url
 from worksync_sa import AsyncWorkSync
-from worksync_sa._dialects import claim_statement, family_of
+from worksync_sa._sql.claims import claim_statement
+from worksync_sa._sql.dialect import family_of
 from worksync_sa.models import table_named
 
 from .claims import CLAIM_PARAMS, schedule, sequences, show

@@ -17,7 +17,8 @@ import sqlalchemy as sa
 
 from tests.proxy import Proxy
 from worksync_sa import Scheduler, SchedulerConfig, Work, WorkStatus, WorkSync, default_sequence
-from worksync_sa._dialects import claim_statement, db_now, family_of
+from worksync_sa._sql.claims import claim_statement
+from worksync_sa._sql.dialect import db_now, family_of
 from worksync_sa.models import as_utc, table_named, validate_table_name
 
 from .harness import (

@@ -20,7 +20,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from worksync_sa import Scheduler, SchedulerConfig, Work, WorkStatus
-from worksync_sa._dbapi_errors import is_transient
+from worksync_sa._sql.driver_errors import is_transient
 from worksync_sa.models import table_named
 
 from .claims import T0, Claimer, schedule, sequences
@@ -52,8 +52,8 @@ def contender(
 ) -> None:
     """One racing process: for each phase and tick, wait for all, then claim once."""
     retries = _Retries()  # only the retry records: debug logging elsewhere would cost time
-    logging.getLogger("worksync_sa._tx").addHandler(retries)
-    logging.getLogger("worksync_sa._tx").setLevel(logging.DEBUG)
+    logging.getLogger("worksync_sa._run.blocking").addHandler(retries)
+    logging.getLogger("worksync_sa._run.blocking").setLevel(logging.DEBUG)
     claimer = Claimer(bench_engine(url), table)
     dbapi_error = claimer.engine.dialect.loaded_dbapi.Error
     raw_retries = 0

@@ -25,7 +25,8 @@ from typing import Any
 import sqlalchemy as sa
 
 from worksync_sa import WorkStatus, WorkSync
-from worksync_sa._dialects import claim_statement, db_now, family_of
+from worksync_sa._sql.claims import claim_statement
+from worksync_sa._sql.dialect import db_now, family_of
 from worksync_sa.models import as_utc, table_named, validate_table_name
 
 from .harness import Report, Spread, drop_table, fresh_table, raw_connection, raw_stamp

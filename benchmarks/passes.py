@@ -32,7 +32,8 @@ from typing import Any
 import sqlalchemy as sa
 
 from worksync_sa import Scheduler, SchedulerConfig, Work
-from worksync_sa._dialects import QUEUED_COLUMNS, family_of
+from worksync_sa._sql.dialect import family_of
+from worksync_sa._sql.schedule import QUEUED_COLUMNS
 from worksync_sa.models import table_named
 
 from .harness import Report, Spread, drop_table, fresh_table, ratio, raw_connection, timed
@@ -51,7 +52,7 @@ def raw_rows(engine: sa.Engine, works: list[Work]) -> list[tuple[Any, ...]]:
     family = family_of(engine.dialect)
     rows = []
     for row in Scheduler(engine, works, CONFIG, table="bench_pass").plan(
-        NOW, NOW + CONFIG.lookahead_delta
+        NOW, NOW + CONFIG.lookahead
     ):
         values: dict[str, Any] = {c: getattr(row, c, None) for c in COLUMNS}
         values.update(created_at=NOW, status=1)

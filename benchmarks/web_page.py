@@ -31,7 +31,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from worksync_sa import WorkStatus
-from worksync_sa._dialects import db_now, family_of
+from worksync_sa._sql.dialect import db_now, family_of
 from worksync_sa.models import as_utc, table_named
 
 from .harness import (

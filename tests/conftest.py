@@ -193,7 +193,7 @@ class Db:
             )
 
     def db_now(self) -> Any:
-        from worksync_sa._dialects import db_now, family_of
+        from worksync_sa._sql.dialect import db_now, family_of
 
         with self.engine.connect() as conn:
             return conn.execute(sa.select(db_now(family_of(conn.dialect)))).scalar_one()

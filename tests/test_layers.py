@@ -10,7 +10,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from worksync_sa import NewRow, ScheduleRepository, WorkSync
-from worksync_sa._calls import Call, drive
+from worksync_sa._run.steps import Call, drive
 from worksync_sa.models import table_named
 
 from .conftest import Db
@@ -39,7 +39,7 @@ def test_a_claim_reaches_the_driver_in_a_few_frames(db: Db) -> None:
             caller = frame.f_back
         else:
             return
-        if caller is None or not caller.f_code.co_filename.endswith("_direct.py"):
+        if caller is None or not caller.f_code.co_filename.endswith("_sql/direct.py"):
             return
         names: list[str] = []
         at: FrameType | None = caller
@@ -59,7 +59,7 @@ def test_a_claim_reaches_the_driver_in_a_few_frames(db: Db) -> None:
     path = stacks[0]
     # execute <- claim_checked <- the runner's call <- WorkSync.acquire, then the cursor
     assert len(path) + 2 <= 7, path
-    assert path[0] == "_direct.py:execute", path
+    assert path[0] == "direct.py:execute", path
     assert "repository.py:claim_checked" in path, path
 
 

@@ -16,8 +16,8 @@ import pytest
 import sqlalchemy as sa
 
 from worksync_sa import RetryPolicy, Scheduler, SchedulerConfig, Work, WorkSync, default_sequence
-from worksync_sa._dbapi_errors import is_missing_schema, is_transient
-from worksync_sa._tx import Transactions
+from worksync_sa._run.blocking import Transactions
+from worksync_sa._sql.driver_errors import is_missing_schema, is_transient
 from worksync_sa.models import table_named
 
 from .conftest import Backend, Db

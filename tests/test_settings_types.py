@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 
 from worksync_sa import InvalidArgumentError, InvalidWorkError, SchedulerConfig, Work
-from worksync_sa._text import check_text
+from worksync_sa._sql.text import check_text
 
 
 def test_a_work_takes_its_lease_and_grace_as_durations() -> None:

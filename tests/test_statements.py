@@ -14,8 +14,10 @@ import pytest
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.engine import Dialect
 
-from worksync_sa import _statements
-from worksync_sa._dialects import Family, claim_statement, insert_batch
+from worksync_sa._sql import claims as claim_sql
+from worksync_sa._sql.claims import claim_statement
+from worksync_sa._sql.dialect import Family
+from worksync_sa._sql.schedule import insert_batch
 from worksync_sa.models import work_table
 
 TABLE = work_table("jobs")
@@ -131,7 +133,7 @@ def test_create_ahead_lets_the_unique_key_refuse_duplicates(
 
 @pytest.mark.parametrize(("family", "dialect"), DIALECTS)
 def test_finish_is_fenced_by_id_token_and_running_status(family: Family, dialect: Dialect) -> None:
-    text = sql(_statements.finish(TABLE, family), dialect)
+    text = sql(claim_sql.finish(TABLE, family), dialect)
     assert re.search(r"WHERE jobs\.id = \S+ AND jobs\.token = \S+ AND jobs\.status = \S+", text)
 
 
@@ -142,7 +144,7 @@ def test_values_are_bound_never_inlined(family: Family, dialect: Dialect) -> Non
     statements = [
         (claim_statement(TABLE, family, due=False), {"work_name": evil, "tick_sequence": evil}),
         (claim_statement(TABLE, family, due=True), {"work_name": evil}),
-        (_statements.finish(TABLE, family), {"claim_token": evil, "error_text": evil}),
+        (claim_sql.finish(TABLE, family), {"claim_token": evil, "error_text": evil}),
     ]
     for statement, params in statements:
         compiled = statement.compile(dialect=dialect)

@@ -37,7 +37,7 @@ from worksync_sa import (
     downgrade,
     upgrade,
 )
-from worksync_sa._poolers import behind_pooler
+from worksync_sa._run.poolers import behind_pooler
 
 from . import racers
 from .conftest import Backend, fresh_table_name, require

@@ -1,6 +1,6 @@
 """The scheduler on asyncio: ``AsyncScheduler`` on an ``AsyncEngine``.
 
-The twin of :class:`~worksync_sa.Scheduler`: the same pass (``_passes``),
+The twin of :class:`~worksync_sa.Scheduler`: the same pass (``_core.passes``),
 the same statements and batches, the same recovery and catch-up; its
 background loop is a task instead of a thread.
 """
@@ -14,10 +14,10 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from ._async_tx import AsyncTransactions
-from ._calls import Idle, drive_async
-from ._loop import ended
-from ._passes import LoopStep, SchedulerCore
+from ._core.outage import ended
+from ._core.passes import LoopStep, SchedulerCore
+from ._run.async_runner import AsyncTransactions
+from ._run.steps import Idle, drive_async
 from .config import RetryPolicy, SchedulerConfig
 from .engine import shown_url
 from .events import Listener

@@ -2,7 +2,7 @@
 
 Twins of :class:`~worksync_sa.WorkSync` and :class:`~worksync_sa.Claim` for
 FastAPI-style services. They share every statement, check, retry rule and
-event with the blocking side (``_claiming``); a claim is still one atomic
+event with the blocking side (``_core.claims``); a claim is still one atomic
 UPDATE and one round trip, with the same guarantees. ``async with claim:``
 heartbeats in a background task while the body runs.
 
@@ -20,17 +20,9 @@ from datetime import datetime, timedelta
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from ._async_tx import AsyncTransactions
-from ._calls import Idle, Pause, drive_async
-from ._claiming import (
-    Beat,
-    ClaimCore,
-    ClaimStep,
-    Record,
-    WorkSyncCore,
-    checked_row,
-    error_text,
-)
+from ._core.claims import Beat, ClaimCore, ClaimStep, Record, WorkSyncCore, checked_row, error_text
+from ._run.async_runner import AsyncTransactions
+from ._run.steps import Idle, Pause, drive_async
 from .config import RetryPolicy
 from .engine import shown_url
 from .errors import ClaimLostError

@@ -1,6 +1,6 @@
 """The asyncio twin of :class:`~worksync_sa.Worker`: ``async def`` handlers on one event loop.
 
-It makes the same decisions as the blocking worker (``_working.WorkerCore``:
+It makes the same decisions as the blocking worker (``_core.worker.WorkerCore``:
 which works, turns, when to claim, waits, outages, what to log) and differs
 only in how it waits and where claims run: as tasks of the running loop, at
 most ``max_concurrency`` at once, each claimed only once a slot for it is
@@ -20,9 +20,8 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from ._calls import Idle, drive_async
-from ._loop import ended, is_stop
-from ._working import (
+from ._core.outage import ended, is_stop
+from ._core.worker import (
     DEFAULT_MAX_BACKOFF,
     DEFAULT_POLL,
     AcquireDue,
@@ -36,6 +35,7 @@ from ._working import (
     report,
     utcnow,
 )
+from ._run.steps import Idle, drive_async
 from .async_sync import AsyncClaim, AsyncWorkSync
 from .config import RetryPolicy
 from .errors import InvalidArgumentError

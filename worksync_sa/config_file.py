@@ -61,7 +61,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from ._working import MAX_CONCURRENCY_LIMIT
+from ._core.worker import MAX_CONCURRENCY_LIMIT
 from .config import SchedulerConfig
 from .durations import as_timedelta
 from .errors import InvalidConfigError, InvalidWorkError

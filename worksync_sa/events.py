@@ -24,6 +24,10 @@ finished   a claim recorded its outcome   name, sequence, status (SUCCESS, FAILE
 recovered  a lease ran out                name, sequence, count, status (FAILED,
                                           or QUEUED when re-queued)
 missed     nobody claimed within grace    name, sequence, count (rows closed)
+surplus    a pass closed upcoming rows    name, count (ticks of that work whose
+           that the works' settings no    surplus rows were closed)
+           longer want (a lower
+           ``max_run``, a changed cron)
 ========== ============================== ==========================================
 """
 

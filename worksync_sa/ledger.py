@@ -37,9 +37,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from . import _statements
-from ._text import check_text
-from ._tx import Transactions
+from ._run.blocking import Transactions
+from ._sql.ledger import ledger_page, unadopted_ledger
+from ._sql.text import check_text
 from .config import RetryPolicy
 from .errors import InvalidArgumentError
 from .models import DEFAULT_TABLE, checked_moment, table_named, validate_table_name
@@ -149,10 +149,8 @@ class Ledger:
             params["after_tick"] = checked_moment(after[0], "after")
             params["after_name"], params["after_sequence"] = after[1], after[2]
         one_work = name is not None
-        statement = _statements.ledger_page(
-            self._table, one_work=one_work, resume=after is not None
-        )
-        undated = _statements.unadopted_ledger(self._table, one_work=one_work)
+        statement = ledger_page(self._table, one_work=one_work, resume=after is not None)
+        undated = unadopted_ledger(self._table, one_work=one_work)
 
         def read(conn: sa.Connection) -> list[TickEntry]:
             # Times come back aware UTC: the columns' type converts them.

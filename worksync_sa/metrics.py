@@ -11,8 +11,9 @@ Two views, because they answer different questions:
   :func:`ledger_exposition` serves it as a page in one call.
 
 This module is the only one that imports ``prometheus_client`` (the extra
-``worksync_sa[prometheus]``); nothing else in the package imports this
-module, so the core never depends on it. It reads the table only through
+``worksync_sa[prometheus]``). Only the status page (``web/app.py``,
+for its ``/metrics``), itself behind the ``web`` extra, imports this module,
+so the services never depend on it. It reads the table only through
 :class:`~worksync_sa.ledger.Ledger` and never writes.
 """
 

@@ -1,7 +1,7 @@
 """The work table: its columns, its keys, and the ORM class over it.
 
 This module owns the table's shape and nothing else; statements live in
-``_statements.py`` and migrations in ``migrations/``. The table is built by
+``_sql/`` and migrations in ``migrations/``. The table is built by
 :func:`work_table` so a host can choose its name; :class:`WorkRecord` maps the
 default one, ``works``, as in the original Go library.
 

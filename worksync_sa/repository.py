@@ -5,9 +5,8 @@ tick's rows in the same transaction as the business data that asked for it,
 say). The services in ``scheduler.py`` and ``sync.py`` own short
 transactions around them and are the only place that retries.
 
-Every statement is built once per table and database family (``_statements``,
-``_dialects``) and run through ``_direct.execute``: whether it goes straight
-to a lane's cursor is the lane's business, never the repository's.
+Every statement comes from the SQL layer (``_sql``, one module per feature) and is
+built once per table and database family.
 """
 
 from __future__ import annotations
@@ -21,21 +20,40 @@ from typing import Any, NamedTuple, TypeVar
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from . import _statements
-from ._dialects import (
-    BATCH_FIELDS,
-    RECOVERY_BATCH,
-    Family,
+from ._run.identity import default_worker_id, new_token
+from ._sql.claims import (
+    claim_by_token,
     claim_statement,
-    family_of,
-    insert_batch,
-    json_batch,
+    claimed_details,
+    finish,
+    finished_by_claim,
+    heartbeat,
+    lease_of,
+    queued_left,
+)
+from ._sql.dialect import Family, family_of
+from ._sql.direct import execute, is_lane
+from ._sql.ledger import rows_of, tick_counts
+from ._sql.maintenance import (
+    RECOVERY_BATCH,
+    close_foreign_missed,
+    delete_finished,
+    foreign_waiting,
+    prunable_ids,
     recovery_candidates,
     recovery_statement,
 )
-from ._direct import execute, is_lane
-from ._identity import default_worker_id, new_token
-from ._text import check_text, stored_error
+from ._sql.schedule import (
+    BATCH_FIELDS,
+    adopt,
+    close_surplus,
+    insert_batch,
+    json_batch,
+    latest_ticks,
+    unadopted,
+    window_state,
+)
+from ._sql.text import check_text, stored_error
 from .errors import InvalidArgumentError
 from .events import Event, Events, Listener
 from .models import (
@@ -352,7 +370,7 @@ class ScheduleRepository:
         arrays) or one in all (JSON, on MySQL/MariaDB and SQLite). On a MySQL
         lane the statement runs under REPEATABLE READ whatever the server's
         default, so its count of other programs' rows is a locking read (see
-        ``_dialects.insert_batch``).
+        ``_sql.schedule.insert_batch``).
         """
         if not rows:
             return 0
@@ -379,7 +397,7 @@ class ScheduleRepository:
     def window(self, conn: Connection, after: datetime, until: datetime) -> list[TickState]:
         """What the table holds for the ticks in ``(after, until]``: see ``window_state``."""
         select = self._statements.get(
-            "window", family_of(conn.dialect), lambda t, _: _statements.window_state(t)
+            "window", family_of(conn.dialect), lambda t, _: window_state(t)
         )
         params = {"after": checked_moment(after, "after"), "until": checked_moment(until, "until")}
         return [
@@ -399,7 +417,7 @@ class ScheduleRepository:
     def unadopted(self, conn: Connection) -> dict[tuple[str, str], int]:
         """Queued rows of other programs without a tick time: how many per (name, sequence)."""
         select = self._statements.get(
-            "unadopted", family_of(conn.dialect), lambda t, _: _statements.unadopted(t)
+            "unadopted", family_of(conn.dialect), lambda t, _: unadopted(t)
         )
         return {(name, sequence): int(count) for name, sequence, count in conn.execute(select)}
 
@@ -407,9 +425,7 @@ class ScheduleRepository:
         """Date other programs' rows of these ticks and give them the works' policy."""
         if not ticks:
             return 0
-        update = self._statements.get(
-            "adopt", family_of(conn.dialect), lambda t, _: _statements.adopt(t)
-        )
+        update = self._statements.get("adopt", family_of(conn.dialect), lambda t, _: adopt(t))
         params = [
             {
                 "work_name": tick.name,
@@ -438,7 +454,7 @@ class ScheduleRepository:
         update = self._statements.get(
             f"close:{explicit}",
             family,
-            lambda t, f: _statements.close_surplus(t, f, explicit_now=explicit),
+            lambda t, f: close_surplus(t, f, explicit_now=explicit),
         )
         clock_now = _now_params(now)
         params = [
@@ -457,7 +473,7 @@ class ScheduleRepository:
 
     def latest_ticks(self, conn: Connection) -> dict[str, datetime]:
         """The latest tick each work has rows for (works without ``tick_at`` rows are absent)."""
-        rows = conn.execute(_statements.latest_ticks(self.table))
+        rows = conn.execute(latest_ticks(self.table))
         return {name: as_utc(tick) for name, tick in rows if tick is not None}
 
 
@@ -541,7 +557,7 @@ class ClaimRepository:
     def details(self, conn: Connection, claim_id: int) -> Sequence[Any]:
         """The ``claim_details`` columns of one row, by id."""
         select = self._statements.get(
-            "claimed_details", family_of(conn.dialect), lambda t, _: _statements.claimed_details(t)
+            "claimed_details", family_of(conn.dialect), lambda t, _: claimed_details(t)
         )
         return tuple(conn.execute(select, {"claim_id": claim_id}).one())
 
@@ -551,9 +567,7 @@ class ClaimRepository:
         select = self._statements.get(
             f"left:{kind}",
             family,
-            lambda t, f: _statements.queued_left(
-                t, f, due=kind != "claim", explicit_now=kind == "claim_at"
-            ),
+            lambda t, f: queued_left(t, f, due=kind != "claim", explicit_now=kind == "claim_at"),
         )
         keys = ("work_name", "tick_sequence", "now", "floor_seconds")
         return conn.execute(select, {k: params[k] for k in keys if k in params}).first() is not None
@@ -561,16 +575,14 @@ class ClaimRepository:
     def find_claim(self, conn: Connection, name: str, token: str) -> ClaimedRow | None:
         """The running row this token claimed, if that claim committed."""
         family = family_of(conn.dialect)
-        select = self._statements.get(
-            "by_token", family, lambda t, _: _statements.claim_by_token(t)
-        )
+        select = self._statements.get("by_token", family, lambda t, _: claim_by_token(t))
         row = conn.execute(select, {"work_name": name, "claim_token": token}).one_or_none()
         return None if row is None else claimed_row(name, token, tuple(row))
 
     def lease_seconds(self, conn: Connection, claim_id: int) -> int | None:
         """The row's own lease length, or None for the default."""
         family = family_of(conn.dialect)
-        select = self._statements.get("lease_of", family, lambda t, _: _statements.lease_of(t))
+        select = self._statements.get("lease_of", family, lambda t, _: lease_of(t))
         value = conn.execute(select, {"claim_id": claim_id}).scalar_one_or_none()
         return None if value is None else int(value)
 
@@ -586,7 +598,7 @@ class ClaimRepository:
         return (
             execute(
                 conn,
-                self._statements.get("heartbeat", family_of(conn.dialect), _statements.heartbeat),
+                self._statements.get("heartbeat", family_of(conn.dialect), heartbeat),
                 params,
             ).rowcount
             == 1
@@ -604,7 +616,7 @@ class ClaimRepository:
 
         ``claim`` is the :class:`ClaimedRow` (``finish(conn, row,
         status=WorkStatus.SUCCESS)``), or its id with its ``token``. ``error``
-        is stored as :func:`~worksync_sa._text.stored_error` keeps it: verbatim
+        is stored as :func:`~worksync_sa._sql.text.stored_error` keeps it: verbatim
         but for lone surrogates and NUL, which are escaped, and cut to
         ``ERROR_TEXT_MAX`` characters.
         """
@@ -621,7 +633,7 @@ class ClaimRepository:
         done = (
             execute(
                 conn,
-                self._statements.get("finish", family_of(conn.dialect), _statements.finish),
+                self._statements.get("finish", family_of(conn.dialect), finish),
                 params,
             ).rowcount
             == 1
@@ -637,7 +649,7 @@ class ClaimRepository:
         """True if this claim itself already recorded ``status`` (a reply that was lost)."""
         family = family_of(conn.dialect)
         select = self._statements.get(
-            "finished_by_claim", family, lambda t, _: _statements.finished_by_claim(t)
+            "finished_by_claim", family, lambda t, _: finished_by_claim(t)
         )
         params = {"claim_id": claim_id, "claim_token": token, "final_status": status.value}
         return conn.execute(select, params).first() is not None
@@ -675,7 +687,7 @@ class MaintenanceRepository:
         It is never closed early; a scheduler planning the tick dates it exactly.
         """
         family = family_of(conn.dialect)
-        select = self._statements.get("foreign", family, _statements.foreign_waiting)
+        select = self._statements.get("foreign", family, foreign_waiting)
         late: list[tuple[int, str, str]] = []
         for row_id, name, sequence, grace, db_clock in conn.execute(
             select, {"batch": RECOVERY_BATCH}
@@ -689,7 +701,7 @@ class MaintenanceRepository:
                 late.append((row_id, name, sequence))
         if not late:
             return []
-        update = self._statements.get("foreign_missed", family, _statements.close_foreign_missed)
+        update = self._statements.get("foreign_missed", family, close_foreign_missed)
         conn.execute(update, {"ids": [row_id for row_id, _, _ in late]})
         return [Recovered(name, sequence, "missed") for _, name, sequence in late]
 
@@ -740,7 +752,7 @@ class MaintenanceRepository:
         """Delete up to ``batch_size`` finished rows that finished before ``cutoff``.
 
         Rows whose label a later tick could be given again are kept (see
-        ``_statements._prunable``): deleting them would reopen that label's
+        ``_sql.maintenance._prunable``): deleting them would reopen that label's
         budget. Two short statements: a non-locking read of the ids, lowest
         first, then a delete of exactly those rows by primary key (re-checked),
         so no lock is taken beyond the rows deleted.
@@ -749,11 +761,11 @@ class MaintenanceRepository:
         if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
             raise InvalidArgumentError(f"batch_size must be an int >= 1, got {batch_size!r}")
         family = family_of(conn.dialect)
-        select = self._statements.get("prunable", family, _statements.prunable_ids)
+        select = self._statements.get("prunable", family, prunable_ids)
         ids = list(conn.execute(select, {"cutoff": cutoff, "batch": batch_size}).scalars())
         if not ids:
             return 0
-        delete = self._statements.get("prune", family, _statements.delete_finished)
+        delete = self._statements.get("prune", family, delete_finished)
         return max(conn.execute(delete, {"ids": ids, "cutoff": cutoff}).rowcount, 0)
 
 
@@ -786,11 +798,9 @@ class QueryRepository:
 
     def rows(self, conn: Connection, name: str, sequence: str | None = None) -> Sequence[Any]:
         """All rows of a work (or of one tick), oldest first."""
-        return conn.execute(
-            _statements.rows_of(self.table), {"name": name, "sequence": sequence}
-        ).all()
+        return conn.execute(rows_of(self.table), {"name": name, "sequence": sequence}).all()
 
     def tick_counts(self, conn: Connection, name: str | None = None) -> list[TickCount]:
         """Per (name, sequence): rows in each status, ticks in time order."""
-        result = conn.execute(_statements.tick_counts(self.table), {"name": name})
+        result = conn.execute(tick_counts(self.table), {"name": name})
         return [TickCount(*row) for row in result]

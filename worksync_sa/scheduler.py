@@ -22,10 +22,10 @@ from typing import Any
 
 from sqlalchemy.engine import Engine
 
-from ._calls import Idle, drive
-from ._loop import ended
-from ._passes import LoopStep, PassReport, SchedulerCore
-from ._tx import Transactions
+from ._core.outage import ended
+from ._core.passes import LoopStep, PassReport, SchedulerCore
+from ._run.blocking import Transactions
+from ._run.steps import Idle, drive
 from .config import RetryPolicy, SchedulerConfig
 from .engine import shown_url
 from .events import Listener

@@ -49,9 +49,10 @@ from alembic.script import ScriptDirectory
 from alembic.util import CommandError
 from sqlalchemy.engine import Connection, Engine
 
-from ._dialects import family_of
-from ._poolers import unprepared
-from ._tx import checked_engine, writer_lock
+from ._run.engines import checked_engine
+from ._run.poolers import unprepared
+from ._run.writelock import writer_lock
+from ._sql.dialect import family_of
 from .errors import SchemaNotReadyError, WorksyncError
 from .models import DEFAULT_TABLE, validate_table_name, version_table_for, work_table
 
@@ -370,7 +371,7 @@ def migrating(engine: Engine, table: str) -> Iterator[Connection]:
     it. MySQL/MariaDB run DDL outside transactions, so there it is a named
     lock (``GET_LOCK``) on a connection of its own, released when the
     migration ends or that connection closes. SQLite: a lock file beside the
-    database. Nothing is prepared on the server meanwhile (``_poolers``).
+    database. Nothing is prepared on the server meanwhile (``_run.poolers``).
     """
     with _session_lock(engine, table), engine.connect() as conn, unprepared(conn), conn.begin():
         if family_of(engine.dialect) == "postgresql":

@@ -22,8 +22,7 @@ from typing import Any
 
 from sqlalchemy.engine import Engine
 
-from ._calls import Idle, Pause, drive
-from ._claiming import (
+from ._core.claims import (
     Beat,
     ClaimCore,
     ClaimStep,
@@ -33,8 +32,9 @@ from ._claiming import (
     checked_row,
     error_text,
 )
-from ._loop import ended
-from ._tx import Transactions
+from ._core.outage import ended
+from ._run.blocking import Transactions
+from ._run.steps import Idle, Pause, drive
 from .config import RetryPolicy
 from .engine import shown_url
 from .errors import ClaimLostError

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from ._text import check_text
+from ._sql.text import check_text
 from .cron import SYNTAXES, Schedule, schedule_of
 from .durations import as_timedelta
 from .errors import InvalidArgumentError, InvalidWorkError

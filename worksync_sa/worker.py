@@ -23,9 +23,8 @@ from typing import Any
 
 from sqlalchemy.engine import Engine
 
-from ._calls import Idle, drive
-from ._loop import ended, is_stop
-from ._working import (
+from ._core.outage import ended, is_stop
+from ._core.worker import (
     DEFAULT_MAX_BACKOFF,
     DEFAULT_POLL,
     MAX_CONCURRENCY_LIMIT,
@@ -40,6 +39,7 @@ from ._working import (
     report,
     utcnow,
 )
+from ._run.steps import Idle, drive
 from .config import RetryPolicy
 from .events import Listener
 from .models import DEFAULT_TABLE

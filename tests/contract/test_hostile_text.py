@@ -321,7 +321,7 @@ def test_status_escapes_control_characters_in_names_sequences_and_errors(
 
 
 def test_printable_leaves_ordinary_text_alone() -> None:
-    from worksync_sa._text import printable
+    from worksync_sa._sql.text import printable
 
     assert printable("report-😀 über naïve ∑") == "report-😀 über naïve ∑"
     assert printable("family 👨\u200d👩\u200d👧") == "family 👨\u200d👩\u200d👧"  # ZWJ kept

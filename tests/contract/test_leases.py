@@ -18,7 +18,7 @@ from worksync_sa import (
     WorkSync,
     default_sequence,
 )
-from worksync_sa._dialects import RECOVERY_BATCH
+from worksync_sa._sql.maintenance import RECOVERY_BATCH
 from worksync_sa.models import table_named
 
 from ..conftest import Db

@@ -182,7 +182,7 @@ def test_a_tick_labelled_two_ways_is_one_entry(db: Db) -> None:
 def test_a_page_is_read_in_index_order_without_a_sort(server_db: Db) -> None:
     """MariaDB sorted a work's whole history for every page; now no plan sorts or spills."""
     from benchmarks.ledger_history import load
-    from worksync_sa import _statements
+    from worksync_sa._sql import ledger as ledger_sql
 
     db = server_db
     now = load(db.engine, 20_000, table=db.table)
@@ -196,7 +196,7 @@ def test_a_page_is_read_in_index_order_without_a_sort(server_db: Db) -> None:
     }
     for one_work in (True, False):
         for resume in (False, True):
-            statement = _statements.ledger_page(
+            statement = ledger_sql.ledger_page(
                 table_named(db.table), one_work=one_work, resume=resume
             )
             compiled = statement.compile(dialect=db.engine.dialect)

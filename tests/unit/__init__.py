@@ -1,7 +1,7 @@
 """The unit tier: decisions that need no database server, run in seconds.
 
-The package's cores (``_attempts``, ``_reconcile``, ``_passes``, ``_claiming``,
-``_working``, ``_retry``) are generators of steps that a blocking or an asyncio
+The package's cores (``_run.attempts``, ``_core.reconcile``, ``_core.passes``, ``_core.claims``,
+``_core.worker``, ``_run.retry``) are generators of steps that a blocking or an asyncio
 runner performs. These tests play the runner: they send back scripted answers
 and check the steps and results against the rules the docstrings, the README
 and CONTRIBUTING.md state. Nothing here opens a connection or mocks one.

@@ -1,6 +1,6 @@
 """Playing a runner by hand: a core's generator driven with scripted answers.
 
-A runner (``_tx``, ``_async_tx``) performs each step a core yields and sends
+A runner (``_run.blocking``, ``_run.async_runner``) performs each step a core yields and sends
 back what happened. :class:`Script` does the same with answers written in the
 test, so a test reads as the conversation it expects: the steps yielded, in
 order, and what the generator made of each answer. An answer that is a
@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 import sqlalchemy as sa
 
-from worksync_sa._calls import Call
+from worksync_sa._run.steps import Call
 
 T = TypeVar("T")
 

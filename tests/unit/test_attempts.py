@@ -1,4 +1,4 @@
-"""One call's attempts (``_attempts.attempts``): the state machine both runners follow.
+"""One call's attempts (``_run.attempts.attempts``): the state machine both runners follow.
 
 The runner is played by a :class:`Script`; each test is the conversation a
 call has with its runner on one path: the plain success, a deadlock then a
@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from worksync_sa._attempts import (
+from worksync_sa._run.attempts import (
     BUSY,
     TAKE,
     UNLOCK,
@@ -31,8 +31,8 @@ from worksync_sa._attempts import (
     Sleep,
     attempts,
 )
-from worksync_sa._calls import Call
-from worksync_sa._retry import Retry
+from worksync_sa._run.retry import Retry
+from worksync_sa._run.steps import Call
 from worksync_sa.config import RetryPolicy
 from worksync_sa.errors import SchemaNotReadyError
 

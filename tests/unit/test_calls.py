@@ -1,4 +1,4 @@
-"""The two drivers of a core's generator (``_calls.drive``, ``drive_async``).
+"""The two drivers of a core's generator (``_run.steps.drive``, ``drive_async``).
 
 Both must do what the module promises: perform each yielded step, send its
 result back, and throw a failed step's error into the generator where it
@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from worksync_sa._calls import Call, drive, drive_async
+from worksync_sa._run.steps import Call, drive, drive_async
 
 
 def _adder() -> Generator[str, int, int]:

@@ -1,4 +1,4 @@
-"""The claim's core (``_claiming``): checked inputs, claim calls, and ``with claim:`` steps.
+"""The claim's core (``_core.claims``): checked inputs, claim calls, and ``with claim:`` steps.
 
 A claim call is one ``Call`` with a fresh token, and a ``resolve`` (the
 attempts use it after a lost reply) and ``peek`` (for a busy SQLite file).
@@ -17,9 +17,7 @@ from typing import Any
 
 import pytest
 
-from worksync_sa._attempts import BUSY, TAKE, Counters, Give, Locked, Run, attempts
-from worksync_sa._calls import Call, Idle, Pause
-from worksync_sa._claiming import (
+from worksync_sa._core.claims import (
     BEAT,
     READ_LEASE,
     ClaimCore,
@@ -30,7 +28,9 @@ from worksync_sa._claiming import (
     error_text,
     heartbeat_period,
 )
-from worksync_sa._retry import Retry
+from worksync_sa._run.attempts import BUSY, TAKE, Counters, Give, Locked, Run, attempts
+from worksync_sa._run.retry import Retry
+from worksync_sa._run.steps import Call, Idle, Pause
 from worksync_sa.config import RetryPolicy
 from worksync_sa.errors import ClaimLostError, InvalidArgumentError, InvalidWorkError
 from worksync_sa.models import WorkStatus

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-from worksync_sa._passes import PassReport
+from worksync_sa._core.passes import PassReport
 from worksync_sa.cli.schedule import describe_pass
 from worksync_sa.cli.text import format_moment, format_table, plural
 from worksync_sa.durations import format_duration, parse_duration

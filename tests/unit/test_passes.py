@@ -1,4 +1,4 @@
-"""A scheduler pass (``_passes``): its planning, and its database calls in order.
+"""A scheduler pass (``_core.passes``): its planning, and its database calls in order.
 
 Planning is pure: ticks in ``(after, until]``, one budget per sequence. A pass
 is driven as its runner would drive it, answering each call by name (the
@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 
-from worksync_sa._calls import Call, Idle
-from worksync_sa._passes import PASS, SchedulerCore
+from worksync_sa._core.passes import PASS, SchedulerCore
+from worksync_sa._run.steps import Call, Idle
 from worksync_sa.config import RetryPolicy, SchedulerConfig
 from worksync_sa.errors import InvalidConfigError, InvalidWorkError
 from worksync_sa.events import Event
@@ -346,7 +346,7 @@ def test_rows_of_other_settings_from_before_this_scheduler_are_a_change_logged_o
     before = CLOCK_AT_START - timedelta(hours=1)
     old = "sequence=utc; max_run=3; cron=* * * * *; timezone=UTC"
     window = [TickState("report", at(10, 1), label(at(10, 1)), old, 3, 2, 0, before)]
-    with caplog.at_level(logging.WARNING, logger="worksync_sa._passes"):
+    with caplog.at_level(logging.WARNING, logger="worksync_sa._core.passes"):
         run_pass(scheduler, Table(window=window))
         run_pass(scheduler, Table(window=window), now=NOW + timedelta(seconds=1))
     (record,) = caplog.records
@@ -361,7 +361,7 @@ def test_rows_of_other_settings_made_since_it_started_are_a_live_disagreement(
     since = CLOCK_AT_START + timedelta(seconds=5)
     other = "sequence=utc; max_run=3; cron=* * * * *; timezone=UTC"
     window = [TickState("report", at(10, 1), label(at(10, 1)), other, 3, 2, 0, since)]
-    with caplog.at_level(logging.WARNING, logger="worksync_sa._passes"):
+    with caplog.at_level(logging.WARNING, logger="worksync_sa._core.passes"):
         run_pass(scheduler, Table(window=window))
     (record,) = caplog.records
     assert record.levelname == "ERROR"

@@ -1,4 +1,4 @@
-"""What a pass changes in ticks not yet due (``_reconcile``), from plan and table alone.
+"""What a pass changes in ticks not yet due (``_core.reconcile``), from plan and table alone.
 
 Each test states what the table holds for a tick (as ``TickState`` rows: how
 many slots, the highest still queued, other programs' rows) and what the
@@ -13,13 +13,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-from worksync_sa._reconcile import (
-    Plan,
-    difference,
-    reconcile,
-    spec_fields,
-    spec_of,
-)
+from worksync_sa._core.reconcile import Plan, difference, reconcile, spec_fields, spec_of
 from worksync_sa.repository import Adoption, TickState
 from worksync_sa.work import Work
 

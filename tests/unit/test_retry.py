@@ -1,8 +1,8 @@
-"""What is retried and after how long (``_retry``), and what a driver's error means.
+"""What is retried and after how long (``_run.retry``), and what a driver's error means.
 
 The error numbers and SQLSTATEs are the servers' documented ones (MySQL's
 server and client error references, PostgreSQL's Appendix A), not read back
-from ``_dbapi_errors``: a deadlock is 1213 or 40P01 whatever the module says.
+from ``_sql.driver_errors``: a deadlock is 1213 or 40P01 whatever the module says.
 """
 
 from __future__ import annotations
@@ -10,13 +10,13 @@ from __future__ import annotations
 import pytest
 import sqlalchemy as sa
 
-from worksync_sa._dbapi_errors import (
+from worksync_sa._run.retry import Retry, backoff, first_line
+from worksync_sa._sql.driver_errors import (
     is_database_away,
     is_disconnect,
     is_missing_schema,
     is_transient,
 )
-from worksync_sa._retry import Retry, backoff, first_line
 from worksync_sa.config import RetryPolicy
 from worksync_sa.errors import InvalidConfigError, SchemaNotReadyError
 

@@ -1,4 +1,4 @@
-"""Recovery and pruning steps (``_maintenance``) and the loops' outage bookkeeping (``_loop``).
+"""Recovery and pruning steps (``_core.maintenance``), and outage bookkeeping (``_core.outage``).
 
 Pruning deletes in batches until one comes back short, or a pass's quota
 is used; recovery reports one line and one event per tick and kind. An
@@ -14,9 +14,9 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from worksync_sa._calls import Call
-from worksync_sa._loop import Outage, is_stop
-from worksync_sa._maintenance import check_prune, prune_steps, recover_steps
+from worksync_sa._core.maintenance import check_prune, prune_steps, recover_steps
+from worksync_sa._core.outage import Outage, is_stop
+from worksync_sa._run.steps import Call
 from worksync_sa.errors import InvalidArgumentError
 from worksync_sa.events import Event, Events
 from worksync_sa.models import table_named

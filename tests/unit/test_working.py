@@ -1,4 +1,4 @@
-"""What a worker decides (``_working``), for ``Worker`` and ``AsyncWorker`` alike.
+"""What a worker decides (``_core.worker``), for ``Worker`` and ``AsyncWorker`` alike.
 
 A round claims what is due and starts it: one runner runs each claim in the
 loop, more take a runner before each claim so the worker never holds a
@@ -16,9 +16,8 @@ from typing import Any
 
 import pytest
 
-from worksync_sa._calls import Idle
-from worksync_sa._claiming import ClaimCore
-from worksync_sa._working import (
+from worksync_sa._core.claims import ClaimCore
+from worksync_sa._core.worker import (
     ROUND,
     AcquireDue,
     FreeRunner,
@@ -30,6 +29,7 @@ from worksync_sa._working import (
     handlers_for,
     report,
 )
+from worksync_sa._run.steps import Idle
 from worksync_sa.errors import ClaimLostError, InvalidArgumentError
 from worksync_sa.models import WorkStatus
 from worksync_sa.repository import ClaimedRow

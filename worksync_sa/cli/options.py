@@ -25,9 +25,9 @@ from urllib.parse import quote, quote_plus
 
 import sqlalchemy as sa
 
-from .._dbapi_errors import is_disconnect
-from .._loop import Outage
-from .._text import printable
+from .._core.outage import Outage
+from .._sql.driver_errors import is_disconnect
+from .._sql.text import printable
 from ..config_file import URL_FORM, ConfigFile, load_config, parse_url
 from ..durations import parse_duration
 from ..engine import create_engine, is_secret_key, shown_url

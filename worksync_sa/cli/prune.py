@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 
-from .._maintenance import check_batch_size, check_older_than
+from .._core.maintenance import check_batch_size, check_older_than
 from ..durations import format_duration
 from ..errors import InvalidArgumentError
 from ..sync import WorkSync

@@ -20,7 +20,7 @@ from datetime import datetime, timedelta, timezone
 
 import sqlalchemy as sa
 
-from .._text import printable
+from .._sql.text import printable
 from ..durations import format_duration
 from ..ledger import Ledger, TickEntry, WorkSummary, summarise_each
 from ..sequences import default_sequence

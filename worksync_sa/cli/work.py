@@ -35,7 +35,7 @@ from datetime import timedelta
 
 import sqlalchemy as sa
 
-from .._working import MAX_CONCURRENCY_LIMIT
+from .._core.worker import MAX_CONCURRENCY_LIMIT
 from ..config_file import ConfigFile, WorkerSettings
 from ..durations import format_duration
 from ..events import Event

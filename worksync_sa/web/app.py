@@ -36,7 +36,7 @@ from starlette.responses import HTMLResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from .._text import check_text
+from .._sql.text import check_text
 from ..errors import InvalidArgumentError
 from ..metrics import EXPOSITION_CONTENT_TYPE, LedgerCollector
 from ..models import DEFAULT_TABLE, as_utc, validate_table_name

@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 from urllib.parse import urlencode
 
-from .._text import check_text
+from .._sql.text import check_text
 from ..durations import parse_duration
 from ..errors import InvalidArgumentError
 from ..models import as_utc

@@ -1,6 +1,6 @@
 """The status page's reads: the only module of the page that talks to the database.
 
-The figures are the ledger's (see :mod:`.queries`): per work its counts,
+The figures are the ledger's (see ``worksync_sa._sql.page``): per work its counts,
 summed by the database over the range, and per tick its figures without
 text, for the lag quantiles (folded exactly as ``Ledger.summary`` folds
 them), the charts and the timelines. Rows another program wrote without a
@@ -21,18 +21,18 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from .._sql import page as page_sql
 from ..ledger import (
     Ledger,
     TickEntry,
     _undated,  # the ledger's reading of undated rows, not a copy of it
 )
 from ..models import WorkStatus, table_named
-from . import queries
 from .config import PageConfig
 from .params import LATEST, Filter
 from .snapshot import HistoryPage, Light, RunRow, Snapshot, Totals, WorkSettings, fold
 
-TOTALS = ("ticks", *queries.COUNTS)
+TOTALS = ("ticks", *page_sql.COUNTS)
 """The columns of a work's totals, in :class:`Totals` order."""
 
 
@@ -64,21 +64,21 @@ class Reader:
             params["work_name"] = view.name
         limit = self._config.max_ticks
         with self._engine.connect() as conn:
-            summed = conn.execute(queries.work_totals(self._table, one_work=one_work), params)
+            summed = conn.execute(page_sql.work_totals(self._table, one_work=one_work), params)
             totals = {
                 row.name: Totals(row.name, *(int(row._mapping[k]) for k in TOTALS))
                 for row in summed
             }
             undated_rows = conn.execute(
-                queries.undated_ticks(self._table, one_work=one_work), params
+                page_sql.undated_ticks(self._table, one_work=one_work), params
             )
             undated = _undated(undated_rows, params)
             capped = sum(t.ticks for t in totals.values()) + len(undated) > limit
-            statement = queries.tick_figures(self._table, one_work=one_work, latest_first=capped)
+            statement = page_sql.tick_figures(self._table, one_work=one_work, latest_first=capped)
             rows = conn.execute(statement, {**params, "limit": limit}).all()
             settings = self._settings(conn, one_work, params)
             if one_work:
-                names = list(conn.execute(queries.names_in_range(self._table), params).scalars())
+                names = list(conn.execute(page_sql.names_in_range(self._table), params).scalars())
         ticks: dict[str, list[Light]] = {}
         for row in reversed(rows) if capped else rows:
             light = Light(*row)
@@ -118,7 +118,7 @@ class Reader:
         """The rows of one tick of ``name``, slot by slot."""
         params = {"work_name": name, "tick": tick, "label": label}
         with self._engine.connect() as conn:
-            rows = list(conn.execute(queries.tick_rows(self._table), params))
+            rows = list(conn.execute(page_sql.tick_rows(self._table), params))
         rows.sort(key=lambda row: (row.slot is None, row.slot or 0, row.id))
         return [
             RunRow(
@@ -140,7 +140,7 @@ class Reader:
         self, conn: sa.Connection, one_work: bool, params: dict[str, Any]
     ) -> dict[str, WorkSettings]:
         """Each work's latest settings in the range (the spec of its latest tick)."""
-        statement = queries.settings_in_range(self._table, one_work=one_work)
+        statement = page_sql.settings_in_range(self._table, one_work=one_work)
         latest: dict[str, tuple[datetime, str]] = {}
         for row in conn.execute(statement, params):
             seen = latest.get(row.name)

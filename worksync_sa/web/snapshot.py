@@ -17,13 +17,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import NamedTuple
 
+from .._sql.elapsed import EPOCH
 from ..ledger import (
     TickEntry,
     WorkSummary,
     _quantile,  # the ledger's quantile rule, not a copy of it
 )
 from . import texts
-from .elapsed import EPOCH
 from .params import Cursor
 
 OUTCOMES = ("failed", "recovered", "missed", "running", "queued", "succeeded", "surplus")

@@ -15,7 +15,7 @@ After ``fork()`` a child never touches its parent's lanes; it opens its own.
 
 SQLite's own busy handler sleeps in coarse steps and collapses when several
 processes write; lanes on SQLite set ``busy_timeout`` to 0 and the services
-retry SQLITE_BUSY themselves, in fine-grained jittered steps (see ``_retry``).
+retry SQLITE_BUSY themselves, in fine-grained jittered steps (see ``_run.retry``).
 Lanes on psycopg send lists as binary arrays (the scheduler's bulk inserts),
 and prepare nothing on the server when a pooler sits in between.
 Lanes on MySQL/MariaDB must speak utf8mb4, or they are refused.
@@ -37,11 +37,11 @@ from typing import Any
 from sqlalchemy import pool
 from sqlalchemy.engine import Connection, Engine
 
-from ._direct import mark_lane
-from ._poolers import never_prepare
-from ._process import pid
-from .engine import shown_url
-from .errors import UnsupportedDatabaseError
+from .._sql.direct import mark_lane
+from ..engine import shown_url
+from ..errors import UnsupportedDatabaseError
+from .poolers import never_prepare
+from .process import pid
 
 # Lanes inherited through fork(): never used, never closed (their sockets belong
 # to the parent), only kept referenced so no finalizer ever touches them.
@@ -123,10 +123,10 @@ def prepare_lane(conn: Connection) -> None:
     """A lane's own settings, then out of the host's pool (blocking and asyncio lanes alike).
 
     SQLite's busy timeout goes to 0: writers queue on the lock file instead
-    (``_writelock``). On psycopg the scheduler's batches travel as arrays,
+    (``_run.writelock``). On psycopg the scheduler's batches travel as arrays,
     and binary arrays need no per-element quoting, which halves the time of
     a large batch, and behind a pooler (PgBouncer) nothing is prepared on
-    the server (``_poolers``).
+    the server (``_run.poolers``).
     """
     if conn.dialect.name in ("mysql", "mariadb"):
         require_utf8mb4(conn)

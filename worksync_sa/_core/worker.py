@@ -5,7 +5,7 @@ serves and with which handler, how far back a due claim may look, when the
 works take turns, when to claim at all (only while a runner is free, so it
 never holds a claim it cannot run), how long to wait, how to outlive an
 outage, and what to log when a handler fails. Those choices are generators
-of steps here (as ``_passes`` does for the schedulers); each twin performs
+of steps here (as ``_core.passes`` does for the schedulers); each twin performs
 the steps with threads or with tasks.
 """
 
@@ -17,13 +17,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from ._calls import Idle
-from ._claiming import ClaimCore, describe
-from ._loop import Outage, is_stop
-from ._text import check_text
-from .durations import as_timedelta
-from .errors import ClaimLostError, InvalidArgumentError
-from .work import Work
+from .._run.steps import Idle
+from .._sql.text import check_text
+from ..durations import as_timedelta
+from ..errors import ClaimLostError, InvalidArgumentError
+from ..work import Work
+from .claims import ClaimCore, describe
+from .outage import Outage, is_stop
 
 logger = logging.getLogger("worksync_sa.worker")
 

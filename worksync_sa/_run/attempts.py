@@ -1,12 +1,12 @@
 """One service call's attempts, written once for both runners.
 
-A call (``_calls.Call``) runs on a lane, is retried on transient errors and
+A call (``_run.steps.Call``) runs on a lane, is retried on transient errors and
 lost connections, resolves an attempt whose reply was lost before trying
 again, and on a SQLite file queues for the writers' lock. That is a small
 state machine; :func:`attempts` is it, as a generator that yields what it
 needs done (take a lane, run a function on it, sleep, take the lock...) and
-receives the result. The blocking runner (``_tx``) does each step by
-blocking, the asyncio runner (``_async_tx``) by awaiting; neither decides
+receives the result. The blocking runner (``_run.blocking``) does each step by
+blocking, the asyncio runner (``_run.async_runner``) by awaiting; neither decides
 anything itself, so the two cannot drift apart.
 
 The writers' lock follows one rule on both: take it if it is free; if not,
@@ -26,9 +26,9 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from ._calls import Call
-from ._dbapi_errors import is_disconnect
-from ._retry import Retry
+from .._sql.driver_errors import is_disconnect
+from .retry import Retry
+from .steps import Call
 
 T = TypeVar("T")
 

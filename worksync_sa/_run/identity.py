@@ -7,7 +7,7 @@ import random
 import secrets
 import socket
 
-from ._process import pid
+from .process import pid
 
 
 @functools.cache

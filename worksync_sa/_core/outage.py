@@ -18,7 +18,7 @@ import logging
 import random
 import time
 
-from ._retry import first_line
+from .._run.retry import first_line
 
 
 class Outage:

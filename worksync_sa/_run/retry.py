@@ -3,7 +3,7 @@
 Deadlocks, lock-wait timeouts, serialization failures, SQLite's "database is
 locked" and lost connections are retried; anything else is raised at once.
 :class:`Retry` is pure bookkeeping for one call; the attempts themselves
-(``_attempts``) ask it after every failure.
+(``_run.attempts``) ask it after every failure.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ import time
 
 import sqlalchemy as sa
 
-from ._dbapi_errors import is_disconnect, is_missing_schema, is_transient
-from .config import RetryPolicy
-from .errors import SchemaNotReadyError
+from .._sql.driver_errors import is_disconnect, is_missing_schema, is_transient
+from ..config import RetryPolicy
+from ..errors import SchemaNotReadyError
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ def first_line(exc: BaseException) -> str:
 class Retry:
     """The retry rule both runners follow, for one service call.
 
-    Pure bookkeeping: the runner runs an attempt (``_attempts``), and on a database error
+    Pure bookkeeping: the runner runs an attempt (``_run.attempts``), and on a database error
     asks :meth:`delay_after` how long to wait before the next one; the
     method raises instead when the error is not worth retrying.
     """

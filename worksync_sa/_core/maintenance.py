@@ -1,6 +1,6 @@
 """The services' upkeep: taking back abandoned rows, and deleting old finished ones.
 
-Both are steps (``_calls``) that ``WorkSync`` and the scheduler's passes run on
+Both are steps (``_run.steps``) that ``WorkSync`` and the scheduler's passes run on
 either runner: recovery in one bounded statement per call, pruning in small
 primary-key-ordered batches, each its own short transaction.
 """
@@ -11,12 +11,11 @@ import logging
 from datetime import datetime, timedelta
 from functools import partial
 
-from ._calls import Call, Steps
-from ._tx import CLOCK
-from .config import SHORTEST_RETENTION
-from .errors import InvalidArgumentError
-from .events import Events, report_recovered
-from .repository import MaintenanceRepository, Recovered
+from .._run.steps import CLOCK, Call, Steps
+from ..config import SHORTEST_RETENTION
+from ..errors import InvalidArgumentError
+from ..events import Events, report_recovered
+from ..repository import MaintenanceRepository, Recovered
 
 logger = logging.getLogger(__name__)
 

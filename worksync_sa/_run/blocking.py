@@ -3,10 +3,10 @@
 Only the services run their own statements, so only they may retry: a retried
 repository call inside a host's transaction could repeat half of it. Every
 service call is a single guarded statement (or a read plus one), so it runs
-in autocommit on a lane (see ``_lanes``) and a retry repeats the whole call.
+in autocommit on a lane (see ``_run.lanes``) and a retry repeats the whole call.
 What is retried, and how a lost reply is resolved, is decided once for both
-runners in ``_attempts`` and ``_retry``; this module only blocks where the
-asyncio runner (``_async_tx``) awaits.
+runners in ``_run.attempts`` and ``_run.retry``; this module only blocks where the
+asyncio runner (``_run.async_runner``) awaits.
 """
 
 from __future__ import annotations
@@ -14,14 +14,13 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from datetime import datetime
 from functools import partial
 from typing import Any, TypeVar
 
-import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from ._attempts import (
+from ..config import RetryPolicy
+from .attempts import (
     BUSY,
     Commit,
     Counters,
@@ -37,48 +36,19 @@ from ._attempts import (
     WaitLock,
     attempts,
 )
-from ._calls import Call, drive
-from ._dialects import db_now, family_of
-from ._lanes import Lanes
-from ._retry import Retry
-from ._writelock import WriteLock
-from .config import RetryPolicy
-from .errors import InvalidArgumentError
-from .models import as_utc
+from .engines import checked_engine
+from .lanes import Lanes
+from .retry import Retry
+from .steps import Call, drive
+from .writelock import WriteLock, writer_lock
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
 
-def checked_engine(engine: object) -> Engine:
-    """``engine`` if it is a SQLAlchemy Engine, else a clear error."""
-    if not isinstance(engine, Engine):
-        raise InvalidArgumentError(
-            f"engine must be a sqlalchemy Engine (sqlalchemy.create_engine(url)), "
-            f"not {type(engine).__name__}"
-        )
-    return engine
-
-
-def writer_lock(url: sa.URL, suffix: str = "-worksync.lock") -> WriteLock | None:
-    """The writers' lock of a SQLite database file; None for memory and URI databases."""
-    database = str(url.database or "")
-    if database in ("", ":memory:") or database.startswith("file:"):
-        return None
-    return WriteLock(database, suffix)
-
-
-def read_clock(conn: Connection) -> datetime:
-    """The database server's clock, as aware UTC."""
-    return as_utc(conn.execute(sa.select(db_now(family_of(conn.dialect)))).scalar_one())
-
-
-CLOCK: Call[datetime] = Call("clock", read_clock)
-
-
 class Transactions:
-    """The blocking runner: does each step of a call's attempts (``_attempts``) by blocking."""
+    """The blocking runner: does each step of a call's attempts (``_run.attempts``) by blocking."""
 
     def __init__(self, engine: Engine, table: str, policy: RetryPolicy) -> None:
         self.engine = checked_engine(engine)

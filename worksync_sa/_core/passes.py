@@ -1,7 +1,7 @@
 """A scheduler pass, written once for ``Scheduler`` and ``AsyncScheduler``.
 
 Planning is pure (works and a time window in, sorted rows out); the pass is
-a generator of database calls (see ``_calls``): read the clock, find where
+a generator of database calls (see ``_run.steps``): read the clock, find where
 each work's planning resumes, insert the rows in a few batches, recover,
 prune now and then. The background loop is written here too, as steps
 (``_loop_steps``). The two schedulers only perform those steps, blocking or
@@ -21,26 +21,19 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
-from ._calls import Call, Idle, Steps
-from ._claiming import checked_now
-from ._loop import Outage, is_stop
-from ._maintenance import prune_steps, recover_steps
-from ._reconcile import Plan, Reconciliation, Sighting, difference, reconcile, spec_of
-from ._text import check_text
-from ._tx import CLOCK
-from .config import RetryPolicy, SchedulerConfig
-from .errors import InvalidArgumentError, InvalidConfigError, InvalidWorkError
-from .events import Event, Events, Listener
-from .models import checked_moment, table_named, validate_table_name
-from .repository import (
-    MaintenanceRepository,
-    NewRow,
-    QueuedRow,
-    ScheduleRepository,
-    TickState,
-)
-from .sequences import PRUNABLE_KINDS, sequence_kind
-from .work import Work
+from .._run.steps import CLOCK, Call, Idle, Steps
+from .._sql.text import check_text
+from ..config import RetryPolicy, SchedulerConfig
+from ..errors import InvalidArgumentError, InvalidConfigError, InvalidWorkError
+from ..events import Event, Events, Listener
+from ..models import checked_moment, table_named, validate_table_name
+from ..repository import MaintenanceRepository, NewRow, QueuedRow, ScheduleRepository, TickState
+from ..sequences import PRUNABLE_KINDS, sequence_kind
+from ..work import Work
+from .claims import checked_now
+from .maintenance import prune_steps, recover_steps
+from .outage import Outage, is_stop
+from .reconcile import Plan, Reconciliation, Sighting, difference, reconcile, spec_of
 
 logger = logging.getLogger(__name__)
 
@@ -241,7 +234,7 @@ class SchedulerCore:
     ) -> Steps[None]:
         """Plan up to the lookahead, reconcile the window with the table, then write.
 
-        Every pass looks at every tick not yet due (see ``_reconcile``), so a
+        Every pass looks at every tick not yet due (see ``_core.reconcile``), so a
         change of settings reaches them all on the next pass; then it creates
         what is missing in a few batched statements.
         """

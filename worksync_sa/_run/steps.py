@@ -4,8 +4,8 @@ Every service call is a short series of database calls with plain logic in
 between (a scheduler pass: read the clock, read the horizon, insert a few
 batches, recover, prune). That logic is written as a generator that yields a
 :class:`Call` for each database call and receives its result, without doing
-any I/O itself. :func:`drive` runs it on the blocking runner (``_tx``),
-:func:`drive_async` on the asyncio one (``_async_tx``). So ``Scheduler`` and
+any I/O itself. :func:`drive` runs it on the blocking runner (``_run.blocking``),
+:func:`drive_async` on the asyncio one (``_run.async_runner``). So ``Scheduler`` and
 ``AsyncScheduler``, ``WorkSync`` and ``AsyncWorkSync`` share every decision,
 statement and retry rule, and differ only in how they wait.
 
@@ -18,9 +18,12 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Generic, TypeVar
 
 from sqlalchemy.engine import Connection
+
+from .._sql.dialect import read_clock
 
 T = TypeVar("T")
 
@@ -74,7 +77,7 @@ def drive(steps: Generator[Any, Any, T] | Call[T], run: Callable[[Any], Any]) ->
     """Run ``steps`` to the end, doing each step it yields with ``run`` (blocking).
 
     A step is a :class:`Call`, or whatever other kind of step the generator's
-    shells agree on (``_claiming``'s claim steps); an error doing one is
+    shells agree on (``_core.claims``'s claim steps); an error doing one is
     thrown back into the generator where it yielded. A single ``Call`` is
     driven as its own one step.
     """
@@ -112,3 +115,7 @@ async def drive_async(
     except StopIteration as done:
         value: T = done.value
         return value
+
+
+CLOCK: Call[datetime] = Call("clock", read_clock)
+"""The database clock, as a call of its own: the first step of passes and upkeep."""

@@ -18,7 +18,7 @@ Settings thus take effect on the next pass for every tick not yet due.
 Rows that differ from the plan and carry another scheduler's settings are
 reported, naming both: from before this scheduler started, a settings change;
 made or changed since, a live disagreement. Due ticks are never touched.
-Nothing here reads the database or the clock: ``_passes`` does, and writes.
+Nothing here reads the database or the clock: ``_core.passes`` does, and writes.
 """
 
 from __future__ import annotations
@@ -27,9 +27,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from .models import TEXT_MAX
-from .repository import Adoption, Surplus, TickState
-from .work import Work
+from ..models import TEXT_MAX
+from ..repository import Adoption, Surplus, TickState
+from ..work import Work
 
 Plan = list[tuple[Work, list[tuple[str, datetime]]]]
 """Per work (sorted by name), its (sequence, tick) pairs, sorted."""

@@ -1,6 +1,6 @@
 """What ``WorkSync`` and ``AsyncWorkSync`` (and their claims) share: all of it but the waiting.
 
-Checked inputs, the database calls (see ``_calls``), the claim's bookkeeping
+Checked inputs, the database calls (see ``_run.steps``), the claim's bookkeeping
 and error messages, what ``with claim:`` does around its body (heartbeats,
 recording the outcome through an outage), and what gets logged and emitted
 all live here once. ``sync.py`` and ``async_sync.py`` only perform the steps,
@@ -18,31 +18,31 @@ from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
-from ._calls import Call, Idle, Pause, Steps
-from ._dbapi_errors import is_database_away
-from ._identity import default_worker_id, new_token
-from ._loop import Outage
-from ._maintenance import check_prune, prune_steps, recover_steps
-from ._text import check_text
-from .config import RetryPolicy
-from .durations import as_timedelta
-from .errors import ClaimLostError, InvalidArgumentError, InvalidWorkError
-from .events import Event, Events, Listener
-from .models import (
+from .._run.identity import default_worker_id, new_token
+from .._run.steps import Call, Idle, Pause, Steps
+from .._sql.driver_errors import is_database_away
+from .._sql.text import check_text
+from ..config import RetryPolicy
+from ..durations import as_timedelta
+from ..errors import ClaimLostError, InvalidArgumentError, InvalidWorkError
+from ..events import Event, Events, Listener
+from ..models import (
     DEFAULT_LEASE_SECONDS,
     WorkStatus,
     checked_moment,
     table_named,
     validate_table_name,
 )
-from .repository import (
+from ..repository import (
     ClaimedRow,
     ClaimRepository,
     MaintenanceRepository,
     claimed_row,
     floor_seconds,
 )
-from .work import LONGEST_POLICY
+from ..work import LONGEST_POLICY
+from .maintenance import check_prune, prune_steps, recover_steps
+from .outage import Outage
 
 logger = logging.getLogger(__name__)
 
@@ -114,7 +114,7 @@ def error_text(error: object) -> str | None:
 
 
 def heartbeat_period(lease_seconds: int | None) -> float:
-    """How often a kept-alive claim heartbeats: a third of its lease, at least every 0.5 s."""
+    """How often a kept-alive claim heartbeats: a third of its lease, but no less than 0.5 s."""
     return max(0.5, (lease_seconds or DEFAULT_LEASE_SECONDS) / 3)
 
 

@@ -18,7 +18,9 @@ from __future__ import annotations
 import os
 from types import TracebackType
 
-from ._process import pid
+import sqlalchemy as sa
+
+from .process import pid
 
 try:
     import fcntl
@@ -67,3 +69,11 @@ class WriteLock:
     ) -> None:
         if fcntl is not None and self._fd is not None:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+
+def writer_lock(url: sa.URL, suffix: str = "-worksync.lock") -> WriteLock | None:
+    """The writers' lock of a SQLite database file; None for memory and URI databases."""
+    database = str(url.database or "")
+    if database in ("", ":memory:") or database.startswith("file:"):
+        return None
+    return WriteLock(database, suffix)

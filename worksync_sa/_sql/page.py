@@ -1,7 +1,7 @@
 """The statements the status page adds to the ledger's: pure builders, no I/O.
 
 The figures are the ledger's: the two reads a range needs are derived from
-the ledger's own page statement (``_statements.ledger_page``), so every
+the ledger's own page statement (``ledger_page``), so every
 count keeps the one definition the ledger, ``worksync status`` and this
 page share. They differ only in what they return, which is what keeps the
 first page fast whatever the range holds:
@@ -34,9 +34,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from .. import _statements
 from ..models import CLOSED_BY_SURPLUS, UTCDateTime
 from .elapsed import EPOCH, microseconds_between
+from .ledger import ledger_page, unadopted_ledger
 
 TICK_ROWS_LIMIT = 1_000
 """Most rows one tick's details show (``max_run`` can reach 10,000)."""
@@ -55,7 +55,7 @@ def work_totals(table: sa.Table, *, one_work: bool) -> sa.Select[Any]:
     The ledger page's own count columns, grouped by work instead of by tick:
     each is a sum over the work's rows, so the sum of the per-tick figures.
     """
-    page = _statements.ledger_page(table, one_work=one_work, resume=False)
+    page = ledger_page(table, one_work=one_work, resume=False)
     columns = {column.name: column for column in page.selected_columns}
     c = table.c
     return (
@@ -87,7 +87,7 @@ def tick_figures(table: sa.Table, *, one_work: bool, latest_first: bool) -> sa.S
     ``lag_us`` since the tick), keeps each row to numbers: no driver parses a
     date, which is most of the cost of a row on MariaDB.
     """
-    page = _statements.ledger_page(table, one_work=one_work, resume=False)
+    page = ledger_page(table, one_work=one_work, resume=False)
     columns = {column.name: column for column in page.selected_columns}
     c = table.c
     epoch = sa.literal(EPOCH, UTCDateTime())
@@ -167,4 +167,4 @@ def names_in_range(table: sa.Table) -> sa.Select[Any]:
 @functools.cache
 def undated_ticks(table: sa.Table, *, one_work: bool) -> sa.Select[Any]:
     """The ledger's own read of rows without a tick time (another program's), per label."""
-    return _statements.unadopted_ledger(table, one_work=one_work)
+    return unadopted_ledger(table, one_work=one_work)

@@ -1,10 +1,10 @@
 """The asyncio runner: runs the services' calls on held autocommit ``AsyncConnection``s.
 
-The twin of ``_tx`` (and of ``_lanes``) for an ``AsyncEngine``. Each
-:class:`~worksync_sa._calls.Call` runs through ``AsyncConnection.run_sync``,
+The twin of ``_run.blocking`` (and of ``_run.lanes``) for an ``AsyncEngine``. Each
+:class:`~worksync_sa._run.steps.Call` runs through ``AsyncConnection.run_sync``,
 so the very same repository code and statements drive the async driver
 (aiomysql or asyncmy, psycopg, aiosqlite), and the same attempts
-(``_attempts``) decide everything; only the waiting is ``await``-ed.
+(``_run.attempts``) decide everything; only the waiting is ``await``-ed.
 
 Lanes are kept per concurrently running call, opened through the host's
 engine and detached from its pool, exactly as on the blocking side, so a
@@ -23,7 +23,10 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from ._attempts import (
+from .._sql.direct import mark_lane
+from ..config import RetryPolicy
+from ..errors import InvalidArgumentError
+from .attempts import (
     BUSY,
     Commit,
     Counters,
@@ -39,14 +42,10 @@ from ._attempts import (
     WaitLock,
     attempts,
 )
-from ._calls import Call, drive_async
-from ._direct import mark_lane
-from ._lanes import SHARED_POOLS, prepare_lane
-from ._retry import Retry
-from ._tx import writer_lock
-from ._writelock import WriteLock
-from .config import RetryPolicy
-from .errors import InvalidArgumentError
+from .lanes import SHARED_POOLS, prepare_lane
+from .retry import Retry
+from .steps import Call, drive_async
+from .writelock import WriteLock, writer_lock
 
 if TYPE_CHECKING:  # at run time only once used: it needs greenlet, an optional extra
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -85,10 +84,10 @@ def _blocking_hint(engine: sa.Engine) -> str:
 
 
 def _prepare(conn: Connection) -> None:
-    """A lane, as on the blocking side (``_lanes.prepare_lane``).
+    """A lane, as on the blocking side (``_run.lanes.prepare_lane``).
 
     Marked as a lane, the connection also takes the hot statements' direct path
-    (``_direct``): inside ``run_sync`` its cursor is SQLAlchemy's adapter over
+    (``_sql.direct``): inside ``run_sync`` its cursor is SQLAlchemy's adapter over
     the async driver, so a claim skips the general execution machinery here too.
     """
     prepare_lane(conn)
@@ -165,7 +164,7 @@ async def _drop(conn: AsyncConnection) -> None:
 
 
 class AsyncTransactions:
-    """The asyncio runner: does each step of a call's attempts (``_attempts``) by awaiting."""
+    """The asyncio runner: does each step of a call's attempts (``_run.attempts``) by awaiting."""
 
     def __init__(self, engine: AsyncEngine, table: str, policy: RetryPolicy) -> None:
         self.engine = checked_async_engine(engine)

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import unicodedata
 
-from .errors import InvalidArgumentError
-from .models import ERROR_TEXT_MAX, TEXT_MAX
+from ..errors import InvalidArgumentError
+from ..models import ERROR_TEXT_MAX, TEXT_MAX
 
 # Bidirectional overrides and isolates reorder what follows them on screen.
 _BIDI_CONTROLS = frozenset(

@@ -1,0 +1,9 @@
+"""The core layer: every decision of the services, written once as generators of steps.
+
+A scheduler pass (``passes``, ``reconcile``), a claim (``claims``), the
+worker's loop (``worker``), recovery and pruning (``maintenance``), and how a
+loop survives an outage (``outage``). None of them does I/O: each yields a
+``_run.steps.Call`` and is sent its result, so the blocking and the asyncio
+services share them. No core imports a particular runner
+(``tests/test_layers.py``).
+"""

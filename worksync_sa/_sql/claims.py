@@ -1,0 +1,238 @@
+"""A claim's statements: take one queued row, and every later write fenced by its token.
+
+The claim is one statement on every database: an UPDATE guarded by
+``status = QUEUED`` whose row count is checked, so at most ``max_run`` claims
+of a tick can succeed whatever the concurrency. Its shape differs by
+database only in how it learns which row it took (``RETURNING`` on
+PostgreSQL and SQLite, a user variable read back on MariaDB). Correctness
+never depends on ``SKIP LOCKED`` or ``FOR UPDATE``: the lock clauses only
+spare workers some waiting.
+
+After the claim, the heartbeat and the finish carry the claim's id and token
+(``fenced``), so a worker whose lease was taken back can no longer write.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.dml import Update
+
+from ..models import (
+    CLOSED_BY_WORKER,
+    StatusCode,
+    UTCDateTime,
+    WorkStatus,
+)
+from .dialect import Family, _grace_seconds, clock, db_now, lease_seconds, shifted
+
+
+class _MySQLClaimUpdate(Update):
+    """``UPDATE ... ORDER BY <order> LIMIT <n>``, which SQLAlchemy does not build itself.
+
+    Order and limit are fixed per subclass (derived from the table), so the
+    compiled form is safe to cache. ORDER BY makes the chosen rows
+    deterministic, which statement-based replication needs.
+    """
+
+    inherit_cache = True
+    order_columns: tuple[str, ...] = ()
+    limit = 1
+
+
+class _ClaimOneOfTick(_MySQLClaimUpdate):
+    inherit_cache = True
+    # Matches the unique key (name, sequence, slot) plus InnoDB's implicit id,
+    # so the scan stops at the first queued row without a filesort.
+    order_columns = ("slot", "id")
+
+
+class _ClaimEarliestDue(_MySQLClaimUpdate):
+    inherit_cache = True
+    # Matches the status index (status, name, tick_at) plus the implicit id.
+    order_columns = ("tick_at", "id")
+
+
+@compiles(_MySQLClaimUpdate, "mysql")
+@compiles(_MySQLClaimUpdate, "mariadb")
+def _compile_mysql_claim(element: _MySQLClaimUpdate, compiler: SQLCompiler, **kw: Any) -> str:
+    text = compiler.visit_update(element, **kw)
+    table = element.table
+    assert isinstance(table, sa.Table)
+    order = ", ".join(compiler.process(table.c[name], **kw) for name in element.order_columns)
+    return f"{text} ORDER BY {order} LIMIT {int(element.limit)}"
+
+
+def _claim_values(table: sa.Table, family: Family) -> dict[Any, Any]:
+    c = table.c
+    now = db_now(family)
+    return {
+        c.status: WorkStatus.RUNNING.value,
+        c.started_at: now,
+        c.finished_at: sa.null(),
+        c.token: sa.bindparam("claim_token", type_=sa.String(32)),
+        c.claimed_by: sa.bindparam("worker", type_=sa.String(255)),
+        c.error: sa.null(),
+        c.closed_by: sa.null(),
+        c.attempts: sa.func.coalesce(c.attempts, 0) + 1,
+        c.lease_until: shifted(family, now, lease_seconds(table)),
+    }
+
+
+def claim_details(table: sa.Table) -> tuple[sa.Column[Any], ...]:
+    """What a claim learns about its row, in :class:`ClaimedRow`'s order after the token."""
+    c = table.c
+    return (c.id, c.sequence, c.lease_seconds, c.slot, c.tick_at, c.attempts, c.started_at)
+
+
+def claim_statement(
+    table: sa.Table, family: Family, *, due: bool, explicit_now: bool = False
+) -> Update:
+    """One statement that claims one queued row; it touches at most one row.
+
+    ``due=False`` claims a row of the tick ``(:name, :sequence)``; ``due=True``
+    claims the earliest queued row of ``:name`` whose ``tick_at`` is at most
+    the database clock (or the bound ``:now`` when ``explicit_now`` is set) and
+    no older than the row's grace. Either way the claim starts a lease of the
+    row's ``lease_seconds`` on the database clock.
+
+    The row's grace is a per-row condition that narrows no index range, so a
+    due claim also carries a floor, ``tick_at >= now - :floor_seconds`` (the
+    caller's grace for the work, or the longest grace a row can have): both
+    indexes that lead with the work's name then start their range there, and
+    a claim never walks the work's finished history, or the index entries
+    its earlier claims left behind, whatever plan the statistics pick.
+
+    * MySQL/MariaDB have no ``UPDATE ... RETURNING``: ``id = LAST_INSERT_ID(id)``
+      hands the claimed id back in the same round trip, read as ``lastrowid``.
+    * PostgreSQL picks the row in a ``FOR UPDATE SKIP LOCKED`` sub-select, so
+      racing workers take different rows instead of queueing on one.
+    * SQLite serialises writers, so a plain sub-select is enough.
+    """
+    c = table.c
+    if due:
+        now = clock(family, explicit_now)
+        where: list[sa.ColumnElement[bool]] = [
+            c.status == WorkStatus.QUEUED.value,
+            c.name == sa.bindparam("work_name", type_=sa.String(255)),
+            c.tick_at <= now,
+            c.tick_at >= shifted(family, now, -_grace_seconds(table)),
+            c.tick_at >= shifted(family, now, -sa.bindparam("floor_seconds", type_=sa.Integer())),
+        ]
+        order: tuple[sa.ColumnElement[Any], ...] = (c.tick_at, c.id)
+    else:
+        where = [
+            c.name == sa.bindparam("work_name", type_=sa.String(255)),
+            c.sequence == sa.bindparam("tick_sequence", type_=sa.String(255)),
+            c.status == WorkStatus.QUEUED.value,
+        ]
+        order = (c.slot, c.id)
+    values = _claim_values(table, family)
+    if family == "mysql":
+        cls = _ClaimEarliestDue if due else _ClaimOneOfTick
+        values[c.id] = sa.func.last_insert_id(c.id)
+        return cls(table).where(*where).values(values)
+    pick = sa.select(c.id).where(*where).order_by(*order).limit(1)
+    if family == "postgresql":
+        pick = pick.with_for_update(skip_locked=True)
+    return (
+        sa.update(table)
+        # The outer status check keeps the claim correct even where the
+        # sub-select's lock clause is ignored.
+        .where(c.id == pick.scalar_subquery(), c.status == WorkStatus.QUEUED.value)
+        .values(values)
+        .returning(*claim_details(table))
+    )
+
+
+def queued_left(
+    table: sa.Table, family: Family, *, due: bool, explicit_now: bool
+) -> sa.Select[Any]:
+    """Whether any QUEUED row is left to claim (a read: it takes no write lock).
+
+    ``due=False``: of the tick (:work_name, :tick_sequence). ``due=True``: of
+    :work_name, due by the database clock or :now, and no older than the
+    claim's floor (:floor_seconds); each row's own grace is left to the claim.
+    """
+    c = table.c
+    where = [c.status == WorkStatus.QUEUED.value, c.name == sa.bindparam("work_name")]
+    if due:
+        now = sa.bindparam("now", type_=UTCDateTime()) if explicit_now else db_now(family)
+        floor = shifted(family, now, -sa.bindparam("floor_seconds", type_=sa.Integer()))
+        where.extend((c.tick_at <= now, c.tick_at >= floor))
+    else:
+        where.append(c.sequence == sa.bindparam("tick_sequence"))
+    return sa.select(c.id).where(*where).limit(1)
+
+
+def claim_by_token(table: sa.Table) -> sa.Select[Any]:
+    """A running claim found by its token, to learn whether a claim whose reply was lost landed."""
+    c = table.c
+    return sa.select(*claim_details(table)).where(
+        c.status == WorkStatus.RUNNING.value,
+        c.name == sa.bindparam("work_name", type_=sa.String(255)),
+        c.token == sa.bindparam("claim_token", type_=sa.String(32)),
+    )
+
+
+def finished_by_claim(table: sa.Table) -> sa.Select[Any]:
+    """Whether this claim itself already recorded this outcome (its reply was lost)."""
+    c = table.c
+    return sa.select(c.id).where(
+        c.id == sa.bindparam("claim_id", type_=sa.BigInteger()),
+        c.token == sa.bindparam("claim_token", type_=sa.String(32)),
+        c.status == sa.bindparam("final_status", type_=StatusCode()),
+        c.closed_by == CLOSED_BY_WORKER,
+    )
+
+
+def lease_of(table: sa.Table) -> sa.Select[Any]:
+    """A claimed row's lease length (MySQL's claim returns only the id)."""
+    c = table.c
+    return sa.select(c.lease_seconds).where(c.id == sa.bindparam("claim_id"))
+
+
+def fenced(table: sa.Table) -> tuple[sa.ColumnElement[bool], ...]:
+    """The guard of every write a claim makes after it claimed: its row, its token, RUNNING.
+
+    A row recovered after its lease ran out, finished already, or claimed
+    again by someone else fails it, and the write changes nothing.
+    """
+    c = table.c
+    return (
+        c.id == sa.bindparam("claim_id", type_=sa.BigInteger()),
+        c.token == sa.bindparam("claim_token", type_=sa.String(32)),
+        c.status == WorkStatus.RUNNING.value,
+    )
+
+
+def heartbeat(table: sa.Table, family: Family) -> Update:
+    """Extend a claim's lease by the row's lease, from the database clock; fenced."""
+    return (
+        sa.update(table)
+        .where(*fenced(table))
+        .values({table.c.lease_until: shifted(family, db_now(family), lease_seconds(table))})
+    )
+
+
+def finish(table: sa.Table, family: Family) -> Update:
+    """Record SUCCESS or FAILED; fenced. A row count of zero: the row is no longer the claim's."""
+    return (
+        sa.update(table)
+        .where(*fenced(table))
+        .values(
+            status=sa.bindparam("final_status", type_=StatusCode()),
+            finished_at=db_now(family),
+            error=sa.bindparam("error_text", type_=sa.Text()),
+            closed_by=CLOSED_BY_WORKER,
+            lease_until=sa.null(),
+        )
+    )
+
+
+def claimed_details(table: sa.Table) -> sa.Select[Any]:
+    """What a claim learns about a row it just claimed by id (MySQL's claim returns only the id)."""
+    return sa.select(*claim_details(table)).where(table.c.id == sa.bindparam("claim_id"))
