@@ -51,11 +51,11 @@ class TestSchedulerConfig:
     def test_interval_accepts_the_originals_every_spec(self) -> None:
         config = SchedulerConfig(lookahead=timedelta(seconds=5), interval="@every 2s")
         assert config.interval == timedelta(seconds=2)
-        assert config.interval_delta == timedelta(seconds=2)
+        assert config.interval == timedelta(seconds=2)
 
     def test_durations_accept_go_strings(self) -> None:
         config = SchedulerConfig(lookahead="10m", interval="30s")
-        assert config.lookahead_delta == timedelta(minutes=10)
+        assert config.lookahead == timedelta(minutes=10)
 
     @pytest.mark.parametrize(
         ("kwargs", "named"),

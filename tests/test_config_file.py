@@ -88,8 +88,8 @@ def test_works_keep_their_order_and_take_6_field_crons_and_days() -> None:
     assert config.works[0].max_run == 3
     assert config.works[1].lease == timedelta(hours=1)
     assert config.works[1].max_attempts == 2
-    assert config.scheduler.interval_delta == 2 * S
-    assert config.scheduler.retention_delta == timedelta(days=2)
+    assert config.scheduler.interval == 2 * S
+    assert config.scheduler.retention == timedelta(days=2)
 
 
 @pytest.mark.parametrize(

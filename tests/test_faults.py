@@ -114,7 +114,7 @@ def test_kill_9_the_scheduler_and_restart_it(db: Db) -> None:
     restarted.tick()
     report = restarted.last_pass
     assert report is not None
-    floor = report.now - SchedulerConfig(**config).catchup_delta
+    floor = report.now - SchedulerConfig(**config).catchup
 
     rows = db.rows()
     per_tick = Counter(r.sequence for r in rows)

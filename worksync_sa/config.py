@@ -106,27 +106,6 @@ class SchedulerConfig:
         for name, value in settings.items():
             object.__setattr__(self, name, value)
 
-    # Earlier names, from when the fields kept what they were given.
-    @property
-    def lookahead_delta(self) -> timedelta:
-        return self.lookahead
-
-    @property
-    def interval_delta(self) -> timedelta:
-        return self.interval
-
-    @property
-    def catchup_delta(self) -> timedelta:
-        return self.catchup
-
-    @property
-    def retention_delta(self) -> timedelta | None:
-        return self.retention
-
-    @property
-    def max_backoff_delta(self) -> timedelta:
-        return self.max_backoff
-
 
 @dataclass(frozen=True, kw_only=True)
 class RetryPolicy:

@@ -97,7 +97,7 @@ def test_skipped_counting_is_bounded(db: Db) -> None:
 
 
 def test_default_catchup_is_one_and_a_half_intervals() -> None:
-    assert SchedulerConfig(interval="1m").catchup_delta == timedelta(seconds=90)
+    assert SchedulerConfig(interval="1m").catchup == timedelta(seconds=90)
 
 
 @pytest.mark.parametrize(
