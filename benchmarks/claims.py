@@ -56,7 +56,7 @@ def schedule(
     works = [Work(name, "@every 1s", max_run=max_run, grace=timedelta(days=365)) for name in names]
     config = SchedulerConfig(lookahead=timedelta(seconds=ticks), interval="1s")
     scheduler = Scheduler(engine, works, config, table=table)
-    scheduler.tick(now)
+    scheduler.run_pass(now)
     scheduler.close()
 
 

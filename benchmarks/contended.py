@@ -107,7 +107,7 @@ def _scheduler_latency(engine: sa.Engine, table: str, stop: threading.Event) -> 
     while not stop.is_set():
         now += timedelta(seconds=1)
         started = time.perf_counter()
-        scheduler.tick(now)
+        scheduler.run_pass(now)
         durations.append(time.perf_counter() - started)
         stop.wait(0.05)
     scheduler.close()

@@ -195,7 +195,7 @@ engine = bench_engine(sys.argv[1])
 fresh_table(engine, "bench_memory")
 works = works_of(int(sys.argv[2]))
 scheduler = Scheduler(engine, works, CONFIG, table="bench_memory")
-created = scheduler.tick(NOW)
+created = scheduler.run_pass(NOW)
 scheduler.close()
 engine.dispose()
 # VmHWM is this program's own peak; ru_maxrss also counts the parent's size at

@@ -100,7 +100,7 @@ def race_schedule(
         inserted = 0
         for now in passes:
             barrier.wait(timeout=60)
-            inserted += Scheduler(engine, blueprints, config, table=table).tick(now)
+            inserted += Scheduler(engine, blueprints, config, table=table).run_pass(now)
         return inserted
 
     _report(url, results, body)
@@ -287,7 +287,7 @@ def race_schedule_async(
         for now in passes:
             barrier.wait(timeout=60)
             scheduler = AsyncScheduler(engine, blueprints, config, table=table)
-            inserted += await scheduler.tick(now)
+            inserted += await scheduler.run_pass(now)
             await scheduler.close()
         return inserted
 
@@ -341,7 +341,7 @@ def race_days(
                 scheduler = Scheduler(
                     engine, blueprints(works), SchedulerConfig(**config), table=table
                 )
-                scheduler.tick(morning)
+                scheduler.run_pass(morning)
                 scheduler.close()
             barrier.wait(timeout=120)
             if role == "worker":

@@ -40,7 +40,7 @@ def run(db: Db, body: object) -> None:
 async def schedule_now(db: Db, engine: AsyncEngine) -> None:
     config = SchedulerConfig(lookahead="30s", interval="10s")
     async with AsyncScheduler(engine, [WORK], config, table=db.table) as scheduler:
-        await scheduler.tick(db.db_now() - timedelta(seconds=2))
+        await scheduler.run_pass(db.db_now() - timedelta(seconds=2))
 
 
 def test_a_cancelled_body_records_failed_and_the_cancellation_goes_on(db: Db) -> None:

@@ -29,7 +29,7 @@ def test_racing_async_workers_never_exceed_max_run(maria_db: Db, driver: str) ->
     db = maria_db
     work = Work("race", "@every 10s", max_run=MAX_RUN)
     config = SchedulerConfig(lookahead=timedelta(seconds=10 * TICKS), interval="10s")
-    Scheduler(db.engine, [work], config, table=db.table).tick(T0)
+    Scheduler(db.engine, [work], config, table=db.table).run_pass(T0)
     sequences = [default_sequence(T0 + timedelta(seconds=10 * n)) for n in range(1, TICKS + 1)]
     url = async_url(db.url).set(drivername=f"mysql+{driver}").render_as_string(False)
 

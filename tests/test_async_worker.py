@@ -240,7 +240,7 @@ def test_a_slow_job_beside_a_per_second_work(maria_db: Db, concurrency: int) -> 
     slow = Work("slow", "*/3 * * * * *", grace=timedelta(seconds=2))
     config = SchedulerConfig(lookahead="5s", interval="1s")
     scheduler = Scheduler(maria_db.engine, [fast, slow], config, table=maria_db.table)
-    scheduler.tick()
+    scheduler.run_pass()
     scheduler.start()
 
     async def handler(claim: AsyncClaim) -> None:
@@ -265,7 +265,7 @@ def test_a_slow_job_beside_a_per_second_work(maria_db: Db, concurrency: int) -> 
 
     run(maria_db, body)
     until = since + timedelta(seconds=9)  # ticks whose grace ended while it ran
-    scheduler.tick()  # closes as missed what nobody claimed within grace
+    scheduler.run_pass()  # closes as missed what nobody claimed within grace
     scheduler.close()
     window = [r for r in maria_db.rows(name="fast") if since <= as_utc(r.tick_at) <= until]
     missed = [r for r in window if r.closed_by == "missed"]

@@ -77,7 +77,7 @@ CASES: list[tuple[str, Call, type[Exception], str]] = [
     ("Scheduler config", lambda db: ws.Scheduler(db.engine, [GOOD], {"lookahead": 5}, table=db.table), InvalidConfigError, "SchedulerConfig"),  # type: ignore[arg-type]
     ("Scheduler table", lambda db: ws.Scheduler(db.engine, [GOOD], table="1st"), InvalidConfigError, "table name"),
     ("Scheduler retry", lambda db: ws.Scheduler(db.engine, [GOOD], retry=3, table=db.table), InvalidConfigError, "RetryPolicy"),  # type: ignore[arg-type]
-    ("Scheduler.tick", lambda db: scheduler(db).tick("now"), InvalidArgumentError, "now"),  # type: ignore[arg-type]
+    ("Scheduler.run_pass", lambda db: scheduler(db).run_pass("now"), InvalidArgumentError, "now"),  # type: ignore[arg-type]
     ("Scheduler.plan", lambda db: scheduler(db).plan(T0, 5), InvalidArgumentError, "until"),  # type: ignore[arg-type]
     # WorkSync and Claim
     ("WorkSync engine", lambda db: ws.WorkSync(None), InvalidArgumentError, "engine"),  # type: ignore[arg-type]
@@ -120,7 +120,7 @@ CASES: list[tuple[str, Call, type[Exception], str]] = [
 def test_bad_input_raises_clearly_and_writes_nothing(
     db: Db, entry: str, call: Call, error: type[Exception], words: str
 ) -> None:
-    scheduler(db).tick(T0)
+    scheduler(db).run_pass(T0)
     held = sync(db).acquire("w", ws.default_sequence(T0 + timedelta(seconds=10)))
     assert held is not None
     HELD[db.table] = held
@@ -165,7 +165,7 @@ ASYNC_CASES: list[tuple[str, AsyncCall, type[Exception], str]] = [
     ("AsyncScheduler works", lambda db, e: _made(lambda: ws.AsyncScheduler(e, [GOOD, GOOD], table=db.table)), InvalidWorkError, "two works"),
     ("AsyncScheduler config", lambda db, e: _made(lambda: ws.AsyncScheduler(e, [GOOD], {"lookahead": 5})), InvalidConfigError, "SchedulerConfig"),  # type: ignore[arg-type]
     ("AsyncScheduler table", lambda db, e: _made(lambda: ws.AsyncScheduler(e, [GOOD], table="1st")), InvalidConfigError, "table name"),
-    ("AsyncScheduler.tick", lambda db, e: ws.AsyncScheduler(e, [GOOD], CONFIG, table=db.table).tick("now"), InvalidArgumentError, "now"),  # type: ignore[arg-type]
+    ("AsyncScheduler.run_pass", lambda db, e: ws.AsyncScheduler(e, [GOOD], CONFIG, table=db.table).run_pass("now"), InvalidArgumentError, "now"),  # type: ignore[arg-type]
     ("AsyncWorkSync engine", lambda db, e: _made(lambda: ws.AsyncWorkSync(db.engine)), InvalidArgumentError, "AsyncEngine"),  # type: ignore[arg-type]
     ("AsyncWorkSync worker_id", lambda db, e: _made(lambda: ws.AsyncWorkSync(e, worker_id="")), InvalidWorkError, "worker_id"),
     ("AsyncWorkSync keep_alive", lambda db, e: _made(lambda: ws.AsyncWorkSync(e, keep_alive=1)), InvalidArgumentError, "keep_alive"),  # type: ignore[arg-type]
@@ -188,7 +188,7 @@ def test_the_async_twins_refuse_bad_input_the_same_way(
     from .twins import async_engine, async_url
 
     url = async_url(db.engine.url)  # skips, naming the extra, without greenlet or the driver
-    scheduler(db).tick(T0)
+    scheduler(db).run_pass(T0)
     before = db.rows()
 
     async def attempt() -> BaseException:

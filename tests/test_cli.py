@@ -366,7 +366,7 @@ def due_ticks(db: Db) -> int:
     ]
     config = SchedulerConfig(lookahead="30s", interval="10s")
     past = db.db_now() - timedelta(seconds=35)
-    return Scheduler(db.engine, works, config, table=db.table).tick(past)
+    return Scheduler(db.engine, works, config, table=db.table).run_pass(past)
 
 
 def test_work_once_claims_due_ticks_and_records_outcomes(target: Target, tmp_path: Path) -> None:

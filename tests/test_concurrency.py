@@ -54,7 +54,7 @@ def run_processes(target: Any, args_for: list[tuple[Any, ...]], timeout: float =
 def test_racing_workers_never_exceed_max_run(db: Db) -> None:
     work = Work("race", "@every 10s", max_run=MAX_RUN)
     config = SchedulerConfig(lookahead=timedelta(seconds=10 * TICKS), interval="10s")
-    Scheduler(db.engine, [work], config, table=db.table).tick(T0)
+    Scheduler(db.engine, [work], config, table=db.table).run_pass(T0)
     sequences = [default_sequence(T0 + timedelta(seconds=10 * n)) for n in range(1, TICKS + 1)]
     assert db.count() == TICKS * MAX_RUN
 
@@ -76,7 +76,7 @@ def test_racing_workers_never_exceed_max_run(db: Db) -> None:
 def test_racing_due_claims_never_exceed_max_run(db: Db) -> None:
     work = Work("due", "@every 10s", max_run=3, grace=timedelta(hours=1))
     config = SchedulerConfig(lookahead=timedelta(seconds=10 * TICKS), interval="10s")
-    Scheduler(db.engine, [work], config, table=db.table).tick(T0)
+    Scheduler(db.engine, [work], config, table=db.table).run_pass(T0)
     now = T0 + timedelta(seconds=10 * TICKS)
 
     reports = run_processes(racers.race_acquire_due, [(db.url, db.table, "due", now)] * RACERS)

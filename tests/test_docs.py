@@ -90,7 +90,7 @@ def test_the_readmes_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         now = datetime.now(timezone.utc)
         scheduler = Scheduler(engine, works, config)
         try:  # rows for the ticks of the last 30 s, so three ticks of `sync` are due now
-            assert scheduler.tick(now=now - timedelta(seconds=30)) >= 3 * 3
+            assert scheduler.run_pass(now=now - timedelta(seconds=30)) >= 3 * 3
         finally:
             scheduler.close()
         worker = Worker(

@@ -32,7 +32,7 @@ CONFIG = SchedulerConfig(lookahead="600s", interval="10s")
 
 
 def schedule(db: Db, work: Work, now: datetime = T0) -> None:
-    db.Scheduler(db.engine, [work], CONFIG, table=db.table).tick(now)
+    db.Scheduler(db.engine, [work], CONFIG, table=db.table).run_pass(now)
 
 
 def test_a_due_claim_looks_back_no_further_than_the_grace_given(twin_db: Db) -> None:
@@ -80,7 +80,7 @@ def test_the_worker_looks_back_as_far_as_its_works_grace(db: Db) -> None:
     """Rows written with an hour's grace; this worker's Work says 45 s: it claims only those."""
     now = db.db_now()
     written = Work("w", "@every 10s", grace=timedelta(hours=1))
-    Scheduler(db.engine, [written], CONFIG, table=db.table).tick(now - 300 * S)
+    Scheduler(db.engine, [written], CONFIG, table=db.table).run_pass(now - 300 * S)
     handled: list[str] = []
     worker = Worker(
         db.engine, [Work("w", "@every 10s", grace=45 * S)], lambda c: handled.append(c.sequence),

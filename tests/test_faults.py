@@ -111,7 +111,7 @@ def test_kill_9_the_scheduler_and_restart_it(db: Db) -> None:
     restarted = Scheduler(
         db.engine, racers.blueprints(works), SchedulerConfig(**config), table=db.table
     )
-    restarted.tick()
+    restarted.run_pass()
     report = restarted.last_pass
     assert report is not None
     floor = report.now - SchedulerConfig(**config).catchup

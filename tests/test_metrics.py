@@ -142,7 +142,7 @@ def test_the_listeners_counters_match_the_history_on_every_backend(db: Db) -> No
     scheduler = db.Scheduler(
         db.engine, works, SchedulerConfig(lookahead="60s"), table=db.table, listeners=[metrics]
     )
-    scheduler.tick(now - 60 * S)
+    scheduler.run_pass(now - 60 * S)
     scheduler.close()
     sync = db.WorkSync(db.engine, table=db.table, keep_alive=False, listeners=[metrics])
     claims = {"a": 0, "b": 0}

@@ -199,7 +199,7 @@ def test_a_pass_racing_the_originals_open_transaction_never_doubles_its_tick(
     scheduler = Scheduler(engine, [Work("w", "30 * * * * *", max_run=2)], config, table="works")
     passed: list[BaseException | int] = []
     racing = threading.Thread(
-        target=lambda: passed.append(scheduler.tick(tick - timedelta(seconds=1)))
+        target=lambda: passed.append(scheduler.run_pass(tick - timedelta(seconds=1)))
     )
     racing.start()
     racing.join(timeout=1.5)

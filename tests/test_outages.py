@@ -72,7 +72,9 @@ def make_sync(request: pytest.FixtureRequest) -> Iterator[Callable[..., Any]]:
 
 def schedule_now(db: Db, work: Work) -> None:
     config = SchedulerConfig(lookahead=timedelta(minutes=1), interval="10s")
-    Scheduler(db.engine, [work], config, table=db.table).tick(db.db_now() - timedelta(seconds=5))
+    Scheduler(db.engine, [work], config, table=db.table).run_pass(
+        db.db_now() - timedelta(seconds=5)
+    )
 
 
 def lost_connections(caplog: pytest.LogCaptureFixture) -> int:
@@ -317,15 +319,15 @@ def test_after_a_lost_connection_the_scheduler_rereads_where_the_rows_end(
         proxied, [Work("w", "@every 1s", grace=timedelta(minutes=5))], config,
         table=server_db.table, retry=fast,
     )  # fmt: skip
-    scheduler.tick(t0)
+    scheduler.run_pass(t0)
     table = table_named(server_db.table)
     with server_db.engine.begin() as conn:  # the newest commits, lost in the failover
         conn.execute(sa.delete(table).where(table.c.tick_at > t0 + timedelta(seconds=2)))
     proxy.cut()
     with pytest.raises(sa.exc.OperationalError):
-        scheduler.tick(t0 + timedelta(seconds=4))
+        scheduler.run_pass(t0 + timedelta(seconds=4))
     proxy.restore()
-    scheduler.tick(t0 + timedelta(seconds=4))
+    scheduler.run_pass(t0 + timedelta(seconds=4))
     ticks = {row.sequence for row in server_db.rows()}
     assert default_sequence(t0 + timedelta(seconds=3)) in ticks  # past, but within catch-up
     assert default_sequence(t0 + timedelta(seconds=4)) in ticks

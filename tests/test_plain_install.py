@@ -37,7 +37,7 @@ engine = ws.create_engine("sqlite:///w.db")
 ws.upgrade(engine)
 scheduler = ws.Scheduler(engine, [ws.Work("job", "* * * * *", max_run=2)])
 tick = dt.datetime(2030, 1, 1, tzinfo=dt.timezone.utc)
-scheduler.tick(now=tick - dt.timedelta(seconds=30))
+scheduler.run_pass(now=tick - dt.timedelta(seconds=30))
 sync = ws.WorkSync(engine)
 sequence = ws.default_sequence(tick)
 claims = [sync.acquire("job", sequence) for _ in range(3)]

@@ -71,7 +71,7 @@ def use_every_service(engine: sa.Engine, table: str) -> tuple[Scheduler, WorkSyn
     scheduler = Scheduler(
         engine, [work], SchedulerConfig(lookahead="3s", interval="1s"), table=table
     )
-    scheduler.tick(T0)
+    scheduler.run_pass(T0)
     sync = WorkSync(engine, table=table)
     claim = sync.acquire("report", default_sequence(T0 + timedelta(seconds=1)))
     assert claim is not None
@@ -108,7 +108,7 @@ def test_a_host_transaction_still_rolls_back_after_the_services_ran(engine: sa.E
         claim = sync.acquire("report", default_sequence(T0 + timedelta(seconds=2)))
         assert claim is not None
         claim.success()
-        scheduler.tick(T0 + timedelta(seconds=1))
+        scheduler.run_pass(T0 + timedelta(seconds=1))
     finally:
         sync.close()
         scheduler.close()
@@ -134,7 +134,7 @@ def test_the_asyncio_twins_on_a_static_pool_leave_the_host_alone() -> None:
         scheduler = AsyncScheduler(
             engine, [work], SchedulerConfig(lookahead="3s", interval="1s"), table=table
         )
-        await scheduler.tick(T0)
+        await scheduler.run_pass(T0)
         await scheduler.close()
         sync = AsyncWorkSync(engine, table=table)
         claim = await sync.acquire("report", default_sequence(T0 + timedelta(seconds=1)))

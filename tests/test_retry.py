@@ -16,7 +16,7 @@ import pytest
 import sqlalchemy as sa
 
 from worksync_sa import RetryPolicy, Scheduler, SchedulerConfig, Work, WorkSync, default_sequence
-from worksync_sa._run.blocking import Transactions
+from worksync_sa._run.blocking import BlockingRunner
 from worksync_sa._sql.driver_errors import is_missing_schema, is_transient
 from worksync_sa.models import table_named
 
@@ -29,7 +29,7 @@ FAST = RetryPolicy(attempts=20, base_delay=0.05, max_delay=0.2)
 
 def schedule(db: Db) -> None:
     config = SchedulerConfig(lookahead=timedelta(minutes=1), interval="10s")
-    Scheduler(db.engine, [Work("w", "@every 30s")], config, table=db.table).tick(T0)
+    Scheduler(db.engine, [Work("w", "@every 30s")], config, table=db.table).run_pass(T0)
 
 
 @pytest.fixture
@@ -173,6 +173,6 @@ def test_other_errors_raise_on_the_first_attempt(db: Db) -> None:
         conn.execute(table.insert(), {"id": 1, "name": None, "status": 1, "sequence": "s"})
 
     with pytest.raises(sa.exc.IntegrityError):
-        Transactions(db.engine, db.table, FAST).run("test", no_name)
+        BlockingRunner(db.engine, db.table, FAST).run("test", no_name)
     assert attempts == 1
     assert db.count() == 0

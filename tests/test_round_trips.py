@@ -25,7 +25,7 @@ TICKS = [default_sequence(T0 + timedelta(seconds=n)) for n in range(1, 61)]
 def schedule(engine: sa.Engine, table: str, max_run: int = 1) -> Scheduler:
     config = SchedulerConfig(lookahead="1m", interval="10s")
     scheduler = Scheduler(engine, [Work("w", "* * * * * *", max_run=max_run)], config, table=table)
-    scheduler.tick(T0)
+    scheduler.run_pass(T0)
     return scheduler
 
 
@@ -78,7 +78,7 @@ def test_a_pass_inserts_in_a_handful_of_statements(db: Db) -> None:
     scheduler = Scheduler(
         db.engine, works, SchedulerConfig(lookahead="1h", interval="1m"), table=db.table
     )
-    assert scheduler.tick(datetime(2026, 1, 1, 0, 0, 30, tzinfo=timezone.utc)) == 12_000
+    assert scheduler.run_pass(datetime(2026, 1, 1, 0, 0, 30, tzinfo=timezone.utc)) == 12_000
     assert scheduler.last_pass is not None
     assert scheduler.last_pass.batches <= 3  # 12,000 rows, 5,000 a batch (one on SQLite)
 
@@ -110,9 +110,9 @@ def test_lanes_stay_out_of_the_hosts_pool(db: Db) -> None:
     pool = db.engine.pool
     if isinstance(pool, sa.pool.QueuePool):
         assert pool.checkedout() == 0  # the lane is detached: no host slot used
-    assert sync._tx.lanes.idle == 1
+    assert sync._runner.lanes.idle == 1
     sync.close()
-    assert sync._tx.lanes.idle == 0
+    assert sync._runner.lanes.idle == 0
 
 
 def test_sqlite_lanes_leave_the_hosts_busy_timeout_alone(tmp_path: object) -> None:

@@ -247,7 +247,7 @@ def test_a_refused_password_in_the_query_string_never_reaches_errors_logs_or_rep
     calls: list[Callable[[], object]] = [
         lambda: sync.acquire("w", "2026-01-01 00:00:00"),
         lambda: sync.acquire_due("w"),
-        scheduler.tick,
+        scheduler.run_pass,
         worker.run_once,
         lambda: upgrade(engine, table=table),
     ]

@@ -102,7 +102,7 @@ def test_every_service_through_the_pooler(bouncer: Bouncer, table: str) -> None:
     config = SchedulerConfig(lookahead="300s", interval="10s")
     scheduler = Scheduler(engine, works, config, table=table)
     for minute in range(3):  # the same statements, again and again on the same lanes
-        scheduler.tick(T0 + minute * 60 * S)
+        scheduler.run_pass(T0 + minute * 60 * S)
     sync = WorkSync(engine, table=table)
     claimed = 0
     for n in range(1, 21):
@@ -151,7 +151,7 @@ def test_the_asyncio_twins_through_the_pooler(bouncer: Bouncer, table: str) -> N
             engine, [work], SchedulerConfig(lookahead="300s", interval="10s"), table=table
         )
         for minute in range(3):
-            await scheduler.tick(T0 + minute * 60 * S)
+            await scheduler.run_pass(T0 + minute * 60 * S)
         claimed = 0
         async with AsyncWorkSync(engine, table=table) as sync:
             for n in range(1, 21):
@@ -180,7 +180,7 @@ def test_racing_processes_through_the_pooler_lose_nothing(bouncer: Bouncer, tabl
     upgrade(engine, table=table)
     work = Work("race", "@every 10s", max_run=MAX_RUN)
     config = SchedulerConfig(lookahead=timedelta(seconds=10 * TICKS), interval="10s")
-    Scheduler(engine, [work], config, table=table).tick(T0)
+    Scheduler(engine, [work], config, table=table).run_pass(T0)
     sequences = [default_sequence(T0 + n * 10 * S) for n in range(1, TICKS + 1)]
 
     reports = run_processes(racers.race_acquire, [(bouncer.url, table, "race", sequences)] * RACERS)

@@ -609,7 +609,7 @@ def test_the_page_folds_as_ledger_summary_does_on_rows_the_services_wrote(db: Db
     ]
     engine = db.engine
     scheduler = Scheduler(engine, works, SchedulerConfig(lookahead="60s"), table=db.table)
-    scheduler.tick(now=start)  # the ticks of (start, start + 60 s]: some past, some upcoming
+    scheduler.run_pass(now=start)  # the ticks of (start, start + 60 s]: some past, some upcoming
     scheduler.close()
     sync = WorkSync(engine, table=db.table, worker_id="host-a:1")
     for n in range(1, 31):

@@ -17,7 +17,7 @@ from .conftest import Db
 def schedule_due(db: Db, *works: Work) -> None:
     """Rows for ticks that came in the last few seconds (and the next minute)."""
     config = SchedulerConfig(lookahead="1m", interval="10s")
-    Scheduler(db.engine, list(works), config, table=db.table).tick(
+    Scheduler(db.engine, list(works), config, table=db.table).run_pass(
         db.db_now() - timedelta(seconds=3)
     )
 

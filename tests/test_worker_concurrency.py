@@ -90,7 +90,7 @@ def test_a_slow_job_beside_a_per_second_work(maria_db: Db, concurrency: int) -> 
     slow = Work("slow", "*/3 * * * * *", grace=timedelta(seconds=2))
     config = SchedulerConfig(lookahead="5s", interval="1s")
     scheduler = Scheduler(maria_db.engine, [fast, slow], config, table=maria_db.table)
-    scheduler.tick()
+    scheduler.run_pass()
     scheduler.start()
 
     def handler(claim: Claim) -> None:
@@ -110,7 +110,7 @@ def test_a_slow_job_beside_a_per_second_work(maria_db: Db, concurrency: int) -> 
     time.sleep(12)
     until = maria_db.db_now() - timedelta(seconds=3)  # ticks whose grace ended while it ran
     worker.stop()
-    scheduler.tick()  # closes as missed what nobody claimed within grace
+    scheduler.run_pass()  # closes as missed what nobody claimed within grace
     worker.close()
     scheduler.close()
     window = [r for r in maria_db.rows(name="fast") if since <= as_utc(r.tick_at) <= until]

@@ -106,5 +106,5 @@ def test_a_call_that_fails_after_queueing_fails_once(sqlite_file: tuple[sa.Engin
     with pytest.raises(SchemaNotReadyError):
         sync.acquire("w", "s1")
     holder.join()
-    assert sync._tx.lanes.idle == 1
+    assert sync._runner.lanes.idle == 1
     sync.close()

@@ -172,8 +172,8 @@ class BlockingScheduler:
     def __repr__(self) -> str:
         return repr(self.inner)
 
-    def tick(self, now: datetime | None = None) -> int:
-        return self._loop.run(self.inner.tick(now))
+    def run_pass(self, now: datetime | None = None) -> int:
+        return self._loop.run(self.inner.run_pass(now))
 
     def start(self) -> None:
         async def start() -> None:

@@ -10,13 +10,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import warnings
 from collections.abc import Iterable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from ._core.outage import ended
 from ._core.passes import LoopStep, SchedulerCore
-from ._run.async_runner import AsyncTransactions
+from ._run.async_runner import AsyncRunner
 from ._run.steps import Idle, drive_async
 from .config import RetryPolicy, SchedulerConfig
 from .engine import shown_url
@@ -33,7 +34,7 @@ logger = logging.getLogger(__name__)
 class AsyncScheduler(SchedulerCore):
     """Creates rows ahead of every tick of its works, and takes back abandoned ones.
 
-    ``await tick()`` runs one pass; :meth:`start` runs passes every
+    ``await run_pass()`` runs one pass; :meth:`start` runs passes every
     ``config.interval`` in a task of the running loop until ``await stop()``.
     ``async with AsyncScheduler(...):`` does both, and closes its connections.
     """
@@ -49,21 +50,30 @@ class AsyncScheduler(SchedulerCore):
         listeners: Iterable[Listener] | None = None,
     ) -> None:
         super().__init__(works, config, table, retry, listeners)
-        self._tx = AsyncTransactions(engine, self.table_name, self.policy)
+        self._runner = AsyncRunner(engine, self.table_name, self.policy)
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
 
     def __repr__(self) -> str:
-        url = shown_url(self._tx.engine.url)
-        return f"AsyncScheduler({url!r}, works={len(self.works)}, table={self._tx.table!r})"
+        url = shown_url(self._runner.engine.url)
+        return f"AsyncScheduler({url!r}, works={len(self.works)}, table={self._runner.table!r})"
 
-    async def tick(self, now: datetime | None = None) -> int:
-        """Run one pass; returns how many rows it inserted. See :meth:`Scheduler.tick`."""
+    async def run_pass(self, now: datetime | None = None) -> int:
+        """Run one pass; returns how many rows it inserted. See :meth:`Scheduler.run_pass`."""
         async with self._lock:
-            tx = self._tx
+            tx = self._runner
             steps = self.pass_after(tx.lost_connections, self._pass(now, tx.sqlite))
             return await drive_async(steps, tx.call)
+
+    async def tick(self, now: datetime | None = None) -> int:
+        """Deprecated name of :meth:`run_pass`, kept until 1.0 (see ``Scheduler.tick``)."""
+        warnings.warn(
+            "AsyncScheduler.tick() is now AsyncScheduler.run_pass(); tick() goes away in 1.0",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return await self.run_pass(now)
 
     def start(self) -> None:
         """Run passes every ``config.interval`` in a task of the running loop."""
@@ -90,7 +100,7 @@ class AsyncScheduler(SchedulerCore):
     async def close(self) -> None:
         """Stop, and close the connection the scheduler holds for its passes."""
         await self.stop()
-        await self._tx.close()
+        await self._runner.close()
 
     @property
     def running(self) -> bool:
@@ -120,7 +130,7 @@ class AsyncScheduler(SchedulerCore):
         if isinstance(step, Idle):
             await self._pause(step.seconds)
             return self._stopping.is_set()
-        return await self.tick()
+        return await self.run_pass()
 
     async def _pause(self, seconds: float) -> None:
         """Sleep ``seconds``, or less if :meth:`stop` is called meanwhile."""

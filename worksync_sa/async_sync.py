@@ -21,7 +21,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from ._core.claims import Beat, ClaimCore, ClaimStep, Record, WorkSyncCore, checked_row, error_text
-from ._run.async_runner import AsyncTransactions
+from ._run.async_runner import AsyncRunner
 from ._run.steps import Idle, Pause, drive_async
 from .config import RetryPolicy
 from .engine import shown_url
@@ -64,7 +64,7 @@ class AsyncClaim(ClaimCore):
         async with self._lock:
             self._may_heartbeat()
             sync = self._sync
-            self._heartbeat_done(await sync._tx.call(sync._core.heartbeat(self._row)))
+            self._heartbeat_done(await sync._runner.call(sync._core.heartbeat(self._row)))
 
     async def success(self) -> None:
         """Record SUCCESS. Raises :class:`ClaimLostError` if the row is no longer ours."""
@@ -81,7 +81,7 @@ class AsyncClaim(ClaimCore):
         async with self._lock:
             self._may_finish()
             core = self._sync._core
-            written = await self._sync._tx.call(core.finish(self._row, status, error))
+            written = await self._sync._runner.call(core.finish(self._row, status, error))
             self._finish_done(status, written)
             core.finished(self._row, status)
 
@@ -102,7 +102,7 @@ class AsyncClaim(ClaimCore):
         """
         if not self._row.detailed:
             sync = self._sync
-            self._row = await sync._tx.call(sync._core.details(self._row))
+            self._row = await sync._runner.call(sync._core.details(self._row))
 
     async def __aenter__(self) -> AsyncClaim:
         await self.load_details()
@@ -145,7 +145,7 @@ class AsyncClaim(ClaimCore):
             return False
         if isinstance(step, Beat):
             return await self.heartbeat()
-        return await self._sync._tx.call(self._sync._core.lease_seconds(self._row))
+        return await self._sync._runner.call(self._sync._core.lease_seconds(self._row))
 
 
 async def _keep_alive(claim: AsyncClaim) -> None:
@@ -171,7 +171,7 @@ class AsyncWorkSync:
         listeners: Iterable[Listener] | None = None,
     ) -> None:
         self._core = WorkSyncCore(table, worker_id, retry, keep_alive, listeners)
-        self._tx = AsyncTransactions(engine, self._core.table_name, self._core.policy)
+        self._runner = AsyncRunner(engine, self._core.table_name, self._core.policy)
         self.keep_alive = keep_alive
 
     @property
@@ -182,15 +182,15 @@ class AsyncWorkSync:
     @property
     def table(self) -> str:
         """The work table's name."""
-        return self._tx.table
+        return self._runner.table
 
     def __repr__(self) -> str:
-        url = shown_url(self._tx.engine.url)
+        url = shown_url(self._runner.engine.url)
         return f"AsyncWorkSync({url!r}, table={self.table!r})"
 
     async def close(self) -> None:
         """Close the connections this AsyncWorkSync holds (it reopens them if used again)."""
-        await self._tx.close()
+        await self._runner.close()
 
     async def __aenter__(self) -> AsyncWorkSync:
         return self
@@ -200,7 +200,7 @@ class AsyncWorkSync:
 
     async def acquire(self, name: str, sequence: str) -> AsyncClaim | None:
         """Claim one QUEUED row of tick ``(name, sequence)``; None when none is left."""
-        return self._claimed(await self._tx.call(self._core.acquire(name, sequence)))
+        return self._claimed(await self._runner.call(self._core.acquire(name, sequence)))
 
     async def acquire_due(
         self,
@@ -214,7 +214,7 @@ class AsyncWorkSync:
         "Has come" is judged by the database clock, or by ``now`` when given;
         ``grace`` as in :meth:`WorkSync.acquire_due`.
         """
-        return self._claimed(await self._tx.call(self._core.acquire_due(name, now, grace)))
+        return self._claimed(await self._runner.call(self._core.acquire_due(name, now, grace)))
 
     def claim_from_row(self, row: ClaimedRow) -> AsyncClaim:
         """A :class:`AsyncClaim` for a row claimed with ``ClaimRepository`` in your own transaction.
@@ -233,8 +233,8 @@ class AsyncWorkSync:
 
     async def recover(self, *, now: datetime | None = None) -> int:
         """Take back abandoned rows now; see :meth:`WorkSync.recover`."""
-        return await drive_async(self._core.recover(now), self._tx.call)
+        return await drive_async(self._core.recover(now), self._runner.call)
 
     async def prune(self, older_than: timedelta, batch_size: int = 1000) -> int:
         """Delete rows that finished more than ``older_than`` ago; see :meth:`WorkSync.prune`."""
-        return await drive_async(self._core.prune(older_than, batch_size), self._tx.call)
+        return await drive_async(self._core.prune(older_than, batch_size), self._runner.call)

@@ -139,7 +139,7 @@ def run_demo(
     for work in WORKS:
         print(f"  work {work.name:<13} cron {work.cron!r:<18} max_run {work.max_run}")
     scheduler = Scheduler(engine, WORKS, CONFIG, table=table)
-    scheduler.tick()  # rows for the first ticks exist before any worker fires
+    scheduler.run_pass()  # rows for the first ticks exist before any worker fires
     scheduler.start()
     ctx = multiprocessing.get_context("spawn")
     ready, go, until = ctx.Queue(), ctx.Event(), ctx.Value("d", 0.0)

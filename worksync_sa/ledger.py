@@ -37,7 +37,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from ._run.blocking import Transactions
+from ._run.blocking import BlockingRunner
 from ._sql.ledger import ledger_page, unadopted_ledger
 from ._sql.text import check_text
 from .config import RetryPolicy
@@ -118,12 +118,12 @@ class Ledger:
         self, engine: Engine, *, table: str = DEFAULT_TABLE, retry: RetryPolicy | None = None
     ) -> None:
         table = validate_table_name(table)
-        self._tx = Transactions(engine, table, retry or RetryPolicy())
+        self._runner = BlockingRunner(engine, table, retry or RetryPolicy())
         self._table = table_named(table)
 
     def close(self) -> None:
         """Give back the connection the ledger holds."""
-        self._tx.close()
+        self._runner.close()
 
     def page(
         self,
@@ -159,7 +159,7 @@ class Ledger:
             entries.sort(key=lambda entry: (entry.tick_at, entry.name, entry.sequence))
             return entries[:limit]
 
-        entries = self._tx.run("ledger", read)
+        entries = self._runner.run("ledger", read)
         last = entries[-1] if len(entries) == limit else None
         return LedgerPage(
             entries, None if last is None else (last.tick_at, last.name, last.sequence)

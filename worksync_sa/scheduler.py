@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import warnings
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
@@ -24,7 +25,7 @@ from sqlalchemy.engine import Engine
 
 from ._core.outage import ended
 from ._core.passes import LoopStep, PassReport, SchedulerCore
-from ._run.blocking import Transactions
+from ._run.blocking import BlockingRunner
 from ._run.steps import Idle, drive
 from .config import RetryPolicy, SchedulerConfig
 from .engine import shown_url
@@ -40,7 +41,7 @@ __all__ = ["PassReport", "Scheduler"]
 class Scheduler(SchedulerCore):
     """Creates rows ahead of every tick of its works, and takes back abandoned ones.
 
-    Call :meth:`tick` yourself (one pass, returns rows inserted), or
+    Call :meth:`run_pass` yourself (one pass, returns rows inserted), or
     :meth:`start` a background thread that passes every ``config.interval``
     until :meth:`stop`. The thread survives database outages: it logs once,
     backs off, and resumes by itself.
@@ -57,16 +58,16 @@ class Scheduler(SchedulerCore):
         listeners: Iterable[Listener] | None = None,
     ) -> None:
         super().__init__(works, config, table, retry, listeners)
-        self._tx = Transactions(engine, self.table_name, self.policy)
+        self._runner = BlockingRunner(engine, self.table_name, self.policy)
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
 
     def __repr__(self) -> str:
-        url = shown_url(self._tx.engine.url)
-        return f"Scheduler({url!r}, works={len(self.works)}, table={self._tx.table!r})"
+        url = shown_url(self._runner.engine.url)
+        return f"Scheduler({url!r}, works={len(self.works)}, table={self._runner.table!r})"
 
-    def tick(self, now: datetime | None = None) -> int:
+    def run_pass(self, now: datetime | None = None) -> int:
         """Run one pass; returns how many rows it inserted.
 
         Creates the rows of every tick in ``(now, now + lookahead]`` (and,
@@ -77,8 +78,20 @@ class Scheduler(SchedulerCore):
         :attr:`last_pass` tells what else the pass did.
         """
         with self._lock:
-            tx = self._tx
+            tx = self._runner
             return drive(self.pass_after(tx.lost_connections, self._pass(now, tx.sqlite)), tx.call)
+
+    def tick(self, now: datetime | None = None) -> int:
+        """Deprecated name of :meth:`run_pass`, kept until 1.0.
+
+        "Tick" means a cron instant everywhere else in the package; a pass covers many.
+        """
+        warnings.warn(
+            "Scheduler.tick() is now Scheduler.run_pass(); tick() goes away in 1.0",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self.run_pass(now)
 
     # -- in the background -------------------------------------------------------------
 
@@ -101,7 +114,7 @@ class Scheduler(SchedulerCore):
     def close(self) -> None:
         """Stop, and give back the connection the scheduler holds for its passes."""
         self.stop()
-        self._tx.close()
+        self._runner.close()
 
     @property
     def running(self) -> bool:
@@ -129,4 +142,4 @@ class Scheduler(SchedulerCore):
         """One step of the background loop (``SchedulerCore._loop_steps``), by blocking."""
         if isinstance(step, Idle):
             return self._stopping.wait(step.seconds)
-        return self.tick()
+        return self.run_pass()

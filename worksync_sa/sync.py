@@ -33,7 +33,7 @@ from ._core.claims import (
     error_text,
 )
 from ._core.outage import ended
-from ._run.blocking import Transactions
+from ._run.blocking import BlockingRunner
 from ._run.steps import Idle, Pause, drive
 from .config import RetryPolicy
 from .engine import shown_url
@@ -70,7 +70,7 @@ class Claim(ClaimCore):
         row = self._row
         if not row.detailed:  # a claim by sequence on MySQL: one read, the first time asked
             sync = self._sync
-            row = self._row = sync._tx.call(sync._core.details(row))
+            row = self._row = sync._runner.call(sync._core.details(row))
         return row
 
     def heartbeat(self) -> None:
@@ -82,7 +82,7 @@ class Claim(ClaimCore):
         with self._lock:
             self._may_heartbeat()
             sync = self._sync
-            self._heartbeat_done(sync._tx.call(sync._core.heartbeat(self._row)))
+            self._heartbeat_done(sync._runner.call(sync._core.heartbeat(self._row)))
 
     def success(self) -> None:
         """Record SUCCESS. Raises :class:`ClaimLostError` if the row is no longer ours."""
@@ -99,7 +99,9 @@ class Claim(ClaimCore):
         with self._lock:
             self._may_finish()
             core = self._sync._core
-            self._finish_done(status, self._sync._tx.call(core.finish(self._row, status, error)))
+            self._finish_done(
+                status, self._sync._runner.call(core.finish(self._row, status, error))
+            )
             core.finished(self._row, status)
 
     def __enter__(self) -> Claim:
@@ -161,7 +163,7 @@ class _KeepAlive(threading.Thread):
         if isinstance(step, Beat):
             return claim.heartbeat()
         if isinstance(step, ReadLease):
-            return claim._sync._tx.call(claim._sync._core.lease_seconds(claim._row))
+            return claim._sync._runner.call(claim._sync._core.lease_seconds(claim._row))
         return claim._do(step)
 
     def halt(self) -> None:
@@ -193,7 +195,7 @@ class WorkSync:
         listeners: Iterable[Listener] | None = None,
     ) -> None:
         self._core = WorkSyncCore(table, worker_id, retry, keep_alive, listeners)
-        self._tx = Transactions(engine, self._core.table_name, self._core.policy)
+        self._runner = BlockingRunner(engine, self._core.table_name, self._core.policy)
         self.keep_alive = keep_alive
 
     @property
@@ -208,7 +210,7 @@ class WorkSync:
         the same time, so a claim costs one round trip; they are also given
         back when the WorkSync is garbage-collected.
         """
-        self._tx.close()
+        self._runner.close()
 
     def __enter__(self) -> WorkSync:
         return self
@@ -219,15 +221,15 @@ class WorkSync:
     @property
     def table(self) -> str:
         """The work table's name."""
-        return self._tx.table
+        return self._runner.table
 
     def __repr__(self) -> str:
-        url = shown_url(self._tx.engine.url)
+        url = shown_url(self._runner.engine.url)
         return f"WorkSync({url!r}, table={self.table!r})"
 
     def acquire(self, name: str, sequence: str) -> Claim | None:
         """Claim one QUEUED row of tick ``(name, sequence)``; None when none is left."""
-        return self._claimed(self._tx.call(self._core.acquire(name, sequence)))
+        return self._claimed(self._runner.call(self._core.acquire(name, sequence)))
 
     def acquire_due(
         self,
@@ -249,7 +251,7 @@ class WorkSync:
         database picks. Without it, the claim looks back 365 days, the
         longest grace a row can have.
         """
-        return self._claimed(self._tx.call(self._core.acquire_due(name, now, grace)))
+        return self._claimed(self._runner.call(self._core.acquire_due(name, now, grace)))
 
     def claim_from_row(self, row: ClaimedRow) -> Claim:
         """A :class:`Claim` for a row claimed with ``ClaimRepository`` in your own transaction.
@@ -274,7 +276,7 @@ class WorkSync:
         than their grace become FAILED ("missed"). At most one batch per call;
         returns how many rows changed.
         """
-        return drive(self._core.recover(now), self._tx.call)
+        return drive(self._core.recover(now), self._runner.call)
 
     def prune(self, older_than: timedelta, batch_size: int = 1000) -> int:
         """Delete rows that finished more than ``older_than`` ago; returns how many.
@@ -283,4 +285,4 @@ class WorkSync:
         locking only the rows it deletes. ``older_than`` must be at least two
         days, so a restarted scheduler can never create a pruned tick again.
         """
-        return drive(self._core.prune(older_than, batch_size), self._tx.call)
+        return drive(self._core.prune(older_than, batch_size), self._runner.call)

@@ -25,10 +25,10 @@ def ticks_with_rows(db: Db) -> list[datetime]:
 def test_a_restart_after_a_long_outage_catches_up_and_skips_the_rest(
     db: Db, caplog: pytest.LogCaptureFixture
 ) -> None:
-    db.Scheduler(db.engine, [WORK], CONFIG, table=db.table).tick(T0)  # rows up to T0+30s
+    db.Scheduler(db.engine, [WORK], CONFIG, table=db.table).run_pass(T0)  # rows up to T0+30s
     restarted = db.Scheduler(db.engine, [WORK], CONFIG, table=db.table)
     with caplog.at_level(logging.WARNING, logger="worksync_sa"):
-        restarted.tick(T0 + timedelta(minutes=2))  # down for 90 s beyond its horizon
+        restarted.run_pass(T0 + timedelta(minutes=2))  # down for 90 s beyond its horizon
     report = restarted.last_pass
     assert report is not None
     # (T0+30, T0+95]: older than catch-up -> skipped; (T0+95, T0+150]: created.
@@ -48,7 +48,7 @@ def test_a_restart_after_a_long_outage_catches_up_and_skips_the_rest(
     # The next pass neither skips again nor logs again.
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="worksync_sa"):
-        restarted.tick(T0 + timedelta(minutes=2, seconds=10))
+        restarted.run_pass(T0 + timedelta(minutes=2, seconds=10))
     assert restarted.last_pass is not None
     assert restarted.last_pass.skipped == {}
     assert not [r for r in caplog.records if getattr(r, "action", None) == "skipped"]
@@ -56,16 +56,16 @@ def test_a_restart_after_a_long_outage_catches_up_and_skips_the_rest(
 
 def test_the_same_process_catches_up_after_its_passes_failed(db: Db) -> None:
     scheduler = db.Scheduler(db.engine, [WORK], CONFIG, table=db.table)
-    scheduler.tick(T0)
-    scheduler.tick(T0 + timedelta(minutes=2))  # as if every pass in between had failed
+    scheduler.run_pass(T0)
+    scheduler.run_pass(T0 + timedelta(minutes=2))  # as if every pass in between had failed
     assert scheduler.last_pass is not None
     assert scheduler.last_pass.skipped == {"w": 13}
 
 
 def test_a_short_outage_loses_nothing(db: Db) -> None:
-    db.Scheduler(db.engine, [WORK], CONFIG, table=db.table).tick(T0)
+    db.Scheduler(db.engine, [WORK], CONFIG, table=db.table).run_pass(T0)
     restarted = db.Scheduler(db.engine, [WORK], CONFIG, table=db.table)
-    created = restarted.tick(T0 + 40 * SECOND)  # horizon was T0+30: 10 s were missed
+    created = restarted.run_pass(T0 + 40 * SECOND)  # horizon was T0+30: 10 s were missed
     assert restarted.last_pass is not None
     assert restarted.last_pass.skipped == {}
     assert created == 2 * 8  # (T0+30, T0+70]
@@ -77,10 +77,10 @@ def test_a_short_outage_loses_nothing(db: Db) -> None:
 
 
 def test_a_new_work_starts_now_without_catching_up(db: Db) -> None:
-    db.Scheduler(db.engine, [WORK], CONFIG, table=db.table).tick(T0)
+    db.Scheduler(db.engine, [WORK], CONFIG, table=db.table).run_pass(T0)
     newcomer = Work("new", "@every 5s")
     later = db.Scheduler(db.engine, [WORK, newcomer], CONFIG, table=db.table)
-    later.tick(T0 + 20 * SECOND)
+    later.run_pass(T0 + 20 * SECOND)
     assert later.last_pass is not None
     assert "new" not in later.last_pass.skipped
     assert min(r.tick_at for r in db.rows(name="new")) == T0 + 25 * SECOND
@@ -88,9 +88,9 @@ def test_a_new_work_starts_now_without_catching_up(db: Db) -> None:
 
 def test_skipped_counting_is_bounded(db: Db) -> None:
     fast = Work("fast", "* * * * * *")
-    db.Scheduler(db.engine, [fast], CONFIG, table=db.table).tick(T0)
+    db.Scheduler(db.engine, [fast], CONFIG, table=db.table).run_pass(T0)
     restarted = db.Scheduler(db.engine, [fast], CONFIG, table=db.table)
-    restarted.tick(T0 + timedelta(days=2))  # 172,800 ticks missed
+    restarted.run_pass(T0 + timedelta(days=2))  # 172,800 ticks missed
     assert restarted.last_pass is not None
     assert restarted.last_pass.skipped == {"fast": 10_000}
     assert default_sequence(T0 + timedelta(days=2, seconds=1)) in {r.sequence for r in db.rows()}

@@ -27,7 +27,7 @@ CONFIG = SchedulerConfig(lookahead=timedelta(minutes=1), interval="10s")
 
 
 def schedule(db: Db, *works: Work, now: datetime = T0) -> None:
-    db.Scheduler(db.engine, list(works), CONFIG, table=db.table).tick(now)
+    db.Scheduler(db.engine, list(works), CONFIG, table=db.table).run_pass(now)
 
 
 def row_of(db: Db, claim_id: int) -> Any:
@@ -114,7 +114,7 @@ def test_the_claimed_event_carries_the_lag_by_the_database_clock(db: Db) -> None
     events: list[Event] = []
     now = datetime.now(UTC).replace(microsecond=0)
     work = Work("late", "@every 10s", grace="10m")
-    db.Scheduler(db.engine, [work], CONFIG, table=db.table).tick(now - timedelta(seconds=40))
+    db.Scheduler(db.engine, [work], CONFIG, table=db.table).run_pass(now - timedelta(seconds=40))
     ws = db.WorkSync(db.engine, table=db.table, listeners=[events.append])
     claim = ws.acquire_due("late", grace=timedelta(minutes=10))
     assert claim is not None

@@ -30,7 +30,7 @@ TICK = default_sequence(T0 + timedelta(seconds=30))
 
 
 def schedule(db: Db, *works: Work, now: datetime = T0) -> None:
-    db.Scheduler(db.engine, list(works), CONFIG, table=db.table).tick(now)
+    db.Scheduler(db.engine, list(works), CONFIG, table=db.table).run_pass(now)
 
 
 def sync(db: Db, worker_id: str | None = None) -> WorkSync:

@@ -33,7 +33,9 @@ def test_every_action_reaches_the_listeners_and_the_log(
 ) -> None:
     events: list[Event] = []
     with caplog.at_level(logging.DEBUG, logger="worksync_sa"):
-        db.Scheduler(db.engine, WORKS, CONFIG, table=db.table, listeners=[events.append]).tick(T0)
+        db.Scheduler(db.engine, WORKS, CONFIG, table=db.table, listeners=[events.append]).run_pass(
+            T0
+        )
         sync = db.WorkSync(db.engine, table=db.table, keep_alive=False, listeners=[events.append])
         ok, bad, held = (
             sync.acquire("a", seq(10)),
@@ -82,12 +84,12 @@ def test_every_action_reaches_the_listeners_and_the_log(
 def test_skipped_ticks_are_reported_once(db: Db) -> None:
     events: list[Event] = []
     config = SchedulerConfig(lookahead="30s", interval="10s", catchup="20s")
-    db.Scheduler(db.engine, WORKS[:1], config, table=db.table).tick(T0)
+    db.Scheduler(db.engine, WORKS[:1], config, table=db.table).run_pass(T0)
     restarted = db.Scheduler(
         db.engine, WORKS[:1], config, table=db.table, listeners=[events.append]
     )
-    restarted.tick(T0 + timedelta(minutes=5))  # (T0+30 s, T0+280 s] is beyond catch-up
-    restarted.tick(T0 + timedelta(minutes=5, seconds=10))
+    restarted.run_pass(T0 + timedelta(minutes=5))  # (T0+30 s, T0+280 s] is beyond catch-up
+    restarted.run_pass(T0 + timedelta(minutes=5, seconds=10))
     assert [e for e in events if e.action == "skipped"] == [Event("skipped", "a", count=25)]
 
 
@@ -99,7 +101,7 @@ def test_a_failing_listener_is_logged_and_never_breaks_a_claim(
     def broken(event: Event) -> None:
         raise RuntimeError("metrics backend down")
 
-    db.Scheduler(db.engine, WORKS, CONFIG, table=db.table).tick(T0)
+    db.Scheduler(db.engine, WORKS, CONFIG, table=db.table).run_pass(T0)
     sync = db.WorkSync(
         db.engine,
         table=db.table,

@@ -52,7 +52,7 @@ def schedule(db: Db, max_run: int = 2, **work: Any) -> Any:
     scheduler = db.Scheduler(
         db.engine, [Work("w", "@every 10s", max_run=max_run, **work)], CONFIG, table=db.table
     )
-    scheduler.tick(at(0))
+    scheduler.run_pass(at(0))
     return scheduler
 
 

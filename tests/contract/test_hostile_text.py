@@ -51,7 +51,7 @@ NOT_UTF8 = os.fsdecode(b"report-\xff.csv")
 
 
 def scheduled(db: Db, work: Work) -> WorkSync:
-    db.Scheduler(db.engine, [work], CONFIG, table=db.table).tick(T0)
+    db.Scheduler(db.engine, [work], CONFIG, table=db.table).run_pass(T0)
     return db.WorkSync(db.engine, table=db.table, keep_alive=False)
 
 
@@ -123,7 +123,7 @@ def test_a_sequence_function_giving_a_lone_surrogate_writes_nothing(db: Db) -> N
     works = [Work("a", "@every 10s"), Work("z", "@every 10s")]
     scheduler = db.Scheduler(db.engine, works, config, table=db.table)
     with pytest.raises(InvalidConfigError, match="lone surrogate"):
-        scheduler.tick(T0)
+        scheduler.run_pass(T0)
     assert db.count() == 0
 
 
@@ -140,7 +140,7 @@ def test_a_mysql_connection_that_is_not_utf8mb4_is_refused_at_first_use(
     try:
         scheduler = Scheduler(engine, works, CONFIG, table=maria_db.table)
         with pytest.raises(UnsupportedDatabaseError, match=r"charset=utf8mb4") as caught:
-            scheduler.tick(T0)
+            scheduler.run_pass(T0)
         assert "not utf8mb4" in str(caught.value)
         with pytest.raises(UnsupportedDatabaseError):
             WorkSync(engine, table=maria_db.table).acquire("report-😀", TICK)
@@ -149,7 +149,7 @@ def test_a_mysql_connection_that_is_not_utf8mb4_is_refused_at_first_use(
         engine.dispose()
     assert maria_db.count() == 0
     # The same works through a utf8mb4 connection stay two works.
-    Scheduler(maria_db.engine, works, CONFIG, table=maria_db.table).tick(T0)
+    Scheduler(maria_db.engine, works, CONFIG, table=maria_db.table).run_pass(T0)
     assert {row.name for row in maria_db.rows()} == {"report-💩", "report-😀"}
 
 
@@ -191,7 +191,7 @@ def test_query_string_passwords_stay_out_of_reprs_and_logs(
                 scheduler = Scheduler(
                     engine, [Work(name, "@every 10s")], CONFIG, table=server_db.table
                 )
-                scheduler.tick(T0)
+                scheduler.run_pass(T0)
                 sync = WorkSync(engine, table=server_db.table)
                 claim = sync.acquire(name, TICK)
                 assert claim is not None  # the URL really connects
@@ -300,7 +300,7 @@ def test_status_escapes_control_characters_in_names_sequences_and_errors(
 
         config = SchedulerConfig(lookahead="1m", interval="10s", sequence=sequence)
         now = tdb.db_now()
-        Scheduler(tdb.engine, works, config, table=tdb.table).tick(now - timedelta(seconds=30))
+        Scheduler(tdb.engine, works, config, table=tdb.table).run_pass(now - timedelta(seconds=30))
         sync = WorkSync(tdb.engine, table=tdb.table, keep_alive=False)
         claim = sync.acquire_due(evil)
         assert claim is not None

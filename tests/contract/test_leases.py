@@ -29,7 +29,7 @@ CONFIG = SchedulerConfig(lookahead=timedelta(minutes=1), interval="10s")
 
 def schedule(db: Db, *works: Work, now: datetime) -> Scheduler:
     scheduler = db.Scheduler(db.engine, list(works), CONFIG, table=db.table)
-    scheduler.tick(now)
+    scheduler.run_pass(now)
     return scheduler
 
 
@@ -158,7 +158,7 @@ def test_recovery_is_one_bounded_statement(db: Db) -> None:
     t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
     work = Work("w", "* * * * * *", max_run=3, grace=SECOND)
     config = SchedulerConfig(lookahead=timedelta(seconds=400), interval="10s")
-    db.Scheduler(db.engine, [work], config, table=db.table).tick(t0)  # 1,200 rows
+    db.Scheduler(db.engine, [work], config, table=db.table).run_pass(t0)  # 1,200 rows
     statements: list[str] = []
 
     def count(conn: object, cursor: object, statement: str, *args: object) -> None:
@@ -184,7 +184,7 @@ def test_recovery_is_one_bounded_statement(db: Db) -> None:
 def test_every_scheduler_pass_runs_recovery(db: Db) -> None:
     t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
     scheduler = schedule(db, Work("w", "@every 10s", grace=5 * SECOND), now=t0)
-    scheduler.tick(t0 + 30 * SECOND)
+    scheduler.run_pass(t0 + 30 * SECOND)
     assert scheduler.last_pass is not None
     assert scheduler.last_pass.recovered == 2  # :10 and :20 were missed
     assert len(db.rows(closed_by="missed")) == 2
@@ -238,7 +238,7 @@ def test_a_finish_racing_recovery_has_exactly_one_winner(db: Db) -> None:
     """Many rows, each finished by its claim while recovery sweeps: every row ends one way."""
     t0 = db.db_now()
     work = Work("w", "* * * * * *", max_run=4, lease=SECOND, grace=timedelta(minutes=5))
-    db.Scheduler(db.engine, [work], CONFIG, table=db.table).tick(t0 - 30 * SECOND)
+    db.Scheduler(db.engine, [work], CONFIG, table=db.table).run_pass(t0 - 30 * SECOND)
     sync = db.WorkSync(db.engine, table=db.table, keep_alive=False)
     claims = []
     while (claim := sync.acquire_due("w")) is not None:

@@ -34,7 +34,7 @@ def history(db: Db) -> None:
         Work("b", "@every 10s", max_run=1, grace=15 * S, lease=5 * S, max_attempts=2),
     ]
     config = SchedulerConfig(lookahead="60s", interval="10s")
-    db.Scheduler(db.engine, works, config, table=db.table).tick(T0)
+    db.Scheduler(db.engine, works, config, table=db.table).run_pass(T0)
     sync = db.WorkSync(db.engine, table=db.table, keep_alive=False)
     # a @ 10: both claimed, 1 s and 3 s late; one succeeds, one fails.
     ok, bad = sync.acquire("a", seq(at(10))), sync.acquire("a", seq(at(10)))

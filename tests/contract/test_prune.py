@@ -28,7 +28,7 @@ def history(
     """Ticks that ran ``days_ago``: every row claimed and finished; returns their ids."""
     work = Work(name, "@every 10s", max_run=max_run, grace=timedelta(days=365))
     at = db.db_now() - days_ago * DAY
-    db.Scheduler(db.engine, [work], CONFIG, table=db.table).tick(at)
+    db.Scheduler(db.engine, [work], CONFIG, table=db.table).run_pass(at)
     sync = db.WorkSync(db.engine, table=db.table, keep_alive=False)
     table = table_named(db.table)
     ids = []
@@ -86,7 +86,7 @@ def test_pruned_ticks_are_never_created_again(db: Db) -> None:
     restarted = db.Scheduler(
         db.engine, [Work("w", "@every 10s", max_run=2)], CONFIG, table=db.table
     )
-    restarted.tick()
+    restarted.run_pass()
     assert db.rows()
     assert all(r.tick_at > now - CONFIG.catchup for r in db.rows())
 
@@ -95,10 +95,10 @@ def test_a_scheduler_with_retention_prunes_as_it_passes(db: Db) -> None:
     old = history(db, days_ago=10)
     config = SchedulerConfig(lookahead="1m", interval="10s", retention="3d")
     scheduler = db.Scheduler(db.engine, [Work("other", "@every 10s")], config, table=db.table)
-    scheduler.tick()
+    scheduler.run_pass()
     assert scheduler.last_pass is not None
     assert scheduler.last_pass.pruned == len(old)
-    scheduler.tick()  # pruning is rate-limited: the next pass does not look again
+    scheduler.run_pass()  # pruning is rate-limited: the next pass does not look again
     assert scheduler.last_pass.pruned == 0
 
 

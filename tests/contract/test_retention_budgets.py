@@ -40,7 +40,7 @@ def run_days(db: Db, sequence: Callable[[datetime], str], days: int = 14) -> Cou
     for day in range(days):
         morning = MONDAY + timedelta(days=day)
         scheduler = db.Scheduler(db.engine, [DAILY], config, table=db.table)
-        scheduler.tick(morning)
+        scheduler.run_pass(morning)
         scheduler.close()
         claim = sync.acquire_due("report", now=morning + timedelta(hours=1, seconds=30))
         if claim is not None:

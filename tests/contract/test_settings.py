@@ -58,10 +58,10 @@ def actions(caplog: pytest.LogCaptureFixture, action: str) -> list[logging.LogRe
 
 
 def test_raising_max_run_adds_slots_to_every_tick_not_yet_due(db: Db) -> None:
-    scheduler(db, max_run=1).tick(at(0))  # ticks :10 to :60, one slot each
+    scheduler(db, max_run=1).run_pass(at(0))  # ticks :10 to :60, one slot each
     assert [held_slots(db, s) for s in range(10, 70, 10)] == [[0]] * 6
     raised = scheduler(db, max_run=3)
-    raised.tick(at(25))
+    raised.run_pass(at(25))
     assert held_slots(db, 10) == held_slots(db, 20) == [0]  # due: left as they were
     for seconds in (30, 40, 50, 60, 70, 80):  # not yet due, and the new ones
         assert open_slots(db, seconds) == [0, 1, 2], seconds
@@ -74,12 +74,12 @@ def test_raising_max_run_adds_slots_to_every_tick_not_yet_due(db: Db) -> None:
 
 
 def test_lowering_max_run_closes_queued_surplus_but_never_a_running_slot(db: Db) -> None:
-    scheduler(db, max_run=3).tick(at(0))
+    scheduler(db, max_run=3).run_pass(at(0))
     sync = db.WorkSync(db.engine, table=db.table, keep_alive=False)
     early = [sync.acquire("w", label(50)), sync.acquire("w", label(50))]  # claimed before due
     assert all(claim is not None for claim in early)
     lowered = scheduler(db, max_run=1)
-    lowered.tick(at(25))
+    lowered.run_pass(at(25))
     for seconds in (10, 20):  # due: untouched
         assert open_slots(db, seconds) == [0, 1, 2]
     for seconds in (30, 40, 60):
@@ -100,9 +100,9 @@ def test_lowering_max_run_closes_queued_surplus_but_never_a_running_slot(db: Db)
 
 
 def test_lowered_then_raised_max_run_makes_fresh_slots(db: Db) -> None:
-    scheduler(db, max_run=3).tick(at(0))
-    scheduler(db, max_run=1).tick(at(5))
-    scheduler(db, max_run=2).tick(at(6))
+    scheduler(db, max_run=3).run_pass(at(0))
+    scheduler(db, max_run=1).run_pass(at(5))
+    scheduler(db, max_run=2).run_pass(at(6))
     for seconds in range(10, 70, 10):
         assert open_slots(db, seconds) == [0, 1]
         assert len(surplus(db, seconds)) == 2
@@ -111,9 +111,9 @@ def test_lowered_then_raised_max_run_makes_fresh_slots(db: Db) -> None:
 
 
 def test_a_changed_cron_closes_the_ticks_it_no_longer_has(db: Db) -> None:
-    scheduler(db, cron=EVERY).tick(at(0))  # :10 ... :60
+    scheduler(db, cron=EVERY).run_pass(at(0))  # :10 ... :60
     changed = scheduler(db, cron="@every 20s")
-    changed.tick(at(5))  # :20, :40, :60 stay; :10, :30, :50 go
+    changed.run_pass(at(5))  # :20, :40, :60 stay; :10, :30, :50 go
     for seconds in (20, 40, 60):
         assert open_slots(db, seconds) == [0]
     for seconds in (10, 30, 50):
@@ -125,14 +125,14 @@ def test_a_changed_cron_closes_the_ticks_it_no_longer_has(db: Db) -> None:
 
 def test_a_changed_time_zone_moves_every_upcoming_tick(db: Db) -> None:
     daily = "30 8 * * *"
-    scheduler(db, cron=daily, lookahead="1d").tick(at(0))  # 08:30 UTC
+    scheduler(db, cron=daily, lookahead="1d").run_pass(at(0))  # 08:30 UTC
     berlin = db.Scheduler(
         db.engine,
         [Work("w", daily, timezone="Europe/Berlin")],
         SchedulerConfig(lookahead="1d", interval="10s"),
         table=db.table,
     )
-    berlin.tick(at(1))  # 07:30 UTC in winter
+    berlin.run_pass(at(1))  # 07:30 UTC in winter
     utc_tick, berlin_tick = at(8.5 * 3600), at(7.5 * 3600)
     assert open_slots(db, 8.5 * 3600) == []
     assert [r.closed_by for r in db.rows(name="w", tick_at=utc_tick)] == ["surplus"]
@@ -140,9 +140,9 @@ def test_a_changed_time_zone_moves_every_upcoming_tick(db: Db) -> None:
 
 
 def test_a_changed_sequence_function_relabels_every_upcoming_tick(db: Db) -> None:
-    scheduler(db).tick(at(0))  # UTC labels
+    scheduler(db).run_pass(at(0))  # UTC labels
     relabelled = scheduler(db, sequence=local_sequence("Asia/Tokyo"))
-    relabelled.tick(at(15))
+    relabelled.run_pass(at(15))
     tokyo = [(at(s) + timedelta(hours=9)).strftime("%Y-%m-%d %H:%M:%S") for s in range(20, 80, 10)]
     for seconds, expected in zip(range(20, 80, 10), tokyo, strict=True):
         rows = db.rows(name="w", tick_at=at(seconds))
@@ -157,11 +157,11 @@ def test_a_changed_sequence_function_relabels_every_upcoming_tick(db: Db) -> Non
 
 
 def test_a_settings_change_is_logged_once_as_such(db: Db, caplog: pytest.LogCaptureFixture) -> None:
-    scheduler(db, max_run=3).tick(at(0))
+    scheduler(db, max_run=3).run_pass(at(0))
     lowered = scheduler(db, max_run=1)
     with caplog.at_level(logging.INFO, logger="worksync_sa"):
-        lowered.tick(at(1))
-        lowered.tick(at(2))
+        lowered.run_pass(at(1))
+        lowered.run_pass(at(2))
     (changed,) = actions(caplog, "changed")
     assert changed.levelno == logging.WARNING
     assert "max_run '3' there, '1' here" in changed.getMessage()
@@ -184,9 +184,9 @@ def alternate(
     sync = db.WorkSync(db.engine, table=db.table, keep_alive=False)
     claimed: Counter[datetime] = Counter()
     for step in range(0, seconds, 10):
-        first.tick(at(step))
+        first.run_pass(at(step))
         check()
-        second.tick(at(step + 1))
+        second.run_pass(at(step + 1))
         check()
         run_claims(db, sync, at(step + 2), claimed)
     return claimed
@@ -215,7 +215,7 @@ def test_two_live_schedulers_with_different_max_run_never_exceed_the_larger(
     assert any("max_run '1' there, '3' here" in m for m in messages)
     assert len(disagreements) == len(set(messages)) <= 2  # once per scheduler and setting
     # Once only the new settings run, every tick not yet due follows them.
-    one.tick(at(200))
+    one.run_pass(at(200))
     for seconds in range(210, 270, 10):
         assert open_slots(db, seconds) == [0], seconds
 
@@ -267,7 +267,7 @@ def test_a_rolling_change_of_the_sequence_function_never_doubles_a_tick(
     assert sum(f"sequence 'utc' there, {custom!r} here" in m for m in messages) == 1
     assert sum(f"sequence {custom!r} there, 'utc' here" in m for m in messages) == 1
     assert len(messages) == 2
-    new.tick(at(200))  # the old one is gone: every upcoming tick takes the new labels
+    new.run_pass(at(200))  # the old one is gone: every upcoming tick takes the new labels
     for seconds in range(210, 270, 10):
         queued = [r.sequence for r in db.rows(name="w", tick_at=at(seconds)) if r.status == 1]
         assert queued == [tagged(at(seconds))]
@@ -316,8 +316,8 @@ def test_two_live_schedulers_in_different_time_zones_never_exceed_max_run(
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="worksync_sa"):
         moved = scheduler(db, max_run=2, cron=EVEN_MINUTES)
-        moved.tick(at(143))
-        utc.tick(at(144))
+        moved.run_pass(at(143))
+        utc.run_pass(at(144))
     for seconds in range(150, 210, 10):
         want = [0, 1] if zone_of(seconds) == "UTC" else []
         assert open_slots(db, seconds) == want, seconds

@@ -39,7 +39,7 @@ logger = logging.getLogger(__name__)
 
 
 class Pass:
-    """A step of the background loop: run one pass (``tick``)."""
+    """A step of the background loop: run one pass (``run_pass``)."""
 
 
 PASS = Pass()
@@ -203,7 +203,7 @@ class SchedulerCore:
     # -- one pass ----------------------------------------------------------------------
 
     def _pass(self, now: datetime | None, sqlite: bool) -> Steps[int]:
-        """One pass (see ``Scheduler.tick``): its database calls, yielded in order."""
+        """One pass (see ``Scheduler.run_pass``): its database calls, yielded in order."""
         explicit = checked_now(now)
         at: datetime = explicit if explicit is not None else (yield CLOCK)
         if self._started is None:
@@ -336,7 +336,7 @@ class SchedulerCore:
         It outlives any failure (an outage, a listener raising ``SystemExit``):
         each is logged once, then retried with capped backoff. Only the stop
         signals (Ctrl-C, cancellation) end it. The shells perform ``PASS``
-        (one :meth:`tick`) and ``Idle`` (wait, unless stopped: then the
+        (one ``run_pass``) and ``Idle`` (wait, unless stopped: then the
         answer is True and the loop ends).
         """
         period = self.config.interval.total_seconds()

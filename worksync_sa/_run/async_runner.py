@@ -163,7 +163,7 @@ async def _drop(conn: AsyncConnection) -> None:
             await conn.invalidate()
 
 
-class AsyncTransactions:
+class AsyncRunner:
     """The asyncio runner: does each step of a call's attempts (``_run.attempts``) by awaiting."""
 
     def __init__(self, engine: AsyncEngine, table: str, policy: RetryPolicy) -> None:
@@ -186,7 +186,7 @@ class AsyncTransactions:
         await lanes.close()
 
     async def call(self, call: Call[T]) -> T:
-        """Run one call to its end: the asyncio counterpart of ``Transactions.call``."""
+        """Run one call to its end: the asyncio counterpart of ``BlockingRunner.call``."""
         lanes, writer = self.lanes, self._writer
         failure = None
         if lanes.own:  # the plain first attempt, inline (see ``attempts``)

@@ -47,7 +47,7 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-class Transactions:
+class BlockingRunner:
     """The blocking runner: does each step of a call's attempts (``_run.attempts``) by blocking."""
 
     def __init__(self, engine: Engine, table: str, policy: RetryPolicy) -> None:

@@ -114,7 +114,7 @@ def describe_pass(report: PassReport, table: str) -> list[str]:
 
 def _once(scheduler: Scheduler, table: str) -> int:
     try:
-        scheduler.tick()
+        scheduler.run_pass()
     finally:
         scheduler.close()
     assert scheduler.last_pass is not None

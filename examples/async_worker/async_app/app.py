@@ -71,7 +71,7 @@ async def lifespan(app: object) -> AsyncIterator[AppState]:
         # One pass before serving: with the tables missing this raises
         # SchemaNotReadyError and the service fails to start, instead of a
         # background loop retrying in silence.
-        await scheduler.tick()
+        await scheduler.run_pass()
         async with scheduler:  # the scheduler's task starts here
             worker.start()
             try:
@@ -82,6 +82,6 @@ async def lifespan(app: object) -> AsyncIterator[AppState]:
                 await worker.close(timeout=STOP_SECONDS)
         # Leaving the async with: the scheduler's task stops after its current pass.
     finally:
-        await worker.close()  # (a no-op when closed above; needed if tick() failed)
+        await worker.close()  # (a no-op when closed above; needed if run_pass() failed)
         await scheduler.close()
         await engine.dispose()

@@ -53,7 +53,7 @@ def schedule(engine: sa.Engine, *, now: datetime | None = None) -> int:
     """
     scheduler = Scheduler(engine, WORKS)
     try:
-        return scheduler.tick(now)
+        return scheduler.run_pass(now)
     finally:
         scheduler.close()
 
