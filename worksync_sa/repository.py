@@ -12,7 +12,7 @@ built once per table and database family.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any, TypeVar
 
@@ -32,7 +32,7 @@ from ._sql.claims import (
 )
 from ._sql.dialect import Family, family_of
 from ._sql.direct import execute, is_lane
-from ._sql.ledger import rows_of, tick_counts
+from ._sql.ledger import ledger_page, rows_of, tick_counts, unadopted_ledger
 from ._sql.maintenance import (
     RECOVERY_BATCH,
     close_foreign_missed,
@@ -41,6 +41,14 @@ from ._sql.maintenance import (
     prunable_ids,
     recovery_candidates,
     recovery_statement,
+)
+from ._sql.page import (
+    COUNTS,
+    names_in_range,
+    settings_in_range,
+    tick_figures,
+    tick_rows,
+    work_totals,
 )
 from ._sql.schedule import (
     BATCH_FIELDS,
@@ -93,7 +101,9 @@ __all__ = [
     "TickState",
     "claimed_row",
 ]
-"""The repositories, and the row types they take and return (defined in ``rows``)."""
+"""What a host imports from here: the repositories and their row types (defined in ``rows``).
+
+Not ``LedgerRepository``, which trusts the checks ``Ledger`` makes."""
 
 _S = TypeVar("_S")
 
@@ -644,3 +654,116 @@ class QueryRepository:
         """Per (name, sequence): rows in each status, ticks in time order."""
         result = conn.execute(tick_counts(self.table), {"name": name})
         return [TickCount(*row) for row in result]
+
+
+class LedgerRepository:
+    """The ledger's reads and the status page's: every one a SELECT, on the connection given.
+
+    ``Ledger`` and the page check what they were asked (a range, one work or
+    all, a cursor) and pass the checked values as the statements bind them:
+    ``since`` and ``until`` always, ``work_name`` for one work, ``after_tick``
+    and ``after_name`` to resume a page, ``limit`` where a read has one.
+    Which statement runs follows from the keys given, so a statement and its
+    values cannot disagree. The same few statements serve every page and
+    every refresh, so each is built once per table and shape.
+
+    Not a host API (hence not in ``__all__``): it trusts its callers' checks.
+    A host reads the ledger through :class:`~worksync_sa.Ledger`.
+    """
+
+    def __init__(self, table: sa.Table) -> None:
+        self._statements = _StatementCache(table)
+        self.table = self._statements.table
+
+    def _read(
+        self,
+        conn: Connection,
+        kind: str,
+        build: Callable[[sa.Table], sa.Executable],
+        params: Mapping[str, Any],
+    ) -> Sequence[sa.Row[Any]]:
+        statement = self._statements.get(kind, family_of(conn.dialect), lambda t, _: build(t))
+        return conn.execute(statement, params).all()
+
+    def page(self, conn: Connection, params: Mapping[str, Any]) -> Sequence[sa.Row[Any]]:
+        """One page of dated ticks, one aggregate row each, in index order (``ledger_page``).
+
+        Rows without a tick time are not among them: read those with
+        :meth:`undated`, whose dates come from their labels.
+        """
+        one_work, resume = "work_name" in params, "after_tick" in params
+        return self._read(
+            conn,
+            f"page:{one_work}:{resume}",
+            lambda t: ledger_page(t, one_work=one_work, resume=resume),
+            params,
+        )
+
+    def undated(self, conn: Connection, params: Mapping[str, Any]) -> Sequence[sa.Row[Any]]:
+        """The ledger's figures of rows other programs wrote without a tick time, per label.
+
+        Neither the range nor the cursor applies in SQL, the tick being only
+        in the label: the caller dates each from it and keeps those that fall
+        on its page.
+        """
+        one_work = "work_name" in params
+        return self._read(
+            conn, f"undated:{one_work}", lambda t: unadopted_ledger(t, one_work=one_work), params
+        )
+
+    def work_totals(self, conn: Connection, params: Mapping[str, Any]) -> dict[str, dict[str, int]]:
+        """Per work: its ticks in the range and the ledger's counts, summed by the database.
+
+        A few rows however long the range, where folding the ticks would read
+        one row per tick. The counts are keyed ``ticks``, ``created``,
+        ``queued``, ``running``, ``succeeded``, ``failed``, ``recovered`` and
+        ``missed``; undated rows are not counted (see :meth:`undated`).
+        """
+        one_work = "work_name" in params
+        rows = self._read(
+            conn, f"totals:{one_work}", lambda t: work_totals(t, one_work=one_work), params
+        )
+        keys = ("ticks", *COUNTS)
+        return {row.name: {key: int(row._mapping[key]) for key in keys} for row in rows}
+
+    def tick_figures(
+        self, conn: Connection, params: Mapping[str, Any], *, latest_first: bool
+    ) -> Sequence[sa.Row[Any]]:
+        """Up to ``limit`` ticks' figures as numbers only, in the ledger's order or latest first.
+
+        Numbers parse fast where dates do not, and the page reads many ticks
+        (see ``tick_figures``). ``latest_first`` keeps the latest ticks when
+        the range holds more than ``limit``.
+        """
+        one_work = "work_name" in params
+        return self._read(
+            conn,
+            f"figures:{one_work}:{latest_first}",
+            lambda t: tick_figures(t, one_work=one_work, latest_first=latest_first),
+            params,
+        )
+
+    def settings(self, conn: Connection, params: Mapping[str, Any]) -> Sequence[sa.Row[Any]]:
+        """Per work and ``spec``: the latest tick in the range made with those settings."""
+        one_work = "work_name" in params
+        return self._read(
+            conn,
+            f"settings:{one_work}",
+            lambda t: settings_in_range(t, one_work=one_work),
+            params,
+        )
+
+    def names(self, conn: Connection, params: Mapping[str, Any]) -> list[str]:
+        """The works with ticks in the range, in name order (at most ``NAMES_LIMIT``)."""
+        return [row.name for row in self._read(conn, "names", names_in_range, params)]
+
+    def tick_rows(
+        self, conn: Connection, name: str, tick: datetime, label: str
+    ) -> Sequence[sa.Row[Any]]:
+        """One tick's rows: those dated ``tick``, and undated ones labelled ``label``.
+
+        The label too, because the ledger shows another program's undated rows
+        at the time their label reads, and their details must be found there.
+        """
+        params = {"work_name": name, "tick": tick, "label": label}
+        return self._read(conn, "tick_rows", tick_rows, params)
