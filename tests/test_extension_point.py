@@ -157,7 +157,7 @@ def test_a_row_claimed_in_a_host_transaction_becomes_a_claim(db: Db) -> None:
 
 def test_the_row_types_are_exported() -> None:
     assert {"NewRow", "ClaimedRow", "TickCount"} <= set(worksync_sa.__all__)
-    assert TickCount.__module__ == "worksync_sa.repository"
+    assert TickCount.__module__ == "worksync_sa.rows"
 
 
 def test_finish_needs_an_outcome_and_a_token(db: Db) -> None:

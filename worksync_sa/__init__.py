@@ -23,6 +23,7 @@ from .errors import SchemaNotReadyError as SchemaNotReadyError
 from .errors import UnsupportedDatabaseError as UnsupportedDatabaseError
 from .errors import WorksyncError as WorksyncError
 from .events import Event as Event
+from .events import Listener as Listener
 from .ledger import Ledger as Ledger
 from .ledger import LedgerPage as LedgerPage
 from .ledger import TickEntry as TickEntry
@@ -31,13 +32,18 @@ from .models import WorkRecord as WorkRecord
 from .models import WorkStatus as WorkStatus
 from .models import metadata as metadata
 from .models import work_table as work_table
-from .repository import ClaimedRow as ClaimedRow
 from .repository import ClaimRepository as ClaimRepository
 from .repository import MaintenanceRepository as MaintenanceRepository
-from .repository import NewRow as NewRow
 from .repository import QueryRepository as QueryRepository
 from .repository import ScheduleRepository as ScheduleRepository
-from .repository import TickCount as TickCount
+from .rows import Adoption as Adoption
+from .rows import ClaimedRow as ClaimedRow
+from .rows import NewRow as NewRow
+from .rows import QueuedRow as QueuedRow
+from .rows import Recovered as Recovered
+from .rows import Surplus as Surplus
+from .rows import TickCount as TickCount
+from .rows import TickState as TickState
 from .scheduler import PassReport as PassReport
 from .scheduler import Scheduler as Scheduler
 from .schema import SchemaState as SchemaState
@@ -85,6 +91,7 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
+    "Adoption",
     "AsyncClaim",
     "AsyncScheduler",
     "AsyncWorkSync",
@@ -99,10 +106,13 @@ __all__ = [
     "InvalidWorkError",
     "Ledger",
     "LedgerPage",
+    "Listener",
     "MaintenanceRepository",
     "NewRow",
     "PassReport",
     "QueryRepository",
+    "QueuedRow",
+    "Recovered",
     "RetryPolicy",
     "ScheduleRepository",
     "Scheduler",
@@ -110,8 +120,10 @@ __all__ = [
     "SchemaNotReadyError",
     "SchemaState",
     "SchemaStatus",
+    "Surplus",
     "TickCount",
     "TickEntry",
+    "TickState",
     "UnsupportedDatabaseError",
     "Work",
     "WorkRecord",

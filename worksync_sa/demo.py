@@ -21,7 +21,8 @@ import sqlalchemy as sa
 from .config import SchedulerConfig
 from .engine import create_engine, shown_url
 from .models import DEFAULT_TABLE, table_named, validate_table_name
-from .repository import QueryRepository, TickCount
+from .repository import QueryRepository
+from .rows import TickCount
 from .scheduler import Scheduler
 from .schema import upgrade
 from .sequences import default_sequence

@@ -38,11 +38,11 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from ._run.blocking import BlockingRunner
-from ._sql.ledger import ledger_page, unadopted_ledger
 from ._sql.text import check_text
 from .config import RetryPolicy
 from .errors import InvalidArgumentError
 from .models import DEFAULT_TABLE, checked_moment, table_named, validate_table_name
+from .repository import LedgerRepository
 from .sequences import LAYOUT
 
 PAGE_LIMIT = 10_000
@@ -119,7 +119,7 @@ class Ledger:
     ) -> None:
         table = validate_table_name(table)
         self._runner = BlockingRunner(engine, table, retry or RetryPolicy())
-        self._table = table_named(table)
+        self._reads = LedgerRepository(table_named(table))
 
     def close(self) -> None:
         """Give back the connection the ledger holds."""
@@ -148,14 +148,11 @@ class Ledger:
                 )
             params["after_tick"] = checked_moment(after[0], "after")
             params["after_name"], params["after_sequence"] = after[1], after[2]
-        one_work = name is not None
-        statement = ledger_page(self._table, one_work=one_work, resume=after is not None)
-        undated = unadopted_ledger(self._table, one_work=one_work)
 
         def read(conn: sa.Connection) -> list[TickEntry]:
             # Times come back aware UTC: the columns' type converts them.
-            entries = [_entry(row, row.tick_at) for row in conn.execute(statement, params)]
-            entries += _undated(conn.execute(undated, params), params)
+            entries = [_entry(row, row.tick_at) for row in self._reads.page(conn, params)]
+            entries += _undated(self._reads.undated(conn, params), params)
             entries.sort(key=lambda entry: (entry.tick_at, entry.name, entry.sequence))
             return entries[:limit]
 

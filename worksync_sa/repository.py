@@ -12,10 +12,9 @@ built once per table and database family.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -33,7 +32,7 @@ from ._sql.claims import (
 )
 from ._sql.dialect import Family, family_of
 from ._sql.direct import execute, is_lane
-from ._sql.ledger import rows_of, tick_counts
+from ._sql.ledger import ledger_page, rows_of, tick_counts, unadopted_ledger
 from ._sql.maintenance import (
     RECOVERY_BATCH,
     close_foreign_missed,
@@ -42,6 +41,14 @@ from ._sql.maintenance import (
     prunable_ids,
     recovery_candidates,
     recovery_statement,
+)
+from ._sql.page import (
+    COUNTS,
+    names_in_range,
+    settings_in_range,
+    tick_figures,
+    tick_rows,
+    work_totals,
 )
 from ._sql.schedule import (
     BATCH_FIELDS,
@@ -60,29 +67,48 @@ from .models import (
     CLOSED_BY_LEASE,
     CLOSED_BY_MISSED,
     DEFAULT_GRACE_SECONDS,
-    DEFAULT_LEASE_SECONDS,
     DEFAULT_MAX_ATTEMPTS,
     WorkStatus,
     as_utc,
     checked_moment,
 )
+from .rows import (
+    Adoption,
+    ClaimedRow,
+    NewRow,
+    QueuedRow,
+    Recovered,
+    Surplus,
+    TickCount,
+    TickState,
+    claimed_row,
+)
 from .sequences import LAYOUT
 from .work import LONGEST_POLICY
+
+__all__ = [
+    "Adoption",
+    "ClaimRepository",
+    "ClaimedRow",
+    "MaintenanceRepository",
+    "NewRow",
+    "QueryRepository",
+    "QueuedRow",
+    "Recovered",
+    "ScheduleRepository",
+    "Surplus",
+    "TickCount",
+    "TickState",
+    "claimed_row",
+]
+"""What a host imports from here: the repositories and their row types (defined in ``rows``).
+
+Not ``LedgerRepository``, which trusts the checks ``Ledger`` makes."""
 
 _S = TypeVar("_S")
 
 FOREIGN_LABEL_SLACK = timedelta(hours=12)
 """How far after a label read as UTC its instant can be: the wall time of UTC-12."""
-
-QueuedRow = tuple[str, str, int, datetime, int, int, int, "str | None", int]
-"""A new row's values and its tick's ``max_run``, in ``BATCH_FIELDS`` order."""
-NO_BUDGET = 2**31 - 1
-"""The ``max_run`` of a row whose caller set none: only the unique keys decide."""
-
-
-def _check_int(name: str, value: object, least: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < least:
-        raise InvalidArgumentError(f"NewRow: {name} must be an int >= {least}, got {value!r}")
 
 
 def _claim_params(name: object, token: object, worker: object) -> dict[str, Any]:
@@ -111,174 +137,6 @@ def _fence(claim: object, token: object) -> tuple[int, str]:
     if not isinstance(token, str) or not token:
         raise InvalidArgumentError("token is needed with a row id: the claim's token")
     return claim, token
-
-
-@dataclass(frozen=True, slots=True)
-class NewRow:
-    """One QUEUED row to create: one slot of one tick of one work, with the work's policy."""
-
-    name: str
-    sequence: str
-    slot: int
-    tick_at: datetime
-    lease_seconds: int = DEFAULT_LEASE_SECONDS
-    grace_seconds: int = DEFAULT_GRACE_SECONDS
-    max_attempts: int = DEFAULT_MAX_ATTEMPTS
-    spec: str | None = None
-    """The creator's settings, as the scheduler records them (see ``models``)."""
-    max_run: int | None = None
-    """The tick's budget: rows of other programs for the same tick count against it. None: no
-    budget, the unique keys alone decide."""
-
-    def __post_init__(self) -> None:
-        # Repositories are public: a host may build rows itself, and INSERT IGNORE
-        # would quietly truncate a bad value instead of refusing it.
-        try:
-            check_text(self.name, "name")
-            check_text(self.sequence, "sequence")
-        except InvalidArgumentError as exc:
-            raise InvalidArgumentError(f"NewRow: {exc}") from None
-        for name, least in (
-            ("slot", 0),
-            ("lease_seconds", 1),
-            ("grace_seconds", 1),
-            ("max_attempts", 1),
-        ):
-            _check_int(name, getattr(self, name), least)
-        if self.max_run is not None:
-            _check_int("max_run", self.max_run, 1)
-        if self.spec is not None and (not isinstance(self.spec, str) or len(self.spec) > 255):
-            raise InvalidArgumentError("NewRow: spec must be a string of at most 255 characters")
-        object.__setattr__(self, "tick_at", checked_moment(self.tick_at, "NewRow: tick_at"))
-
-    def fields(self) -> QueuedRow:
-        """The row in ``BATCH_FIELDS`` order, as the batched insert takes it."""
-        budget = NO_BUDGET if self.max_run is None else self.max_run
-        return (
-            self.name,
-            self.sequence,
-            self.slot,
-            self.tick_at,
-            self.lease_seconds,
-            self.grace_seconds,
-            self.max_attempts,
-            self.spec,
-            budget,
-        )
-
-
-class TickState(NamedTuple):
-    """What the table holds for one (name, tick, sequence) under one ``spec``."""
-
-    name: str
-    tick_at: datetime
-    sequence: str
-    spec: str | None
-    slotted: int
-    """Rows holding a slot: queued, running or finished (surplus rows gave theirs up)."""
-    top_queued: int | None
-    """The highest slot still queued, or None."""
-    foreign: int
-    """Rows without a slot that count against the budget: another program's."""
-    touched: datetime | None
-    """When a scheduler last created or closed one of these rows (database clock)."""
-
-
-class Adoption(NamedTuple):
-    """A tick whose rows another program wrote: the time and policy they get."""
-
-    name: str
-    sequence: str
-    tick_at: datetime
-    lease_seconds: int
-    grace_seconds: int
-    max_attempts: int
-
-
-class Surplus(NamedTuple):
-    """Close the queued slots ``keep`` and above of one tick, saying why, and who closes them."""
-
-    name: str
-    tick_at: datetime
-    sequence: str
-    keep: int
-    reason: str
-    closer: str | None = None
-    """The closing scheduler's spec, recorded in the closed rows."""
-
-
-class ClaimedRow(NamedTuple):
-    """What a successful claim learned about its row.
-
-    ``lease_seconds`` is None when the row has no lease of its own (the
-    default applies). ``slot``, ``tick_at``, ``attempt`` and ``started_at``
-    come back with the claim itself (RETURNING on PostgreSQL and SQLite, the
-    read a due claim makes anyway on MySQL). A claim by sequence on MySQL
-    returns only the row's id, so there they are None (``attempt`` is never
-    None once they are known) and :class:`~worksync_sa.Claim` reads them
-    when first asked. A named tuple: one is made per claim, on the hot path.
-    """
-
-    id: int
-    name: str
-    sequence: str
-    token: str
-    lease_seconds: int | None = None
-    slot: int | None = None
-    """Which of the tick's ``max_run`` rows (0-based); None for rows other programs wrote."""
-    tick_at: datetime | None = None
-    """The tick as an aware UTC datetime; None for rows other programs wrote."""
-    attempt: int | None = None
-    """How many times the row has been claimed, this claim included (1 unless re-queued)."""
-    started_at: datetime | None = None
-    """When the claim took the row, by the database clock."""
-
-    @property
-    def detailed(self) -> bool:
-        """Whether slot, tick_at, attempt and started_at were learned (see above)."""
-        return self.attempt is not None
-
-    @property
-    def lag(self) -> float | None:
-        """Seconds from the tick to this claim, by the database clock, when both are known."""
-        if self.tick_at is None or self.started_at is None:
-            return None
-        return (self.started_at - self.tick_at).total_seconds()
-
-
-def claimed_row(name: str, token: str, row: Sequence[Any]) -> ClaimedRow:
-    """A :class:`ClaimedRow` from a row of ``claim_details`` columns."""
-    claim_id, sequence, lease, slot, tick_at, attempts, started_at = row
-    return ClaimedRow(
-        claim_id,
-        name,
-        sequence,
-        token,
-        lease,
-        slot,
-        None if tick_at is None else as_utc(tick_at),
-        attempts,
-        None if started_at is None else as_utc(started_at),
-    )
-
-
-@dataclass(frozen=True, slots=True)
-class TickCount:
-    """How many rows of one (name, sequence) are in each status."""
-
-    name: str
-    sequence: str
-    tick_at: datetime | None
-    total: int
-    queued: int
-    running: int
-    succeeded: int
-    failed: int
-
-    @property
-    def claimed(self) -> int:
-        """Rows that left QUEUED: running, succeeded or failed."""
-        return self.running + self.succeeded + self.failed
 
 
 def _checked_table(table: object) -> sa.Table:
@@ -769,14 +627,6 @@ class MaintenanceRepository:
         return max(conn.execute(delete, {"ids": ids, "cutoff": cutoff}).rowcount, 0)
 
 
-class Recovered(NamedTuple):
-    """One row recovery changed: ``kind`` is "lease" (failed), "requeued" or "missed"."""
-
-    name: str
-    sequence: str
-    kind: str
-
-
 def _kind(status: int, closed_by: str | None) -> str:
     if closed_by == CLOSED_BY_MISSED:
         return "missed"
@@ -804,3 +654,116 @@ class QueryRepository:
         """Per (name, sequence): rows in each status, ticks in time order."""
         result = conn.execute(tick_counts(self.table), {"name": name})
         return [TickCount(*row) for row in result]
+
+
+class LedgerRepository:
+    """The ledger's reads and the status page's: every one a SELECT, on the connection given.
+
+    ``Ledger`` and the page check what they were asked (a range, one work or
+    all, a cursor) and pass the checked values as the statements bind them:
+    ``since`` and ``until`` always, ``work_name`` for one work, ``after_tick``
+    and ``after_name`` to resume a page, ``limit`` where a read has one.
+    Which statement runs follows from the keys given, so a statement and its
+    values cannot disagree. The same few statements serve every page and
+    every refresh, so each is built once per table and shape.
+
+    Not a host API (hence not in ``__all__``): it trusts its callers' checks.
+    A host reads the ledger through :class:`~worksync_sa.Ledger`.
+    """
+
+    def __init__(self, table: sa.Table) -> None:
+        self._statements = _StatementCache(table)
+        self.table = self._statements.table
+
+    def _read(
+        self,
+        conn: Connection,
+        kind: str,
+        build: Callable[[sa.Table], sa.Executable],
+        params: Mapping[str, Any],
+    ) -> Sequence[sa.Row[Any]]:
+        statement = self._statements.get(kind, family_of(conn.dialect), lambda t, _: build(t))
+        return conn.execute(statement, params).all()
+
+    def page(self, conn: Connection, params: Mapping[str, Any]) -> Sequence[sa.Row[Any]]:
+        """One page of dated ticks, one aggregate row each, in index order (``ledger_page``).
+
+        Rows without a tick time are not among them: read those with
+        :meth:`undated`, whose dates come from their labels.
+        """
+        one_work, resume = "work_name" in params, "after_tick" in params
+        return self._read(
+            conn,
+            f"page:{one_work}:{resume}",
+            lambda t: ledger_page(t, one_work=one_work, resume=resume),
+            params,
+        )
+
+    def undated(self, conn: Connection, params: Mapping[str, Any]) -> Sequence[sa.Row[Any]]:
+        """The ledger's figures of rows other programs wrote without a tick time, per label.
+
+        Neither the range nor the cursor applies in SQL, the tick being only
+        in the label: the caller dates each from it and keeps those that fall
+        on its page.
+        """
+        one_work = "work_name" in params
+        return self._read(
+            conn, f"undated:{one_work}", lambda t: unadopted_ledger(t, one_work=one_work), params
+        )
+
+    def work_totals(self, conn: Connection, params: Mapping[str, Any]) -> dict[str, dict[str, int]]:
+        """Per work: its ticks in the range and the ledger's counts, summed by the database.
+
+        A few rows however long the range, where folding the ticks would read
+        one row per tick. The counts are keyed ``ticks``, ``created``,
+        ``queued``, ``running``, ``succeeded``, ``failed``, ``recovered`` and
+        ``missed``; undated rows are not counted (see :meth:`undated`).
+        """
+        one_work = "work_name" in params
+        rows = self._read(
+            conn, f"totals:{one_work}", lambda t: work_totals(t, one_work=one_work), params
+        )
+        keys = ("ticks", *COUNTS)
+        return {row.name: {key: int(row._mapping[key]) for key in keys} for row in rows}
+
+    def tick_figures(
+        self, conn: Connection, params: Mapping[str, Any], *, latest_first: bool
+    ) -> Sequence[sa.Row[Any]]:
+        """Up to ``limit`` ticks' figures as numbers only, in the ledger's order or latest first.
+
+        Numbers parse fast where dates do not, and the page reads many ticks
+        (see ``tick_figures``). ``latest_first`` keeps the latest ticks when
+        the range holds more than ``limit``.
+        """
+        one_work = "work_name" in params
+        return self._read(
+            conn,
+            f"figures:{one_work}:{latest_first}",
+            lambda t: tick_figures(t, one_work=one_work, latest_first=latest_first),
+            params,
+        )
+
+    def settings(self, conn: Connection, params: Mapping[str, Any]) -> Sequence[sa.Row[Any]]:
+        """Per work and ``spec``: the latest tick in the range made with those settings."""
+        one_work = "work_name" in params
+        return self._read(
+            conn,
+            f"settings:{one_work}",
+            lambda t: settings_in_range(t, one_work=one_work),
+            params,
+        )
+
+    def names(self, conn: Connection, params: Mapping[str, Any]) -> list[str]:
+        """The works with ticks in the range, in name order (at most ``NAMES_LIMIT``)."""
+        return [row.name for row in self._read(conn, "names", names_in_range, params)]
+
+    def tick_rows(
+        self, conn: Connection, name: str, tick: datetime, label: str
+    ) -> Sequence[sa.Row[Any]]:
+        """One tick's rows: those dated ``tick``, and undated ones labelled ``label``.
+
+        The label too, because the ledger shows another program's undated rows
+        at the time their label reads, and their details must be found there.
+        """
+        params = {"work_name": name, "tick": tick, "label": label}
+        return self._read(conn, "tick_rows", tick_rows, params)

@@ -40,7 +40,7 @@ from .engine import shown_url
 from .errors import ClaimLostError
 from .events import Listener
 from .models import DEFAULT_TABLE, WorkStatus
-from .repository import ClaimedRow
+from .rows import ClaimedRow
 
 logger = logging.getLogger(__name__)
 

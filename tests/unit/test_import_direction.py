@@ -113,4 +113,22 @@ def test_the_checker_sees_imports() -> None:
     passes = imported(PACKAGE / "_core" / "passes.py")
     assert "worksync_sa._run.steps" in passes
     assert "worksync_sa.repository" in passes
-    assert "worksync_sa._sql.page" in imported(PACKAGE / "web" / "reading.py")
+    assert "worksync_sa.web.texts" in imported(PACKAGE / "web" / "render.py")  # from . import x
+    assert "worksync_sa._sql.page" in imported(PACKAGE / "repository.py")
+
+
+STATEMENTS = {
+    f"worksync_sa._sql.{m}" for m in ("claims", "schedule", "maintenance", "ledger", "page")
+}
+"""The feature modules of ``_sql``: the builders of the statements a repository runs."""
+
+
+@pytest.mark.parametrize(
+    "path",
+    sorted(p for p in PACKAGE.rglob("*.py") if "_sql" not in p.parts and p.name != "repository.py"),
+    ids=module_name,
+)
+def test_only_the_repositories_build_statements(path: Path) -> None:
+    """One SQL boundary: a service or the page reads and writes through a repository."""
+    wrong = imported(path) & STATEMENTS
+    assert wrong == set(), f"{module_name(path)} builds statements itself: {sorted(wrong)}"

@@ -33,13 +33,8 @@ from ..models import (
     table_named,
     validate_table_name,
 )
-from ..repository import (
-    ClaimedRow,
-    ClaimRepository,
-    MaintenanceRepository,
-    claimed_row,
-    floor_seconds,
-)
+from ..repository import ClaimRepository, MaintenanceRepository, floor_seconds
+from ..rows import ClaimedRow, claimed_row
 from ..work import LONGEST_POLICY
 from .maintenance import check_prune, prune_steps, recover_steps
 from .outage import Outage

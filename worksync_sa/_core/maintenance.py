@@ -15,7 +15,8 @@ from .._run.steps import CLOCK, Call, Steps
 from ..config import SHORTEST_RETENTION
 from ..errors import InvalidArgumentError
 from ..events import Events, report_recovered
-from ..repository import MaintenanceRepository, Recovered
+from ..repository import MaintenanceRepository
+from ..rows import Recovered
 
 logger = logging.getLogger(__name__)
 

@@ -27,7 +27,8 @@ from ..config import RetryPolicy, SchedulerConfig
 from ..errors import InvalidArgumentError, InvalidConfigError, InvalidWorkError
 from ..events import Event, Events, Listener
 from ..models import checked_moment, table_named, validate_table_name
-from ..repository import MaintenanceRepository, NewRow, QueuedRow, ScheduleRepository, TickState
+from ..repository import MaintenanceRepository, ScheduleRepository
+from ..rows import NewRow, QueuedRow, TickState
 from ..sequences import PRUNABLE_KINDS, sequence_kind
 from ..work import Work
 from .claims import checked_now

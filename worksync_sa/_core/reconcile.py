@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from ..models import TEXT_MAX
-from ..repository import Adoption, Surplus, TickState
+from ..rows import Adoption, Surplus, TickState
 from ..work import Work
 
 Plan = list[tuple[Work, list[tuple[str, datetime]]]]

@@ -36,7 +36,7 @@ import sqlalchemy as sa
 
 from ..models import CLOSED_BY_SURPLUS, UTCDateTime
 from .elapsed import EPOCH, microseconds_between
-from .ledger import ledger_page, unadopted_ledger
+from .ledger import ledger_page
 
 TICK_ROWS_LIMIT = 1_000
 """Most rows one tick's details show (``max_run`` can reach 10,000)."""
@@ -162,9 +162,3 @@ def names_in_range(table: sa.Table) -> sa.Select[Any]:
         sa.select(c.name).where(*_in_range(table)).group_by(c.name).order_by(c.name)
         .limit(NAMES_LIMIT)
     )  # fmt: skip
-
-
-@functools.cache
-def undated_ticks(table: sa.Table, *, one_work: bool) -> sa.Select[Any]:
-    """The ledger's own read of rows without a tick time (another program's), per label."""
-    return unadopted_ledger(table, one_work=one_work)

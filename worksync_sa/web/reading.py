@@ -1,5 +1,8 @@
 """The status page's reads: the only module of the page that talks to the database.
 
+It sends no statement itself: ``LedgerRepository`` runs the ledger's and
+the page's, so the SQL of every read stays in one layer.
+
 The figures are the ledger's (see ``worksync_sa._sql.page``): per work its counts,
 summed by the database over the range, and per tick its figures without
 text, for the lag quantiles (folded exactly as ``Ledger.summary`` folds
@@ -21,19 +24,16 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from .._sql import page as page_sql
 from ..ledger import (
     Ledger,
     TickEntry,
     _undated,  # the ledger's reading of undated rows, not a copy of it
 )
 from ..models import WorkStatus, table_named
+from ..repository import LedgerRepository
 from .config import PageConfig
 from .params import LATEST, Filter
 from .snapshot import HistoryPage, Light, RunRow, Snapshot, Totals, WorkSettings, fold
-
-TOTALS = ("ticks", *page_sql.COUNTS)
-"""The columns of a work's totals, in :class:`Totals` order."""
 
 
 class Reader:
@@ -41,7 +41,7 @@ class Reader:
 
     def __init__(self, engine: sa.Engine, table: str, config: PageConfig) -> None:
         self._engine = engine
-        self._table = table_named(table)
+        self._reads = LedgerRepository(table_named(table))
         self._ledger = Ledger(engine, table=table)
         self._config = config
 
@@ -64,21 +64,14 @@ class Reader:
             params["work_name"] = view.name
         limit = self._config.max_ticks
         with self._engine.connect() as conn:
-            summed = conn.execute(page_sql.work_totals(self._table, one_work=one_work), params)
-            totals = {
-                row.name: Totals(row.name, *(int(row._mapping[k]) for k in TOTALS))
-                for row in summed
-            }
-            undated_rows = conn.execute(
-                page_sql.undated_ticks(self._table, one_work=one_work), params
-            )
-            undated = _undated(undated_rows, params)
+            summed = self._reads.work_totals(conn, params)
+            totals = {name: Totals(name, **counts) for name, counts in summed.items()}
+            undated = _undated(self._reads.undated(conn, params), params)
             capped = sum(t.ticks for t in totals.values()) + len(undated) > limit
-            statement = page_sql.tick_figures(self._table, one_work=one_work, latest_first=capped)
-            rows = conn.execute(statement, {**params, "limit": limit}).all()
-            settings = self._settings(conn, one_work, params)
+            rows = self._reads.tick_figures(conn, {**params, "limit": limit}, latest_first=capped)
+            settings = self._settings(conn, params)
             if one_work:
-                names = list(conn.execute(page_sql.names_in_range(self._table), params).scalars())
+                names = self._reads.names(conn, params)
         ticks: dict[str, list[Light]] = {}
         for row in reversed(rows) if capped else rows:
             light = Light(*row)
@@ -116,9 +109,8 @@ class Reader:
 
     def tick(self, name: str, tick: datetime, label: str) -> list[RunRow]:
         """The rows of one tick of ``name``, slot by slot."""
-        params = {"work_name": name, "tick": tick, "label": label}
         with self._engine.connect() as conn:
-            rows = list(conn.execute(page_sql.tick_rows(self._table), params))
+            rows = list(self._reads.tick_rows(conn, name, tick, label))
         rows.sort(key=lambda row: (row.slot is None, row.slot or 0, row.id))
         return [
             RunRow(
@@ -136,13 +128,10 @@ class Reader:
             for row in rows
         ]
 
-    def _settings(
-        self, conn: sa.Connection, one_work: bool, params: dict[str, Any]
-    ) -> dict[str, WorkSettings]:
+    def _settings(self, conn: sa.Connection, params: dict[str, Any]) -> dict[str, WorkSettings]:
         """Each work's latest settings in the range (the spec of its latest tick)."""
-        statement = page_sql.settings_in_range(self._table, one_work=one_work)
         latest: dict[str, tuple[datetime, str]] = {}
-        for row in conn.execute(statement, params):
+        for row in self._reads.settings(conn, params):
             seen = latest.get(row.name)
             if seen is None or (row.latest, row.spec) > seen:
                 latest[row.name] = (row.latest, row.spec)
