@@ -12,7 +12,7 @@ indexes, and constraints that every older release's writes already satisfy;
 it never drops or narrows a column, a table or a constraint, and may replace
 a plain (non-unique) index, which changes speed, never results. So a release
 keeps working beside a table that a newer release of the same major version
-migrated, and a rolling deploy may run both at once. ``tests/test_migrations``
+migrated, and a rolling deploy may run both at once. ``tests/test_upgrades.py``
 reads every revision's ``upgrade()`` to hold this.
 
 The revision numbering is the contract; nothing else is stored. The revisions
