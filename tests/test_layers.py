@@ -60,7 +60,7 @@ def test_a_claim_reaches_the_driver_in_a_few_frames(db: Db) -> None:
     # execute <- claim_checked <- the runner's call <- WorkSync.acquire, then the cursor
     assert len(path) + 2 <= 7, path
     assert path[0] == "direct.py:execute", path
-    assert "repository.py:claim_checked" in path, path
+    assert "repository.py:_claim_checked" in path, path
 
 
 def test_a_single_call_is_a_one_step_service_call(db: Db) -> None:

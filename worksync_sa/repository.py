@@ -21,14 +21,10 @@ from sqlalchemy.engine import Connection
 
 from ._run.identity import default_worker_id, new_token
 from ._sql.claims import (
-    claim_by_token,
     claim_statement,
     claimed_details,
     finish,
-    finished_by_claim,
     heartbeat,
-    lease_of,
-    queued_left,
 )
 from ._sql.dialect import Family, family_of
 from ._sql.direct import execute, is_lane
@@ -52,13 +48,8 @@ from ._sql.page import (
 )
 from ._sql.schedule import (
     BATCH_FIELDS,
-    adopt,
-    close_surplus,
     insert_batch,
     json_batch,
-    latest_ticks,
-    unadopted,
-    window_state,
 )
 from ._sql.text import check_text, stored_error
 from .errors import InvalidArgumentError
@@ -69,7 +60,6 @@ from .models import (
     DEFAULT_GRACE_SECONDS,
     DEFAULT_MAX_ATTEMPTS,
     WorkStatus,
-    as_utc,
     checked_moment,
 )
 from .rows import (
@@ -176,7 +166,7 @@ def floor_seconds(grace: object) -> int:
     return min(math.ceil(grace.total_seconds()), LONGEST_GRACE_SECONDS)
 
 
-def _now_params(now: datetime | None) -> dict[str, Any]:
+def now_params(now: datetime | None) -> dict[str, Any]:
     return {} if now is None else {"now": checked_moment(now, "now")}
 
 
@@ -210,12 +200,12 @@ class ScheduleRepository:
         while rows without a slot (another program's) fill its tick's budget.
         """
         ordered = sorted(rows, key=lambda r: (r.name, r.sequence, r.slot))
-        created = self.insert_rows(conn, [row.fields() for row in ordered])
+        created = self._insert_rows(conn, [row.fields() for row in ordered])
         if created and self._events:
             self._events.emit(Event("created", count=created))
         return created
 
-    def insert_rows(self, conn: Connection, rows: Sequence[QueuedRow]) -> int:
+    def _insert_rows(self, conn: Connection, rows: Sequence[QueuedRow]) -> int:
         """Like :meth:`insert_queued`, for tuples already checked and sorted.
 
         Each tuple holds a row's values and its tick's ``max_run`` in
@@ -252,88 +242,6 @@ class ScheduleRepository:
             0,
         )
 
-    def window(self, conn: Connection, after: datetime, until: datetime) -> list[TickState]:
-        """What the table holds for the ticks in ``(after, until]``: see ``window_state``."""
-        select = self._statements.get(
-            "window", family_of(conn.dialect), lambda t, _: window_state(t)
-        )
-        params = {"after": checked_moment(after, "after"), "until": checked_moment(until, "until")}
-        return [
-            TickState(
-                row.name,
-                as_utc(row.tick_at),
-                row.sequence,
-                row.spec,
-                int(row.slotted),
-                row.top_queued,
-                int(row.foreign),
-                None if row.touched is None else as_utc(row.touched),
-            )
-            for row in conn.execute(select, params)
-        ]
-
-    def unadopted(self, conn: Connection) -> dict[tuple[str, str], int]:
-        """Queued rows of other programs without a tick time: how many per (name, sequence)."""
-        select = self._statements.get(
-            "unadopted", family_of(conn.dialect), lambda t, _: unadopted(t)
-        )
-        return {(name, sequence): int(count) for name, sequence, count in conn.execute(select)}
-
-    def adopt(self, conn: Connection, ticks: Sequence[Adoption]) -> int:
-        """Date other programs' rows of these ticks and give them the works' policy."""
-        if not ticks:
-            return 0
-        update = self._statements.get("adopt", family_of(conn.dialect), lambda t, _: adopt(t))
-        params = [
-            {
-                "work_name": tick.name,
-                "tick_sequence": tick.sequence,
-                "new_tick": tick.tick_at,
-                "new_lease": tick.lease_seconds,
-                "new_grace": tick.grace_seconds,
-                "new_attempts": tick.max_attempts,
-            }
-            for tick in ticks
-        ]
-        return max(conn.execute(update, params).rowcount, 0)
-
-    def close_surplus(
-        self, conn: Connection, surplus: Sequence[Surplus], now: datetime | None = None
-    ) -> int:
-        """Close these ticks' queued slots from each one's ``keep`` up; returns rows closed.
-
-        Only ticks not yet due (by the database clock, or ``now``) and rows not
-        yet claimed; each records its reason and its closer's spec.
-        """
-        if not surplus:
-            return 0
-        family = family_of(conn.dialect)
-        explicit = now is not None
-        update = self._statements.get(
-            f"close:{explicit}",
-            family,
-            lambda t, f: close_surplus(t, f, explicit_now=explicit),
-        )
-        clock_now = _now_params(now)
-        params = [
-            {
-                "work_name": item.name,
-                "tick": item.tick_at,
-                "tick_sequence": item.sequence,
-                "keep": item.keep,
-                "reason": item.reason,
-                "closer": item.closer,
-                **clock_now,
-            }
-            for item in surplus
-        ]
-        return max(conn.execute(update, params).rowcount, 0)
-
-    def latest_ticks(self, conn: Connection) -> dict[str, datetime]:
-        """The latest tick each work has rows for (works without ``tick_at`` rows are absent)."""
-        rows = conn.execute(latest_ticks(self.table))
-        return {name: as_utc(tick) for name, tick in rows if tick is not None}
-
 
 class ClaimRepository:
     """Claim, heartbeat and finish rows; every write is one guarded statement.
@@ -362,7 +270,7 @@ class ClaimRepository:
         """Claim one QUEUED row of the tick (name, sequence), or return None if none is left."""
         params = _claim_params(name, token, worker)
         params["tick_sequence"] = check_text(sequence, "sequence")
-        return self._told(self.claim_checked(conn, "claim", params))
+        return self._told(self._claim_checked(conn, "claim", params))
 
     def claim_due(
         self,
@@ -380,10 +288,10 @@ class ClaimRepository:
         never due; claim them by sequence. ``grace``, the work's grace, bounds
         how far back the claim looks (365 days without it).
         """
-        params = {**_claim_params(name, token, worker), **_now_params(now)}
+        params = {**_claim_params(name, token, worker), **now_params(now)}
         params["floor_seconds"] = floor_seconds(grace)
         return self._told(
-            self.claim_checked(conn, "claim_due" if now is None else "claim_at", params)
+            self._claim_checked(conn, "claim_due" if now is None else "claim_at", params)
         )
 
     def _told(self, row: ClaimedRow | None) -> ClaimedRow | None:
@@ -391,7 +299,7 @@ class ClaimRepository:
             self._events.emit(Event("claimed", row.name, row.sequence, lag=row.lag))
         return row
 
-    def claim_checked(
+    def _claim_checked(
         self, conn: Connection, kind: str, params: dict[str, Any]
     ) -> ClaimedRow | None:
         """Run a claim whose parameters the caller has already checked (the services' path).
@@ -409,40 +317,15 @@ class ClaimRepository:
         claim_id = int(outcome.lastrowid)
         sequence = params.get("tick_sequence")
         if sequence is None:  # a due claim must learn its sequence: read the rest with it
-            return claimed_row(name, token, self.details(conn, claim_id))
+            return claimed_row(name, token, self._details(conn, claim_id))
         return ClaimedRow(claim_id, name, sequence, token)
 
-    def details(self, conn: Connection, claim_id: int) -> Sequence[Any]:
+    def _details(self, conn: Connection, claim_id: int) -> Sequence[Any]:
         """The ``claim_details`` columns of one row, by id."""
         select = self._statements.get(
             "claimed_details", family_of(conn.dialect), lambda t, _: claimed_details(t)
         )
         return tuple(conn.execute(select, {"claim_id": claim_id}).one())
-
-    def has_queued(self, conn: Connection, kind: str, params: dict[str, Any]) -> bool:
-        """Whether a claim of ``kind`` with ``params`` could find a row (a read, no locks)."""
-        family = family_of(conn.dialect)
-        select = self._statements.get(
-            f"left:{kind}",
-            family,
-            lambda t, f: queued_left(t, f, due=kind != "claim", explicit_now=kind == "claim_at"),
-        )
-        keys = ("work_name", "tick_sequence", "now", "floor_seconds")
-        return conn.execute(select, {k: params[k] for k in keys if k in params}).first() is not None
-
-    def find_claim(self, conn: Connection, name: str, token: str) -> ClaimedRow | None:
-        """The running row this token claimed, if that claim committed."""
-        family = family_of(conn.dialect)
-        select = self._statements.get("by_token", family, lambda t, _: claim_by_token(t))
-        row = conn.execute(select, {"work_name": name, "claim_token": token}).one_or_none()
-        return None if row is None else claimed_row(name, token, tuple(row))
-
-    def lease_seconds(self, conn: Connection, claim_id: int) -> int | None:
-        """The row's own lease length, or None for the default."""
-        family = family_of(conn.dialect)
-        select = self._statements.get("lease_of", family, lambda t, _: lease_of(t))
-        value = conn.execute(select, {"claim_id": claim_id}).scalar_one_or_none()
-        return None if value is None else int(value)
 
     def heartbeat(
         self, conn: Connection, claim: int | ClaimedRow, token: str | None = None
@@ -503,15 +386,6 @@ class ClaimRepository:
             self._events.emit(Event("finished", name, sequence, status=status.name))
         return done
 
-    def finished_as(self, conn: Connection, claim_id: int, token: str, status: WorkStatus) -> bool:
-        """True if this claim itself already recorded ``status`` (a reply that was lost)."""
-        family = family_of(conn.dialect)
-        select = self._statements.get(
-            "finished_by_claim", family, lambda t, _: finished_by_claim(t)
-        )
-        params = {"claim_id": claim_id, "claim_token": token, "final_status": status.value}
-        return conn.execute(select, params).first() is not None
-
 
 class MaintenanceRepository:
     """Recovery and retention: set-based statements over many rows."""
@@ -566,7 +440,7 @@ class MaintenanceRepository:
     def _recover_ours(self, conn: Connection, now: datetime | None) -> list[Recovered]:
         family = family_of(conn.dialect)
         explicit = now is not None
-        params = _now_params(now)
+        params = now_params(now)
         update = self._statements.get(
             f"recover:{explicit}",
             family,

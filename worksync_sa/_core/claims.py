@@ -33,11 +33,12 @@ from ..models import (
     table_named,
     validate_table_name,
 )
-from ..repository import ClaimRepository, MaintenanceRepository, floor_seconds
+from ..repository import MaintenanceRepository, floor_seconds
 from ..rows import ClaimedRow, claimed_row
 from ..work import LONGEST_POLICY
 from .maintenance import check_prune, prune_steps, recover_steps
 from .outage import Outage
+from .repositories import ClaimCalls
 
 logger = logging.getLogger(__name__)
 
@@ -338,7 +339,7 @@ class WorkSyncCore:
         self.policy = retry or RetryPolicy()
         self.keep_alive = keep_alive
         self._worker_id = worker_id
-        self.repo = ClaimRepository(table_named(table))
+        self.repo = ClaimCalls(table_named(table))
         self.maintenance = MaintenanceRepository(table_named(table))
 
     @property

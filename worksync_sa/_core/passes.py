@@ -27,7 +27,7 @@ from ..config import RetryPolicy, SchedulerConfig
 from ..errors import InvalidArgumentError, InvalidConfigError, InvalidWorkError
 from ..events import Event, Events, Listener
 from ..models import checked_moment, table_named, validate_table_name
-from ..repository import MaintenanceRepository, ScheduleRepository
+from ..repository import MaintenanceRepository
 from ..rows import NewRow, QueuedRow, TickState
 from ..sequences import PRUNABLE_KINDS, sequence_kind
 from ..work import Work
@@ -35,6 +35,7 @@ from .claims import checked_now
 from .maintenance import prune_steps, recover_steps
 from .outage import Outage, is_stop
 from .reconcile import Plan, Reconciliation, Sighting, difference, reconcile, spec_of
+from .repositories import PassRepository
 
 logger = logging.getLogger(__name__)
 
@@ -122,7 +123,7 @@ class SchedulerCore:
         self.works = _checked_works(works)
         self.config = config or SchedulerConfig()
         self.policy = retry or RetryPolicy()
-        self._repo = ScheduleRepository(table_named(table))
+        self._repo = PassRepository(table_named(table))
         self._maintenance = MaintenanceRepository(table_named(table))
         # What each work's rows record of this scheduler's settings (see _reconcile).
         kind = sequence_kind(self.config.sequence)

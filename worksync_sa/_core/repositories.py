@@ -1,0 +1,153 @@
+"""What only the services run on the table: the repositories' service-side statements.
+
+A host calling the public repositories inside its own transactions needs a
+few calls (insert, claim, heartbeat, finish, recover, prune, read). A pass
+and a claim need more: the window's state, adoption of other programs'
+rows, closing surplus, the resume point, and the reads that resolve a lost
+reply or peek at a busy SQLite file. Those live here, on subclasses the cores
+use, so the public classes show only what a host should call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.engine import Connection
+
+from .._sql.claims import claim_by_token, finished_by_claim, lease_of, queued_left
+from .._sql.dialect import family_of
+from .._sql.schedule import adopt, close_surplus, latest_ticks, unadopted, window_state
+from ..models import WorkStatus, as_utc, checked_moment
+from ..repository import ClaimRepository, ScheduleRepository, now_params
+from ..rows import Adoption, ClaimedRow, Surplus, TickState, claimed_row
+
+
+class PassRepository(ScheduleRepository):
+    """The scheduler pass's statements beyond the public ``ScheduleRepository``."""
+
+    insert_rows = ScheduleRepository._insert_rows
+
+    def window(self, conn: Connection, after: datetime, until: datetime) -> list[TickState]:
+        """What the table holds for the ticks in ``(after, until]``: see ``window_state``."""
+        select = self._statements.get(
+            "window", family_of(conn.dialect), lambda t, _: window_state(t)
+        )
+        params = {"after": checked_moment(after, "after"), "until": checked_moment(until, "until")}
+        return [
+            TickState(
+                row.name,
+                as_utc(row.tick_at),
+                row.sequence,
+                row.spec,
+                int(row.slotted),
+                row.top_queued,
+                int(row.foreign),
+                None if row.touched is None else as_utc(row.touched),
+            )
+            for row in conn.execute(select, params)
+        ]
+
+    def unadopted(self, conn: Connection) -> dict[tuple[str, str], int]:
+        """Queued rows of other programs without a tick time: how many per (name, sequence)."""
+        select = self._statements.get(
+            "unadopted", family_of(conn.dialect), lambda t, _: unadopted(t)
+        )
+        return {(name, sequence): int(count) for name, sequence, count in conn.execute(select)}
+
+    def adopt(self, conn: Connection, ticks: Sequence[Adoption]) -> int:
+        """Date other programs' rows of these ticks and give them the works' policy."""
+        if not ticks:
+            return 0
+        update = self._statements.get("adopt", family_of(conn.dialect), lambda t, _: adopt(t))
+        params = [
+            {
+                "work_name": tick.name,
+                "tick_sequence": tick.sequence,
+                "new_tick": tick.tick_at,
+                "new_lease": tick.lease_seconds,
+                "new_grace": tick.grace_seconds,
+                "new_attempts": tick.max_attempts,
+            }
+            for tick in ticks
+        ]
+        return max(conn.execute(update, params).rowcount, 0)
+
+    def close_surplus(
+        self, conn: Connection, surplus: Sequence[Surplus], now: datetime | None = None
+    ) -> int:
+        """Close these ticks' queued slots from each one's ``keep`` up; returns rows closed.
+
+        Only ticks not yet due (by the database clock, or ``now``) and rows not
+        yet claimed; each records its reason and its closer's spec.
+        """
+        if not surplus:
+            return 0
+        family = family_of(conn.dialect)
+        explicit = now is not None
+        update = self._statements.get(
+            f"close:{explicit}",
+            family,
+            lambda t, f: close_surplus(t, f, explicit_now=explicit),
+        )
+        clock_now = now_params(now)
+        params = [
+            {
+                "work_name": item.name,
+                "tick": item.tick_at,
+                "tick_sequence": item.sequence,
+                "keep": item.keep,
+                "reason": item.reason,
+                "closer": item.closer,
+                **clock_now,
+            }
+            for item in surplus
+        ]
+        return max(conn.execute(update, params).rowcount, 0)
+
+    def latest_ticks(self, conn: Connection) -> dict[str, datetime]:
+        """The latest tick each work has rows for (works without ``tick_at`` rows are absent)."""
+        rows = conn.execute(latest_ticks(self.table))
+        return {name: as_utc(tick) for name, tick in rows if tick is not None}
+
+
+class ClaimCalls(ClaimRepository):
+    """A claim's statements beyond the public ``ClaimRepository``: checked claims and resolves."""
+
+    claim_checked = ClaimRepository._claim_checked
+    details = ClaimRepository._details
+
+    def has_queued(self, conn: Connection, kind: str, params: dict[str, Any]) -> bool:
+        """Whether a claim of ``kind`` with ``params`` could find a row (a read, no locks)."""
+        family = family_of(conn.dialect)
+        select = self._statements.get(
+            f"left:{kind}",
+            family,
+            lambda t, f: queued_left(t, f, due=kind != "claim", explicit_now=kind == "claim_at"),
+        )
+        keys = ("work_name", "tick_sequence", "now", "floor_seconds")
+        return conn.execute(select, {k: params[k] for k in keys if k in params}).first() is not None
+
+    def find_claim(self, conn: Connection, name: str, token: str) -> ClaimedRow | None:
+        """The running row this token claimed, if that claim committed."""
+        family = family_of(conn.dialect)
+        select = self._statements.get("by_token", family, lambda t, _: claim_by_token(t))
+        row = conn.execute(select, {"work_name": name, "claim_token": token}).one_or_none()
+        return None if row is None else claimed_row(name, token, tuple(row))
+
+    def lease_seconds(self, conn: Connection, claim_id: int) -> int | None:
+        """The row's own lease length, or None for the default."""
+        family = family_of(conn.dialect)
+        select = self._statements.get("lease_of", family, lambda t, _: lease_of(t))
+        value = conn.execute(select, {"claim_id": claim_id}).scalar_one_or_none()
+        return None if value is None else int(value)
+
+    def finished_as(self, conn: Connection, claim_id: int, token: str, status: WorkStatus) -> bool:
+        """True if this claim itself already recorded ``status`` (a reply that was lost)."""
+        family = family_of(conn.dialect)
+        select = self._statements.get(
+            "finished_by_claim", family, lambda t, _: finished_by_claim(t)
+        )
+        params = {"claim_id": claim_id, "claim_token": token, "final_status": status.value}
+        return conn.execute(select, params).first() is not None
