@@ -5,8 +5,10 @@ tick's rows in the same transaction as the business data that asked for it,
 say). The services in ``scheduler.py`` and ``sync.py`` own short
 transactions around them and are the only place that retries.
 
-Every statement comes from the SQL layer (``_sql``, one module per feature) and is
-built once per table and database family.
+Every statement comes from the SQL layer (``_sql``, one module per feature), is
+built once per table and database family, and runs through
+``_sql.direct.execute``: whether it goes straight to a lane's cursor, and under
+which isolation level, is decided there, never here.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from ._sql.claims import (
     heartbeat,
 )
 from ._sql.dialect import Family, family_of
-from ._sql.direct import execute, is_lane
+from ._sql.direct import execute
 from ._sql.ledger import ledger_page, rows_of, tick_counts, unadopted_ledger
 from ._sql.maintenance import (
     RECOVERY_BATCH,
@@ -230,17 +232,8 @@ class ScheduleRepository:
                 f"{name}_list": list(values)
                 for name, values in zip(BATCH_FIELDS, columns, strict=True)
             }
-            return max(conn.execute(statement, arrays).rowcount, 0)
-        if family == "mysql" and is_lane(conn):
-            # Autocommit: this applies to the INSERT's own transaction.
-            conn.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-        params = {"batch": json_batch(rows)}
-        return max(
-            execute(
-                conn, self._statements.get("insert_batch", family, insert_batch), params
-            ).rowcount,
-            0,
-        )
+            return max(execute(conn, statement, arrays).rowcount, 0)
+        return max(execute(conn, statement, {"batch": json_batch(rows)}).rowcount, 0)
 
 
 class ClaimRepository:
@@ -325,7 +318,7 @@ class ClaimRepository:
         select = self._statements.get(
             "claimed_details", family_of(conn.dialect), lambda t, _: claimed_details(t)
         )
-        return tuple(conn.execute(select, {"claim_id": claim_id}).one())
+        return tuple(execute(conn, select, {"claim_id": claim_id}).one())
 
     def heartbeat(
         self, conn: Connection, claim: int | ClaimedRow, token: str | None = None
@@ -421,9 +414,9 @@ class MaintenanceRepository:
         family = family_of(conn.dialect)
         select = self._statements.get("foreign", family, foreign_waiting)
         late: list[tuple[int, str, str]] = []
-        for row_id, name, sequence, grace, db_clock in conn.execute(
-            select, {"batch": RECOVERY_BATCH}
-        ):
+        for row_id, name, sequence, grace, db_clock in execute(
+            conn, select, {"batch": RECOVERY_BATCH}
+        ).rows:
             try:
                 label = datetime.strptime(sequence, LAYOUT).replace(tzinfo=timezone.utc)
             except ValueError:
@@ -434,7 +427,7 @@ class MaintenanceRepository:
         if not late:
             return []
         update = self._statements.get("foreign_missed", family, close_foreign_missed)
-        conn.execute(update, {"ids": [row_id for row_id, _, _ in late]})
+        execute(conn, update, {"ids": [row_id for row_id, _, _ in late]})
         return [Recovered(name, sequence, "missed") for _, name, sequence in late]
 
     def _recover_ours(self, conn: Connection, now: datetime | None) -> list[Recovered]:
@@ -449,28 +442,29 @@ class MaintenanceRepository:
         if family != "mysql":
             return [
                 Recovered(name, sequence, _kind(status, closed_by))
-                for name, sequence, status, closed_by in conn.execute(update, params)
+                for name, sequence, status, closed_by in execute(conn, update, params).rows
             ]
         pick = self._statements.get(
             f"candidates:{explicit}",
             family,
             lambda t, _: recovery_candidates(t, explicit_now=explicit),
         )
-        candidates = conn.execute(pick, params).all()
+        candidates = execute(conn, pick, params).rows
         if not candidates:
             return []
         ids = [row.id for row in candidates]
-        changed = conn.execute(update, {**params, "ids": ids}).rowcount
+        changed = execute(conn, update, {**params, "ids": ids}).rowcount
         if changed == len(candidates):
             return [Recovered(r.name, r.sequence, _planned_kind(r)) for r in candidates]
         # A worker finished or heartbeated one of them meanwhile: ask what recovery took.
         before = {row.id: row.status for row in candidates}
         t = self.table
-        now_rows = conn.execute(
+        now_rows = execute(
+            conn,
             sa.select(t.c.id, t.c.name, t.c.sequence, t.c.status, t.c.closed_by).where(
                 t.c.id.in_(ids)
-            )
-        )
+            ),
+        ).rows
         return [
             Recovered(row.name, row.sequence, _kind(row.status, row.closed_by))
             for row in now_rows
@@ -494,11 +488,11 @@ class MaintenanceRepository:
             raise InvalidArgumentError(f"batch_size must be an int >= 1, got {batch_size!r}")
         family = family_of(conn.dialect)
         select = self._statements.get("prunable", family, prunable_ids)
-        ids = list(conn.execute(select, {"cutoff": cutoff, "batch": batch_size}).scalars())
+        ids = execute(conn, select, {"cutoff": cutoff, "batch": batch_size}).scalars()
         if not ids:
             return 0
         delete = self._statements.get("prune", family, delete_finished)
-        return max(conn.execute(delete, {"ids": ids, "cutoff": cutoff}).rowcount, 0)
+        return max(execute(conn, delete, {"ids": ids, "cutoff": cutoff}).rowcount, 0)
 
 
 def _kind(status: int, closed_by: str | None) -> str:
@@ -522,12 +516,12 @@ class QueryRepository:
 
     def rows(self, conn: Connection, name: str, sequence: str | None = None) -> Sequence[Any]:
         """All rows of a work (or of one tick), oldest first."""
-        return conn.execute(rows_of(self.table), {"name": name, "sequence": sequence}).all()
+        return execute(conn, rows_of(self.table), {"name": name, "sequence": sequence}).rows
 
     def tick_counts(self, conn: Connection, name: str | None = None) -> list[TickCount]:
         """Per (name, sequence): rows in each status, ticks in time order."""
-        result = conn.execute(tick_counts(self.table), {"name": name})
-        return [TickCount(*row) for row in result]
+        result = execute(conn, tick_counts(self.table), {"name": name})
+        return [TickCount(*row) for row in result.rows]
 
 
 class LedgerRepository:
@@ -557,7 +551,7 @@ class LedgerRepository:
         params: Mapping[str, Any],
     ) -> Sequence[sa.Row[Any]]:
         statement = self._statements.get(kind, family_of(conn.dialect), lambda t, _: build(t))
-        return conn.execute(statement, params).all()
+        return execute(conn, statement, dict(params)).rows
 
     def page(self, conn: Connection, params: Mapping[str, Any]) -> Sequence[sa.Row[Any]]:
         """One page of dated ticks, one aggregate row each, in index order (``ledger_page``).

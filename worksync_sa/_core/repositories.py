@@ -18,6 +18,7 @@ from sqlalchemy.engine import Connection
 
 from .._sql.claims import claim_by_token, finished_by_claim, lease_of, queued_left
 from .._sql.dialect import family_of
+from .._sql.direct import execute
 from .._sql.schedule import adopt, close_surplus, latest_ticks, unadopted, window_state
 from ..models import WorkStatus, as_utc, checked_moment
 from ..repository import ClaimRepository, ScheduleRepository, now_params
@@ -46,7 +47,7 @@ class PassRepository(ScheduleRepository):
                 int(row.foreign),
                 None if row.touched is None else as_utc(row.touched),
             )
-            for row in conn.execute(select, params)
+            for row in execute(conn, select, params).rows
         ]
 
     def unadopted(self, conn: Connection) -> dict[tuple[str, str], int]:
@@ -54,7 +55,9 @@ class PassRepository(ScheduleRepository):
         select = self._statements.get(
             "unadopted", family_of(conn.dialect), lambda t, _: unadopted(t)
         )
-        return {(name, sequence): int(count) for name, sequence, count in conn.execute(select)}
+        return {
+            (name, sequence): int(count) for name, sequence, count in execute(conn, select).rows
+        }
 
     def adopt(self, conn: Connection, ticks: Sequence[Adoption]) -> int:
         """Date other programs' rows of these ticks and give them the works' policy."""
@@ -72,7 +75,7 @@ class PassRepository(ScheduleRepository):
             }
             for tick in ticks
         ]
-        return max(conn.execute(update, params).rowcount, 0)
+        return max(execute(conn, update, params).rowcount, 0)
 
     def close_surplus(
         self, conn: Connection, surplus: Sequence[Surplus], now: datetime | None = None
@@ -104,11 +107,11 @@ class PassRepository(ScheduleRepository):
             }
             for item in surplus
         ]
-        return max(conn.execute(update, params).rowcount, 0)
+        return max(execute(conn, update, params).rowcount, 0)
 
     def latest_ticks(self, conn: Connection) -> dict[str, datetime]:
         """The latest tick each work has rows for (works without ``tick_at`` rows are absent)."""
-        rows = conn.execute(latest_ticks(self.table))
+        rows = execute(conn, latest_ticks(self.table)).rows
         return {name: as_utc(tick) for name, tick in rows if tick is not None}
 
 
@@ -127,20 +130,22 @@ class ClaimCalls(ClaimRepository):
             lambda t, f: queued_left(t, f, due=kind != "claim", explicit_now=kind == "claim_at"),
         )
         keys = ("work_name", "tick_sequence", "now", "floor_seconds")
-        return conn.execute(select, {k: params[k] for k in keys if k in params}).first() is not None
+        return (
+            execute(conn, select, {k: params[k] for k in keys if k in params}).first() is not None
+        )
 
     def find_claim(self, conn: Connection, name: str, token: str) -> ClaimedRow | None:
         """The running row this token claimed, if that claim committed."""
         family = family_of(conn.dialect)
         select = self._statements.get("by_token", family, lambda t, _: claim_by_token(t))
-        row = conn.execute(select, {"work_name": name, "claim_token": token}).one_or_none()
+        row = execute(conn, select, {"work_name": name, "claim_token": token}).one_or_none()
         return None if row is None else claimed_row(name, token, tuple(row))
 
     def lease_seconds(self, conn: Connection, claim_id: int) -> int | None:
         """The row's own lease length, or None for the default."""
         family = family_of(conn.dialect)
         select = self._statements.get("lease_of", family, lambda t, _: lease_of(t))
-        value = conn.execute(select, {"claim_id": claim_id}).scalar_one_or_none()
+        value = execute(conn, select, {"claim_id": claim_id}).scalar_one_or_none()
         return None if value is None else int(value)
 
     def finished_as(self, conn: Connection, claim_id: int, token: str, status: WorkStatus) -> bool:
@@ -150,4 +155,4 @@ class ClaimCalls(ClaimRepository):
             "finished_by_claim", family, lambda t, _: finished_by_claim(t)
         )
         params = {"claim_id": claim_id, "claim_token": token, "final_status": status.value}
-        return conn.execute(select, params).first() is not None
+        return execute(conn, select, params).first() is not None

@@ -1,4 +1,10 @@
-"""The claim's hot path: a Core statement compiled once, run on the driver's cursor.
+"""The one way the repositories run a statement, and the claim's hot path within it.
+
+Every statement a repository runs goes through :func:`execute`, so how a
+statement reaches the database is decided in one place: straight to the
+cursor or through SQLAlchemy, and under which isolation level where a
+statement needs one (an execution option, :data:`ISOLATION`, set by the
+statement's builder where a dialect needs it).
 
 A claim is one round trip; on a loopback server that is a few hundred
 microseconds, and SQLAlchemy's general execution machinery (parameter
@@ -9,7 +15,8 @@ hand its SQL string and bound parameters straight to the DB-API cursor.
 
 The SQL is still SQLAlchemy's, and every value is still a bound parameter.
 The scheduler's batched INSERT on MySQL/MariaDB and SQLite goes the same way:
-one statement with one JSON parameter per batch.
+one statement with one JSON parameter per batch. Reads (SELECTs) always go
+through SQLAlchemy, whose rows carry column names.
 
 The direct path is only taken where it changes nothing observable: on lanes
 (autocommit connections the services own and have detached from the host's
@@ -58,12 +65,70 @@ def is_lane(conn: Connection) -> bool:
     return found is not None and found() is conn
 
 
+ISOLATION = "worksync_isolation"
+"""Execution option: the isolation level a statement must run under on a lane.
+
+A lane is in autocommit, so ``SET TRANSACTION ISOLATION LEVEL`` applies to the
+statement's own transaction and no further. In a host's transaction the
+host's level stands: a level cannot change once a transaction has begun."""
+BY_SQLALCHEMY = "worksync_by_sqlalchemy"
+"""Execution option: never take the direct path. PostgreSQL's batched INSERT binds
+one array per column, which SQLAlchemy's ARRAY type adapts; the direct path has
+no reason to repeat that for a statement run once a pass."""
+_LEVELS = frozenset({"READ UNCOMMITTED", "READ COMMITTED", "REPEATABLE READ", "SERIALIZABLE"})
+
+
+def _by_sqlalchemy(statement: Any) -> bool:
+    return bool(statement.get_execution_options().get(BY_SQLALCHEMY))
+
+
+def isolation_sql(statement: Any) -> str | None:
+    """The ``SET TRANSACTION`` a statement asks for on a lane, or None."""
+    level = statement.get_execution_options().get(ISOLATION)
+    if level is None:
+        return None
+    if level not in _LEVELS:  # the level is SQL text: only the four the standard names
+        raise ValueError(f"unknown isolation level {level!r}")
+    return f"SET TRANSACTION ISOLATION LEVEL {level}"
+
+
 class Outcome(NamedTuple):
-    """What one statement did, whichever way it ran."""
+    """What one statement did, whichever way it ran, read as a SQLAlchemy result reads."""
 
     rowcount: int
     lastrowid: int | None
     rows: list[Any]
+
+    def first(self) -> Any | None:
+        """The first row, or None."""
+        return self.rows[0] if self.rows else None
+
+    def one(self) -> Any:
+        """The only row; an error unless there is exactly one."""
+        if len(self.rows) != 1:
+            raise (
+                sa.exc.NoResultFound("no row")
+                if not self.rows
+                else sa.exc.MultipleResultsFound(f"{len(self.rows)} rows where one was expected")
+            )
+        return self.rows[0]
+
+    def one_or_none(self) -> Any | None:
+        """The only row, or None; an error for more than one."""
+        return self.one() if self.rows else None
+
+    def scalars(self) -> list[Any]:
+        """The first column of every row."""
+        return [row[0] for row in self.rows]
+
+    def scalar_one(self) -> Any:
+        """The first column of the only row."""
+        return self.one()[0]
+
+    def scalar_one_or_none(self) -> Any | None:
+        """The first column of the only row, or None when there is none."""
+        row = self.one_or_none()
+        return None if row is None else row[0]
 
 
 @dataclass(frozen=True)
@@ -74,6 +139,8 @@ class Compiled:
     constants: dict[str, Any]
     order: tuple[str, ...] | None  # None: the driver takes named parameters
     returns_rows: bool
+    direct: bool  # a write that may skip SQLAlchemy (reads never do: their rows need names)
+    isolation: str | None  # the SET TRANSACTION the statement runs after, on a lane
     processors: dict[str, Callable[[Any], Any]]  # the column types' own bind conversions
     results: tuple[Callable[[Any], Any] | None, ...]  # and their result conversions, per column
 
@@ -106,6 +173,12 @@ class Compiled:
             constants={k: v for k, v in constants.items() if k not in required},
             order=tuple(order) if order is not None else None,
             returns_rows=bool(compiled.returning),
+            # An IN list is rendered per call (post-compile): only SQLAlchemy does that.
+            direct=bool(statement.is_dml)
+            and not _by_sqlalchemy(statement)
+            and not compiled.post_compile_params
+            and not compiled.literal_execute_params,
+            isolation=isolation_sql(statement),
             processors=processors,
             results=results,
         )
@@ -144,26 +217,33 @@ _COMPILED: dict[tuple[int, str], tuple[Any, Compiled]] = {}
 keeps the statement alive, so an id is never reused for another)."""
 
 
-def execute(conn: Connection, statement: Any, params: dict[str, Any]) -> Outcome:
+Params = dict[str, Any] | list[dict[str, Any]]
+"""One statement's values, or a list of them to run it once per item (executemany)."""
+
+
+def execute(conn: Connection, statement: Any, params: Params | None = None) -> Outcome:
     """Execute ``statement``: straight on the lane's cursor when it may, else by SQLAlchemy.
 
-    The repositories call this for every hot statement and never choose a
-    path themselves. The direct path is taken on a lane while nobody watches
-    the engine's statements; errors come out as SQLAlchemy's ``DBAPIError``,
-    and a lost connection is invalidated, exactly as SQLAlchemy does.
+    The repositories run every statement through here and never choose a
+    path themselves. The direct path is taken for single writes on a lane
+    while nobody watches the engine's statements; errors come out as SQLAlchemy's
+    ``DBAPIError``, and a lost connection is invalidated, exactly as
+    SQLAlchemy does.
     """
+    params = {} if params is None else params
     dialect = conn.dialect
     found = _LANES.get(id(conn))
-    if found is None or found() is not conn or not quiet(conn.engine):
-        result = conn.execute(statement, params)
-        rows: list[Any] = list(result.all()) if result.returns_rows else []
-        lastrowid = result.lastrowid if dialect.name in ("mysql", "mariadb") else None
-        return Outcome(result.rowcount, lastrowid, rows)
+    if found is None or found() is not conn:
+        return _through_sqlalchemy(conn, statement, params, lane=False)
+    if not statement.is_dml or isinstance(params, list) or not quiet(conn.engine):
+        return _through_sqlalchemy(conn, statement, params, lane=True)
     key = (id(statement), dialect.name)
     entry = _COMPILED.get(key)
     if entry is None:
         entry = _COMPILED[key] = (statement, Compiled.of(statement, dialect))
     compiled = entry[1]
+    if not compiled.direct:
+        return _through_sqlalchemy(conn, statement, params, lane=True)
     arguments = compiled.arguments(params)
     info = conn.info
     # One cursor per lane, kept: creating a cursor per claim costs more than it should.
@@ -172,6 +252,8 @@ def execute(conn: Connection, statement: Any, params: dict[str, Any]) -> Outcome
         dbapi_connection: Any = conn.connection.dbapi_connection
         cursor = info[_CURSOR] = dbapi_connection.cursor()
     try:
+        if compiled.isolation is not None:
+            cursor.execute(compiled.isolation)
         cursor.execute(compiled.sql, arguments)
         rows = list(cursor.fetchall()) if compiled.returns_rows else []
         if rows and compiled.results:
@@ -190,3 +272,14 @@ def execute(conn: Connection, statement: Any, params: dict[str, Any]) -> Outcome
             connection_invalidated=lost,
             dialect=dialect,
         ) from exc
+
+
+def _through_sqlalchemy(conn: Connection, statement: Any, params: Params, *, lane: bool) -> Outcome:
+    if lane:
+        isolation = isolation_sql(statement)
+        if isolation is not None:
+            conn.exec_driver_sql(isolation)
+    result = conn.execute(statement, params)
+    rows: list[Any] = list(result.all()) if result.returns_rows else []
+    lastrowid = result.lastrowid if conn.dialect.name in ("mysql", "mariadb") else None
+    return Outcome(result.rowcount, lastrowid, rows)

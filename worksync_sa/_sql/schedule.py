@@ -28,6 +28,7 @@ from ..models import (
     as_utc,
 )
 from .dialect import Family, clock, db_now
+from .direct import BY_SQLALCHEMY, ISOLATION
 
 
 def insert_ignoring_duplicates(table: sa.Table, family: Family) -> Insert:
@@ -134,7 +135,12 @@ def insert_batch(table: sa.Table, family: Family) -> Insert:
         ["created_at", "status", *QUEUED_COLUMNS], picked
     )
     # SQLAlchemy keeps an INSERT's row count only when asked.
-    return statement.execution_options(preserve_rowcount=True)
+    statement = statement.execution_options(preserve_rowcount=True)
+    if family == "mysql":  # whatever the server's default (see above)
+        statement = statement.execution_options(**{ISOLATION: "REPEATABLE READ"})
+    elif family == "postgresql":
+        statement = statement.execution_options(**{BY_SQLALCHEMY: True})
+    return statement
 
 
 def json_batch(rows: Sequence[Sequence[Any]]) -> str:
