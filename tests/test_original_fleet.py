@@ -262,14 +262,14 @@ def test_the_readmes_rolling_migration_step_by_step(fleet: Fleet, tmp_path: Path
         start(racers.run_scheduler, fleet.url, "works", [OUR_WORK], berlin, 3.2 * step, None)
     )
     at(3 * step)  # 3: our workers replace the original's, one by one
-    started.append(start(racers.run_worker, fleet.url, "works", [OUR_WORK], 3.5 * step, log, None))
+    # Our workers and the last scheduler outlive the switch by 2 steps: time enough for
+    # ticks after it to be claimed even when a busy machine starts processes late.
+    started.append(start(racers.run_worker, fleet.url, "works", [OUR_WORK], 4 * step, log, None))
     at(3.5 * step)
-    started.append(start(racers.run_worker, fleet.url, "works", [OUR_WORK], 3 * step, log, None))
+    started.append(start(racers.run_worker, fleet.url, "works", [OUR_WORK], 3.5 * step, log, None))
     # 4: the original's scheduler stops on its own at 4 steps.
     at(5 * step)  # 5: a rolling restart onto UTC labels (the old one runs a little longer)
-    started.append(
-        start(racers.run_scheduler, fleet.url, "works", [OUR_WORK], utc, 1.5 * step, None)
-    )
+    started.append(start(racers.run_scheduler, fleet.url, "works", [OUR_WORK], utc, 2 * step, None))
     # Processes start late on a busy machine: the switch is when the old one has ended.
     started[3][0].join(timeout=120)
     switched = datetime.now(timezone.utc)
