@@ -37,6 +37,7 @@ from .repository import MaintenanceRepository as MaintenanceRepository
 from .repository import QueryRepository as QueryRepository
 from .repository import ScheduleRepository as ScheduleRepository
 from .rows import Adoption as Adoption
+from .rows import BatchRow as BatchRow
 from .rows import ClaimedRow as ClaimedRow
 from .rows import NewRow as NewRow
 from .rows import QueuedRow as QueuedRow
@@ -96,6 +97,7 @@ __all__ = [
     "AsyncScheduler",
     "AsyncWorkSync",
     "AsyncWorker",
+    "BatchRow",
     "Claim",
     "ClaimLostError",
     "ClaimRepository",

@@ -66,6 +66,7 @@ from .models import (
 )
 from .rows import (
     Adoption,
+    BatchRow,
     ClaimedRow,
     NewRow,
     QueuedRow,
@@ -80,6 +81,7 @@ from .work import LONGEST_POLICY
 
 __all__ = [
     "Adoption",
+    "BatchRow",
     "ClaimRepository",
     "ClaimedRow",
     "MaintenanceRepository",
@@ -207,7 +209,7 @@ class ScheduleRepository:
             self._events.emit(Event("created", count=created))
         return created
 
-    def _insert_rows(self, conn: Connection, rows: Sequence[QueuedRow]) -> int:
+    def _insert_rows(self, conn: Connection, rows: Sequence[BatchRow]) -> int:
         """Like :meth:`insert_queued`, for tuples already checked and sorted.
 
         Each tuple holds a row's values and its tick's ``max_run`` in

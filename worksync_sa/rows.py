@@ -25,8 +25,13 @@ from .models import (
     checked_moment,
 )
 
-QueuedRow = tuple[str, str, int, datetime, int, int, int, "str | None", int]
-"""A new row's values and its tick's ``max_run``, in ``BATCH_FIELDS`` order."""
+BatchRow = tuple[str, str, int, datetime, int, int, int, "str | None", int]
+"""A :class:`NewRow` as the batched insert takes it: its values and its tick's
+``max_run``, in ``BATCH_FIELDS`` order. The scheduler plans rows in this form
+directly (its values were checked once, when its works were built); a host
+builds a ``NewRow``, which checks every value, and ``fields()`` gives this."""
+QueuedRow = BatchRow
+"""Deprecated name of :data:`BatchRow` (it named the same row as ``NewRow``), kept until 1.0."""
 NO_BUDGET = 2**31 - 1
 """The ``max_run`` of a row whose caller set none: only the unique keys decide."""
 
@@ -74,7 +79,7 @@ class NewRow:
             raise InvalidArgumentError("NewRow: spec must be a string of at most 255 characters")
         object.__setattr__(self, "tick_at", checked_moment(self.tick_at, "NewRow: tick_at"))
 
-    def fields(self) -> QueuedRow:
+    def fields(self) -> BatchRow:
         """The row in ``BATCH_FIELDS`` order, as the batched insert takes it."""
         budget = NO_BUDGET if self.max_run is None else self.max_run
         return (

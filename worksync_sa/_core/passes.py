@@ -28,7 +28,7 @@ from ..errors import InvalidArgumentError, InvalidConfigError, InvalidWorkError
 from ..events import Event, Events, Listener
 from ..models import checked_moment, table_named, validate_table_name
 from ..repository import MaintenanceRepository
-from ..rows import NewRow, QueuedRow, TickState
+from ..rows import BatchRow, NewRow, TickState
 from ..sequences import PRUNABLE_KINDS, sequence_kind
 from ..work import Work
 from .claims import checked_now
@@ -77,9 +77,7 @@ class PassReport:
     """Rows other programs wrote for planned ticks, dated and given the work's policy."""
 
 
-def _rows(
-    ticks: Iterable[tuple[Work, str, datetime]], specs: dict[str, str]
-) -> Iterator[QueuedRow]:
+def _rows(ticks: Iterable[tuple[Work, str, datetime]], specs: dict[str, str]) -> Iterator[BatchRow]:
     """Rows in BATCH_FIELDS order, sorted by (name, sequence, slot) as the ticks are."""
     for work, sequence, tick in ticks:
         name, spec = work.name, specs[work.name]
