@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._core.claims import Beat, ClaimCore, ClaimStep, Record, WorkSyncCore, checked_row, error_text
 from ._run.async_runner import AsyncRunner
-from ._run.steps import Idle, Pause, drive_async
+from ._run.steps import Idle, Sleep, drive_async
 from .config import RetryPolicy
 from .engine import shown_url
 from .errors import ClaimLostError
@@ -140,7 +140,7 @@ class AsyncClaim(ClaimCore):
         """One step of ``async with claim:`` (``ClaimCore``), by awaiting."""
         if isinstance(step, Record):
             return await (self.success() if step.exc is None else self.fail(step.exc))
-        if isinstance(step, (Pause, Idle)):
+        if isinstance(step, (Sleep, Idle)):
             await asyncio.sleep(step.seconds)  # cancelling the task is what stops it
             return False
         if isinstance(step, Beat):

@@ -27,7 +27,6 @@ from ._core.worker import (
     AcquireDue,
     FreeRunner,
     Launch,
-    Look,
     Round,
     RunHere,
     TakeRunner,
@@ -162,8 +161,7 @@ class AsyncWorker:
             FreeRunner: lambda _: self._free_runner(),
             Launch: lambda step: self._launch(step.claim),
             Round: lambda _: self.run_once(),
-            Idle: lambda step: self._wait(step.seconds, wake=False),
-            Look: lambda step: self._wait(step.seconds, wake=True),
+            Idle: lambda step: self._wait(step.seconds, wake=step.wake),
         }
 
     async def _run_here(self, claim: AsyncClaim) -> None:

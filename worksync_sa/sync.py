@@ -34,7 +34,7 @@ from ._core.claims import (
 )
 from ._core.outage import ended
 from ._run.blocking import BlockingRunner
-from ._run.steps import Idle, Pause, drive
+from ._run.steps import Idle, Sleep, drive
 from .config import RetryPolicy
 from .engine import shown_url
 from .errors import ClaimLostError
@@ -136,7 +136,7 @@ class Claim(ClaimCore):
         """One step of ``with claim:`` (``ClaimCore``), by blocking."""
         if isinstance(step, Record):
             return self.success() if step.exc is None else self.fail(step.exc)
-        if isinstance(step, Pause):
+        if isinstance(step, Sleep):
             return time.sleep(step.seconds)
         raise AssertionError(f"{step!r} outside the heartbeat thread")
 

@@ -31,7 +31,6 @@ from ._core.worker import (
     AcquireDue,
     FreeRunner,
     Launch,
-    Look,
     Round,
     RunHere,
     TakeRunner,
@@ -179,8 +178,7 @@ class Worker:
             FreeRunner: lambda _: self._free.release(),
             Launch: lambda step: self._launch(step.claim),
             Round: lambda _: self.run_once(),
-            Idle: lambda step: self._wait(step.seconds, wake=False),
-            Look: lambda step: self._wait(step.seconds, wake=True),
+            Idle: lambda step: self._wait(step.seconds, wake=step.wake),
         }
 
     def _run_here(self, claim: Claim) -> None:

@@ -28,11 +28,10 @@ from worksync_sa._run.attempts import (
     Locked,
     Release,
     Run,
-    Sleep,
     attempts,
 )
 from worksync_sa._run.retry import Retry
-from worksync_sa._run.steps import Call
+from worksync_sa._run.steps import Call, Sleep
 from worksync_sa.config import RetryPolicy
 from worksync_sa.errors import SchemaNotReadyError
 

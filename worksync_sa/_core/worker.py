@@ -71,13 +71,6 @@ class Launch:
 
 
 @dataclass(frozen=True, slots=True)
-class Look:
-    """Wait until the next look: the wait is over, a running claim ended, or a stop."""
-
-    seconds: float
-
-
-@dataclass(frozen=True, slots=True)
 class Round:
     """A loop step: one round of claims (the answer: how many claims it started)."""
 
@@ -194,7 +187,8 @@ class WorkerCore:
 
         It outlives any failure of a round (the database away): logged once,
         retried with capped backoff. Only the stop signals end it. ``Idle``
-        and ``Look`` answer True once the loop is asked to stop.
+        answers True once the loop is asked to stop; between rounds that started
+        nothing it also wakes when a running claim ends (``wake``).
         """
         outage = Outage(logger, what, cap=self.max_backoff)
         while not (yield Idle(0)):
@@ -207,7 +201,7 @@ class WorkerCore:
                     return
                 continue
             outage.succeeded()
-            if not started and (yield Look(self.next_wait())):
+            if not started and (yield Idle(self.next_wait(), wake=True)):
                 return
 
     def next_wait(self) -> float:

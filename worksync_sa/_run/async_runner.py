@@ -36,7 +36,6 @@ from .attempts import (
     Locked,
     Release,
     Run,
-    Sleep,
     Step,
     Take,
     WaitLock,
@@ -44,7 +43,7 @@ from .attempts import (
 )
 from .lanes import SHARED_POOLS, prepare_lane
 from .retry import Retry
-from .steps import Call, drive_async
+from .steps import Call, Sleep, drive_async
 from .writelock import WriteLock, writer_lock
 
 if TYPE_CHECKING:  # at run time only once used: it needs greenlet, an optional extra

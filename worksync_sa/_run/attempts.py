@@ -28,7 +28,7 @@ from sqlalchemy.engine import Connection
 
 from .._sql.driver_errors import is_disconnect
 from .retry import Retry
-from .steps import Call
+from .steps import Call, Sleep
 
 T = TypeVar("T")
 
@@ -71,11 +71,6 @@ class Invalidate:
     """Drop a lane whose statement was cut off half-way (a cancelled task): never reuse it."""
 
     conn: Any
-
-
-@dataclass(frozen=True, slots=True)
-class Sleep:
-    seconds: float
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,7 +30,6 @@ from .attempts import (
     Locked,
     Release,
     Run,
-    Sleep,
     Step,
     Take,
     WaitLock,
@@ -39,7 +38,7 @@ from .attempts import (
 from .engines import checked_engine
 from .lanes import Lanes
 from .retry import Retry
-from .steps import Call, drive
+from .steps import Call, Sleep, drive
 from .writelock import WriteLock, writer_lock
 
 logger = logging.getLogger(__name__)
