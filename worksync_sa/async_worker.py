@@ -15,7 +15,6 @@ import contextlib
 import functools
 import inspect
 import logging
-import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -31,6 +30,7 @@ from ._core.worker import (
     RunHere,
     TakeRunner,
     WorkerCore,
+    WorkerSettings,
     report,
     utcnow,
 )
@@ -57,7 +57,7 @@ def _is_async(function: object) -> bool:
     return inspect.iscoroutinefunction(call)
 
 
-class AsyncWorker:
+class AsyncWorker(WorkerSettings):
     """Runs an ``async def`` handler for every due tick of ``works`` this process can claim.
 
     The arguments are :class:`Worker`'s, on an ``AsyncEngine``. ``async with
@@ -107,15 +107,6 @@ class AsyncWorker:
         self._stopping = asyncio.Event()
         self._wake = asyncio.Event()
         self._until: float | None = None
-
-    @property
-    def names(self) -> list[str]:
-        """The names of the works served, sorted."""
-        return self._core.names
-
-    @property
-    def max_concurrency(self) -> int:
-        return self._core.max_concurrency
 
     def __repr__(self) -> str:
         return f"AsyncWorker({self.sync!r}, works={self.names!r})"
@@ -185,15 +176,19 @@ class AsyncWorker:
         task.add_done_callback(self._claim_ended)
 
     async def _wait(self, seconds: float, *, wake: bool) -> bool:
-        """Sleep ``seconds`` (less on a stop, or, when ``wake``, a claim ending); True: stop."""
-        if self._until is not None:
-            seconds = min(seconds, max(0.0, self._until - time.time()))
+        """Sleep ``seconds`` (less on a stop, or, when ``wake``, a claim ending); True: stop.
+
+        As in :class:`Worker`: only a ``wake`` wait consumes the wake signal;
+        one set during a backoff is kept, so the next look is at once.
+        """
+        seconds = self._core.wait_length(seconds, self._until)
         if seconds > 0:
             event = self._wake if wake else self._stopping
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(event.wait(), seconds)
-            self._wake.clear()
-        return self._stopping.is_set() or (self._until is not None and time.time() >= self._until)
+            if wake:
+                self._wake.clear()
+        return self._stopping.is_set() or self._core.past(self._until)
 
     async def _run_claim(self, claim: AsyncClaim) -> None:
         try:

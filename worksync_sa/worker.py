@@ -15,7 +15,6 @@ from __future__ import annotations
 import functools
 import logging
 import threading
-import time
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from datetime import datetime, timedelta
@@ -35,6 +34,7 @@ from ._core.worker import (
     RunHere,
     TakeRunner,
     WorkerCore,
+    WorkerSettings,
     report,
     utcnow,
 )
@@ -52,7 +52,7 @@ __all__ = ["DEFAULT_MAX_BACKOFF", "DEFAULT_POLL", "MAX_CONCURRENCY_LIMIT", "Hand
 Handler = Callable[[Claim], object]
 
 
-class Worker:
+class Worker(WorkerSettings):
     """Runs a handler for every due tick of ``works`` this process can claim.
 
     ``works`` are :class:`Work` objects (the loop then also sleeps until the
@@ -103,34 +103,6 @@ class Worker:
         self._until: float | None = None
         self._running: set[Future[None]] = set()
         """The claims running on the pool."""
-
-    @property
-    def works(self) -> list[Work]:
-        """The :class:`Work` objects among ``works`` (what the loop sleeps by)."""
-        return self._core.works
-
-    @property
-    def names(self) -> list[str]:
-        """The names of the works served, sorted."""
-        return self._core.names
-
-    @property
-    def max_concurrency(self) -> int:
-        return self._core.max_concurrency
-
-    @property
-    def poll(self) -> float:
-        """The longest wait between looks, in seconds."""
-        return self._core.poll
-
-    @property
-    def max_backoff(self) -> float:
-        """The longest wait between looks during an outage, in seconds."""
-        return self._core.max_backoff
-
-    @property
-    def clock(self) -> Callable[[], datetime]:
-        return self._core.clock
 
     def __repr__(self) -> str:
         return f"Worker({self.sync!r}, works={self.names!r})"
@@ -197,16 +169,17 @@ class Worker:
         future.add_done_callback(self._running.discard)
 
     def _wait(self, seconds: float, *, wake: bool) -> bool:
-        """Sleep ``seconds`` (less on a stop, or, when ``wake``, a claim ending); True: stop."""
-        if self._until is not None:
-            seconds = min(seconds, max(0.0, self._until - time.time()))
+        """Sleep ``seconds`` (less on a stop, or, when ``wake``, a claim ending); True: stop.
+
+        As in :class:`AsyncWorker`: only a ``wake`` wait consumes the wake
+        signal; one set during a backoff is kept, so the next look is at once.
+        """
+        seconds = self._core.wait_length(seconds, self._until)
         if seconds > 0:
+            (self._wake if wake else self._stopping).wait(seconds)
             if wake:
-                self._wake.wait(seconds)
                 self._wake.clear()
-            else:
-                self._stopping.wait(seconds)
-        return self._stopping.is_set() or (self._until is not None and time.time() >= self._until)
+        return self._stopping.is_set() or self._core.past(self._until)
 
     def _run_and_free(self, claim: Claim) -> None:
         try:
