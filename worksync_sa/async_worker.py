@@ -236,8 +236,11 @@ class AsyncWorker(WorkerSettings):
     async def stop(self, timeout: float | None = None) -> None:
         """Ask the loop to stop after the claim it is running; waits for it.
 
-        Claims running in tasks run to their end (``close`` waits for them);
-        no new claim is made. After ``timeout`` seconds the loop is cancelled.
+        No new claim is made. Claims running in tasks run to their end
+        (``close`` waits for them). After ``timeout`` seconds the loop's task
+        is cancelled, and a claim it runs itself (``max_concurrency`` 1) with
+        it: recorded FAILED where the database allows. (:meth:`Worker.stop`
+        cannot cancel a thread: it returns, and the loop ends after the claim.)
         """
         self._stopping.set()
         self._wake.set()
@@ -258,8 +261,11 @@ class AsyncWorker(WorkerSettings):
     async def close(self, timeout: float | None = None) -> None:
         """Stop, let running claims finish, and give back the worker's connections.
 
-        With ``timeout``, claims still running after it are cancelled: their
-        rows are then recorded FAILED ("cancelled") where the database allows.
+        ``timeout`` bounds each wait, as on :class:`Worker`: for the loop (see
+        :meth:`stop`), then for the claims running in tasks. Claims still
+        running after it are cancelled: their rows are then recorded FAILED
+        ("cancelled") where the database allows. (:meth:`Worker.close` cannot
+        cancel threads: it returns, and they finish on their own.)
         """
         await self.stop(timeout)
         if self._claims:

@@ -220,10 +220,15 @@ class Worker(WorkerSettings):
         self._thread.start()
 
     def stop(self, timeout: float | None = None) -> None:
-        """Ask the loop to stop after the claims it is running; waits for the thread.
+        """Ask the loop to stop after the claim it is running; waits for its thread.
 
-        Claims already running on the pool run to their end (``close`` waits
-        for them); no new claim is made.
+        No new claim is made. Claims running on the pool run to their end
+        (``close`` waits for them). ``timeout`` bounds the wait: a thread
+        cannot be cancelled, so if the loop is still running a claim itself
+        (``max_concurrency`` 1) when the time is up, this returns and the loop
+        ends after that claim, which records its outcome; ``running`` stays
+        True until then. (:meth:`AsyncWorker.stop` cancels its loop's task
+        instead, and the claim with it.)
         """
         self._stopping.set()
         self._wake.set()
@@ -237,12 +242,21 @@ class Worker(WorkerSettings):
         """True while the background thread is alive (False once it has died or stopped)."""
         return self._thread is not None and self._thread.is_alive()
 
-    def close(self) -> None:
-        """Stop, let running claims finish, and give back the worker's connections."""
-        self.stop()
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
-            self._pool = None
+    def close(self, timeout: float | None = None) -> None:
+        """Stop, let running claims finish, and give back the worker's connections.
+
+        ``timeout`` bounds each wait, as on :class:`AsyncWorker`: for the loop
+        (see :meth:`stop`), then for the claims running on the pool. Threads
+        cannot be cancelled: claims still running after it go on to their
+        end and record their outcome on connections of their own, and this
+        returns without them. (:meth:`AsyncWorker.close` cancels them
+        instead, recorded FAILED.)
+        """
+        self.stop(timeout)
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            _, pending = wait(set(self._running), timeout)
+            pool.shutdown(wait=not pending)
         self.sync.close()
 
     def __enter__(self) -> Worker:

@@ -10,6 +10,7 @@ cancelled, a task can), the test says so and checks each side's documented way.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
@@ -78,3 +79,57 @@ def test_a_claim_ending_wakes_the_loop_long_before_its_poll(db: Db) -> None:
     finally:
         worker.close()
     assert len(db.rows(status=WorkStatus.SUCCESS)) >= 3
+
+
+def test_stop_with_a_timeout_returns_in_time_and_no_claim_follows(db: Db) -> None:
+    """Both return within the timeout; then a thread finishes its claim, a task is cancelled."""
+    schedule_due(db, Work("w", "* * * * * *"))
+    started = threading.Event()
+
+    def handler(claim: Any) -> None:
+        started.set()
+        time.sleep(1.5)
+
+    worker = db.Worker(db.engine, ["w"], handler, table=db.table, poll="30s")
+    worker.start()
+    try:
+        assert started.wait(10)
+        begun = time.monotonic()
+        worker.stop(timeout=0.2)
+        assert time.monotonic() - begun < 1.0
+        if db.twin == "blocking":  # the loop's thread ends after its claim
+            wait_for(lambda: not worker.running, seconds=5)
+            assert len(db.rows(status=WorkStatus.SUCCESS)) == 1
+        else:  # the loop's task was cancelled, and the claim it ran with it
+            assert not worker.running
+            wait_for(lambda: len(db.rows(status=WorkStatus.FAILED)) == 1, seconds=5)
+        assert len(db.rows(status=WorkStatus.RUNNING)) == 0
+        time.sleep(0.3)
+        finished = db.rows(status=WorkStatus.SUCCESS) + db.rows(status=WorkStatus.FAILED)
+        assert len(finished) == 1  # no claim after the stop
+    finally:
+        worker.close()
+
+
+def test_close_with_a_timeout_bounds_the_wait_for_running_claims(db: Db) -> None:
+    schedule_due(db, Work("w", "* * * * * *"))
+    started = threading.Semaphore(0)
+
+    def handler(claim: Any) -> None:
+        started.release()
+        time.sleep(1.5)
+
+    worker = db.Worker(db.engine, ["w"], handler, table=db.table, max_concurrency=2, poll="30s")
+    worker.start()
+    try:
+        assert started.acquire(timeout=10)
+        assert started.acquire(timeout=10)
+    finally:
+        begun = time.monotonic()
+        worker.close(timeout=0.2)
+        took = time.monotonic() - begun
+    assert took < 1.2
+    # A thread finishes its claim on its own; a task was cancelled, and its row says so.
+    outcome = WorkStatus.SUCCESS if db.twin == "blocking" else WorkStatus.FAILED
+    wait_for(lambda: len(db.rows(status=outcome)) == 2, seconds=5)
+    assert len(db.rows(status=WorkStatus.RUNNING)) == 0
