@@ -237,8 +237,7 @@ class AsyncRunner:
         elif isinstance(step, Release):
             await lanes.release_failed(step.conn)
         elif isinstance(step, Invalidate):
-            with contextlib.suppress(Exception):
-                await step.conn.invalidate()
+            await _invalidate(step.conn)
         elif isinstance(step, Sleep):
             await asyncio.sleep(step.seconds)
         else:

@@ -118,8 +118,8 @@ class BlockingRunner:
             lanes.give(step.conn)
         elif isinstance(step, Commit):
             step.conn.commit()
-        elif isinstance(step, (Release, Invalidate)):
-            lanes.release_failed(step.conn)
+        elif isinstance(step, (Release, Invalidate)):  # a cut-off lane is dropped, never reused
+            (lanes.discard if isinstance(step, Invalidate) else lanes.release_failed)(step.conn)
         elif isinstance(step, Sleep):
             time.sleep(step.seconds)
         elif writer is None:
