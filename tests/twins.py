@@ -84,6 +84,9 @@ class BlockingClaim:
     def heartbeat(self) -> None:
         self._loop.run(self.inner.heartbeat())
 
+    def load_details(self) -> None:
+        self._loop.run(self.inner.load_details())
+
     def success(self) -> None:
         self._loop.run(self.inner.success())
 
