@@ -133,3 +133,97 @@ def test_close_with_a_timeout_bounds_the_wait_for_running_claims(db: Db) -> None
     outcome = WorkStatus.SUCCESS if db.twin == "blocking" else WorkStatus.FAILED
     wait_for(lambda: len(db.rows(status=outcome)) == 2, seconds=5)
     assert len(db.rows(status=WorkStatus.RUNNING)) == 0
+
+
+def test_run_once_runs_each_works_handler_and_records_each_outcome(db: Db) -> None:
+    schedule_due(db, Work("good", "* * * * * *", max_run=2), Work("bad", "* * * * * *"))
+    seen: list[tuple[str, str]] = []
+    lock = threading.Lock()
+
+    def good(claim: Any) -> None:
+        with lock:
+            seen.append((claim.name, claim.sequence))
+
+    def bad(claim: Any) -> None:
+        good(claim)
+        raise RuntimeError("it broke")
+
+    worker = db.Worker(db.engine, ["good", "bad"], {"good": good, "bad": bad}, table=db.table)
+    try:
+        ran = worker.run_once()
+    finally:
+        worker.close()
+    assert ran == len(seen) == worker.handled > 0
+    succeeded = db.rows(status=WorkStatus.SUCCESS)
+    failed = db.rows(status=WorkStatus.FAILED)
+    assert len(succeeded) + len(failed) == ran
+    assert {row.name for row in succeeded} == {"good"}
+    assert {row.name for row in failed} == {"bad"}
+    assert all(row.error == "RuntimeError: it broke" for row in failed)
+    assert not db.rows(status=WorkStatus.RUNNING)
+
+
+def test_a_handler_may_finish_its_claim_itself(db: Db) -> None:
+    schedule_due(db, Work("w", "* * * * * *"))
+
+    def handler(claim: Any) -> None:
+        claim.fail("not today")
+
+    worker = db.Worker(db.engine, ["w"], handler, table=db.table)
+    try:
+        ran = worker.run_once()
+    finally:
+        worker.close()
+    failed = db.rows(status=WorkStatus.FAILED)
+    assert len(failed) == ran > 0
+    assert all(row.error == "not today" for row in failed)  # exit recorded nothing more
+
+
+def test_run_due_with_threads_or_tasks_runs_everything_due_and_waits_for_it(db: Db) -> None:
+    schedule_due(db, Work("w", "* * * * * *", max_run=3))
+    running = 0
+    most = 0
+    lock = threading.Lock()
+
+    def handler(claim: Any) -> None:
+        nonlocal running, most
+        with lock:
+            running += 1
+            most = max(most, running)
+        time.sleep(0.05)
+        with lock:
+            running -= 1
+
+    worker = db.Worker(db.engine, ["w"], handler, table=db.table, max_concurrency=2)
+    try:
+        ran = worker.run_due()
+        due_left = [row for row in db.rows(status=WorkStatus.QUEUED) if row.tick_at <= db.db_now()]
+    finally:
+        worker.close()
+    assert ran == len(db.rows(status=WorkStatus.SUCCESS)) >= 9  # three ticks or more, 3 rows each
+    assert not db.rows(status=WorkStatus.RUNNING)  # every claim it started has ended
+    assert most == 2  # never more than max_concurrency at once, and both used
+    assert len(due_left) <= 3  # at most the tick that came while it ran
+
+
+def test_the_loop_runs_until_its_deadline(db: Db) -> None:
+    schedule_due(db, Work("w", "* * * * * *"))
+    worker = db.Worker(db.engine, ["w"], lambda claim: None, table=db.table, poll="100ms")
+    try:
+        begun = time.monotonic()
+        worker.run(until=time.time() + 1.0)
+        took = time.monotonic() - begun
+    finally:
+        worker.close()
+    assert 0.9 <= took < 3.0
+    assert worker.handled == len(db.rows(status=WorkStatus.SUCCESS)) >= 3
+
+
+def test_as_a_context_manager_it_starts_and_closes(db: Db) -> None:
+    schedule_due(db, Work("w", "* * * * * *"))
+    with db.Worker(db.engine, ["w"], lambda claim: None, table=db.table, poll="100ms") as worker:
+        assert worker.running
+        wait_for(lambda: worker.handled >= 3)
+    assert not worker.running
+    assert worker.handled == len(db.rows(status=WorkStatus.SUCCESS))
+    assert not db.rows(status=WorkStatus.RUNNING)
