@@ -237,6 +237,18 @@ class BlockingWorker:
     def close(self, timeout: float | None = None) -> None:
         self._loop.run(self.inner.close(timeout))
 
+    def _wait(self, seconds: float, *, wake: bool) -> bool:
+        """The loop's wait itself, for the tests of the wake signal."""
+
+        async def wait() -> bool:
+            return await self.inner._wait(seconds, wake=wake)
+
+        return self._loop.run(wait())
+
+    def wake(self) -> None:
+        """Set the wake signal, as a claim ending does (asyncio.Event: on the loop's thread)."""
+        self._loop.loop.call_soon_threadsafe(self.inner._wake.set)
+
     def __enter__(self) -> BlockingWorker:
         self.start()
         return self

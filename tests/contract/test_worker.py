@@ -81,6 +81,27 @@ def test_a_claim_ending_wakes_the_loop_long_before_its_poll(db: Db) -> None:
     assert len(db.rows(status=WorkStatus.SUCCESS)) >= 3
 
 
+def test_a_claim_ending_during_a_backoff_makes_the_next_look_immediate(db: Db) -> None:
+    """Only a wait that wakes on a claim ending consumes the wake signal, on both twins."""
+    worker = db.Worker(db.engine, ["w"], lambda claim: None, table=db.table)
+    try:
+        if db.twin == "blocking":
+            worker._wake.set()  # what a claim ending does
+        else:
+            worker.wake()  # type: ignore[attr-defined]
+        begun = time.monotonic()
+        assert not worker._wait(0.2, wake=False)  # a backoff runs its full length...
+        assert time.monotonic() - begun >= 0.15
+        begun = time.monotonic()
+        assert not worker._wait(10, wake=True)  # ...and the next look is at once
+        assert time.monotonic() - begun < 1
+        begun = time.monotonic()
+        assert not worker._wait(0.2, wake=True)  # the signal was used up
+        assert time.monotonic() - begun >= 0.15
+    finally:
+        worker.close()
+
+
 def test_stop_with_a_timeout_returns_in_time_and_no_claim_follows(db: Db) -> None:
     """Both return within the timeout; then a thread finishes its claim, a task is cancelled."""
     schedule_due(db, Work("w", "* * * * * *"))
