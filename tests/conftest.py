@@ -153,7 +153,7 @@ def _itself(engine: sa.Engine) -> sa.Engine:
 class Db:
     """A backend plus an empty work table of this test's own.
 
-    ``WorkSync`` and ``Scheduler`` build the services under test: the
+    ``WorkSync``, ``Scheduler`` and ``Worker`` build the services under test: the
     blocking ones, or on the ``twin_db`` fixture also the asyncio twins
     (see ``twins``), always with the blocking signatures.
     """
@@ -162,6 +162,9 @@ class Db:
     table: str
     WorkSync: Callable[..., worksync_sa.WorkSync] = worksync_sa.WorkSync
     Scheduler: Callable[..., worksync_sa.Scheduler] = worksync_sa.Scheduler
+    Worker: Callable[..., worksync_sa.Worker] = worksync_sa.Worker
+    twin: str = "blocking"
+    """Which twin the services are: "blocking" or "asyncio" (for a documented difference)."""
     traced: Callable[[sa.Engine], sa.Engine] = _itself
     """The engine whose events see the statements of the services under test."""
 
@@ -240,7 +243,9 @@ def twin_db(request: pytest.FixtureRequest, backend: Backend) -> Iterator[Db]:
         twin = AsyncTwin()
         # The adapters are duck-typed stand-ins: tests see the blocking interface.
         db.WorkSync, db.Scheduler = twin.WorkSync, twin.Scheduler  # type: ignore[assignment]
+        db.Worker = twin.Worker  # type: ignore[assignment]
         db.traced = twin.traced
+        db.twin = "asyncio"
         try:
             yield db
         finally:

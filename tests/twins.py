@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Coroutine, Iterable
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from datetime import datetime, timedelta
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import sqlalchemy as sa
 
-from worksync_sa import AsyncClaim, AsyncScheduler, AsyncWorkSync, Claim, Work
+from worksync_sa import AsyncClaim, AsyncScheduler, AsyncWorker, AsyncWorkSync, Claim, Work
 
 from .extras import need
 
@@ -83,6 +83,9 @@ class BlockingClaim:
 
     def heartbeat(self) -> None:
         self._loop.run(self.inner.heartbeat())
+
+    def load_details(self) -> None:
+        self._loop.run(self.inner.load_details())
 
     def success(self) -> None:
         self._loop.run(self.inner.success())
@@ -195,13 +198,72 @@ class BlockingScheduler:
         self.close()
 
 
+class BlockingWorker:
+    """An :class:`AsyncWorker` behind the blocking Worker's interface.
+
+    Its handlers are the test's blocking functions, each awaited on a thread
+    (``asyncio.to_thread``) with a :class:`BlockingClaim`: a handler that
+    sleeps stalls no other task, and the claim's own calls run on the loop.
+    """
+
+    def __init__(self, loop: Loop, worker: AsyncWorker) -> None:
+        self._loop = loop
+        self.inner = worker
+
+    def __getattr__(self, name: str) -> Any:  # names, works, poll, handled, running, sync...
+        return getattr(self.inner, name)
+
+    def __repr__(self) -> str:
+        return repr(self.inner)
+
+    def run_once(self) -> int:
+        return self._loop.run(self.inner.run_once())
+
+    def run_due(self) -> int:
+        return self._loop.run(self.inner.run_due())
+
+    def run(self, *, until: float | None = None) -> None:
+        self._loop.run(self.inner.run(until=until))
+
+    def start(self) -> None:
+        async def start() -> None:
+            self.inner.start()
+
+        self._loop.run(start())
+
+    def stop(self, timeout: float | None = None) -> None:
+        self._loop.run(self.inner.stop(timeout))
+
+    def close(self, timeout: float | None = None) -> None:
+        self._loop.run(self.inner.close(timeout))
+
+    def _wait(self, seconds: float, *, wake: bool) -> bool:
+        """The loop's wait itself, for the tests of the wake signal."""
+
+        async def wait() -> bool:
+            return await self.inner._wait(seconds, wake=wake)
+
+        return self._loop.run(wait())
+
+    def wake(self) -> None:
+        """Set the wake signal, as a claim ending does (asyncio.Event: on the loop's thread)."""
+        self._loop.loop.call_soon_threadsafe(self.inner._wake.set)
+
+    def __enter__(self) -> BlockingWorker:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 class AsyncTwin:
     """Factories with the blocking signatures that build the asyncio twins."""
 
     def __init__(self) -> None:
         self.loop = Loop()
         self._engines: dict[str, AsyncEngine] = {}
-        self._made: list[BlockingWorkSync | BlockingScheduler] = []
+        self._made: list[BlockingWorkSync | BlockingScheduler | BlockingWorker] = []
 
     def engine_for(self, engine: sa.Engine) -> AsyncEngine:
         key = engine.url.render_as_string(hide_password=False)
@@ -228,6 +290,32 @@ class AsyncTwin:
         )
         self._made.append(made)
         return made
+
+    def Worker(
+        self,
+        engine: sa.Engine,
+        works: Iterable[Work | str],
+        handler: Callable[[Any], object] | Mapping[str, Callable[[Any], object]],
+        **options: Any,
+    ) -> BlockingWorker:
+        handlers: Any = (
+            {name: self._awaited(h) for name, h in handler.items()}
+            if isinstance(handler, Mapping)
+            else self._awaited(handler)
+        )
+        made = BlockingWorker(
+            self.loop, AsyncWorker(self.engine_for(engine), works, handlers, **options)
+        )
+        self._made.append(made)
+        return made
+
+    def _awaited(self, handler: Callable[[Any], object]) -> Callable[[AsyncClaim], Any]:
+        loop = self.loop
+
+        async def awaited(claim: AsyncClaim) -> object:
+            return await asyncio.to_thread(handler, BlockingClaim(loop, claim))
+
+        return awaited
 
     def traced(self, engine: sa.Engine) -> sa.Engine:
         """The engine whose events see the twin's statements."""

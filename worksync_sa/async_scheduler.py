@@ -87,6 +87,8 @@ class AsyncScheduler(SchedulerCore):
 
         Past ``timeout`` seconds the pass is cancelled instead (safe: a pass
         can be repeated, and an interrupted batch rolls back as a whole).
+        (:meth:`Scheduler.stop` cannot cancel a thread: it returns, and the
+        pass ends on its own.)
         """
         task, self._task = self._task, None
         if task is None:

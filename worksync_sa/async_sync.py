@@ -22,10 +22,10 @@ from typing import TYPE_CHECKING, Any
 
 from ._core.claims import Beat, ClaimCore, ClaimStep, Record, WorkSyncCore, checked_row, error_text
 from ._run.async_runner import AsyncRunner
-from ._run.steps import Idle, Pause, drive_async
+from ._run.steps import Idle, Sleep, drive_async
 from .config import RetryPolicy
 from .engine import shown_url
-from .errors import ClaimLostError
+from .errors import ClaimLostError, DetailsNotLoadedError
 from .events import Listener
 from .models import DEFAULT_TABLE, WorkStatus
 from .rows import ClaimedRow
@@ -44,6 +44,12 @@ class AsyncClaim(ClaimCore):
     ``async with claim:`` heartbeats in a background task while the body runs,
     then records SUCCESS when the body returns and FAILED, with the
     exception's text, when it raises (the exception is then re-raised).
+
+    ``slot``, ``tick_at`` and ``attempt`` are known at once, except for a claim
+    by sequence on MySQL/MariaDB: ``async with claim:`` or ``await
+    claim.load_details()`` reads them, and reading them before raises
+    :class:`DetailsNotLoadedError`, since a property cannot await. This is the
+    one way the twins differ here: :class:`Claim` reads them on first use.
     """
 
     __slots__ = ("_keepalive", "_lock", "_sync")
@@ -87,7 +93,7 @@ class AsyncClaim(ClaimCore):
 
     def _detailed(self) -> ClaimedRow:
         if not self._row.detailed:
-            raise RuntimeError(
+            raise DetailsNotLoadedError(
                 f"{self!r} was claimed by sequence on MySQL, whose claim returns only the "
                 "row's id: slot, tick_at and attempt are read when `async with claim:` "
                 "begins, or by `await claim.load_details()`"
@@ -140,7 +146,7 @@ class AsyncClaim(ClaimCore):
         """One step of ``async with claim:`` (``ClaimCore``), by awaiting."""
         if isinstance(step, Record):
             return await (self.success() if step.exc is None else self.fail(step.exc))
-        if isinstance(step, (Pause, Idle)):
+        if isinstance(step, (Sleep, Idle)):
             await asyncio.sleep(step.seconds)  # cancelling the task is what stops it
             return False
         if isinstance(step, Beat):

@@ -15,7 +15,6 @@ import contextlib
 import functools
 import inspect
 import logging
-import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -27,11 +26,11 @@ from ._core.worker import (
     AcquireDue,
     FreeRunner,
     Launch,
-    Look,
     Round,
     RunHere,
     TakeRunner,
     WorkerCore,
+    WorkerSettings,
     report,
     utcnow,
 )
@@ -58,7 +57,7 @@ def _is_async(function: object) -> bool:
     return inspect.iscoroutinefunction(call)
 
 
-class AsyncWorker:
+class AsyncWorker(WorkerSettings):
     """Runs an ``async def`` handler for every due tick of ``works`` this process can claim.
 
     The arguments are :class:`Worker`'s, on an ``AsyncEngine``. ``async with
@@ -109,15 +108,6 @@ class AsyncWorker:
         self._wake = asyncio.Event()
         self._until: float | None = None
 
-    @property
-    def names(self) -> list[str]:
-        """The names of the works served, sorted."""
-        return self._core.names
-
-    @property
-    def max_concurrency(self) -> int:
-        return self._core.max_concurrency
-
     def __repr__(self) -> str:
         return f"AsyncWorker({self.sync!r}, works={self.names!r})"
 
@@ -162,8 +152,7 @@ class AsyncWorker:
             FreeRunner: lambda _: self._free_runner(),
             Launch: lambda step: self._launch(step.claim),
             Round: lambda _: self.run_once(),
-            Idle: lambda step: self._wait(step.seconds, wake=False),
-            Look: lambda step: self._wait(step.seconds, wake=True),
+            Idle: lambda step: self._wait(step.seconds, wake=step.wake),
         }
 
     async def _run_here(self, claim: AsyncClaim) -> None:
@@ -187,15 +176,19 @@ class AsyncWorker:
         task.add_done_callback(self._claim_ended)
 
     async def _wait(self, seconds: float, *, wake: bool) -> bool:
-        """Sleep ``seconds`` (less on a stop, or, when ``wake``, a claim ending); True: stop."""
-        if self._until is not None:
-            seconds = min(seconds, max(0.0, self._until - time.time()))
+        """Sleep ``seconds`` (less on a stop, or, when ``wake``, a claim ending); True: stop.
+
+        As in :class:`Worker`: only a ``wake`` wait consumes the wake signal;
+        one set during a backoff is kept, so the next look is at once.
+        """
+        seconds = self._core.wait_length(seconds, self._until)
         if seconds > 0:
             event = self._wake if wake else self._stopping
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(event.wait(), seconds)
-            self._wake.clear()
-        return self._stopping.is_set() or (self._until is not None and time.time() >= self._until)
+            if wake:
+                self._wake.clear()
+        return self._stopping.is_set() or self._core.past(self._until)
 
     async def _run_claim(self, claim: AsyncClaim) -> None:
         try:
@@ -243,8 +236,11 @@ class AsyncWorker:
     async def stop(self, timeout: float | None = None) -> None:
         """Ask the loop to stop after the claim it is running; waits for it.
 
-        Claims running in tasks run to their end (``close`` waits for them);
-        no new claim is made. After ``timeout`` seconds the loop is cancelled.
+        No new claim is made. Claims running in tasks run to their end
+        (``close`` waits for them). After ``timeout`` seconds the loop's task
+        is cancelled, and a claim it runs itself (``max_concurrency`` 1) with
+        it: recorded FAILED where the database allows. (:meth:`Worker.stop`
+        cannot cancel a thread: it returns, and the loop ends after the claim.)
         """
         self._stopping.set()
         self._wake.set()
@@ -265,8 +261,11 @@ class AsyncWorker:
     async def close(self, timeout: float | None = None) -> None:
         """Stop, let running claims finish, and give back the worker's connections.
 
-        With ``timeout``, claims still running after it are cancelled: their
-        rows are then recorded FAILED ("cancelled") where the database allows.
+        ``timeout`` bounds each wait, as on :class:`Worker`: for the loop (see
+        :meth:`stop`), then for the claims running in tasks. Claims still
+        running after it are cancelled: their rows are then recorded FAILED
+        ("cancelled") where the database allows. (:meth:`Worker.close` cannot
+        cancel threads: it returns, and they finish on their own.)
         """
         await self.stop(timeout)
         if self._claims:

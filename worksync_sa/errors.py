@@ -48,5 +48,16 @@ class ClaimLostError(WorksyncError):
     """
 
 
+class DetailsNotLoadedError(WorksyncError, RuntimeError):
+    """An :class:`AsyncClaim`'s ``slot``, ``tick_at`` or ``attempt`` was read before they were.
+
+    A claim by sequence on MySQL/MariaDB returns only the row's id; reading
+    the rest is a round trip, which a property of an asyncio claim cannot
+    await. ``async with claim:`` reads them as it begins, and so does
+    ``await claim.load_details()``. (A blocking :class:`Claim` reads them on
+    first use instead.) A ``RuntimeError``, as before it had a name.
+    """
+
+
 class UnsupportedDatabaseError(WorksyncError):
     """The engine's dialect is not MySQL/MariaDB, PostgreSQL or SQLite."""

@@ -104,7 +104,13 @@ class Scheduler(SchedulerCore):
         self._thread.start()
 
     def stop(self, timeout: float | None = None) -> None:
-        """Stop the background thread after its current pass; a no-op if not running."""
+        """Stop the background thread after its current pass; a no-op if not running.
+
+        ``timeout`` bounds the wait for the thread. A thread cannot be
+        cancelled: past it this returns, the pass ends on its own and
+        ``running`` stays True until then. (:meth:`AsyncScheduler.stop` cancels
+        its pass instead.)
+        """
         self._stopping.set()
         if self._thread is not None:
             self._thread.join(timeout)

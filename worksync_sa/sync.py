@@ -34,7 +34,7 @@ from ._core.claims import (
 )
 from ._core.outage import ended
 from ._run.blocking import BlockingRunner
-from ._run.steps import Idle, Pause, drive
+from ._run.steps import Idle, Sleep, drive
 from .config import RetryPolicy
 from .engine import shown_url
 from .errors import ClaimLostError
@@ -54,6 +54,12 @@ class Claim(ClaimCore):
     while the body runs, then records SUCCESS when the body returns and
     FAILED, with the exception's text, when the body raises (the exception is
     then re-raised). If the body already finished the claim, exit does nothing.
+
+    ``slot``, ``tick_at`` and ``attempt`` are known at once, except for a claim
+    by sequence on MySQL/MariaDB, whose claim returns only the row's id: they
+    are read (one round trip) the first time one is asked for, or by
+    :meth:`load_details`. (:class:`AsyncClaim` cannot read in a property: it
+    reads them when ``async with`` begins or on ``await claim.load_details()``.)
     """
 
     __slots__ = ("_keepalive", "_lock", "_sync")
@@ -72,6 +78,15 @@ class Claim(ClaimCore):
             sync = self._sync
             row = self._row = sync._runner.call(sync._core.details(row))
         return row
+
+    def load_details(self) -> None:
+        """Read slot, tick_at and attempt now, where the claim could not return them.
+
+        As ``AsyncClaim.load_details``: only a claim by sequence on MySQL/MariaDB
+        needs it (one read); elsewhere, and for due claims, it does nothing.
+        Reading one of them does it too.
+        """
+        self._detailed()
 
     def heartbeat(self) -> None:
         """Extend the lease by the work's lease length, from now on the database clock.
@@ -136,7 +151,7 @@ class Claim(ClaimCore):
         """One step of ``with claim:`` (``ClaimCore``), by blocking."""
         if isinstance(step, Record):
             return self.success() if step.exc is None else self.fail(step.exc)
-        if isinstance(step, Pause):
+        if isinstance(step, Sleep):
             return time.sleep(step.seconds)
         raise AssertionError(f"{step!r} outside the heartbeat thread")
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import functools
 import logging
 import threading
-import time
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from datetime import datetime, timedelta
@@ -31,11 +30,11 @@ from ._core.worker import (
     AcquireDue,
     FreeRunner,
     Launch,
-    Look,
     Round,
     RunHere,
     TakeRunner,
     WorkerCore,
+    WorkerSettings,
     report,
     utcnow,
 )
@@ -53,7 +52,7 @@ __all__ = ["DEFAULT_MAX_BACKOFF", "DEFAULT_POLL", "MAX_CONCURRENCY_LIMIT", "Hand
 Handler = Callable[[Claim], object]
 
 
-class Worker:
+class Worker(WorkerSettings):
     """Runs a handler for every due tick of ``works`` this process can claim.
 
     ``works`` are :class:`Work` objects (the loop then also sleeps until the
@@ -105,34 +104,6 @@ class Worker:
         self._running: set[Future[None]] = set()
         """The claims running on the pool."""
 
-    @property
-    def works(self) -> list[Work]:
-        """The :class:`Work` objects among ``works`` (what the loop sleeps by)."""
-        return self._core.works
-
-    @property
-    def names(self) -> list[str]:
-        """The names of the works served, sorted."""
-        return self._core.names
-
-    @property
-    def max_concurrency(self) -> int:
-        return self._core.max_concurrency
-
-    @property
-    def poll(self) -> float:
-        """The longest wait between looks, in seconds."""
-        return self._core.poll
-
-    @property
-    def max_backoff(self) -> float:
-        """The longest wait between looks during an outage, in seconds."""
-        return self._core.max_backoff
-
-    @property
-    def clock(self) -> Callable[[], datetime]:
-        return self._core.clock
-
     def __repr__(self) -> str:
         return f"Worker({self.sync!r}, works={self.names!r})"
 
@@ -179,8 +150,7 @@ class Worker:
             FreeRunner: lambda _: self._free.release(),
             Launch: lambda step: self._launch(step.claim),
             Round: lambda _: self.run_once(),
-            Idle: lambda step: self._wait(step.seconds, wake=False),
-            Look: lambda step: self._wait(step.seconds, wake=True),
+            Idle: lambda step: self._wait(step.seconds, wake=step.wake),
         }
 
     def _run_here(self, claim: Claim) -> None:
@@ -199,16 +169,17 @@ class Worker:
         future.add_done_callback(self._running.discard)
 
     def _wait(self, seconds: float, *, wake: bool) -> bool:
-        """Sleep ``seconds`` (less on a stop, or, when ``wake``, a claim ending); True: stop."""
-        if self._until is not None:
-            seconds = min(seconds, max(0.0, self._until - time.time()))
+        """Sleep ``seconds`` (less on a stop, or, when ``wake``, a claim ending); True: stop.
+
+        As in :class:`AsyncWorker`: only a ``wake`` wait consumes the wake
+        signal; one set during a backoff is kept, so the next look is at once.
+        """
+        seconds = self._core.wait_length(seconds, self._until)
         if seconds > 0:
+            (self._wake if wake else self._stopping).wait(seconds)
             if wake:
-                self._wake.wait(seconds)
                 self._wake.clear()
-            else:
-                self._stopping.wait(seconds)
-        return self._stopping.is_set() or (self._until is not None and time.time() >= self._until)
+        return self._stopping.is_set() or self._core.past(self._until)
 
     def _run_and_free(self, claim: Claim) -> None:
         try:
@@ -249,10 +220,15 @@ class Worker:
         self._thread.start()
 
     def stop(self, timeout: float | None = None) -> None:
-        """Ask the loop to stop after the claims it is running; waits for the thread.
+        """Ask the loop to stop after the claim it is running; waits for its thread.
 
-        Claims already running on the pool run to their end (``close`` waits
-        for them); no new claim is made.
+        No new claim is made. Claims running on the pool run to their end
+        (``close`` waits for them). ``timeout`` bounds the wait: a thread
+        cannot be cancelled, so if the loop is still running a claim itself
+        (``max_concurrency`` 1) when the time is up, this returns and the loop
+        ends after that claim, which records its outcome; ``running`` stays
+        True until then. (:meth:`AsyncWorker.stop` cancels its loop's task
+        instead, and the claim with it.)
         """
         self._stopping.set()
         self._wake.set()
@@ -266,12 +242,21 @@ class Worker:
         """True while the background thread is alive (False once it has died or stopped)."""
         return self._thread is not None and self._thread.is_alive()
 
-    def close(self) -> None:
-        """Stop, let running claims finish, and give back the worker's connections."""
-        self.stop()
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
-            self._pool = None
+    def close(self, timeout: float | None = None) -> None:
+        """Stop, let running claims finish, and give back the worker's connections.
+
+        ``timeout`` bounds each wait, as on :class:`AsyncWorker`: for the loop
+        (see :meth:`stop`), then for the claims running on the pool. Threads
+        cannot be cancelled: claims still running after it go on to their
+        end and record their outcome on connections of their own, and this
+        returns without them. (:meth:`AsyncWorker.close` cancels them
+        instead, recorded FAILED.)
+        """
+        self.stop(timeout)
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            _, pending = wait(set(self._running), timeout)
+            pool.shutdown(wait=not pending)
         self.sync.close()
 
     def __enter__(self) -> Worker:

@@ -13,7 +13,15 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from worksync_sa import SchedulerConfig, Work, WorkStatus, WorkSync, default_sequence
+from worksync_sa import (
+    DetailsNotLoadedError,
+    SchedulerConfig,
+    Work,
+    WorkStatus,
+    WorkSync,
+    WorksyncError,
+    default_sequence,
+)
 from worksync_sa.events import Event
 from worksync_sa.models import table_named
 
@@ -75,6 +83,36 @@ def test_claims_by_sequence_know_them_too(db: Db) -> None:
                 row.attempts,
             )
     assert sorted(seen, key=lambda s: s[0] or 0) == [(0, TICK_AT, 1), (1, TICK_AT, 1)]
+
+
+def test_load_details_reads_them_outside_the_with_block(db: Db) -> None:
+    schedule(db, Work("sync", "@every 30s", max_run=2))
+    claim = db.WorkSync(db.engine, table=db.table).acquire("sync", TICK)
+    assert claim is not None
+    claim.load_details()
+    row = row_of(db, claim.id)
+    assert (claim.slot, claim.tick_at, claim.attempt) == (row.slot, TICK_AT, row.attempts)
+    claim.load_details()  # loaded: nothing more to read
+    claim.success()
+
+
+def test_details_asked_for_before_they_are_read(db: Db) -> None:
+    """A claim by sequence on MySQL returns only the id: the documented difference.
+
+    The blocking claim reads the details when first asked; the asyncio one
+    cannot await in a property and says how to load them. Elsewhere the claim
+    returns them, and both answer at once.
+    """
+    schedule(db, Work("sync", "@every 30s"))
+    claim = db.WorkSync(db.engine, table=db.table).acquire("sync", TICK)
+    assert claim is not None
+    if db.twin == "asyncio" and db.name == "mysql":
+        with pytest.raises(DetailsNotLoadedError, match="load_details") as raised:
+            _ = claim.slot
+        assert isinstance(raised.value, (WorksyncError, RuntimeError))
+        claim.load_details()
+    assert (claim.slot, claim.tick_at, claim.attempt) == (0, TICK_AT, 1)
+    claim.success()
 
 
 def test_a_requeued_row_counts_its_attempts(db: Db) -> None:

@@ -28,11 +28,10 @@ from worksync_sa._run.attempts import (
     Locked,
     Release,
     Run,
-    Sleep,
     attempts,
 )
 from worksync_sa._run.retry import Retry
-from worksync_sa._run.steps import Call
+from worksync_sa._run.steps import Call, Sleep
 from worksync_sa.config import RetryPolicy
 from worksync_sa.errors import SchemaNotReadyError
 
@@ -202,10 +201,11 @@ def test_an_error_outside_the_database_gives_the_lane_back_and_is_raised() -> No
     assert script.steps == [TAKE, Run(LANE, work), Release(LANE)]
 
 
-def test_a_cancelled_statement_drops_its_lane_for_good() -> None:
+@pytest.mark.parametrize("cut", [asyncio.CancelledError, KeyboardInterrupt])
+def test_a_statement_cut_off_drops_its_lane_for_good(cut: type[BaseException]) -> None:
     """A statement cut off half-way leaves the connection in an unknown state."""
-    script = Script(LANE, Raise(asyncio.CancelledError()), None)
-    with pytest.raises(asyncio.CancelledError):
+    script = Script(LANE, Raise(cut()), None)
+    with pytest.raises(cut):
         script.run(steps_of(CALL))
     assert script.steps == [TAKE, Run(LANE, work), Invalidate(LANE)]
 

@@ -30,7 +30,7 @@ from worksync_sa._core.claims import (
 )
 from worksync_sa._run.attempts import BUSY, TAKE, Counters, Give, Locked, Run, attempts
 from worksync_sa._run.retry import Retry
-from worksync_sa._run.steps import Call, Idle, Pause
+from worksync_sa._run.steps import Call, Idle, Sleep
 from worksync_sa.config import RetryPolicy
 from worksync_sa.errors import ClaimLostError, InvalidArgumentError, InvalidWorkError
 from worksync_sa.models import WorkStatus
@@ -265,7 +265,7 @@ def test_recording_is_tried_again_while_the_database_is_away_and_the_lease_lasts
     script.run(ClaimCore(row(lease=30))._record_steps(failure))
     assert script.steps[0] == Record(failure)
     pause = script.steps[1]
-    assert isinstance(pause, Pause)
+    assert isinstance(pause, Sleep)
     assert 0.125 <= pause.seconds <= 0.25
     assert script.steps[2] == Record(failure)
 

@@ -22,7 +22,6 @@ from worksync_sa._core.worker import (
     AcquireDue,
     FreeRunner,
     Launch,
-    Look,
     RunHere,
     TakeRunner,
     WorkerCore,
@@ -169,13 +168,13 @@ def test_a_failed_claim_gives_its_reserved_runner_back() -> None:
 def test_after_an_empty_round_the_loop_looks_again_when_the_next_tick_may_be_due() -> None:
     script = Script(False, 0, True)
     script.run(worker(["a"]).loop_steps("worker"))
-    assert script.steps == [Idle(0), ROUND, Look(1.0)]
+    assert script.steps == [Idle(0), ROUND, Idle(1.0, wake=True)]
 
 
 def test_after_a_round_that_started_claims_the_loop_goes_straight_on() -> None:
     script = Script(False, 2, False, 0, True)
     script.run(worker(["a"]).loop_steps("worker"))
-    assert script.steps == [Idle(0), ROUND, Idle(0), ROUND, Look(1.0)]
+    assert script.steps == [Idle(0), ROUND, Idle(0), ROUND, Idle(1.0, wake=True)]
 
 
 def test_the_loop_outlives_a_failed_round_with_a_growing_backoff() -> None:
@@ -185,6 +184,8 @@ def test_the_loop_outlives_a_failed_round_with_a_growing_backoff() -> None:
     first, second = script.steps[2], script.steps[5]
     assert isinstance(first, Idle)
     assert isinstance(second, Idle)
+    assert not first.wake  # a backoff: a claim ending is no reason to retry
+    assert not second.wake
     assert 0.25 <= first.seconds <= 0.5
     assert 0.5 <= second.seconds <= 1.0
 

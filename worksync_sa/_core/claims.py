@@ -19,7 +19,7 @@ from functools import partial
 from typing import Any
 
 from .._run.identity import default_worker_id, new_token
-from .._run.steps import Call, Idle, Pause, Steps
+from .._run.steps import Call, Idle, Sleep, Steps
 from .._sql.driver_errors import is_database_away
 from .._sql.text import check_text
 from ..config import RetryPolicy
@@ -130,7 +130,7 @@ class Record:
 
 
 READ_LEASE, BEAT = ReadLease(), Beat()
-ClaimStep = ReadLease | Beat | Record | Pause | Idle
+ClaimStep = ReadLease | Beat | Record | Sleep | Idle
 
 
 class ClaimCore:
@@ -289,7 +289,7 @@ class ClaimCore:
                 if outage is None:
                     what = f"recording the outcome of {self!r}"
                     outage = Outage(logger, what, base=0.25, cap=5.0)
-                yield Pause(min(outage.failed(error), left))
+                yield Sleep(min(outage.failed(error), left))
                 continue
             if outage is not None:
                 outage.succeeded()

@@ -12,6 +12,7 @@ the steps with threads or with tasks.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Generator, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -68,13 +69,6 @@ class Launch:
     """Run the claim on the reserved runner; it frees the runner when it ends."""
 
     claim: Any
-
-
-@dataclass(frozen=True, slots=True)
-class Look:
-    """Wait until the next look: the wait is over, a running claim ended, or a stop."""
-
-    seconds: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,7 +188,8 @@ class WorkerCore:
 
         It outlives any failure of a round (the database away): logged once,
         retried with capped backoff. Only the stop signals end it. ``Idle``
-        and ``Look`` answer True once the loop is asked to stop.
+        answers True once the loop is asked to stop; between rounds that started
+        nothing it also wakes when a running claim ends (``wake``).
         """
         outage = Outage(logger, what, cap=self.max_backoff)
         while not (yield Idle(0)):
@@ -207,8 +202,20 @@ class WorkerCore:
                     return
                 continue
             outage.succeeded()
-            if not started and (yield Look(self.next_wait())):
+            if not started and (yield Idle(self.next_wait(), wake=True)):
                 return
+
+    @staticmethod
+    def wait_length(seconds: float, until: float | None) -> float:
+        """How long a wait lasts: ``seconds``, cut short by the epoch-seconds deadline ``until``."""
+        if until is None:
+            return seconds
+        return min(seconds, max(0.0, until - time.time()))
+
+    @staticmethod
+    def past(until: float | None) -> bool:
+        """Whether the ``time.time()`` deadline ``until`` has come (never, without one)."""
+        return until is not None and time.time() >= until
 
     def next_wait(self) -> float:
         """Until the next tick by this process's clock, but never longer than ``poll``.
@@ -221,6 +228,46 @@ class WorkerCore:
         now = self.clock()
         soonest = min(work.next_tick(now) for work in self.works)
         return max(0.0, min(self.poll, (soonest - now).total_seconds()))
+
+
+class WorkerSettings:
+    """The settings both workers show, read from their shared core: one definition, no drift.
+
+    A mixin for :class:`Worker` and :class:`AsyncWorker`; each sets ``_core``.
+    """
+
+    __slots__ = ()
+    _core: WorkerCore
+
+    @property
+    def works(self) -> list[Work]:
+        """The :class:`Work` objects among ``works`` (what the loop sleeps by)."""
+        return self._core.works
+
+    @property
+    def names(self) -> list[str]:
+        """The names of the works served, sorted."""
+        return self._core.names
+
+    @property
+    def max_concurrency(self) -> int:
+        """How many claims run at once, at most: the worker never holds more."""
+        return self._core.max_concurrency
+
+    @property
+    def poll(self) -> float:
+        """The longest wait between looks, in seconds."""
+        return self._core.poll
+
+    @property
+    def max_backoff(self) -> float:
+        """The longest wait between looks during an outage, in seconds."""
+        return self._core.max_backoff
+
+    @property
+    def clock(self) -> Callable[[], datetime]:
+        """This process's clock: it only decides when to look (``next_wait``)."""
+        return self._core.clock
 
 
 def report(claim: ClaimCore, exc: BaseException) -> None:

@@ -8,9 +8,11 @@ so the very same repository code and statements drive the async driver
 
 Lanes are kept per concurrently running call, opened through the host's
 engine and detached from its pool, exactly as on the blocking side, so a
-claim is one round trip. A call cancelled while its statement is in flight
-drops its connection: its protocol state is unknown. (Its claim, if it
-landed, is held by nobody and comes back through lease recovery.)
+claim is one round trip; and as there, a forked child never uses or closes
+its parent's lanes (its own event loop opens its own). A call cancelled
+while its statement is in flight drops its connection: its protocol state
+is unknown. (Its claim, if it landed, is held by nobody and comes back
+through lease recovery.)
 """
 
 from __future__ import annotations
@@ -36,15 +38,15 @@ from .attempts import (
     Locked,
     Release,
     Run,
-    Sleep,
     Step,
     Take,
     WaitLock,
     attempts,
 )
-from .lanes import SHARED_POOLS, prepare_lane
+from .lanes import SHARED_POOLS, inherit, prepare_lane
+from .process import pid
 from .retry import Retry
-from .steps import Call, drive_async
+from .steps import Call, Sleep, drive_async
 from .writelock import WriteLock, writer_lock
 
 if TYPE_CHECKING:  # at run time only once used: it needs greenlet, an optional extra
@@ -103,10 +105,15 @@ class AsyncLanes:
         """As ``Lanes.own``: False on a pool sharing one connection."""
         self._idle: list[AsyncConnection] = []
         self._closed = False
+        self._pid = pid()
+        """As ``Lanes``: a forked child never uses or closes its parent's lanes."""
 
     async def take(self) -> AsyncConnection:
         if not self.own:
             return await self.engine.connect()
+        if self._pid != pid():  # we are a forked child
+            inherit(self._idle)
+            self._pid = pid()
         if self._idle:
             return self._idle.pop()
         conn = await self.engine.connect()
@@ -119,7 +126,7 @@ class AsyncLanes:
         return conn
 
     async def give(self, conn: AsyncConnection) -> None:
-        if self._closed or conn.invalidated or not self.own:
+        if self._closed or conn.invalidated or not self.own or self._pid != pid():
             await _drop(conn)
             return
         self._idle.append(conn)
@@ -139,6 +146,8 @@ class AsyncLanes:
     async def close(self) -> None:
         """Close every idle lane; lanes in use are closed when given back."""
         self._closed = True
+        if self._pid != pid():  # a forked child: the idle lanes are its parent's
+            inherit(self._idle)
         lanes, self._idle = self._idle, []
         for conn in lanes:
             await _drop(conn)
@@ -238,8 +247,7 @@ class AsyncRunner:
         elif isinstance(step, Release):
             await lanes.release_failed(step.conn)
         elif isinstance(step, Invalidate):
-            with contextlib.suppress(Exception):
-                await step.conn.invalidate()
+            await _invalidate(step.conn)
         elif isinstance(step, Sleep):
             await asyncio.sleep(step.seconds)
         else:

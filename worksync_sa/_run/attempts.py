@@ -28,7 +28,7 @@ from sqlalchemy.engine import Connection
 
 from .._sql.driver_errors import is_disconnect
 from .retry import Retry
-from .steps import Call
+from .steps import Call, Sleep
 
 T = TypeVar("T")
 
@@ -68,14 +68,14 @@ class Release:
 
 @dataclass(frozen=True, slots=True)
 class Invalidate:
-    """Drop a lane whose statement was cut off half-way (a cancelled task): never reuse it."""
+    """Drop a lane whose statement was cut off half-way: never reuse it, on either runner.
+
+    A cancelled task, or Ctrl-C landing inside the driver: the connection's
+    protocol state is unknown, so even a rollback on it could read the reply
+    meant for the cut-off statement.
+    """
 
     conn: Any
-
-
-@dataclass(frozen=True, slots=True)
-class Sleep:
-    seconds: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +128,10 @@ class Failure:
     """Whether the statement may have gone out (its outcome is then unknown)."""
 
 
+_CUT_OFF = (asyncio.CancelledError, KeyboardInterrupt)
+"""Errors that can land in the middle of a statement: its lane is dropped (``Invalidate``)."""
+
+
 def attempts(
     call: Call[T],
     retry: Retry,
@@ -155,7 +159,7 @@ def attempts(
             failure = None
             if not isinstance(error, sa.exc.DBAPIError):
                 if conn is not None:
-                    cut = isinstance(error, asyncio.CancelledError)
+                    cut = isinstance(error, _CUT_OFF)
                     yield Invalidate(conn) if cut else Release(conn)
                 raise error
             if conn is not None:

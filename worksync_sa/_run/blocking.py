@@ -30,7 +30,6 @@ from .attempts import (
     Locked,
     Release,
     Run,
-    Sleep,
     Step,
     Take,
     WaitLock,
@@ -39,7 +38,7 @@ from .attempts import (
 from .engines import checked_engine
 from .lanes import Lanes
 from .retry import Retry
-from .steps import Call, drive
+from .steps import Call, Sleep, drive
 from .writelock import WriteLock, writer_lock
 
 logger = logging.getLogger(__name__)
@@ -119,8 +118,8 @@ class BlockingRunner:
             lanes.give(step.conn)
         elif isinstance(step, Commit):
             step.conn.commit()
-        elif isinstance(step, (Release, Invalidate)):
-            lanes.release_failed(step.conn)
+        elif isinstance(step, (Release, Invalidate)):  # a cut-off lane is dropped, never reused
+            (lanes.discard if isinstance(step, Invalidate) else lanes.release_failed)(step.conn)
         elif isinstance(step, Sleep):
             time.sleep(step.seconds)
         elif writer is None:

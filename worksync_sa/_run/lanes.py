@@ -45,7 +45,18 @@ from .process import pid
 
 # Lanes inherited through fork(): never used, never closed (their sockets belong
 # to the parent), only kept referenced so no finalizer ever touches them.
-_INHERITED: list[Connection] = []
+_INHERITED: list[Any] = []
+
+
+def inherit(idle: list[Any]) -> None:
+    """Set aside a forked child's idle lanes, blocking or asyncio: they are its parent's.
+
+    Using one would interleave two processes' statements on one socket; closing
+    one would end the parent's session (a ``COM_QUIT``, a ``Terminate``). So
+    they are neither: only kept referenced, so that nothing collects them.
+    """
+    _INHERITED.extend(idle)
+    idle.clear()
 
 
 SHARED_POOLS = (pool.StaticPool, pool.SingletonThreadPool)
@@ -71,8 +82,7 @@ class Lanes:
             return self.engine.connect()
         with self._lock:
             if self._pid != pid():  # we are a forked child
-                _INHERITED.extend(self._idle)
-                self._idle.clear()
+                inherit(self._idle)
                 self._pid = pid()
             if self._idle:
                 return self._idle.pop()
@@ -111,6 +121,8 @@ class Lanes:
         """Return every idle lane to the engine's pool; lanes in use follow when given back."""
         with self._lock:
             self._closed = True
+            if self._pid != pid():  # a forked child: the idle lanes are its parent's
+                inherit(self._idle)
         self._finalizer()
 
     @property

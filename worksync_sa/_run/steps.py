@@ -56,17 +56,29 @@ class Call(Generic[T]):
 
 
 @dataclass(frozen=True, slots=True)
-class Pause:
-    """A step of a loop's generator: sleep."""
+class Sleep:
+    """A step: sleep ``seconds``, whatever happens meanwhile; the answer is None.
+
+    The wait before a retry (``_run.attempts``) or before recording an outcome
+    again: nothing but time should end it, or a stop would turn into a burst
+    of attempts.
+    """
 
     seconds: float
 
 
 @dataclass(frozen=True, slots=True)
 class Idle:
-    """A step of a loop's generator: wait, unless told to stop; the answer is True if stopped."""
+    """A step of a loop: wait ``seconds`` unless told to stop; the answer is True if stopped.
+
+    ``wake``: the wait also ends early, answering whether stopped, when one of
+    the worker's running claims ends, so a freed runner is used at once.
+    Every shell has one stop signal, and a worker one wake signal; the two
+    kinds of wait are the only ones a core asks for.
+    """
 
     seconds: float
+    wake: bool = False
 
 
 Steps = Generator[Call[Any], Any, T]
