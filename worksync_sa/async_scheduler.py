@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from ._core.outage import ended
 from ._core.passes import LoopStep, SchedulerCore
 from ._run.async_runner import AsyncRunner
+from ._run.background import BackgroundTask
 from ._run.steps import Idle, drive_async
 from .config import RetryPolicy, SchedulerConfig
 from .engine import shown_url
@@ -52,8 +53,8 @@ class AsyncScheduler(SchedulerCore):
         super().__init__(works, config, table, retry, listeners)
         self._runner = AsyncRunner(engine, self.table_name, self.policy)
         self._lock = asyncio.Lock()
-        self._task: asyncio.Task[None] | None = None
-        self._stopping = asyncio.Event()
+        self._background = BackgroundTask("scheduler")
+        self._stopping = self._background.stopping
 
     def __repr__(self) -> str:
         url = shown_url(self._runner.engine.url)
@@ -77,10 +78,7 @@ class AsyncScheduler(SchedulerCore):
 
     def start(self) -> None:
         """Run passes every ``config.interval`` in a task of the running loop."""
-        if self.running:
-            raise RuntimeError("scheduler is already running")
-        self._stopping.clear()
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="worksync-scheduler")
+        self._background.start(self._run)
 
     async def stop(self, timeout: float | None = None) -> None:
         """Stop the background task after its current pass; a no-op if not running.
@@ -90,14 +88,7 @@ class AsyncScheduler(SchedulerCore):
         (:meth:`Scheduler.stop` cannot cancel a thread: it returns, and the
         pass ends on its own.)
         """
-        task, self._task = self._task, None
-        if task is None:
-            return
-        self._stopping.set()
-        done, _ = await asyncio.wait({task}, timeout=timeout)
-        if not done:
-            task.cancel()
-            await asyncio.wait({task})  # not `await task`: our own cancellation must propagate
+        await self._background.stop(timeout)
 
     async def close(self) -> None:
         """Stop, and close the connection the scheduler holds for its passes."""
@@ -107,7 +98,7 @@ class AsyncScheduler(SchedulerCore):
     @property
     def running(self) -> bool:
         """True while the background task is alive."""
-        return self._task is not None and not self._task.done()
+        return self._background.running
 
     async def __aenter__(self) -> AsyncScheduler:
         self.start()

@@ -34,6 +34,7 @@ from ._core.worker import (
     report,
     utcnow,
 )
+from ._run.background import BackgroundTask
 from ._run.steps import Idle, drive_async
 from .async_sync import AsyncClaim, AsyncWorkSync
 from .config import RetryPolicy
@@ -103,8 +104,8 @@ class AsyncWorker(WorkerSettings):
         self._free = 0
         """Runners left for claims: ``max_concurrency`` minus the claims running."""
         self._claims: set[asyncio.Task[None]] = set()
-        self._task: asyncio.Task[None] | None = None
-        self._stopping = asyncio.Event()
+        self._background = BackgroundTask("worker")
+        self._stopping = self._background.stopping
         self._wake = asyncio.Event()
         self._until: float | None = None
 
@@ -228,10 +229,7 @@ class AsyncWorker(WorkerSettings):
 
     def start(self) -> None:
         """Run the loop in a task of the running event loop; returns at once."""
-        if self.running:
-            raise RuntimeError("worker is already running")
-        self._stopping.clear()
-        self._task = asyncio.get_running_loop().create_task(self.run(), name="worksync-worker")
+        self._background.start(self.run)
 
     async def stop(self, timeout: float | None = None) -> None:
         """Ask the loop to stop after the claim it is running; waits for it.
@@ -242,21 +240,13 @@ class AsyncWorker(WorkerSettings):
         it: recorded FAILED where the database allows. (:meth:`Worker.stop`
         cannot cancel a thread: it returns, and the loop ends after the claim.)
         """
-        self._stopping.set()
         self._wake.set()
-        task = self._task
-        if task is None:
-            return
-        _, pending = await asyncio.wait({task}, timeout=timeout)
-        if pending:
-            task.cancel()
-            await asyncio.wait({task})
-        self._task = None
+        await self._background.stop(timeout)
 
     @property
     def running(self) -> bool:
         """True while the loop's task is alive."""
-        return self._task is not None and not self._task.done()
+        return self._background.running
 
     async def close(self, timeout: float | None = None) -> None:
         """Stop, let running claims finish, and give back the worker's connections.

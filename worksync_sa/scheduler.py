@@ -25,6 +25,7 @@ from sqlalchemy.engine import Engine
 
 from ._core.outage import ended
 from ._core.passes import LoopStep, PassReport, SchedulerCore
+from ._run.background import BackgroundThread
 from ._run.blocking import BlockingRunner
 from ._run.steps import Idle, drive
 from .config import RetryPolicy, SchedulerConfig
@@ -60,8 +61,8 @@ class Scheduler(SchedulerCore):
         super().__init__(works, config, table, retry, listeners)
         self._runner = BlockingRunner(engine, self.table_name, self.policy)
         self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
-        self._stopping = threading.Event()
+        self._background = BackgroundThread("scheduler")
+        self._stopping = self._background.stopping
 
     def __repr__(self) -> str:
         url = shown_url(self._runner.engine.url)
@@ -97,11 +98,7 @@ class Scheduler(SchedulerCore):
 
     def start(self) -> None:
         """Run passes every ``config.interval`` in a background thread; returns at once."""
-        if self._thread is not None and self._thread.is_alive():
-            raise RuntimeError("scheduler is already running")
-        self._stopping.clear()
-        self._thread = threading.Thread(target=self._run, name="worksync-scheduler", daemon=True)
-        self._thread.start()
+        self._background.start(self._run)
 
     def stop(self, timeout: float | None = None) -> None:
         """Stop the background thread after its current pass; a no-op if not running.
@@ -111,11 +108,7 @@ class Scheduler(SchedulerCore):
         ``running`` stays True until then. (:meth:`AsyncScheduler.stop` cancels
         its pass instead.)
         """
-        self._stopping.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            if not self._thread.is_alive():
-                self._thread = None
+        self._background.stop(timeout)
 
     def close(self) -> None:
         """Stop, and give back the connection the scheduler holds for its passes."""
@@ -125,7 +118,7 @@ class Scheduler(SchedulerCore):
     @property
     def running(self) -> bool:
         """True while the background thread is alive."""
-        return self._thread is not None and self._thread.is_alive()
+        return self._background.running
 
     def __enter__(self) -> Scheduler:
         self.start()

@@ -38,6 +38,7 @@ from ._core.worker import (
     report,
     utcnow,
 )
+from ._run.background import BackgroundThread
 from ._run.steps import Idle, drive
 from .config import RetryPolicy
 from .events import Listener
@@ -98,8 +99,8 @@ class Worker(WorkerSettings):
         )
         self.handled = 0
         """Claims this worker has run (finished or not)."""
-        self._thread: threading.Thread | None = None
-        self._stopping = threading.Event()
+        self._background = BackgroundThread("worker")
+        self._stopping = self._background.stopping
         self._until: float | None = None
         self._running: set[Future[None]] = set()
         """The claims running on the pool."""
@@ -213,11 +214,7 @@ class Worker(WorkerSettings):
 
     def start(self) -> None:
         """Run the loop in a background thread; returns at once."""
-        if self._thread is not None and self._thread.is_alive():
-            raise RuntimeError("worker is already running")
-        self._stopping.clear()
-        self._thread = threading.Thread(target=self.run, name="worksync-worker", daemon=True)
-        self._thread.start()
+        self._background.start(self.run)
 
     def stop(self, timeout: float | None = None) -> None:
         """Ask the loop to stop after the claim it is running; waits for its thread.
@@ -230,17 +227,13 @@ class Worker(WorkerSettings):
         True until then. (:meth:`AsyncWorker.stop` cancels its loop's task
         instead, and the claim with it.)
         """
-        self._stopping.set()
         self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            if not self._thread.is_alive():
-                self._thread = None
+        self._background.stop(timeout)
 
     @property
     def running(self) -> bool:
         """True while the background thread is alive (False once it has died or stopped)."""
-        return self._thread is not None and self._thread.is_alive()
+        return self._background.running
 
     def close(self, timeout: float | None = None) -> None:
         """Stop, let running claims finish, and give back the worker's connections.

@@ -16,6 +16,8 @@ from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+import pytest
+
 from worksync_sa import SchedulerConfig, Work, WorkStatus
 
 from ..conftest import Db
@@ -248,3 +250,23 @@ def test_as_a_context_manager_it_starts_and_closes(db: Db) -> None:
     assert not worker.running
     assert worker.handled == len(db.rows(status=WorkStatus.SUCCESS))
     assert not db.rows(status=WorkStatus.RUNNING)
+
+
+def test_a_second_start_is_refused_and_a_stopped_worker_starts_again(db: Db) -> None:
+    """One loop per worker: both twins refuse to start it twice, and restart it after a stop."""
+    schedule_due(db, Work("w", "* * * * * *"))
+    worker = db.Worker(db.engine, ["w"], lambda claim: None, table=db.table, poll="100ms")
+    try:
+        worker.start()
+        assert worker.running
+        with pytest.raises(RuntimeError, match="worker is already running"):
+            worker.start()
+        worker.stop()
+        assert not worker.running
+        handled = worker.handled
+        worker.start()  # the stop request of before does not end the new loop at once
+        wait_for(lambda: worker.handled > handled)
+        assert worker.running
+    finally:
+        worker.close()
+    assert not worker.running
