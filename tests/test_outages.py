@@ -213,6 +213,7 @@ def test_cut_the_database_for_ten_seconds(server_db: Db, proxy: Proxy, tmp_path:
     barrier.wait(timeout=120)
     started = server_db.db_now()
     time.sleep(cut_at)
+    cut = server_db.db_now()
     proxy.cut()
     time.sleep(cut_for)
     proxy.restore()
@@ -246,7 +247,13 @@ def test_cut_the_database_for_ten_seconds(server_db: Db, proxy: Proxy, tmp_path:
     )  # ... exactly max_run
     for row in window:  # ... and each is accounted for: claimed, or closed as missed
         assert row.status in (WorkStatus.SUCCESS, WorkStatus.FAILED), row
-        assert row.closed_by in ("worker", "missed"), row
+        if row.closed_by == "lease":
+            # The one designed loss: a claim made just before the cut whose outcome the cut
+            # swallowed. The outage (10 s) outlasts the lease (5 s), so the worker stops
+            # retrying once its lease is gone, and recovery closes the row after the restore.
+            assert abs((row.started_at - cut).total_seconds()) <= 1, row
+        else:
+            assert row.closed_by in ("worker", "missed"), row
     claims: Counter[tuple[str, str]] = Counter()
     ids: list[int] = []
     for n in range(8):
