@@ -24,6 +24,7 @@ from ._core.worker import (
     DEFAULT_MAX_BACKOFF,
     DEFAULT_POLL,
     AcquireDue,
+    AwaitOne,
     FreeRunner,
     Launch,
     Round,
@@ -128,17 +129,7 @@ class AsyncWorker(WorkerSettings):
         Unlike :meth:`run_once`, it waits for a free runner whenever all are
         busy, so nothing due is left behind. Returns how many claims it ran.
         """
-        ran = 0
-        while True:
-            started = await self.run_once()
-            ran += started
-            running = set(self._claims)
-            if not running:
-                if not started:
-                    return ran
-                continue
-            if not started:
-                await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+        return await drive_async(self._core.due_steps(), self._do)
 
     async def _do(self, step: Any) -> Any:
         """One step of a round or of the loop (``WorkerCore``), with tasks."""
@@ -153,12 +144,19 @@ class AsyncWorker(WorkerSettings):
             FreeRunner: lambda _: self._free_runner(),
             Launch: lambda step: self._launch(step.claim),
             Round: lambda _: self.run_once(),
+            AwaitOne: lambda _: self._await_one(),
             Idle: lambda step: self._wait(step.seconds, wake=step.wake),
         }
 
     async def _run_here(self, claim: AsyncClaim) -> None:
         await self._handle(claim)
         self.handled += 1
+
+    async def _await_one(self) -> bool:
+        running = set(self._claims)
+        if running:
+            await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+        return bool(running)
 
     async def _take_runner(self) -> bool:
         if self._free <= 0:

@@ -28,6 +28,7 @@ from ._core.worker import (
     DEFAULT_POLL,
     MAX_CONCURRENCY_LIMIT,
     AcquireDue,
+    AwaitOne,
     FreeRunner,
     Launch,
     Round,
@@ -126,17 +127,7 @@ class Worker(WorkerSettings):
         busy, so nothing due is left behind: what ``worksync work --once`` does.
         Returns how many claims it ran.
         """
-        ran = 0
-        while True:
-            started = self.run_once()
-            ran += started
-            running = set(self._running)
-            if not running:
-                if not started:
-                    return ran
-                continue
-            if not started:
-                wait(running, return_when=FIRST_COMPLETED)
+        return drive(self._core.due_steps(), self._do)
 
     def _do(self, step: Any) -> Any:
         """One step of a round or of the loop (``WorkerCore``), with threads."""
@@ -151,6 +142,7 @@ class Worker(WorkerSettings):
             FreeRunner: lambda _: self._free.release(),
             Launch: lambda step: self._launch(step.claim),
             Round: lambda _: self.run_once(),
+            AwaitOne: lambda _: self._await_one(),
             Idle: lambda step: self._wait(step.seconds, wake=step.wake),
         }
 
@@ -158,6 +150,12 @@ class Worker(WorkerSettings):
         self._handle(claim)
         with self._count_lock:
             self.handled += 1
+
+    def _await_one(self) -> bool:
+        running = set(self._running)
+        if running:
+            wait(running, return_when=FIRST_COMPLETED)
+        return bool(running)
 
     def _launch(self, claim: Claim) -> None:
         pool = self._pool

@@ -79,6 +79,15 @@ class Round:
 ROUND = Round()
 
 
+@dataclass(frozen=True, slots=True)
+class AwaitOne:
+    """Wait until one of the claims running on their own runners ends.
+
+    The answer: False at once when none is running (``asyncio.wait`` refuses
+    an empty set, and there would be nothing to wait for), else True.
+    """
+
+
 def handlers_for(names: list[str], handler: object) -> dict[str, Any]:
     """One handler per work: the same function for all, or a mapping from each name."""
     if callable(handler):
@@ -182,6 +191,19 @@ class WorkerCore:
                 yield Launch(claim)
                 started += 1
         return started
+
+    def due_steps(self) -> Generator[Any, Any, int]:
+        """Rounds until nothing is due and nothing runs; returns how many claims were started.
+
+        A round that started nothing while claims run waits for one of them to
+        end (its runner is then free) rather than leaving what is due behind.
+        """
+        ran = 0
+        while True:
+            started: int = yield ROUND
+            ran += started
+            if not started and not (yield AwaitOne()):
+                return ran
 
     def loop_steps(self, what: str) -> Generator[Any, Any, None]:
         """The loop, for both twins: a round whenever something may be due, until stopped.
