@@ -57,7 +57,8 @@ def test_a_claim_reaches_the_driver_in_a_few_frames(db: Db) -> None:
     sync.close()
     assert claim is not None
     path = stacks[0]
-    # execute <- claim_checked <- the runner's call <- WorkSync.acquire, then the cursor
+    # execute <- _claim_checked <- the runner's step <- drive <- the runner's call <- acquire,
+    # then the cursor
     assert len(path) + 2 <= 7, path
     assert path[0] == "direct.py:execute", path
     assert "repository.py:_claim_checked" in path, path

@@ -20,7 +20,16 @@ from datetime import datetime, timedelta
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from ._core.claims import Beat, ClaimCore, ClaimStep, Record, WorkSyncCore, checked_row, error_text
+from ._core.claims import (
+    Beat,
+    ClaimCore,
+    ClaimStep,
+    Record,
+    WorkSyncCore,
+    WorkSyncSettings,
+    checked_row,
+    error_text,
+)
 from ._run.async_runner import AsyncRunner
 from ._run.steps import Idle, Sleep, drive_async
 from .config import RetryPolicy
@@ -159,7 +168,7 @@ async def _keep_alive(claim: AsyncClaim) -> None:
     await drive_async(claim._keepalive_steps(), claim._do)
 
 
-class AsyncWorkSync:
+class AsyncWorkSync(WorkSyncSettings):
     """Claims rows for asyncio workers; the twin of :class:`~worksync_sa.WorkSync`.
 
     Use it as ``async with AsyncWorkSync(engine) as sync:``, or call
@@ -179,16 +188,6 @@ class AsyncWorkSync:
         self._core = WorkSyncCore(table, worker_id, retry, keep_alive, listeners)
         self._runner = AsyncRunner(engine, self._core.table_name, self._core.policy)
         self.keep_alive = keep_alive
-
-    @property
-    def worker_id(self) -> str:
-        """Recorded in ``claimed_by``; ``host:pid`` unless given."""
-        return self._core.worker_id
-
-    @property
-    def table(self) -> str:
-        """The work table's name."""
-        return self._runner.table
 
     def __repr__(self) -> str:
         url = shown_url(self._runner.engine.url)

@@ -29,6 +29,7 @@ from ._core.claims import (
     ReadLease,
     Record,
     WorkSyncCore,
+    WorkSyncSettings,
     checked_row,
     error_text,
 )
@@ -187,7 +188,7 @@ class _KeepAlive(threading.Thread):
             self.join()
 
 
-class WorkSync:
+class WorkSync(WorkSyncSettings):
     """Claims rows for workers (the original's Syncer), and repairs what workers leave behind.
 
     ``acquire(name, sequence)`` is the original's pattern: the worker fires on
@@ -213,11 +214,6 @@ class WorkSync:
         self._runner = BlockingRunner(engine, self._core.table_name, self._core.policy)
         self.keep_alive = keep_alive
 
-    @property
-    def worker_id(self) -> str:
-        """Recorded in ``claimed_by``; ``host:pid`` unless given."""
-        return self._core.worker_id
-
     def close(self) -> None:
         """Give back the connections this WorkSync holds (it reopens them if used again).
 
@@ -232,11 +228,6 @@ class WorkSync:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-    @property
-    def table(self) -> str:
-        """The work table's name."""
-        return self._runner.table
 
     def __repr__(self) -> str:
         url = shown_url(self._runner.engine.url)

@@ -22,7 +22,6 @@ from worksync_sa._run.attempts import (
     WAIT_LOCK,
     Commit,
     Counters,
-    Failure,
     Give,
     Invalidate,
     Locked,
@@ -77,7 +76,6 @@ def steps_of(
     sqlite: bool = False,
     transactional: bool = False,
     locked: bool = False,
-    after: Failure | None = None,
     counters: Counters | None = None,
 ) -> Any:
     retry = Retry(policy, "works", sqlite, call.what)
@@ -87,7 +85,6 @@ def steps_of(
         counters or Counters(),
         transactional=transactional,
         locked=locked,
-        after=after,
     )
 
 
@@ -232,23 +229,6 @@ def test_a_lost_reply_that_did_not_happen_is_run_again() -> None:
     script = Script(LANE, Raise(lost), None, None, LANE2, None, "row 7", None)
     assert script.run(steps_of(RESOLVABLE)) == "row 7"
     assert script.steps[4:] == [TAKE, Run(LANE2, resolve), Run(LANE2, work), Give(LANE2)]
-
-
-def test_a_runners_failed_first_attempt_is_taken_up_where_it_left_off() -> None:
-    failure = Failure(LANE, mysql_error(DEADLOCK), sent=True)
-    script = Script(None, None, LANE2, "row 7", None)
-    assert script.run(steps_of(CALL, after=failure)) == "row 7"
-    assert script.steps[0] == Release(LANE)
-    assert isinstance(script.steps[1], Sleep)
-    assert script.steps[2:] == [TAKE, Run(LANE2, work), Give(LANE2)]
-
-
-def test_a_runners_failed_first_attempt_outside_the_database_is_raised() -> None:
-    failure = Failure(LANE, RuntimeError("boom"), sent=True)
-    script = Script(None)
-    with pytest.raises(RuntimeError, match="boom"):
-        script.run(steps_of(CALL, after=failure))
-    assert script.steps == [Release(LANE)]
 
 
 # -- SQLite's writers' lock ---------------------------------------------------------------

@@ -317,6 +317,26 @@ class ClaimCore:
         )
 
 
+class WorkSyncSettings:
+    """What both WorkSyncs show, read from their shared core: one definition, no drift.
+
+    A mixin for :class:`WorkSync` and :class:`AsyncWorkSync`; each sets ``_core``.
+    """
+
+    __slots__ = ()
+    _core: WorkSyncCore
+
+    @property
+    def worker_id(self) -> str:
+        """Recorded in ``claimed_by``; ``host:pid`` unless given."""
+        return self._core.worker_id
+
+    @property
+    def table(self) -> str:
+        """The work table's name."""
+        return self._core.table_name
+
+
 class WorkSyncCore:
     """The checked settings and the database calls of a WorkSync, blocking or asyncio."""
 

@@ -31,8 +31,6 @@ from ..errors import InvalidArgumentError
 from .attempts import (
     BUSY,
     Commit,
-    Counters,
-    Failure,
     Give,
     Invalidate,
     Locked,
@@ -41,13 +39,12 @@ from .attempts import (
     Step,
     Take,
     WaitLock,
-    attempts,
 )
 from .lanes import SHARED_POOLS, inherit, prepare_lane
 from .process import pid
-from .retry import Retry
+from .runner import RunnerBase
 from .steps import Call, Sleep, drive_async
-from .writelock import WriteLock, writer_lock
+from .writelock import WriteLock
 
 if TYPE_CHECKING:  # at run time only once used: it needs greenlet, an optional extra
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -172,22 +169,13 @@ async def _drop(conn: AsyncConnection) -> None:
             await conn.invalidate()
 
 
-class AsyncRunner:
+class AsyncRunner(RunnerBase):
     """The asyncio runner: does each step of a call's attempts (``_run.attempts``) by awaiting."""
 
     def __init__(self, engine: AsyncEngine, table: str, policy: RetryPolicy) -> None:
         self.engine = checked_async_engine(engine)
-        self.table = table
-        self.policy = policy
-        self.sqlite = engine.dialect.name == "sqlite"
+        super().__init__(engine.url, engine.dialect.name, table, policy)
         self.lanes = AsyncLanes(engine)
-        self._writer = writer_lock(engine.url) if self.sqlite else None
-        self.counters = Counters()
-
-    @property
-    def lost_connections(self) -> int:
-        """Connections lost or refused so far (see ``Counters``)."""
-        return self.counters.lost_connections
 
     async def close(self) -> None:
         """Close the held connections; a later call opens new ones."""
@@ -196,42 +184,9 @@ class AsyncRunner:
 
     async def call(self, call: Call[T]) -> T:
         """Run one call to its end: the asyncio counterpart of ``BlockingRunner.call``."""
-        lanes, writer = self.lanes, self._writer
-        failure = None
-        if lanes.own:  # the plain first attempt, inline (see ``attempts``)
-            conn = None
-            sent = busy = False
-            try:
-                conn = await lanes.take()
-                sent = True
-                if writer is None:
-                    result = await conn.run_sync(call.work)
-                elif writer.try_acquire():
-                    try:
-                        result = await conn.run_sync(call.work)
-                    finally:
-                        writer.release()
-                else:  # another writer holds the lock: the steps decide what to do
-                    busy = True
-            except BaseException as exc:
-                failure = Failure(conn, exc, sent)
-            else:
-                await lanes.give(conn)
-                if not busy:
-                    return result
-        return await self._steps(call, failure)
-
-    async def _steps(self, call: Call[T], failure: Failure | None) -> T:
-        lanes, writer = self.lanes, self._writer
-        steps = attempts(
-            call,
-            Retry(self.policy, self.table, self.sqlite, call.what),
-            self.counters,
-            transactional=not lanes.own,
-            locked=writer is not None,
-            after=failure,
-        )
-        return await drive_async(steps, partial(self._do, lanes=lanes, writer=writer))
+        lanes = self.lanes
+        steps = self.attempts(call, lanes=lanes.own)
+        return await drive_async(steps, partial(self._do, lanes=lanes, writer=self.writer))
 
     @staticmethod
     async def _do(step: Step, lanes: AsyncLanes, writer: WriteLock | None) -> Any:

@@ -119,7 +119,7 @@ class Counters:
 
 @dataclass(frozen=True, slots=True)
 class Failure:
-    """How a runner's first attempt failed, when it made that attempt on its own."""
+    """How an attempt failed: decided at the top of the next turn."""
 
     conn: Any
     """The lane it had taken, or None."""
@@ -139,20 +139,14 @@ def attempts(
     *,
     transactional: bool,
     locked: bool,
-    after: Failure | None = None,
 ) -> Attempts[T]:
     """The steps of ``call`` until it succeeds, or fails for good.
 
     ``transactional``: the connection is an ordinary one (a pool sharing one
     connection gives no lanes), so a successful call commits. ``locked``:
-    writes queue for the SQLite writers' lock first. ``after``: the runner
-    made the first attempt itself and it failed so; go on from there.
-
-    A runner may make the first attempt inline when it is plain (on a lane,
-    nothing to resolve, the writers' lock free): take, run, give, the path of
-    every claim, spared the generator. It must hand any failure here.
+    writes queue for the SQLite writers' lock first.
     """
-    failure = after
+    failure: Failure | None = None
     while True:
         if failure is not None:
             conn, error, sent = failure.conn, failure.error, failure.sent

@@ -23,8 +23,6 @@ from ..config import RetryPolicy
 from .attempts import (
     BUSY,
     Commit,
-    Counters,
-    Failure,
     Give,
     Invalidate,
     Locked,
@@ -33,35 +31,25 @@ from .attempts import (
     Step,
     Take,
     WaitLock,
-    attempts,
 )
 from .engines import checked_engine
 from .lanes import Lanes
-from .retry import Retry
+from .runner import RunnerBase
 from .steps import Call, Sleep, drive
-from .writelock import WriteLock, writer_lock
+from .writelock import WriteLock
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
 
-class BlockingRunner:
+class BlockingRunner(RunnerBase):
     """The blocking runner: does each step of a call's attempts (``_run.attempts``) by blocking."""
 
     def __init__(self, engine: Engine, table: str, policy: RetryPolicy) -> None:
         self.engine = checked_engine(engine)
-        self.table = table
-        self.policy = policy
-        self.sqlite = engine.dialect.name == "sqlite"
+        super().__init__(engine.url, engine.dialect.name, table, policy)
         self.lanes = Lanes(self.engine)
-        self._writer = writer_lock(engine.url) if self.sqlite else None
-        self.counters = Counters()
-
-    @property
-    def lost_connections(self) -> int:
-        """Connections lost or refused so far (see ``Counters``)."""
-        return self.counters.lost_connections
 
     def close(self) -> None:
         """Give the held connections back; a later call opens new ones."""
@@ -70,42 +58,9 @@ class BlockingRunner:
 
     def call(self, call: Call[T]) -> T:
         """Run one call to its end: on a lane, retried as ``Retry`` says."""
-        lanes, writer = self.lanes, self._writer
-        failure = None
-        if lanes.own:  # the plain first attempt, inline (see ``attempts``)
-            conn = None
-            sent = busy = False
-            try:
-                conn = lanes.take()
-                sent = True
-                if writer is None:
-                    result = call.work(conn)
-                elif writer.try_acquire():
-                    try:
-                        result = call.work(conn)
-                    finally:
-                        writer.release()
-                else:  # another writer holds the lock: the steps decide what to do
-                    busy = True
-            except BaseException as exc:
-                failure = Failure(conn, exc, sent)
-            else:
-                lanes.give(conn)
-                if not busy:
-                    return result
-        return self._steps(call, failure)
-
-    def _steps(self, call: Call[T], failure: Failure | None) -> T:
-        lanes, writer = self.lanes, self._writer
-        steps = attempts(
-            call,
-            Retry(self.policy, self.table, self.sqlite, call.what),
-            self.counters,
-            transactional=not lanes.own,
-            locked=writer is not None,
-            after=failure,
-        )
-        return drive(steps, partial(self._do, lanes=lanes, writer=writer))
+        lanes = self.lanes
+        steps = self.attempts(call, lanes=lanes.own)
+        return drive(steps, partial(self._do, lanes=lanes, writer=self.writer))
 
     @staticmethod
     def _do(step: Step, lanes: Lanes, writer: WriteLock | None) -> Any:
