@@ -9,7 +9,9 @@ cron and robfig/cron v1 (the Go original's cron library) apply them:
   a range ``a-b``, each with an optional ``/step``; ``a/step`` means
   ``a-max/step``; a range whose ends are equal is that one value;
 * month and weekday names are case-insensitive; weekday 0 is Sunday, and so
-  is 7 (Vixie);
+  is 7 where it is written (Vixie); but ``*`` and ``a/step`` in the day of
+  week run to 6, as robfig/cron's day-of-week bounds (0 to 6, its
+  ``parser.go``) have it: ``1/3`` is Monday and Thursday, never Sunday;
 * the day rule: a day field whose text starts with ``*`` or ``?`` is
   unrestricted. If either day field is unrestricted a day must match both;
   only when both are restricted does a day match if either does;
@@ -83,14 +85,16 @@ def parse_field(text: str, low: int, high: int, names: dict[str, int] | None = N
         step = int(step_text) if slash else 1
         if step < 1:
             raise ValueError("step below 1")
+        # robfig/cron: a weekday's * and a/step run to Saturday (6), not to Sunday again (7)
+        top = 6 if names is WEEKDAYS else high
         if span in ("*", "?"):
-            first, last = low, high
+            first, last = low, top
         elif "-" in span:
             start, _, end = span.partition("-")
             first, last = _value(start, names), _value(end, names)
         else:
             first = _value(span, names)
-            last = high if slash else first
+            last = top if slash else first
         if first > last or first < low or last > high:
             raise ValueError(f"out of range: {element!r}")
         values.update(range(first, last + 1, step))

@@ -10,7 +10,9 @@ original's library) where those agree:
 * a field is a comma list of elements: ``*`` or ``?``, a value, or a range
   ``a-b``, each with an optional ``/step``; ``a/step`` means ``a-max/step``;
   a range whose ends are equal is that one value;
-* month and weekday names are case-insensitive; weekday 0 and 7 are Sunday;
+* month and weekday names are case-insensitive; weekday 0 and 7 are Sunday,
+  but ``*`` and ``a/step`` in the day of week end at 6 (robfig's bounds), so
+  ``1/3`` is Monday and Thursday and never Sunday again;
 * the day rule: a day field whose text starts with ``*`` or ``?`` is
   unrestricted. If either day field is unrestricted a day must match both;
   only when both are restricted does a day match if either does.
@@ -79,6 +81,12 @@ class _Bounds:
     high: int
     names: tuple[str, ...] = ()
     first_name: int = 0  # the value of names[0]
+    runs_to: int | None = None
+    """Where ``*`` and ``a/step`` end, if not at ``high``."""
+
+    @property
+    def last(self) -> int:
+        return self.high if self.runs_to is None else self.runs_to
 
 
 _SECOND = _Bounds("second", 0, 59)
@@ -86,7 +94,9 @@ _MINUTE = _Bounds("minute", 0, 59)
 _HOUR = _Bounds("hour", 0, 23)
 _DOM = _Bounds("day-of-month", 1, 31)
 _MONTH = _Bounds("month", 1, 12, _MONTHS, 1)
-_DOW = _Bounds("day-of-week", 0, 7, _WEEKDAYS, 0)
+_DOW = _Bounds("day-of-week", 0, 7, _WEEKDAYS, 0, runs_to=6)
+"""7 is Sunday where written (Vixie), but ``*`` and ``a/step`` stop at Saturday, as in
+robfig/cron (day of week 0 to 6): ``1/3`` is Monday and Thursday there, never Sunday."""
 
 
 @dataclass(frozen=True)
@@ -118,7 +128,7 @@ def _element(element: str, bounds: _Bounds, field: str) -> range:
     if step < 1:
         raise CronProblem(f"its {bounds.name} field {field!r} has a step of 0")
     if span in ("*", "?"):
-        first, last = bounds.low, bounds.high
+        first, last = bounds.low, bounds.last
     elif "-" in span:
         start, _, end = span.partition("-")
         first, last = _value(start, bounds, element, field), _value(end, bounds, element, field)
@@ -133,7 +143,12 @@ def _element(element: str, bounds: _Bounds, field: str) -> range:
             )
     else:
         first = _value(span, bounds, element, field)
-        last = bounds.high if slash else first  # a/step means a-max/step
+        last = bounds.last if slash else first  # a/step means a-max/step
+        if first > last:  # 7/2: a weekday's steps end at Saturday (robfig refuses it too)
+            raise CronProblem(
+                f"its {bounds.name} field {field!r} has {element!r}, whose steps would start "
+                f"after they end at {last}; write {first % 7} instead of {first}"
+            )
     if first < bounds.low or last > bounds.high:
         raise CronProblem(
             f"its {bounds.name} field {field!r} is out of range: "
