@@ -334,7 +334,8 @@ class SchedulerCore:
         """The background loop, for both twins: a pass every interval, until stopped.
 
         It outlives any failure (an outage, a listener raising ``SystemExit``):
-        each is logged once, then retried with capped backoff. Only the stop
+        a run of failures is logged as it starts and as it ends, and retried
+        with capped backoff. Only the stop
         signals (Ctrl-C, cancellation) end it. The shells perform ``PASS``
         (one ``run_pass``) and ``Idle`` (wait, unless stopped: then the
         answer is True and the loop ends).
