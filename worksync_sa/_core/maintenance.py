@@ -6,8 +6,8 @@ call: one UPDATE that returns what it changed on PostgreSQL and SQLite; on
 MySQL, which cannot return them, a read of the candidates and an UPDATE of
 those ids. Then rows another program left waiting past their grace are
 closed (from a read of at most ``RECOVERY_BATCH`` of them). Pruning
-deletes in small primary-key-ordered batches. Every statement commits on its
-own (autocommit lanes), so none holds locks across a call.
+deletes in small primary-key-ordered batches. Each call commits on its own
+(statement by statement on autocommit lanes), so none holds locks across calls.
 """
 
 from __future__ import annotations

@@ -123,7 +123,7 @@ class SchedulerCore:
         self.policy = retry or RetryPolicy()
         self._repo = PassRepository(table_named(table))
         self._maintenance = MaintenanceRepository(table_named(table))
-        # What each work's rows record of this scheduler's settings (see _reconcile).
+        # What each work's rows record of this scheduler's settings (see _core.reconcile).
         kind = sequence_kind(self.config.sequence)
         self._specs = {work.name: spec_of(work, kind) for work in self.works}
         if not kind.startswith(PRUNABLE_KINDS) and self.config.retention is not None:

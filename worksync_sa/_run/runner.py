@@ -30,7 +30,7 @@ class RunnerBase:
         self.policy = policy
         self.sqlite = dialect == "sqlite"
         self.writer: WriteLock | None = writer_lock(url) if self.sqlite else None
-        """SQLite's writers' lock (file-based, across processes); None on a server."""
+        """SQLite's writers' lock, across processes; None on a server or a memory or URI file."""
         self.counters = Counters()
 
     @property
