@@ -2,11 +2,12 @@
 
 A host application can call these inside its own transactions (create a
 tick's rows in the same transaction as the business data that asked for it,
-say). The services in ``scheduler.py`` and ``sync.py`` own short
-transactions around them and are the only place that retries.
+say). The services run them through ``_run``, which is the only place that
+retries.
 
-Every statement comes from the SQL layer (``_sql``, one module per feature), is
-built once per table and database family, and runs through
+The statements come from the SQL layer (``_sql``, one module per feature; the
+one built here is MySQL recovery's re-read after a race), most are built once
+per repository and database family, and every one runs through
 ``_sql.direct.execute``: whether it goes straight to a lane's cursor, and under
 which isolation level, is decided there, never here.
 """
@@ -599,7 +600,7 @@ class LedgerRepository:
     def tick_figures(
         self, conn: Connection, params: Mapping[str, Any], *, latest_first: bool
     ) -> Sequence[sa.Row[Any]]:
-        """Up to ``limit`` ticks' figures as numbers only, in the ledger's order or latest first.
+        """Up to ``limit`` ticks' figures, no dates, in the ledger's order or latest first.
 
         Numbers parse fast where dates do not, and the page reads many ticks
         (see ``tick_figures``). ``latest_first`` keeps the latest ticks when

@@ -139,7 +139,8 @@ class ClaimedRow(NamedTuple):
     """What a successful claim learned about its row.
 
     ``lease_seconds`` is None when the row has no lease of its own (the
-    default applies). ``slot``, ``tick_at``, ``attempt`` and ``started_at``
+    default applies), or after a MySQL claim by sequence, which does not
+    read it. ``slot``, ``tick_at``, ``attempt`` and ``started_at``
     come back with the claim itself (RETURNING on PostgreSQL and SQLite, the
     read a due claim makes anyway on MySQL). A claim by sequence on MySQL
     returns only the row's id, so there they are None (``attempt`` is never

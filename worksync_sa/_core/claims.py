@@ -115,7 +115,7 @@ def heartbeat_period(lease_seconds: int | None) -> float:
 
 
 class ReadLease:
-    """Read the claimed row's lease (MySQL's claim does not return it)."""
+    """Read the claimed row's lease (a MySQL claim by sequence does not return it)."""
 
 
 class Beat:
@@ -201,7 +201,7 @@ class ClaimCore:
 
     @property
     def lost(self) -> bool:
-        """True once a heartbeat found the row no longer ours (recovered by someone else).
+        """True once a heartbeat or a finish found the row no longer ours (recovered, say).
 
         A long-running body can check it and stop early; its finish would raise
         :class:`ClaimLostError` anyway.
@@ -238,8 +238,9 @@ class ClaimCore:
         """Heartbeat every third of the lease until stopped or the claim is lost.
 
         While the database is away the heartbeat keeps trying, with capped
-        backoff, until the lease ends; a heartbeat that finds the row gone
-        marks the claim lost and stops.
+        backoff, until stopped (the fenced write is harmless once the lease
+        has ended); a heartbeat that finds the row gone marks the claim lost
+        and stops.
         """
         lease = self._row.lease_seconds
         if lease is None:
@@ -262,7 +263,7 @@ class ClaimCore:
                         extra={"action": "lost"},
                     )
                 return
-            except Exception as exc:  # the database is away: keep trying until the lease ends
+            except Exception as exc:  # the database is away, say: keep trying until stopped
                 wait = outage.failed(exc)
                 continue
             outage.succeeded()

@@ -1,12 +1,13 @@
 """The services' upkeep: taking back abandoned rows, and deleting old finished ones.
 
 Both are steps (``_run.steps``) that ``WorkSync`` and the scheduler's passes run on
-either runner. Recovery takes back at most ``RECOVERY_BATCH`` rows a call: one
-UPDATE that returns what it changed on PostgreSQL and SQLite; on MySQL, which
-cannot return them, a read of the candidates and an UPDATE of those ids. Rows
-another program left waiting past their grace are closed first. Pruning
-deletes in small primary-key-ordered batches. Every statement commits on its
-own (autocommit lanes), so none holds locks across a call.
+either runner. Recovery takes back at most ``RECOVERY_BATCH`` of our rows a
+call: one UPDATE that returns what it changed on PostgreSQL and SQLite; on
+MySQL, which cannot return them, a read of the candidates and an UPDATE of
+those ids. Then rows another program left waiting past their grace are
+closed (from a read of at most ``RECOVERY_BATCH`` of them). Pruning
+deletes in small primary-key-ordered batches. Each call commits on its own
+(statement by statement on autocommit lanes), so none holds locks across calls.
 """
 
 from __future__ import annotations

@@ -7,8 +7,8 @@ exponentially growing, jittered, capped waits in between.
 
 Nothing but a stop ends a loop: a handler or listener raising ``SystemExit``
 or ``GeneratorExit`` is one more failure. Only the stop signals
-(:func:`is_stop`) pass through, and a loop that ends by one of them, or by
-anything else, says so in the log (:func:`ended`) rather than vanishing.
+(:func:`is_stop`) pass through, and a loop that ends other than by a
+requested stop says so in the log (:func:`ended`) rather than vanishing.
 """
 
 from __future__ import annotations

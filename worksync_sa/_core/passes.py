@@ -123,7 +123,7 @@ class SchedulerCore:
         self.policy = retry or RetryPolicy()
         self._repo = PassRepository(table_named(table))
         self._maintenance = MaintenanceRepository(table_named(table))
-        # What each work's rows record of this scheduler's settings (see _reconcile).
+        # What each work's rows record of this scheduler's settings (see _core.reconcile).
         kind = sequence_kind(self.config.sequence)
         self._specs = {work.name: spec_of(work, kind) for work in self.works}
         if not kind.startswith(PRUNABLE_KINDS) and self.config.retention is not None:
@@ -334,7 +334,8 @@ class SchedulerCore:
         """The background loop, for both twins: a pass every interval, until stopped.
 
         It outlives any failure (an outage, a listener raising ``SystemExit``):
-        each is logged once, then retried with capped backoff. Only the stop
+        a run of failures is logged as it starts and as it ends, and retried
+        with capped backoff. Only the stop
         signals (Ctrl-C, cancellation) end it. The shells perform ``PASS``
         (one ``run_pass``) and ``Idle`` (wait, unless stopped: then the
         answer is True and the loop ends).

@@ -39,7 +39,7 @@ def spec_of(work: Work, sequence_kind: str) -> str:
     """The settings a scheduler records in each row it makes for ``work``.
 
     The sequence kind comes first, so retention can match it by prefix; the
-    cron is normalised so equal settings always read the same.
+    cron's whitespace is normalised, so one expression always reads the same.
     """
     cron = " ".join(work.cron.split())
     if work.cron_syntax != "standard":

@@ -160,9 +160,10 @@ class WorkerCore:
 
         With one runner, each claim runs in the loop, one after the other.
         With more, a claim is only made once a runner is reserved for it, and
-        the works take turns, one claim each per turn: a slow job never keeps
-        another work from its ticks, and the worker never holds a claim it
-        cannot run (the next round starts when a runner frees up).
+        the works take turns, one claim each per turn: within a round no work
+        claims twice before every other due work has claimed once, and the
+        worker never holds a claim it cannot run (the next round starts when a
+        runner frees up).
         """
         started = 0
         if self.max_concurrency == 1:
@@ -208,10 +209,11 @@ class WorkerCore:
     def loop_steps(self, what: str) -> Generator[Any, Any, None]:
         """The loop, for both twins: a round whenever something may be due, until stopped.
 
-        It outlives any failure of a round (the database away): logged once,
-        retried with capped backoff. Only the stop signals end it. ``Idle``
-        answers True once the loop is asked to stop; between rounds that started
-        nothing it also wakes when a running claim ends (``wake``).
+        It outlives any failure of a round (the database away): logged as a
+        run of failures starts and ends, retried with capped backoff. Only the
+        stop signals end it. ``Idle`` answers True once the loop is asked to
+        stop; between rounds that started nothing it also wakes when a running
+        claim ends (``wake``).
         """
         outage = Outage(logger, what, cap=self.max_backoff)
         while not (yield Idle(0)):

@@ -7,5 +7,5 @@ runner (``blocking``) and the asyncio one (``async_runner``) differ only in
 how they wait. ``identity`` and ``process`` say who this process is, fork
 included.
 
-This layer imports ``_sql`` but never ``_core`` (``tests/test_layers.py``).
+This layer imports ``_sql`` but never ``_core`` (``tests/unit/test_import_direction.py``).
 """

@@ -8,7 +8,7 @@ so the very same repository code and statements drive the async driver
 
 Lanes are kept per concurrently running call, opened through the host's
 engine and detached from its pool, exactly as on the blocking side, so a
-claim is one round trip; and as there, a forked child never uses or closes
+claim costs no BEGIN or COMMIT; and as there, a forked child never uses or closes
 its parent's lanes (its own event loop opens its own). A call cancelled
 while its statement is in flight drops its connection: its protocol state
 is unknown. (Its claim, if it landed, is held by nobody and comes back

@@ -144,7 +144,7 @@ def attempts(
 
     ``transactional``: the connection is an ordinary one (a pool sharing one
     connection gives no lanes), so a successful call commits. ``locked``:
-    writes queue for the SQLite writers' lock first.
+    each attempt's work, reads included, runs under the SQLite writers' lock.
     """
     failure: Failure | None = None
     while True:

@@ -1,9 +1,10 @@
 """The blocking runner: the services' calls, on held autocommit lanes, with bounded retries.
 
 Only the services run their own statements, so only they may retry: a retried
-repository call inside a host's transaction could repeat half of it. Every
-service call is a single guarded statement (or a read plus one), so it runs
-in autocommit on a lane (see ``_run.lanes``) and a retry repeats the whole call.
+repository call inside a host's transaction could repeat half of it. A
+service call is a few guarded statements that each stand on their own (a
+claim is one), so it runs in autocommit on a lane (see ``_run.lanes``) and a
+retry repeats the whole call.
 What is retried, and how a lost reply is resolved, is decided once for both
 runners in ``_run.attempts`` and ``_run.retry``; this module only blocks where the
 asyncio runner (``_run.async_runner``) awaits.

@@ -1,8 +1,9 @@
-"""The one check every entry point makes of what it was handed as an engine.
+"""The check every blocking entry point makes of what it was handed as an engine.
 
 A service given something else (a URL string, an ``AsyncEngine``, a
 ``Connection``) would fail later, deep in a statement, with an error that
 names none of the caller's code; the check makes it fail at construction.
+The asyncio services check theirs with ``_run.async_runner.checked_async_engine``.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """Held autocommit connections ("lanes") for the services' single statements.
 
 Every write worksync_sa makes is one guarded statement, so it needs no
-transaction of its own: run in autocommit, a claim is exactly one round trip.
+transaction of its own: run in autocommit, a claim is one round trip (a due
+claim on MySQL/MariaDB adds the read of its row).
 Checking a connection out of the host's pool per call would add a BEGIN, a
 COMMIT and the pool's reset-on-return (a ROLLBACK, and with mysqlclient an
 isolation-level switch each way) to every claim, doubling or tripling its cost.
@@ -118,7 +119,7 @@ class Lanes:
         _close(conn)
 
     def close(self) -> None:
-        """Return every idle lane to the engine's pool; lanes in use follow when given back."""
+        """Close every idle lane (detached: not back to the pool); lanes in use on their return."""
         with self._lock:
             self._closed = True
             if self._pid != pid():  # a forked child: the idle lanes are its parent's

@@ -3,7 +3,7 @@
 Deadlocks, lock-wait timeouts, serialization failures, SQLite's "database is
 locked" and lost connections are retried; anything else is raised at once.
 :class:`Retry` is pure bookkeeping for one call; the attempts themselves
-(``_run.attempts``) ask it after every failure.
+(``_run.attempts``) ask it after every database error.
 """
 
 from __future__ import annotations
@@ -40,8 +40,8 @@ def first_line(exc: BaseException) -> str:
 class Retry:
     """The retry rule both runners follow, for one service call.
 
-    Pure bookkeeping: the runner runs an attempt (``_run.attempts``), and on a database error
-    asks :meth:`delay_after` how long to wait before the next one; the
+    Pure bookkeeping: the attempts (``_run.attempts``), on a database error,
+    ask :meth:`delay_after` how long to wait before the next one; the
     method raises instead when the error is not worth retrying.
     """
 
@@ -60,8 +60,9 @@ class Retry:
 
         A missing table becomes :class:`SchemaNotReadyError`. SQLite's "database
         is locked" is retried in fine jittered steps for up to
-        ``policy.busy_timeout`` seconds; deadlocks, lock-wait timeouts and lost
-        connections up to ``policy.attempts`` times with full-jitter backoff.
+        ``policy.busy_timeout`` seconds; deadlocks, lock-wait timeouts,
+        serialization failures and lost connections, with full-jitter backoff,
+        until ``policy.attempts`` attempts in all have failed.
         """
         if is_missing_schema(exc):
             raise schema_not_ready(self.table, exc) from exc

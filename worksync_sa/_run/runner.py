@@ -1,10 +1,10 @@
 """What both runners hold and how they start a call: one definition for the twins.
 
 A runner (``_run.blocking``, ``_run.async_runner``) only performs the steps
-that ``_run.attempts`` yields, by blocking or by awaiting. Which steps a call
-takes is decided here, once: its retry rule, its counters, whether a success
-commits (no lanes on a pool that shares one connection), and whether writes
-queue for the SQLite writers' lock.
+that ``_run.attempts`` yields, by blocking or by awaiting. What a call's
+attempts are given is chosen here, once: its retry rule, its counters, whether
+a success commits (no lanes on a pool that shares one connection), and whether
+its work queues for the SQLite writers' lock.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ class RunnerBase:
         self.policy = policy
         self.sqlite = dialect == "sqlite"
         self.writer: WriteLock | None = writer_lock(url) if self.sqlite else None
-        """SQLite's writers' lock (file-based, across processes); None on a server."""
+        """SQLite's writers' lock, across processes; None on a server or a memory or URI file."""
         self.counters = Counters()
 
     @property

@@ -32,7 +32,8 @@ T = TypeVar("T")
 class Call(Generic[T]):
     """One database call of a service, retried as a whole by the runner.
 
-    ``work`` runs on an autocommit connection. ``resolve`` finds the outcome
+    ``work`` runs on a lane in autocommit (or, where the pool gives no lanes,
+    in a transaction the runner commits). ``resolve`` finds the outcome
     of an attempt whose connection was lost after the statement went out
     (None: it did not happen). ``peek`` says, on a busy SQLite file, whether
     waiting for the write lock is worth it; if not, the call's result is
@@ -46,7 +47,7 @@ class Call(Generic[T]):
     nothing: T | None = None
 
     def steps(self) -> Steps[T]:
-        """This call as the one step of a service call: what every core method returns.
+        """This call as a service call of one step, for :func:`drive` given a lone ``Call``.
 
         The runners take a single call directly (``runner.call``), the claim's
         hot path; :func:`drive` takes either.
@@ -73,8 +74,9 @@ class Idle:
 
     ``wake``: the wait also ends early, answering whether stopped, when one of
     the worker's running claims ends, so a freed runner is used at once.
-    Every shell has one stop signal, and a worker one wake signal; the two
-    kinds of wait are the only ones a core asks for.
+    Every shell has one stop signal, and a worker one wake signal. ``Sleep``
+    and ``Idle`` are the waits every core may ask for; a worker's core also
+    waits for a running claim to end (``_core.worker.AwaitOne``).
     """
 
     seconds: float
@@ -130,4 +132,4 @@ async def drive_async(
 
 
 CLOCK: Call[datetime] = Call("clock", read_clock)
-"""The database clock, as a call of its own: the first step of passes and upkeep."""
+"""The database clock, as a call of its own: the first step of a pass or a prune without ``now``."""

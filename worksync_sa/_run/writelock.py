@@ -29,7 +29,13 @@ except ImportError:  # pragma: no cover - not on Windows
 
 
 class WriteLock:
-    """A process-wide exclusive lock on ``<database>-worksync.lock``."""
+    """An exclusive ``flock`` on ``<database>-worksync.lock``, one per runner.
+
+    The lock belongs to this instance's open file, so it queues other
+    processes and other runners, but not threads or tasks sharing this
+    runner: for them ``try_acquire`` succeeds while it is held, and one
+    ``release`` frees it for all.
+    """
 
     def __init__(self, database: str, suffix: str = "-worksync.lock") -> None:
         self.path = os.path.abspath(database) + suffix

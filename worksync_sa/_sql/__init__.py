@@ -8,5 +8,5 @@ is in ``dialect`` and ``elapsed``; how a statement reaches the driver is
 ``direct``; what a driver's error means is ``driver_errors``; what text may
 enter the table is ``text``.
 
-This layer imports neither ``_run`` nor ``_core`` (``tests/test_layers.py``).
+This layer imports neither ``_run`` nor ``_core`` (``tests/unit/test_import_direction.py``).
 """

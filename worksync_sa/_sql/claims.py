@@ -3,8 +3,9 @@
 The claim is one statement on every database: an UPDATE guarded by
 ``status = QUEUED`` whose row count is checked, so at most ``max_run`` claims
 of a tick can succeed whatever the concurrency. Its shape differs by
-database only in how it learns which row it took (``RETURNING`` on
-PostgreSQL and SQLite, a user variable read back on MariaDB). Correctness
+database in how it picks the row and learns which one it took (``RETURNING``
+on PostgreSQL and SQLite, ``LAST_INSERT_ID(id)`` read back as ``lastrowid``
+on MySQL/MariaDB). Correctness
 never depends on ``SKIP LOCKED`` or ``FOR UPDATE``: the lock clauses only
 spare workers some waiting.
 
@@ -93,8 +94,8 @@ def claim_statement(
 ) -> Update:
     """One statement that claims one queued row; it touches at most one row.
 
-    ``due=False`` claims a row of the tick ``(:name, :sequence)``; ``due=True``
-    claims the earliest queued row of ``:name`` whose ``tick_at`` is at most
+    ``due=False`` claims a row of the tick ``(:work_name, :tick_sequence)``;
+    ``due=True`` claims the earliest queued row of ``:work_name`` whose ``tick_at`` is at most
     the database clock (or the bound ``:now`` when ``explicit_now`` is set) and
     no older than the row's grace. Either way the claim starts a lease of the
     row's ``lease_seconds`` on the database clock.
@@ -102,7 +103,8 @@ def claim_statement(
     The row's grace is a per-row condition that narrows no index range, so a
     due claim also carries a floor, ``tick_at >= now - :floor_seconds`` (the
     caller's grace for the work, or the longest grace a row can have): both
-    indexes that lead with the work's name then start their range there, and
+    indexes that hold a work's rows in tick order (the instant key and the
+    status index) then start their range there, and
     a claim never walks the work's finished history, or the index entries
     its earlier claims left behind, whatever plan the statistics pick.
 

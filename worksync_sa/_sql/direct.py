@@ -18,13 +18,14 @@ The scheduler's batched INSERT on MySQL/MariaDB and SQLite goes the same way:
 one statement with one JSON parameter per batch. Reads (SELECTs) always go
 through SQLAlchemy, whose rows carry column names.
 
-The direct path is only taken where it changes nothing observable: on lanes
-(autocommit connections the services own and have detached from the host's
-pool, so never a host's transaction),
+The direct path is only taken where a host would see no difference in its
+statements: on lanes (autocommit connections the services own and have
+detached from the host's pool, so never a host's transaction),
 with each column type's own bind conversion applied, and only while the
 engine has no cursor-execute listeners and no echo, so a host's tracing and
-SQL logging still see every statement. Driver errors are wrapped and lost
-connections invalidated exactly as SQLAlchemy does.
+SQL logging still see every statement. Driver errors are wrapped as
+SQLAlchemy's ``DBAPIError`` and a lost connection is invalidated, but
+``handle_error`` listeners are not called and the pool is not marked stale.
 """
 
 from __future__ import annotations
@@ -227,8 +228,8 @@ def execute(conn: Connection, statement: Any, params: Params | None = None) -> O
     The repositories run every statement through here and never choose a
     path themselves. The direct path is taken for single writes on a lane
     while nobody watches the engine's statements; errors come out as SQLAlchemy's
-    ``DBAPIError``, and a lost connection is invalidated, exactly as
-    SQLAlchemy does.
+    ``DBAPIError``, and a lost connection is invalidated (see the module's
+    docstring for what differs from SQLAlchemy's own handling).
     """
     params = {} if params is None else params
     dialect = conn.dialect

@@ -1,7 +1,7 @@
 """What a driver's error means: retry it, the connection is gone, or the schema is missing.
 
 Codes per driver: MySQL/MariaDB error numbers, PostgreSQL SQLSTATEs, and
-SQLite's messages (it has no codes the Python driver exposes). The runners
+SQLite's messages (``sqlite3`` exposes its codes only from Python 3.11). The runners
 retry transient errors and lost connections; a missing table or column
 becomes ``SchemaNotReadyError``.
 """

@@ -1,7 +1,8 @@
 """The ledger's statements: a tick's rows and counts, and a page of ticks in index order.
 
-Pages are read in the order of the ``(name, tick_at)`` index, resumed from a
-cursor, so a page costs the same on a table of any size; rows another program
+Pages are read in index order (the instant key for one work, the ledger
+index for all), resumed from a cursor, so a page costs the same on a table
+of any size; rows another program
 created without a tick time are read separately and dated from their labels.
 """
 

@@ -9,7 +9,8 @@ first page fast whatever the range holds:
 * per work, the ledger's counts summed by the database (a few rows, where
   ``Ledger.summary`` folds one Python object per tick);
 * per tick, its figures without the label and the error text, for the lag
-  quantiles, the charts and the timelines (numbers and two times a row).
+  quantiles, the charts and the timelines (the work's name and numbers: the
+  tick and its lag come as microseconds).
 
 Statements are built once per table (they are immutable), so a request
 spends its time reading, not compiling.
@@ -84,8 +85,8 @@ def tick_figures(table: sa.Table, *, one_work: bool, latest_first: bool) -> sa.S
     In the ledger's order, or the latest ticks first when a range holds more
     than the page reads. Leaving out the label and the error, and reading the
     tick and its first start as microseconds (``tick_us`` since the epoch,
-    ``lag_us`` since the tick), keeps each row to numbers: no driver parses a
-    date, which is most of the cost of a row on MariaDB.
+    ``lag_us`` since the tick), keeps each row to the name and numbers: no
+    driver parses a date, which is most of the cost of a row on MariaDB.
     """
     page = ledger_page(table, one_work=one_work, resume=False)
     columns = {column.name: column for column in page.selected_columns}

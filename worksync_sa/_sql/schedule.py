@@ -2,7 +2,8 @@
 
 Rows are created in batches, each row only while its tick has budget left,
 and the unique key refuses duplicates without an error, so racing schedulers
-never create more than ``max_run`` rows of a tick. Every value is validated
+never create more than ``max_run`` rows of a tick (the larger ``max_run``
+while two disagree). Every value is validated
 before it reaches these statements (MySQL's ``INSERT IGNORE`` would turn a
 too-long value into a warning). Also here: reading the window's state,
 adopting rows another program created, and closing a tick's surplus.
