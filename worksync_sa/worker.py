@@ -60,8 +60,8 @@ class Worker(WorkerSettings):
     ``works`` are :class:`Work` objects (the loop then also sleeps until the
     next tick) or plain names (it polls). ``handler`` is one function for
     every work, or a mapping from each work's name to its own function.
-    ``max_concurrency`` claims run at once, on a pool of threads (see
-    :meth:`run_once`). ``poll`` is the longest wait between looks. ``clock``
+    Up to ``max_concurrency`` claims run at once, above one on a pool of
+    threads (see :meth:`run_once`). ``poll`` is the longest wait between looks. ``clock``
     is this process's idea of the time, injectable for tests.
     """
 

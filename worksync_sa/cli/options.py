@@ -302,7 +302,7 @@ def require_ready_table(engine: sa.Engine, table: str) -> None:
 
     Long-running commands check once at start: their loops would otherwise
     treat a missing table, or one behind the revision this release needs, as
-    an outage and retry it forever, while the README promises exit 1. A
+    an outage and retry it forever, while docs/upgrading.md promises exit 1. A
     table ahead of this release's head (a newer release of the same major
     version migrated it) is ready: migrations only add within a major version.
     """

@@ -2,8 +2,8 @@
 
 Each bound keeps a request's cost independent of the table's history: the
 default range is the last hour (like ``worksync status``), a range holds at
-most ``max_ticks`` ticks, a timeline at most ``timeline_ticks`` cells per
-work, and a history page ``page_size`` lines.
+most ``max_ticks`` ticks, a timeline at most ``timeline_ticks`` due cells per
+work (and a few upcoming), and a history page ``page_size`` lines.
 """
 
 from __future__ import annotations
