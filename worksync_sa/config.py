@@ -48,9 +48,10 @@ class SchedulerConfig:
         within their grace, or closed as missed). Older ones are skipped,
         counted and logged once. Default: one and a half intervals. At most a day.
     ``retention``
-        If set (at least two days), passes also delete, every few minutes
-        at most, rows that finished longer ago than this, a few small batches
-        at a time; the rows of a custom sequence are kept (see ``sequences``).
+        If set (at least two days), a pass every five minutes (or every
+        interval, if longer) also deletes rows that finished longer ago than
+        this, a few small batches at a time; the rows of a custom sequence
+        are kept (see ``sequences``).
     ``max_backoff``
         The longest wait between attempts while the database is unreachable.
 

@@ -127,7 +127,7 @@ class Ledger:
         self._reads = LedgerRepository(table_named(table))
 
     def close(self) -> None:
-        """Give back the connection the ledger holds."""
+        """Give back the connections the ledger holds (one per thread that read at once)."""
         self._runner.close()
 
     def page(

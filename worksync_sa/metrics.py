@@ -263,8 +263,8 @@ class LedgerCollector(Collector):
 
     A scrape is one keyset page of the ledger per 10,000 ticks in the window
     (each with a read of the rows other programs wrote undated), each an
-    aggregate served by the ledger index; the window, not the table, bounds what is
-    read, and the figures are folded as the pages come, never held. The
+    aggregate served by the ledger index; the window, not the table, bounds
+    what is read, and the figures are folded as the pages come, never held. The
     cost follows the ticks in the window (reading them is most of it), so
     per-second works want a shorter window than the hour by default. A tick
     and its work appear once they are in the window: a work with no tick in
@@ -295,7 +295,7 @@ class LedgerCollector(Collector):
         self._ledger = Ledger(engine, table=table)
 
     def close(self) -> None:
-        """Give back the connection the collector's ledger holds (a later scrape opens one)."""
+        """Give back the connections the collector's ledger holds (a later scrape opens one)."""
         self._ledger.close()
 
     def collect(self) -> Iterator[Metric]:

@@ -23,7 +23,8 @@ Column meanings (the first seven are the original's and keep its meaning):
 ``claimed_by``
     Who claimed the row (``host:pid`` by default), for people reading the table.
 ``error``
-    The failure text recorded by ``Claim.fail``, or the reason recovery gave.
+    The failure text recorded by ``Claim.fail``, or the reason recovery, or a
+    scheduler closing the row as surplus, gave.
 ``lease_until``
     While RUNNING: when the claim's lease runs out, by the database clock.
     Heartbeats move it forward; past it, recovery may take the row back.

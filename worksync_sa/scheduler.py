@@ -8,8 +8,8 @@ what already exists, and no scheduler is a leader.
 
 Each pass then runs recovery (rows whose lease ran out, ticks nobody claimed
 within grace) and, if ``retention`` is set, prunes old finished rows every few
-minutes. After downtime it catches up: ticks missed by at most ``catchup`` are still created;
-older ones are skipped, counted and logged once.
+minutes. After downtime it catches up: ticks missed by at most ``catchup`` are
+still created; older ones are skipped, counted and logged once.
 """
 
 from __future__ import annotations

@@ -288,8 +288,9 @@ class WorkSync(WorkSyncSettings):
         """Delete rows that finished more than ``older_than`` ago; returns how many.
 
         The rows of a custom sequence are kept: its labels may come back (see
-        ``sequences``). Small primary-key-ordered batches, each in its own short transaction,
-        locking only the rows it deletes. ``older_than`` must be at least two
-        days, so a restarted scheduler can never create a pruned tick again.
+        ``sequences``). Small primary-key-ordered batches, each in its own
+        short transaction, locking only the rows it deletes. ``older_than``
+        must be at least two days, so a restarted scheduler can never create a
+        pruned tick again.
         """
         return drive(self._core.prune(older_than, batch_size), self._runner.call)

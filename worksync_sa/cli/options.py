@@ -1,15 +1,15 @@
 """What the commands share: the parser, the database options, errors and masking.
 
-Every command finds its database the same way (``--db``, then
+Every command but ``demo`` finds its database the same way (``--db``, then
 ``WORKSYNC_DATABASE_URL``, then the config file's ``[database] url``) and its
 table the same way (``--table``, ``WORKSYNC_TABLE``, ``[database] table``,
 ``works``), so a deploy sets them once for all of them.
 
 Nothing here prints a password: URLs are shown with
 ``engine.shown_url`` (the password, and any query value whose key mentions
-"pass"), and every message and log line
-goes through :class:`Secrets`, which masks the passwords this run was given
-wherever a driver's error text might echo them.
+"pass"), and every message, and every log line of a command that sets up
+logging here (all but ``demo``), goes through :class:`Secrets`, which masks
+the passwords this run was given wherever a driver's error text might echo them.
 """
 
 from __future__ import annotations
