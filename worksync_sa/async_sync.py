@@ -3,8 +3,8 @@
 Twins of :class:`~worksync_sa.WorkSync` and :class:`~worksync_sa.Claim` for
 FastAPI-style services. They share every statement, check, retry rule and
 event with the blocking side (``_core.claims``); a claim is still one atomic
-UPDATE and one round trip, with the same guarantees. ``async with claim:``
-heartbeats in a background task while the body runs.
+UPDATE, with the same guarantees. ``async with claim:`` heartbeats in a
+background task while the body runs.
 
 Drivers: ``mysql+aiomysql`` or ``mysql+asyncmy`` (MariaDB/MySQL),
 ``postgresql+psycopg`` (psycopg 3's async mode), ``sqlite+aiosqlite``.

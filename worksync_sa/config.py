@@ -48,8 +48,10 @@ class SchedulerConfig:
         within their grace, or closed as missed). Older ones are skipped,
         counted and logged once. Default: one and a half intervals. At most a day.
     ``retention``
-        If set (at least two days), every pass also deletes rows that
-        finished longer ago than this, a few small batches at a time.
+        If set (at least two days), a pass every five minutes (or every
+        interval, if longer) also deletes rows that finished longer ago than
+        this, a few small batches at a time; the rows of a custom sequence
+        are kept (see ``sequences``).
     ``max_backoff``
         The longest wait between attempts while the database is unreachable.
 
@@ -111,14 +113,14 @@ class SchedulerConfig:
 class RetryPolicy:
     """How the services retry transient database errors within one call.
 
-    Deadlocks, lock-wait timeouts, serialization failures, SQLite's
-    "database is locked" and lost connections are retried up to ``attempts``
-    times in all, with exponential backoff from ``base_delay`` capped at
-    ``max_delay`` (seconds) and full jitter, so racing processes do not retry
-    in lockstep. Loops (scheduler, worker) add their own longer backoff on top.
+    Deadlocks, lock-wait timeouts, serialization failures and lost
+    connections are retried up to ``attempts`` times in all, with exponential
+    backoff from ``base_delay`` capped at ``max_delay`` (seconds) and full
+    jitter, so racing processes do not retry in lockstep. Loops (scheduler,
+    worker) add their own longer backoff on top.
 
     SQLite's "database is locked" is handled apart: a writer retries in
-    steps of a fraction of a millisecond for up to ``busy_timeout`` seconds,
+    jittered steps of at most 2 ms for up to ``busy_timeout`` seconds,
     instead of SQLite's own busy handler, whose coarse sleeps let a handful
     of processes starve each other.
     """

@@ -32,9 +32,9 @@ does (second, minute, hour, day of month, month), refusing what it refuses.
 Time zones and daylight saving follow Vixie cron: a job whose minute and
 hour fields are both fixed runs once when its wall time repeats in autumn
 (the first time) and once right after the spring gap for wall times the gap
-skipped; a job whose minute or hour field starts with ``*`` follows the real
-clock, at every instant whose wall time matches (twice through a repeated
-hour, never in a skipped one).
+skipped; a job whose minute or hour field starts with ``*`` or ``?`` follows
+the real clock, at every instant whose wall time matches (twice through a
+repeated hour, never in a skipped one).
 """
 
 from __future__ import annotations
@@ -219,7 +219,7 @@ class Parsed:
     day_or: bool
     """Both day fields are restricted: a day matches if either does."""
     fixed_time: bool
-    """Neither the minute nor the hour field starts with ``*``: Vixie's fixed-time job."""
+    """Neither the minute nor the hour field starts with ``*`` or ``?``: Vixie's fixed-time job."""
 
 
 def parse(cron: str, syntax: str = "standard") -> Parsed:

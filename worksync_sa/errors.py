@@ -41,7 +41,7 @@ class SchemaNotReadyError(WorksyncError):
 
 
 class ClaimLostError(WorksyncError):
-    """A finishing write found the row no longer held by this claim.
+    """A heartbeat or a finishing write found the row no longer held by this claim.
 
     Either the claim was already finished, or the row was recovered or changed
     by someone else. Nothing was written.
@@ -60,4 +60,5 @@ class DetailsNotLoadedError(WorksyncError, RuntimeError):
 
 
 class UnsupportedDatabaseError(WorksyncError):
-    """The engine's dialect is not MySQL/MariaDB, PostgreSQL or SQLite."""
+    """The database cannot be used: not MySQL/MariaDB, PostgreSQL or SQLite, a server
+    too old, or a MySQL/MariaDB connection that does not speak utf8mb4."""

@@ -9,7 +9,8 @@ depending on it::
 
     Scheduler(engine, works, listeners=[count])
 
-A listener that raises is logged and ignored: metrics never break claims.
+A listener that raises an ``Exception`` is logged and ignored: metrics never
+break claims.
 The same events are logged, each with a stable ``extra={"action": ...}``.
 
 ========== ============================== ==========================================

@@ -107,7 +107,11 @@ class WorkSummary:
 
     @property
     def success_rate(self) -> float | None:
-        """Succeeded over everything that finished or was missed; None with nothing finished."""
+        """Succeeded over succeeded, failed and missed; None when all three are 0.
+
+        A row failed by recovery (a lost lease) counts in ``recovered``, not in
+        ``failed``, so it is left out of the rate.
+        """
         settled = self.succeeded + self.failed + self.missed
         return None if settled == 0 else self.succeeded / settled
 
@@ -123,7 +127,7 @@ class Ledger:
         self._reads = LedgerRepository(table_named(table))
 
     def close(self) -> None:
-        """Give back the connection the ledger holds."""
+        """Give back the connections the ledger holds (one per thread that read at once)."""
         self._runner.close()
 
     def page(

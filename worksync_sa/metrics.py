@@ -10,7 +10,7 @@ Two views, because they answer different questions:
   including what no process was there to count (a tick nobody claimed).
   :func:`ledger_exposition` serves it as a page in one call.
 
-This module is the only one that imports ``prometheus_client`` (the extra
+Only this module and the status page import ``prometheus_client`` (the extra
 ``worksync_sa[prometheus]``). Only the status page (``web/app.py``,
 for its ``/metrics``), itself behind the ``web`` extra, imports this module,
 so the services never depend on it. It reads the table only through
@@ -222,7 +222,7 @@ class _Fold:
     def add(self, entry: TickEntry) -> None:
         figures = self.figures
         figures["ticks"] += 1
-        # Counted from the parts: TickEntry.claimed also counts surplus rows, never claimed.
+        # The sum TickEntry.claimed makes: surplus rows were never claimed.
         figures["claimed_rows"] += entry.created - entry.queued - entry.missed - entry.surplus
         figures["succeeded_rows"] += entry.succeeded
         figures["failed_rows"] += entry.failed
@@ -262,9 +262,9 @@ class LedgerCollector(Collector):
     claim, as in the ledger; the listener's is every claim.
 
     A scrape is one keyset page of the ledger per 10,000 ticks in the window
-    (plus one for rows other programs wrote undated), each an aggregate
-    served by the ledger index; the window, not the table, bounds what is
-    read, and the figures are folded as the pages come, never held. The
+    (each with a read of the rows other programs wrote undated), each an
+    aggregate served by the ledger index; the window, not the table, bounds
+    what is read, and the figures are folded as the pages come, never held. The
     cost follows the ticks in the window (reading them is most of it), so
     per-second works want a shorter window than the hour by default. A tick
     and its work appear once they are in the window: a work with no tick in
@@ -295,7 +295,7 @@ class LedgerCollector(Collector):
         self._ledger = Ledger(engine, table=table)
 
     def close(self) -> None:
-        """Give back the connection the collector's ledger holds (a later scrape opens one)."""
+        """Give back the connections the collector's ledger holds (a later scrape opens one)."""
         self._ledger.close()
 
     def collect(self) -> Iterator[Metric]:

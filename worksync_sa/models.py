@@ -18,12 +18,13 @@ Column meanings (the first seven are the original's and keep its meaning):
     The tick as a UTC instant; what ``acquire_due`` compares with the
     database clock.
 ``token``
-    A random value set by each claim; every later write to the row is fenced
-    by it.
+    A random value set by each claim; every later write of that claim
+    (heartbeat, finish) is fenced by it.
 ``claimed_by``
     Who claimed the row (``host:pid`` by default), for people reading the table.
 ``error``
-    The failure text recorded by ``Claim.fail``, or the reason recovery gave.
+    The failure text recorded by ``Claim.fail``, or the reason recovery, or a
+    scheduler closing the row as surplus, gave.
 ``lease_until``
     While RUNNING: when the claim's lease runs out, by the database clock.
     Heartbeats move it forward; past it, recovery may take the row back.

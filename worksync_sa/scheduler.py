@@ -7,9 +7,9 @@ schedulers can run at once and a restart is harmless: the database refuses
 what already exists, and no scheduler is a leader.
 
 Each pass then runs recovery (rows whose lease ran out, ticks nobody claimed
-within grace) and, if ``retention`` is set, prunes old finished rows. After
-downtime it catches up: ticks missed by at most ``catchup`` are still created;
-older ones are skipped, counted and logged once.
+within grace) and, if ``retention`` is set, prunes old finished rows every few
+minutes. After downtime it catches up: ticks missed by at most ``catchup`` are
+still created; older ones are skipped, counted and logged once.
 """
 
 from __future__ import annotations
@@ -73,9 +73,10 @@ class Scheduler(SchedulerCore):
 
         Creates the rows of every tick in ``(now, now + lookahead]`` (and,
         after downtime, of ticks missed by at most ``catchup``), then recovers
-        abandoned rows, then prunes if ``retention`` is set. ``now`` defaults
-        to the database clock; a naive value is taken as UTC. Rows go in
-        batches of ``BATCH_ROWS``, each in a short transaction.
+        abandoned rows, then prunes if ``retention`` is set and the last prune
+        is a few minutes old. ``now`` defaults to the database clock; a naive
+        value is taken as UTC. Rows go in batches of ``BATCH_ROWS``
+        (``SQLITE_BATCH_ROWS`` on SQLite), each in a short transaction.
         :attr:`last_pass` tells what else the pass did.
         """
         with self._lock:

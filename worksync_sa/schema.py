@@ -252,7 +252,7 @@ def require_schema(engine: Engine, *, table: str = DEFAULT_TABLE) -> SchemaStatu
 
     For a process that should fail at start rather than wait: the services'
     background loops treat a missing or older table as an outage and retry
-    until it is migrated (see the README's Upgrading).
+    until it is migrated (see docs/upgrading.md).
     """
     status = schema_status(engine, table=table)
     problem = status.problem()

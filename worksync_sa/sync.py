@@ -218,8 +218,8 @@ class WorkSync(WorkSyncSettings):
         """Give back the connections this WorkSync holds (it reopens them if used again).
 
         A WorkSync keeps one autocommit connection per thread that uses it at
-        the same time, so a claim costs one round trip; they are also given
-        back when the WorkSync is garbage-collected.
+        the same time, so a claim pays no checkout, BEGIN or COMMIT; they are
+        also given back when the WorkSync is garbage-collected.
         """
         self._runner.close()
 
@@ -287,8 +287,10 @@ class WorkSync(WorkSyncSettings):
     def prune(self, older_than: timedelta, batch_size: int = 1000) -> int:
         """Delete rows that finished more than ``older_than`` ago; returns how many.
 
-        Small primary-key-ordered batches, each in its own short transaction,
-        locking only the rows it deletes. ``older_than`` must be at least two
-        days, so a restarted scheduler can never create a pruned tick again.
+        The rows of a custom sequence are kept: its labels may come back (see
+        ``sequences``). Small primary-key-ordered batches, each in its own
+        short transaction, locking only the rows it deletes. ``older_than``
+        must be at least two days, so a restarted scheduler can never create a
+        pruned tick again.
         """
         return drive(self._core.prune(older_than, batch_size), self._runner.call)

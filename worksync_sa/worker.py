@@ -60,9 +60,9 @@ class Worker(WorkerSettings):
     ``works`` are :class:`Work` objects (the loop then also sleeps until the
     next tick) or plain names (it polls). ``handler`` is one function for
     every work, or a mapping from each work's name to its own function.
-    ``max_concurrency`` claims run at once, on a pool of threads (see
-    :meth:`run_once`). ``poll`` is the longest wait between looks. ``clock``
-    is this process's idea of the time, injectable for tests.
+    Up to ``max_concurrency`` claims run at once, above one on a pool of
+    threads (see :meth:`run_once`). ``poll`` is the longest wait between
+    looks. ``clock`` is this process's idea of the time, injectable for tests.
     """
 
     def __init__(
@@ -115,7 +115,7 @@ class Worker(WorkerSettings):
         With ``max_concurrency`` 1 each claim runs here, one after the other.
         Above 1, claims run on a pool of that many threads, and a claim is
         only made while a thread is free to run it: the works take turns,
-        one claim each per round, so a slow job never keeps another work
+        one claim each per turn, so a slow job never keeps another work
         from its ticks, and the worker never holds a claim it cannot run.
         """
         return drive(self._core.round_steps(self._stopping.is_set), self._do)

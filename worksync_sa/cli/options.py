@@ -1,15 +1,15 @@
 """What the commands share: the parser, the database options, errors and masking.
 
-Every command finds its database the same way (``--db``, then
+Every command but ``demo`` finds its database the same way (``--db``, then
 ``WORKSYNC_DATABASE_URL``, then the config file's ``[database] url``) and its
 table the same way (``--table``, ``WORKSYNC_TABLE``, ``[database] table``,
 ``works``), so a deploy sets them once for all of them.
 
 Nothing here prints a password: URLs are shown with
 ``engine.shown_url`` (the password, and any query value whose key mentions
-"pass"), and every message and log line
-goes through :class:`Secrets`, which masks the passwords this run was given
-wherever a driver's error text might echo them.
+"pass"), and every message, and every log line of a command that sets up
+logging here (all but ``demo``), goes through :class:`Secrets`, which masks
+the passwords this run was given wherever a driver's error text might echo them.
 """
 
 from __future__ import annotations
@@ -302,7 +302,7 @@ def require_ready_table(engine: sa.Engine, table: str) -> None:
 
     Long-running commands check once at start: their loops would otherwise
     treat a missing table, or one behind the revision this release needs, as
-    an outage and retry it forever, while the README promises exit 1. A
+    an outage and retry it forever, while docs/upgrading.md promises exit 1. A
     table ahead of this release's head (a newer release of the same major
     version migrated it) is ready: migrations only add within a major version.
     """

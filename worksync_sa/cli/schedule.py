@@ -1,9 +1,9 @@
 """``worksync schedule``: run a scheduler for the works of a config file.
 
-The scheduler creates each tick's rows ``lookahead`` ahead, recovers
-abandoned rows and, with ``retention``, prunes, once per ``interval``. Run
-one per service instance if you like: they insert the same rows and the
-unique key keeps one copy.
+The scheduler creates each tick's rows ``lookahead`` ahead and recovers
+abandoned rows once per ``interval``, and with ``retention`` prunes every few
+minutes. Run one per service instance if you like: they insert the same rows
+and the unique key keeps one copy.
 
 It fails fast at start (no table, a table behind the revision this release
 needs, a database that refuses us: exit 1 with the fix, so a supervisor sees

@@ -2,8 +2,9 @@
 
 One line per tick (see :mod:`worksync_sa.ledger` for what each figure
 means), then one line per work: ticks, outcomes, success rate, start lag
-(p50, p95) and missed ticks. The summary is folded from the same entries the
-table shows, so the two can never disagree.
+(p50, p95) and missed ticks. The summary is folded from the same entries as
+the tick lines (all of them, even when ``--last`` shows fewer), so the two
+can never disagree.
 
 The range is ``[--since, --until)`` in UTC, each a duration ago (``1h``) or an
 ISO date-time. It defaults to the last hour and everything after it, which

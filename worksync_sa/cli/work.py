@@ -272,7 +272,7 @@ def _log_event(event: Event) -> None:
 
 
 def run(args: argparse.Namespace, secrets: Secrets) -> int:
-    """Run the worker loop until a stop signal, or one round with ``--once``."""
+    """Run the worker loop until a stop signal, or with ``--once`` everything due now."""
     setup_logging(args.log_level, secrets)
     runs = Handlers.parse(args.run)
     config = read_config(args.config)

@@ -9,10 +9,10 @@ Routes (all GET/HEAD; see :mod:`.guard` for what is refused first):
 ``/metrics``      the ledger of the page's window for Prometheus (:mod:`worksync_sa.metrics`)
 ``/static/...``   the page's script and style sheet, from the package
 
-Each takes the same filter (``name``, ``since``, ``until``). The database
-reads block, so they run in worker threads, at most a few at once: an open
-page polling, or a reload storm, can never take more than that many of the
-database's connections.
+The page and the ``/api`` routes take the same filter (``name``, ``since``,
+``until``). The database reads block, so they run in worker threads, at most
+a few at once: an open page polling, or a reload storm, never has more than
+that many reads on the database at once.
 
 A database error is logged (for whoever runs the server) and answered with a
 plain 503 that names nothing: driver messages may carry a host name.

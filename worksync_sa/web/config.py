@@ -1,9 +1,10 @@
 """The status page's settings: how much it reads, how often it refreshes.
 
 Each bound keeps a request's cost independent of the table's history: the
-default range is the last hour (like ``worksync status``), a range holds at
-most ``max_ticks`` ticks, a timeline at most ``timeline_ticks`` cells per
-work, and a history page ``page_size`` lines.
+default range is the last hour (like ``worksync status``), a request folds
+the figures of at most ``max_ticks`` ticks, a timeline shows at most
+``timeline_ticks`` due ticks per work (and a few upcoming), and a history page
+``page_size`` lines.
 """
 
 from __future__ import annotations

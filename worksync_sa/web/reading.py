@@ -1,4 +1,4 @@
-"""The status page's reads: the only module of the page that talks to the database.
+"""The status page's reads; only ``/metrics`` reads elsewhere (``metrics.LedgerCollector``).
 
 It sends no statement itself: ``LedgerRepository`` runs the ledger's and
 the page's, so the SQL of every read stays in one layer.

@@ -1,10 +1,10 @@
-"""How the page writes figures: one place, so the HTML, the live refresh and the CLI agree.
+"""How the page writes figures: one place, so the HTML and the live refresh agree.
 
-Durations read the way they are typed (``300ms``, ``1.5s``, ``1m30s``), as in
-``worksync status``; instants are UTC, ``YYYY-MM-DD HH:MM:SS``. Every text
-the page shows is made here or comes from the table, and the table's text
-is left as it is: escaping is the template's and the browser's job, so the
-page shows a work named ``<b>`` literally instead of bold or mangled.
+Durations read the way they are typed (``300ms``, ``1.5s``, ``1m30s``), by the
+writer ``worksync status`` uses too; instants are UTC, ``YYYY-MM-DD HH:MM:SS``.
+Every figure the page shows is written here, and the table's text is left as
+it is: escaping is the template's and the browser's job, so the page shows a
+work named ``<b>`` literally instead of bold or mangled.
 """
 
 from __future__ import annotations
