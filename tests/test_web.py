@@ -644,6 +644,34 @@ def test_the_page_folds_as_ledger_summary_does_on_rows_the_services_wrote(db: Db
     assert works_shown["every-ten"]["max_run"] == 1
 
 
+def test_the_pages_claimed_leaves_out_surplus_rows_as_the_ledger_does(db: Db) -> None:
+    """Rows closed as surplus (a tick relabelled mid-change) were never claimed."""
+    now = db.db_now().replace(microsecond=0)
+    tick = now - timedelta(seconds=30)
+    rows = [
+        {"name": "w", "sequence": "old", "slot": slot, "tick_at": tick, "status": 4,
+         "closed_by": "surplus", "error": "surplus: this tick is labelled 'new' now",
+         "started_at": None}
+        for slot in (0, 1)
+    ] + [
+        {"name": "w", "sequence": "new", "slot": slot, "tick_at": tick, "status": 3,
+         "closed_by": "worker", "error": None, "started_at": tick + timedelta(seconds=1)}
+        for slot in (2, 3)
+    ]  # fmt: skip
+    with db.engine.begin() as conn:
+        conn.execute(table_named(db.table).insert(), rows)
+    status_page = app(db.engine, db.table, clock=lambda: now)
+    ledger = Ledger(db.engine, table=db.table)
+    try:
+        (shown,) = Client(status_page).json("/api/state")["works"]
+        (expected,) = ledger.summary(since=now - timedelta(hours=1))
+    finally:
+        status_page.close()
+        ledger.close()
+    assert expected.claimed == 2
+    assert (shown["claimed"], shown["succeeded"], shown["ticks"]) == (2, 2, 1)
+
+
 # -- history and filters ------------------------------------------------------------
 
 

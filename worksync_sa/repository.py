@@ -42,7 +42,7 @@ from ._sql.maintenance import (
     recovery_statement,
 )
 from ._sql.page import (
-    COUNTS,
+    TOTALS,
     names_in_range,
     settings_in_range,
     tick_figures,
@@ -587,14 +587,14 @@ class LedgerRepository:
 
         A few rows however long the range, where folding the ticks would read
         one row per tick. The counts are keyed ``ticks``, ``created``,
-        ``queued``, ``running``, ``succeeded``, ``failed``, ``recovered`` and
-        ``missed``; undated rows are not counted (see :meth:`undated`).
+        ``queued``, ``running``, ``succeeded``, ``failed``, ``recovered``,
+        ``missed`` and ``surplus``; undated rows are not counted (see :meth:`undated`).
         """
         one_work = "work_name" in params
         rows = self._read(
             conn, f"totals:{one_work}", lambda t: work_totals(t, one_work=one_work), params
         )
-        keys = ("ticks", *COUNTS)
+        keys = ("ticks", *TOTALS)
         return {row.name: {key: int(row._mapping[key]) for key in keys} for row in rows}
 
     def tick_figures(

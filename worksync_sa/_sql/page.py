@@ -47,6 +47,8 @@ NAMES_LIMIT = 1_000
 
 COUNTS = ("created", "queued", "running", "succeeded", "failed", "recovered", "missed")
 """The ledger's per-tick counts that add up over a work's ticks."""
+TOTALS = (*COUNTS, "surplus")
+"""What a work's totals sum: the counts, and the surplus rows its ``claimed`` leaves out."""
 
 
 @functools.cache
@@ -63,7 +65,7 @@ def work_totals(table: sa.Table, *, one_work: bool) -> sa.Select[Any]:
         page.with_only_columns(
             c.name,
             sa.func.count(sa.distinct(c.tick_at)).label("ticks"),
-            *(columns[name] for name in COUNTS),
+            *(columns[name] for name in TOTALS),
             maintain_column_froms=True,
         )
         .group_by(None)

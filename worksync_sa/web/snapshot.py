@@ -294,6 +294,7 @@ class Totals:
     failed: int = 0
     recovered: int = 0
     missed: int = 0
+    surplus: int = 0
 
     def add(self, entry: TickEntry) -> None:
         """Count one more tick (another program's, which the database sum leaves out)."""
@@ -305,6 +306,7 @@ class Totals:
         self.failed += entry.failed
         self.recovered += entry.recovered
         self.missed += entry.missed
+        self.surplus += entry.surplus
 
     def summary(self, lags: list[timedelta]) -> WorkSummary:
         """The work's :class:`WorkSummary`, as ``Ledger.summary`` would fold it from its ticks."""
@@ -312,7 +314,7 @@ class Totals:
         return WorkSummary(
             name=self.name,
             ticks=self.ticks,
-            claimed=self.created - self.queued - self.missed,
+            claimed=self.created - self.queued - self.missed - self.surplus,
             succeeded=self.succeeded,
             failed=self.failed,
             recovered=self.recovered,
