@@ -246,6 +246,7 @@ REFUSED = [
     ("0 0 * 13 *", "month", "1 to 12"),
     ("0 0 * * 8", "day-of-week", "0 to 7"),
     ("0 0 * * 7/2", "day-of-week", "write 0 instead of 7"),
+    ("0 1,,2 * * *", "hour", "empty list element"),
     ("0 0 * * FUN", "day-of-week", "not a number"),
     ("0 0 * JUNE *", "month", "not a number"),
     ("0 0 L * *", "day-of-month", "not a number"),  # read as the original reads it

@@ -232,7 +232,7 @@ def parse(cron: str, syntax: str = "standard") -> Parsed:
     original = syntax == "original"
     if len(fields) == 5:
         fields = [*fields, "*"] if original else ["0", *fields]
-    if any(element[:1] in "HhRr" for field in fields for element in field.split(",")):
+    if any(element[:1] in ("H", "h", "R", "r") for field in fields for element in field.split(",")):
         # Hashed and random fields differ between processes unless each is given the
         # same seed; a fleet must agree on ticks.
         raise CronProblem(f"{cron!r} uses H or R fields, which differ between processes")
