@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Generator
+from datetime import datetime, timezone
 from typing import Any
 
 import pytest
@@ -91,3 +92,35 @@ def test_drive_async_takes_a_single_call_too() -> None:
         return "done"
 
     assert asyncio.run(drive_async(call, run)) == "done"
+
+
+class _Suspend:
+    """An awaitable that suspends its coroutine once, as a pending wait would."""
+
+    def __await__(self) -> Generator[None, None, None]:
+        yield
+
+
+def test_closing_drive_async_mid_step_closes_the_steps_instead_of_failing_them() -> None:
+    """A loop's coroutine closed while pending (a task collected at shutdown, say)."""
+    from worksync_sa._core.worker import ROUND, WorkerCore
+
+    core = WorkerCore(["a"], lambda claim: None, max_concurrency=1, poll="1s",
+                      max_backoff="1s", clock=lambda: datetime.now(timezone.utc))  # fmt: skip
+    closed: list[str] = []
+
+    def steps() -> Generator[Any, Any, None]:
+        try:
+            yield from core.loop_steps("worker")
+        finally:
+            closed.append("steps")
+
+    async def run(step: Any) -> Any:
+        if step is ROUND:
+            await _Suspend()
+        return False
+
+    coro = drive_async(steps(), run)
+    coro.send(None)  # suspended in the loop's first round
+    coro.close()  # raised "coroutine ignored GeneratorExit" when the loop treated it as a failure
+    assert closed == ["steps"]

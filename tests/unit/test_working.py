@@ -148,6 +148,13 @@ def test_with_more_runners_the_works_take_turns_one_claim_each() -> None:
     ]  # fmt: skip
 
 
+def test_with_more_runners_a_stop_mid_turn_makes_no_further_claim() -> None:
+    stops = iter([False, True])
+    script = Script(True, "a1", None)
+    assert script.run(worker(["a", "b"], concurrency=4).round_steps(lambda: next(stops))) == 1
+    assert script.steps == [TakeRunner(), AcquireDue("a", None), Launch("a1")]
+
+
 def test_no_claim_is_made_without_a_free_runner() -> None:
     script = Script(True, "a1", None, False)
     assert script.run(worker(["a"], concurrency=2).round_steps(never)) == 1

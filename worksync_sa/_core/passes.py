@@ -351,6 +351,8 @@ class SchedulerCore:
         while not (yield Idle(0)):
             try:
                 yield PASS
+            except GeneratorExit:  # closed, not failed
+                raise
             except BaseException as exc:  # the loop must outlive any outage, and any listener
                 if is_stop(exc):
                     raise

@@ -176,8 +176,10 @@ class WorkerCore:
                     started += 1
             return started
         busy = list(self.names)
-        while busy and not stopping():
+        while busy:
             for name in list(busy):
+                if stopping():  # a stop mid-turn: the other works' claims are not made
+                    return started
                 if not (yield TakeRunner()):
                     return started
                 try:
@@ -219,6 +221,8 @@ class WorkerCore:
         while not (yield Idle(0)):
             try:
                 started = yield ROUND
+            except GeneratorExit:  # closed, not failed
+                raise
             except BaseException as exc:
                 if is_stop(exc):
                     raise

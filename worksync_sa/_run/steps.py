@@ -102,6 +102,9 @@ def drive(steps: Generator[Any, Any, T] | Call[T], run: Callable[[Any], Any]) ->
         while True:
             try:
                 result = run(call)
+            except GeneratorExit:  # this driver is being closed: close the steps, not fail them
+                steps.close()
+                raise
             except BaseException as exc:
                 call = steps.throw(exc)
             else:
@@ -122,6 +125,9 @@ async def drive_async(
         while True:
             try:
                 result = await run(call)
+            except GeneratorExit:  # this driver is being closed: close the steps, not fail them
+                steps.close()
+                raise
             except BaseException as exc:
                 call = steps.throw(exc)
             else:
