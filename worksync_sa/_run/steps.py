@@ -87,6 +87,46 @@ Steps = Generator[Call[Any], Any, T]
 """A service call: yields the database calls it needs, returns its result."""
 
 
+class _Pump(Generic[T]):
+    """A generator of steps being driven: all that both drivers share, as they differ by ``await``.
+
+    ``step`` is the step to do next. Once the generator returns, ``done`` is
+    set and ``value`` holds what it returned. Errors the generator raises
+    pass out of :meth:`send` and :meth:`fail`.
+    """
+
+    __slots__ = ("done", "step", "steps", "value")
+
+    def __init__(self, steps: Generator[Any, Any, T] | Call[T]) -> None:
+        self.steps = steps.steps() if isinstance(steps, Call) else steps
+        self.done = False
+        self.step: Any = None
+        self.value: T | None = None
+        self._resume(self.steps.send, None)
+
+    def send(self, result: Any) -> None:
+        """The step was done: its result goes back where the generator yielded it."""
+        self._resume(self.steps.send, result)
+
+    def fail(self, exc: BaseException) -> None:
+        """The step failed: its error is thrown in where the generator yielded it.
+
+        A ``GeneratorExit`` means the driver itself is being closed (an asyncio
+        task collected at shutdown): the steps are closed, not failed.
+        """
+        if isinstance(exc, GeneratorExit):
+            self.steps.close()
+            raise exc
+        self._resume(self.steps.throw, exc)
+
+    def _resume(self, how: Callable[[Any], Any], arg: Any) -> None:
+        try:
+            self.step = how(arg)
+        except StopIteration as stop:
+            self.done = True
+            self.value = stop.value
+
+
 def drive(steps: Generator[Any, Any, T] | Call[T], run: Callable[[Any], Any]) -> T:
     """Run ``steps`` to the end, doing each step it yields with ``run`` (blocking).
 
@@ -95,46 +135,30 @@ def drive(steps: Generator[Any, Any, T] | Call[T], run: Callable[[Any], Any]) ->
     thrown back into the generator where it yielded. A single ``Call`` is
     driven as its own one step.
     """
-    if isinstance(steps, Call):
-        steps = steps.steps()
-    try:
-        call = next(steps)
-        while True:
-            try:
-                result = run(call)
-            except GeneratorExit:  # this driver is being closed: close the steps, not fail them
-                steps.close()
-                raise
-            except BaseException as exc:
-                call = steps.throw(exc)
-            else:
-                call = steps.send(result)
-    except StopIteration as done:
-        value: T = done.value
-        return value
+    pump = _Pump(steps)
+    while not pump.done:
+        try:
+            result = run(pump.step)
+        except BaseException as exc:
+            pump.fail(exc)
+        else:
+            pump.send(result)
+    return pump.value  # type: ignore[return-value]  # done: the generator's own return value
 
 
 async def drive_async(
     steps: Generator[Any, Any, T] | Call[T], run: Callable[[Any], Awaitable[Any]]
 ) -> T:
     """Run ``steps`` to the end, awaiting each step with ``run`` (asyncio); as :func:`drive`."""
-    if isinstance(steps, Call):
-        steps = steps.steps()
-    try:
-        call = next(steps)
-        while True:
-            try:
-                result = await run(call)
-            except GeneratorExit:  # this driver is being closed: close the steps, not fail them
-                steps.close()
-                raise
-            except BaseException as exc:
-                call = steps.throw(exc)
-            else:
-                call = steps.send(result)
-    except StopIteration as done:
-        value: T = done.value
-        return value
+    pump = _Pump(steps)
+    while not pump.done:
+        try:
+            result = await run(pump.step)
+        except BaseException as exc:
+            pump.fail(exc)
+        else:
+            pump.send(result)
+    return pump.value  # type: ignore[return-value]  # done: the generator's own return value
 
 
 CLOCK: Call[datetime] = Call("clock", read_clock)
