@@ -98,6 +98,26 @@ ensure_browser_packages() {
         || say "could not install ${missing[*]}; the browser tests will be skipped (under CI they fail)"
 }
 
+# Go 1.22 from Debian's bookworm-backports, to build the real Go original (../shared/go-original)
+# that tests/test_go_original.py races against worksync_sa. Bookworm's own Go (1.19) cannot
+# build it. The suite is added beside the machine's Debian sources, with the same URIs.
+GO_BIN=/usr/lib/go-1.22/bin/go
+ensure_go() {
+    [ -x "$GO_BIN" ] && return 0
+    command -v apt-get >/dev/null 2>&1 || { say "cannot install Go 1.22: no apt-get"; return 0; }
+    say "installing Go 1.22 (golang-1.22-go from bookworm-backports)"
+    local list=/etc/apt/sources.list.d/worksync-backports.sources
+    if ! grep -rqs "bookworm-backports" /etc/apt/sources.list /etc/apt/sources.list.d/; then
+        printf '%s\n' "Types: deb" "URIs: http://deb.debian.org/debian" \
+            "Suites: bookworm-backports" "Components: main" \
+            "Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg" | as_root tee "$list" >/dev/null
+    fi
+    { as_root apt-get update -q >/dev/null 2>&1 \
+        && as_root env DEBIAN_FRONTEND=noninteractive \
+            apt-get install -y -q -t bookworm-backports golang-1.22-go >/dev/null 2>&1; } \
+        || say "could not install Go 1.22; the tests beside the Go original will be skipped (under CI they fail)"
+}
+
 port_open() { python3 -c "import socket,sys; s=socket.socket(); s.settimeout(1); sys.exit(s.connect_ex(('127.0.0.1', $1)))"; }
 
 wait_for_port() {
