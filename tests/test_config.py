@@ -66,11 +66,19 @@ class TestSchedulerConfig:
             ({"interval": 60}, "interval"),
             ({"lookahead": timedelta(seconds=30), "interval": timedelta(minutes=1)}, "lookahead"),
             ({"sequence": "not callable"}, "sequence"),
+            ({"leave_to_original": "1m"}, "leave_to_original .* longer than interval"),
+            ({"leave_to_original": "10m"}, "leave_to_original .* shorter than lookahead"),
+            ({"leave_to_original": "soon"}, "leave_to_original"),
         ],
     )
     def test_bad_settings_name_the_setting(self, kwargs: dict[str, object], named: str) -> None:
         with pytest.raises(InvalidConfigError, match=named):
             SchedulerConfig(**kwargs)  # type: ignore[arg-type]
+
+    def test_leave_to_original_is_off_unless_set(self) -> None:
+        assert SchedulerConfig().leave_to_original is None
+        config = SchedulerConfig(lookahead="10m", interval="1m", leave_to_original="5m")
+        assert config.leave_to_original == timedelta(minutes=5)
 
     def test_is_frozen(self) -> None:
         config = SchedulerConfig()

@@ -35,6 +35,7 @@ def test_the_documented_example_reads_as_documented() -> None:
         retention=timedelta(days=7),
         max_backoff=30 * S,
         sequence=local_sequence("Europe/Berlin"),
+        leave_to_original=5 * 60 * S,
     )
     assert config.scheduler.sequence(datetime(2026, 1, 1, 5, tzinfo=timezone.utc)) == (
         "2026-01-01 06:00:00"  # Berlin's wall time, as the Go original labels it there

@@ -302,3 +302,57 @@ def test_the_readmes_rolling_migration_step_by_step(fleet: Fleet, tmp_path: Path
     ]
     assert late
     assert all(row["sequence"] == row["tick_at"].strftime(original.LAYOUT) for row in late)
+
+
+def test_beside_the_original_our_pass_leaves_it_the_last_row_so_its_create_commits(
+    fleet: Fleet, tmp_path: Path
+) -> None:
+    """``leave_to_original``: the original must never find a tick complete.
+
+    When it does, its create returns without COMMIT or ROLLBACK, and its
+    SERIALIZABLE transaction holds its locks and its connection for hours.
+    With the setting, our pass makes each far tick all but its last row; the
+    original's create finds one missing, adds it and commits. A tick the
+    original has not made by the lead gets its last row from us.
+    """
+    from datetime import datetime, timezone
+
+    from worksync_sa import Scheduler, SchedulerConfig, Work
+
+    assert worksync("migrate", "--db", fleet.url, cwd=tmp_path).returncode == 0
+    now = datetime.now(timezone.utc).replace(microsecond=0) + timedelta(seconds=5)
+    # A minute's start 31 s to 90 s away (beyond the lead), and a second 5 s away (within it).
+    far = (now + timedelta(seconds=30)).replace(second=0) + timedelta(minutes=1)
+    near = now + timedelta(seconds=5)
+    config = SchedulerConfig(
+        lookahead="2m", interval="1s", leave_to_original="10s", sequence=local_sequence(ZONE)
+    )
+    works = [Work("far", "0 * * * * *", max_run=3), Work("near", "* * * * * *", max_run=2)]
+    scheduler = Scheduler(fleet.engine, works, config, table="works")
+    scheduler.run_pass(now)
+    far_label = original.label(far, ZONE)
+    far_rows = [r for r in fleet.rows() if r["name"] == "far" and r["sequence"] == far_label]
+    assert len(far_rows) == 2  # max_run 3, one left to the original
+    near_rows = [
+        r
+        for r in fleet.rows()
+        if r["name"] == "near" and r["sequence"] == original.label(near, ZONE)
+    ]
+    assert len(near_rows) == 2  # within the lead: complete, the original is too late for it
+
+    theirs = original.OriginalDB(fleet.connect, "works")
+    try:
+        assert theirs.create("far", far_label, 3) == 1  # found one missing: inserted, committed
+        with theirs.conn.cursor() as cursor:
+            cursor.execute(
+                "select count(*) from information_schema.innodb_trx "
+                "where trx_mysql_thread_id = connection_id()"
+            )
+            assert cursor.fetchone() == (0,)  # nothing left open
+    finally:
+        theirs.close()
+    scheduler.run_pass(now + timedelta(seconds=1))
+    far_rows = [r for r in fleet.rows() if r["name"] == "far" and r["sequence"] == far_label]
+    assert len(far_rows) == 3  # the original's row completes it; ours add none
+    assert all(r["tick_at"] is not None for r in far_rows)  # its row dated like ours
+    scheduler.close()

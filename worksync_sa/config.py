@@ -54,6 +54,17 @@ class SchedulerConfig:
         are kept (see ``sequences``).
     ``max_backoff``
         The longest wait between attempts while the database is unreachable.
+    ``leave_to_original``
+        Set while the Go original's scheduler runs beside this one, on the
+        same table: each tick's last row is left to it until the tick is
+        this close, and made here only if it has not made it by then. The
+        original's create leaves its transaction open, holding locks and a
+        connection for hours, whenever it finds a tick already complete, so
+        it must find one row missing: make this shorter than its
+        DurationBeforeSequence minus its SchedulerCheckingInterval, and
+        longer than ``interval``. (On MySQL/MariaDB the scheduler also ends
+        such a transaction when it finds one; see the guide on moving from
+        the original.)
 
     Every duration may be given as a ``timedelta``, a Go duration (``"90s"``,
     ``"1h30m"``) or ``"@every 2s"``; the fields hold ``timedelta``s.
@@ -66,6 +77,7 @@ class SchedulerConfig:
     """Filled in at construction when not given: one and a half intervals."""
     retention: timedelta | None
     max_backoff: timedelta
+    leave_to_original: timedelta | None
 
     def __init__(
         self,
@@ -76,6 +88,7 @@ class SchedulerConfig:
         catchup: timedelta | str | None = None,
         retention: timedelta | str | None = None,
         max_backoff: timedelta | str = timedelta(seconds=30),
+        leave_to_original: timedelta | str | None = None,
     ) -> None:
         ahead = _duration(lookahead, "lookahead")
         every = _duration(interval, "interval")
@@ -97,6 +110,15 @@ class SchedulerConfig:
             )
         if not callable(sequence):
             raise InvalidConfigError("SchedulerConfig: sequence must be a function of the tick")
+        leave = None
+        if leave_to_original is not None:
+            leave = _duration(leave_to_original, "leave_to_original")
+            if not every < leave < ahead:
+                raise InvalidConfigError(
+                    f"SchedulerConfig: leave_to_original ({leave}) must be longer than interval "
+                    f"({every}), so a pass comes between it and the tick, and shorter than "
+                    f"lookahead ({ahead}), or nothing would be left to the original"
+                )
         settings = {
             "lookahead": ahead,
             "interval": every,
@@ -104,6 +126,7 @@ class SchedulerConfig:
             "catchup": behind,
             "retention": keep,
             "max_backoff": _duration(max_backoff, "max_backoff"),
+            "leave_to_original": leave,
         }
         for name, value in settings.items():
             object.__setattr__(self, name, value)

@@ -17,6 +17,8 @@ can share it::
     max_backoff = "30s"     # longest wait between attempts while the database is away
     sequence_zone = "Europe/Berlin"  # label ticks in this zone's wall time (local_sequence);
                             # unset: UTC labels, the default sequence
+    leave_to_original = "5m"  # beside the Go original's scheduler only: leave each tick's
+                            # last row to it until the tick is this close
 
     [worker]                # optional; defaults for `worksync work`, whose options win
     poll = "1s"             # longest wait between looks for due ticks
@@ -71,7 +73,14 @@ from .work import Work
 
 SECTIONS = ("database", "scheduler", "worker", "works")
 DATABASE_KEYS = ("url", "table")
-SCHEDULER_DURATIONS = ("lookahead", "interval", "catchup", "retention", "max_backoff")
+SCHEDULER_DURATIONS = (
+    "lookahead",
+    "interval",
+    "catchup",
+    "retention",
+    "max_backoff",
+    "leave_to_original",
+)
 SCHEDULER_KEYS = (*SCHEDULER_DURATIONS, "sequence_zone")
 WORKER_KEYS = ("poll", "max_backoff", "concurrency")
 WORK_KEYS = (

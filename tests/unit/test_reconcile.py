@@ -194,6 +194,38 @@ def test_other_programs_rows_are_adopted_with_the_works_policy_and_use_its_budge
     assert result.close == []
 
 
+def test_beside_the_original_a_far_tick_keeps_its_last_slot_free_for_it() -> None:
+    """The original's create leaves its transaction open when it finds a tick complete."""
+    work = job(max_run=3)
+    leave = timedelta(seconds=90)  # T1 is within it, T2 and T3 beyond
+    result = reconcile(planned(work, T1, T2, T3), specs_for(work), NOW, [], {}, leave)
+    assert result.create == [(work, label(T1), T1), (work, label(T2), T2), (work, label(T3), T3)]
+    assert result.held_back == {("report", label(T2)), ("report", label(T3))}
+
+
+def test_a_held_back_tick_is_complete_once_the_original_made_its_row() -> None:
+    work = job(max_run=3)
+    leave = timedelta(seconds=90)
+    table = [held(T2, slotted=2, top_queued=1), held(T3, slotted=2, top_queued=1, foreign=1)]
+    result = reconcile(planned(work, T2, T3), specs_for(work), NOW, table, {}, leave)
+    assert result.create == []  # T2 waits for the original; T3 has its row from it
+    assert result.close == []
+
+
+def test_a_held_back_tick_gets_its_last_slot_once_within_the_lead() -> None:
+    work = job(max_run=3)
+    table = [held(T1, slotted=2, top_queued=1)]
+    result = reconcile(planned(work, T1), specs_for(work), NOW, table, {}, timedelta(seconds=90))
+    assert result.create == [(work, label(T1), T1)]
+    assert result.held_back == set()
+
+
+def test_a_single_slot_tick_is_left_wholly_to_the_original_until_the_lead() -> None:
+    work = job(max_run=1)
+    result = reconcile(planned(work, T2), specs_for(work), NOW, [], {}, timedelta(seconds=90))
+    assert result.create == []
+
+
 def test_foreign_rows_shrink_the_budget_and_the_surplus_reason_says_so() -> None:
     work = job(max_run=2)
     result = reconcile(

@@ -77,12 +77,20 @@ class PassReport:
     """Rows other programs wrote for planned ticks, dated and given the work's policy."""
 
 
-def _rows(ticks: Iterable[tuple[Work, str, datetime]], specs: dict[str, str]) -> Iterator[BatchRow]:
-    """Rows in BATCH_FIELDS order, sorted by (name, sequence, slot) as the ticks are."""
+def _rows(
+    ticks: Iterable[tuple[Work, str, datetime]],
+    specs: dict[str, str],
+    held_back: set[tuple[str, str]] | None = None,
+) -> Iterator[BatchRow]:
+    """Rows in BATCH_FIELDS order, sorted by (name, sequence, slot) as the ticks are.
+
+    A tick in ``held_back`` goes without its last slot (left to the original).
+    """
     for work, sequence, tick in ticks:
         name, spec = work.name, specs[work.name]
         policy = (work.lease_seconds, work.grace_seconds, work.max_attempts)
-        for slot in range(work.max_run):
+        slots = work.max_run - 1 if held_back and (name, sequence) in held_back else work.max_run
+        for slot in range(slots):
             yield (name, sequence, slot, tick, *policy, spec, work.max_run)
 
 
@@ -253,7 +261,8 @@ class SchedulerCore:
         plan = self._plan(starts, until)  # every sequence checked before anything is written
         report.planned = sum(len(pairs) * work.max_run for work, pairs in plan)
         held, waiting = yield Call("window", partial(self._observe, after=now, until=until))
-        work_to_do = reconcile(plan, self._specs, now, held, waiting)
+        leave = self.config.leave_to_original
+        work_to_do = reconcile(plan, self._specs, now, held, waiting, leave)
         self._report_sightings(work_to_do.sightings)
         if work_to_do.close:
             report.closed = yield Call(
@@ -263,7 +272,7 @@ class SchedulerCore:
             self._report_closed(work_to_do, report.closed)
         if work_to_do.adopt:
             report.adopted = yield Call("adopt", partial(self._repo.adopt, ticks=work_to_do.adopt))
-        rows = _rows(work_to_do.create, self._specs)  # streamed, never all held at once
+        rows = _rows(work_to_do.create, self._specs, work_to_do.held_back)  # streamed
         size = SQLITE_BATCH_ROWS if sqlite else BATCH_ROWS
         while batch := list(islice(rows, size)):
             created: int = yield Call("create", partial(self._repo.insert_rows, rows=batch))

@@ -12,7 +12,10 @@ with the rows the table holds for the ticks not yet due, whoever made them:
   queued slots closed;
 * rows another program wrote for a planned tick (the Go original's, with no
   slot and no tick time) are dated and given the work's policy, and count
-  against the tick's budget.
+  against the tick's budget;
+* beside the Go original's scheduler (``leave_to_original``), a tick further
+  away than that gets all its slots but the last: the original must find one
+  row missing, or its create leaves its transaction open.
 
 Settings thus take effect on the next pass for every tick not yet due.
 Rows that differ from the plan and carry another scheduler's settings are
@@ -25,7 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from ..models import TEXT_MAX
 from ..rows import Adoption, Surplus, TickState
@@ -106,6 +109,8 @@ class Reconciliation:
 
     create: list[tuple[Work, str, datetime]] = field(default_factory=list)
     """Ticks that get their missing slots, in (name, sequence) order."""
+    held_back: set[tuple[str, str]] = field(default_factory=set)
+    """(name, sequence) of the ticks in ``create`` whose last slot is left to the original."""
     close: list[Surplus] = field(default_factory=list)
     adopt: list[Adoption] = field(default_factory=list)
     sightings: list[Sighting] = field(default_factory=list)
@@ -117,12 +122,15 @@ def reconcile(
     after: datetime,
     held: Iterable[TickState],
     waiting: dict[tuple[str, str], int],
+    leave: timedelta | None = None,
 ) -> Reconciliation:
     """Compare ``plan`` with the rows ``held`` for the ticks after ``after`` (not yet due).
 
     ``specs`` holds each work's own spec; ``waiting`` the undated rows of
     other programs per (name, sequence). Planned ticks at or before ``after``
-    (catch-up) are only created, never reconciled.
+    (catch-up) are only created, never reconciled. ``leave``: ticks further
+    than this after ``after`` that no other program has rows of yet keep
+    their last slot free for the Go original's scheduler.
     """
     seen: dict[tuple[str, datetime], dict[str, _Seen]] = {}
     for state in held:
@@ -154,7 +162,8 @@ def reconcile(
                         work.max_attempts,
                     )
                 )
-            _settle(result, work, spec, sequence, tick, here, undated)
+            hold = leave is not None and tick - after > leave
+            _settle(result, work, spec, sequence, tick, here, undated, hold=hold)
     mine = {work.name: work for work, _ in plan}
     for (name, tick), labels in seen.items():  # ticks the works no longer have
         owner = mine.get(name)
@@ -176,16 +185,28 @@ def _settle(
     tick: datetime,
     here: _Seen | None,
     undated: int,
+    *,
+    hold: bool = False,
 ) -> None:
-    """One planned tick: create its missing slots, close its surplus ones."""
+    """One planned tick: create its missing slots, close its surplus ones.
+
+    ``hold``: leave the last slot to the original, unless it has made rows of
+    the tick already (it creates each tick once, so it will not come back).
+    """
     foreign = undated + (here.foreign if here is not None else 0)
     budget = max(work.max_run - foreign, 0)  # slots left once other programs' rows count
+    target = budget - 1 if hold and not foreign else budget
     if here is None:
-        result.create.append((work, sequence, tick))
+        if target > 0:
+            result.create.append((work, sequence, tick))
+            if target < budget:
+                result.held_back.add((work.name, sequence))
         return
     deviates = False
-    if here.slotted < budget:
+    if here.slotted < target:
         result.create.append((work, sequence, tick))
+        if target < budget:
+            result.held_back.add((work.name, sequence))
         deviates = True
     if here.top_queued is not None and here.top_queued >= budget:
         why = f"surplus: max_run is {work.max_run} now"
