@@ -10,6 +10,7 @@ Europe/Berlin time, so ours labels ticks with ``local_sequence``.
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import uuid
 from collections import Counter
@@ -356,3 +357,86 @@ def test_beside_the_original_our_pass_leaves_it_the_last_row_so_its_create_commi
     assert len(far_rows) == 3  # the original's row completes it; ours add none
     assert all(r["tick_at"] is not None for r in far_rows)  # its row dated like ours
     scheduler.close()
+
+
+def _leave_open(fleet: Fleet, name: str, sequence: str) -> Any:
+    """The original's create on a complete tick: a SERIALIZABLE count, never committed."""
+    import MySQLdb
+
+    conn = MySQLdb.connect(**fleet.connect, charset="utf8mb4")
+    cursor = conn.cursor()
+    cursor.execute("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE")
+    cursor.execute("START TRANSACTION")
+    cursor.execute("select count(*) from works where name = %s and sequence = %s", (name, sequence))
+    cursor.fetchone()
+    return conn
+
+
+@pytest.mark.parametrize("beside_original", [True, False], ids=["ended", "reported"])
+def test_a_transaction_the_original_left_open_is_ended_or_reported(
+    fleet: Fleet,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+    beside_original: bool,
+) -> None:
+    """Beside the original (``leave_to_original``) a pass ends it; otherwise an ERROR says how."""
+    import time
+    from datetime import datetime, timezone
+
+    import MySQLdb
+
+    from worksync_sa import Scheduler, SchedulerConfig, Work
+    from worksync_sa._core import blockers
+
+    monkeypatch.setattr(blockers, "IDLE_SECONDS", 1)
+    monkeypatch.setattr(blockers, "LOOK_EVERY", 0.0)  # look every pass, report once a minute
+    assert worksync("migrate", "--db", fleet.url, cwd=tmp_path).returncode == 0
+    now = datetime.now(timezone.utc).replace(microsecond=0)
+    leave = {"leave_to_original": "3s"} if beside_original else {}
+    config = SchedulerConfig(lookahead="5s", interval="1s", **leave)  # type: ignore[arg-type]
+    scheduler = Scheduler(
+        fleet.engine, [Work("w", "* * * * * *", max_run=2)], config, table="works"
+    )
+    scheduler.run_pass(now)
+    left_open = _leave_open(fleet, "w", original.label(now + timedelta(seconds=1), "UTC"))
+    try:
+        connection = left_open.thread_id()
+        time.sleep(1.5)
+        caplog.set_level(logging.ERROR, logger="worksync_sa.scheduler")
+        scheduler.run_pass(now + timedelta(seconds=1))
+        assert scheduler.last_pass is not None
+        records = [r for r in caplog.records if getattr(r, "action", None) == "lock-holder"]
+        assert len(records) == 1, [r.getMessage() for r in records]
+        message = records[0].getMessage()
+        assert f"connection {connection} (" in message
+        assert "SERIALIZABLE" in message
+        if beside_original:
+            assert scheduler.last_pass.released == 1
+            assert message.startswith(f"ended connection {connection}")
+            with pytest.raises(MySQLdb.OperationalError):  # its server side is gone
+                left_open.cursor().execute("select 1")
+        else:
+            assert scheduler.last_pass.released == 0
+            assert f"KILL {connection}" in message
+            assert "leave_to_original" in message
+            scheduler.run_pass(now + timedelta(seconds=2))  # reported once a minute
+            again = [r for r in caplog.records if getattr(r, "action", None) == "lock-holder"]
+            assert len(again) == 1
+            left_open.cursor().execute("select 1")  # still open: not ours to end
+    finally:
+        left_open.close()  # the server rolls back what is still open
+        scheduler.close()
+
+
+def test_a_lanes_lock_waits_are_bounded(fleet: Fleet) -> None:
+    """A statement stuck behind a transaction left open lets go after seconds, not 50."""
+    from worksync_sa import WorkSync
+    from worksync_sa._run.lanes import LOCK_WAIT_SECONDS
+
+    sync = WorkSync(fleet.engine, table="works")
+    wait = sync._runner.run(
+        "lock wait", lambda conn: conn.exec_driver_sql("select @@innodb_lock_wait_timeout").scalar()
+    )
+    sync.close()
+    assert wait == LOCK_WAIT_SECONDS == 5

@@ -31,6 +31,7 @@ from ..repository import MaintenanceRepository
 from ..rows import BatchRow, NewRow, TickState
 from ..sequences import PRUNABLE_KINDS, sequence_kind
 from ..work import Work
+from .blockers import LockWatch
 from .claims import checked_now
 from .maintenance import prune_steps, recover_steps
 from .outage import Outage, is_stop
@@ -75,6 +76,8 @@ class PassReport:
     """Queued rows of ticks not yet due closed as surplus: the work's settings changed."""
     adopted: int = 0
     """Rows other programs wrote for planned ticks, dated and given the work's policy."""
+    released: int = 0
+    """Transactions the Go original left open that this pass ended (``leave_to_original``)."""
 
 
 def _rows(
@@ -151,6 +154,7 @@ class SchedulerCore:
         self._last_now: datetime | None = None
         self._lost_seen = 0
         self._last_prune: datetime | None = None
+        self._locks = LockWatch(end_originals=self.config.leave_to_original is not None)
         self.last_pass: PassReport | None = None
         """What the most recent pass did."""
 
@@ -217,6 +221,8 @@ class SchedulerCore:
         if self._started is None:
             self._started = at if explicit is None else (yield CLOCK)
         report = PassReport(now=at)
+        # First, as a transaction left open may hold up this pass's own inserts.
+        report.released = yield from self._locks.steps(self._repo)
         yield from self._create(at, explicit, report, sqlite)
         report.recovered = yield from recover_steps(self._maintenance, self._events, explicit)
         report.pruned = yield from self._prune_if_due(at)

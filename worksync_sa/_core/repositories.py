@@ -11,11 +11,13 @@ use, so the public classes show only what a host should call.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy.engine import Connection
 
+from .._sql.blockers import end_connection, idle_lock_holders
 from .._sql.claims import claim_by_token, finished_by_claim, lease_of, queued_left
 from .._sql.dialect import family_of
 from .._sql.direct import execute
@@ -23,6 +25,21 @@ from .._sql.schedule import adopt, close_surplus, latest_ticks, unadopted, windo
 from ..models import WorkStatus, as_utc, checked_moment
 from ..repository import ClaimRepository, ScheduleRepository, now_params
 from ..rows import Adoption, ClaimedRow, Surplus, TickState, claimed_row
+
+
+@dataclass(frozen=True, slots=True)
+class LockHolder:
+    """Another connection idle in a transaction that holds locks (see ``_sql.blockers``)."""
+
+    connection: int
+    user: str
+    host: str
+    idle: int
+    """Seconds since its last statement."""
+    age: int
+    """Seconds since its transaction began."""
+    isolation: str
+    rows_locked: int
 
 
 class PassRepository(ScheduleRepository):
@@ -49,6 +66,31 @@ class PassRepository(ScheduleRepository):
             )
             for row in execute(conn, select, params).rows
         ]
+
+    def idle_lock_holders(self, conn: Connection, idle_seconds: int) -> list[LockHolder] | None:
+        """MySQL/MariaDB: other connections idle that long in a transaction holding locks.
+
+        None on other databases, which have nothing to find here.
+        """
+        if family_of(conn.dialect) != "mysql":
+            return None
+        rows = execute(conn, idle_lock_holders(), {"idle_seconds": idle_seconds}).rows
+        return [
+            LockHolder(
+                int(row.connection),
+                str(row.user),
+                str(row.host),
+                int(row.idle),
+                int(row.age or 0),
+                str(row.isolation),
+                int(row.rows_locked),
+            )
+            for row in rows
+        ]
+
+    def end_connection(self, conn: Connection, connection: int) -> None:
+        """End another connection (``KILL CONNECTION``), rolling its transaction back."""
+        execute(conn, end_connection(), {"connection": int(connection)})
 
     def unadopted(self, conn: Connection) -> dict[tuple[str, str], int]:
         """Queued rows of other programs without a tick time: how many per (name, sequence)."""

@@ -35,6 +35,7 @@ import threading
 import weakref
 from typing import Any
 
+import sqlalchemy as sa
 from sqlalchemy import pool
 from sqlalchemy.engine import Connection, Engine
 
@@ -132,6 +133,14 @@ class Lanes:
         return len(self._idle)
 
 
+LOCK_WAIT_SECONDS = 5
+"""MySQL/MariaDB: the longest a lane's statement waits for a row lock (the server's default
+is 50 s). A statement waiting holds the locks it has taken, so a pass stuck behind a
+transaction left open would hold up claims in turn; bounded, it fails, lets go, and is
+retried, while the scheduler ends or reports what held it (``_core.blockers``)."""
+LOCK_WAIT = sa.text("SET SESSION innodb_lock_wait_timeout = :seconds")
+
+
 def prepare_lane(conn: Connection) -> None:
     """A lane's own settings, then out of the host's pool (blocking and asyncio lanes alike).
 
@@ -143,6 +152,7 @@ def prepare_lane(conn: Connection) -> None:
     """
     if conn.dialect.name in ("mysql", "mariadb"):
         require_utf8mb4(conn)
+        conn.execute(LOCK_WAIT, {"seconds": LOCK_WAIT_SECONDS})
     elif conn.dialect.name == "sqlite":
         conn.exec_driver_sql("PRAGMA busy_timeout = 0")
     elif conn.dialect.driver == "psycopg":

@@ -1,0 +1,139 @@
+"""Transactions left open on the work table: seen, logged, and beside the original ended.
+
+A transaction that sits idle while holding locks holds up every write that
+meets them, for as long as its connection lives. The Go original leaves one
+behind whenever its create finds a tick already complete (see
+``_sql.blockers``); beside it, ``leave_to_original`` keeps that from
+happening, and this watch ends what still does: on restart the original
+creates the next tick whatever its time, even one we completed already.
+
+Only a SERIALIZABLE transaction is ended, and only when ``leave_to_original``
+says the original runs beside us: that is its create's fingerprint (no other
+statement of either program runs so, nor sits idle inside a transaction).
+Anything else is only reported, once a minute while it lasts: it is someone
+else's transaction to end.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from functools import partial
+
+import sqlalchemy as sa
+
+from .._run.retry import first_line
+from .._run.steps import Call, Steps
+from .repositories import LockHolder, PassRepository
+
+logger = logging.getLogger("worksync_sa.scheduler")
+
+IDLE_SECONDS = 5
+"""How long a transaction with locks must sit idle to count: the original's create never
+pauses between its two statements, so five seconds idle means it was left open."""
+REPORT_EVERY = 60.0
+"""Seconds between two reports of the same transaction."""
+LOOK_EVERY = 60.0
+"""Seconds between looks when ending none (beside the original: every pass)."""
+
+
+class LockWatch:
+    """One scheduler's watch for transactions left open in its database."""
+
+    def __init__(self, end_originals: bool) -> None:
+        self.end_originals = end_originals
+        self._looked: float | None = None
+        self._reported: dict[int, float] = {}
+        self._blind = False
+        """The server refused to show its transactions (no PROCESS privilege), or is not MySQL."""
+
+    def steps(self, repo: PassRepository) -> Steps[int]:
+        """Look (every pass beside the original, else once a minute); returns how many ended."""
+        now = time.monotonic()
+        if self._blind or (
+            not self.end_originals
+            and self._looked is not None
+            and now - self._looked < LOOK_EVERY
+        ):
+            return 0
+        self._looked = now
+        try:
+            holders = yield Call(
+                "lock holders", partial(repo.idle_lock_holders, idle_seconds=IDLE_SECONDS)
+            )
+        except sa.exc.DBAPIError as exc:
+            self._blind = True
+            logger.warning(
+                "cannot look for transactions left open on the work table (%s); grant this "
+                "user PROCESS to have them found and reported",
+                first_line(exc),
+                extra={"action": "lock-holder"},
+            )
+            return 0
+        if holders is None:
+            self._blind = True
+            return 0
+        ended = 0
+        for holder in holders:
+            if self.end_originals and holder.isolation == "SERIALIZABLE":
+                ended += yield from self._end(repo, holder)
+            else:
+                self._report(holder, now)
+        seen = {holder.connection for holder in holders}
+        self._reported = {k: v for k, v in self._reported.items() if k in seen}
+        return ended
+
+    def _end(self, repo: PassRepository, holder: LockHolder) -> Steps[int]:
+        try:
+            yield Call("end connection", partial(repo.end_connection, connection=holder.connection))
+        except sa.exc.DBAPIError as exc:
+            self._report(holder, time.monotonic(), refused=first_line(exc))
+            return 0
+        logger.error(
+            "ended connection %d (%s@%s): %s, idle %d s, with %d row lock(s) on this database; "
+            "the Go original's create leaves one open when it finds a tick already complete "
+            "(it does so after a restart; if this repeats, shorten leave_to_original)",
+            holder.connection,
+            holder.user,
+            holder.host,
+            _described(holder),
+            holder.idle,
+            holder.rows_locked,
+            extra={"action": "lock-holder"},
+        )
+        return 1
+
+    def _report(self, holder: LockHolder, now: float, refused: str | None = None) -> None:
+        last = self._reported.get(holder.connection)
+        if last is not None and now - last < REPORT_EVERY:
+            return
+        self._reported[holder.connection] = now
+        if refused is not None:
+            advice = (
+                f"ending it failed ({refused}): grant this user CONNECTION ADMIN (MariaDB) or "
+                f"CONNECTION_ADMIN (MySQL), or end it yourself with KILL {holder.connection}"
+            )
+        elif holder.isolation == "SERIALIZABLE":
+            advice = (
+                "the Go original's create leaves one open when it finds a tick already "
+                f"complete: end it with KILL {holder.connection}, and set leave_to_original "
+                "while the original's scheduler runs (the scheduler then ends these itself)"
+            )
+        else:
+            advice = f"find the program that left it open, or end it with KILL {holder.connection}"
+        logger.error(
+            "connection %d (%s@%s) holds %d row lock(s) on this database in %s, idle for %d s: "
+            "writes that meet its locks wait on it; %s",
+            holder.connection,
+            holder.user,
+            holder.host,
+            holder.rows_locked,
+            _described(holder),
+            holder.idle,
+            advice,
+            extra={"action": "lock-holder"},
+        )
+
+
+def _described(holder: LockHolder) -> str:
+    return f"a {holder.isolation} transaction open for {holder.age} s"
