@@ -35,12 +35,13 @@ from .extras import skip_module
 from .test_cli import worksync, write_config
 
 try:  # the web extra, and httpx to call the page in-process
+    import httpx
     from prometheus_client.parser import text_string_to_metric_families
 
     from worksync_sa.metrics import ledger_exposition
     from worksync_sa.web import app
 
-    from .test_web import Client
+    from .test_web import Client, serving
 except ModuleNotFoundError as missing:
     skip_module(missing)
 
@@ -340,6 +341,17 @@ def test_worksync_status_with_the_config_shows_the_originals_times_and_the_crons
         """,
     )
     result = worksync("status", "-c", config, "--since", "2h", cwd=tmp_path)
+    with serving("-c", config) as served:
+        state = httpx.get(served.url + "api/state", timeout=10).json()
+    web = {work["name"]: work for work in state["works"]}
+    assert (web["legacy"]["cron"], web["report"]["cron"]) == (LEGACY_CRON, REPORT_CRON)
+    assert [len(web[name]["timeline"]) for name in ("legacy", "report")] == [2, 9]
+    for name, work in web.items():
+        for cell in work["timeline"]:
+            tick = datetime.fromisoformat(cell["tick"])
+            assert (tick, name, cell["sequence"] or original.label(tick, ZONE)) in ticks.expected()
+            assert not ((name, tick) in ticks.ran and cell["upcoming"])
+
     assert result.returncode == 0, result.stderr
     lines = STATUS_TICK.findall(result.stdout)
     shown = [(datetime.fromisoformat(m[0]).replace(tzinfo=UTC), m[1], m[2]) for m in lines]
