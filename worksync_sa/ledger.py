@@ -4,7 +4,9 @@ Rows exist before their tick, so the table can answer exactly what people
 running cron across a fleet ask first: did every tick run, how many times,
 how late, and which one was missed. Each page is one aggregate query served
 by an index, plus one for rows another program wrote without a tick time
-(dated here from their labels); summaries are computed from the pages.
+(dated here from their labels) and, for each work that has such rows near
+the range, one indexed row for the zone of its labels; summaries are
+computed from the pages.
 
 Per tick of a work (one entry, even while a fleet changes its sequence
 function and the tick has rows under two labels; it shows the label of

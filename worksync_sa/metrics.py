@@ -262,7 +262,8 @@ class LedgerCollector(Collector):
     claim, as in the ledger; the listener's is every claim.
 
     A scrape is one keyset page of the ledger per 10,000 ticks in the window
-    (each with a read of the rows other programs wrote undated), each an
+    (each with a read of the rows other programs wrote undated, and of one
+    row of settings per work with such rows near the window), each an
     aggregate served by the ledger index; the window, not the table, bounds
     what is read, and the figures are folded as the pages come, never held. The
     cost follows the ticks in the window (reading them is most of it), so
