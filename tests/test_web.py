@@ -675,6 +675,48 @@ def test_the_pages_claimed_leaves_out_surplus_rows_as_the_ledger_does(db: Db) ->
 # -- history and filters ------------------------------------------------------------
 
 
+def test_the_originals_labels_are_read_in_their_zone_and_the_config_gives_the_cron(
+    db: Db,
+) -> None:
+    """Another program's rows labelled in Europe/Berlin (UTC+2 in June): ``sequence_zone``
+    dates them, ``works`` names their cron; a tick claimed ahead of it is not upcoming."""
+    berlin = timedelta(hours=2)
+    ran, ahead, waiting = NOW - 20 * MINUTE, NOW + timedelta(seconds=2), NOW + 10 * MINUTE
+    rows = [
+        _row("theirs", None, None, SUCCESS, sequence=label(ran + berlin),
+             started_at=ran + timedelta(seconds=4), finished_at=ran + timedelta(seconds=5)),
+        # A worker whose clock runs 3 s ahead of the database's claimed this one early.
+        _row("theirs", None, None, RUNNING, sequence=label(ahead + berlin),
+             started_at=NOW - timedelta(seconds=1)),
+        _row("theirs", None, None, QUEUED, sequence=label(waiting + berlin)),
+    ]  # fmt: skip
+    with db.engine.begin() as conn:
+        conn.execute(sa.insert(table_named(db.table)), rows)
+    works = [Work("theirs", "*/5 * * * *", timezone="Europe/Berlin")]
+    status_page = app(
+        db.engine, db.table, clock=lambda: NOW, sequence_zone="Europe/Berlin", works=works
+    )
+    try:
+        state = Client(status_page).json("/api/state")
+        history = Client(status_page).json("/api/history")
+        html = Client(status_page).get("/").text
+    finally:
+        status_page.close()
+    (work,) = state["works"]
+    cells = [(c["tick"], c["outcome"], c["upcoming"]) for c in work["timeline"]]
+    assert cells == [
+        (iso(ran), "succeeded", False),
+        (iso(ahead), "running", False),  # ran, so not upcoming, though not yet due
+        (iso(waiting), "queued", True),
+    ]
+    assert work["lag_p50"] == pytest.approx((4 - 3) / 2)  # the early claim's lag is -3 s
+    assert (work["cron"], work["timezone"]) == ("*/5 * * * *", "Europe/Berlin")
+    assert summary(html)["theirs"][1] == "*/5 * * * * (Europe/Berlin)"
+    assert [entry["tick"] for entry in history["entries"]] == [iso(ran), iso(ahead), iso(waiting)]
+    with pytest.raises(ValueError, match="sequence_zone"):
+        app(db.engine, db.table, sequence_zone="Mars/Olympus")
+
+
 def test_the_history_pages_through_every_tick_with_after(db: Db, history: History) -> None:
     status_page = app(db.engine, db.table, clock=lambda: NOW, page_size=7)
     client = Client(status_page)

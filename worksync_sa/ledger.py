@@ -4,7 +4,9 @@ Rows exist before their tick, so the table can answer exactly what people
 running cron across a fleet ask first: did every tick run, how many times,
 how late, and which one was missed. Each page is one aggregate query served
 by an index, plus one for rows another program wrote without a tick time
-(dated here from their labels); summaries are computed from the pages.
+(dated here from their labels) and, for each work that has such rows near
+the range, one indexed row for the zone of its labels; summaries are
+computed from the pages.
 
 Per tick of a work (one entry, even while a fleet changes its sequence
 function and the tick has rows under two labels; it shows the label of
@@ -24,16 +26,21 @@ its live rows):
 ``max_run``    the rows the tick holds for runs: ``created`` minus ``surplus``
 
 Rows other programs wrote without a tick time (the Go original's, not yet
-dated by a scheduler of ours) are shown at the time their label reads, in UTC.
+dated by a scheduler of ours) are shown at the instant their label reads as
+a wall time in the labels' zone: the zone a scheduler of ours records in the
+work's rows (``spec``: ``sequence=local:<zone>``), else the ledger's
+``sequence_zone``, else UTC. See :func:`~worksync_sa.sequences.label_instant`
+for the hours the zone's changes repeat or skip.
 """
 
 from __future__ import annotations
 
 import statistics
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone, tzinfo
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -44,11 +51,14 @@ from .config import RetryPolicy
 from .errors import InvalidArgumentError
 from .models import DEFAULT_TABLE, checked_moment, table_named, validate_table_name
 from .repository import LedgerRepository
-from .sequences import LAYOUT
+from .sequences import label_instant, spec_zone, zone_named
 
 PAGE_LIMIT = 10_000
 _EARLIEST = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _LATEST = datetime(9999, 1, 1, tzinfo=timezone.utc)
+_EARLIEST_OFFSET = timedelta(hours=12)
+_LATEST_OFFSET = timedelta(hours=14)
+"""The widest UTC offsets a zone has (UTC-12 .. UTC+14): a label's instant lies within them."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,14 +127,35 @@ class WorkSummary:
 
 
 class Ledger:
-    """Reads the per-tick ledger of a work table."""
+    """Reads the per-tick ledger of a work table.
+
+    ``sequence_zone`` is the IANA zone the Go original's labels are in where
+    the table does not say (its ``TZ``, e.g. ``"Europe/Berlin"``; the config
+    file's ``[scheduler] sequence_zone``). It dates only the rows no scheduler
+    of ours dated: a work whose rows of ours record a local sequence
+    (``local_sequence``) has its undated labels read in that zone instead;
+    with neither, they are read as UTC. Rows of ours carry their tick time
+    and need no zone.
+    """
 
     def __init__(
-        self, engine: Engine, *, table: str = DEFAULT_TABLE, retry: RetryPolicy | None = None
+        self,
+        engine: Engine,
+        *,
+        table: str = DEFAULT_TABLE,
+        retry: RetryPolicy | None = None,
+        sequence_zone: str | None = None,
     ) -> None:
         table = validate_table_name(table)
+        zone = None if sequence_zone is None else zone_named(sequence_zone, "sequence_zone")
         self._runner = BlockingRunner(engine, table, retry or RetryPolicy())
         self._reads = LedgerRepository(table_named(table))
+        self._zone = zone
+
+    @property
+    def sequence_zone(self) -> str | None:
+        """The zone undated labels are read in where the table names none (None: UTC)."""
+        return None if self._zone is None else self._zone.key
 
     def close(self) -> None:
         """Give back the connections the ledger holds (one per thread that read at once)."""
@@ -157,7 +188,7 @@ class Ledger:
         def read(conn: sa.Connection) -> list[TickEntry]:
             # Times come back aware UTC: the columns' type converts them.
             entries = [_entry(row, row.tick_at) for row in self._reads.page(conn, params)]
-            entries += _undated(self._reads.undated(conn, params), params)
+            entries += undated_entries(self._reads, conn, params, self._zone)
             entries.sort(key=lambda entry: (entry.tick_at, entry.name, entry.sequence))
             return entries[:limit]
 
@@ -225,22 +256,60 @@ def _entry(row: Any, tick: datetime) -> TickEntry:
     )
 
 
-def _undated(rows: Iterable[Any], params: dict[str, Any]) -> list[TickEntry]:
+def undated_entries(
+    reads: LedgerRepository,
+    conn: sa.Connection,
+    params: Mapping[str, Any],
+    zone: ZoneInfo | None = None,
+) -> list[TickEntry]:
+    """The entries of rows no scheduler of ours dated, on the page's range and cursor.
+
+    Each work's labels are read in the zone its rows of ours record (the
+    latest ``spec`` naming ``sequence=local:<zone>``), else in ``zone``, else
+    as UTC. The spec is read only for works with an undated label that could
+    fall in the range in some zone, one indexed row each.
+    """
+    rows = reads.undated(conn, params)
+    since, until = params["since"], params["until"]
+    names = set()
+    for row in rows:
+        read = label_instant(row.sequence)
+        if read is not None and read - _LATEST_OFFSET < until and read + _EARLIEST_OFFSET >= since:
+            names.add(row.name)
+    zones: dict[str, tzinfo] = {}
+    for name in names:
+        recorded = spec_zone(reads.latest_spec(conn, name))
+        # A zone a row of ours records was valid when written; tzdata may since have lost it.
+        named = _zone_or_none(recorded)
+        zones[name] = named or zone or timezone.utc
+    return _undated([row for row in rows if row.name in names], params, zones)
+
+
+def _zone_or_none(name: str | None) -> ZoneInfo | None:
+    if name is None:
+        return None
+    try:
+        return zone_named(name, "spec")
+    except InvalidArgumentError:
+        return None
+
+
+def _undated(
+    rows: Iterable[Any], params: Mapping[str, Any], zones: Mapping[str, tzinfo]
+) -> list[TickEntry]:
     """Rows of other programs that no scheduler of ours dated, on the page's range and cursor.
 
     Their tick is read from the label (the original's ``YYYY-MM-DD HH:MM:SS``)
-    as UTC, the zone of a label being unknown; labels that are no time are
-    left out. A scheduler planning the tick gives them its exact time.
+    as a wall time in their work's zone in ``zones`` (UTC if it has none);
+    labels that are no time are left out. A scheduler planning the tick gives
+    them its exact time.
     """
     since, until = params["since"], params["until"]
     after = params.get("after_tick"), params.get("after_name"), params.get("after_sequence")
     found = []
     for row in rows:
-        try:
-            tick = datetime.strptime(row.sequence, LAYOUT).replace(tzinfo=timezone.utc)
-        except ValueError:
-            continue
-        if not since <= tick < until:
+        tick = label_instant(row.sequence, zones.get(row.name, timezone.utc))
+        if tick is None or not since <= tick < until:
             continue
         if after[0] is not None and (tick, row.name, row.sequence) <= after:
             continue

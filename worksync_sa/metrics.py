@@ -262,7 +262,8 @@ class LedgerCollector(Collector):
     claim, as in the ledger; the listener's is every claim.
 
     A scrape is one keyset page of the ledger per 10,000 ticks in the window
-    (each with a read of the rows other programs wrote undated), each an
+    (each with a read of the rows other programs wrote undated, and of one
+    row of settings per work with such rows near the window), each an
     aggregate served by the ledger index; the window, not the table, bounds
     what is read, and the figures are folded as the pages come, never held. The
     cost follows the ticks in the window (reading them is most of it), so
@@ -270,7 +271,9 @@ class LedgerCollector(Collector):
     and its work appear once they are in the window: a work with no tick in
     it has no series. ``clock`` gives "now" (this process's clock, aware
     UTC); tests pass their own. An error reading the table fails the scrape,
-    which Prometheus records as the target being down. Two collectors on one
+    which Prometheus records as the target being down. ``sequence_zone`` is
+    the zone of the Go original's labels, for its rows no scheduler of ours
+    dated (see :class:`~worksync_sa.Ledger`). Two collectors on one
     registry would repeat each other's series, which the registry refuses
     (``ValueError``): give the second another ``namespace`` or registry.
     """
@@ -283,6 +286,7 @@ class LedgerCollector(Collector):
         window: timedelta | str = DEFAULT_WINDOW,
         namespace: str = "worksync",
         clock: Callable[[], datetime] = _utcnow,
+        sequence_zone: str | None = None,
     ) -> None:
         try:
             self.window = as_timedelta(window, "window")
@@ -292,7 +296,7 @@ class LedgerCollector(Collector):
             raise InvalidArgumentError("clock must be a function returning an aware datetime")
         self._prefix = f"{_checked_namespace(namespace)}_ledger_"
         self._clock = clock
-        self._ledger = Ledger(engine, table=table)
+        self._ledger = Ledger(engine, table=table, sequence_zone=sequence_zone)
 
     def close(self) -> None:
         """Give back the connections the collector's ledger holds (a later scrape opens one)."""
@@ -339,6 +343,7 @@ def ledger_exposition(
     window: timedelta | str = DEFAULT_WINDOW,
     namespace: str = "worksync",
     now: datetime | None = None,
+    sequence_zone: str | None = None,
 ) -> bytes:
     """The ledger's metrics as a ``/metrics`` page body (serve it as ``EXPOSITION_CONTENT_TYPE``).
 
@@ -347,11 +352,17 @@ def ledger_exposition(
     its series. ``now`` defaults to this process's clock. It opens one
     connection and closes it; a page scraped every few seconds can keep a
     ``LedgerCollector`` on a registry of its own and call
-    ``generate_latest`` on that instead.
+    ``generate_latest`` on that instead. ``sequence_zone``: as for
+    :class:`LedgerCollector`.
     """
     at = _utcnow() if now is None else checked_moment(now, "now")
     collector = LedgerCollector(
-        engine, table=table, window=window, namespace=namespace, clock=lambda: at
+        engine,
+        table=table,
+        window=window,
+        namespace=namespace,
+        clock=lambda: at,
+        sequence_zone=sequence_zone,
     )
     registry = CollectorRegistry(auto_describe=False)
     registry.register(collector)

@@ -31,7 +31,7 @@ from ._sql.claims import (
 )
 from ._sql.dialect import Family, family_of
 from ._sql.direct import execute
-from ._sql.ledger import ledger_page, rows_of, tick_counts, unadopted_ledger
+from ._sql.ledger import latest_spec, ledger_page, rows_of, tick_counts, unadopted_ledger
 from ._sql.maintenance import (
     RECOVERY_BATCH,
     close_foreign_missed,
@@ -581,6 +581,16 @@ class LedgerRepository:
         return self._read(
             conn, f"undated:{one_work}", lambda t: unadopted_ledger(t, one_work=one_work), params
         )
+
+    def latest_spec(self, conn: Connection, name: str) -> str | None:
+        """The ``spec`` of ``name``'s latest dated row that has one, or None (``latest_spec``).
+
+        What a scheduler of ours recorded planning the work: its sequence kind
+        names the zone its labels are in, which dates the undated rows of the
+        same work.
+        """
+        rows = self._read(conn, "latest_spec", latest_spec, {"work_name": name})
+        return None if not rows else rows[0].spec
 
     def work_totals(self, conn: Connection, params: Mapping[str, Any]) -> dict[str, dict[str, int]]:
         """Per work: its ticks in the range and the ledger's counts, summed by the database.

@@ -19,7 +19,7 @@ label that no later tick can be given again:
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timezone, tzinfo
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from .errors import InvalidConfigError
@@ -47,14 +47,7 @@ class LocalSequence:
     __slots__ = ("zone",)
 
     def __init__(self, zone: str) -> None:
-        if not isinstance(zone, str) or not zone:
-            raise InvalidConfigError(f"local_sequence needs an IANA zone name, not {zone!r}")
-        try:
-            self.zone = ZoneInfo(zone)
-        except (ZoneInfoNotFoundError, ValueError, OSError):
-            raise InvalidConfigError(
-                f"local_sequence: {zone!r} is not a known IANA zone (e.g. 'Europe/Berlin')"
-            ) from None
+        self.zone = zone_named(zone, "local_sequence")
 
     def __call__(self, tick: datetime) -> str:
         return checked_moment(tick, "tick").astimezone(self.zone).strftime(LAYOUT)
@@ -127,6 +120,54 @@ def sequence_kind(function: Sequence) -> str:
     if isinstance(function, PerTick):
         return f"per-tick:{_name(function.function)}"
     return f"custom:{_name(function)}"
+
+
+def zone_named(zone: object, what: str) -> ZoneInfo:
+    """The IANA zone ``zone`` names; ``InvalidConfigError`` naming ``what`` if it is none."""
+    if not isinstance(zone, str) or not zone:
+        raise InvalidConfigError(f"{what} needs an IANA zone name, not {zone!r}")
+    try:
+        return ZoneInfo(zone)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        raise InvalidConfigError(
+            f"{what}: {zone!r} is not a known IANA zone (e.g. 'Europe/Berlin')"
+        ) from None
+
+
+def kind_zone(kind: str | None) -> str | None:
+    """The zone a sequence kind labels in, if it names one: ``local:Europe/Berlin`` -> its zone.
+
+    A row's ``spec`` starts ``sequence=<kind>``; :func:`spec_zone` reads it from there.
+    """
+    if kind is None or not kind.startswith("local:"):
+        return None
+    return kind.removeprefix("local:") or None
+
+
+def spec_zone(spec: str | None) -> str | None:
+    """The labels' zone a scheduler's ``spec`` records (``sequence=local:<zone>; ...``), if any."""
+    if not spec or not spec.startswith("sequence="):
+        return None
+    return kind_zone(spec.removeprefix("sequence=").partition("; ")[0])
+
+
+def label_instant(label: str, zone: tzinfo = timezone.utc) -> datetime | None:
+    """The instant a label in the original's layout stands for as a wall time in ``zone``.
+
+    Aware UTC, or None when the label is no time in that layout. A wall time
+    the autumn change repeats names two instants: this is the first, as
+    :func:`local_sequence` gives both ticks that one label and the first
+    takes it. A wall time the spring change skips names none: it is read
+    with the offset before the change, i.e. shifted forward by the gap
+    (``02:30`` in Berlin on the spring day is ``03:30`` CEST, ``01:30`` UTC).
+    """
+    try:
+        wall = datetime.strptime(label, LAYOUT)
+        # fold=0: the earlier instant of a repeated hour, the offset before a skipped one
+        # (PEP 495). Near year 1 or 9999 the instant may fall outside datetime's range.
+        return wall.replace(tzinfo=zone, fold=0).astimezone(timezone.utc)
+    except (ValueError, OverflowError):
+        return None
 
 
 PRUNABLE_KINDS = ("utc", "local:", "per-tick:")

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from worksync_sa import ClaimLostError, Ledger, SchedulerConfig, Work, WorkStatus
+from worksync_sa import ClaimLostError, Ledger, SchedulerConfig, Work, WorkStatus, local_sequence
 from worksync_sa.models import table_named
 
 from ..conftest import Db
@@ -139,3 +139,26 @@ def test_the_ledger_pages_through_dated_and_undated_ticks_in_order(db: Db) -> No
     expected = [(at(s), "w") for s in range(10, 70, 10)]
     expected.insert(2, (at(25), "theirs"))
     assert seen == expected
+
+
+def test_the_ledger_reads_undated_labels_in_the_zone_of_the_works_rows_or_the_one_given(
+    db: Db,
+) -> None:
+    """Europe/Berlin is UTC+1 on T0: the original's label 01:00:30 is the tick at 00:00:30."""
+    berlin = local_sequence("Europe/Berlin")
+    original_create(db, "w", berlin(at(30)), 1)  # before our scheduler's first pass
+    original_create(db, "theirs", berlin(at(45)), 1)  # a work only the original schedules
+    config = SchedulerConfig(lookahead="1m", interval="10s", sequence=berlin)
+    scheduler = db.Scheduler(db.engine, [Work("w", "@every 10s")], config, table=db.table)
+    scheduler.run_pass(at(60))  # plans 70 s ... 120 s: the tick at 30 s stays undated
+    assert {r.tick_at for r in db.rows(name="w", sequence=berlin(at(30)))} == {None}
+    for zone, theirs in ((None, at(45) + timedelta(hours=1)), ("Europe/Berlin", at(45))):
+        ledger = Ledger(db.engine, table=db.table, sequence_zone=zone)
+        try:
+            entries = list(ledger.entries(since=at(0), until=at(7200)))
+        finally:
+            ledger.close()
+        ticks = [(e.tick_at, e.name) for e in entries]
+        # "w": the zone its rows of ours record; "theirs": the zone given, else UTC.
+        expected = [(at(30), "w"), *((at(s), "w") for s in range(70, 130, 10)), (theirs, "theirs")]
+        assert ticks == sorted(expected)

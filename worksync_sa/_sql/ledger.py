@@ -148,3 +148,24 @@ def unadopted_ledger(table: sa.Table, *, one_work: bool) -> sa.Select[Any]:
         if column.name != "tick_at"
     ]
     return sa.select(*columns).where(*where).group_by(c.name, c.sequence)
+
+
+def latest_spec(table: sa.Table) -> sa.Select[Any]:
+    """The ``spec`` of :work_name's latest dated row that has one: its scheduler's settings.
+
+    Read backward along the instant key ``(name, tick_at, slot)`` and stopped
+    at the first row with a spec, so it costs a row or two however long the
+    work's history. The ledger reads from it the zone our scheduler labels
+    the work's ticks in, which the original's undated labels share.
+    """
+    c = table.c
+    return (
+        sa.select(c.spec)
+        .where(
+            c.name == sa.bindparam("work_name", type_=sa.String(255)),
+            c.tick_at.is_not(None),
+            c.spec.is_not(None),
+        )
+        .order_by(c.tick_at.desc())
+        .limit(1)
+    )

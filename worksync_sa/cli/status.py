@@ -11,20 +11,32 @@ ISO date-time. It defaults to the last hour and everything after it, which
 includes the upcoming ticks whose rows already exist (their rows are still
 queued and they have no lag yet). With ``--watch``, relative bounds move with
 the clock on every refresh.
+
+With ``--config``, its ``[scheduler] sequence_zone`` dates the Go original's
+undated rows (their labels are wall times in that zone, see
+:class:`~worksync_sa.Ledger`), and when it lists works the summary gains a
+``cron`` column: the cron the work's rows in the range record, else the
+config's (the original's rows record none).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Iterable
 from datetime import datetime, timedelta, timezone
 
 import sqlalchemy as sa
 
+from .._core.reconcile import spec_fields, spec_of
 from .._sql.text import printable
+from ..config_file import ConfigFile
 from ..durations import format_duration
 from ..ledger import Ledger, TickEntry, WorkSummary, summarise_each
-from ..sequences import default_sequence
+from ..models import table_named
+from ..repository import LedgerRepository
+from ..sequences import default_sequence, kind_zone, sequence_kind
+from ..work import Work
 from .options import (
     Commands,
     Moment,
@@ -90,7 +102,11 @@ def register(commands: Commands) -> None:
         "recovered, missed, start lag) and a per-work summary (ticks, success rate, lag p50 "
         "and p95, missed). Times are UTC.",
     )
-    add_database_options(parser, config="config file whose [database] section names the table")
+    add_database_options(
+        parser,
+        config="config file whose [database] section names the table; its [scheduler] "
+        "sequence_zone dates the Go original's labels, its works give the summary a cron column",
+    )
     parser.add_argument("--name", metavar="NAME", help="only this work")
     parser.add_argument(
         "--since",
@@ -130,6 +146,55 @@ def _now() -> datetime:
     return datetime.now(timezone.utc)
 
 
+_NO_END = datetime(9000, 1, 1, tzinfo=timezone.utc)
+
+
+def sequence_zone(config: ConfigFile | None) -> str | None:
+    """The zone of the config's ``[scheduler] sequence_zone``, or None (UTC labels)."""
+    if config is None:
+        return None
+    return kind_zone(sequence_kind(config.scheduler.sequence))
+
+
+def cron_text(spec: str | None) -> str | None:
+    """A ``spec``'s cron, with its zone when that is not UTC; None if it records none."""
+    fields = spec_fields(spec) if spec else {}
+    cron = fields.get("cron") or None
+    zone = fields.get("timezone") or "UTC"
+    if cron is None:
+        return None
+    return cron if zone == "UTC" else f"{cron} ({zone})"
+
+
+class Crons:
+    """Each work's cron for the summary: what its rows record, else what the config says."""
+
+    def __init__(self, engine: sa.Engine, table: str, works: Iterable[Work]) -> None:
+        self._engine = engine
+        self._reads = LedgerRepository(table_named(table))
+        self._known = {work.name: cron_text(spec_of(work, "utc")) for work in works}
+
+    def __bool__(self) -> bool:
+        return bool(self._known)
+
+    def read(self, name: str | None, since: datetime, until: datetime | None) -> dict[str, str]:
+        """Work name -> cron text, for the works whose rows in the range, or config, name one."""
+        params: dict[str, object] = {"since": since, "until": until or _NO_END}
+        if name is not None:
+            params["work_name"] = name
+        latest: dict[str, tuple[datetime, str]] = {}
+        with self._engine.connect() as conn:
+            for row in self._reads.settings(conn, params):
+                seen = latest.get(row.name)
+                if seen is None or (row.latest, row.spec) > seen:
+                    latest[row.name] = (row.latest, row.spec)
+        crons = {work: cron_text(spec) for work, (_, spec) in latest.items()}
+        for work, cron in self._known.items():
+            if crons.get(work) is None:
+                crons[work] = cron
+        return {work: cron for work, cron in crons.items() if cron is not None}
+
+
 class View:
     """What to show, resolved against the clock at each refresh."""
 
@@ -152,7 +217,7 @@ class View:
             )
         return since, until
 
-    def render(self, ledger: Ledger, now: datetime) -> list[str]:
+    def render(self, ledger: Ledger, now: datetime, crons: Crons | None = None) -> list[str]:
         since, until = self.bounds(now.replace(microsecond=0))  # whole seconds read better
         entries = list(ledger.entries(name=self.name, since=since, until=until))
         works = f"work {printable(repr(self.name))}" if self.name is not None else "every work"
@@ -167,10 +232,17 @@ class View:
         lines += tick_table(shown_entries)
         summaries = summarise_each(entries)
         lines.append("")
-        lines += format_table(
-            SUMMARY_HEADERS, [_summary_row(s) for s in summaries], right=range(1, 10)
-        )
-        return lines
+        if not crons:
+            return lines + format_table(
+                SUMMARY_HEADERS, [_summary_row(s) for s in summaries], right=range(1, 10)
+            )
+        known = crons.read(self.name, since, until)
+        rows = []
+        for summary in summaries:
+            row = _summary_row(summary)
+            rows.append([row[0], printable(known.get(summary.name, "-")), *row[1:]])
+        headers = (SUMMARY_HEADERS[0], "cron", *SUMMARY_HEADERS[1:])
+        return lines + format_table(headers, rows, right=range(2, 11))
 
 
 def tick_table(entries: list[TickEntry]) -> list[str]:
@@ -230,19 +302,22 @@ def run(args: argparse.Namespace, secrets: Secrets) -> int:
     table = table_name(args, config)
     view = View(args, table, shown(url))
     engine = open_engine(url)
-    ledger = Ledger(engine, table=table)
+    ledger = Ledger(engine, table=table, sequence_zone=sequence_zone(config))
+    crons = Crons(engine, table, config.works if config is not None else ())
     try:
         require_table(engine, table)
         if not args.watch:
-            print("\n".join(view.render(ledger, _now())))
+            print("\n".join(view.render(ledger, _now(), crons)))
             return 0
-        return _watch(view, ledger, args.every, secrets)
+        return _watch(view, ledger, args.every, secrets, crons)
     finally:
         ledger.close()
         engine.dispose()
 
 
-def _watch(view: View, ledger: Ledger, every: timedelta, secrets: Secrets) -> int:
+def _watch(
+    view: View, ledger: Ledger, every: timedelta, secrets: Secrets, crons: Crons | None = None
+) -> int:
     """Refresh until a stop signal; a database error after the first frame is shown, not fatal."""
     tty = sys.stdout.isatty()
     first = True
@@ -250,7 +325,7 @@ def _watch(view: View, ledger: Ledger, every: timedelta, secrets: Secrets) -> in
         while True:
             now = _now()
             try:
-                lines = view.render(ledger, now)
+                lines = view.render(ledger, now, crons)
             except (sa.exc.SQLAlchemyError, OSError) as exc:
                 if first:
                     raise

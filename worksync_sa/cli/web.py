@@ -11,6 +11,10 @@ reads, and never shows the database URL, host or password.
 The socket is opened here, before uvicorn starts, so an address in use is
 one clear line (exit 1) and ``--port 0`` picks a free port, logged at start.
 SIGINT or SIGTERM stop it after the requests in flight (exit 0).
+
+With ``--config``, its ``[scheduler] sequence_zone`` dates the Go original's
+undated rows and its works give the cron of a work whose rows record none,
+as for ``worksync status``.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from .options import (
     shown,
     table_name,
 )
+from .status import sequence_zone
 from .stopping import StopSignals
 
 if TYPE_CHECKING:  # the web extra is optional: imported when the command runs
@@ -63,7 +68,11 @@ def register(commands: Commands) -> None:
         f"127.0.0.1 unless --host says otherwise; any other address needs --auth-token (or "
         f"${ENV_TOKEN}) or an explicit --no-auth.",
     )
-    add_database_options(parser, config="config file whose [database] section names the table")
+    add_database_options(
+        parser,
+        config="config file whose [database] section names the table; its [scheduler] "
+        "sequence_zone dates the Go original's labels, its works give their cron",
+    )
     parser.add_argument(
         "--host",
         default=DEFAULT_HOST,
@@ -177,7 +186,15 @@ def run(args: argparse.Namespace, secrets: Secrets) -> int:
     try:
         require_table(engine, table)
         hosts = (*LOOPBACK_NAMES, args.host.strip("[]")) if loopback and token is None else None
-        page = web.app(engine, table, auth_token=token, refresh=refresh, allowed_hosts=hosts)
+        page = web.app(
+            engine,
+            table,
+            auth_token=token,
+            refresh=refresh,
+            allowed_hosts=hosts,
+            sequence_zone=sequence_zone(config),
+            works=config.works if config is not None else (),
+        )
         try:
             _serve(page, listen(args.host, args.port), table, shown(engine.url), args.log_level)
         finally:

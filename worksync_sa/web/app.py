@@ -40,6 +40,8 @@ from .._sql.text import check_text
 from ..errors import InvalidArgumentError
 from ..metrics import EXPOSITION_CONTENT_TYPE, LedgerCollector
 from ..models import DEFAULT_TABLE, as_utc, validate_table_name
+from ..sequences import zone_named
+from ..work import Work
 from . import render
 from .config import (
     DEFAULT_MAX_TICKS,
@@ -79,12 +81,18 @@ def app(
     max_ticks: int = DEFAULT_MAX_TICKS,
     allowed_hosts: Iterable[str] | None = None,
     clock: Callable[[], datetime] | None = None,
+    sequence_zone: str | None = None,
+    works: Iterable[Work] = (),
 ) -> StatusPage:
     """The read-only status page of ``table`` as an ASGI app, to mount or serve.
 
     ``auth_token``: if set, every request must carry it (Bearer, or Basic
     with it as the password). ``allowed_hosts``: if set, only these Host
     names are served. ``clock``: where "now" comes from (tests pin it).
+    ``sequence_zone``: the zone of the Go original's labels, for the rows no
+    scheduler of ours dated (see :class:`~worksync_sa.Ledger`; the page's
+    ``/metrics`` reads them alike). ``works``: the fleet's works, whose cron
+    the page shows for a work whose rows record none (the original's).
     See :class:`PageConfig` for the rest.
     """
     config = PageConfig(
@@ -101,6 +109,8 @@ def app(
         config=config,
         allowed_hosts=allowed_hosts,
         clock=clock,
+        sequence_zone=sequence_zone,
+        works=works,
     )
 
 
@@ -116,6 +126,8 @@ class StatusPage:
         config: PageConfig | None = None,
         allowed_hosts: Iterable[str] | None = None,
         clock: Callable[[], datetime] | None = None,
+        sequence_zone: str | None = None,
+        works: Iterable[Work] = (),
     ) -> None:
         if not isinstance(engine, sa.Engine):
             raise InvalidArgumentError(
@@ -127,14 +139,25 @@ class StatusPage:
         token = None if auth_token is None else check_token(auth_token)
         self.token_required = token is not None
         self._clock = clock or _utc_now
-        self._reader = Reader(engine, self.table, self.config)
+        if sequence_zone is not None:
+            zone_named(sequence_zone, "sequence_zone")  # refused before any connection
+        works = tuple(works)
+        if not all(isinstance(work, Work) for work in works):
+            raise InvalidArgumentError("works must be Work objects")
+        self._reader = Reader(
+            engine, self.table, self.config, sequence_zone=sequence_zone, works=works
+        )
         # Per event loop: a limiter belongs to the loop it was made in.
         self._limiter = anyio.lowlevel.RunVar[anyio.CapacityLimiter]("worksync_web_readers")
         # The ledger's gauges on a registry of the page's own, read on each scrape; the
         # same guard (methods, host, token, headers) stands in front of it.
         self._metrics = CollectorRegistry(auto_describe=False)
         self._collector = LedgerCollector(
-            engine, table=self.table, window=self.config.window, clock=self._clock
+            engine,
+            table=self.table,
+            window=self.config.window,
+            clock=self._clock,
+            sequence_zone=sequence_zone,
         )
         self._metrics.register(self._collector)
         routes = [

@@ -7,8 +7,10 @@ The figures are the ledger's (see ``worksync_sa._sql.page``): per work its count
 summed by the database over the range, and per tick its figures without
 text, for the lag quantiles (folded exactly as ``Ledger.summary`` folds
 them), the charts and the timelines. Rows another program wrote without a
-tick time are read the ledger's way and added in. The history is
-:meth:`Ledger.page` itself.
+tick time are read the ledger's way (in their labels' zone) and added in.
+The history is :meth:`Ledger.page` itself. A work whose rows in the range
+record no settings (the original's) shows the cron of the works the page
+was given, if one has its name.
 Nothing here writes: every statement is a SELECT, and the page has no route
 that could send another.
 
@@ -19,18 +21,18 @@ borrow one from the engine's pool for the length of the request.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 
-from ..ledger import (
-    Ledger,
-    TickEntry,
-    _undated,  # the ledger's reading of undated rows, not a copy of it
-)
+from .._core.reconcile import spec_of
+from ..ledger import Ledger, TickEntry, undated_entries
 from ..models import WorkStatus, table_named
 from ..repository import LedgerRepository
+from ..work import Work
 from .config import PageConfig
 from .params import LATEST, Filter
 from .snapshot import HistoryPage, Light, RunRow, Snapshot, Totals, WorkSettings, fold
@@ -39,11 +41,22 @@ from .snapshot import HistoryPage, Light, RunRow, Snapshot, Totals, WorkSettings
 class Reader:
     """Reads what the page shows from one work table."""
 
-    def __init__(self, engine: sa.Engine, table: str, config: PageConfig) -> None:
+    def __init__(
+        self,
+        engine: sa.Engine,
+        table: str,
+        config: PageConfig,
+        *,
+        sequence_zone: str | None = None,
+        works: Iterable[Work] = (),
+    ) -> None:
         self._engine = engine
         self._reads = LedgerRepository(table_named(table))
-        self._ledger = Ledger(engine, table=table)
+        self._ledger = Ledger(engine, table=table, sequence_zone=sequence_zone)
+        self._zone = None if sequence_zone is None else ZoneInfo(sequence_zone)  # Ledger checked
         self._config = config
+        # The settings a config gives each work, as a scheduler would record them.
+        self._known = {work.name: WorkSettings.of(spec_of(work, "utc")) for work in works}
 
     def close(self) -> None:
         """Give back the ledger's connections."""
@@ -66,7 +79,7 @@ class Reader:
         with self._engine.connect() as conn:
             summed = self._reads.work_totals(conn, params)
             totals = {name: Totals(name, **counts) for name, counts in summed.items()}
-            undated = _undated(self._reads.undated(conn, params), params)
+            undated = undated_entries(self._reads, conn, params, self._zone)
             capped = sum(t.ticks for t in totals.values()) + len(undated) > limit
             rows = self._reads.tick_figures(conn, {**params, "limit": limit}, latest_first=capped)
             settings = self._settings(conn, params)
@@ -129,13 +142,23 @@ class Reader:
         ]
 
     def _settings(self, conn: sa.Connection, params: dict[str, Any]) -> dict[str, WorkSettings]:
-        """Each work's latest settings in the range (the spec of its latest tick)."""
+        """Each work's latest settings in the range (the spec of its latest tick).
+
+        A work whose rows name no cron (the original's rows record no spec)
+        takes the cron of the work of that name the page was given, if any.
+        """
         latest: dict[str, tuple[datetime, str]] = {}
         for row in self._reads.settings(conn, params):
             seen = latest.get(row.name)
             if seen is None or (row.latest, row.spec) > seen:
                 latest[row.name] = (row.latest, row.spec)
-        return {work: WorkSettings.of(spec) for work, (_, spec) in latest.items()}
+        found = {work: WorkSettings.of(spec) for work, (_, spec) in latest.items()}
+        for name, known in self._known.items():
+            recorded = found.get(name)
+            if recorded is None or recorded.cron is None:
+                max_run = None if recorded is None else recorded.max_run
+                found[name] = WorkSettings(known.cron, known.timezone, max_run)
+        return found
 
 
 def _first_page(entries: list[TickEntry], size: int) -> HistoryPage:

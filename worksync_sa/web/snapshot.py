@@ -95,6 +95,15 @@ class Light(NamedTuple):
         )
 
 
+def has_run(entry: Light) -> bool:
+    """Whether a worker claimed any of the tick's rows: a tick that ran is never upcoming.
+
+    Ours are claimed once due, but the original's workers claim by their own
+    clock, which may run a little ahead of the database's.
+    """
+    return bool(entry.running or entry.succeeded or entry.failed or entry.recovered)
+
+
 def micros(moment: datetime) -> int:
     """An aware instant as whole microseconds since the epoch, as the light read counts."""
     return (moment - EPOCH) // timedelta(microseconds=1)
@@ -212,7 +221,7 @@ class Cell:
             entry.name,
             entry.sequence,
             outcome_of(entry),
-            entry.tick_at > now,
+            entry.tick_at > now and not has_run(entry),
             tick_title(entry),
         )
 
@@ -342,8 +351,8 @@ def fold(
         mine = ticks.get(name, [])
         lags = [timedelta(microseconds=t.lag_us) for t in mine if t.lag_us is not None]
         now_us = micros(now)
-        due = [t for t in mine if t.tick_us <= now_us]
-        upcoming = [t for t in mine if t.tick_us > now_us]
+        due = [t for t in mine if t.tick_us <= now_us or has_run(t)]
+        upcoming = [t for t in mine if t.tick_us > now_us and not has_run(t)]
         cells = [Cell.of(t, now) for t in (*due[-timeline_ticks:], *upcoming[:UPCOMING_CELLS])]
         latest = due[-1] if due else (mine[0] if mine else None)
         max_run = own.max_run if own.max_run is not None else int(latest.max_run) if latest else 0
