@@ -51,9 +51,7 @@ class LockWatch:
         """Look (every pass beside the original, else once a minute); returns how many ended."""
         now = time.monotonic()
         if self._blind or (
-            not self.end_originals
-            and self._looked is not None
-            and now - self._looked < LOOK_EVERY
+            not self.end_originals and self._looked is not None and now - self._looked < LOOK_EVERY
         ):
             return 0
         self._looked = now
