@@ -64,7 +64,7 @@ class AsyncScheduler(SchedulerCore):
         """Run one pass; returns how many rows it inserted. See :meth:`Scheduler.run_pass`."""
         async with self._lock:
             tx = self._runner
-            steps = self.pass_after(tx.lost_connections, self._pass(now, tx.sqlite))
+            steps = self.pass_after(tx.lost_connections, self._pass(now, tx.sqlite, mysql=tx.mysql))
             return await drive_async(steps, tx.call)
 
     async def tick(self, now: datetime | None = None) -> int:

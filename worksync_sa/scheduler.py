@@ -81,7 +81,10 @@ class Scheduler(SchedulerCore):
         """
         with self._lock:
             tx = self._runner
-            return drive(self.pass_after(tx.lost_connections, self._pass(now, tx.sqlite)), tx.call)
+            return drive(
+                self.pass_after(tx.lost_connections, self._pass(now, tx.sqlite, mysql=tx.mysql)),
+                tx.call,
+            )
 
     def tick(self, now: datetime | None = None) -> int:
         """Deprecated name of :meth:`run_pass`, kept until 1.0.

@@ -150,7 +150,12 @@ def test_rows_without_a_lease_or_tick_are_left_alone(db: Db) -> None:
     assert db.WorkSync(db.engine, table=db.table).recover(now=datetime(2099, 1, 1)) == 0
 
 
-LANE_SET_UP = ("PRAGMA", "SELECT @@character_set", "SELECT pg_backend_pid()")
+LANE_SET_UP = (
+    "PRAGMA",
+    "SELECT @@character_set",
+    "SET SESSION innodb_lock_wait_timeout",
+    "SELECT pg_backend_pid()",
+)
 """What a new lane runs once: SQLite's pragma, MySQL's charset check, psycopg's pooler check."""
 
 

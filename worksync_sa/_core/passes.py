@@ -214,15 +214,18 @@ class SchedulerCore:
 
     # -- one pass ----------------------------------------------------------------------
 
-    def _pass(self, now: datetime | None, sqlite: bool) -> Steps[int]:
-        """One pass (see ``Scheduler.run_pass``): its database calls, yielded in order."""
+    def _pass(self, now: datetime | None, sqlite: bool, *, mysql: bool = False) -> Steps[int]:
+        """One pass (see ``Scheduler.run_pass``): its database calls, yielded in order.
+
+        ``mysql``: also look for transactions left open on the table (``_core.blockers``).
+        """
         explicit = checked_now(now)
         at: datetime = explicit if explicit is not None else (yield CLOCK)
         if self._started is None:
             self._started = at if explicit is None else (yield CLOCK)
         report = PassReport(now=at)
-        # First, as a transaction left open may hold up this pass's own inserts.
-        report.released = yield from self._locks.steps(self._repo)
+        if mysql:  # first, as a transaction left open may hold up this pass's own inserts
+            report.released = yield from self._locks.steps(self._repo)
         yield from self._create(at, explicit, report, sqlite)
         report.recovered = yield from recover_steps(self._maintenance, self._events, explicit)
         report.pruned = yield from self._prune_if_due(at)

@@ -29,6 +29,7 @@ class RunnerBase:
         self.table = table
         self.policy = policy
         self.sqlite = dialect == "sqlite"
+        self.mysql = dialect in ("mysql", "mariadb")
         self.writer: WriteLock | None = writer_lock(url) if self.sqlite else None
         """SQLite's writers' lock, across processes; None on a server or a memory or URI file."""
         self.counters = Counters()
