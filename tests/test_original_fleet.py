@@ -440,3 +440,43 @@ def test_a_lanes_lock_waits_are_bounded(fleet: Fleet) -> None:
     )
     sync.close()
     assert wait == LOCK_WAIT_SECONDS == 5
+
+
+def test_a_pass_held_up_by_a_transaction_left_open_ends_it_and_goes_on(
+    fleet: Fleet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The original leaves its count open on the last tick: the next tick's insert meets its lock.
+
+    Its gap lock runs past the last row, so no insert of a later tick can land
+    until it ends. The pass's insert gives up its wait after seconds, looks for
+    the holder, ends it (beside the original) and goes on: the pass completes
+    in one lock wait, not in hours.
+    """
+    import time
+    from datetime import datetime, timezone
+
+    from worksync_sa import Scheduler, SchedulerConfig, Work
+    from worksync_sa._core import blockers
+    from worksync_sa._run.lanes import LOCK_WAIT_SECONDS
+
+    monkeypatch.setattr(blockers, "IDLE_SECONDS", 1)
+    assert worksync("migrate", "--db", fleet.url, cwd=tmp_path).returncode == 0
+    now = datetime.now(timezone.utc).replace(microsecond=0)
+    config = SchedulerConfig(lookahead="5s", interval="1s", leave_to_original="2s")
+    scheduler = Scheduler(
+        fleet.engine, [Work("w", "* * * * * *", max_run=1)], config, table="works"
+    )
+    scheduler.run_pass(now)  # ticks up to now + 3 s (the last 2 s are left to the original)
+    last = max(row["sequence"] for row in fleet.rows())
+    left_open = _leave_open(fleet, "w", last)
+    try:
+        started = time.monotonic()
+        scheduler.run_pass(now + timedelta(seconds=3))  # makes later ticks: into the locked gap
+        took = time.monotonic() - started
+        assert scheduler.last_pass is not None
+        assert scheduler.last_pass.released == 1
+        assert scheduler.last_pass.created >= 1
+        assert took < 3 * LOCK_WAIT_SECONDS  # one lock wait, a look, the insert
+    finally:
+        left_open.close()
+        scheduler.close()

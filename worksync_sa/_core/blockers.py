@@ -28,9 +28,12 @@ from .repositories import LockHolder, PassRepository
 
 logger = logging.getLogger("worksync_sa.scheduler")
 
-IDLE_SECONDS = 5
-"""How long a transaction with locks must sit idle to count: the original's create never
-pauses between its two statements, so five seconds idle means it was left open."""
+IDLE_SECONDS = 1
+"""How long a transaction with locks must sit idle to count. The original's create never
+pauses between its two statements, so a second idle means it was left open; and were a
+live one ended, its tick would lose nothing (its transaction rolls back, and the tick gets
+its last row from us at ``leave_to_original``). Each second it stays, the original's next
+create waits on its lock and falls behind, and finds the next tick complete too."""
 REPORT_EVERY = 60.0
 """Seconds between two reports of the same transaction."""
 LOOK_EVERY = 60.0
@@ -47,14 +50,19 @@ class LockWatch:
         self._blind = False
         """The server refused to show its transactions (no PROCESS privilege), or is not MySQL."""
 
-    def steps(self, repo: PassRepository) -> Steps[int]:
-        """Look (every pass beside the original, else once a minute); returns how many ended."""
-        now = time.monotonic()
+    def steps(self, repo: PassRepository, *, now: bool = False) -> Steps[int]:
+        """Look (every pass beside the original, else once a minute); returns how many ended.
+
+        ``now``: look whatever the time, as a write of the pass just waited for a lock in vain.
+        """
+        at = time.monotonic()
         if self._blind or (
-            not self.end_originals and self._looked is not None and now - self._looked < LOOK_EVERY
+            not (now or self.end_originals)
+            and self._looked is not None
+            and at - self._looked < LOOK_EVERY
         ):
             return 0
-        self._looked = now
+        self._looked = at
         try:
             holders = yield Call(
                 "lock holders", partial(repo.idle_lock_holders, idle_seconds=IDLE_SECONDS)
@@ -76,7 +84,7 @@ class LockWatch:
             if self.end_originals and holder.isolation == "SERIALIZABLE":
                 ended += yield from self._end(repo, holder)
             else:
-                self._report(holder, now)
+                self._report(holder, at)
         seen = {holder.connection for holder in holders}
         self._reported = {k: v for k, v in self._reported.items() if k in seen}
         return ended

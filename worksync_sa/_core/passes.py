@@ -13,15 +13,17 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Generator, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from functools import partial
 from itertools import islice
 from typing import Any
 
+import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from .._run.steps import CLOCK, Call, Idle, Steps
+from .._sql.driver_errors import is_lock_wait
 from .._sql.text import check_text
 from ..config import RetryPolicy, SchedulerConfig
 from ..errors import InvalidArgumentError, InvalidConfigError, InvalidWorkError
@@ -54,6 +56,9 @@ SQLITE_BATCH_ROWS = 20_000
 """SQLite commits cost an fsync each and its writers queue anyway: fewer, larger batches."""
 PRUNE_BATCHES_PER_PASS = 10
 PRUNE_BATCH_ROWS = 1000
+LOCK_WAIT_TURNS = 8
+"""Timed-out lock waits a write of a pass goes through (each a look for what holds the
+lock) before the pass fails and the loop's backoff takes over."""
 SKIPPED_COUNT_LIMIT = 10_000
 """Counting skipped ticks stops here ("at least 10000"): a long outage of a
 per-second cron must not stall the pass that ends it."""
@@ -226,7 +231,7 @@ class SchedulerCore:
         report = PassReport(now=at)
         if mysql:  # first, as a transaction left open may hold up this pass's own inserts
             report.released = yield from self._locks.steps(self._repo)
-        yield from self._create(at, explicit, report, sqlite)
+        yield from self._create(at, explicit, report, sqlite, mysql)
         report.recovered = yield from recover_steps(self._maintenance, self._events, explicit)
         report.pruned = yield from self._prune_if_due(at)
         self.last_pass = report
@@ -247,7 +252,12 @@ class SchedulerCore:
         return report.created
 
     def _create(
-        self, now: datetime, explicit: datetime | None, report: PassReport, sqlite: bool
+        self,
+        now: datetime,
+        explicit: datetime | None,
+        report: PassReport,
+        sqlite: bool,
+        mysql: bool = False,
     ) -> Steps[None]:
         """Plan up to the lookahead, reconcile the window with the table, then write.
 
@@ -280,15 +290,40 @@ class SchedulerCore:
             )
             self._report_closed(work_to_do, report.closed)
         if work_to_do.adopt:
-            report.adopted = yield Call("adopt", partial(self._repo.adopt, ticks=work_to_do.adopt))
+            adopt = partial(self._repo.adopt, ticks=work_to_do.adopt)
+            report.adopted = yield from self._writing(Call("adopt", adopt), mysql, report)
         rows = _rows(work_to_do.create, self._specs, work_to_do.held_back)  # streamed
         size = SQLITE_BATCH_ROWS if sqlite else BATCH_ROWS
         while batch := list(islice(rows, size)):
-            created: int = yield Call("create", partial(self._repo.insert_rows, rows=batch))
+            insert = partial(self._repo.insert_rows, rows=batch)
+            created: int = yield from self._writing(Call("create", insert), mysql, report)
             report.created += created
             report.batches += 1
         self._covered = {w.name: max(until, known.get(w.name, until)) for w in self.works}
         self._last_now = now
+
+    def _writing(self, call: Call[int], mysql: bool, report: PassReport) -> Steps[int]:
+        """A write of the pass; on MySQL, a lock it waits out in vain sends it to the lock watch.
+
+        A transaction left open (the Go original's) can hold a lock for hours:
+        retrying blindly would keep the pass, and the claims behind its locks,
+        waiting for it. So each timed-out wait first looks for what holds the
+        lock, ends or reports it (``_core.blockers``), then tries again.
+        """
+        if not mysql:
+            written: int = yield call
+            return written
+        call = replace(call, wait_out_locks=False)
+        for turn in range(1, LOCK_WAIT_TURNS + 1):
+            try:
+                result: int = yield call
+            except sa.exc.DBAPIError as exc:
+                if turn == LOCK_WAIT_TURNS or not is_lock_wait(exc):
+                    raise
+                report.released += yield from self._locks.steps(self._repo, now=True)
+                continue
+            return result
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def _observe(
         self, conn: Connection, after: datetime, until: datetime

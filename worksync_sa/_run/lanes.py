@@ -135,10 +135,14 @@ class Lanes:
 
 LOCK_WAIT_SECONDS = 5
 """MySQL/MariaDB: the longest a lane's statement waits for a row lock (the server's default
-is 50 s). A statement waiting holds the locks it has taken, so a pass stuck behind a
-transaction left open would hold up claims in turn; bounded, it fails, lets go, and is
-retried, while the scheduler ends or reports what held it (``_core.blockers``)."""
-LOCK_WAIT = sa.text("SET SESSION innodb_lock_wait_timeout = :seconds")
+is 50 s; a host's shorter setting stays). A statement waiting holds the locks it has
+taken, so a pass stuck behind a transaction left open would hold up claims in turn;
+bounded, it fails, lets go, and is retried, while the scheduler ends or reports what held
+it (``_core.blockers``)."""
+LOCK_WAIT = sa.text(
+    "SET SESSION innodb_lock_wait_timeout = LEAST(@@SESSION.innodb_lock_wait_timeout, :seconds)"
+)
+"""Never longer than a host's own setting for its connections (an engine's ``connect`` hook)."""
 
 
 def prepare_lane(conn: Connection) -> None:

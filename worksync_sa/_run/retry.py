@@ -14,7 +14,7 @@ import time
 
 import sqlalchemy as sa
 
-from .._sql.driver_errors import is_disconnect, is_missing_schema, is_transient
+from .._sql.driver_errors import is_disconnect, is_lock_wait, is_missing_schema, is_transient
 from ..config import RetryPolicy
 from ..errors import SchemaNotReadyError
 
@@ -45,8 +45,11 @@ class Retry:
     method raises instead when the error is not worth retrying.
     """
 
-    def __init__(self, policy: RetryPolicy, table: str, sqlite: bool, what: str) -> None:
+    def __init__(
+        self, policy: RetryPolicy, table: str, sqlite: bool, what: str, wait_out_locks: bool = True
+    ) -> None:
         self.policy = policy
+        self.wait_out_locks = wait_out_locks
         self.table = table
         self.sqlite = sqlite
         self.what = what
@@ -76,6 +79,8 @@ class Retry:
             raise exc
         lost = is_disconnect(exc)
         if not (lost or is_transient(exc)) or attempt >= self.policy.attempts:
+            raise exc
+        if not self.wait_out_locks and is_lock_wait(exc):
             raise exc
         self.unknown_outcome = self.unknown_outcome or (lost and sent)
         delay = backoff(self.policy, attempt)

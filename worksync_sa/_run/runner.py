@@ -43,7 +43,7 @@ class RunnerBase:
         """The steps of ``call`` (``lanes``: it runs on autocommit lanes, so nothing to commit)."""
         return attempts(
             call,
-            Retry(self.policy, self.table, self.sqlite, call.what),
+            Retry(self.policy, self.table, self.sqlite, call.what, call.wait_out_locks),
             self.counters,
             transactional=not lanes,
             locked=self.writer is not None,

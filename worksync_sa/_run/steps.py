@@ -37,7 +37,9 @@ class Call(Generic[T]):
     of an attempt whose connection was lost after the statement went out
     (None: it did not happen). ``peek`` says, on a busy SQLite file, whether
     waiting for the write lock is worth it; if not, the call's result is
-    ``nothing``.
+    ``nothing``. ``wait_out_locks=False``: a lock wait that timed out is not
+    retried here but raised at once, for a caller that first finds out what
+    holds the lock (a scheduler pass, see ``_core.blockers``).
     """
 
     what: str
@@ -45,6 +47,7 @@ class Call(Generic[T]):
     resolve: Callable[[Connection], T | None] | None = None
     peek: Callable[[Connection], bool] | None = None
     nothing: T | None = None
+    wait_out_locks: bool = True
 
     def steps(self) -> Steps[T]:
         """This call as a service call of one step, for :func:`drive` given a lone ``Call``.

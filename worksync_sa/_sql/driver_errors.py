@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-_MYSQL_TRANSIENT = frozenset({1205, 1213, 1467})
+_MYSQL_LOCK_WAIT = 1205
+_MYSQL_TRANSIENT = frozenset({_MYSQL_LOCK_WAIT, 1213, 1467})
 _MYSQL_MISSING = frozenset({1146, 1054})  # no such table, unknown column
 _PG_TRANSIENT = frozenset({"40001", "40P01", "55P03"})  # serialization, deadlock, lock timeout
 _PG_MISSING = frozenset({"42P01", "42703"})  # undefined table, undefined column
@@ -49,6 +50,11 @@ def _matches(
 def is_transient(exc: BaseException) -> bool:
     """True for errors where the same transaction, run again, may succeed."""
     return _matches(exc, _MYSQL_TRANSIENT, _PG_TRANSIENT, _SQLITE_TRANSIENT)
+
+
+def is_lock_wait(exc: BaseException) -> bool:
+    """MySQL/MariaDB: the statement gave up waiting for a row lock (1205)."""
+    return _mysql_code(_orig(exc)) == _MYSQL_LOCK_WAIT
 
 
 def is_database_away(exc: BaseException) -> bool:
