@@ -372,6 +372,22 @@ def _leave_open(fleet: Fleet, name: str, sequence: str) -> Any:
     return conn
 
 
+def _wait_idle(fleet: Fleet, connection: int, seconds: int) -> None:
+    """Until the server counts ``connection`` idle for ``seconds`` (it counts whole seconds)."""
+    import time
+
+    deadline = time.monotonic() + 30
+    with fleet.engine.connect() as conn:
+        while time.monotonic() < deadline:
+            idle = conn.exec_driver_sql(
+                "select time from information_schema.processlist where id = %s", (connection,)
+            ).scalar()
+            if idle is not None and idle >= seconds:
+                return
+            time.sleep(0.2)
+    raise AssertionError(f"connection {connection} never idle for {seconds} s")
+
+
 @pytest.mark.parametrize("beside_original", [True, False], ids=["ended", "reported"])
 def test_a_transaction_the_original_left_open_is_ended_or_reported(
     fleet: Fleet,
@@ -381,7 +397,6 @@ def test_a_transaction_the_original_left_open_is_ended_or_reported(
     beside_original: bool,
 ) -> None:
     """Beside the original (``leave_to_original``) a pass ends it; otherwise an ERROR says how."""
-    import time
     from datetime import datetime, timezone
 
     import MySQLdb
@@ -402,7 +417,7 @@ def test_a_transaction_the_original_left_open_is_ended_or_reported(
     left_open = _leave_open(fleet, "w", original.label(now + timedelta(seconds=1), "UTC"))
     try:
         connection = left_open.thread_id()
-        time.sleep(1.5)
+        _wait_idle(fleet, connection, seconds=1)
         caplog.set_level(logging.ERROR, logger="worksync_sa.scheduler")
         scheduler.run_pass(now + timedelta(seconds=1))
         assert scheduler.last_pass is not None

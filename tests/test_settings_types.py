@@ -38,7 +38,7 @@ def test_scheduler_settings_are_held_as_timedeltas() -> None:
     assert all(
         isinstance(getattr(config, f.name), timedelta)
         for f in dataclasses.fields(config)
-        if f.name not in ("sequence", "retention")
+        if f.name not in ("sequence", "retention", "leave_to_original")  # None unless set
     )
 
 
