@@ -293,6 +293,9 @@ def test_beside_the_real_original_no_tick_stalls(
     print(line)
     failed = {role: value for role, (status, value) in run.reports.items() if status != "ok"}
     said = [f"{p.account.user}: {error}" for p in run.go for error in p.errors()]
+    ours_said = {role: value for role, (_, value) in run.reports.items()}  # events by action
     assert not over, f"{line}\nover max_run: {over}"
-    assert not missed, f"{line}\nmissed: {missed[:10]}\nthe original said: {said[:5]}"
+    assert not missed, (
+        f"{line}\nmissed: {missed[:10]}\nthe original said: {said[:5]}\nours said: {ours_said}"
+    )
     assert not failed, f"{line}\nour processes failed: {failed}"
