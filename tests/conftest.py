@@ -308,6 +308,34 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
     return Installed(wheel, site)
 
 
+@pytest.fixture(scope="session")
+def go_original_binary(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The Go original's scheduler and worker program, built once per session.
+
+    Skipped with the reason when Go or the original's sources are missing, and
+    failed instead under ``CI=true`` (``go_original.build``).
+    """
+    from . import go_original
+
+    return go_original.build(tmp_path_factory.mktemp("go-original"))
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """The report line of every order raced beside the Go original (tests/test_go_original.py)."""
+    lines = [
+        str(value)
+        for reports in terminalreporter.stats.values()
+        for report in reports
+        if getattr(report, "when", None) == "call"
+        for name, value in getattr(report, "user_properties", ())
+        if name == "go_original_report"
+    ]
+    if lines:
+        terminalreporter.section("beside the Go original")
+        for line in lines:
+            terminalreporter.write_line(line)
+
+
 @contextlib.contextmanager
 def user_with_password(server: Backend, password: str) -> Iterator[sa.URL]:
     """The server's URL for a user who must give ``password`` (a MariaDB user made for it).

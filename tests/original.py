@@ -8,7 +8,10 @@ would send it:
 * create, in a SERIALIZABLE transaction: ``select count(*) from <table>
   where name = ? and sequence = ?``, then, if fewer than MaxRun rows exist,
   one multi-row ``insert into <table> (created_at, name, status, sequence)
-  values (now(), name, 1, sequence), ...`` for the missing count, commit;
+  values (now(), name, 1, sequence), ...`` for the missing count, commit. If
+  the tick already has its rows, neither commit nor rollback: the transaction
+  stays open on its connection, holding its shared locks, until the process
+  ends (Go's ``database/sql`` opens another connection for what follows);
 * claim, in a READ UNCOMMITTED transaction: ``set @update_id := 0``, ``update
   <table> set status = 2, started_at = now(), id = (select @update_id := id)
   where status = 1 and name = ? and sequence = ? limit 1``, ``select
@@ -25,7 +28,9 @@ Process bodies report through a queue, like ``racers``.
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -51,14 +56,30 @@ class OriginalDB:
     """One connection of the original, to one database and table."""
 
     def __init__(self, connect: dict[str, Any], table: str) -> None:
-        self.conn = MySQLdb.connect(**connect, charset="utf8mb4", autocommit=True)
+        self.connect = connect
+        self.conn = self._connect()
         self.table = _identifier(table)
+        self.leaked: list[Any] = []
+        """Connections left in an open transaction by ``create``, as the original leaves them."""
+
+    def _connect(self) -> Any:
+        return MySQLdb.connect(**self.connect, charset="utf8mb4", autocommit=True)
 
     def close(self) -> None:
-        self.conn.close()
+        """Close every connection, the leaked ones too: the process is ending."""
+        for conn in [self.conn, *self.leaked]:
+            with contextlib.suppress(MySQLdb.Error):
+                conn.close()
 
     def create(self, name: str, sequence: str, max_run: int) -> int:
-        """The original's CreateWork: count, then insert the missing rows; returns inserted."""
+        """The original's CreateWork: count, then insert the missing rows; returns inserted.
+
+        When the tick already has its rows, the original returns without Commit or
+        Rollback (``worksync/db.go`` ``createWork``): its SERIALIZABLE transaction stays
+        open, holding shared locks on the index range its count read, and the
+        connection is never reused. Here too: the connection is set aside, open, until
+        ``close``, and the next statements go to a new one.
+        """
         cursor = self.conn.cursor()
         cursor.execute("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE")
         cursor.execute("START TRANSACTION")
@@ -69,18 +90,20 @@ class OriginalDB:
             )
             (count,) = cursor.fetchone()
             missing = max_run - int(count)
-            if missing > 0:
-                values = ", ".join(["(now(), %s, 1, %s)"] * missing)
-                cursor.execute(
-                    f"insert into {self.table} (created_at, name, status, sequence) "
-                    f"values {values}",
-                    [value for _ in range(missing) for value in (name, sequence)],
-                )
+            if missing <= 0:
+                self.leaked.append(self.conn)  # the transaction is left open: the leak
+                self.conn = self._connect()
+                return 0
+            values = ", ".join(["(now(), %s, 1, %s)"] * missing)
+            cursor.execute(
+                f"insert into {self.table} (created_at, name, status, sequence) values {values}",
+                [value for _ in range(missing) for value in (name, sequence)],
+            )
             cursor.execute("COMMIT")
         except BaseException:
             cursor.execute("ROLLBACK")
             raise
-        return max(missing, 0)
+        return missing
 
     def acquire(self, name: str, sequence: str) -> int | None:
         """The original's AcquireWork: the claimed row's id, or None if no row was queued."""
@@ -126,6 +149,28 @@ def every_second_after(moment: datetime) -> datetime:
     return moment.replace(microsecond=0) + timedelta(seconds=1)
 
 
+def _for(seconds: float, loop: Callable[[float], None]) -> BaseException | None:
+    """Run ``loop(deadline)`` for ``seconds`` and return, as the original's program does.
+
+    Its programs sleep for their run, then exit, whatever their goroutines are doing:
+    a create or a claim waiting on a lock (the leaked transactions' locks included)
+    does not keep the process alive. So the loop runs in a daemon thread, and the
+    process reports when the time is up; the connections close as the process ends.
+    """
+    failed: list[BaseException] = []
+
+    def body() -> None:
+        try:
+            loop(time.monotonic() + seconds)
+        except BaseException as exc:
+            failed.append(exc)
+
+    thread = threading.Thread(target=body, daemon=True)
+    thread.start()
+    thread.join(timeout=seconds + 1)
+    return failed[0] if failed else None
+
+
 def run_scheduler(
     connect: dict[str, Any],
     table: str,
@@ -137,28 +182,54 @@ def run_scheduler(
 ) -> None:
     """The original's scheduler for per-second works: create each tick ``ahead`` s before it."""
     db = OriginalDB(connect, table)
-    created = errors = 0
-    last = {name: datetime.now(timezone.utc) for name, _ in works}
-    deadline = time.monotonic() + seconds
-    try:
+    done = {"created": 0, "errors": 0}
+
+    def loop(deadline: float) -> None:
+        last = {name: datetime.now(timezone.utc) for name, _ in works}
         while time.monotonic() < deadline:
             now = datetime.now(timezone.utc)
             for name, max_run in works:
                 tick = every_second_after(last[name])
                 while tick - now <= timedelta(seconds=ahead):
                     try:
-                        created += db.create(name, label(tick, zone), max_run)
+                        done["created"] += db.create(name, label(tick, zone), max_run)
                     except MySQLdb.OperationalError:
-                        errors += 1  # a deadlock: the original logs it and moves on
+                        done["errors"] += 1  # a deadlock or a lock wait: logged, and on
                     last[name] = tick
                     tick = every_second_after(tick)
             time.sleep(0.1)
-        results.put(("ok", {"created": created, "errors": errors}))
-    except BaseException as exc:
-        results.put(("error", repr(exc)))
-        raise
-    finally:
-        db.close()
+
+    failed = _for(seconds, loop)
+    results.put(("error", repr(failed)) if failed else ("ok", dict(done)))
+
+
+class _Pool:
+    """Go's ``database/sql`` pool for the worker: idle connections reused, new ones opened.
+
+    Unlike the original's (unbounded), it opens at most ``most``: the stand-in runs as
+    the shared server's administrator, and blocked claims would otherwise take its
+    every connection. An attempt that finds none fails, as the real one does when
+    its user's MAX_USER_CONNECTIONS is reached.
+    """
+
+    def __init__(self, connect: dict[str, Any], table: str, most: int) -> None:
+        self.connect, self.table, self.most = connect, table, most
+        self.idle: list[OriginalDB] = []
+        self.opened = 0
+        self.lock = threading.Lock()
+
+    def take(self) -> OriginalDB | None:
+        with self.lock:
+            if self.idle:
+                return self.idle.pop()
+            if self.opened >= self.most:
+                return None
+            self.opened += 1
+        return OriginalDB(self.connect, self.table)
+
+    def give(self, db: OriginalDB) -> None:
+        with self.lock:
+            self.idle.append(db)
 
 
 def run_worker(
@@ -169,30 +240,41 @@ def run_worker(
     seconds: float,
     results: Any,
 ) -> None:
-    """The original's worker: at every tick of its local clock, try to acquire each work."""
-    db = OriginalDB(connect, table)
+    """The original's worker: at every tick of its local clock, try to acquire each work.
+
+    Each attempt runs on its own, as robfig/cron runs each job in a goroutine: one
+    waiting on a lock (a leaked transaction's) holds its connection, and the next
+    ticks' attempts go on beside it.
+    """
+    pool = _Pool(connect, table, most=8)
     claims: list[tuple[str, str, int]] = []
-    errors = 0
-    deadline = time.monotonic() + seconds
-    try:
+    errors: list[str] = []
+
+    def attempt(name: str, sequence: str) -> None:
+        db = pool.take()
+        if db is None:
+            errors.append("no connection")
+            return
+        try:
+            row_id = db.acquire(name, sequence)
+        except MySQLdb.OperationalError as exc:
+            errors.append(repr(exc))
+            row_id = None
+        if row_id is not None:
+            claims.append((name, sequence, row_id))
+            time.sleep(0.02)  # the work
+            db.finish(row_id, SUCCESS)
+        pool.give(db)
+
+    def loop(deadline: float) -> None:
         tick = every_second_after(datetime.now(timezone.utc))
         while time.monotonic() < deadline:
             time.sleep(max(0.0, (tick - datetime.now(timezone.utc)).total_seconds()))
             for name in names:
-                sequence = label(tick, zone)
-                try:
-                    row_id = db.acquire(name, sequence)
-                except MySQLdb.OperationalError:
-                    errors += 1
-                    continue
-                if row_id is not None:
-                    claims.append((name, sequence, row_id))
-                    time.sleep(0.02)  # the work
-                    db.finish(row_id, SUCCESS)
+                job = threading.Thread(target=attempt, args=(name, label(tick, zone)), daemon=True)
+                job.start()
             tick = every_second_after(tick)
-        results.put(("ok", {"claims": claims, "errors": errors}))
-    except BaseException as exc:
-        results.put(("error", repr(exc)))
-        raise
-    finally:
-        db.close()
+
+    failed = _for(seconds, loop)
+    done = {"claims": list(claims), "errors": len(errors)}
+    results.put(("error", repr(failed)) if failed else ("ok", done))
