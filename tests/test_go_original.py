@@ -296,6 +296,8 @@ def test_beside_the_real_original_no_tick_stalls(
     ours_said = {role: value for role, (_, value) in run.reports.items()}  # events by action
     assert not over, f"{line}\nover max_run: {over}"
     assert not missed, (
-        f"{line}\nmissed: {missed[:10]}\nthe original said: {said[:5]}\nours said: {ours_said}"
+        f"{line}\nmissed (tick, rows, started, claims logged): "
+        f"{[(t, made[t], started[t], claimed[t]) for t in missed[:10]]}\n"
+        f"the original said: {said[:5]}\nours said: {ours_said}"
     )
     assert not failed, f"{line}\nour processes failed: {failed}"

@@ -133,7 +133,7 @@ class Lanes:
         return len(self._idle)
 
 
-LOCK_WAIT_SECONDS = 5
+LOCK_WAIT_SECONDS = 2
 """MySQL/MariaDB: the longest a lane's statement waits for a row lock (the server's default
 is 50 s; a host's shorter setting stays). A statement waiting holds the locks it has
 taken, so a pass stuck behind a transaction left open would hold up claims in turn;
