@@ -45,6 +45,7 @@ from worksync_sa.models import work_table
 
 from . import go_original, racers
 from .conftest import Backend
+from .test_web import Client
 
 pytestmark = [pytest.mark.slow, pytest.mark.original]
 
@@ -175,6 +176,60 @@ def due_ticks(start: datetime, end: datetime, zone: str) -> list[tuple[str, str]
     return [(name, label) for name in NAMES for label in labels]
 
 
+OUR_CONNECTIONS = 2
+"""The most connections one of our processes may hold here (one lane per call at once)."""
+ORIGINAL_CONNECTIONS = 15
+"""The most one of the original's may hold beside ours: leaks live a second or two."""
+
+
+def check_ledger_of_the_originals_rows(
+    box: go_original.Sandbox, zone: str, began: datetime
+) -> None:
+    """The ledger dates the real original's undated rows from their labels, in its zone.
+
+    The original's scheduler ran 15 s before ours: the rows it made then carry no tick
+    time. Each entry must sit at its label's instant in ``zone``, in order, with no
+    negative lag, and the page must never show one that ran as upcoming.
+    """
+    from zoneinfo import ZoneInfo
+
+    from worksync_sa import Ledger
+    from worksync_sa.web import app
+
+    engine = sa.create_engine(box.url)
+    try:
+        with engine.connect() as conn:
+            undated = conn.exec_driver_sql(
+                f"SELECT count(*) FROM {TABLE} WHERE tick_at IS NULL AND slot IS NULL"
+            ).scalar()
+        assert undated, "the original made no undated rows before ours joined"
+        ledger = Ledger(engine, table=TABLE, sequence_zone=zone)
+        try:
+            entries = ledger.page(since=began - timedelta(minutes=1), limit=1000).entries
+        finally:
+            ledger.close()
+        assert entries
+        for entry in entries:
+            wall = datetime.strptime(entry.sequence, LAYOUT).replace(tzinfo=ZoneInfo(zone))
+            assert entry.tick_at == wall.astimezone(timezone.utc), entry
+            assert entry.lag is None or entry.lag >= timedelta(0), entry
+        per_work: dict[str, list[datetime]] = {}
+        for entry in entries:
+            per_work.setdefault(entry.name, []).append(entry.tick_at)
+        assert all(ticks == sorted(ticks) for ticks in per_work.values())
+        status_page = app(engine, TABLE, sequence_zone=zone)
+        try:
+            state = Client(status_page).json("/api/state")
+        finally:
+            status_page.close()
+        for work in state["works"]:
+            assert work["lag_p50"] is None or work["lag_p50"] >= 0, work
+            for cell in work["timeline"]:
+                assert not (cell["outcome"] == "succeeded" and cell["upcoming"]), cell
+    finally:
+        engine.dispose()
+
+
 def table_counts(box: go_original.Sandbox) -> tuple[Counter[tuple[str, str]], ...]:
     """Rows per tick, and claimed rows per tick (started, whoever claimed them)."""
     engine = sa.create_engine(box.url)
@@ -295,6 +350,15 @@ def test_beside_the_real_original_no_tick_stalls(
     said = [f"{p.account.user}: {error}" for p in run.go for error in p.errors()]
     ours_said = {role: value for role, (_, value) in run.reports.items()}  # events by action
     assert not over, f"{line}\nover max_run: {over}"
+    # The stated bounds (the guide's "Connections"): each of our processes holds one lane per
+    # call running at once (1 here), the original's at most its leaks not yet ended and its
+    # claims in flight.
+    ours_conns = {role: n for role, n in run.connections.items() if role.startswith("py")}
+    theirs_conns = {role: n for role, n in run.connections.items() if role.startswith("go")}
+    assert all(n <= OUR_CONNECTIONS for n in ours_conns.values()), line
+    assert all(n <= ORIGINAL_CONNECTIONS for n in theirs_conns.values()), line
+    if order.name == "original-first":  # its first 15 s of ticks are undated: the ledger reads them
+        check_ledger_of_the_originals_rows(fleet_sandbox, order.zone, run.began)
     assert not missed, (
         f"{line}\nmissed (tick, rows, started, claims logged): "
         f"{[(t, made[t], started[t], claimed[t]) for t in missed[:10]]}\n"
