@@ -30,10 +30,13 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
 from typing import Any
 from zoneinfo import ZoneInfo
+
+import sqlalchemy as sa
 
 from .extras import skip_module
 
@@ -50,6 +53,31 @@ def _identifier(name: str) -> str:
     if not (name.isascii() and name.isidentifier()):  # test-made names only
         raise ValueError(name)
     return name
+
+
+@contextlib.contextmanager
+def own_database(server: sa.Engine, prefix: str) -> Iterator[tuple[sa.URL, dict[str, Any]]]:
+    """A database of its own on ``server`` for one test: its URL, and the original's connect args.
+
+    Dropped on the way out, whatever the test left in it.
+    """
+    name = f"{_identifier(prefix)}_{uuid.uuid4().hex[:10]}"
+    admin = server.execution_options(isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f"CREATE DATABASE {name}")  # a generated identifier
+    url = server.url.set(database=name)
+    connect = {
+        "host": url.host or "127.0.0.1",
+        "port": url.port or 3306,
+        "user": url.username or "root",
+        "password": url.password or "",
+        "database": name,
+    }
+    try:
+        yield url, connect
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f"DROP DATABASE {name}")
 
 
 class OriginalDB:

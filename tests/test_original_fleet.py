@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
-import uuid
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -53,27 +52,14 @@ class Fleet:
 
 @pytest.fixture
 def fleet(mariadb: Backend) -> Iterator[Fleet]:
-    name = f"ws_fleet_{uuid.uuid4().hex[:10]}"
-    admin = mariadb.engine.execution_options(isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f"CREATE DATABASE {name}")  # a generated identifier
-    url = mariadb.engine.url.set(database=name)
-    engine = sa.create_engine(url)
-    with engine.begin() as conn:
-        conn.exec_driver_sql(ORIGINAL_DDL.format(table="works"))
-    connect = {
-        "host": url.host or "127.0.0.1",
-        "port": url.port or 3306,
-        "user": url.username or "root",
-        "password": url.password or "",
-        "database": name,
-    }
-    try:
-        yield Fleet(url.render_as_string(hide_password=False), connect, engine)
-    finally:
-        engine.dispose()
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f"DROP DATABASE {name}")
+    with original.own_database(mariadb.engine, "ws_fleet") as (url, connect):
+        engine = sa.create_engine(url)
+        with engine.begin() as conn:
+            conn.exec_driver_sql(ORIGINAL_DDL.format(table="works"))
+        try:
+            yield Fleet(url.render_as_string(hide_password=False), connect, engine)
+        finally:
+            engine.dispose()
 
 
 SPAWN = multiprocessing.get_context("spawn")

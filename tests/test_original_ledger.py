@@ -16,7 +16,6 @@ wrote, minus that tick.
 from __future__ import annotations
 
 import re
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -72,28 +71,15 @@ class Fleet:
 
 @pytest.fixture
 def fleet(mariadb: Backend) -> Iterator[Fleet]:
-    name = f"ws_lz_{uuid.uuid4().hex[:10]}"
-    admin = mariadb.engine.execution_options(isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f"CREATE DATABASE {name}")  # a generated identifier
-    url = mariadb.engine.url.set(database=name)
-    engine = sa.create_engine(url)
-    create_table(engine, TABLE)
-    with engine.begin() as conn:
-        conn.exec_driver_sql(f"create view workers as select * from {TABLE}")
-    connect = {
-        "host": url.host or "127.0.0.1",
-        "port": url.port or 3306,
-        "user": url.username or "root",
-        "password": url.password or "",
-        "database": name,
-    }
-    try:
-        yield Fleet(url, connect, engine)
-    finally:
-        engine.dispose()
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f"DROP DATABASE {name}")
+    with original.own_database(mariadb.engine, "ws_lz") as (url, connect):
+        engine = sa.create_engine(url)
+        create_table(engine, TABLE)
+        with engine.begin() as conn:
+            conn.exec_driver_sql(f"create view workers as select * from {TABLE}")
+        try:
+            yield Fleet(url, connect, engine)
+        finally:
+            engine.dispose()
 
 
 @dataclass
