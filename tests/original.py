@@ -28,6 +28,7 @@ Process bodies report through a queue, like ``racers``.
 from __future__ import annotations
 
 import contextlib
+import functools
 import threading
 import time
 import uuid
@@ -274,20 +275,11 @@ def run_worker(
         db.close()
 
 
-def run_patched_scheduler(
-    connect: dict[str, Any],
-    table: str,
-    works: list[tuple[str, int]],
-    zone: str,
-    ahead: float,
-    seconds: float,
-    results: Any,
-) -> None:
-    """``run_scheduler`` of an original whose create commits when it finds its tick complete.
+run_patched_scheduler = functools.partial(run_scheduler, leaks=False)
+"""``run_scheduler`` of an original whose create commits when it finds its tick complete.
 
-    For races that judge the budget alone, at ticks a second apart: finer than the
-    lock-wait bound that lets our side get past the real one's leftovers, which the tests
-    with the real original (``test_go_original``) and the left-open ones in
-    ``test_original_fleet`` judge instead.
-    """
-    run_scheduler(connect, table, works, zone, ahead, seconds, results, leaks=False)
+For races that judge the budget alone, at ticks a second apart: finer than the
+lock-wait bound that lets our side get past the real one's leftovers, which the tests
+with the real original (``test_go_original``) and the left-open ones in
+``test_original_fleet`` judge instead.
+"""
