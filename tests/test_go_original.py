@@ -2,14 +2,17 @@
 
 Issue 19. The original (worksync v0.0.3, compiled from ``../shared/go-original`` by
 ``go_original``) and worksync_sa share one table, ``workers``: two works at
-``max_run`` 2 ticking every two seconds, two Go and two Python worker processes,
-and the schedulers started in each order the issue names, for 60 s each:
+``max_run`` 2 ticking every two seconds (``defaults``: every minute), two Go and two Python
+worker processes, and the schedulers started in each order the issue names, for 60 s each:
 
 * ``original-first``: the original's scheduler, ours joining 15 s later;
 * ``ours-first``: ours, the original's joining 15 s later;
 * ``at-once``: both from the start;
 * ``original-restarts``: the original's killed at 25 s, a new one at 30 s;
-* ``two-originals``: two of the original's schedulers beside ours.
+* ``two-originals``: two of the original's schedulers beside ours;
+* ``defaults``: both at once with every setting at its default but ``leave_to_original``
+  (the guide's 5 minutes), and the original's own defaults (10 minutes ahead, a look a
+  minute), for works ticking every minute, over 190 s.
 
 Every process connects as a MariaDB user of its own, capped by
 ``MAX_USER_CONNECTIONS``: the original leaks an open SERIALIZABLE transaction per
@@ -57,7 +60,9 @@ SECONDS = 60.0
 MARGIN = 5.0
 LAYOUT = "%Y-%m-%d %H:%M:%S"  # the original's time.DateTime
 OUR_CONFIG = {"lookahead": "10m", "interval": "1s", "max_backoff": "2s", "leave_to_original": "3s"}
-"""Our scheduler's settings in every order; ``sequence`` is added per order's zone."""
+"""Our scheduler's settings for ticks 2 s apart; ``sequence`` is added per order's zone."""
+DEFAULTS = {"leave_to_original": "5m"}
+"""The guide's mixed-fleet setting, every other at its default (lookahead 10m, interval 1m)."""
 SPAWN = multiprocessing.get_context("spawn")
 
 
@@ -74,6 +79,16 @@ class Order:
     judged_from: float = MARGIN
     """Where the judged ticks start: 5 s after the last scheduler joined (a restart is judged)."""
 
+    cron: str = CRON
+    period: int = 2
+    """Seconds between two ticks of ``cron``."""
+    seconds: float = SECONDS
+    ours: dict[str, str] = field(default_factory=lambda: dict(OUR_CONFIG))
+    before: str = "5s"
+    """The original's ``DurationBeforeSequence``; ``0s`` is its default, 10 minutes."""
+    check: str = "@every 1s"
+    """The original's ``SchedulerCheckingInterval``; empty is its default, every minute."""
+
 
 ORDERS = [
     Order("original-first", "Europe/Berlin", ours_at=15.0, judged_from=15.0 + MARGIN),
@@ -81,7 +96,12 @@ ORDERS = [
     Order("at-once", "Europe/Berlin"),
     Order("original-restarts", "UTC", originals=((0.0, 25.0), (30.0, None))),
     Order("two-originals", "UTC", originals=((0.0, None), (0.0, None))),
-]
+    # Both at their defaults (ours but for leave_to_original), works ticking every minute:
+    # the original creates one tick per work per minute, each after ours completed it, and
+    # leaves a transaction open every time; this order shows what that costs in connections.
+    Order("defaults", "Europe/Berlin", cron="0 * * * * *", period=60, seconds=190.0,
+          ours=DEFAULTS, before="0s", check=""),
+]  # fmt: skip
 
 
 @pytest.fixture
@@ -165,14 +185,18 @@ def at(t0: float, seconds: float) -> None:
     time.sleep(max(0.0, t0 + seconds - time.monotonic()))
 
 
-def due_ticks(start: datetime, end: datetime, zone: str) -> list[tuple[str, str]]:
-    """(name, label) of every tick of ``*/2 * * * * *`` in [start, end]."""
-    tick = start.replace(microsecond=0) + timedelta(seconds=1)
-    tick += timedelta(seconds=tick.second % 2)
+def due_ticks(start: datetime, end: datetime, zone: str, period: int) -> list[tuple[str, str]]:
+    """(name, label) of every tick in [start, end] of a cron ticking every ``period`` seconds.
+
+    Its ticks are the UTC instants whose seconds since the epoch ``period`` divides
+    (``*/2 * * * * *`` and ``0 * * * * *`` alike, as zones are whole minutes from UTC).
+    """
+    first = -(-int(start.timestamp()) // period) * period
+    tick = datetime.fromtimestamp(first, timezone.utc)
     labels = []
     while tick <= end:
         labels.append(tick.astimezone(ZoneInfo(zone)).strftime(LAYOUT))
-        tick += timedelta(seconds=2)
+        tick += timedelta(seconds=period)
     return [(name, label) for name in NAMES for label in labels]
 
 
@@ -262,17 +286,18 @@ class Run:
 
 
 def run_order(order: Order, binary: Path, box: go_original.Sandbox, folder: Path, log: Path) -> Run:
-    """Start every process of the order at its time, let them run ``SECONDS``, collect them."""
-    works = [{"name": name, "cron": CRON, "max_run": MAX_RUN} for name in NAMES]
-    go_works = [go_original.GoWork(name, CRON, MAX_RUN) for name in NAMES]
-    config = {**OUR_CONFIG, "sequence": local_sequence(order.zone)}
+    """Start every process of the order at its time, let them run its seconds, collect them."""
+    seconds = order.seconds
+    works = [{"name": name, "cron": order.cron, "max_run": MAX_RUN} for name in NAMES]
+    go_works = [go_original.GoWork(name, order.cron, MAX_RUN) for name in NAMES]
+    config = {**order.ours, "sequence": local_sequence(order.zone)}
     ours_account = box.account("pysched")
     box.grant_connection_admin(ours_account)  # to see and end the original's leaked transactions
     ours = [
         spawn("pysched", racers.run_scheduler, ours_account.url(box.url), TABLE, works, config,
-              SECONDS - order.ours_at),
+              seconds - order.ours_at),
         *(spawn(f"pywork{i}", racers.run_worker, box.account(f"pywork{i}").url(box.url), TABLE,
-                works, SECONDS, str(log)) for i in (1, 2)),
+                works, seconds, str(log)) for i in (1, 2)),
     ]  # fmt: skip
     go_workers = [box.account(f"gowork{i}") for i in (1, 2)]
     go_schedulers = [box.account(f"gosched{i}") for i in range(1, len(order.originals) + 1)]
@@ -291,7 +316,7 @@ def run_order(order: Order, binary: Path, box: go_original.Sandbox, folder: Path
             sampler.start()
             theirs = [
                 fleet.start("worker", account, table=TABLE, works=go_works, zone=order.zone,
-                            seconds=SECONDS, name=account.user)
+                            seconds=seconds, name=account.user)
                 for account in go_workers
             ]  # fmt: skip
             schedulers: dict[int, go_original.GoProcess] = {}
@@ -302,12 +327,12 @@ def run_order(order: Order, binary: Path, box: go_original.Sandbox, folder: Path
                 elif what == "start":
                     schedulers[index] = fleet.start(
                         "scheduler", go_schedulers[index], table=TABLE, works=go_works,
-                        zone=order.zone, seconds=SECONDS - when, before="5s",
-                        check="@every 1s", name=go_schedulers[index].user,
+                        zone=order.zone, seconds=seconds - when, before=order.before,
+                        check=order.check, name=go_schedulers[index].user,
                     )  # fmt: skip
                 else:
                     schedulers[index].kill()
-            at(t0, SECONDS + 1)
+            at(t0, seconds + 1)
             reports = {python.role: python.report() for python in ours}
             for process in fleet.started:
                 if process.popen.poll() is None:
@@ -346,7 +371,8 @@ def test_beside_the_real_original_no_tick_stalls(
     log = tmp_path / "our-claims.log"
     run = run_order(order, go_original_binary, fleet_sandbox, tmp_path, log)
     begin = run.began + timedelta(seconds=order.judged_from)
-    due = due_ticks(begin, run.began + timedelta(seconds=SECONDS - MARGIN), order.zone)
+    end = run.began + timedelta(seconds=order.seconds - MARGIN)
+    due = due_ticks(begin, end, order.zone, order.period)
     claimed = Counter(our_claims(log))
     for process in run.go_workers:
         claimed.update(process.claims())
@@ -356,9 +382,11 @@ def test_beside_the_real_original_no_tick_stalls(
     over = sorted(tick for tick in ticks if max(claimed[tick], started[tick], made[tick]) > MAX_RUN)
     missed = sorted(tick for tick in due if min(claimed[tick], started[tick]) != MAX_RUN)
     conns = ", ".join(f"{role}: {count}" for role, count in sorted(run.connections.items()))
+    status, actions = run.reports["pysched"]
+    held = actions.get("lock-holder", 0) if status == "ok" else "?"  # each one ended or reported
     line = (
         f"order={order.name} zone={order.zone} due={len(due)} max_claims={most} "
-        f"over={len(over)} missed={len(missed)} max_conns={{{conns}}}"
+        f"over={len(over)} missed={len(missed)} max_conns={{{conns}}} lock_holders={held}"
     )
     record_property("go_original_report", line)
     print(line)

@@ -97,8 +97,10 @@ class LockWatch:
             return 0
         logger.error(
             "ended connection %d (%s@%s): %s, idle %d s, with %d row lock(s) on this database; "
-            "the Go original's create leaves one open when it finds a tick already complete "
-            "(it does so after a restart; if this repeats, shorten leave_to_original)",
+            "the Go original's create leaves one open when it finds a tick already complete: "
+            "after a restart, and on every tick of a work that ticks at least as often as its "
+            "scheduler looks (each look creates one tick per work, so it falls behind); for "
+            "other works, if this repeats, shorten leave_to_original",
             holder.connection,
             holder.user,
             holder.host,
