@@ -13,7 +13,14 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-from worksync_sa._core.reconcile import Plan, difference, reconcile, spec_fields, spec_of
+from worksync_sa._core.reconcile import (
+    Plan,
+    difference,
+    late_adoptions,
+    reconcile,
+    spec_fields,
+    spec_of,
+)
 from worksync_sa.repository import Adoption, TickState
 from worksync_sa.work import Work
 
@@ -288,3 +295,20 @@ def test_difference_names_each_changed_field_both_ways() -> None:
     assert difference(ours, theirs) == "max_run '5' there, '3' here"
     assert "no settings" in difference(ours, None)
     assert difference(ours, ours) == "the same settings, but other labels or ticks"
+
+
+def test_rows_the_original_added_to_ticks_already_due_are_adopted_late() -> None:
+    """Only ticks in the plan of recent ticks, and each once: what is adopted leaves waiting."""
+    work, other = job(max_run=2), job(name="other")
+    waiting = {
+        ("report", label(PAST)): 1,
+        ("report", label(PAST - timedelta(hours=1))): 2,  # not among the recent ticks
+        ("other", label(PAST)): 1,  # a work whose recent ticks were not planned
+    }
+    late = late_adoptions(planned(work, PAST - timedelta(minutes=1), PAST), waiting)
+    assert late == [Adoption("report", label(PAST), PAST, 120, 30, 3)]
+    assert waiting == {
+        ("report", label(PAST - timedelta(hours=1))): 2,
+        ("other", label(PAST)): 1,
+    }
+    assert late_adoptions(planned(other), {}) == []

@@ -30,14 +30,22 @@ from ..errors import InvalidArgumentError, InvalidConfigError, InvalidWorkError
 from ..events import Event, Events, Listener
 from ..models import checked_moment, table_named, validate_table_name
 from ..repository import MaintenanceRepository
-from ..rows import BatchRow, NewRow, TickState
+from ..rows import Adoption, BatchRow, NewRow, TickState
 from ..sequences import PRUNABLE_KINDS, sequence_kind
 from ..work import Work
 from .blockers import LockWatch
 from .claims import checked_now
 from .maintenance import prune_steps, recover_steps
 from .outage import Outage, is_stop
-from .reconcile import Plan, Reconciliation, Sighting, difference, reconcile, spec_of
+from .reconcile import (
+    Plan,
+    Reconciliation,
+    Sighting,
+    difference,
+    late_adoptions,
+    reconcile,
+    spec_of,
+)
 from .repositories import PassRepository
 
 logger = logging.getLogger(__name__)
@@ -177,7 +185,9 @@ class SchedulerCore:
         ticks = ((work, sequence, tick) for work, pairs in plan for sequence, tick in pairs)
         return [NewRow(*row) for row in _rows(ticks, self._specs)]
 
-    def _plan(self, starts: dict[str, datetime], until: datetime) -> Plan:
+    def _plan(
+        self, starts: dict[str, datetime], until: datetime, works: Iterable[Work] | None = None
+    ) -> Plan:
         """Each work's (sequence, tick) pairs after its start, every sequence already checked.
 
         Works that share a cron share its ticks, and ticks shared by many works
@@ -187,7 +197,7 @@ class SchedulerCore:
         expanded: dict[tuple[str, str, str, datetime], tuple[datetime, ...]] = {}
         sequences: dict[datetime, str] = {}
         plan: Plan = []
-        for work in self.works:
+        for work in self.works if works is None else works:
             start = starts[work.name]
             key = (work.cron, work.timezone, work.cron_syntax, start)
             ticks = expanded.get(key)
@@ -289,6 +299,7 @@ class SchedulerCore:
                 partial(self._repo.close_surplus, surplus=work_to_do.close, now=explicit),
             )
             self._report_closed(work_to_do, report.closed)
+        work_to_do.adopt.extend(self._late(waiting, now))
         if work_to_do.adopt:
             adopt = partial(self._repo.adopt, ticks=work_to_do.adopt)
             report.adopted = yield from self._writing(Call("adopt", adopt), mysql, report)
@@ -301,6 +312,20 @@ class SchedulerCore:
             report.batches += 1
         self._covered = {w.name: max(until, known.get(w.name, until)) for w in self.works}
         self._last_now = now
+
+    def _late(self, waiting: dict[tuple[str, str], int], now: datetime) -> list[Adoption]:
+        """Other programs' undated rows of our works' ticks due in the last grace (or lookahead).
+
+        Only works with such rows left are expanded: a fleet without the original
+        pays nothing for this.
+        """
+        names = {name for name, _ in waiting}
+        works = [work for work in self.works if work.name in names]
+        if not works:
+            return []
+        ahead = self.config.lookahead
+        starts = {work.name: now - min(work.grace, ahead) for work in works}
+        return late_adoptions(self._plan(starts, now, works), waiting)
 
     def _writing(self, call: Call[int], mysql: bool, report: PassReport) -> Steps[int]:
         """A write of the pass; on MySQL, a lock it waits out in vain sends it to the lock watch.

@@ -222,3 +222,31 @@ def _sighted(result: Reconciliation, name: str, spec: str, seen: _Seen) -> None:
     for other, touched in seen.specs.items():
         if other != spec:
             result.sightings.append(Sighting(name, other, touched))
+
+
+def late_adoptions(due: Plan, waiting: dict[tuple[str, str], int]) -> list[Adoption]:
+    """Other programs' rows of ticks already due, still in their grace, to be dated now.
+
+    ``due`` holds each work's recent ticks, ``waiting`` the undated queued rows
+    that ``reconcile`` left (none of a tick not yet due). The Go original adds a
+    tick's last row late whenever it falls behind: after a restart, or on every
+    tick of a work that ticks as often as it looks. A pass dates only ticks not
+    yet due, and our workers claim by tick time, so such a row would wait for
+    the original's own workers alone, which may be held up by its own open
+    transaction; dated, ours claim it while its grace lasts.
+    """
+    late = []
+    for work, pairs in due:
+        for sequence, tick in pairs:
+            if waiting.pop((work.name, sequence), 0):
+                late.append(
+                    Adoption(
+                        work.name,
+                        sequence,
+                        tick,
+                        work.lease_seconds,
+                        work.grace_seconds,
+                        work.max_attempts,
+                    )
+                )
+    return late
