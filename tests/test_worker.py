@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -10,6 +11,7 @@ from datetime import timedelta
 import pytest
 
 from worksync_sa import Claim, Scheduler, SchedulerConfig, Work, Worker, WorkStatus
+from worksync_sa.errors import InvalidArgumentError
 
 from .conftest import Db
 
@@ -124,3 +126,26 @@ def test_a_scheduler_loop_that_stops_says_so_and_running_turns_false(
     assert ended.levelno == logging.ERROR
     assert "scheduler loop ended by KeyboardInterrupt" in ended.getMessage()
     scheduler.close()
+
+
+class _AsyncCall:
+    async def __call__(self, claim: Claim) -> None:
+        pass
+
+
+def test_an_async_handler_is_refused_pointing_to_async_worker(db: Db) -> None:
+    """Called on a thread, it would return a coroutine never awaited, and record SUCCESS."""
+
+    async def coroutine(claim: Claim) -> None:
+        pass
+
+    def plain(claim: Claim) -> None:
+        pass
+
+    cases: list[object] = [coroutine, _AsyncCall(), functools.partial(coroutine)]
+    for handler in cases:
+        with pytest.raises(InvalidArgumentError, match=r"'a' is an async function.+AsyncWorker"):
+            Worker(db.engine, ["a"], handler, table=db.table)  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgumentError, match=r"handler for 'b' is an async function"):
+        Worker(db.engine, ["a", "b"], {"a": plain, "b": coroutine}, table=db.table)
+    assert db.count() == 0

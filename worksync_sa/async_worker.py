@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import inspect
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import datetime, timedelta
@@ -32,6 +31,7 @@ from ._core.worker import (
     TakeRunner,
     WorkerCore,
     WorkerSettings,
+    is_async_handler,
     report,
     utcnow,
 )
@@ -50,13 +50,6 @@ if TYPE_CHECKING:  # at run time only once used: it needs greenlet, an optional 
 logger = logging.getLogger(__name__)
 
 AsyncHandler = Callable[[AsyncClaim], Awaitable[object]]
-
-
-def _is_async(function: object) -> bool:
-    if inspect.iscoroutinefunction(function):
-        return True
-    call = getattr(function, "__call__", None)  # noqa: B004 (an object with async __call__)
-    return inspect.iscoroutinefunction(call)
 
 
 class AsyncWorker(WorkerSettings):
@@ -90,7 +83,7 @@ class AsyncWorker(WorkerSettings):
             max_backoff=max_backoff,
             clock=clock,
         )
-        blocking = sorted(n for n, h in self._core.handlers.items() if not _is_async(h))
+        blocking = sorted(n for n, h in self._core.handlers.items() if not is_async_handler(h))
         if blocking:
             raise InvalidArgumentError(
                 f"handler for {', '.join(map(repr, blocking))} is not an async function: "

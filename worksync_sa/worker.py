@@ -36,12 +36,14 @@ from ._core.worker import (
     TakeRunner,
     WorkerCore,
     WorkerSettings,
+    is_async_handler,
     report,
     utcnow,
 )
 from ._run.background import BackgroundThread
 from ._run.steps import Idle, drive
 from .config import RetryPolicy
+from .errors import InvalidArgumentError
 from .events import Listener
 from .models import DEFAULT_TABLE
 from .sync import Claim, WorkSync
@@ -88,6 +90,12 @@ class Worker(WorkerSettings):
             max_backoff=max_backoff,
             clock=clock,
         )
+        coroutines = sorted(n for n, h in self._core.handlers.items() if is_async_handler(h))
+        if coroutines:  # called here, it would return a coroutine never awaited: work not done
+            raise InvalidArgumentError(
+                f"handler for {', '.join(map(repr, coroutines))} is an async function: Worker "
+                "calls its handlers on threads and would never await it (use AsyncWorker)"
+            )
         self.handler = handler
         self._free = threading.BoundedSemaphore(max_concurrency)
         """One permit per claim this worker can run at once: it never holds more."""

@@ -93,8 +93,19 @@ def test_a_worker_needs_works_and_a_clock() -> None:
         worker(["a"], poll="often")
 
 
-def test_names_are_served_in_sorted_order_once_each() -> None:
-    assert worker(["b", "a", Work("b", "* * * * *")]).names == ["a", "b"]
+def test_names_are_served_in_sorted_order() -> None:
+    assert worker(["b", "a", Work("c", "* * * * *")]).names == ["a", "b", "c"]
+
+
+@pytest.mark.parametrize(
+    "works",
+    [["a", "a"], ["b", Work("b", "* * * * *")], [Work("a", "* * * * *"), Work("a", "0 * * * *")]],
+    ids=["names", "name-and-work", "works"],
+)
+def test_a_work_given_twice_is_refused(works: list[Work | str]) -> None:
+    """Which of the two would run, and with whose grace, would be a guess."""
+    with pytest.raises(InvalidArgumentError, match=r"works name '[ab]' more than once"):
+        worker(works)
 
 
 # -- a round --------------------------------------------------------------------------------
@@ -111,12 +122,8 @@ def test_with_one_runner_each_due_claim_runs_in_the_loop_work_by_work() -> None:
     ]  # fmt: skip
 
 
-def test_a_due_claim_looks_back_as_far_as_the_longest_grace_of_the_work() -> None:
-    works: list[Work | str] = [
-        Work("a", "* * * * *", grace="30s"),
-        Work("a", "*/5 * * * *", grace="2m"),
-        "b",
-    ]
+def test_a_due_claim_looks_back_as_far_as_the_works_grace() -> None:
+    works: list[Work | str] = [Work("a", "*/5 * * * *", grace="2m"), "b"]
     script = Script(None, None)
     script.run(worker(works).round_steps(never))
     assert script.steps == [AcquireDue("a", timedelta(minutes=2)), AcquireDue("b", None)]
@@ -222,15 +229,25 @@ def test_with_names_only_the_worker_polls() -> None:
 def test_a_lost_claim_is_a_warning_and_a_recorded_failure_an_error(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    claim = ClaimCore(ClaimedRow(7, "report", "s", "t" * 32, 30))
+    claim = ClaimCore(ClaimedRow(7, "report", "s", "t" * 32, 30, slot=1, attempt=2))
+    try:
+        raise ValueError("bad row")
+    except ValueError as exc:
+        raised = exc
     with caplog.at_level(logging.WARNING, logger="worksync_sa.worker"):
         report(claim, ClaimLostError("recovered"))
         claim._finish_done(WorkStatus.FAILED, written=True)
-        report(claim, ValueError("bad row"))
+        report(claim, raised)
     assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
         ("WARNING", f"{claim!r} was lost before it finished"),
-        ("ERROR", "work 'report' failed: ValueError: bad row"),
+        ("ERROR", "work 'report' failed at tick s (slot 1, attempt 2): ValueError: bad row"),
     ]
+    failed = caplog.records[1]
+    assert failed.exc_info is not None
+    assert failed.exc_info[1] is raised  # the traceback is in the ERROR record itself
+    assert 'raise ValueError("bad row")' in caplog.text
+    fields = ("work", "sequence", "slot", "attempt")
+    assert [getattr(failed, field) for field in fields] == ["report", "s", 1, 2]
 
 
 def test_an_outcome_that_could_not_be_recorded_says_recovery_will_close_it(

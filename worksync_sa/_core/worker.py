@@ -11,6 +11,7 @@ the steps with threads or with tasks.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import time
 from collections.abc import Callable, Generator, Iterable, Mapping
@@ -88,6 +89,14 @@ class AwaitOne:
     """
 
 
+def is_async_handler(function: object) -> bool:
+    """An ``async def`` function, or an object whose ``__call__`` is one (a partial of one too)."""
+    if inspect.iscoroutinefunction(function):
+        return True
+    call = getattr(function, "__call__", None)  # noqa: B004 (an object with async __call__)
+    return inspect.iscoroutinefunction(call)
+
+
 def handlers_for(names: list[str], handler: object) -> dict[str, Any]:
     """One handler per work: the same function for all, or a mapping from each name."""
     if callable(handler):
@@ -130,11 +139,14 @@ class WorkerCore:
             raise InvalidArgumentError("works is empty: name at least one work to run")
         for name in names:
             check_text(name, "work name")
-        self.names = sorted(set(names))
-        self._grace: dict[str, timedelta] = {}
-        """Per work, the longest grace its Work objects give: how far back a claim looks."""
-        for work in self.works:
-            self._grace[work.name] = max(work.grace, self._grace.get(work.name, work.grace))
+        twice = sorted({name for name in names if names.count(name) > 1})
+        if twice:  # which of the two would run, with whose grace, would be a guess
+            raise InvalidArgumentError(
+                f"works name {', '.join(map(repr, twice))} more than once: give each work once"
+            )
+        self.names = sorted(names)
+        self._grace: dict[str, timedelta] = {work.name: work.grace for work in self.works}
+        """Per work, its grace: how far back a claim looks."""
         self.handlers = handlers_for(self.names, handler)
         if (
             not isinstance(max_concurrency, int)
@@ -316,5 +328,20 @@ def report(claim: ClaimCore, exc: BaseException) -> None:
             extra={"action": "failed"},
         )
         return
-    logger.error("work %r failed: %s", claim.name, describe(exc), extra={"action": "failed"})
-    logger.debug("work %r failed here:", claim.name, exc_info=exc)
+    row = claim._row  # what the claim returned: never a read here, on the failure's path
+    logger.error(
+        "work %r failed at tick %s (slot %s, attempt %s): %s",
+        claim.name,
+        row.sequence,
+        "-" if row.slot is None else row.slot,
+        "?" if row.attempt is None else row.attempt,
+        describe(exc),
+        exc_info=exc,  # where it failed: operators read ERROR, not DEBUG
+        extra={
+            "action": "failed",
+            "work": claim.name,
+            "sequence": row.sequence,
+            "slot": row.slot,
+            "attempt": row.attempt,
+        },
+    )
