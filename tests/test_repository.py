@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
+import pytest
+
 from worksync_sa import ClaimRepository, QueryRepository, ScheduleRepository, WorkStatus
 from worksync_sa.models import table_named
 from worksync_sa.repository import NewRow, TickCount
@@ -54,3 +56,23 @@ def test_insert_counts_only_new_rows(db: Db) -> None:
 def _counts(db: Db) -> list[TickCount]:
     with db.engine.connect() as conn:
         return list(QueryRepository(table_named(db.table)).tick_counts(conn, "w"))
+
+
+def test_repositories_take_a_table_name_as_the_services_do(db: Db) -> None:
+    """``ScheduleRepository("works")`` as ``Scheduler(..., table="works")``; bad names refused."""
+    from worksync_sa.errors import InvalidArgumentError
+    from worksync_sa.repository import LedgerRepository, MaintenanceRepository
+
+    with db.engine.begin() as conn:
+        assert ScheduleRepository(db.table).insert_queued(conn, rows("w", 1, 2)) == 2
+        claim = ClaimRepository(db.table).claim(conn, "w", "tick-0", "c" * 32, "host:3")
+        assert claim is not None
+    with db.engine.connect() as conn:
+        assert [c.running for c in QueryRepository(db.table).tick_counts(conn, "w")] == [1]
+    for repository in (ScheduleRepository, ClaimRepository, MaintenanceRepository,
+                       QueryRepository, LedgerRepository):  # fmt: skip
+        assert repository(db.table).table.name == db.table
+        with pytest.raises(InvalidArgumentError, match="table name"):
+            repository("works; DROP TABLE works")
+        with pytest.raises(InvalidArgumentError, match="table name or a sqlalchemy Table"):
+            repository(42)  # type: ignore[arg-type]

@@ -64,6 +64,7 @@ from .models import (
     DEFAULT_MAX_ATTEMPTS,
     WorkStatus,
     checked_moment,
+    table_named,
 )
 from .rows import (
     Adoption,
@@ -135,9 +136,12 @@ def _fence(claim: object, token: object) -> tuple[int, str]:
 
 
 def _checked_table(table: object) -> sa.Table:
+    """A Table, or a table's name as the services take it (checked, then its Table)."""
+    if isinstance(table, str):
+        return table_named(table)
     if not isinstance(table, sa.Table):
         raise InvalidArgumentError(
-            f"table must be a sqlalchemy Table (worksync_sa.work_table(name)), "
+            "table must be a table name or a sqlalchemy Table (worksync_sa.work_table(name)), "
             f"not {type(table).__name__}"
         )
     return table
@@ -146,7 +150,7 @@ def _checked_table(table: object) -> sa.Table:
 class _StatementCache:
     """Builds each statement once per (kind, database family) and reuses it."""
 
-    def __init__(self, table: sa.Table) -> None:
+    def __init__(self, table: sa.Table | str) -> None:
         self.table = _checked_table(table)
         self._built: dict[tuple[str, Family], Any] = {}
 
@@ -190,7 +194,9 @@ class ScheduleRepository:
     statement did; a rollback undoes it.
     """
 
-    def __init__(self, table: sa.Table, *, listeners: Iterable[Listener] | None = None) -> None:
+    def __init__(
+        self, table: sa.Table | str, *, listeners: Iterable[Listener] | None = None
+    ) -> None:
         self._statements = _StatementCache(table)
         self.table = self._statements.table
         self._events = Events(listeners)
@@ -250,7 +256,9 @@ class ClaimRepository:
     your transaction has committed.
     """
 
-    def __init__(self, table: sa.Table, *, listeners: Iterable[Listener] | None = None) -> None:
+    def __init__(
+        self, table: sa.Table | str, *, listeners: Iterable[Listener] | None = None
+    ) -> None:
         self._statements = _StatementCache(table)
         self.table = self._statements.table
         self._events = Events(listeners)
@@ -386,7 +394,7 @@ class ClaimRepository:
 class MaintenanceRepository:
     """Recovery and retention: set-based statements over many rows."""
 
-    def __init__(self, table: sa.Table) -> None:
+    def __init__(self, table: sa.Table | str) -> None:
         self._statements = _StatementCache(table)
         self.table = self._statements.table
 
@@ -514,7 +522,7 @@ def _planned_kind(row: Any) -> str:
 class QueryRepository:
     """Read-only views of the table for tests, demos and operators."""
 
-    def __init__(self, table: sa.Table) -> None:
+    def __init__(self, table: sa.Table | str) -> None:
         self.table = _checked_table(table)
 
     def rows(self, conn: Connection, name: str, sequence: str | None = None) -> Sequence[Any]:
@@ -542,7 +550,7 @@ class LedgerRepository:
     A host reads the ledger through :class:`~worksync_sa.Ledger`.
     """
 
-    def __init__(self, table: sa.Table) -> None:
+    def __init__(self, table: sa.Table | str) -> None:
         self._statements = _StatementCache(table)
         self.table = self._statements.table
 
