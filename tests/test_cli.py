@@ -389,6 +389,67 @@ def test_work_once_claims_due_ticks_and_records_outcomes(target: Target, tmp_pat
     assert "FAILED" in result.stderr
 
 
+ASYNC_HANDLERS = """
+import asyncio
+
+
+async def handle(claim):
+    await asyncio.sleep(0.01)
+    with open("side-effects.txt", "a") as done:
+        done.write(f"{claim.name} {claim.sequence}\\n")
+    if claim.name == "bad":
+        raise RuntimeError(f"boom at {claim.sequence}")
+
+
+def plain(claim):
+    pass
+"""
+
+
+def test_work_runs_async_def_functions_on_an_async_worker(target: Target, tmp_path: Path) -> None:
+    """Awaited, so their side effects happen (a Worker would record SUCCESS and do nothing)."""
+    db = target.create()
+    assert due_ticks(db) == 9
+    (tmp_path / "handlers.py").write_text(ASYNC_HANDLERS)
+    config = write_config(tmp_path, WORKS)
+    result = worksync(
+        "work", "--config", config, "--run", "handlers:handle", "--once",
+        "--concurrency", "3", *target.args(), cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "ran 9 claims of bad, good" in result.stdout
+    done = (tmp_path / "side-effects.txt").read_text().splitlines()
+    assert sorted(line.split()[0] for line in done) == ["bad"] * 3 + ["good"] * 6
+    assert [row.status for row in db.rows(name="good")] == [WorkStatus.SUCCESS] * 6
+    bad = db.rows(name="bad")
+    assert [row.status for row in bad] == [WorkStatus.FAILED] * 3
+    assert all(row.error == f"RuntimeError: boom at {row.sequence}" for row in bad)
+    assert "never awaited" not in result.stderr
+
+
+def test_work_refuses_async_and_plain_functions_together(
+    sqlite_target: Target, tmp_path: Path
+) -> None:
+    db = sqlite_target.create()
+    due_ticks(db)
+    (tmp_path / "handlers.py").write_text(ASYNC_HANDLERS)
+    result = worksync(
+        "work", "--run", "good=handlers:handle", "--run", "bad=handlers:plain", "--once",
+        *sqlite_target.args(), cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "async def functions ('good') and plain ones ('bad')" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert {row.status for row in db.rows()} == {WorkStatus.QUEUED}  # nothing claimed
+
+
+def only_handler_tracebacks(stderr: str) -> int:
+    """How many handlers failed; every traceback printed must be one's, in its ERROR record."""
+    failed = stderr.count(" failed at tick ")
+    assert stderr.count("Traceback (most recent call last)") == failed, stderr
+    return failed
+
+
 EXITING = """
 import sys
 
@@ -417,7 +478,7 @@ def test_work_once_records_a_handler_that_exits_and_keeps_its_exit_code(
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert "ran 6 claims of good" in result.stdout
-    assert "Traceback" not in result.stderr
+    assert only_handler_tracebacks(result.stderr) == 6
     rows = db.rows(name="good")
     assert [row.status for row in rows] == [WorkStatus.FAILED] * 6
     assert {row.error for row in rows} == {error}
@@ -440,7 +501,7 @@ def test_work_outlives_a_handler_that_exits(
     code, _ = running.stop(signal.SIGTERM)
     assert code == 0, running.err
     assert "worker stopped after 9 claims" in running.err
-    assert "Traceback" not in running.err
+    assert only_handler_tracebacks(running.err) == 9  # 'good' exits; 'bad' raises
 
 
 @pytest.mark.slow

@@ -12,9 +12,12 @@ defaults that matter for long-running schedulers and workers:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
+
+if TYPE_CHECKING:  # at run time only when asked for: it needs greenlet, an optional extra
+    from sqlalchemy.ext.asyncio import AsyncEngine
 
 SQLITE_BUSY_TIMEOUT_S = 5.0
 MASK = "***"
@@ -54,6 +57,63 @@ def create_engine(url: str | sa.URL, **kwargs: Any) -> sa.Engine:
     if backend == "sqlite" and url.database not in (None, "", ":memory:"):
 
         @sa.event.listens_for(engine, "connect")
+        def _wal(dbapi_conn: Any, record: Any) -> None:
+            cursor = dbapi_conn.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.close()
+
+    return engine
+
+
+ASYNC_DRIVERS = {"sqlite": ("aiosqlite",), "postgresql": ("psycopg",)}
+"""Each database's asyncio drivers, preferred first; MySQL/MariaDB's are in ``_MYSQL_ASYNC``."""
+_MYSQL_ASYNC = ("aiomysql", "asyncmy")
+_ASYNC_EXTRAS = {"mysql": "async-mysql", "mariadb": "async-mysql", "postgresql": "async-postgresql"}
+
+
+def async_url(url: str | sa.URL) -> sa.URL:
+    """The same database through an asyncio driver: the URL's own if it names one.
+
+    ``worksync work`` runs ``async def`` handlers on an ``AsyncWorker``, which needs
+    an ``AsyncEngine``, from the one URL an operator gives every command. The first
+    installed driver is taken; with none, the error names the extra that brings one.
+    """
+    import importlib.util  # noqa: PLC0415 (only this path looks for drivers)
+
+    url = sa.make_url(url)
+    backend = url.get_backend_name()
+    drivers = _MYSQL_ASYNC if backend in ("mysql", "mariadb") else ASYNC_DRIVERS.get(backend)
+    if drivers is None:
+        raise ValueError(f"no asyncio driver is known for {backend!r} databases")
+    extra = _ASYNC_EXTRAS.get(backend, "async-sqlite")
+    if importlib.util.find_spec("greenlet") is None:
+        raise ImportError(f"asyncio needs greenlet: pip install 'worksync_sa[{extra}]'")
+    if url.get_driver_name() in drivers:
+        return url
+    for driver in drivers:
+        if importlib.util.find_spec(driver) is not None:
+            return url.set(drivername=f"{backend}+{driver}")
+    raise ImportError(
+        f"no asyncio driver for {backend!r} is installed ({' or '.join(drivers)}): "
+        f"pip install 'worksync_sa[{extra}]'"
+    )
+
+
+def create_async_engine(url: str | sa.URL, **kwargs: Any) -> AsyncEngine:
+    """``create_engine``'s defaults on an ``AsyncEngine`` (see ``async_url``); ``kwargs`` win."""
+    from sqlalchemy.ext.asyncio import create_async_engine as create  # noqa: PLC0415 (greenlet)
+
+    url = async_url(url)
+    kwargs.setdefault("pool_pre_ping", True)
+    backend = url.get_backend_name()
+    if backend in ("mysql", "mariadb") and "charset" not in url.query:
+        url = url.update_query_dict({"charset": "utf8mb4"})
+    if backend == "sqlite":
+        kwargs.setdefault("connect_args", {}).setdefault("timeout", SQLITE_BUSY_TIMEOUT_S)
+    engine = create(url, **kwargs)
+    if backend == "sqlite" and url.database not in (None, "", ":memory:"):
+
+        @sa.event.listens_for(engine.sync_engine, "connect")
         def _wal(dbapi_conn: Any, record: Any) -> None:
             cursor = dbapi_conn.cursor()
             cursor.execute("PRAGMA journal_mode=WAL")

@@ -7,7 +7,10 @@ directory on ``sys.path``, so ``worksync work --run jobs:send_report`` finds
 error's text (the loop logs it and goes on). ``--run NAME=module:function``
 (repeatable) gives one work its own function; a bare ``--run`` serves the
 works no pair names. ``--concurrency N`` runs up to N claims at once, each on
-a thread of its own, and never claims more than it can run.
+a thread of its own, and never claims more than it can run. ``async def``
+functions run on an ``AsyncWorker`` instead (each claim a task, the database
+reached through its asyncio driver); the two kinds are never mixed in one
+command.
 
 Which works: those of ``--config`` (all of them, or the ones ``--name``
 picks), whose crons also tell the loop when to look next; or, without a
@@ -32,17 +35,20 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any, cast
 
 import sqlalchemy as sa
 
-from .._core.worker import MAX_CONCURRENCY_LIMIT
+from .._core.worker import MAX_CONCURRENCY_LIMIT, is_async_handler
 from ..config_file import ConfigFile, WorkerSettings
 from ..durations import format_duration
 from ..events import Event
 from ..work import Work
 from ..worker import DEFAULT_MAX_BACKOFF, DEFAULT_POLL, Handler, Worker
+from .on_loop import LoopWorker
 from .options import (
     Commands,
+    Failure,
     Secrets,
     UsageError,
     add_database_options,
@@ -89,8 +95,8 @@ def register(commands: Commands) -> None:
         "--concurrency",
         metavar="N",
         type=concurrency_arg,
-        help="claims run at once, each on a thread of its own "
-        "(default: [worker] concurrency, else 1)",
+        help="claims run at once, each on a thread of its own (async def functions: a "
+        "task each) (default: [worker] concurrency, else 1)",
     )
     parser.add_argument(
         "--name",
@@ -285,19 +291,21 @@ def run(args: argparse.Namespace, secrets: Secrets) -> int:
     poll: timedelta = args.poll or settings.poll or DEFAULT_POLL
     max_backoff: timedelta = args.max_backoff or settings.max_backoff or DEFAULT_MAX_BACKOFF
     concurrency: int = args.concurrency or settings.concurrency or 1
+    options: dict[str, Any] = {
+        "max_concurrency": concurrency,
+        "table": table,
+        "poll": poll,
+        "worker_id": args.worker_id,
+        "max_backoff": max_backoff,
+        "listeners": [_log_event],
+    }
     engine = open_engine(url)
     try:
-        worker = Worker(
-            engine,
-            works,
-            handlers,
-            max_concurrency=concurrency,
-            table=table,
-            poll=poll,
-            worker_id=args.worker_id,
-            max_backoff=max_backoff,
-            listeners=[_log_event],
-        )
+        worker: Worker | LoopWorker
+        if kind_of(handlers) == "async":
+            worker = _async_worker(url, works, handlers, options)
+        else:
+            worker = Worker(engine, works, handlers, **options)
         if args.once:
             return _once(worker, engine, table)
         return _serve(worker, engine, table, runs.describe(), poll)
@@ -305,7 +313,42 @@ def run(args: argparse.Namespace, secrets: Secrets) -> int:
         engine.dispose()
 
 
-def _once(worker: Worker, engine: sa.Engine, table: str) -> int:
+def kind_of(handlers: dict[str, Handler]) -> str:
+    """``async`` when every handler is an ``async def``, ``blocking`` when none is; never both.
+
+    Each kind has its worker: a coroutine function called on a thread would only
+    return a coroutine, and a blocking function awaited would stall every claim.
+    """
+    kinds = {name: is_async_handler(handler) for name, handler in handlers.items()}
+    if all(kinds.values()):
+        return "async"
+    if not any(kinds.values()):
+        return "blocking"
+    awaited = ", ".join(repr(name) for name, is_async in kinds.items() if is_async)
+    called = ", ".join(repr(name) for name, is_async in kinds.items() if not is_async)
+    raise UsageError(
+        f"--run gives async def functions ({awaited}) and plain ones ({called}): one worker "
+        "awaits them all or calls them all on threads; run each kind in a worksync work of "
+        "its own (--name picks the works)"
+    )
+
+
+def _async_worker(
+    url: sa.URL, works: list[Work | str], handlers: dict[str, Handler], options: dict[str, Any]
+) -> LoopWorker:
+    """``async def`` handlers: an AsyncWorker on the URL's database through an asyncio driver."""
+    from ..async_worker import AsyncHandler, AsyncWorker  # noqa: PLC0415 (asyncio when asked)
+    from ..engine import create_async_engine  # noqa: PLC0415
+
+    try:
+        engine = create_async_engine(url)
+    except (ImportError, ValueError) as exc:
+        raise Failure(f"the --run functions are async def, and {exc}") from None
+    awaited = cast("dict[str, AsyncHandler]", handlers)  # every one is async: kind_of said so
+    return LoopWorker(lambda: AsyncWorker(engine, works, awaited, **options), engine)
+
+
+def _once(worker: Worker | LoopWorker, engine: sa.Engine, table: str) -> int:
     try:
         require_ready_table(engine, table)
         ran = worker.run_due()
@@ -315,7 +358,9 @@ def _once(worker: Worker, engine: sa.Engine, table: str) -> int:
     return 0
 
 
-def _serve(worker: Worker, engine: sa.Engine, table: str, spec: str, poll: timedelta) -> int:
+def _serve(
+    worker: Worker | LoopWorker, engine: sa.Engine, table: str, spec: str, poll: timedelta
+) -> int:
     with StopSignals() as stop:
         try:
             if not wait_for_table(engine, table, stop, log, worker.max_backoff):
