@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._core.outage import ended, is_stop
 from ._core.worker import (
+    DEFAULT_DRAIN,
     DEFAULT_MAX_BACKOFF,
     DEFAULT_POLL,
     AcquireDue,
@@ -33,6 +34,7 @@ from ._core.worker import (
     WorkerSettings,
     is_async_handler,
     report,
+    shut_down,
     utcnow,
 )
 from ._run.background import BackgroundTask
@@ -74,6 +76,7 @@ class AsyncWorker(WorkerSettings):
         max_backoff: timedelta | str = DEFAULT_MAX_BACKOFF,
         clock: Callable[[], datetime] = utcnow,
         listeners: Iterable[Listener] | None = None,
+        drain: timedelta | str = DEFAULT_DRAIN,
     ) -> None:
         self._core = WorkerCore(
             works,
@@ -82,6 +85,7 @@ class AsyncWorker(WorkerSettings):
             poll=poll,
             max_backoff=max_backoff,
             clock=clock,
+            drain=drain,
         )
         blocking = sorted(n for n, h in self._core.handlers.items() if not is_async_handler(h))
         if blocking:
@@ -95,6 +99,8 @@ class AsyncWorker(WorkerSettings):
         )
         self.handled = 0
         """Claims this worker has run (finished or not)."""
+        self.cut_off = 0
+        """Claims :meth:`close` cancelled as still running when the drain ran out."""
         self._free = 0
         """Runners left for claims: ``max_concurrency`` minus the claims running."""
         self._claims: set[asyncio.Task[None]] = set()
@@ -240,20 +246,30 @@ class AsyncWorker(WorkerSettings):
         return self._background.running
 
     async def close(self, timeout: float | None = None) -> None:
-        """Stop, let running claims finish, and give back the worker's connections.
+        """Stop, wait up to ``timeout`` s (None: ``drain``) for running claims, release connections.
 
-        ``timeout`` bounds each wait, as on :class:`Worker`: for the loop (see
-        :meth:`stop`), then for the claims running in tasks. Claims still
-        running after it are cancelled: their rows are then recorded FAILED
-        ("cancelled") where the database allows. (:meth:`Worker.close` cannot
-        cancel threads: it returns, and they finish on their own.)
+        The loop and the claims running in tasks share the wait. Claims still
+        running after it are cancelled: their rows are recorded FAILED ("shut
+        down: ...") where the database allows. (:meth:`Worker.close` cannot
+        cancel threads: it records their claims FAILED and leaves them.)
         """
-        await self.stop(timeout)
+        seconds = self.drain if timeout is None else timeout
+        deadline = asyncio.get_running_loop().time() + seconds
+        await self.stop(seconds)
         if self._claims:
-            _, pending = await asyncio.wait(set(self._claims), timeout=timeout)
+            left = max(0.0, deadline - asyncio.get_running_loop().time())
+            _, pending = await asyncio.wait(set(self._claims), timeout=left)
             for task in pending:
-                task.cancel()
+                task.cancel(shut_down(seconds))
             if pending:
+                self.cut_off += len(pending)
+                logger.warning(
+                    "%d claim(s) still running %g s after the stop cancelled, recorded FAILED "
+                    "(shut down) where the database allows",
+                    len(pending),
+                    seconds,
+                    extra={"action": "shut-down", "count": len(pending)},
+                )
                 await asyncio.wait(pending)
         await self.sync.close()
 

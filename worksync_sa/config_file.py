@@ -24,6 +24,8 @@ can share it::
     poll = "1s"             # longest wait between looks for due ticks
     max_backoff = "30s"
     concurrency = 4         # claims run at once, each on a thread of its own (default 1)
+    drain = "30s"           # on a stop, wait this long for running claims, then record
+                            # them FAILED ("shut down")
 
     [[works]]               # one table per work; names are unique
     name = "report"         # required
@@ -82,7 +84,7 @@ SCHEDULER_DURATIONS = (
     "leave_to_original",
 )
 SCHEDULER_KEYS = (*SCHEDULER_DURATIONS, "sequence_zone")
-WORKER_KEYS = ("poll", "max_backoff", "concurrency")
+WORKER_KEYS = ("poll", "max_backoff", "concurrency", "drain")
 WORK_KEYS = (
     "name",
     "cron",
@@ -131,6 +133,7 @@ class WorkerSettings:
     poll: timedelta | None = None
     max_backoff: timedelta | None = None
     concurrency: int | None = None
+    drain: timedelta | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -302,7 +305,7 @@ class _Reader:
             raise self.error(f"[scheduler] {str(exc).removeprefix('SchedulerConfig: ')}") from None
 
     def worker(self, table: Mapping[str, object]) -> WorkerSettings:
-        durations = ("poll", "max_backoff")
+        durations = ("poll", "max_backoff", "drain")
         concurrency = table.get("concurrency")
         if concurrency is not None and (
             not isinstance(concurrency, int)

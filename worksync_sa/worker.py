@@ -15,15 +15,18 @@ from __future__ import annotations
 import functools
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy.engine import Engine
 
+from ._core.claims import describe
 from ._core.outage import ended, is_stop
 from ._core.worker import (
+    DEFAULT_DRAIN,
     DEFAULT_MAX_BACKOFF,
     DEFAULT_POLL,
     MAX_CONCURRENCY_LIMIT,
@@ -38,12 +41,13 @@ from ._core.worker import (
     WorkerSettings,
     is_async_handler,
     report,
+    shut_down,
     utcnow,
 )
 from ._run.background import BackgroundThread
 from ._run.steps import Idle, drive
 from .config import RetryPolicy
-from .errors import InvalidArgumentError
+from .errors import ClaimLostError, InvalidArgumentError
 from .events import Listener
 from .models import DEFAULT_TABLE
 from .sync import Claim, WorkSync
@@ -51,7 +55,14 @@ from .work import Work
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DEFAULT_MAX_BACKOFF", "DEFAULT_POLL", "MAX_CONCURRENCY_LIMIT", "Handler", "Worker"]
+__all__ = [
+    "DEFAULT_DRAIN",
+    "DEFAULT_MAX_BACKOFF",
+    "DEFAULT_POLL",
+    "MAX_CONCURRENCY_LIMIT",
+    "Handler",
+    "Worker",
+]
 
 Handler = Callable[[Claim], object]
 
@@ -62,9 +73,11 @@ class Worker(WorkerSettings):
     ``works`` are :class:`Work` objects (the loop then also sleeps until the
     next tick) or plain names (it polls). ``handler`` is one function for
     every work, or a mapping from each work's name to its own function.
-    Up to ``max_concurrency`` claims run at once, above one on a pool of
-    threads (see :meth:`run_once`). ``poll`` is the longest wait between
-    looks. ``clock`` is this process's idea of the time, injectable for tests.
+    Up to ``max_concurrency`` claims run at once, above one each on a thread
+    of its own (see :meth:`run_once`). ``poll`` is the longest wait between
+    looks. ``drain`` is how long :meth:`close` (and leaving ``with``) waits
+    for running claims (see there). ``clock`` is this process's idea of the
+    time, injectable for tests.
     """
 
     def __init__(
@@ -81,6 +94,7 @@ class Worker(WorkerSettings):
         max_backoff: timedelta | str = DEFAULT_MAX_BACKOFF,
         clock: Callable[[], datetime] = utcnow,
         listeners: Iterable[Listener] | None = None,
+        drain: timedelta | str = DEFAULT_DRAIN,
     ) -> None:
         self._core = WorkerCore(
             works,
@@ -89,6 +103,7 @@ class Worker(WorkerSettings):
             poll=poll,
             max_backoff=max_backoff,
             clock=clock,
+            drain=drain,
         )
         coroutines = sorted(n for n, h in self._core.handlers.items() if is_async_handler(h))
         if coroutines:  # called here, it would return a coroutine never awaited: work not done
@@ -99,7 +114,6 @@ class Worker(WorkerSettings):
         self.handler = handler
         self._free = threading.BoundedSemaphore(max_concurrency)
         """One permit per claim this worker can run at once: it never holds more."""
-        self._pool: ThreadPoolExecutor | None = None
         self._wake = threading.Event()
         """Set by stop() and whenever a running claim ends: look again now."""
         self._count_lock = threading.Lock()
@@ -108,11 +122,15 @@ class Worker(WorkerSettings):
         )
         self.handled = 0
         """Claims this worker has run (finished or not)."""
+        self.cut_off = 0
+        """Claims :meth:`close` recorded FAILED as still running when the drain ran out."""
         self._background = BackgroundThread("worker")
         self._stopping = self._background.stopping
         self._until: float | None = None
-        self._running: set[Future[None]] = set()
-        """The claims running on the pool."""
+        self._running: dict[Future[None], Claim] = {}
+        """The claims running on threads of their own, each with its thread's end."""
+        self._here: Claim | None = None
+        """The claim the loop's own thread runs (``max_concurrency`` 1)."""
 
     def __repr__(self) -> str:
         return f"Worker({self.sync!r}, works={self.names!r})"
@@ -155,7 +173,11 @@ class Worker(WorkerSettings):
         }
 
     def _run_here(self, claim: Claim) -> None:
-        self._handle(claim)
+        self._here = claim
+        try:
+            self._handle(claim)
+        finally:
+            self._here = None
         with self._count_lock:
             self.handled += 1
 
@@ -166,14 +188,23 @@ class Worker(WorkerSettings):
         return bool(running)
 
     def _launch(self, claim: Claim) -> None:
-        pool = self._pool
-        if pool is None:
-            pool = self._pool = ThreadPoolExecutor(
-                self.max_concurrency, thread_name_prefix="worksync-work"
-            )
-        future = pool.submit(self._run_and_free, claim)
-        self._running.add(future)
-        future.add_done_callback(self._running.discard)
+        """Run the claim on a daemon thread of its own.
+
+        Not a pool: a pool's threads are joined when the interpreter exits, so one
+        hung handler kept a stopped process alive for good; and a thread left to a
+        hung handler past the drain must not take a pool's place.
+        """
+        ended: Future[None] = Future()
+
+        def run() -> None:
+            try:
+                self._run_and_free(claim)
+            finally:
+                ended.set_result(None)
+
+        self._running[ended] = claim
+        ended.add_done_callback(lambda done: self._running.pop(done, None))
+        threading.Thread(target=run, name=f"worksync-work-{claim.id}", daemon=True).start()
 
     def _wait(self, seconds: float, *, wake: bool) -> bool:
         """Sleep ``seconds`` (less on a stop, or, when ``wake``, a claim ending); True: stop.
@@ -225,13 +256,11 @@ class Worker(WorkerSettings):
     def stop(self, timeout: float | None = None) -> None:
         """Ask the loop to stop after the claim it is running; waits for its thread.
 
-        No new claim is made. Claims running on the pool run to their end
-        (``close`` waits for them). ``timeout`` bounds the wait: a thread
-        cannot be cancelled, so if the loop is still running a claim itself
+        No new claim is made. Claims running on their threads run on (``close``
+        waits for them). ``timeout`` bounds the wait: a thread cannot be
+        cancelled, so if the loop is still running a claim itself
         (``max_concurrency`` 1) when the time is up, this returns and the loop
-        ends after that claim, which records its outcome; ``running`` stays
-        True until then. (:meth:`AsyncWorker.stop` cancels its loop's task
-        instead, and the claim with it.)
+        ends after that claim; ``running`` stays True until then.
         """
         self._wake.set()
         self._background.stop(timeout)
@@ -242,21 +271,55 @@ class Worker(WorkerSettings):
         return self._background.running
 
     def close(self, timeout: float | None = None) -> None:
-        """Stop, let running claims finish, and give back the worker's connections.
+        """Stop, wait up to ``timeout`` s (None: ``drain``) for running claims, release connections.
 
-        ``timeout`` bounds each wait, as on :class:`AsyncWorker`: for the loop
-        (see :meth:`stop`), then for the claims running on the pool. Threads
-        cannot be cancelled: claims still running after it go on to their
-        end and record their outcome on connections of their own, and this
-        returns without them. (:meth:`AsyncWorker.close` cancels them
-        instead, recorded FAILED.)
+        Claims still running then are recorded FAILED ("shut down: ..."), their
+        heartbeats stop, and whatever their handlers finish later is fenced off.
+        Their threads cannot be killed: they are daemon threads, left to end on
+        their own, and they never keep the process from exiting.
+        (:meth:`AsyncWorker.close` cancels its claims' tasks.)
         """
-        self.stop(timeout)
-        pool, self._pool = self._pool, None
-        if pool is not None:
-            _, pending = wait(set(self._running), timeout)
-            pool.shutdown(wait=not pending)
+        seconds = self.drain if timeout is None else timeout
+        deadline = time.monotonic() + seconds
+        self.stop(seconds)
+        running = set(self._running)
+        if running:
+            wait(running, max(0.0, deadline - time.monotonic()))
+        left = [claim for done, claim in list(self._running.items()) if not done.done()]
+        here = self._here  # not ``running``: a join a signal interrupted can report it dead
+        if here is not None:
+            left.append(here)
+        if left:
+            self._shut_down(left, seconds)
         self.sync.close()
+
+    def _shut_down(self, claims: list[Claim], seconds: float) -> None:
+        """Record the claims still running past the drain FAILED; their handlers run on."""
+        recorded = 0
+        for claim in claims:
+            try:
+                claim.fail(shut_down(seconds))
+            except ClaimLostError:
+                continue  # it ended, or was recovered, meanwhile: its row says so
+            except Exception as exc:  # the database is away: lease recovery closes the row
+                logger.error(
+                    "could not record %r as shut down (%s): recovery closes its row once its "
+                    "lease runs out",
+                    claim,
+                    describe(exc),
+                    extra={"action": "shut-down"},
+                )
+                continue
+            recorded += 1
+        self.cut_off += recorded
+        if recorded:
+            logger.warning(
+                "%d claim(s) still running %g s after the stop recorded FAILED (shut down); "
+                "their handlers' threads are left to end on their own",
+                recorded,
+                seconds,
+                extra={"action": "shut-down", "count": recorded},
+            )
 
     def __enter__(self) -> Worker:
         self.start()

@@ -152,10 +152,15 @@ def test_close_with_a_timeout_bounds_the_wait_for_running_claims(db: Db) -> None
         worker.close(timeout=0.2)
         took = time.monotonic() - begun
     assert took < 1.2
-    # A thread finishes its claim on its own; a task was cancelled, and its row says so.
-    outcome = WorkStatus.SUCCESS if db.twin == "blocking" else WorkStatus.FAILED
-    wait_for(lambda: len(db.rows(status=outcome)) == 2, seconds=5)
-    assert len(db.rows(status=WorkStatus.RUNNING)) == 0
+    # Both twins record the claims still running FAILED: a task is cancelled, a thread left
+    # to end on its own, and what its handler finishes later is fenced off.
+    wait_for(lambda: len(db.rows(status=WorkStatus.FAILED)) == 2, seconds=5)
+    claimed = [row for row in db.rows() if row.started_at is not None]
+    assert len(claimed) == 2
+    assert all(row.error.endswith("0.2 s after the worker was asked to stop") for row in claimed)
+    assert worker.cut_off == 2
+    time.sleep(1.5)  # the threads' handlers return: their SUCCESS is refused
+    assert {row.status for row in db.rows() if row.started_at is not None} == {WorkStatus.FAILED}
 
 
 def test_run_once_runs_each_works_handler_and_records_each_outcome(db: Db) -> None:

@@ -33,6 +33,11 @@ DEFAULT_POLL = timedelta(seconds=1)
 """The longest wait between looks for due ticks."""
 DEFAULT_MAX_BACKOFF = timedelta(seconds=30)
 """The longest wait between looks while the database cannot be reached."""
+DEFAULT_DRAIN = timedelta(seconds=30)
+"""How long a stopping worker waits for its running claims before recording them FAILED.
+
+Long enough for most jobs to end on their own; short enough that a hung handler
+cannot keep a service from stopping (supervisors kill after 90 s or so)."""
 MAX_CONCURRENCY_LIMIT = 1024
 
 
@@ -129,6 +134,7 @@ class WorkerCore:
         poll: timedelta | str,
         max_backoff: timedelta | str,
         clock: Callable[[], datetime],
+        drain: timedelta | str = DEFAULT_DRAIN,
     ) -> None:
         if isinstance(works, (str, Work)) or not isinstance(works, Iterable):
             raise InvalidArgumentError("works must be a list of Work objects or names")
@@ -164,6 +170,7 @@ class WorkerCore:
         try:
             self.poll = as_timedelta(poll, "poll").total_seconds()
             self.max_backoff = as_timedelta(max_backoff, "max_backoff").total_seconds()
+            self.drain = as_timedelta(drain, "drain").total_seconds()
         except ValueError as exc:
             raise InvalidArgumentError(str(exc)) from None
 
@@ -305,6 +312,11 @@ class WorkerSettings:
         return self._core.max_backoff
 
     @property
+    def drain(self) -> float:
+        """Seconds ``close()`` waits for running claims before recording them FAILED."""
+        return self._core.drain
+
+    @property
     def clock(self) -> Callable[[], datetime]:
         """This process's clock: it only decides when to look (``next_wait``)."""
         return self._core.clock
@@ -345,3 +357,8 @@ def report(claim: ClaimCore, exc: BaseException) -> None:
             "attempt": row.attempt,
         },
     )
+
+
+def shut_down(seconds: float) -> str:
+    """The error a claim still running when a worker's drain ran out is recorded with."""
+    return f"shut down: still running {seconds:g} s after the worker was asked to stop"

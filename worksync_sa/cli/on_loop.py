@@ -64,6 +64,14 @@ class LoopWorker:
         return self.worker.max_backoff
 
     @property
+    def drain(self) -> float:
+        return self.worker.drain
+
+    @property
+    def cut_off(self) -> int:
+        return self.worker.cut_off
+
+    @property
     def sync(self) -> AsyncWorkSync:
         return self.worker.sync
 
@@ -80,12 +88,8 @@ class LoopWorker:
         """Stop the worker and wait for its claims (as ``Worker.close``), then end the loop."""
         if self._closed:
             return
+        self._call(self.worker.close(timeout))  # a second signal interrupts it: may run again
         self._closed = True
-        try:
-            self._call(self.worker.close(timeout))
-        except BaseException:  # a second signal, say: quit now, leaving the loop to exit
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            raise
         try:
             self._call(self._engine.dispose())
         finally:

@@ -28,10 +28,12 @@ claim's row to lease recovery.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import logging
 import os
 import sys
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -44,7 +46,7 @@ from ..config_file import ConfigFile, WorkerSettings
 from ..durations import format_duration
 from ..events import Event
 from ..work import Work
-from ..worker import DEFAULT_MAX_BACKOFF, DEFAULT_POLL, Handler, Worker
+from ..worker import DEFAULT_DRAIN, DEFAULT_MAX_BACKOFF, DEFAULT_POLL, Handler, Worker
 from .on_loop import LoopWorker
 from .options import (
     Commands,
@@ -116,6 +118,13 @@ def register(commands: Commands) -> None:
         type=duration_arg,
         help="longest wait between attempts while the database is away "
         "(default: [worker] max_backoff, else 30s)",
+    )
+    parser.add_argument(
+        "--drain",
+        metavar="DURATION",
+        type=duration_arg,
+        help="on a stop, how long to wait for running claims before recording them FAILED "
+        '("shut down") and exiting 3 (default: [worker] drain, else 30s)',
     )
     parser.add_argument(
         "--worker-id",
@@ -291,7 +300,9 @@ def run(args: argparse.Namespace, secrets: Secrets) -> int:
     poll: timedelta = args.poll or settings.poll or DEFAULT_POLL
     max_backoff: timedelta = args.max_backoff or settings.max_backoff or DEFAULT_MAX_BACKOFF
     concurrency: int = args.concurrency or settings.concurrency or 1
+    drain: timedelta = _first(args.drain, settings.drain, DEFAULT_DRAIN)
     options: dict[str, Any] = {
+        "drain": drain,
         "max_concurrency": concurrency,
         "table": table,
         "poll": poll,
@@ -311,6 +322,11 @@ def run(args: argparse.Namespace, secrets: Secrets) -> int:
         return _serve(worker, engine, table, runs.describe(), poll)
     finally:
         engine.dispose()
+
+
+def _first(*values: timedelta | None) -> timedelta:
+    """The first duration given (a zero drain is one: stop at once)."""
+    return next(value for value in values if value is not None)
 
 
 def kind_of(handlers: dict[str, Handler]) -> str:
@@ -382,23 +398,60 @@ def _serve(
             )
             stop.wait()
             log.info(
-                "%s received: stopping after the running claim finishes "
+                "%s received: stopping, waiting up to %s for running claims "
                 "(send it again to quit at once)",
                 stop.received,
+                format_duration(timedelta(seconds=worker.drain)),
                 extra={"action": "stopping"},
             )
             worker.close()  # a second signal interrupts this wait: ForcedStop
         except ForcedStop:
+            recorded = _record_what_it_can(worker)
             log.warning(
-                "quitting at once: a claim still running keeps its row until its lease runs "
-                "out, then recovery closes it",
+                "quitting at once: %s",
+                "the running claims were recorded FAILED (shut down)"
+                if recorded
+                else "a claim still running keeps its row until its lease runs out, then "
+                "recovery closes it",
                 extra={"action": "forced"},
             )
             raise
         except BaseException:
             worker.close()
             raise
+    if worker.cut_off:
+        log.warning(
+            "worker stopped after %s; %s still running after %s recorded FAILED (shut down)",
+            plural(worker.handled, "claim"),
+            plural(worker.cut_off, "claim"),
+            format_duration(timedelta(seconds=worker.drain)),
+            extra={"action": "stopped"},
+        )
+        return CUT_OFF
     log.info(
         "worker stopped after %s", plural(worker.handled, "claim"), extra={"action": "stopped"}
     )
     return 0
+
+
+CUT_OFF = 3
+"""The exit code of a stop whose drain ran out: some claims were recorded FAILED."""
+QUIT_RECORDING_SECONDS = 1.0
+"""How long a second signal lets the worker record its running claims before quitting."""
+
+
+def _record_what_it_can(worker: Worker | LoopWorker) -> bool:
+    """Record the running claims FAILED at once, for at most a couple of seconds; True if done.
+
+    On a thread of its own: a database that does not answer must not keep an
+    operator who asked twice from getting the process to quit.
+    """
+    finished = threading.Event()
+
+    def close_now() -> None:
+        with contextlib.suppress(Exception):
+            worker.close(timeout=0)
+            finished.set()
+
+    threading.Thread(target=close_now, name="worksync-quit", daemon=True).start()
+    return finished.wait(QUIT_RECORDING_SECONDS)
