@@ -104,7 +104,8 @@ CASES: list[tuple[str, Call, type[Exception], str]] = [
     ("upgrade table", lambda db: ws.upgrade(db.engine, table="x-y"), InvalidConfigError, "table name"),
     ("downgrade table", lambda db: ws.downgrade(db.engine, table=""), InvalidConfigError, "table name"),
     # Repositories (a host may call them directly)
-    ("ScheduleRepository", lambda db: ws.ScheduleRepository("works"), InvalidArgumentError, "Table"),  # type: ignore[arg-type]
+    ("ScheduleRepository", lambda db: ws.ScheduleRepository(42), InvalidArgumentError, "Table"),  # type: ignore[arg-type]
+    ("ScheduleRepository name", lambda db: ws.ScheduleRepository("x-y"), InvalidConfigError, "table name"),
     ("NewRow", lambda db: NewRow("w", "s", -1, T0), InvalidArgumentError, "slot"),
     ("NewRow", lambda db: NewRow("w", "s" * 256, 0, T0), InvalidArgumentError, "sequence"),
     ("NewRow", lambda db: NewRow("w", "s", 0, "T0"), InvalidArgumentError, "tick_at"),  # type: ignore[arg-type]
