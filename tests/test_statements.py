@@ -138,6 +138,17 @@ def test_finish_is_fenced_by_id_token_and_running_status(family: Family, dialect
 
 
 @pytest.mark.parametrize(("family", "dialect"), DIALECTS)
+def test_claim_from_rows_check_is_a_plain_read_by_id_that_takes_no_lock(
+    family: Family, dialect: Dialect
+) -> None:
+    """It must never wait on the row lock of the host's open transaction that claimed it."""
+    text = sql(claim_sql.claim_state(TABLE), dialect)
+    assert re.fullmatch(
+        r"SELECT jobs\.status, jobs\.token, jobs\.attempts FROM jobs WHERE jobs\.id = \S+", text
+    )
+
+
+@pytest.mark.parametrize(("family", "dialect"), DIALECTS)
 def test_values_are_bound_never_inlined(family: Family, dialect: Dialect) -> None:
     """Compile with real values: none of them may appear in the SQL text."""
     evil = "x'); DROP TABLE jobs; --"

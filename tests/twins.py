@@ -19,7 +19,15 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import sqlalchemy as sa
 
-from worksync_sa import AsyncClaim, AsyncScheduler, AsyncWorker, AsyncWorkSync, Claim, Work
+from worksync_sa import (
+    AsyncClaim,
+    AsyncScheduler,
+    AsyncWorker,
+    AsyncWorkSync,
+    Claim,
+    ClaimedRow,
+    Work,
+)
 
 from .extras import need
 
@@ -145,6 +153,10 @@ class BlockingWorkSync:
         self, name: str, *, now: datetime | None = None, grace: timedelta | str | None = None
     ) -> BlockingClaim | None:
         return self._claim(self._loop.run(self.inner.acquire_due(name, now=now, grace=grace)))
+
+    def claim_from_row(self, row: ClaimedRow) -> BlockingClaim:
+        # Not awaited: its check that the claim is committed runs in the claim's first call.
+        return BlockingClaim(self._loop, self.inner.claim_from_row(row))
 
     def recover(self, *, now: datetime | None = None) -> int:
         return self._loop.run(self.inner.recover(now=now))

@@ -16,6 +16,7 @@ from .config import RetryPolicy as RetryPolicy
 from .config import SchedulerConfig as SchedulerConfig
 from .engine import create_engine as create_engine
 from .errors import ClaimLostError as ClaimLostError
+from .errors import ClaimNotCommittedError as ClaimNotCommittedError
 from .errors import DetailsNotLoadedError as DetailsNotLoadedError
 from .errors import InvalidArgumentError as InvalidArgumentError
 from .errors import InvalidConfigError as InvalidConfigError
@@ -101,6 +102,7 @@ __all__ = [
     "BatchRow",
     "Claim",
     "ClaimLostError",
+    "ClaimNotCommittedError",
     "ClaimRepository",
     "ClaimedRow",
     "DetailsNotLoadedError",

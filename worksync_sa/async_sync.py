@@ -61,11 +61,13 @@ class AsyncClaim(ClaimCore):
     one way the twins differ here: :class:`Claim` reads them on first use.
     """
 
-    __slots__ = ("_keepalive", "_lock", "_sync")
+    __slots__ = ("_keepalive", "_lock", "_sync", "_unchecked")
 
-    def __init__(self, sync: AsyncWorkSync, row: ClaimedRow) -> None:
+    def __init__(self, sync: AsyncWorkSync, row: ClaimedRow, *, unchecked: bool = False) -> None:
         super().__init__(row)
         self._sync = sync
+        self._unchecked = unchecked
+        """Made by ``claim_from_row``, whose check (a read) waits for the first awaited call."""
         # Heartbeat and finish must not overlap once a keep-alive task exists:
         # a finish landing under an in-flight heartbeat would look like a lost claim.
         self._lock: contextlib.AbstractAsyncContextManager[Any] = _NO_LOCK
@@ -76,6 +78,7 @@ class AsyncClaim(ClaimCore):
 
         Raises :class:`ClaimLostError` if the row is no longer ours.
         """
+        await self._check_from_row()
         async with self._lock:
             self._may_heartbeat()
             sync = self._sync
@@ -93,6 +96,7 @@ class AsyncClaim(ClaimCore):
         await self._finish(WorkStatus.FAILED, error_text(error))
 
     async def _finish(self, status: WorkStatus, error: str | None) -> None:
+        await self._check_from_row()
         async with self._lock:
             self._may_finish()
             core = self._sync._core
@@ -109,12 +113,28 @@ class AsyncClaim(ClaimCore):
             )
         return self._row
 
+    async def _check_from_row(self) -> None:
+        """A claim from ``claim_from_row``: check, once, that its claim is committed and ours.
+
+        ``AsyncWorkSync.claim_from_row`` cannot await, so its read runs first
+        thing in the claim's first awaited call, before anything is written
+        (see ``WorkSync.claim_from_row``).
+        """
+        if self._unchecked:
+            sync = self._sync
+            self._row = await sync._runner.call(sync._core.from_row(self._row))
+            self._unchecked = False
+
     async def load_details(self) -> None:
         """Read slot, tick_at and attempt where the claim could not return them.
 
         Only a claim by sequence on MySQL/MariaDB needs it (one read); ``async
         with claim:`` calls it. Elsewhere, and for due claims, it does nothing.
+        For a claim from :meth:`AsyncWorkSync.claim_from_row` it first makes
+        that call's check (one read): ``await claim.load_details()`` right
+        after ``claim_from_row`` raises at once if the claim is not committed.
         """
+        await self._check_from_row()
         if not self._row.detailed:
             sync = self._sync
             self._row = await sync._runner.call(sync._core.details(self._row))
@@ -226,9 +246,19 @@ class AsyncWorkSync(WorkSyncSettings):
 
         Call it once that transaction has committed: the claim then heartbeats
         inside ``async with claim:``, and its finish is fenced by the row's token,
-        exactly as for a claim this service made. Nothing is read or written here.
+        exactly as for a claim this service made.
+
+        The row's fields are checked here; the check that its claim is
+        committed and still holds the row (one read that takes no lock and
+        writes nothing, as :meth:`WorkSync.claim_from_row` makes) cannot be
+        awaited in a plain call, so it runs as the claim's first awaited call
+        begins: ``async with claim:``, ``await claim.load_details()``, a
+        heartbeat or a finish. It raises :class:`ClaimNotCommittedError` there,
+        before anything is written, if the host's transaction has not
+        committed yet, and :class:`ClaimLostError` if the row has since been
+        finished or recovered.
         """
-        return AsyncClaim(self, checked_row(row))
+        return AsyncClaim(self, checked_row(row), unchecked=True)
 
     def _claimed(self, row: ClaimedRow | None) -> AsyncClaim | None:
         if row is None:

@@ -44,7 +44,19 @@ class ClaimLostError(WorksyncError):
     """A heartbeat or a finishing write found the row no longer held by this claim.
 
     Either the claim was already finished, or the row was recovered or changed
-    by someone else. Nothing was written.
+    by someone else. Nothing was written. ``claim_from_row`` raises it too,
+    for a row whose committed claim has since been finished or recovered.
+    """
+
+
+class ClaimNotCommittedError(InvalidArgumentError):
+    """``claim_from_row`` was given a row whose claim is not committed (yet).
+
+    The host's transaction that claimed it with ``ClaimRepository`` is still
+    open, or was rolled back. ``claim_from_row`` finds out with one read that
+    takes no lock and writes nothing, so the host's transaction and its row
+    are left as they were: commit it, then call ``claim_from_row``. An
+    :class:`InvalidArgumentError` (a ``ValueError``): it is a misuse of the call.
     """
 
 

@@ -264,9 +264,22 @@ class WorkSync(WorkSyncSettings):
 
         Call it once that transaction has committed: the claim then heartbeats
         inside ``with claim:``, and its finish is fenced by the row's token,
-        exactly as for a claim this service made. Nothing is read or written here.
+        exactly as for a claim this service made.
+
+        One read by id, on this service's own connection, checks that the row
+        is RUNNING with the row's token as committed. Called inside the
+        transaction that claimed it, the claim's first heartbeat would wait on
+        that transaction's own row lock (on MySQL/MariaDB, past the lease) or
+        fail late and misleadingly; the read takes no lock, so it never waits
+        on the host, and writes nothing. It raises
+        :class:`ClaimNotCommittedError` when the claim is not committed yet
+        (the host's transaction is left as it was: commit it, then call this),
+        :class:`ClaimLostError` when it committed and the row has since been
+        finished or recovered, and :class:`InvalidArgumentError` for a row
+        whose fields have the wrong types.
         """
-        return Claim(self, checked_row(row))
+        checked = checked_row(row)
+        return Claim(self, self._runner.call(self._core.from_row(checked)))
 
     def _claimed(self, row: ClaimedRow | None) -> Claim | None:
         if row is None:

@@ -24,15 +24,23 @@ from worksync_sa._core.claims import (
     Record,
     WorkSyncCore,
     checked_floor,
+    checked_row,
     describe,
     error_text,
     heartbeat_period,
+    held_from_row,
 )
+from worksync_sa._core.repositories import ClaimState
 from worksync_sa._run.attempts import BUSY, TAKE, Counters, Give, Locked, Run, attempts
 from worksync_sa._run.retry import Retry
 from worksync_sa._run.steps import Call, Idle, Sleep
 from worksync_sa.config import RetryPolicy
-from worksync_sa.errors import ClaimLostError, InvalidArgumentError, InvalidWorkError
+from worksync_sa.errors import (
+    ClaimLostError,
+    ClaimNotCommittedError,
+    InvalidArgumentError,
+    InvalidWorkError,
+)
 from worksync_sa.models import WorkStatus
 from worksync_sa.repository import ClaimedRow
 
@@ -177,6 +185,80 @@ def test_a_claims_details_and_its_lag() -> None:
     assert row().lag is None
     assert not claim.finished
     assert not claim.lost
+
+
+# -- a claim from a host's row ----------------------------------------------------------------
+
+
+def state(status: WorkStatus, token: str | None, attempts: int | None = 1) -> ClaimState:
+    return ClaimState(status, token, attempts)
+
+
+def test_a_claim_from_a_row_holds_when_the_row_is_running_with_its_token() -> None:
+    claimed = row(attempt=2)
+    assert held_from_row(claimed, state(WorkStatus.RUNNING, "f" * 32, 2), "works") is claimed
+
+
+@pytest.mark.parametrize(
+    ("found", "attempt", "error", "said"),
+    [
+        (None, 1, ClaimNotCommittedError, "row 7 of table 'works' is not there as committed"),
+        (state(WorkStatus.QUEUED, None, 0), 1, ClaimNotCommittedError, "is still QUEUED"),
+        (state(WorkStatus.QUEUED, "e" * 32, 1), 2, ClaimNotCommittedError, "is still QUEUED"),
+        (state(WorkStatus.QUEUED, None, 1), None, ClaimNotCommittedError, "is still QUEUED"),
+        (state(WorkStatus.QUEUED, None, 1), 1, ClaimLostError, "recovered and queued again"),
+        (state(WorkStatus.SUCCESS, "f" * 32), 1, ClaimLostError, "already finished as SUCCESS"),
+        (state(WorkStatus.FAILED, "f" * 32), 1, ClaimLostError, "already finished as FAILED"),
+        (state(WorkStatus.RUNNING, "e" * 32, 2), 1, ClaimLostError, "under another claim's"),
+    ],
+)
+def test_a_claim_from_a_row_not_committed_or_no_longer_held_is_refused(
+    found: ClaimState | None, attempt: int | None, error: type[Exception], said: str
+) -> None:
+    with pytest.raises(error, match=said):
+        held_from_row(row(attempt=attempt), found, "works")
+
+
+def test_not_committed_is_a_usage_error_that_says_to_commit_first() -> None:
+    assert issubclass(ClaimNotCommittedError, InvalidArgumentError)
+    with pytest.raises(ValueError, match="after the transaction that claimed the row has commit"):
+        held_from_row(row(), None, "works")
+
+
+def test_a_claim_from_a_row_is_one_read_named_for_the_call() -> None:
+    call = sync().from_row(row())
+    assert (call.what, call.resolve, call.peek) == ("claim_from_row", None, None)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "said"),
+    [
+        ("id", "7", "row.id must be an int, got str '7'"),
+        ("id", 7.0, "row.id must be an int, got float 7.0"),
+        ("id", -1, "row.id must be a row's id (1 or more), got -1"),
+        ("name", b"report", "row.name must be a string, got bytes b'report'"),
+        ("sequence", 1, "row.sequence must be a string, got int 1"),
+        ("token", None, "row.token must be a string, got NoneType None"),
+        ("token", "x" * 33, "row.token must be the claim's token (1 to 32 characters), got 33"),
+        ("lease_seconds", False, "row.lease_seconds must be an int or None, got bool False"),
+        ("slot", "0", "row.slot must be an int or None, got str '0'"),
+        ("tick_at", 0, "row.tick_at must be a datetime or None, got int 0"),
+        ("attempt", 1.5, "row.attempt must be an int or None, got float 1.5"),
+        ("started_at", "now", "row.started_at must be a datetime or None, got str 'now'"),
+    ],
+)
+def test_a_row_with_a_field_of_the_wrong_type_is_refused_naming_it(
+    field: str, value: object, said: str
+) -> None:
+    with pytest.raises(InvalidArgumentError) as raised:
+        checked_row(row()._replace(**{field: value}))
+    assert str(raised.value) == said
+
+
+def test_a_row_as_a_claim_returns_it_passes_the_checks() -> None:
+    full = row(slot=0, tick_at=TICK, attempt=1, started_at=TICK)
+    assert checked_row(full) is full
+    assert checked_row(row(None)) == row(None)  # a MySQL claim by sequence: details unknown
 
 
 def test_finishing_twice_is_refused() -> None:

@@ -18,13 +18,21 @@ from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
+from sqlalchemy.engine import Connection
+
 from .._run.identity import default_worker_id, new_token
 from .._run.steps import Call, Idle, Sleep, Steps
+from .._sql.direct import in_others_transaction
 from .._sql.driver_errors import is_database_away
 from .._sql.text import check_text
 from ..config import RetryPolicy
 from ..durations import as_timedelta
-from ..errors import ClaimLostError, InvalidArgumentError, InvalidWorkError
+from ..errors import (
+    ClaimLostError,
+    ClaimNotCommittedError,
+    InvalidArgumentError,
+    InvalidWorkError,
+)
 from ..events import Event, Events, Listener
 from ..models import (
     DEFAULT_LEASE_SECONDS,
@@ -38,7 +46,7 @@ from ..rows import ClaimedRow, claimed_row
 from ..work import LONGEST_POLICY
 from .maintenance import check_prune, prune_steps, recover_steps
 from .outage import Outage
-from .repositories import ClaimCalls
+from .repositories import ClaimCalls, ClaimState
 
 logger = logging.getLogger(__name__)
 
@@ -68,13 +76,94 @@ def checked_floor(grace: object) -> int:
     return floor_seconds(delta)
 
 
+_ROW_FIELDS: tuple[tuple[str, type, bool, str], ...] = (
+    ("id", int, False, "an int"),
+    ("name", str, False, "a string"),
+    ("sequence", str, False, "a string"),
+    ("token", str, False, "a string"),
+    ("lease_seconds", int, True, "an int or None"),
+    ("slot", int, True, "an int or None"),
+    ("tick_at", datetime, True, "a datetime or None"),
+    ("attempt", int, True, "an int or None"),
+    ("started_at", datetime, True, "a datetime or None"),
+)
+"""Each ``ClaimedRow`` field: its name, its type, whether None is allowed, and how it is said."""
+
+
 def checked_row(row: object) -> ClaimedRow:
-    """A row for ``claim_from_row``: what a ``ClaimRepository`` claim returned."""
+    """A row for ``claim_from_row``: what a ``ClaimRepository`` claim returned.
+
+    A ``ClaimedRow`` is a named tuple a host can also build, so each field's
+    type is checked here: a string id, say, would otherwise be refused only
+    by the finish at the end of the work, or match no row and look like a
+    lost claim.
+    """
     if not isinstance(row, ClaimedRow):
         raise InvalidArgumentError(
             f"row must be the ClaimedRow a ClaimRepository claim returned, not {type(row).__name__}"
         )
+    for field, kind, optional, said in _ROW_FIELDS:
+        value = getattr(row, field)
+        if value is None and optional:
+            continue
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise InvalidArgumentError(
+                f"row.{field} must be {said}, got {type(value).__name__} {value!r:.60}"
+            )
+    if row.id < 1:
+        raise InvalidArgumentError(f"row.id must be a row's id (1 or more), got {row.id}")
+    if not 1 <= len(row.token) <= 32:
+        raise InvalidArgumentError(
+            f"row.token must be the claim's token (1 to 32 characters), got {len(row.token)}"
+        )
     return row
+
+
+def held_from_row(row: ClaimedRow, state: ClaimState | None, table: str) -> ClaimedRow:
+    """``row`` if its claim is committed and still holds it, else the error naming why not.
+
+    ``state`` is the row as committed, read by ``claim_from_row`` on the
+    service's own connection. Any other answer than RUNNING with the row's
+    token means the claim cannot be used: its transaction has not committed
+    (the row is still as it was before it), or it committed and the row has
+    since moved on. A claim made from it would heartbeat into the host's row
+    lock (MySQL/MariaDB waits, past the lease), or fail its fenced writes
+    late and misleadingly, so it is refused now, before anything is written.
+    """
+    where = f"row {row.id} of table {table!r}"
+    after = "call claim_from_row after the transaction that claimed the row has committed"
+    if state is None:
+        raise ClaimNotCommittedError(
+            f"{where} is not there as committed: the transaction that created and claimed "
+            f"it has not committed yet (or was rolled back, or the row was deleted); {after}"
+        )
+    if state.token == row.token and state.status == WorkStatus.RUNNING:
+        return row
+    is_ours = state.token == row.token
+    status = state.status.name
+    if state.status == WorkStatus.QUEUED:
+        requeued = (
+            row.attempt is not None and state.attempts is not None and state.attempts >= row.attempt
+        )
+        if not requeued:
+            raise ClaimNotCommittedError(
+                f"{where} is still QUEUED as committed: the transaction that claimed it has "
+                f"not committed yet (or was rolled back); {after}"
+            )
+        raise ClaimLostError(
+            f"{where} was claimed with this token, then recovered and queued again (its lease "
+            "ran out): this claim no longer holds it; nothing was written"
+        )
+    if is_ours:
+        raise ClaimLostError(
+            f"{where} was already finished as {status} by this claim (or recovered): it no "
+            "longer holds it; nothing was written"
+        )
+    raise ClaimLostError(
+        f"{where} is {status} under another claim's token: this claim was lost (recovered "
+        "and claimed again), or the transaction that claimed it was rolled back; nothing "
+        "was written"
+    )
 
 
 def checked_now(now: object) -> datetime | None:
@@ -415,6 +504,27 @@ class WorkSyncCore:
         )
         if self.events:
             self.events.emit(Event("claimed", row.name, row.sequence, lag=row.lag))
+
+    def from_row(self, row: ClaimedRow) -> Call[ClaimedRow]:
+        """The check ``claim_from_row`` makes: one read by id, no lock, nothing written.
+
+        It runs on the service's own autocommit connection, so it reads the
+        latest committed row (each statement its own snapshot, on MySQL's
+        REPEATABLE READ too) and never waits on the lock a host's open
+        transaction holds on it; see :func:`held_from_row`.
+        """
+        repo, table = self.repo, self.table_name
+
+        def held(conn: Connection) -> ClaimedRow:
+            if in_others_transaction(conn):
+                raise ClaimNotCommittedError(
+                    f"row {row.id} of table {table!r}: this engine's pool shares one "
+                    "connection (sqlite://), and a transaction is still open on it; call "
+                    "claim_from_row after the transaction that claimed the row has committed"
+                )
+            return held_from_row(row, repo.state(conn, row.id), table)
+
+        return Call("claim_from_row", held)
 
     # -- a claim's later writes ------------------------------------------------------------
 

@@ -13,12 +13,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy.engine import Connection
 
 from .._sql.blockers import end_connection, idle_lock_holders
-from .._sql.claims import claim_by_token, finished_by_claim, lease_of, queued_left
+from .._sql.claims import (
+    claim_by_token,
+    claim_state,
+    finished_by_claim,
+    lease_of,
+    queued_left,
+)
 from .._sql.dialect import family_of
 from .._sql.direct import execute
 from .._sql.schedule import adopt, close_surplus, latest_ticks, unadopted, window_state
@@ -40,6 +46,14 @@ class LockHolder:
     """Seconds since its transaction began."""
     isolation: str
     rows_locked: int
+
+
+class ClaimState(NamedTuple):
+    """A claimed row as committed: what ``claim_from_row`` checks before it makes a claim."""
+
+    status: WorkStatus
+    token: str | None
+    attempts: int | None
 
 
 class PassRepository(ScheduleRepository):
@@ -182,6 +196,16 @@ class ClaimCalls(ClaimRepository):
         select = self._statements.get("by_token", family, lambda t, _: claim_by_token(t))
         row = execute(conn, select, {"work_name": name, "claim_token": token}).one_or_none()
         return None if row is None else claimed_row(name, token, tuple(row))
+
+    def state(self, conn: Connection, claim_id: int) -> ClaimState | None:
+        """The row's committed status, token and attempts; None if no committed row has the id."""
+        family = family_of(conn.dialect)
+        select = self._statements.get("claim_state", family, lambda t, _: claim_state(t))
+        row = execute(conn, select, {"claim_id": claim_id}).one_or_none()
+        if row is None:
+            return None
+        status, token, attempts = row
+        return ClaimState(WorkStatus(status), token, None if attempts is None else int(attempts))
 
     def lease_seconds(self, conn: Connection, claim_id: int) -> int | None:
         """The row's own lease length, or None for the default."""

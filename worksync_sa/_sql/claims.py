@@ -180,6 +180,20 @@ def claim_by_token(table: sa.Table) -> sa.Select[Any]:
     )
 
 
+def claim_state(table: sa.Table) -> sa.Select[Any]:
+    """A row's committed status, token and attempts, by id: is a host's claim of it committed?
+
+    A plain read, no lock clause: on a service's autocommit lane it sees the
+    latest committed state and never waits on the row lock a host's open
+    transaction holds (a consistent read on MySQL/MariaDB and PostgreSQL; on
+    SQLite in WAL mode readers never wait on the writer).
+    """
+    c = table.c
+    return sa.select(c.status, c.token, c.attempts).where(
+        c.id == sa.bindparam("claim_id", type_=sa.BigInteger())
+    )
+
+
 def finished_by_claim(table: sa.Table) -> sa.Select[Any]:
     """Whether this claim itself already recorded this outcome (its reply was lost)."""
     c = table.c

@@ -66,6 +66,21 @@ def is_lane(conn: Connection) -> bool:
     return found is not None and found() is conn
 
 
+def in_others_transaction(conn: Connection) -> bool:
+    """True when ``conn`` is no lane and its driver connection is inside a transaction.
+
+    Only a pool that shares one connection among all its users (``sqlite://``,
+    see ``_run.lanes``) hands a service the very connection a host is using,
+    transaction and all; a read there would see the host's uncommitted rows as
+    committed, and the runner's commit would commit them. Asked before
+    anything runs on ``conn``, so any transaction open on it is the host's.
+    Drivers that do not say (no ``in_transaction``) are taken as not in one.
+    """
+    if is_lane(conn):
+        return False
+    return bool(getattr(conn.connection.driver_connection, "in_transaction", False))
+
+
 ISOLATION = "worksync_isolation"
 """Execution option: the isolation level a statement must run under on a lane.
 
