@@ -291,7 +291,7 @@ def test_claim_from_row_refuses_wrong_field_types_at_once(
     assert row is not None
     refused = pytest.raises(InvalidArgumentError, match=re.escape(said))
     with db.WorkSync(db.engine, table=db.table) as sync, refused:
-        sync.claim_from_row(row._replace(**{field: value}))
+        sync.claim_from_row(row._replace(**{field: value}))  # type: ignore[arg-type]
     (stored,) = db.rows()
     assert (stored.status, stored.token) == (WorkStatus.RUNNING, row.token)
 

@@ -251,7 +251,7 @@ def test_a_row_with_a_field_of_the_wrong_type_is_refused_naming_it(
     field: str, value: object, said: str
 ) -> None:
     with pytest.raises(InvalidArgumentError) as raised:
-        checked_row(row()._replace(**{field: value}))
+        checked_row(row()._replace(**{field: value}))  # type: ignore[arg-type]
     assert str(raised.value) == said
 
 
