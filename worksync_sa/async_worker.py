@@ -101,6 +101,8 @@ class AsyncWorker(WorkerSettings):
         """Claims this worker has run (finished or not)."""
         self.cut_off = 0
         """Claims :meth:`close` cancelled as still running when the drain ran out."""
+        self._here: AsyncClaim | None = None
+        """The claim the loop's own task runs (``max_concurrency`` 1)."""
         self._free = 0
         """Runners left for claims: ``max_concurrency`` minus the claims running."""
         self._claims: set[asyncio.Task[None]] = set()
@@ -148,7 +150,11 @@ class AsyncWorker(WorkerSettings):
         }
 
     async def _run_here(self, claim: AsyncClaim) -> None:
-        await self._handle(claim)
+        self._here = claim
+        try:
+            await self._handle(claim)
+        finally:
+            self._here = None
         self.handled += 1
 
     async def _await_one(self) -> bool:
@@ -255,7 +261,10 @@ class AsyncWorker(WorkerSettings):
         """
         seconds = self.drain if timeout is None else timeout
         deadline = asyncio.get_running_loop().time() + seconds
-        await self.stop(seconds)
+        self._wake.set()
+        here = self._here
+        if await self._background.stop(seconds, shut_down(seconds)) and here is not None:
+            self.cut_off += 1  # the loop ran it itself (max_concurrency 1): cancelled with it
         if self._claims:
             left = max(0.0, deadline - asyncio.get_running_loop().time())
             _, pending = await asyncio.wait(set(self._claims), timeout=left)

@@ -75,14 +75,19 @@ class BackgroundTask:
         self.stopping.clear()
         self._task = asyncio.get_running_loop().create_task(loop(), name=f"worksync-{self.what}")
 
-    async def stop(self, timeout: float | None = None) -> None:
-        """Ask the loop to stop and wait for it; past ``timeout`` seconds, cancel it."""
+    async def stop(self, timeout: float | None = None, reason: str | None = None) -> bool:
+        """Ask the loop to stop and wait for it; past ``timeout`` seconds, cancel it.
+
+        ``reason``: the cancellation's message, which a claim the loop runs records.
+        Returns whether it had to cancel.
+        """
         self.stopping.set()
         task = self._task
         if task is None:
-            return
+            return False
         _, pending = await asyncio.wait({task}, timeout=timeout)
         if pending:
-            task.cancel()
+            task.cancel(reason)
             await asyncio.wait({task})  # not `await task`: our own cancellation must propagate
         self._task = None
+        return bool(pending)
