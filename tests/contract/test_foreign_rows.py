@@ -149,8 +149,9 @@ def test_the_ledger_reads_undated_labels_in_the_zone_of_the_works_rows_or_the_on
     original_create(db, "w", berlin(at(30)), 1)  # before our scheduler's first pass
     original_create(db, "theirs", berlin(at(45)), 1)  # a work only the original schedules
     config = SchedulerConfig(lookahead="1m", interval="10s", sequence=berlin)
-    scheduler = db.Scheduler(db.engine, [Work("w", "@every 10s")], config, table=db.table)
-    scheduler.run_pass(at(60))  # plans 70 s ... 120 s: the tick at 30 s stays undated
+    work = Work("w", "@every 10s", grace="10s")
+    scheduler = db.Scheduler(db.engine, [work], config, table=db.table)
+    scheduler.run_pass(at(60))  # plans 70 s ... 120 s; the tick at 30 s, past grace, stays undated
     assert {r.tick_at for r in db.rows(name="w", sequence=berlin(at(30)))} == {None}
     for zone, theirs in ((None, at(45) + timedelta(hours=1)), ("Europe/Berlin", at(45))):
         ledger = Ledger(db.engine, table=db.table, sequence_zone=zone)
