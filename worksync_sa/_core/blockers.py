@@ -12,6 +12,14 @@ says the original runs beside us: that is its create's fingerprint (no other
 statement of either program runs so, nor sits idle inside a transaction).
 Anything else is only reported, once a minute while it lasts: it is someone
 else's transaction to end.
+
+When one of our writes has just waited for a lock in vain, the watch ends the
+original's idle transactions however young (see ``IDLE_SECONDS``): with two of
+its schedulers one is left open per tick per work, a new one every second or
+so, and before our first pass has written the lookahead each one's locks reach
+over every upcoming tick of its work. A watch that spared the young ones found
+a fresh one in the way on every retry, and the first pass failed for as long as
+the original ran (its ticks then went unclaimed, as nobody dated its rows).
 """
 
 from __future__ import annotations
@@ -34,6 +42,13 @@ pauses between its two statements, so a second idle means it was left open; and 
 live one ended, its tick would lose nothing (its transaction rolls back, and the tick gets
 its last row from us at ``leave_to_original``). Each second it stays, the original's next
 create waits on its lock and falls behind, and finds the next tick complete too."""
+BLOCKED_IDLE_SECONDS = 0
+"""The same, once one of our writes has waited for a lock in vain (``steps(now=True)``):
+any idle SERIALIZABLE transaction may be what holds it, and a leak a second old is
+already one too many. The original's creates run about one a second beside two of its
+schedulers, so a write that spared the young ones met a new one on every retry. Only
+the SERIALIZABLE ones are looked at so young: anything else is reported only once idle
+for ``IDLE_SECONDS``."""
 REPORT_EVERY = 60.0
 """Seconds between two reports of the same transaction."""
 LOOK_EVERY = 60.0
@@ -53,7 +68,8 @@ class LockWatch:
     def steps(self, repo: PassRepository, *, now: bool = False) -> Steps[int]:
         """Look (every pass beside the original, else once a minute); returns how many ended.
 
-        ``now``: look whatever the time, as a write of the pass just waited for a lock in vain.
+        ``now``: look whatever the time, as a write of the pass just waited for a lock in vain;
+        beside the original, its transactions are then ended however short their idle.
         """
         at = time.monotonic()
         if self._blind or (
@@ -63,10 +79,10 @@ class LockWatch:
         ):
             return 0
         self._looked = at
+        blocked = now and self.end_originals
+        idle = BLOCKED_IDLE_SECONDS if blocked else IDLE_SECONDS
         try:
-            holders = yield Call(
-                "lock holders", partial(repo.idle_lock_holders, idle_seconds=IDLE_SECONDS)
-            )
+            holders = yield Call("lock holders", partial(repo.idle_lock_holders, idle_seconds=idle))
         except sa.exc.DBAPIError as exc:
             self._blind = True
             logger.warning(
@@ -83,7 +99,7 @@ class LockWatch:
         for holder in holders:
             if self.end_originals and holder.isolation == "SERIALIZABLE":
                 ended += yield from self._end(repo, holder)
-            else:
+            elif holder.idle >= IDLE_SECONDS:  # a young one is no leak yet: not reported
                 self._report(holder, at)
         seen = {holder.connection for holder in holders}
         self._reported = {k: v for k, v in self._reported.items() if k in seen}

@@ -308,7 +308,10 @@ class SchedulerCore:
         A transaction left open (the Go original's) can hold a lock for hours:
         retrying blindly would keep the pass, and the claims behind its locks,
         waiting for it. So each timed-out wait first looks for what holds the
-        lock, ends or reports it (``_core.blockers``), then tries again.
+        lock, ends or reports it (``_core.blockers``), then tries again. Beside
+        the original that look ends its idle transactions however young: with
+        two of its schedulers a new one comes every second or so, and one a
+        second old would be in the way of every retry.
         """
         if not mysql:
             written: int = yield call
