@@ -128,7 +128,8 @@ def _count_actions() -> _ActionCounter:
 
         name = multiprocessing.current_process().name
         handler = logging.FileHandler(os.path.join(folder, f"{name}-{os.getpid()}.log"))
-        handler.setFormatter(logging.Formatter("%(asctime)s.%(msecs)03d %(levelname)s %(name)s %(message)s", "%H:%M:%S"))
+        layout = "%(asctime)s.%(msecs)03d %(levelname)s %(name)s %(message)s"
+        handler.setFormatter(logging.Formatter(layout, "%H:%M:%S"))
         logging.getLogger("worksync_sa").addHandler(handler)
     logging.getLogger("worksync_sa").setLevel(logging.DEBUG)
     return counter
