@@ -494,3 +494,42 @@ def test_a_pass_held_up_by_a_transaction_left_open_ends_it_and_goes_on(
     finally:
         left_open.close()
         scheduler.close()
+
+
+def test_a_first_pass_held_up_by_a_young_transaction_left_open_ends_it(
+    fleet: Fleet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two of the original's schedulers leave one count open per tick, a new one every second.
+
+    Before our first pass has written the lookahead, such a count's gap lock
+    covers every upcoming tick of the work. A write that waited for it in vain
+    must end it however young: sparing those idle for less than ``IDLE_SECONDS``
+    (here: all of them) found a fresh one in the way on every retry, and the
+    first pass failed for as long as the original ran.
+    """
+    import time
+    from datetime import datetime, timezone
+
+    from worksync_sa import Scheduler, SchedulerConfig, Work
+    from worksync_sa._core import blockers
+    from worksync_sa._run.lanes import LOCK_WAIT_SECONDS
+
+    monkeypatch.setattr(blockers, "IDLE_SECONDS", 3600)  # every leak is a young one
+    assert worksync("migrate", "--db", fleet.url, cwd=tmp_path).returncode == 0
+    now = datetime.now(timezone.utc).replace(microsecond=0)
+    config = SchedulerConfig(lookahead="5s", interval="1s", leave_to_original="2s")
+    scheduler = Scheduler(
+        fleet.engine, [Work("w", "* * * * * *", max_run=2)], config, table="works"
+    )
+    left_open = _leave_open(fleet, "w", original.label(now + timedelta(seconds=1), "UTC"))
+    try:
+        started = time.monotonic()
+        scheduler.run_pass(now)  # the first: every tick of the window, into the locked gap
+        took = time.monotonic() - started
+        assert scheduler.last_pass is not None
+        assert scheduler.last_pass.released == 1
+        assert scheduler.last_pass.created >= 5
+        assert took < 3 * LOCK_WAIT_SECONDS  # one lock wait, a look, the insert
+    finally:
+        left_open.close()
+        scheduler.close()
