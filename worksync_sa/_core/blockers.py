@@ -58,8 +58,10 @@ LOOK_EVERY = 60.0
 class LockWatch:
     """One scheduler's watch for transactions left open in its database."""
 
-    def __init__(self, end_originals: bool) -> None:
+    def __init__(self, end_originals: bool, *, reports: bool = True) -> None:
         self.end_originals = end_originals
+        self.reports = reports
+        """False: only end (the scheduler's watch loop; its passes' own watch reports)."""
         self._looked: float | None = None
         self._reported: dict[int, float] = {}
         self._blind = False
@@ -99,7 +101,7 @@ class LockWatch:
         for holder in holders:
             if self.end_originals and holder.isolation == "SERIALIZABLE":
                 ended += yield from self._end(repo, holder)
-            elif holder.idle >= IDLE_SECONDS:  # a young one is no leak yet: not reported
+            elif self.reports and holder.idle >= IDLE_SECONDS:  # a young one is no leak yet
                 self._report(holder, at)
         seen = {holder.connection for holder in holders}
         self._reported = {k: v for k, v in self._reported.items() if k in seen}

@@ -50,6 +50,25 @@ class Pass:
 PASS = Pass()
 LoopStep = Pass | Idle
 
+
+class Look:
+    """A step of the watch loop: one look for the original's leaks (``look_steps``)."""
+
+
+LOOK = Look()
+WatchStep = Look | Idle
+
+WATCH_EVERY = 0.25
+"""Seconds between two looks of the watch loop beside the Go original (``_watch_steps``).
+
+Two of its schedulers leave a transaction open on about every tick; while one lives,
+the original's next insert waits on it (holding the table's AUTO-INC lock, which every
+other insert then waits for), and before our first pass has written the lookahead it
+locks every upcoming tick of its work. A look between our own statements comes too
+late: a fresh leak forms within milliseconds of the last one ending, so a write that
+waited for one in vain met the next on every retry. Looked for this often, on a
+connection of its own, a leak lives a fraction of a second, and a write waiting on one
+gets its lock as soon as it ends, while still waiting."""
 BATCH_ROWS = 5000
 """Rows per INSERT and per transaction: a handful of statements per pass, short locks."""
 SQLITE_BATCH_ROWS = 20_000
@@ -160,6 +179,8 @@ class SchedulerCore:
         self._lost_seen = 0
         self._last_prune: datetime | None = None
         self._locks = LockWatch(end_originals=self.config.leave_to_original is not None)
+        self._watch = LockWatch(end_originals=True, reports=False)
+        """The watch loop's own (``_watch_steps``): it only ends, the passes' watch reports."""
         self.last_pass: PassReport | None = None
         """What the most recent pass did."""
 
@@ -422,6 +443,34 @@ class SchedulerCore:
             due = max(due, now)  # after an overrun, carry on without a burst of passes
             if (yield Idle(due - now)):
                 return
+
+    def watches(self, mysql: bool) -> bool:
+        """Whether a watch loop runs beside the passes: beside the original, on MySQL/MariaDB."""
+        return mysql and self.config.leave_to_original is not None
+
+    def _watch_steps(self) -> Generator[WatchStep, Any, None]:
+        """The watch loop, for both twins: a look every ``WATCH_EVERY`` seconds, until stopped.
+
+        The shells perform ``LOOK`` (``look_steps``, on a connection of the
+        loop's own) and ``Idle``. A failed look is retried a second later,
+        unlogged: an outage is the pass loop's to report.
+        """
+        while not (yield Idle(WATCH_EVERY)):
+            try:
+                yield LOOK
+            except GeneratorExit:  # closed, not failed
+                raise
+            except BaseException as exc:
+                if is_stop(exc):
+                    raise
+                logger.debug("lock watch: look failed: %s", exc, extra={"action": "lock-holder"})
+                if (yield Idle(1.0)):
+                    return
+
+    def look_steps(self) -> Steps[int]:
+        """One look of the watch loop: ends the original's idle transactions, however young."""
+        ended: int = yield from self._watch.steps(self._repo, now=True)
+        return ended
 
     def pass_after(self, lost_connections: int, steps: Steps[int]) -> Steps[int]:
         """``steps`` (a pass), first forgetting what this process covered if it may be stale.
