@@ -109,7 +109,7 @@ class Scheduler(SchedulerCore):
 
         Beside the Go original (``leave_to_original``) on MySQL/MariaDB, a
         second thread, on a connection of its own, ends the transactions the
-        original leaves open within a fraction of a second (``_core.passes.WATCH_EVERY``).
+        original leaves open a second after it did (``_core.passes.WATCH_EVERY``).
         """
         self._background.start(self._run)
         if self.watches(self._runner.mysql) and not self._watcher.running:

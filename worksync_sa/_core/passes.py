@@ -67,8 +67,11 @@ other insert then waits for), and before our first pass has written the lookahea
 locks every upcoming tick of its work. A look between our own statements comes too
 late: a fresh leak forms within milliseconds of the last one ending, so a write that
 waited for one in vain met the next on every retry. Looked for this often, on a
-connection of its own, a leak lives a fraction of a second, and a write waiting on one
-gets its lock as soon as it ends, while still waiting."""
+connection of its own, a leak lives little more than ``IDLE_SECONDS`` (one second, as
+the server counts whole seconds), less than our writes wait for a lock (2 s): a write
+waiting on one gets its lock as soon as it ends, while still waiting. The watch spares
+younger ones, as the passes' look does: a create of the original's caught between its
+two statements is no leak (the lock-wait look, ``steps(now=True)``, spares none)."""
 BATCH_ROWS = 5000
 """Rows per INSERT and per transaction: a handful of statements per pass, short locks."""
 SQLITE_BATCH_ROWS = 20_000
@@ -468,8 +471,8 @@ class SchedulerCore:
                     return
 
     def look_steps(self) -> Steps[int]:
-        """One look of the watch loop: ends the original's idle transactions, however young."""
-        ended: int = yield from self._watch.steps(self._repo, now=True)
+        """One look of the watch loop: ends the original's transactions idle for a second."""
+        ended: int = yield from self._watch.steps(self._repo)
         return ended
 
     def pass_after(self, lost_connections: int, steps: Steps[int]) -> Steps[int]:
