@@ -14,12 +14,13 @@ Anything else is only reported, once a minute while it lasts: it is someone
 else's transaction to end.
 
 When one of our writes has just waited for a lock in vain, the watch ends the
-original's idle transactions however young (see ``IDLE_SECONDS``): with two of
-its schedulers one is left open per tick per work, a new one every second or
-so, and before our first pass has written the lookahead each one's locks reach
-over every upcoming tick of its work. A watch that spared the young ones found
-a fresh one in the way on every retry, and the first pass failed for as long as
-the original ran (its ticks then went unclaimed, as nobody dated its rows).
+original's idle transactions however young (see ``BLOCKED_IDLE_SECONDS``): with
+two of its schedulers one is left open per tick per work, a new one every
+second or so, and before our first pass has written the lookahead each one's
+locks reach over every upcoming tick of its work. Ending them between our own
+statements is not enough there: a fresh one forms within milliseconds of the
+last one ending, so a started scheduler also runs a watch loop of its own that
+ends them while our writes wait (``_core.passes.WATCH_EVERY``).
 """
 
 from __future__ import annotations
