@@ -122,6 +122,15 @@ class _ActionCounter(logging.Handler):
 def _count_actions() -> _ActionCounter:
     counter = _ActionCounter()
     logging.getLogger("worksync_sa").addHandler(counter)
+    folder = os.environ.get("WORKSYNC_TEST_LOG_DIR")
+    if folder:  # diagnosis: each process's whole log, to a file of its own
+        import multiprocessing
+
+        name = multiprocessing.current_process().name
+        handler = logging.FileHandler(os.path.join(folder, f"{name}-{os.getpid()}.log"))
+        layout = "%(asctime)s.%(msecs)03d %(levelname)s %(name)s %(message)s"
+        handler.setFormatter(logging.Formatter(layout, "%H:%M:%S"))
+        logging.getLogger("worksync_sa").addHandler(handler)
     logging.getLogger("worksync_sa").setLevel(logging.DEBUG)
     return counter
 

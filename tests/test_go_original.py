@@ -201,7 +201,8 @@ def due_ticks(start: datetime, end: datetime, zone: str, period: int) -> list[tu
 
 
 OUR_CONNECTIONS = 2
-"""The most connections one of our processes may hold here (one lane per call at once)."""
+"""The most connections one of our processes may hold here (one lane per call at once; the
+scheduler's second is its watch for the original's leaks)."""
 ORIGINAL_CONNECTIONS = 15
 """The most one of the original's may hold beside ours: leaks live a second or two."""
 
@@ -395,8 +396,8 @@ def test_beside_the_real_original_no_tick_stalls(
     ours_said = {role: value for role, (_, value) in run.reports.items()}  # events by action
     assert not over, f"{line}\nover max_run: {over}"
     # The stated bounds (the guide's "Connections"): each of our processes holds one lane per
-    # call running at once (1 here), the original's at most its leaks not yet ended and its
-    # claims in flight.
+    # call running at once (1 here; our scheduler 2 with its watch), the original's at most
+    # its leaks not yet ended and its claims in flight.
     ours_conns = {role: n for role, n in run.connections.items() if role.startswith("py")}
     theirs_conns = {role: n for role, n in run.connections.items() if role.startswith("go")}
     assert all(n <= OUR_CONNECTIONS for n in ours_conns.values()), line

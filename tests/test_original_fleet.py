@@ -563,3 +563,114 @@ def test_a_pass_held_up_by_a_transaction_left_open_ends_it_and_goes_on(
     finally:
         left_open.close()
         scheduler.close()
+
+
+def test_a_first_pass_held_up_by_a_young_transaction_left_open_ends_it(
+    fleet: Fleet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two of the original's schedulers leave one count open per tick, a new one every second.
+
+    Before our first pass has written the lookahead, such a count's gap lock
+    covers every upcoming tick of the work. A write that waited for it in vain
+    must end it however young: sparing those idle for less than ``IDLE_SECONDS``
+    (here: all of them) found a fresh one in the way on every retry, and the
+    first pass failed for as long as the original ran.
+    """
+    import time
+    from datetime import datetime, timezone
+
+    from worksync_sa import Scheduler, SchedulerConfig, Work
+    from worksync_sa._core import blockers
+    from worksync_sa._run.lanes import LOCK_WAIT_SECONDS
+
+    monkeypatch.setattr(blockers, "IDLE_SECONDS", 3600)  # every leak is a young one
+    assert worksync("migrate", "--db", fleet.url, cwd=tmp_path).returncode == 0
+    now = datetime.now(timezone.utc).replace(microsecond=0)
+    config = SchedulerConfig(lookahead="5s", interval="1s", leave_to_original="2s")
+    scheduler = Scheduler(
+        fleet.engine, [Work("w", "* * * * * *", max_run=2)], config, table="works"
+    )
+    left_open = _leave_open(fleet, "w", original.label(now + timedelta(seconds=1), "UTC"))
+    try:
+        started = time.monotonic()
+        scheduler.run_pass(now)  # the first: every tick of the window, into the locked gap
+        took = time.monotonic() - started
+        assert scheduler.last_pass is not None
+        assert scheduler.last_pass.released == 1
+        assert scheduler.last_pass.created >= 5
+        assert took < 3 * LOCK_WAIT_SECONDS  # one lock wait, a look, the insert
+    finally:
+        left_open.close()
+        scheduler.close()
+
+
+def _ended_within(fleet: Fleet, left_open: Any, seconds: float) -> float | None:
+    """How long until the server no longer lists ``left_open``'s connection (None: it still is)."""
+    import time
+
+    connection = left_open.thread_id()
+    started = time.monotonic()
+    with fleet.engine.connect() as conn:
+        while time.monotonic() - started < seconds:
+            listed = conn.exec_driver_sql(
+                "select count(*) from information_schema.processlist where id = %s", (connection,)
+            ).scalar()
+            if not listed:
+                return time.monotonic() - started
+            time.sleep(0.05)
+    return None
+
+
+@pytest.mark.parametrize("twin", ["blocking", "async"])
+def test_beside_the_original_a_watch_ends_its_leaks_at_once(
+    fleet: Fleet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, twin: str
+) -> None:
+    """A started scheduler beside the original ends a transaction it leaves open in seconds.
+
+    Not at its next pass (an hour away here): a watch loop of its own, on a
+    second connection, looks four times a second, and ends it once idle for a
+    second (the server counts whole seconds), sooner than our writes give up
+    waiting for a lock (2 s).
+    """
+    from datetime import datetime, timezone
+
+    from worksync_sa import AsyncScheduler, Scheduler, SchedulerConfig, Work
+
+    from .twins import Loop, async_engine
+
+    assert worksync("migrate", "--db", fleet.url, cwd=tmp_path).returncode == 0
+    now = datetime.now(timezone.utc).replace(microsecond=0)
+    config = SchedulerConfig(lookahead="2h", interval="1h", leave_to_original="90m")
+    works = [Work("w", "0 0 0 1 1 *", max_run=2)]  # one tick a year: the passes write nothing
+    if twin == "blocking":
+        scheduler = Scheduler(fleet.engine, works, config, table="works")
+        scheduler.start()
+        scheduler_stop = scheduler.close
+    else:
+        loop = Loop()
+        engine = async_engine(fleet.url)
+        ours = AsyncScheduler(engine, works, config, table="works")
+        loop.run(_started(ours))
+
+        def scheduler_stop() -> None:
+            loop.run(ours.close())
+            loop.run(engine.dispose())
+            loop.close()
+
+    try:
+        import time
+
+        time.sleep(1.0)  # the first pass is done; the next is an hour away
+        left_open = _leave_open(fleet, "w", original.label(now + timedelta(seconds=2), "UTC"))
+        try:
+            took = _ended_within(fleet, left_open, seconds=5)
+        finally:
+            left_open.close()
+        assert took is not None, "the transaction left open was not ended"
+        assert took < 3
+    finally:
+        scheduler_stop()
+
+
+async def _started(scheduler: Any) -> None:
+    scheduler.start()

@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from ._core.outage import ended
-from ._core.passes import LoopStep, SchedulerCore
+from ._core.passes import LoopStep, SchedulerCore, WatchStep
 from ._run.async_runner import AsyncRunner
 from ._run.background import BackgroundTask
 from ._run.steps import Idle, drive_async
@@ -55,6 +55,10 @@ class AsyncScheduler(SchedulerCore):
         self._lock = asyncio.Lock()
         self._background = BackgroundTask("scheduler")
         self._stopping = self._background.stopping
+        self._engine = engine
+        self._watcher = BackgroundTask("lock-watch")
+        self._watch_runner: AsyncRunner | None = None
+        """Beside the original on MySQL/MariaDB: the watch loop's own connection."""
 
     def __repr__(self) -> str:
         url = shown_url(self._runner.engine.url)
@@ -77,8 +81,16 @@ class AsyncScheduler(SchedulerCore):
         return await self.run_pass(now)
 
     def start(self) -> None:
-        """Run passes every ``config.interval`` in a task of the running loop."""
+        """Run passes every ``config.interval`` in a task of the running loop.
+
+        Beside the Go original on MySQL/MariaDB, a second task ends what it
+        leaves open (see :meth:`Scheduler.start`).
+        """
         self._background.start(self._run)
+        if self.watches(self._runner.mysql) and not self._watcher.running:
+            if self._watch_runner is None:
+                self._watch_runner = AsyncRunner(self._engine, self.table_name, self.policy)
+            self._watcher.start(self._watch_loop)
 
     async def stop(self, timeout: float | None = None) -> None:
         """Stop the background task after its current pass; a no-op if not running.
@@ -88,12 +100,16 @@ class AsyncScheduler(SchedulerCore):
         (:meth:`Scheduler.stop` cannot cancel a thread: it returns, and the
         pass ends on its own.)
         """
+        await self._watcher.stop(timeout)
         await self._background.stop(timeout)
 
     async def close(self) -> None:
-        """Stop, and close the connection the scheduler holds for its passes."""
+        """Stop, and close the connections the scheduler holds (its passes', its watch's)."""
         await self.stop()
         await self._runner.close()
+        if self._watch_runner is not None:
+            await self._watch_runner.close()
+            self._watch_runner = None
 
     @property
     def running(self) -> bool:
@@ -124,6 +140,24 @@ class AsyncScheduler(SchedulerCore):
             await self._pause(step.seconds)
             return self._stopping.is_set()
         return await self.run_pass()
+
+    async def _watch_loop(self) -> None:
+        try:
+            await drive_async(self._watch_steps(), self._look)
+        except BaseException as exc:
+            if not isinstance(exc, asyncio.CancelledError):
+                ended(logger, "lock watch", exc)
+            raise
+
+    async def _look(self, step: WatchStep) -> Any:
+        """One step of the watch loop (``SchedulerCore._watch_steps``), by awaiting."""
+        if isinstance(step, Idle):
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._watcher.stopping.wait(), step.seconds)
+            return self._watcher.stopping.is_set()
+        runner = self._watch_runner
+        assert runner is not None  # made before the task starts
+        return await drive_async(self.look_steps(), runner.call)
 
     async def _pause(self, seconds: float) -> None:
         """Sleep ``seconds``, or less if :meth:`stop` is called meanwhile."""

@@ -24,7 +24,7 @@ from typing import Any
 from sqlalchemy.engine import Engine
 
 from ._core.outage import ended
-from ._core.passes import LoopStep, PassReport, SchedulerCore
+from ._core.passes import LoopStep, PassReport, SchedulerCore, WatchStep
 from ._run.background import BackgroundThread
 from ._run.blocking import BlockingRunner
 from ._run.steps import Idle, drive
@@ -63,6 +63,10 @@ class Scheduler(SchedulerCore):
         self._lock = threading.Lock()
         self._background = BackgroundThread("scheduler")
         self._stopping = self._background.stopping
+        self._engine = engine
+        self._watcher = BackgroundThread("lock-watch")
+        self._watch_runner: BlockingRunner | None = None
+        """Beside the original on MySQL/MariaDB: the watch loop's own connection."""
 
     def __repr__(self) -> str:
         url = shown_url(self._runner.engine.url)
@@ -101,8 +105,17 @@ class Scheduler(SchedulerCore):
     # -- in the background -------------------------------------------------------------
 
     def start(self) -> None:
-        """Run passes every ``config.interval`` in a background thread; returns at once."""
+        """Run passes every ``config.interval`` in a background thread; returns at once.
+
+        Beside the Go original (``leave_to_original``) on MySQL/MariaDB, a
+        second thread, on a connection of its own, ends the transactions the
+        original leaves open a second after it did (``_core.passes.WATCH_EVERY``).
+        """
         self._background.start(self._run)
+        if self.watches(self._runner.mysql) and not self._watcher.running:
+            if self._watch_runner is None:
+                self._watch_runner = BlockingRunner(self._engine, self.table_name, self.policy)
+            self._watcher.start(self._watch_loop)
 
     def stop(self, timeout: float | None = None) -> None:
         """Stop the background thread after its current pass; a no-op if not running.
@@ -112,12 +125,16 @@ class Scheduler(SchedulerCore):
         ``running`` stays True until then. (:meth:`AsyncScheduler.stop` cancels
         its pass instead.)
         """
+        self._watcher.stop(timeout)
         self._background.stop(timeout)
 
     def close(self) -> None:
-        """Stop, and give back the connection the scheduler holds for its passes."""
+        """Stop, and give back the connections the scheduler holds (its passes', its watch's)."""
         self.stop()
         self._runner.close()
+        if self._watch_runner is not None:
+            self._watch_runner.close()
+            self._watch_runner = None
 
     @property
     def running(self) -> bool:
@@ -146,3 +163,18 @@ class Scheduler(SchedulerCore):
         if isinstance(step, Idle):
             return self._stopping.wait(step.seconds)
         return self.run_pass()
+
+    def _watch_loop(self) -> None:
+        try:
+            drive(self._watch_steps(), self._look)
+        except BaseException as exc:
+            ended(logger, "lock watch", exc)
+            raise
+
+    def _look(self, step: WatchStep) -> Any:
+        """One step of the watch loop (``SchedulerCore._watch_steps``), by blocking."""
+        if isinstance(step, Idle):
+            return self._watcher.stopping.wait(step.seconds)
+        runner = self._watch_runner
+        assert runner is not None  # made before the thread starts
+        return drive(self.look_steps(), runner.call)

@@ -14,6 +14,7 @@ from worksync_sa._run.retry import Retry, backoff, first_line
 from worksync_sa._sql.driver_errors import (
     is_database_away,
     is_disconnect,
+    is_lock_wait,
     is_missing_schema,
     is_transient,
 )
@@ -25,6 +26,7 @@ from .scripted import mysql_error, postgres_error, sqlite_error
 TRANSIENT = [
     mysql_error(1213, "Deadlock found when trying to get lock"),
     mysql_error(1205, "Lock wait timeout exceeded"),
+    mysql_error(1467, "Failed to read auto-increment value from storage engine"),
     postgres_error("40001", "could not serialize access"),
     postgres_error("40P01", "deadlock detected"),
     postgres_error("55P03", "could not obtain lock"),
@@ -80,6 +82,15 @@ def test_other_errors_are_none_of_them(error: Exception) -> None:
     assert not is_disconnect(error)
     assert not is_missing_schema(error)
     assert not is_database_away(error)
+
+
+def test_a_timed_out_wait_for_a_row_or_the_auto_inc_lock_is_a_lock_wait() -> None:
+    """Both send a scheduler pass's write to the lock watch (an insert stuck behind a
+    transaction left open holds the table's AUTO-INC lock: the next insert gets 1467)."""
+    assert is_lock_wait(mysql_error(1205, "Lock wait timeout exceeded"))
+    assert is_lock_wait(mysql_error(1467, "Failed to read auto-increment value"))
+    assert not is_lock_wait(mysql_error(1213, "Deadlock found when trying to get lock"))
+    assert not is_lock_wait(postgres_error("55P03", "could not obtain lock"))
 
 
 def test_the_sqlite_messages_only_count_from_the_sqlite_driver() -> None:

@@ -12,6 +12,15 @@ says the original runs beside us: that is its create's fingerprint (no other
 statement of either program runs so, nor sits idle inside a transaction).
 Anything else is only reported, once a minute while it lasts: it is someone
 else's transaction to end.
+
+When one of our writes has just waited for a lock in vain, the watch ends the
+original's idle transactions however young (see ``BLOCKED_IDLE_SECONDS``): with
+two of its schedulers one is left open per tick per work, a new one every
+second or so, and before our first pass has written the lookahead each one's
+locks reach over every upcoming tick of its work. Ending them between our own
+statements is not enough there: a fresh one forms within milliseconds of the
+last one ending, so a started scheduler also runs a watch loop of its own that
+ends them while our writes wait (``_core.passes.WATCH_EVERY``).
 """
 
 from __future__ import annotations
@@ -34,6 +43,13 @@ pauses between its two statements, so a second idle means it was left open; and 
 live one ended, its tick would lose nothing (its transaction rolls back, and the tick gets
 its last row from us at ``leave_to_original``). Each second it stays, the original's next
 create waits on its lock and falls behind, and finds the next tick complete too."""
+BLOCKED_IDLE_SECONDS = 0
+"""The same, once one of our writes has waited for a lock in vain (``steps(now=True)``):
+any idle SERIALIZABLE transaction may be what holds it, and a leak a second old is
+already one too many. The original's creates run about one a second beside two of its
+schedulers, so a write that spared the young ones met a new one on every retry. Only
+the SERIALIZABLE ones are looked at so young: anything else is reported only once idle
+for ``IDLE_SECONDS``."""
 REPORT_EVERY = 60.0
 """Seconds between two reports of the same transaction."""
 LOOK_EVERY = 60.0
@@ -43,8 +59,10 @@ LOOK_EVERY = 60.0
 class LockWatch:
     """One scheduler's watch for transactions left open in its database."""
 
-    def __init__(self, end_originals: bool) -> None:
+    def __init__(self, end_originals: bool, *, reports: bool = True) -> None:
         self.end_originals = end_originals
+        self.reports = reports
+        """False: only end (the scheduler's watch loop; its passes' own watch reports)."""
         self._looked: float | None = None
         self._reported: dict[int, float] = {}
         self._blind = False
@@ -53,7 +71,8 @@ class LockWatch:
     def steps(self, repo: PassRepository, *, now: bool = False) -> Steps[int]:
         """Look (every pass beside the original, else once a minute); returns how many ended.
 
-        ``now``: look whatever the time, as a write of the pass just waited for a lock in vain.
+        ``now``: look whatever the time, as a write of the pass just waited for a lock in vain;
+        beside the original, its transactions are then ended however short their idle.
         """
         at = time.monotonic()
         if self._blind or (
@@ -63,10 +82,10 @@ class LockWatch:
         ):
             return 0
         self._looked = at
+        blocked = now and self.end_originals
+        idle = BLOCKED_IDLE_SECONDS if blocked else IDLE_SECONDS
         try:
-            holders = yield Call(
-                "lock holders", partial(repo.idle_lock_holders, idle_seconds=IDLE_SECONDS)
-            )
+            holders = yield Call("lock holders", partial(repo.idle_lock_holders, idle_seconds=idle))
         except sa.exc.DBAPIError as exc:
             self._blind = True
             logger.warning(
@@ -83,7 +102,7 @@ class LockWatch:
         for holder in holders:
             if self.end_originals and holder.isolation == "SERIALIZABLE":
                 ended += yield from self._end(repo, holder)
-            else:
+            elif self.reports and holder.idle >= IDLE_SECONDS:  # a young one is no leak yet
                 self._report(holder, at)
         seen = {holder.connection for holder in holders}
         self._reported = {k: v for k, v in self._reported.items() if k in seen}

@@ -58,6 +58,28 @@ class Pass:
 PASS = Pass()
 LoopStep = Pass | Idle
 
+
+class Look:
+    """A step of the watch loop: one look for the original's leaks (``look_steps``)."""
+
+
+LOOK = Look()
+WatchStep = Look | Idle
+
+WATCH_EVERY = 0.25
+"""Seconds between two looks of the watch loop beside the Go original (``_watch_steps``).
+
+Two of its schedulers leave a transaction open on about every tick; while one lives,
+the original's next insert waits on it (holding the table's AUTO-INC lock, which every
+other insert then waits for), and before our first pass has written the lookahead it
+locks every upcoming tick of its work. A look between our own statements comes too
+late: a fresh leak forms within milliseconds of the last one ending, so a write that
+waited for one in vain met the next on every retry. Looked for this often, on a
+connection of its own, a leak lives little more than ``IDLE_SECONDS`` (one second, as
+the server counts whole seconds), less than our writes wait for a lock (2 s): a write
+waiting on one gets its lock as soon as it ends, while still waiting. The watch spares
+younger ones, as the passes' look does: a create of the original's caught between its
+two statements is no leak (the lock-wait look, ``steps(now=True)``, spares none)."""
 BATCH_ROWS = 5000
 """Rows per INSERT and per transaction: a handful of statements per pass, short locks."""
 SQLITE_BATCH_ROWS = 20_000
@@ -168,6 +190,8 @@ class SchedulerCore:
         self._lost_seen = 0
         self._last_prune: datetime | None = None
         self._locks = LockWatch(end_originals=self.config.leave_to_original is not None)
+        self._watch = LockWatch(end_originals=True, reports=False)
+        """The watch loop's own (``_watch_steps``): it only ends, the passes' watch reports."""
         self.last_pass: PassReport | None = None
         """What the most recent pass did."""
 
@@ -333,7 +357,10 @@ class SchedulerCore:
         A transaction left open (the Go original's) can hold a lock for hours:
         retrying blindly would keep the pass, and the claims behind its locks,
         waiting for it. So each timed-out wait first looks for what holds the
-        lock, ends or reports it (``_core.blockers``), then tries again.
+        lock, ends or reports it (``_core.blockers``), then tries again. Beside
+        the original that look ends its idle transactions however young: with
+        two of its schedulers a new one comes every second or so, and one a
+        second old would be in the way of every retry.
         """
         if not mysql:
             written: int = yield call
@@ -444,6 +471,34 @@ class SchedulerCore:
             due = max(due, now)  # after an overrun, carry on without a burst of passes
             if (yield Idle(due - now)):
                 return
+
+    def watches(self, mysql: bool) -> bool:
+        """Whether a watch loop runs beside the passes: beside the original, on MySQL/MariaDB."""
+        return mysql and self.config.leave_to_original is not None
+
+    def _watch_steps(self) -> Generator[WatchStep, Any, None]:
+        """The watch loop, for both twins: a look every ``WATCH_EVERY`` seconds, until stopped.
+
+        The shells perform ``LOOK`` (``look_steps``, on a connection of the
+        loop's own) and ``Idle``. A failed look is retried a second later,
+        unlogged: an outage is the pass loop's to report.
+        """
+        while not (yield Idle(WATCH_EVERY)):
+            try:
+                yield LOOK
+            except GeneratorExit:  # closed, not failed
+                raise
+            except BaseException as exc:
+                if is_stop(exc):
+                    raise
+                logger.debug("lock watch: look failed: %s", exc, extra={"action": "lock-holder"})
+                if (yield Idle(1.0)):
+                    return
+
+    def look_steps(self) -> Steps[int]:
+        """One look of the watch loop: ends the original's transactions idle for a second."""
+        ended: int = yield from self._watch.steps(self._repo)
+        return ended
 
     def pass_after(self, lost_connections: int, steps: Steps[int]) -> Steps[int]:
         """``steps`` (a pass), first forgetting what this process covered if it may be stale.

@@ -11,7 +11,11 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 _MYSQL_LOCK_WAIT = 1205
-_MYSQL_TRANSIENT = frozenset({_MYSQL_LOCK_WAIT, 1213, 1467})
+_MYSQL_AUTOINC_WAIT = 1467
+"""InnoDB's "Failed to read auto-increment value": the wait for the table's AUTO-INC lock
+timed out (or deadlocked). An insert holds that lock while it waits for a row lock, so
+an insert stuck behind a transaction left open holds up every insert into the table."""
+_MYSQL_TRANSIENT = frozenset({_MYSQL_LOCK_WAIT, 1213, _MYSQL_AUTOINC_WAIT})
 _MYSQL_MISSING = frozenset({1146, 1054})  # no such table, unknown column
 _PG_TRANSIENT = frozenset({"40001", "40P01", "55P03"})  # serialization, deadlock, lock timeout
 _PG_MISSING = frozenset({"42P01", "42703"})  # undefined table, undefined column
@@ -53,8 +57,13 @@ def is_transient(exc: BaseException) -> bool:
 
 
 def is_lock_wait(exc: BaseException) -> bool:
-    """MySQL/MariaDB: the statement gave up waiting for a row lock (1205)."""
-    return _mysql_code(_orig(exc)) == _MYSQL_LOCK_WAIT
+    """MySQL/MariaDB: the statement gave up waiting for a lock.
+
+    A row lock (1205), or the table's AUTO-INC lock (1467): another insert
+    holds that one while it waits behind a row lock, so both mean a
+    transaction holds up our write, and both call for a look at who it is.
+    """
+    return _mysql_code(_orig(exc)) in (_MYSQL_LOCK_WAIT, _MYSQL_AUTOINC_WAIT)
 
 
 def is_database_away(exc: BaseException) -> bool:
