@@ -345,23 +345,7 @@ def run_order(order: Order, binary: Path, box: go_original.Sandbox, folder: Path
     return Run(began, reports, list(fleet.started), theirs, sampler.most)
 
 
-TWO_ORIGINALS_FLAKY = pytest.mark.xfail(
-    reason="two original schedulers block each other on every tick; our side ends the "
-    "second's leftovers, and 3 runs of 4 passed, but one CI run missed 25 of 50 ticks "
-    "(issue 19 stays open on it)",
-    strict=False,
-)
-"""Run and reported; a miss there does not fail CI until its cause is found."""
-
-
-@pytest.mark.parametrize(
-    "order",
-    [
-        pytest.param(order, marks=TWO_ORIGINALS_FLAKY) if order.name == "two-originals" else order
-        for order in ORDERS
-    ],
-    ids=[order.name for order in ORDERS],
-)
+@pytest.mark.parametrize("order", ORDERS, ids=[order.name for order in ORDERS])
 def test_beside_the_real_original_no_tick_stalls(
     order: Order,
     go_original_binary: Path,
