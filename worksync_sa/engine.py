@@ -46,23 +46,33 @@ def shown_url(url: str | sa.URL) -> str:
 
 def create_engine(url: str | sa.URL, **kwargs: Any) -> sa.Engine:
     """``sqlalchemy.create_engine`` with worksync_sa's defaults; ``kwargs`` win."""
-    url = sa.make_url(url)
+    url = _with_defaults(sa.make_url(url), kwargs)
+    engine = sa.create_engine(url, **kwargs)
+    _wal_on_connect(url, engine)
+    return engine
+
+
+def _with_defaults(url: sa.URL, kwargs: dict[str, Any]) -> sa.URL:
+    """The URL with utf8mb4 on MySQL; ``kwargs`` given pre-ping and SQLite's busy timeout."""
     kwargs.setdefault("pool_pre_ping", True)
     backend = url.get_backend_name()
     if backend in ("mysql", "mariadb") and "charset" not in url.query:
         url = url.update_query_dict({"charset": "utf8mb4"})
     if backend == "sqlite":
         kwargs.setdefault("connect_args", {}).setdefault("timeout", SQLITE_BUSY_TIMEOUT_S)
-    engine = sa.create_engine(url, **kwargs)
-    if backend == "sqlite" and url.database not in (None, "", ":memory:"):
+    return url
 
-        @sa.event.listens_for(engine, "connect")
-        def _wal(dbapi_conn: Any, record: Any) -> None:
-            cursor = dbapi_conn.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.close()
 
-    return engine
+def _wal_on_connect(url: sa.URL, engine: sa.Engine) -> None:
+    """SQLite files: each new connection switches to the WAL journal."""
+    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+        return
+
+    @sa.event.listens_for(engine, "connect")
+    def _wal(dbapi_conn: Any, record: Any) -> None:
+        cursor = dbapi_conn.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.close()
 
 
 ASYNC_DRIVERS = {"sqlite": ("aiosqlite",), "postgresql": ("psycopg",)}
@@ -103,20 +113,7 @@ def create_async_engine(url: str | sa.URL, **kwargs: Any) -> AsyncEngine:
     """``create_engine``'s defaults on an ``AsyncEngine`` (see ``async_url``); ``kwargs`` win."""
     from sqlalchemy.ext.asyncio import create_async_engine as create  # noqa: PLC0415 (greenlet)
 
-    url = async_url(url)
-    kwargs.setdefault("pool_pre_ping", True)
-    backend = url.get_backend_name()
-    if backend in ("mysql", "mariadb") and "charset" not in url.query:
-        url = url.update_query_dict({"charset": "utf8mb4"})
-    if backend == "sqlite":
-        kwargs.setdefault("connect_args", {}).setdefault("timeout", SQLITE_BUSY_TIMEOUT_S)
+    url = _with_defaults(async_url(url), kwargs)
     engine = create(url, **kwargs)
-    if backend == "sqlite" and url.database not in (None, "", ":memory:"):
-
-        @sa.event.listens_for(engine.sync_engine, "connect")
-        def _wal(dbapi_conn: Any, record: Any) -> None:
-            cursor = dbapi_conn.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.close()
-
+    _wal_on_connect(url, engine.sync_engine)
     return engine

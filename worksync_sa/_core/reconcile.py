@@ -152,16 +152,7 @@ def reconcile(
                 _sighted(result, work.name, spec, other)
             undated = waiting.pop((work.name, sequence), 0)
             if undated:
-                result.adopt.append(
-                    Adoption(
-                        work.name,
-                        sequence,
-                        tick,
-                        work.lease_seconds,
-                        work.grace_seconds,
-                        work.max_attempts,
-                    )
-                )
+                result.adopt.append(_adoption(work, sequence, tick))
             hold = leave is not None and tick - after > leave
             _settle(result, work, spec, sequence, tick, here, undated, hold=hold)
     mine = {work.name: work for work, _ in plan}
@@ -235,18 +226,15 @@ def late_adoptions(due: Plan, waiting: dict[tuple[str, str], int]) -> list[Adopt
     the original's own workers alone, which may be held up by its own open
     transaction; dated, ours claim it while its grace lasts.
     """
-    late = []
+    late: list[Adoption] = []
     for work, pairs in due:
         for sequence, tick in pairs:
             if waiting.pop((work.name, sequence), 0):
-                late.append(
-                    Adoption(
-                        work.name,
-                        sequence,
-                        tick,
-                        work.lease_seconds,
-                        work.grace_seconds,
-                        work.max_attempts,
-                    )
-                )
+                late.append(_adoption(work, sequence, tick))
     return late
+
+
+def _adoption(work: Work, sequence: str, tick: datetime) -> Adoption:
+    """Another program's rows of a tick, to be dated and given the work's policy."""
+    policy = (work.lease_seconds, work.grace_seconds, work.max_attempts)
+    return Adoption(work.name, sequence, tick, *policy)
