@@ -18,6 +18,7 @@ from .engine import create_engine as create_engine
 from .errors import ClaimLostError as ClaimLostError
 from .errors import ClaimNotCommittedError as ClaimNotCommittedError
 from .errors import DetailsNotLoadedError as DetailsNotLoadedError
+from .errors import HandlerTimeoutError as HandlerTimeoutError
 from .errors import InvalidArgumentError as InvalidArgumentError
 from .errors import InvalidConfigError as InvalidConfigError
 from .errors import InvalidWorkError as InvalidWorkError
@@ -107,6 +108,7 @@ __all__ = [
     "ClaimedRow",
     "DetailsNotLoadedError",
     "Event",
+    "HandlerTimeoutError",
     "InvalidArgumentError",
     "InvalidConfigError",
     "InvalidWorkError",

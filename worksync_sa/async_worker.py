@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import io
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import datetime, timedelta
@@ -35,6 +36,7 @@ from ._core.worker import (
     is_async_handler,
     report,
     shut_down,
+    timed_out,
     utcnow,
 )
 from ._run.background import BackgroundTask
@@ -59,7 +61,13 @@ class AsyncWorker(WorkerSettings):
 
     The arguments are :class:`Worker`'s, on an ``AsyncEngine``. ``async with
     AsyncWorker(...)`` starts it in a task of the running loop and, on exit,
-    stops it and waits for the claims in progress.
+    stops it and waits for the claims in progress (at most ``drain``).
+
+    A handler with a time limit (``timeout``, or its work's) runs in a task
+    of its own, cancelled when the limit is up: the claim is recorded FAILED
+    ("timed out") and its slot takes new claims at once. A handler that
+    ignores its cancellation runs on, counted in ``stuck``; as on
+    :class:`Worker`, once more than ``max_stuck`` run on the loop stops.
     """
 
     def __init__(
@@ -77,6 +85,8 @@ class AsyncWorker(WorkerSettings):
         clock: Callable[[], datetime] = utcnow,
         listeners: Iterable[Listener] | None = None,
         drain: timedelta | str = DEFAULT_DRAIN,
+        timeout: timedelta | str | None = None,
+        max_stuck: int | None = None,
     ) -> None:
         self._core = WorkerCore(
             works,
@@ -86,6 +96,8 @@ class AsyncWorker(WorkerSettings):
             max_backoff=max_backoff,
             clock=clock,
             drain=drain,
+            timeout=timeout,
+            max_stuck=max_stuck,
         )
         blocking = sorted(n for n, h in self._core.handlers.items() if not is_async_handler(h))
         if blocking:
@@ -103,6 +115,10 @@ class AsyncWorker(WorkerSettings):
         """Claims :meth:`close` cancelled as still running when the drain ran out."""
         self._here: AsyncClaim | None = None
         """The claim the loop's own task runs (``max_concurrency`` 1)."""
+        self._left: dict[asyncio.Future[object], AsyncClaim] = {}
+        """Handlers' tasks cancelled at their timeout that have not ended yet."""
+        self.gave_up = False
+        """Whether the worker stopped itself: more handlers stuck than ``max_stuck``."""
         self._free = 0
         """Runners left for claims: ``max_concurrency`` minus the claims running."""
         self._claims: set[asyncio.Task[None]] = set()
@@ -209,11 +225,75 @@ class AsyncWorker(WorkerSettings):
     async def _handle(self, claim: AsyncClaim) -> None:
         try:
             async with claim:
-                await self._core.handlers[claim.name](claim)
+                await self._call(claim)
         except BaseException as exc:
             if is_stop(exc):
                 raise
             report(claim, exc)
+
+    async def _call(self, claim: AsyncClaim) -> None:
+        """The handler; with a time limit, in a task of its own that is cancelled past it."""
+        handler = self._core.handlers[claim.name]
+        seconds = self._core.timeouts[claim.name]
+        if seconds is None:
+            await handler(claim)
+            return
+        task = asyncio.ensure_future(handler(claim))
+        try:
+            done, _ = await asyncio.wait({task}, timeout=seconds)
+        except BaseException as exc:  # this claim cancelled (a stop): its handler with it
+            task.cancel(
+                exc.args[0] if isinstance(exc, asyncio.CancelledError) and exc.args else None
+            )
+            raise
+        if done:
+            task.result()  # the handler's own outcome, its traceback included
+            return
+        where = io.StringIO()
+        task.print_stack(file=where)
+        error = timed_out(seconds, where.getvalue())
+        try:
+            await claim.fail(error)  # first: whatever the handler finishes from now is fenced off
+        finally:
+            task.cancel(str(error))
+            self._leave(task, claim)
+        raise error
+
+    def _leave(self, task: asyncio.Future[object], claim: AsyncClaim) -> None:
+        """Keep a cancelled handler's task until it ends; stop once too many ignore it.
+
+        Those cancelled at an earlier timeout and still running are the stuck
+        ones: a handler that lets its cancellation through ends at once.
+        """
+        stuck = self.stuck
+        self._left[task] = claim
+        task.add_done_callback(self._ended_late)
+        if stuck > self.max_stuck and not self.gave_up:
+            self.gave_up = True
+            logger.critical(
+                "%d handlers' tasks still run after being cancelled at their timeouts, more "
+                "than max_stuck %d: this worker stops claiming",
+                stuck,
+                self.max_stuck,
+                extra={"action": "stuck", "count": stuck},
+            )
+            self._stopping.set()
+            self._wake.set()
+
+    def _ended_late(self, task: asyncio.Future[object]) -> None:
+        claim = self._left.pop(task, None)
+        if claim is not None and not task.cancelled():
+            logger.warning(
+                "the handler of %r that timed out ended without letting its cancellation "
+                "through; what it did after its timeout was not recorded",
+                claim,
+                extra={"action": "ended-late", "work": claim.name},
+            )
+
+    @property
+    def stuck(self) -> int:
+        """Handlers' tasks cancelled at a timeout that still run (see ``max_stuck``)."""
+        return sum(not task.done() for task in self._left)
 
     async def run(self, *, until: float | None = None) -> None:
         """Loop until :meth:`stop` (or the ``time.time()`` deadline ``until``).

@@ -26,6 +26,9 @@ can share it::
     concurrency = 4         # claims run at once, each on a thread of its own (default 1)
     drain = "30s"           # on a stop, wait this long for running claims, then record
                             # them FAILED ("shut down")
+    timeout = "10m"         # the works' timeout where theirs is not set (default: none)
+    max_stuck = 4           # timed-out handlers' threads that may run on; one more and
+                            # the worker stops, exit code 4 (default: concurrency)
 
     [[works]]               # one table per work; names are unique
     name = "report"         # required
@@ -37,6 +40,7 @@ can share it::
     max_attempts = 1        # above 1, a row whose lease ran out is queued again
     cron_syntax = "standard"  # "original": read cron as the Go original does (5 fields:
                             # second minute hour day-of-month month)
+    timeout = "30s"         # past it a claim is recorded FAILED ("timed out"); unset: none
 
 Durations are strings in Go's syntax plus days (``90s``, ``1h30m``, ``7d``),
 never bare numbers, so a unit is always written down. A relative SQLite path
@@ -84,7 +88,7 @@ SCHEDULER_DURATIONS = (
     "leave_to_original",
 )
 SCHEDULER_KEYS = (*SCHEDULER_DURATIONS, "sequence_zone")
-WORKER_KEYS = ("poll", "max_backoff", "concurrency", "drain")
+WORKER_KEYS = ("poll", "max_backoff", "concurrency", "drain", "timeout", "max_stuck")
 WORK_KEYS = (
     "name",
     "cron",
@@ -94,8 +98,9 @@ WORK_KEYS = (
     "grace",
     "max_attempts",
     "cron_syntax",
+    "timeout",
 )
-_WORK_DURATIONS = ("lease", "grace")
+_WORK_DURATIONS = ("lease", "grace", "timeout")
 _WORK_FIELDS = tuple(key for key in WORK_KEYS if key not in _WORK_DURATIONS)
 URL_FORM = "dialect+driver://user:password@host/database"
 
@@ -134,6 +139,8 @@ class WorkerSettings:
     max_backoff: timedelta | None = None
     concurrency: int | None = None
     drain: timedelta | None = None
+    timeout: timedelta | None = None
+    max_stuck: int | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -305,20 +312,22 @@ class _Reader:
             raise self.error(f"[scheduler] {str(exc).removeprefix('SchedulerConfig: ')}") from None
 
     def worker(self, table: Mapping[str, object]) -> WorkerSettings:
-        durations = ("poll", "max_backoff", "drain")
-        concurrency = table.get("concurrency")
-        if concurrency is not None and (
-            not isinstance(concurrency, int)
-            or isinstance(concurrency, bool)
-            or not 1 <= concurrency <= MAX_CONCURRENCY_LIMIT
-        ):
-            raise self.error(
-                f"[worker] concurrency must be an integer from 1 to {MAX_CONCURRENCY_LIMIT}, "
-                f"not {concurrency!r}"
-            )
-        return WorkerSettings(
-            **self.durations(table, durations, "[worker]"), concurrency=concurrency
-        )
+        durations = ("poll", "max_backoff", "drain", "timeout")
+        counts: dict[str, Any] = {}
+        for key in ("concurrency", "max_stuck"):
+            value = table.get(key)
+            if value is not None and (
+                not isinstance(value, int)
+                or isinstance(value, bool)
+                or not 1 <= value <= MAX_CONCURRENCY_LIMIT
+            ):
+                raise self.error(
+                    f"[worker] {key} must be an integer from 1 to {MAX_CONCURRENCY_LIMIT}, "
+                    f"not {value!r}"
+                )
+            counts[key] = value
+        given: dict[str, Any] = self.durations(table, durations, "[worker]")
+        return WorkerSettings(**given, **counts)
 
     def works(self, value: object) -> tuple[Work, ...]:
         if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):

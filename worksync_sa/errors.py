@@ -49,6 +49,18 @@ class ClaimLostError(WorksyncError):
     """
 
 
+class HandlerTimeoutError(WorksyncError, TimeoutError):
+    """A worker's handler ran past its work's ``timeout``.
+
+    The worker records the claim FAILED with this error ("timed out ..."),
+    stops its heartbeat and frees its slot; anything the handler finishes
+    later is fenced off (``ClaimLostError``). A ``TimeoutError`` too.
+    """
+
+    where: str = ""
+    """Where the handler was when its time ran out (its stack), for the log."""
+
+
 class ClaimNotCommittedError(InvalidArgumentError):
     """``claim_from_row`` was given a row whose claim is not committed (yet).
 

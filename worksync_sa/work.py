@@ -89,6 +89,30 @@ def _policy(name: str, field_name: str, value: object) -> timedelta:
     return value
 
 
+def _timeout(name: str, value: object) -> timedelta | None:
+    """A handler's time limit: None (no limit), or a positive duration of at most a year.
+
+    Unlike a lease it is never stored in a row (only the worker running the
+    handler acts on it), so it may be finer than a second.
+    """
+    if value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            value = as_timedelta(value, "timeout")
+        except ValueError as exc:
+            raise InvalidWorkError(f"work {_label(name)}: {exc}") from None
+    if not isinstance(value, timedelta):
+        raise _invalid(
+            name,
+            "timeout",
+            f"must be None, a timedelta or a duration such as '30s', not {type(value).__name__}",
+        )
+    if not timedelta(0) < value <= LONGEST_POLICY:
+        raise _invalid(name, "timeout", f"must be positive and at most 365 days, got {value}")
+    return value
+
+
 @dataclass(frozen=True, slots=True, init=False)  # slots: a scheduler may hold 100,000
 class Work:
     """One job: run it at most ``max_run`` times per tick of ``cron``, fleet-wide.
@@ -106,6 +130,14 @@ class Work:
         How many claims a row may get in all. The default, 1, never re-queues:
         a lost worker's row is marked FAILED. Above 1, a row whose lease
         expired goes back to QUEUED (the same tick) until the attempts are used.
+    ``timeout`` (None, the default: no limit)
+        How long a worker lets the handler of one claim run. Past it the
+        claim is recorded FAILED ("timed out"), its heartbeat stops and the
+        worker's slot is free again; whatever the handler does later is
+        fenced off. :class:`AsyncWorker` cancels the handler's task;
+        :class:`Worker` cannot kill a thread, so it leaves it and runs
+        new claims on new ones (see ``max_stuck`` there). Not stored in the
+        rows: the worker running the handler enforces it.
     ``cron_syntax``
         ``"standard"`` (the default): 5 fields are Unix cron, minute first.
         ``"original"``: read ``cron`` exactly as the Go original's
@@ -124,6 +156,7 @@ class Work:
     grace: timedelta
     max_attempts: int
     cron_syntax: str
+    timeout: timedelta | None
     _schedule: Schedule = field(init=False, repr=False, compare=False)
 
     def __init__(
@@ -137,6 +170,7 @@ class Work:
         grace: timedelta | str = timedelta(seconds=DEFAULT_GRACE_SECONDS),
         max_attempts: int = DEFAULT_MAX_ATTEMPTS,
         cron_syntax: str = "standard",
+        timeout: timedelta | str | None = None,
     ) -> None:
         try:
             check_text(name, "name")
@@ -157,6 +191,7 @@ class Work:
             "grace": _policy(name, "grace", grace),
             "max_attempts": max_attempts,
             "cron_syntax": cron_syntax,
+            "timeout": _timeout(name, timeout),
         }
         zone = _parse_zone(name, timezone)
         values["_schedule"] = _parse_schedule(name, cron, zone, cron_syntax)

@@ -14,10 +14,13 @@ from __future__ import annotations
 
 import functools
 import logging
+import sys
 import threading
 import time
+import traceback
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, wait
+from concurrent.futures import TimeoutError as FutureTimeout
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -42,6 +45,7 @@ from ._core.worker import (
     is_async_handler,
     report,
     shut_down,
+    timed_out,
     utcnow,
 )
 from ._run.background import BackgroundThread
@@ -95,6 +99,8 @@ class Worker(WorkerSettings):
         clock: Callable[[], datetime] = utcnow,
         listeners: Iterable[Listener] | None = None,
         drain: timedelta | str = DEFAULT_DRAIN,
+        timeout: timedelta | str | None = None,
+        max_stuck: int | None = None,
     ) -> None:
         self._core = WorkerCore(
             works,
@@ -104,6 +110,8 @@ class Worker(WorkerSettings):
             max_backoff=max_backoff,
             clock=clock,
             drain=drain,
+            timeout=timeout,
+            max_stuck=max_stuck,
         )
         coroutines = sorted(n for n, h in self._core.handlers.items() if is_async_handler(h))
         if coroutines:  # called here, it would return a coroutine never awaited: work not done
@@ -131,6 +139,10 @@ class Worker(WorkerSettings):
         """The claims running on threads of their own, each with its thread's end."""
         self._here: Claim | None = None
         """The claim the loop's own thread runs (``max_concurrency`` 1)."""
+        self._stuck: dict[threading.Thread, Claim] = {}
+        """Handlers' threads left running past their timeout, with the claims they had."""
+        self.gave_up = False
+        """Whether the worker stopped itself: more handlers' threads stuck than ``max_stuck``."""
 
     def __repr__(self) -> str:
         return f"Worker({self.sync!r}, works={self.names!r})"
@@ -231,11 +243,77 @@ class Worker(WorkerSettings):
     def _handle(self, claim: Claim) -> None:
         try:
             with claim:
-                self._core.handlers[claim.name](claim)
+                self._call(claim)
         except BaseException as exc:
-            if is_stop(exc):
-                raise
+            if is_stop(exc) and threading.current_thread() is threading.main_thread():
+                raise  # Ctrl-C on a loop run in the main thread: stop (elsewhere, the handler's)
             report(claim, exc)
+
+    def _call(self, claim: Claim) -> None:
+        """The handler, on a thread of its own when it has a time limit (then left past it)."""
+        handler = self._core.handlers[claim.name]
+        seconds = self._core.timeouts[claim.name]
+        if seconds is None:
+            handler(claim)
+            return
+        outcome: Future[object] = Future()
+
+        def call() -> None:
+            try:
+                outcome.set_result(handler(claim))
+            except BaseException as exc:  # even SystemExit: the claim's thread records it
+                outcome.set_exception(exc)
+            self._ended_late(threading.current_thread(), claim)
+
+        thread = threading.Thread(target=call, name=f"worksync-handler-{claim.id}", daemon=True)
+        thread.start()
+        try:
+            outcome.result(seconds)
+            return
+        except FutureTimeout:
+            pass
+        frame = sys._current_frames().get(thread.ident or -1)
+        error = timed_out(seconds, "".join(traceback.format_stack(frame)) if frame else "")
+        try:
+            claim.fail(error)  # first: whatever the handler finishes from now is fenced off
+        finally:
+            self._leave(thread, claim)
+        raise error
+
+    def _leave(self, thread: threading.Thread, claim: Claim) -> None:
+        """Leave a handler's thread past its timeout; stop the worker if too many are left."""
+        with self._count_lock:
+            self._stuck = {t: c for t, c in self._stuck.items() if t.is_alive()}
+            self._stuck[thread] = claim
+            stuck = len(self._stuck)
+        if stuck > self.max_stuck and not self.gave_up:
+            self.gave_up = True
+            logger.critical(
+                "%d handlers' threads still run past their timeouts, more than max_stuck %d: "
+                "this worker stops claiming; restart the process to free them",
+                stuck,
+                self.max_stuck,
+                extra={"action": "stuck", "count": stuck},
+            )
+            self._stopping.set()
+            self._wake.set()
+
+    def _ended_late(self, thread: threading.Thread, claim: Claim) -> None:
+        with self._count_lock:
+            left = self._stuck.pop(thread, None) is not None
+        if left:
+            logger.warning(
+                "the handler of %r that timed out has ended; what it did after its timeout "
+                "was not recorded",
+                claim,
+                extra={"action": "ended-late", "work": claim.name},
+            )
+
+    @property
+    def stuck(self) -> int:
+        """Handlers' threads left running past their timeouts (see ``max_stuck``)."""
+        with self._count_lock:
+            return sum(thread.is_alive() for thread in self._stuck)
 
     def run(self, *, until: float | None = None) -> None:
         """Loop until :meth:`stop` (or the ``time.time()`` deadline ``until``).

@@ -21,8 +21,8 @@ from typing import Any
 
 from .._run.steps import Idle
 from .._sql.text import check_text
-from ..durations import as_timedelta
-from ..errors import ClaimLostError, InvalidArgumentError
+from ..durations import as_timedelta, format_duration
+from ..errors import ClaimLostError, HandlerTimeoutError, InvalidArgumentError
 from ..work import Work
 from .claims import ClaimCore, describe
 from .outage import Outage, is_stop
@@ -135,6 +135,8 @@ class WorkerCore:
         max_backoff: timedelta | str,
         clock: Callable[[], datetime],
         drain: timedelta | str = DEFAULT_DRAIN,
+        timeout: timedelta | str | None = None,
+        max_stuck: int | None = None,
     ) -> None:
         if isinstance(works, (str, Work)) or not isinstance(works, Iterable):
             raise InvalidArgumentError("works must be a list of Work objects or names")
@@ -171,8 +173,27 @@ class WorkerCore:
             self.poll = as_timedelta(poll, "poll").total_seconds()
             self.max_backoff = as_timedelta(max_backoff, "max_backoff").total_seconds()
             self.drain = as_timedelta(drain, "drain").total_seconds()
+            default = None if timeout is None else as_timedelta(timeout, "timeout")
         except ValueError as exc:
             raise InvalidArgumentError(str(exc)) from None
+        self.timeout = default
+        own = {work.name: work.timeout for work in self.works if work.timeout is not None}
+        self.timeouts: dict[str, float | None] = {
+            name: None if (limit := own.get(name, default)) is None else limit.total_seconds()
+            for name in self.names
+        }
+        """Per work, how long its handler may run (None: no limit): its own, else ``timeout``."""
+        if max_stuck is None:
+            max_stuck = max_concurrency
+        if (
+            not isinstance(max_stuck, int)
+            or isinstance(max_stuck, bool)
+            or not 1 <= max_stuck <= MAX_CONCURRENCY_LIMIT
+        ):
+            raise InvalidArgumentError(
+                f"max_stuck must be an int from 1 to {MAX_CONCURRENCY_LIMIT}, got {max_stuck!r}"
+            )
+        self.max_stuck = max_stuck
 
     def round_steps(self, stopping: Callable[[], bool]) -> Generator[Any, Any, int]:
         """Claim what is due now and start it; returns how many claims were started.
@@ -317,6 +338,16 @@ class WorkerSettings:
         return self._core.drain
 
     @property
+    def timeout(self) -> timedelta | None:
+        """The handlers' time limit for works without a ``timeout`` of their own (None: none)."""
+        return self._core.timeout
+
+    @property
+    def max_stuck(self) -> int:
+        """Timed-out handlers' threads that may run on; one more stops the worker (``Worker``)."""
+        return self._core.max_stuck
+
+    @property
     def clock(self) -> Callable[[], datetime]:
         """This process's clock: it only decides when to look (``next_wait``)."""
         return self._core.clock
@@ -341,22 +372,47 @@ def report(claim: ClaimCore, exc: BaseException) -> None:
         )
         return
     row = claim._row  # what the claim returned: never a read here, on the failure's path
-    logger.error(
-        "work %r failed at tick %s (slot %s, attempt %s): %s",
+    fields = {
+        "work": claim.name,
+        "sequence": row.sequence,
+        "slot": row.slot,
+        "attempt": row.attempt,
+    }
+    place = (
         claim.name,
         row.sequence,
         "-" if row.slot is None else row.slot,
         "?" if row.attempt is None else row.attempt,
+    )
+    if isinstance(exc, HandlerTimeoutError):  # our traceback says nothing: the handler's stack
+        logger.error(
+            "work %r timed out at tick %s (slot %s, attempt %s): %s; it was at:\n%s",
+            *place,
+            exc,
+            exc.where.rstrip() or "(its stack could not be read)",
+            extra={"action": "timed-out", **fields},
+        )
+        return
+    logger.error(
+        "work %r failed at tick %s (slot %s, attempt %s): %s",
+        *place,
         describe(exc),
         exc_info=exc,  # where it failed: operators read ERROR, not DEBUG
-        extra={
-            "action": "failed",
-            "work": claim.name,
-            "sequence": row.sequence,
-            "slot": row.slot,
-            "attempt": row.attempt,
-        },
+        extra={"action": "failed", **fields},
     )
+
+
+def timed_out(seconds: float, where: str) -> HandlerTimeoutError:
+    """The error a claim whose handler ran past its timeout is recorded FAILED with.
+
+    ``where``: the handler's stack when its time ran out, for the log (not the row).
+    """
+    limit = format_duration(timedelta(seconds=seconds))
+    error = HandlerTimeoutError(
+        f"timed out: the handler was still running after {limit} (the work's timeout)"
+    )
+    error.where = where
+    return error
 
 
 def shut_down(seconds: float) -> str:
