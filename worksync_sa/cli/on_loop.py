@@ -72,6 +72,22 @@ class LoopWorker:
         return self.worker.cut_off
 
     @property
+    def max_stuck(self) -> int:
+        return self.worker.max_stuck
+
+    @property
+    def stuck(self) -> int:
+        return self.worker.stuck
+
+    @property
+    def gave_up(self) -> bool:
+        return self.worker.gave_up
+
+    @property
+    def running(self) -> bool:
+        return self.worker.running
+
+    @property
     def sync(self) -> AsyncWorkSync:
         return self.worker.sync
 

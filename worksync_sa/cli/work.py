@@ -19,10 +19,17 @@ the loop polls every ``--poll``.
 Claims are due ticks by the database clock (``acquire_due``), so workers
 need no clock agreement.
 
+``--timeout`` limits how long a function may run for the works without a
+``timeout`` of their own; past it the claim is recorded FAILED ("timed out")
+and the worker goes on (a thread left to run on, a task cancelled).
+
 The handler is imported before anything connects, so a bad ``--run`` is a
-usage error (exit 2) that touches nothing. SIGINT/SIGTERM stop the loop after
-the running claim finishes; a second signal quits at once, leaving that
-claim's row to lease recovery.
+usage error (exit 2) that touches nothing. SIGINT/SIGTERM stop claiming and
+wait up to ``--drain`` for the running claims; those still running then are
+recorded FAILED ("shut down") and the exit code is 3. A second signal records
+what it can within a second and exits 1. Exit code 4: more timed-out
+functions' threads ran on than ``--max-stuck``, and the worker stopped so
+that its supervisor can start a fresh process.
 """
 
 from __future__ import annotations
@@ -125,6 +132,20 @@ def register(commands: Commands) -> None:
         type=duration_arg,
         help="on a stop, how long to wait for running claims before recording them FAILED "
         '("shut down") and exiting 3 (default: [worker] drain, else 30s)',
+    )
+    parser.add_argument(
+        "--timeout",
+        metavar="DURATION",
+        type=duration_arg,
+        help="longest a function may run for a work without a timeout of its own; past it "
+        'the claim is recorded FAILED ("timed out") (default: [worker] timeout, else none)',
+    )
+    parser.add_argument(
+        "--max-stuck",
+        metavar="N",
+        type=concurrency_arg,
+        help="timed-out functions' threads that may run on; one more stops the worker, "
+        "exit code 4 (default: [worker] max_stuck, else the concurrency)",
     )
     parser.add_argument(
         "--worker-id",
@@ -303,6 +324,8 @@ def run(args: argparse.Namespace, secrets: Secrets) -> int:
     drain: timedelta = _first(args.drain, settings.drain, DEFAULT_DRAIN)
     options: dict[str, Any] = {
         "drain": drain,
+        "timeout": args.timeout or settings.timeout,
+        "max_stuck": args.max_stuck or settings.max_stuck,
         "max_concurrency": concurrency,
         "table": table,
         "poll": poll,
@@ -396,7 +419,9 @@ def _serve(
                 format_duration(poll),
                 extra={"action": "started"},
             )
-            stop.wait()
+            while not stop.wait(LOOK_EVERY_SECONDS):
+                if not worker.running:
+                    return _ended_by_itself(worker)
             log.info(
                 "%s received: stopping, waiting up to %s for running claims "
                 "(send it again to quit at once)",
@@ -436,6 +461,32 @@ def _serve(
 
 CUT_OFF = 3
 """The exit code of a stop whose drain ran out: some claims were recorded FAILED."""
+STUCK = 4
+"""The exit code of a worker that stopped itself: more timed-out handlers ran on than allowed."""
+LOOK_EVERY_SECONDS = 1.0
+"""How often the command checks that its worker's loop still runs."""
+
+
+def _ended_by_itself(worker: Worker | LoopWorker) -> int:
+    """The loop ended with no signal: too many handlers stuck (4), or it died (1, logged)."""
+    worker.close()
+    if worker.gave_up:
+        log.critical(
+            "worker stopped: %d timed-out functions still run, more than --max-stuck %d; "
+            "exiting %d so that a fresh process takes over",
+            worker.stuck,
+            worker.max_stuck,
+            STUCK,
+            extra={"action": "stopped"},
+        )
+        return STUCK
+    log.critical(
+        "worker stopped: its loop ended (see the error above); exiting 1",
+        extra={"action": "stopped"},
+    )
+    return 1
+
+
 QUIT_RECORDING_SECONDS = 1.0
 """How long a second signal lets the worker record its running claims before quitting."""
 
