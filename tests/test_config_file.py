@@ -42,6 +42,10 @@ def test_the_documented_example_reads_as_documented() -> None:
     )
     assert config.worker.poll == S
     assert config.worker.max_backoff == 30 * S
+    assert config.worker.concurrency == 4
+    assert config.worker.drain == 30 * S
+    assert config.worker.timeout == 600 * S
+    assert config.worker.max_stuck == 4
     assert config.works == (
         Work(
             "report",
@@ -51,6 +55,7 @@ def test_the_documented_example_reads_as_documented() -> None:
             lease=300 * S,
             grace=60 * S,
             max_attempts=1,
+            timeout=30 * S,
         ),
     )
 
@@ -129,6 +134,10 @@ def test_unknown_keys_are_errors_naming_key_and_section(text: str, words: list[s
         ("[scheduler]\nsequence_zone = 1\n", ["[scheduler] sequence_zone", "integer"]),
         ('[scheduler]\nsequence_zone = "Mars/Base"\n', ["sequence_zone", "not a known IANA"]),
         ('[worker]\npoll = "fast"\n', ["[worker] poll", "'fast'"]),
+        ('[worker]\ntimeout = "0s"\n', ["[worker] timeout", "positive"]),
+        ("[worker]\nmax_stuck = 0\n", ["[worker] max_stuck", "from 1 to 1024", "0"]),
+        ('[[works]]\nname = "a"\ncron = "@every 1s"\ntimeout = 30\n', ["timeout", "integer"]),
+        ('[[works]]\nname = "a"\ncron = "@every 1s"\ntimeout = "x"\n', ["'a'", "timeout"]),
         ("[database]\nurl = 5\n", ["[database] url must be a non-empty string"]),
         ('[database]\nurl = ""\n', ["[database] url must be a non-empty string"]),
         ('[database]\ntable = "x;y"\n', ["[database]", "table name 'x;y'"]),
