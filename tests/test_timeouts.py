@@ -190,6 +190,25 @@ def test_a_worker_with_more_stuck_threads_than_max_stuck_stops(
     assert "more than max_stuck 1" in stuck.getMessage()
 
 
+def test_a_handler_that_finished_its_claim_then_hung_keeps_its_outcome(
+    db: Db, released: threading.Event
+) -> None:
+    """The timeout then finds the claim finished: nothing is overwritten, the thread is left."""
+    schedule_due(db, Work("w", "* * * * * *"))
+
+    def finishes_then_hangs(claim: Claim) -> None:
+        claim.success()
+        released.wait()
+
+    worker = Worker(db.engine, ["w"], finishes_then_hangs, table=db.table, timeout="300ms")
+    assert worker.run_once() >= 1
+    done = [row for row in db.rows(name="w") if row.started_at is not None]
+    assert {row.status for row in done} == {WorkStatus.SUCCESS}
+    assert {row.error for row in done} == {None}
+    assert worker.stuck == len(done)
+    worker.close()
+
+
 def test_an_async_handler_past_its_timeout_is_cancelled_and_the_others_keep_their_ticks(
     db: Db, caplog: pytest.LogCaptureFixture
 ) -> None:

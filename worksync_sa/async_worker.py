@@ -43,7 +43,7 @@ from ._run.background import BackgroundTask
 from ._run.steps import Idle, drive_async
 from .async_sync import AsyncClaim, AsyncWorkSync
 from .config import RetryPolicy
-from .errors import InvalidArgumentError
+from .errors import ClaimLostError, InvalidArgumentError
 from .events import Listener
 from .models import DEFAULT_TABLE
 from .work import Work
@@ -254,6 +254,10 @@ class AsyncWorker(WorkerSettings):
         error = timed_out(seconds, where.getvalue())
         try:
             await claim.fail(error)  # first: whatever the handler finishes from now is fenced off
+        except ClaimLostError:
+            if not claim.finished:
+                raise
+            return  # the handler finished it itself, just in time; its outcome stands
         finally:
             task.cancel(str(error))
             self._leave(task, claim)

@@ -276,6 +276,10 @@ class Worker(WorkerSettings):
         error = timed_out(seconds, "".join(traceback.format_stack(frame)) if frame else "")
         try:
             claim.fail(error)  # first: whatever the handler finishes from now is fenced off
+        except ClaimLostError:
+            if not claim.finished:
+                raise
+            return  # the handler finished it itself, just in time; its outcome stands
         finally:
             self._leave(thread, claim)
         raise error

@@ -128,7 +128,9 @@ def test_help_names_every_command(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     for command in ("migrate", "check", "schedule", "work", "status", "web", "prune", "demo"):
         assert command in out
-    assert "Exit codes: 0 ok, 1 runtime failure, 2 usage or bad input, 3 work stopped" in " ".join(out.split())
+    assert "Exit codes: 0 ok, 1 runtime failure, 2 usage or bad input, 3 work stopped" in " ".join(
+        out.split()
+    )
 
 
 def test_the_parser_reads_options_as_their_types() -> None:
