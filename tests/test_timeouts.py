@@ -52,7 +52,7 @@ RUN_FOR = 8.0
 
 
 def per_second(name: str, **policy: Any) -> Work:
-    return Work(name, "* * * * * *", lease="3s", grace="5s", **policy)
+    return Work(name, "* * * * * *", **{"lease": "3s", "grace": "5s", **policy})
 
 
 def missed(db: Db, name: str, start: datetime, end: datetime) -> list[Any]:
@@ -161,6 +161,44 @@ def test_a_hung_handler_fails_at_its_timeout_and_the_other_works_keep_their_tick
     assert "released.wait()" in record.getMessage()
     ended = [r for r in caplog.records if getattr(r, "action", None) == "ended-late"]
     assert len(ended) == len(hung)
+
+
+def test_hung_works_that_keep_every_runner_busy_leave_a_quick_work_its_ticks(
+    db: Db, released: threading.Event
+) -> None:
+    """Both of two threads hung, again and again: two hung works each tick need 4 thread-s/s.
+
+    Free threads go to the work that used the least thread time lately, so the
+    quick one still gets each of its ticks (one claim each per turn gave it one
+    claim per timeout, and it missed ticks).
+    """
+    works = [
+        per_second("hang-a", timeout="2s"),
+        per_second("hang-b", timeout="2s"),
+        per_second("beat"),
+    ]
+    handlers: dict[str, Callable[[Claim], object]] = {
+        "hang-a": lambda claim: released.wait(),
+        "hang-b": lambda claim: released.wait(),
+        "beat": lambda claim: None,
+    }
+    config = SchedulerConfig(lookahead="3s", interval="1s")
+    scheduler = Scheduler(db.engine, works, config, table=db.table)
+    worker = Worker(
+        db.engine, works, handlers, table=db.table, max_concurrency=2, max_stuck=100,
+        poll="100ms",
+    )  # fmt: skip
+    scheduler.start()
+    worker.start()
+    start = db.db_now()
+    time.sleep(RUN_FOR + 4)
+    end = db.db_now()
+    worker.close(timeout=3)
+    scheduler.close()
+    assert missed(db, "beat", as_utc(start), as_utc(end)) == []
+    hung = [row for row in db.rows() if row.name != "beat" and row.started_at is not None]
+    assert len(hung) >= RUN_FOR  # the hung works kept both threads busy all along
+    assert {row.error for row in hung} == {TIMED_OUT.replace("after 1s", "after 2s")}
 
 
 def test_a_worker_with_more_stuck_threads_than_max_stuck_stops(

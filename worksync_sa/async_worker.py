@@ -15,6 +15,7 @@ import contextlib
 import functools
 import io
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -159,7 +160,7 @@ class AsyncWorker(WorkerSettings):
             RunHere: lambda step: self._run_here(step.claim),
             TakeRunner: lambda _: self._take_runner(),
             FreeRunner: lambda _: self._free_runner(),
-            Launch: lambda step: self._launch(step.claim),
+            Launch: lambda step: self._launch(step.claim, step.charge),
             Round: lambda _: self.run_once(),
             AwaitOne: lambda _: self._await_one(),
             Idle: lambda step: self._wait(step.seconds, wake=step.wake),
@@ -188,9 +189,9 @@ class AsyncWorker(WorkerSettings):
     async def _free_runner(self) -> None:
         self._free += 1
 
-    async def _launch(self, claim: AsyncClaim) -> None:
+    async def _launch(self, claim: AsyncClaim, charge: float) -> None:
         task = asyncio.get_running_loop().create_task(
-            self._run_claim(claim), name=f"worksync-claim-{claim.id}"
+            self._run_claim(claim, charge), name=f"worksync-claim-{claim.id}"
         )
         self._claims.add(task)
         task.add_done_callback(self._claim_ended)
@@ -210,11 +211,13 @@ class AsyncWorker(WorkerSettings):
                 self._wake.clear()
         return self._stopping.is_set() or self._core.past(self._until)
 
-    async def _run_claim(self, claim: AsyncClaim) -> None:
+    async def _run_claim(self, claim: AsyncClaim, charge: float) -> None:
+        began = time.monotonic()
         try:
             await self._handle(claim)
         finally:
             self.handled += 1
+            self._core.shares.ended(claim.name, charge, time.monotonic() - began)
 
     def _claim_ended(self, task: asyncio.Task[None]) -> None:
         self._claims.discard(task)

@@ -151,10 +151,11 @@ class Worker(WorkerSettings):
         """Claim and run everything due right now; returns how many claims it started.
 
         With ``max_concurrency`` 1 each claim runs here, one after the other.
-        Above 1, claims run on a pool of that many threads, and a claim is
-        only made while a thread is free to run it: the works take turns,
-        one claim each per turn, so a slow job never keeps another work
-        from its ticks, and the worker never holds a claim it cannot run.
+        Above 1, each claim runs on a thread of its own, at most that many at
+        once, and a claim is only made while a thread is free to run it, so
+        the worker never holds a claim it cannot run. Each free thread goes to
+        the due work that has used the least thread time lately: a slow (or
+        hung) job never keeps a quick work from its ticks.
         """
         return drive(self._core.round_steps(self._stopping.is_set), self._do)
 
@@ -178,7 +179,7 @@ class Worker(WorkerSettings):
             RunHere: lambda step: self._run_here(step.claim),
             TakeRunner: lambda _: self._free.acquire(blocking=False),
             FreeRunner: lambda _: self._free.release(),
-            Launch: lambda step: self._launch(step.claim),
+            Launch: lambda step: self._launch(step.claim, step.charge),
             Round: lambda _: self.run_once(),
             AwaitOne: lambda _: self._await_one(),
             Idle: lambda step: self._wait(step.seconds, wake=step.wake),
@@ -199,7 +200,7 @@ class Worker(WorkerSettings):
             wait(running, return_when=FIRST_COMPLETED)
         return bool(running)
 
-    def _launch(self, claim: Claim) -> None:
+    def _launch(self, claim: Claim, charge: float) -> None:
         """Run the claim on a daemon thread of its own.
 
         Not a pool: a pool's threads are joined when the interpreter exits, so one
@@ -209,9 +210,11 @@ class Worker(WorkerSettings):
         ended: Future[None] = Future()
 
         def run() -> None:
+            began = time.monotonic()
             try:
                 self._run_and_free(claim)
             finally:
+                self._core.shares.ended(claim.name, charge, time.monotonic() - began)
                 ended.set_result(None)
 
         self._running[ended] = claim

@@ -17,6 +17,8 @@ from typing import Any
 import pytest
 
 from worksync_sa._core.claims import ClaimCore
+from worksync_sa._core.shares import SMALLEST_CHARGE as LEAST
+from worksync_sa._core.shares import Shares
 from worksync_sa._core.worker import (
     ROUND,
     AcquireDue,
@@ -147,25 +149,55 @@ def test_with_more_runners_the_works_take_turns_one_claim_each() -> None:
     )  # fmt: skip
     assert script.run(worker(["a", "b"], concurrency=4).round_steps(never)) == 3
     assert script.steps == [
-        take, AcquireDue("a", None), Launch("a1"),
-        take, AcquireDue("b", None), Launch("b1"),
-        take, AcquireDue("a", None), Launch("a2"),
+        take, AcquireDue("a", None), Launch("a1", LEAST),
+        take, AcquireDue("b", None), Launch("b1", LEAST),
+        take, AcquireDue("a", None), Launch("a2", LEAST),
         take, AcquireDue("b", None), free,
         take, AcquireDue("a", None), free,
     ]  # fmt: skip
+
+
+def test_with_more_runners_a_free_runner_goes_to_the_work_that_ran_least_lately() -> None:
+    """Two runners freed at once by a slow work: the quick one drains its due ticks first."""
+    core = worker(["quick", "slow"], concurrency=2)
+    core.shares.ended("slow", 0.0, 2.0)  # a claim of it held its runner 2 s
+    take = TakeRunner()
+    script = Script(True, "q1", None, True, "q2", None, False)
+    assert script.run(core.round_steps(never)) == 2
+    assert script.steps == [
+        take, AcquireDue("quick", None), Launch("q1", LEAST),
+        take, AcquireDue("quick", None), Launch("q2", LEAST),
+        take,
+    ]  # fmt: skip
+
+
+def test_runner_time_used_is_charged_at_the_start_set_right_at_the_end_and_decays() -> None:
+    now = [0.0]
+    shares = Shares(["a", "b"], clock=lambda: now[0])
+    assert shares.next(["a", "b"]) == "a"  # ties: in the order given
+    assert shares.started("a") == LEAST
+    assert shares.next(["a", "b"]) == "b"
+    shares.ended("a", LEAST, 4.0)
+    assert shares.used("a") == pytest.approx(4.0)
+    assert shares.started("a") == pytest.approx(0.8)  # a fifth of the way to 4 s from 0
+    now[0] = 60.0  # a half-life later
+    assert shares.used("a") == pytest.approx(2.4)
+    shares.ended("b", LEAST, 0.0)
+    assert shares.used("b") == 0.0  # never below nothing
+    assert shares.next(["a", "b"]) == "b"
 
 
 def test_with_more_runners_a_stop_mid_turn_makes_no_further_claim() -> None:
     stops = iter([False, True])
     script = Script(True, "a1", None)
     assert script.run(worker(["a", "b"], concurrency=4).round_steps(lambda: next(stops))) == 1
-    assert script.steps == [TakeRunner(), AcquireDue("a", None), Launch("a1")]
+    assert script.steps == [TakeRunner(), AcquireDue("a", None), Launch("a1", LEAST)]
 
 
 def test_no_claim_is_made_without_a_free_runner() -> None:
     script = Script(True, "a1", None, False)
     assert script.run(worker(["a"], concurrency=2).round_steps(never)) == 1
-    assert script.steps == [TakeRunner(), AcquireDue("a", None), Launch("a1"), TakeRunner()]
+    assert script.steps == [TakeRunner(), AcquireDue("a", None), Launch("a1", LEAST), TakeRunner()]
 
 
 def test_a_failed_claim_gives_its_reserved_runner_back() -> None:

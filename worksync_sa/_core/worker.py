@@ -1,8 +1,8 @@
 """What a worker decides, written once for :class:`Worker` and :class:`AsyncWorker`.
 
 A worker's choices are the same whether it blocks or awaits: which works it
-serves and with which handler, how far back a due claim may look, when the
-works take turns, when to claim at all (only while a runner is free, so it
+serves and with which handler, how far back a due claim may look, which work
+a free runner goes to (``shares``), when to claim at all (only while a runner is free, so it
 never holds a claim it cannot run), how long to wait, how to outlive an
 outage, and what to log when a handler fails. Those choices are generators
 of steps here (as ``_core.passes`` does for the schedulers); each twin performs
@@ -26,6 +26,7 @@ from ..errors import ClaimLostError, HandlerTimeoutError, InvalidArgumentError
 from ..work import Work
 from .claims import ClaimCore, describe
 from .outage import Outage, is_stop
+from .shares import Shares
 
 logger = logging.getLogger("worksync_sa.worker")
 
@@ -72,9 +73,14 @@ class FreeRunner:
 
 @dataclass(frozen=True, slots=True)
 class Launch:
-    """Run the claim on the reserved runner; it frees the runner when it ends."""
+    """Run the claim on the reserved runner; it frees the runner when it ends.
+
+    When it ends, the runner reports how long it ran: ``shares.ended(name,
+    charge, seconds)``.
+    """
 
     claim: Any
+    charge: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +159,8 @@ class WorkerCore:
                 f"works name {', '.join(map(repr, twice))} more than once: give each work once"
             )
         self.names = sorted(names)
+        self.shares = Shares(self.names)
+        """Runner time each work used lately: who claims next when runners are few."""
         self._grace: dict[str, timedelta] = {work.name: work.grace for work in self.works}
         """Per work, its grace: how far back a claim looks."""
         self.handlers = handlers_for(self.names, handler)
@@ -199,11 +207,11 @@ class WorkerCore:
         """Claim what is due now and start it; returns how many claims were started.
 
         With one runner, each claim runs in the loop, one after the other.
-        With more, a claim is only made once a runner is reserved for it, and
-        the works take turns, one claim each per turn: within a round no work
-        claims twice before every other due work has claimed once, and the
-        worker never holds a claim it cannot run (the next round starts when a
-        runner frees up).
+        With more, a claim is only made once a runner is reserved for it, so
+        the worker never holds a claim it cannot run (the next round starts
+        when a runner frees up), and each goes to the due work that has used
+        the least runner time lately (``shares``): works of equal cost take
+        turns, and quick works are not starved by slow or hung ones.
         """
         started = 0
         if self.max_concurrency == 1:
@@ -215,24 +223,24 @@ class WorkerCore:
                     yield RunHere(claim)
                     started += 1
             return started
-        busy = list(self.names)
-        while busy:
-            for name in list(busy):
-                if stopping():  # a stop mid-turn: the other works' claims are not made
-                    return started
-                if not (yield TakeRunner()):
-                    return started
-                try:
-                    claim = yield AcquireDue(name, self._grace.get(name))
-                except BaseException:
-                    yield FreeRunner()
-                    raise
-                if claim is None:
-                    yield FreeRunner()
-                    busy.remove(name)
-                    continue
-                yield Launch(claim)
-                started += 1
+        due = list(self.names)
+        while due:
+            if stopping():  # a stop mid-round: the other works' claims are not made
+                return started
+            name = self.shares.next(due)
+            if not (yield TakeRunner()):
+                return started
+            try:
+                claim = yield AcquireDue(name, self._grace.get(name))
+            except BaseException:
+                yield FreeRunner()
+                raise
+            if claim is None:
+                yield FreeRunner()
+                due.remove(name)
+                continue
+            yield Launch(claim, self.shares.started(name))
+            started += 1
         return started
 
     def due_steps(self) -> Generator[Any, Any, int]:
