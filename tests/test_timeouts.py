@@ -339,6 +339,46 @@ def test_async_handlers_that_ignore_their_cancellation_stop_the_worker_past_max_
     ]
 
 
+@pytest.mark.parametrize("concurrency", [1, 2])
+def test_an_async_worker_that_cannot_cancel_its_handlers_still_stops_within_the_drain(
+    db: Db, concurrency: int
+) -> None:
+    """Handlers that swallow their cancellation: recorded FAILED first, then left to end."""
+    schedule_due(db, Work("w", "* * * * * *", max_run=2))
+    started = 0
+
+    async def stubborn(claim: AsyncClaim) -> None:
+        nonlocal started
+        started += 1
+        for _ in range(100):  # ends on its own after a while: the test leaves nothing behind
+            try:
+                await asyncio.sleep(0.1)
+            except asyncio.CancelledError:
+                continue
+
+    async def body(engine: Any) -> None:
+        worker = AsyncWorker(
+            engine, ["w"], stubborn, table=db.table, max_concurrency=concurrency, drain="1s"
+        )
+        worker.start()
+        deadline = time.monotonic() + 15
+        while started < concurrency and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        began = time.monotonic()
+        await worker.close()
+        took = time.monotonic() - began
+        assert took < 1 + 1 + 2  # the drain, a second to settle, and slack for a busy machine
+        assert worker.cut_off == concurrency
+
+    run(db, body)
+    running = [row for row in db.rows(name="w") if row.started_at is not None]
+    assert len(running) == concurrency
+    assert {row.status for row in running} == {WorkStatus.FAILED}
+    assert {row.error for row in running} == {
+        "shut down: still running 1 s after the worker was asked to stop"
+    }
+
+
 # -- through `worksync work`, a real process -------------------------------------------
 
 HANDLERS = """

@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from ._core.claims import describe
 from ._core.outage import ended, is_stop
 from ._core.worker import (
     DEFAULT_DRAIN,
@@ -53,6 +54,10 @@ if TYPE_CHECKING:  # at run time only once used: it needs greenlet, an optional 
     from sqlalchemy.ext.asyncio import AsyncEngine
 
 logger = logging.getLogger(__name__)
+
+CANCEL_SETTLE_SECONDS = 1.0
+"""How long a stopping worker waits for cancelled tasks to end: a handler that swallows
+its cancellation is then left to end on its own."""
 
 AsyncHandler = Callable[[AsyncClaim], Awaitable[object]]
 
@@ -122,7 +127,8 @@ class AsyncWorker(WorkerSettings):
         """Whether the worker stopped itself: more handlers stuck than ``max_stuck``."""
         self._free = 0
         """Runners left for claims: ``max_concurrency`` minus the claims running."""
-        self._claims: set[asyncio.Task[None]] = set()
+        self._claims: dict[asyncio.Task[None], AsyncClaim] = {}
+        """The claims running in tasks of their own, by task."""
         self._background = BackgroundTask("worker")
         self._stopping = self._background.stopping
         self._wake = asyncio.Event()
@@ -193,7 +199,7 @@ class AsyncWorker(WorkerSettings):
         task = asyncio.get_running_loop().create_task(
             self._run_claim(claim, charge), name=f"worksync-claim-{claim.id}"
         )
-        self._claims.add(task)
+        self._claims[task] = claim
         task.add_done_callback(self._claim_ended)
 
     async def _wait(self, seconds: float, *, wake: bool) -> bool:
@@ -220,7 +226,7 @@ class AsyncWorker(WorkerSettings):
             self._core.shares.ended(claim.name, charge, time.monotonic() - began)
 
     def _claim_ended(self, task: asyncio.Task[None]) -> None:
-        self._claims.discard(task)
+        self._claims.pop(task, None)
         self._wake.set()
         if not task.cancelled() and task.exception() is not None:
             logger.error("claim task ended by %r", task.exception(), extra={"action": "failed"})
@@ -342,32 +348,62 @@ class AsyncWorker(WorkerSettings):
         """Stop, wait up to ``timeout`` s (None: ``drain``) for running claims, release connections.
 
         The loop and the claims running in tasks share the wait. Claims still
-        running after it are cancelled: their rows are recorded FAILED ("shut
-        down: ...") where the database allows. (:meth:`Worker.close` cannot
-        cancel threads: it records their claims FAILED and leaves them.)
+        running after it are recorded FAILED ("shut down: ...", as on
+        :class:`Worker`), then their tasks are cancelled. A handler that
+        swallows its cancellation is left to end on its own after a second:
+        it cannot hold the shutdown, and what it finishes is fenced off.
         """
         seconds = self.drain if timeout is None else timeout
         deadline = asyncio.get_running_loop().time() + seconds
         self._wake.set()
+        reason = shut_down(seconds)
         here = self._here
-        if await self._background.stop(seconds, shut_down(seconds)) and here is not None:
-            self.cut_off += 1  # the loop ran it itself (max_concurrency 1): cancelled with it
+
+        async def record_here() -> None:
+            if here is not None:
+                self.cut_off += await self._record_shut_down([here], seconds)
+
+        await self._background.stop(
+            seconds, reason, before_cancel=record_here, settle=CANCEL_SETTLE_SECONDS
+        )
         if self._claims:
             left = max(0.0, deadline - asyncio.get_running_loop().time())
             _, pending = await asyncio.wait(set(self._claims), timeout=left)
-            for task in pending:
-                task.cancel(shut_down(seconds))
             if pending:
-                self.cut_off += len(pending)
-                logger.warning(
-                    "%d claim(s) still running %g s after the stop cancelled, recorded FAILED "
-                    "(shut down) where the database allows",
-                    len(pending),
-                    seconds,
-                    extra={"action": "shut-down", "count": len(pending)},
-                )
-                await asyncio.wait(pending)
+                claims = [self._claims[task] for task in pending if task in self._claims]
+                self.cut_off += await self._record_shut_down(claims, seconds)
+                for task in pending:
+                    task.cancel(reason)
+                await asyncio.wait(pending, timeout=CANCEL_SETTLE_SECONDS)
         await self.sync.close()
+
+    async def _record_shut_down(self, claims: list[AsyncClaim], seconds: float) -> int:
+        """Record the claims still running past the drain FAILED; how many were."""
+        recorded = 0
+        for claim in claims:
+            try:
+                await claim.fail(shut_down(seconds))
+            except ClaimLostError:
+                continue  # it ended, or was recovered, meanwhile: its row says so
+            except Exception as exc:  # the database is away: lease recovery closes the row
+                logger.error(
+                    "could not record %r as shut down (%s): recovery closes its row once its "
+                    "lease runs out",
+                    claim,
+                    describe(exc),
+                    extra={"action": "shut-down"},
+                )
+                continue
+            recorded += 1
+        if recorded:
+            logger.warning(
+                "%d claim(s) still running %g s after the stop recorded FAILED (shut down); "
+                "their tasks are cancelled",
+                recorded,
+                seconds,
+                extra={"action": "shut-down", "count": recorded},
+            )
+        return recorded
 
     async def __aenter__(self) -> AsyncWorker:
         self.start()

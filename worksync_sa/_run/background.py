@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 
@@ -75,11 +75,21 @@ class BackgroundTask:
         self.stopping.clear()
         self._task = asyncio.get_running_loop().create_task(loop(), name=f"worksync-{self.what}")
 
-    async def stop(self, timeout: float | None = None, reason: str | None = None) -> bool:
+    async def stop(
+        self,
+        timeout: float | None = None,
+        reason: str | None = None,
+        *,
+        before_cancel: Callable[[], Awaitable[object]] | None = None,
+        settle: float | None = None,
+    ) -> bool:
         """Ask the loop to stop and wait for it; past ``timeout`` seconds, cancel it.
 
         ``reason``: the cancellation's message, which a claim the loop runs records.
-        Returns whether it had to cancel.
+        ``before_cancel`` runs first when it comes to that (to record what the
+        loop was running). ``settle`` bounds the wait for the cancelled task:
+        code that swallows its cancellation must not hold the caller for good
+        (the task is then left to end on its own). Returns whether it had to cancel.
         """
         self.stopping.set()
         task = self._task
@@ -87,7 +97,10 @@ class BackgroundTask:
             return False
         _, pending = await asyncio.wait({task}, timeout=timeout)
         if pending:
+            if before_cancel is not None:
+                await before_cancel()
             task.cancel(reason)
-            await asyncio.wait({task})  # not `await task`: our own cancellation must propagate
+            # not `await task`: our own cancellation must propagate
+            await asyncio.wait({task}, timeout=settle)
         self._task = None
         return bool(pending)
