@@ -20,7 +20,6 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from ._core.claims import describe
 from ._core.outage import ended, is_stop
 from ._core.worker import (
     DEFAULT_DRAIN,
@@ -38,6 +37,7 @@ from ._core.worker import (
     is_async_handler,
     report,
     shut_down,
+    shut_down_steps,
     timed_out,
     utcnow,
 )
@@ -379,31 +379,8 @@ class AsyncWorker(WorkerSettings):
 
     async def _record_shut_down(self, claims: list[AsyncClaim], seconds: float) -> int:
         """Record the claims still running past the drain FAILED; how many were."""
-        recorded = 0
-        for claim in claims:
-            try:
-                await claim.fail(shut_down(seconds))
-            except ClaimLostError:
-                continue  # it ended, or was recovered, meanwhile: its row says so
-            except Exception as exc:  # the database is away: lease recovery closes the row
-                logger.error(
-                    "could not record %r as shut down (%s): recovery closes its row once its "
-                    "lease runs out",
-                    claim,
-                    describe(exc),
-                    extra={"action": "shut-down"},
-                )
-                continue
-            recorded += 1
-        if recorded:
-            logger.warning(
-                "%d claim(s) still running %g s after the stop recorded FAILED (shut down); "
-                "their tasks are cancelled",
-                recorded,
-                seconds,
-                extra={"action": "shut-down", "count": recorded},
-            )
-        return recorded
+        steps = shut_down_steps(claims, seconds, "their tasks are cancelled")
+        return await drive_async(steps, lambda step: step.claim.fail(step.error))
 
     async def __aenter__(self) -> AsyncWorker:
         self.start()

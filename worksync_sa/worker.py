@@ -26,7 +26,6 @@ from typing import Any
 
 from sqlalchemy.engine import Engine
 
-from ._core.claims import describe
 from ._core.outage import ended, is_stop
 from ._core.worker import (
     DEFAULT_DRAIN,
@@ -44,7 +43,7 @@ from ._core.worker import (
     WorkerSettings,
     is_async_handler,
     report,
-    shut_down,
+    shut_down_steps,
     timed_out,
     utcnow,
 )
@@ -380,31 +379,9 @@ class Worker(WorkerSettings):
 
     def _shut_down(self, claims: list[Claim], seconds: float) -> None:
         """Record the claims still running past the drain FAILED; their handlers run on."""
-        recorded = 0
-        for claim in claims:
-            try:
-                claim.fail(shut_down(seconds))
-            except ClaimLostError:
-                continue  # it ended, or was recovered, meanwhile: its row says so
-            except Exception as exc:  # the database is away: lease recovery closes the row
-                logger.error(
-                    "could not record %r as shut down (%s): recovery closes its row once its "
-                    "lease runs out",
-                    claim,
-                    describe(exc),
-                    extra={"action": "shut-down"},
-                )
-                continue
-            recorded += 1
-        self.cut_off += recorded
-        if recorded:
-            logger.warning(
-                "%d claim(s) still running %g s after the stop recorded FAILED (shut down); "
-                "their handlers' threads are left to end on their own",
-                recorded,
-                seconds,
-                extra={"action": "shut-down", "count": recorded},
-            )
+        then = "their handlers' threads are left to end on their own"
+        steps = shut_down_steps(claims, seconds, then)
+        self.cut_off += drive(steps, lambda step: step.claim.fail(step.error))
 
     def __enter__(self) -> Worker:
         self.start()

@@ -426,3 +426,44 @@ def timed_out(seconds: float, where: str) -> HandlerTimeoutError:
 def shut_down(seconds: float) -> str:
     """The error a claim still running when a worker's drain ran out is recorded with."""
     return f"shut down: still running {seconds:g} s after the worker was asked to stop"
+
+
+@dataclass(frozen=True, slots=True)
+class Fail:
+    """Record the claim FAILED with ``error`` (``claim.fail``)."""
+
+    claim: Any
+    error: str
+
+
+def shut_down_steps(claims: list[Any], seconds: float, then: str) -> Generator[Fail, Any, int]:
+    """Record the claims still running past a worker's drain FAILED; how many were.
+
+    Both twins do it before letting go of the handlers (``then`` says how, in
+    the log), so that nothing those finish later counts.
+    """
+    recorded = 0
+    for claim in claims:
+        try:
+            yield Fail(claim, shut_down(seconds))
+        except ClaimLostError:
+            continue  # it ended, or was recovered, meanwhile: its row says so
+        except Exception as exc:  # the database is away: lease recovery closes the row
+            logger.error(
+                "could not record %r as shut down (%s): recovery closes its row once its "
+                "lease runs out",
+                claim,
+                describe(exc),
+                extra={"action": "shut-down"},
+            )
+            continue
+        recorded += 1
+    if recorded:
+        logger.warning(
+            "%d claim(s) still running %g s after the stop recorded FAILED (shut down); %s",
+            recorded,
+            seconds,
+            then,
+            extra={"action": "shut-down", "count": recorded},
+        )
+    return recorded
