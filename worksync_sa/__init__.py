@@ -18,6 +18,7 @@ from .engine import create_engine as create_engine
 from .errors import ClaimLostError as ClaimLostError
 from .errors import ClaimNotCommittedError as ClaimNotCommittedError
 from .errors import DetailsNotLoadedError as DetailsNotLoadedError
+from .errors import HandlerProcessError as HandlerProcessError
 from .errors import HandlerTimeoutError as HandlerTimeoutError
 from .errors import InvalidArgumentError as InvalidArgumentError
 from .errors import InvalidConfigError as InvalidConfigError
@@ -27,6 +28,7 @@ from .errors import UnsupportedDatabaseError as UnsupportedDatabaseError
 from .errors import WorksyncError as WorksyncError
 from .events import Event as Event
 from .events import Listener as Listener
+from .isolation import ClaimView as ClaimView
 from .ledger import Ledger as Ledger
 from .ledger import LedgerPage as LedgerPage
 from .ledger import TickEntry as TickEntry
@@ -105,9 +107,11 @@ __all__ = [
     "ClaimLostError",
     "ClaimNotCommittedError",
     "ClaimRepository",
+    "ClaimView",
     "ClaimedRow",
     "DetailsNotLoadedError",
     "Event",
+    "HandlerProcessError",
     "HandlerTimeoutError",
     "InvalidArgumentError",
     "InvalidConfigError",

@@ -61,6 +61,26 @@ class HandlerTimeoutError(WorksyncError, TimeoutError):
     """Where the handler was when its time ran out (its stack), for the log."""
 
 
+class HandlerProcessError(WorksyncError):
+    """A handler run in a process of its own (``Worker(isolation="process")``) failed.
+
+    Its text is what the claim's row stores, verbatim: the handler's own
+    exception as ``Type: message`` (the very text thread mode stores, so a
+    dashboard cannot tell the modes apart), or how its process died ("the
+    handler's process exited with code 3"). The exception itself stayed in
+    the child, where it was raised: only its text and traceback cross back
+    (an exception need not pickle), the traceback as this error's
+    ``__cause__``, which the worker's ERROR log line shows.
+    """
+
+    def __init__(self, text: str, traceback: str = "") -> None:
+        super().__init__(text)
+        self.text = text
+        """What the row stores: ``Type: message``, or how the process died."""
+        self.traceback = traceback
+        """The child's traceback of the handler's exception ("" when the process died)."""
+
+
 class ClaimNotCommittedError(InvalidArgumentError):
     """``claim_from_row`` was given a row whose claim is not committed (yet).
 

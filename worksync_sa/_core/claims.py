@@ -30,6 +30,7 @@ from ..durations import as_timedelta
 from ..errors import (
     ClaimLostError,
     ClaimNotCommittedError,
+    HandlerProcessError,
     InvalidArgumentError,
     InvalidWorkError,
 )
@@ -177,6 +178,8 @@ def describe(exc: BaseException) -> str:
     Never raises: an exception whose ``__str__`` fails is still recorded (by
     its type), because a failure that cannot be written is a failure lost.
     """
+    if isinstance(exc, HandlerProcessError):  # described in the child, where it was raised
+        return exc.text
     kind = type(exc).__name__
     try:
         text = str(exc)
