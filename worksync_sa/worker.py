@@ -422,7 +422,9 @@ class Worker(WorkerSettings):
         Claims still running then are recorded FAILED ("shut down: ..."), their
         heartbeats stop, and whatever their handlers finish later is fenced off.
         Their threads cannot be killed: they are daemon threads, left to end on
-        their own, and they never keep the process from exiting.
+        their own, and they never keep the process from exiting. With
+        ``isolation="process"`` their child processes are killed instead, and
+        this returns once they are gone and the loop has ended.
         (:meth:`AsyncWorker.close` cancels its claims' tasks.)
         """
         seconds = self.drain if timeout is None else timeout
@@ -437,6 +439,9 @@ class Worker(WorkerSettings):
             left.append(here)
         if left:
             self._shut_down(left, seconds)
+            if self.isolation == "process":  # their children killed, their threads end now
+                self._background.stop(children.KILL_GRACE_SECONDS)
+                wait(set(self._running), children.KILL_GRACE_SECONDS)
         self.sync.close()
 
     def _shut_down(self, claims: list[Claim], seconds: float) -> None:
