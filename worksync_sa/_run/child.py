@@ -41,7 +41,6 @@ import sys
 import threading
 import time
 import traceback
-import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
@@ -59,7 +58,10 @@ EXIT_GRACE_SECONDS = 2.0
 PARENT_GONE_EXIT = 70
 """The exit code of a child whose worker died: it is nobody's to wait for any more."""
 
-_alive: weakref.WeakSet[Child] = weakref.WeakSet()
+_alive: set[Child] = set()
+"""The children started and not reaped yet, for :func:`kill_all` (a thread that died before
+reaping its child leaves it here, to be killed at exit)."""
+_alive_lock = threading.Lock()
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,7 +104,8 @@ class Child:
         finally:
             writer.close()  # the child's end: EOF here once the child is gone
         self.pid: int = self._process.pid or 0
-        _alive.add(self)
+        with _alive_lock:
+            _alive.add(self)
 
     def outcome(self, seconds: float | None) -> Outcome | None:
         """Wait up to ``seconds`` (None: for ever) for the handler to end; None: still running.
@@ -181,7 +184,8 @@ class Child:
         with self._lock:  # it has exited: the join is at once, and no signal can race it
             self._process.join()
             self._reaped.set()
-        _alive.discard(self)
+        with _alive_lock:
+            _alive.discard(self)
         self._reader.close()
 
     def _death(self) -> str:
@@ -229,7 +233,9 @@ def stop(children: list[Child]) -> None:
 def kill_all() -> None:
     """SIGKILL every child still alive: at exit, a worker never closed (multiprocessing would
     join them for ever), or a second signal's quit, which has no time to wait."""
-    for child in list(_alive):
+    with _alive_lock:
+        left = list(_alive)
+    for child in left:
         child.kill()
 
 
