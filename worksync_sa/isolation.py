@@ -22,8 +22,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
-from ._core.claims import describe
-from .errors import InvalidArgumentError
+from .errors import InvalidArgumentError, describe
 
 ISOLATIONS = ("thread", "process")
 """``thread``: each claim's handler runs on a thread of the worker (the default);

@@ -26,7 +26,6 @@ from typing import Any
 
 from sqlalchemy.engine import Engine
 
-from ._core.claims import describe
 from ._core.outage import ended, is_stop
 from ._core.worker import (
     DEFAULT_DRAIN,
@@ -52,7 +51,7 @@ from ._run import child as children
 from ._run.background import BackgroundThread
 from ._run.steps import Idle, drive
 from .config import RetryPolicy
-from .errors import ClaimLostError, HandlerProcessError, InvalidArgumentError
+from .errors import ClaimLostError, HandlerProcessError, InvalidArgumentError, describe
 from .events import Listener
 from .isolation import ClaimView, ProcessHandler, check_isolation, check_picklable
 from .models import DEFAULT_TABLE

@@ -47,6 +47,8 @@ from multiprocessing.connection import Connection, wait
 from types import FrameType, TracebackType
 from typing import Any
 
+from ..errors import describe
+
 SPAWN = multiprocessing.get_context("spawn")
 START_SECONDS = 30.0
 """How long a child may take to start (an interpreter, the handler's imports) when the
@@ -260,7 +262,7 @@ def child_main(handler: Callable[[Any], object], view: Any, results: Connection)
     except BaseException as exc:  # even SystemExit: it is the handler's outcome
         _done.set()
         where = traceback.format_exception(type(exc), exc, _below(exc.__traceback__))
-        results.send(("raised", _describe(exc), "".join(where)))
+        results.send(("raised", describe(exc), "".join(where)))
     else:
         _done.set()
         results.send(("returned",))
@@ -268,13 +270,6 @@ def child_main(handler: Callable[[Any], object], view: Any, results: Connection)
         for stream in (sys.stdout, sys.stderr):
             with contextlib.suppress(Exception):  # a closed stream: nothing to save
                 stream.flush()
-
-
-def _describe(exc: BaseException) -> str:
-    """The row's text for ``exc``, exactly as thread mode writes it."""
-    from .._core.claims import describe  # noqa: PLC0415 (_run sits below _core)
-
-    return describe(exc)
 
 
 def _below(tb: TracebackType | None) -> TracebackType | None:
