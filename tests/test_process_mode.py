@@ -159,7 +159,7 @@ def test_each_outcome_of_a_handler_in_its_own_process_is_recorded(
     with caplog.at_level(logging.ERROR, logger="worksync_sa"):
         ran = worker.run_due()
         worker.close()
-    assert ran > len(names)
+    assert ran >= len(names)  # each work at least once
     started = [row for row in db.rows() if row.started_at is not None]
     assert len(started) == ran
     assert not db.rows(status=WorkStatus.RUNNING)

@@ -9,10 +9,10 @@ Why a process: a thread cannot be killed. A handler that hangs in C code
 holding the GIL, leaks memory, or simply must be stoppable at its timeout
 can only be ended for good by running it in a process the worker may kill
 (Celery's prefork pool and its hard time limit are the model). The price is
-a process start per claim (a spawned interpreter, some 30 ms, which then
-imports this package, SQLAlchemy and the handler's module: about 0.5 s in
-all on a small machine), and a handler that sees a :class:`ClaimView`, not
-the :class:`Claim`: the claim, its heartbeat and its outcome stay in the worker.
+a process start per claim (a spawned interpreter that imports the
+handler's module: some 50 ms for a small one, more for a large application),
+and a handler that sees a :class:`ClaimView`, not the :class:`Claim`: the
+claim, its heartbeat and its outcome stay in the worker.
 """
 
 from __future__ import annotations

@@ -92,7 +92,7 @@ class Worker(WorkerSettings):
     raises (FAILED). Past its timeout, or still running when :meth:`close`'s
     drain runs out, the child is killed: nothing is left running, and
     ``stuck`` stays 0. Each handler must be a module-level function (the
-    child imports it), and each claim costs a process start (~0.5 s with the imports).
+    child imports it), and each claim costs a process start (~50 ms, plus the imports).
     """
 
     def __init__(
