@@ -326,7 +326,11 @@ class Worker(WorkerSettings):
             child = children.Child(self._core.handlers[claim.name], view)
             self._children[claim.id] = child
         try:
-            outcome = child.outcome(seconds)
+            try:
+                outcome = child.outcome(seconds)
+            except BaseException:  # Ctrl-C on a loop run in the main thread: not alone
+                child.end()
+                raise
             if outcome is None:
                 assert seconds is not None
                 error = timed_out(seconds, "")

@@ -117,6 +117,7 @@ class Child:
         ``START_SECONDS`` (or ``seconds``, if longer) of its own: a slow start
         on a busy host does not eat the handler's time, and a start that
         hangs (an import) still ends.
+
         The child's exit is waited for too (a few seconds at most: it is
         stopped past that), so no process is left behind once this returns.
         """
@@ -142,6 +143,8 @@ class Child:
 
     def end(self) -> None:
         """SIGTERM, then SIGKILL past a short grace; returns once the child is reaped."""
+        if self._reaped.is_set():
+            return
         self._signal(signal.SIGTERM)
         deadline = time.monotonic() + KILL_GRACE_SECONDS
         while wait([self._reader], max(0.0, deadline - time.monotonic())):
