@@ -46,6 +46,7 @@ def test_the_documented_example_reads_as_documented() -> None:
     assert config.worker.drain == 30 * S
     assert config.worker.timeout == 600 * S
     assert config.worker.max_stuck == 4
+    assert config.worker.isolation == "thread"
     assert config.works == (
         Work(
             "report",
@@ -66,6 +67,7 @@ def test_every_section_is_optional_and_defaults_are_the_librarys() -> None:
     assert empty.scheduler == SchedulerConfig()
     assert (empty.database.url, empty.database.table) == (None, None)
     assert (empty.worker.poll, empty.worker.max_backoff) == (None, None)
+    assert empty.worker.isolation is None
     one = parse_config('[[works]]\nname = "a"\ncron = "@every 5s"\n')
     assert one.works == (Work("a", "@every 5s"),)
 
@@ -136,6 +138,7 @@ def test_unknown_keys_are_errors_naming_key_and_section(text: str, words: list[s
         ('[worker]\npoll = "fast"\n', ["[worker] poll", "'fast'"]),
         ('[worker]\ntimeout = "0s"\n', ["[worker] timeout", "positive"]),
         ("[worker]\nmax_stuck = 0\n", ["[worker] max_stuck", "from 1 to 1024", "0"]),
+        ('[worker]\nisolation = "fork"\n', ["[worker] isolation", "'thread' or 'process'", "fork"]),
         ('[[works]]\nname = "a"\ncron = "@every 1s"\ntimeout = 30\n', ["timeout", "integer"]),
         ('[[works]]\nname = "a"\ncron = "@every 1s"\ntimeout = "x"\n', ["'a'", "timeout"]),
         ("[database]\nurl = 5\n", ["[database] url must be a non-empty string"]),

@@ -29,6 +29,8 @@ can share it::
     timeout = "10m"         # the works' timeout where theirs is not set (default: none)
     max_stuck = 4           # timed-out handlers' threads that may run on; one more and
                             # the worker stops, exit code 4 (default: concurrency)
+    isolation = "thread"    # "process": each claim's handler in a child process that a
+                            # timeout kills; a process start per claim (default "thread")
 
     [[works]]               # one table per work; names are unique
     name = "report"         # required
@@ -73,6 +75,7 @@ from ._core.worker import MAX_CONCURRENCY_LIMIT
 from .config import SchedulerConfig
 from .durations import as_timedelta
 from .errors import InvalidConfigError, InvalidWorkError
+from .isolation import ISOLATIONS
 from .models import validate_table_name
 from .sequences import local_sequence
 from .work import Work
@@ -88,7 +91,15 @@ SCHEDULER_DURATIONS = (
     "leave_to_original",
 )
 SCHEDULER_KEYS = (*SCHEDULER_DURATIONS, "sequence_zone")
-WORKER_KEYS = ("poll", "max_backoff", "concurrency", "drain", "timeout", "max_stuck")
+WORKER_KEYS = (
+    "poll",
+    "max_backoff",
+    "concurrency",
+    "drain",
+    "timeout",
+    "max_stuck",
+    "isolation",
+)
 WORK_KEYS = (
     "name",
     "cron",
@@ -141,6 +152,7 @@ class WorkerSettings:
     drain: timedelta | None = None
     timeout: timedelta | None = None
     max_stuck: int | None = None
+    isolation: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -326,8 +338,14 @@ class _Reader:
                     f"not {value!r}"
                 )
             counts[key] = value
+        isolation = table.get("isolation")
+        if isolation is not None and isolation not in ISOLATIONS:
+            raise self.error(
+                f"[worker] isolation must be {' or '.join(map(repr, ISOLATIONS))}, "
+                f"not {isolation!r}"
+            )
         given: dict[str, Any] = self.durations(table, durations, "[worker]")
-        return WorkerSettings(**given, **counts)
+        return WorkerSettings(**given, **counts, isolation=isolation)
 
     def works(self, value: object) -> tuple[Work, ...]:
         if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):

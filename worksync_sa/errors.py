@@ -8,6 +8,8 @@ SQLAlchemy errors that the host already knows how to handle are not wrapped.
 
 from __future__ import annotations
 
+import sys
+
 
 class WorksyncError(Exception):
     """Base class of every error worksync_sa raises on purpose."""
@@ -61,6 +63,26 @@ class HandlerTimeoutError(WorksyncError, TimeoutError):
     """Where the handler was when its time ran out (its stack), for the log."""
 
 
+class HandlerProcessError(WorksyncError):
+    """A handler run in a process of its own (``Worker(isolation="process")``) failed.
+
+    Its text is what the claim's row stores, verbatim: the handler's own
+    exception as ``Type: message`` (the very text thread mode stores, so a
+    dashboard cannot tell the modes apart), or how its process died ("the
+    handler's process exited with code 3"). The exception itself stayed in
+    the child, where it was raised: only its text and traceback cross back
+    (an exception need not pickle), the traceback as this error's
+    ``__cause__``, which the worker's ERROR log line shows.
+    """
+
+    def __init__(self, text: str, traceback: str = "") -> None:
+        super().__init__(text)
+        self.text = text
+        """What the row stores: ``Type: message``, or how the process died."""
+        self.traceback = traceback
+        """The child's traceback of the handler's exception ("" when the process died)."""
+
+
 class ClaimNotCommittedError(InvalidArgumentError):
     """``claim_from_row`` was given a row whose claim is not committed (yet).
 
@@ -86,3 +108,24 @@ class DetailsNotLoadedError(WorksyncError, RuntimeError):
 class UnsupportedDatabaseError(WorksyncError):
     """The database cannot be used: not MySQL/MariaDB, PostgreSQL or SQLite, a server
     too old, or a MySQL/MariaDB connection that does not speak utf8mb4."""
+
+
+def describe(exc: BaseException) -> str:
+    """An exception as stored in ``error``: its type, and its text if it has one.
+
+    Never raises: an exception whose ``__str__`` fails is still recorded (by
+    its type), because a failure that cannot be written is a failure lost.
+    Here, beside the errors, because a handler's child process describes its
+    exception too, and must not import the rest of the package to do it.
+    """
+    if isinstance(exc, HandlerProcessError):  # described in the child, where it was raised
+        return exc.text
+    kind = type(exc).__name__
+    try:
+        text = str(exc)
+    except Exception:
+        return f"{kind}: (its message could not be read)"
+    asyncio = sys.modules.get("asyncio")  # not imported: exc is no asyncio.CancelledError
+    if asyncio is not None and isinstance(exc, asyncio.CancelledError) and not text:
+        return "CancelledError: the task running the claim was cancelled"
+    return f"{kind}: {text}" if text else kind

@@ -47,11 +47,13 @@ from ._core.worker import (
     timed_out,
     utcnow,
 )
+from ._run import child as children
 from ._run.background import BackgroundThread
 from ._run.steps import Idle, drive
 from .config import RetryPolicy
-from .errors import ClaimLostError, InvalidArgumentError
+from .errors import ClaimLostError, HandlerProcessError, InvalidArgumentError
 from .events import Listener
+from .isolation import ClaimView, ProcessHandler, check_isolation, check_picklable
 from .models import DEFAULT_TABLE
 from .sync import Claim, WorkSync
 from .work import Work
@@ -81,13 +83,23 @@ class Worker(WorkerSettings):
     looks. ``drain`` is how long :meth:`close` (and leaving ``with``) waits
     for running claims (see there). ``clock`` is this process's idea of the
     time, injectable for tests.
+
+    ``isolation="process"`` runs each claim's handler in a child process of
+    its own instead of on a thread (see :mod:`worksync_sa.isolation`): the
+    worker keeps the claim and its heartbeat, and the handler gets a
+    :class:`~worksync_sa.isolation.ClaimView`, so it cannot call
+    ``success()``, ``fail()`` or ``heartbeat()``: it returns (SUCCESS) or
+    raises (FAILED). Past its timeout, or still running when :meth:`close`'s
+    drain runs out, the child is killed: nothing is left running, and
+    ``stuck`` stays 0. Each handler must be a module-level function (the
+    child imports it), and each claim costs a process start (~50 ms, plus the imports).
     """
 
     def __init__(
         self,
         engine: Engine,
         works: Iterable[Work | str],
-        handler: Handler | Mapping[str, Handler],
+        handler: Handler | ProcessHandler | Mapping[str, Handler | ProcessHandler],
         *,
         max_concurrency: int = 1,
         table: str = DEFAULT_TABLE,
@@ -100,6 +112,7 @@ class Worker(WorkerSettings):
         drain: timedelta | str = DEFAULT_DRAIN,
         timeout: timedelta | str | None = None,
         max_stuck: int | None = None,
+        isolation: str = "thread",
     ) -> None:
         self._core = WorkerCore(
             works,
@@ -118,6 +131,10 @@ class Worker(WorkerSettings):
                 f"handler for {', '.join(map(repr, coroutines))} is an async function: Worker "
                 "calls its handlers on threads and would never await it (use AsyncWorker)"
             )
+        self.isolation = check_isolation(isolation)
+        """``thread`` (handlers on threads) or ``process`` (each claim in a child process)."""
+        if self.isolation == "process":
+            check_picklable(self._core.handlers)
         self.handler = handler
         self._free = threading.BoundedSemaphore(max_concurrency)
         """One permit per claim this worker can run at once: it never holds more."""
@@ -142,6 +159,9 @@ class Worker(WorkerSettings):
         """Handlers' threads left running past their timeout, with the claims they had."""
         self.gave_up = False
         """Whether the worker stopped itself: more handlers' threads stuck than ``max_stuck``."""
+        self._children: dict[int, children.Child] = {}
+        """By claim id, the child processes running handlers (``isolation="process"``)."""
+        self._children_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"Worker({self.sync!r}, works={self.names!r})"
@@ -253,6 +273,9 @@ class Worker(WorkerSettings):
 
     def _call(self, claim: Claim) -> None:
         """The handler, on a thread of its own when it has a time limit (then left past it)."""
+        if self.isolation == "process":
+            self._call_in_process(claim)
+            return
         handler = self._core.handlers[claim.name]
         seconds = self._core.timeouts[claim.name]
         if seconds is None:
@@ -285,6 +308,55 @@ class Worker(WorkerSettings):
         finally:
             self._leave(thread, claim)
         raise error
+
+    def _call_in_process(self, claim: Claim) -> None:
+        """The handler in a child process, supervised from here: past its timeout, killed.
+
+        Returns when the handler returned, raises :class:`HandlerProcessError`
+        with its text when it raised or its process died, and
+        :class:`HandlerTimeoutError` past its timeout, once the claim is
+        recorded FAILED and the child is gone.
+        """
+        view = ClaimView(
+            id=claim.id,
+            name=claim.name,
+            sequence=claim.sequence,
+            slot=claim.slot,
+            tick_at=claim.tick_at,
+            attempt=claim.attempt,
+            worker_id=self.sync.worker_id,
+        )
+        seconds = self._core.timeouts[claim.name]
+        with self._children_lock:  # close() either finds this child or finds the claim finished
+            if claim.finished:
+                return
+            child = children.Child(self._core.handlers[claim.name], view)
+            self._children[claim.id] = child
+        try:
+            try:
+                outcome = child.outcome(seconds)
+            except BaseException:  # Ctrl-C on a loop run in the main thread: not alone
+                child.end()
+                raise
+            if outcome is None:
+                assert seconds is not None
+                error = timed_out(seconds, "")
+                try:
+                    claim.fail(error)  # first: nothing the child does from now on counts
+                finally:
+                    child.end()
+                error.where = child.stack
+                raise error
+        finally:
+            with self._children_lock:
+                self._children.pop(claim.id, None)
+            child.close()
+        if child.stopped or outcome.error is None:  # stopped: close() recorded it, killed it
+            return
+        failed = HandlerProcessError(outcome.error, outcome.traceback)
+        if not outcome.traceback:  # its process died: nothing was raised, nowhere to show
+            raise failed from None
+        raise failed from _ChildTraceback(outcome.traceback)
 
     def _leave(self, thread: threading.Thread, claim: Claim) -> None:
         """Leave a handler's thread past its timeout; stop the worker if too many are left."""
@@ -360,7 +432,9 @@ class Worker(WorkerSettings):
         Claims still running then are recorded FAILED ("shut down: ..."), their
         heartbeats stop, and whatever their handlers finish later is fenced off.
         Their threads cannot be killed: they are daemon threads, left to end on
-        their own, and they never keep the process from exiting.
+        their own, and they never keep the process from exiting. With
+        ``isolation="process"`` their child processes are killed instead, and
+        this returns once they are gone and the loop has ended.
         (:meth:`AsyncWorker.close` cancels its claims' tasks.)
         """
         seconds = self.drain if timeout is None else timeout
@@ -375,13 +449,29 @@ class Worker(WorkerSettings):
             left.append(here)
         if left:
             self._shut_down(left, seconds)
+            if self.isolation == "process":  # their children killed, their threads end now
+                self._background.stop(children.KILL_GRACE_SECONDS)
+                wait(set(self._running), children.KILL_GRACE_SECONDS)
         self.sync.close()
 
     def _shut_down(self, claims: list[Claim], seconds: float) -> None:
-        """Record the claims still running past the drain FAILED; their handlers run on."""
-        then = "their handlers' threads are left to end on their own"
-        steps = shut_down_steps(claims, seconds, then)
-        self.cut_off += drive(steps, lambda step: step.claim.fail(step.error))
+        """Record the claims still running past the drain FAILED; their handlers run on.
+
+        Unless they run in child processes: those are killed once every claim
+        is recorded (recording first, so nothing a child finishes counts).
+        """
+        then = (
+            "their handlers' processes are killed"
+            if self.isolation == "process"
+            else "their handlers' threads are left to end on their own"
+        )
+        try:
+            steps = shut_down_steps(claims, seconds, then)
+            self.cut_off += drive(steps, lambda step: step.claim.fail(step.error))
+        finally:
+            with self._children_lock:
+                left = [self._children[c.id] for c in claims if c.id in self._children]
+            children.stop(left)
 
     def __enter__(self) -> Worker:
         self.start()
@@ -389,3 +479,15 @@ class Worker(WorkerSettings):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class _ChildTraceback(Exception):
+    """The traceback of a handler's exception in its child process, as text.
+
+    The cause of the :class:`HandlerProcessError` raised in the worker, so the
+    ERROR log line shows where the handler failed, as in thread mode
+    (``concurrent.futures`` shows a process pool's failures the same way).
+    """
+
+    def __str__(self) -> str:
+        return f'\n"""\n{self.args[0].rstrip()}\n"""' if self.args and self.args[0] else ""

@@ -25,7 +25,6 @@ from worksync_sa._core.claims import (
     WorkSyncCore,
     checked_floor,
     checked_row,
-    describe,
     error_text,
     heartbeat_period,
     held_from_row,
@@ -40,6 +39,7 @@ from worksync_sa.errors import (
     ClaimNotCommittedError,
     InvalidArgumentError,
     InvalidWorkError,
+    describe,
 )
 from worksync_sa.models import WorkStatus
 from worksync_sa.repository import ClaimedRow

@@ -9,7 +9,6 @@ blocking or awaited, the heartbeat in a thread or a task.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Generator, Iterable
@@ -32,6 +31,7 @@ from ..errors import (
     ClaimNotCommittedError,
     InvalidArgumentError,
     InvalidWorkError,
+    describe,  # its home is errors (a child process uses it)
 )
 from ..events import Event, Events, Listener
 from ..models import (
@@ -169,22 +169,6 @@ def held_from_row(row: ClaimedRow, state: ClaimState | None, table: str) -> Clai
 def checked_now(now: object) -> datetime | None:
     """An explicit ``now`` as aware UTC, None for the database clock, else a clear error."""
     return None if now is None else checked_moment(now, "now")
-
-
-def describe(exc: BaseException) -> str:
-    """An exception as stored in ``error``: its type, and its text if it has one.
-
-    Never raises: an exception whose ``__str__`` fails is still recorded (by
-    its type), because a failure that cannot be written is a failure lost.
-    """
-    kind = type(exc).__name__
-    try:
-        text = str(exc)
-    except Exception:
-        return f"{kind}: (its message could not be read)"
-    if isinstance(exc, asyncio.CancelledError) and not text:
-        return "CancelledError: the task running the claim was cancelled"
-    return f"{kind}: {text}" if text else kind
 
 
 def error_text(error: object) -> str | None:

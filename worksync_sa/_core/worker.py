@@ -22,9 +22,9 @@ from typing import Any
 from .._run.steps import Idle
 from .._sql.text import check_text
 from ..durations import as_timedelta, format_duration
-from ..errors import ClaimLostError, HandlerTimeoutError, InvalidArgumentError
+from ..errors import ClaimLostError, HandlerTimeoutError, InvalidArgumentError, describe
 from ..work import Work
-from .claims import ClaimCore, describe
+from .claims import ClaimCore
 from .outage import Outage, is_stop
 from .shares import Shares
 

@@ -22,6 +22,9 @@ need no clock agreement.
 ``--timeout`` limits how long a function may run for the works without a
 ``timeout`` of their own; past it the claim is recorded FAILED ("timed out")
 and the worker goes on (a thread left to run on, a task cancelled).
+``--isolation process`` runs each claim's (plain) function in a child process
+of its own instead, which a timeout or the end of ``--drain`` kills: the
+function gets a read-only ``ClaimView``, and each claim pays a process start.
 
 The handler is imported before anything connects, so a bad ``--run`` is a
 usage error (exit 2) that touches nothing. SIGINT/SIGTERM stop claiming and
@@ -37,6 +40,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
+import importlib.machinery
 import logging
 import os
 import sys
@@ -49,9 +53,11 @@ from typing import Any, cast
 import sqlalchemy as sa
 
 from .._core.worker import MAX_CONCURRENCY_LIMIT, is_async_handler
+from .._run import child as children
 from ..config_file import ConfigFile, WorkerSettings
 from ..durations import format_duration
 from ..events import Event
+from ..isolation import ISOLATIONS
 from ..work import Work
 from ..worker import DEFAULT_DRAIN, DEFAULT_MAX_BACKOFF, DEFAULT_POLL, Handler, Worker
 from .on_loop import LoopWorker
@@ -146,6 +152,13 @@ def register(commands: Commands) -> None:
         type=concurrency_arg,
         help="timed-out functions' threads that may run on; one more stops the worker, "
         "exit code 4 (default: [worker] max_stuck, else the concurrency)",
+    )
+    parser.add_argument(
+        "--isolation",
+        choices=ISOLATIONS,
+        help="thread: call each function on a thread; process: in a child process of its "
+        "own, killed past its timeout (a process start per claim; plain functions only) "
+        "(default: [worker] isolation, else thread)",
     )
     parser.add_argument(
         "--worker-id",
@@ -322,6 +335,7 @@ def run(args: argparse.Namespace, secrets: Secrets) -> int:
     max_backoff: timedelta = args.max_backoff or settings.max_backoff or DEFAULT_MAX_BACKOFF
     concurrency: int = args.concurrency or settings.concurrency or 1
     drain: timedelta = _first(args.drain, settings.drain, DEFAULT_DRAIN)
+    isolation: str = args.isolation or settings.isolation or "thread"
     options: dict[str, Any] = {
         "drain": drain,
         "timeout": args.timeout or settings.timeout,
@@ -337,14 +351,36 @@ def run(args: argparse.Namespace, secrets: Secrets) -> int:
     try:
         worker: Worker | LoopWorker
         if kind_of(handlers) == "async":
+            if isolation != "thread":
+                raise UsageError(
+                    f"isolation {isolation!r} is for plain functions: async def ones run as "
+                    "tasks, which their timeout cancels already"
+                )
             worker = _async_worker(url, works, handlers, options)
         else:
-            worker = Worker(engine, works, handlers, **options)
+            if isolation == "process":
+                _children_skip_the_script()
+            worker = Worker(engine, works, handlers, isolation=isolation, **options)
         if args.once:
             return _once(worker, engine, table)
         return _serve(worker, engine, table, runs.describe(), poll)
     finally:
         engine.dispose()
+
+
+def _children_skip_the_script() -> None:
+    """Spare each function's process a run of the ``worksync`` script's imports.
+
+    A "spawn" child first re-runs the parent's main script (a function
+    defined there could be the one to call), unless the main module has a
+    name ending in ``.__main__``. The console script is such a file, and all
+    it imports is this command, SQLAlchemy and every service: some 0.4 s per
+    claim for nothing, since the functions come from ``--run`` modules. So
+    the script is named what it runs (``python -m worksync_sa`` is already).
+    """
+    main = sys.modules.get("__main__")
+    if main is not None and getattr(main, "__spec__", None) is None:
+        main.__spec__ = importlib.machinery.ModuleSpec("worksync_sa.__main__", None)
 
 
 def _first(*values: timedelta | None) -> timedelta:
@@ -432,6 +468,7 @@ def _serve(
             worker.close()  # a second signal interrupts this wait: ForcedStop
         except ForcedStop:
             recorded = _record_what_it_can(worker)
+            children.kill_all()  # whatever the recording got to: no function's process stays
             log.warning(
                 "quitting at once: %s",
                 "the running claims were recorded FAILED (shut down)"
