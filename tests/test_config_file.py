@@ -132,7 +132,7 @@ def test_unknown_keys_are_errors_naming_key_and_section(text: str, words: list[s
         ('[scheduler]\ninterval = "soon"\n', ["[scheduler] interval", "'soon'"]),
         ('[scheduler]\ninterval = "0s"\n', ["[scheduler] interval", "positive"]),
         ('[scheduler]\ninterval = "5m"\nlookahead = "1m"\n', ["[scheduler]", "shorter"]),
-        ('[scheduler]\nretention = "1d"\n', ["[scheduler] retention", "2 days"]),
+        ('[scheduler]\nretention = "1d"\n', ["[scheduler] retention (1d)", "under 2d"]),
         ("[scheduler]\nsequence_zone = 1\n", ["[scheduler] sequence_zone", "integer"]),
         ('[scheduler]\nsequence_zone = "Mars/Base"\n', ["sequence_zone", "not a known IANA"]),
         ('[worker]\npoll = "fast"\n', ["[worker] poll", "'fast'"]),
@@ -198,6 +198,14 @@ def test_files_are_read_as_utf8_and_missing_ones_are_named(tmp_path: Path) -> No
     path.write_bytes(b"\xff\xfe[scheduler]\n")
     with pytest.raises(ConfigFileError, match="not UTF-8"):
         load_config(path)
+
+
+def test_a_byte_order_mark_is_not_part_of_the_first_key(tmp_path: Path) -> None:
+    """Windows editors (Notepad) start UTF-8 files with one; tomllib read it as a key."""
+    path = tmp_path / "works.toml"
+    path.write_bytes('[[works]]\nname = "rapport-é"\ncron = "@daily"\n'.encode("utf-8-sig"))
+    assert path.read_bytes().startswith(b"\xef\xbb\xbf")
+    assert load_config(path).works[0].name == "rapport-é"
 
 
 def test_python_310_needs_tomli(monkeypatch: pytest.MonkeyPatch) -> None:

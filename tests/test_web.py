@@ -779,6 +779,10 @@ def test_the_filters_choose_a_work_and_a_range(client: Client, history: History)
     # The history keeps the filter in its links.
     history_page = client.json(f"/api/history?{window_query}")
     assert len(history_page["entries"]) == 10
+    # No time ago is now: only what is upcoming.
+    upcoming = client.json("/api/state?name=report&since=0s")["works"]
+    assert all(work["ticks"] == 0 for work in upcoming)
+    assert client.get("/?since=0s").status_code == 200
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from .durations import as_timedelta
+from .durations import as_timedelta, shown
 from .errors import InvalidConfigError
 from .sequences import default_sequence
 
@@ -95,17 +95,18 @@ class SchedulerConfig:
         behind = every * 3 / 2 if catchup is None else _duration(catchup, "catchup")
         keep = None if retention is None else _duration(retention, "retention")
         if ahead > LONGEST_LOOKAHEAD:
-            raise InvalidConfigError(f"SchedulerConfig: lookahead ({ahead}) is over one day")
+            raise InvalidConfigError(f"SchedulerConfig: lookahead ({shown(ahead)}) is over one day")
         if ahead < every:
             raise InvalidConfigError(
-                f"SchedulerConfig: lookahead ({ahead}) is shorter than interval ({every}); "
+                f"SchedulerConfig: lookahead ({shown(ahead)}) is shorter than interval "
+                f"({shown(every)}); "
                 "ticks between one pass's horizon and the next pass would never be created"
             )
         if behind > LONGEST_CATCHUP:
-            raise InvalidConfigError(f"SchedulerConfig: catchup ({behind}) is over one day")
+            raise InvalidConfigError(f"SchedulerConfig: catchup ({shown(behind)}) is over one day")
         if keep is not None and keep < SHORTEST_RETENTION:
             raise InvalidConfigError(
-                f"SchedulerConfig: retention ({keep}) is under {SHORTEST_RETENTION}; "
+                f"SchedulerConfig: retention ({shown(keep)}) is under {shown(SHORTEST_RETENTION)}; "
                 "shorter would let a restarted scheduler create pruned ticks again"
             )
         if not callable(sequence):
@@ -115,9 +116,10 @@ class SchedulerConfig:
             leave = _duration(leave_to_original, "leave_to_original")
             if not every < leave < ahead:
                 raise InvalidConfigError(
-                    f"SchedulerConfig: leave_to_original ({leave}) must be longer than interval "
-                    f"({every}), so a pass comes between it and the tick, and shorter than "
-                    f"lookahead ({ahead}), or nothing would be left to the original"
+                    f"SchedulerConfig: leave_to_original ({shown(leave)}) must be longer than "
+                    f"interval ({shown(every)}), so a pass comes between it and the tick, and "
+                    f"shorter than lookahead ({shown(ahead)}), or nothing would be left to "
+                    "the original"
                 )
         settings = {
             "lookahead": ahead,

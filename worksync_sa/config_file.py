@@ -194,7 +194,7 @@ def load_config(path: str | Path) -> ConfigFile:
             f"{path}: cannot read the config file: {exc.strerror or type(exc).__name__}"
         ) from None
     try:
-        text = data.decode("utf-8")
+        text = data.decode("utf-8-sig")  # a byte-order mark, as Windows editors write, is no key
     except UnicodeDecodeError:
         raise ConfigFileError(f"{path}: not UTF-8 text; TOML files are UTF-8") from None
     return parse_config(text, source=str(path))

@@ -27,11 +27,13 @@ _PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h|d)")
 _EVERY = re.compile(r"@every\s+(\S+)")
 
 
-def parse_duration(text: str) -> timedelta:
+def parse_duration(text: str, *, zero: bool = False) -> timedelta:
     """Parse a Go duration such as ``1h30m`` or ``2.5s`` into a positive ``timedelta``.
 
-    Raises ``ValueError`` naming the text when it is malformed, not positive,
-    or finer than a microsecond.
+    ``zero``: also accept a zero duration (``0s``), as "that long ago" does:
+    ``--since 0s`` is now. Raises ``ValueError`` naming the text when it is
+    malformed, not positive (or negative, with ``zero``), or finer than a
+    microsecond.
     """
     if not isinstance(text, str):
         raise ValueError(f"duration must be a string like '90s', not {type(text).__name__}")
@@ -52,7 +54,7 @@ def parse_duration(text: str) -> timedelta:
     micros = total * 1_000_000
     if micros.denominator != 1:
         raise ValueError(f"duration {text!r} is finer than one microsecond")
-    if micros <= 0:
+    if micros < 0 or (micros == 0 and not zero):
         raise ValueError(f"duration {text!r} must be positive")
     return timedelta(microseconds=int(micros))
 
@@ -70,7 +72,7 @@ def as_timedelta(value: timedelta | str, what: str) -> timedelta:
     """
     if isinstance(value, timedelta):
         if value <= timedelta(0):
-            raise ValueError(f"{what} must be positive, got {value!r}")
+            raise ValueError(f"{what} must be positive, got {shown(value)}")
         return value
     if isinstance(value, str):
         try:
@@ -82,6 +84,12 @@ def as_timedelta(value: timedelta | str, what: str) -> timedelta:
         f"{what} must be a timedelta or a duration string like '@every 2s', "
         f"not {type(value).__name__}"
     )
+
+
+def shown(value: object) -> str:
+    """A value for an error message: a duration as it is typed (``10h``), anything else
+    as its repr. Never ``datetime.timedelta(seconds=36000)`` or ``1 day, 0:00:00``."""
+    return format_duration(value) if isinstance(value, timedelta) else repr(value)
 
 
 _WRITTEN_UNITS = (("d", 86400), ("h", 3600), ("m", 60), ("s", 1))

@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from ._sql.text import check_text
 from .cron import SYNTAXES, Schedule, schedule_of
-from .durations import as_timedelta
+from .durations import as_timedelta, shown
 from .errors import InvalidArgumentError, InvalidWorkError
 from .models import (
     DEFAULT_GRACE_SECONDS,
@@ -84,7 +84,9 @@ def _policy(name: str, field_name: str, value: object) -> timedelta:
         )
     if value % timedelta(seconds=1) or not timedelta(seconds=1) <= value <= LONGEST_POLICY:
         raise _invalid(
-            name, field_name, f"must be a whole number of seconds from 1 s to 365 days, got {value}"
+            name,
+            field_name,
+            f"must be a whole number of seconds from 1 s to 365 days, got {shown(value)}",
         )
     return value
 
@@ -109,7 +111,9 @@ def _timeout(name: str, value: object) -> timedelta | None:
             f"must be None, a timedelta or a duration such as '30s', not {type(value).__name__}",
         )
     if not timedelta(0) < value <= LONGEST_POLICY:
-        raise _invalid(name, "timeout", f"must be positive and at most 365 days, got {value}")
+        raise _invalid(
+            name, "timeout", f"must be positive and at most 365 days, got {shown(value)}"
+        )
     return value
 
 

@@ -14,13 +14,14 @@ import argparse
 import logging
 import os.path
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
+from worksync_sa import SchedulerConfig, Work
 from worksync_sa.cli import prune as prune_command
 from worksync_sa.cli.main import build_parser, main, outcome
 from worksync_sa.cli.options import (
@@ -35,7 +36,8 @@ from worksync_sa.cli.options import (
 )
 from worksync_sa.cli.web import auth_token, is_loopback
 from worksync_sa.cli.work import Handlers, concurrency_arg, select_works
-from worksync_sa.errors import InvalidConfigError, SchemaNotReadyError
+from worksync_sa.errors import InvalidArgumentError, InvalidConfigError, SchemaNotReadyError
+from worksync_sa.web.config import PageConfig
 
 UTC = timezone.utc
 
@@ -304,6 +306,37 @@ def test_a_moment_is_a_duration_ago_or_an_instant_naive_meaning_utc() -> None:
     assert moment_arg("2026-01-01T06:00:00") == datetime(2026, 1, 1, 6, 0, tzinfo=UTC)
     assert moment_arg("2026-01-01T07:00:00+01:00") == datetime(2026, 1, 1, 6, 0, tzinfo=UTC)
     assert resolve_moment(datetime(2026, 1, 1, tzinfo=UTC), now) == datetime(2026, 1, 1, tzinfo=UTC)
+    assert resolve_moment(moment_arg("0s"), now) == now  # no time ago: now
+    for bad in ("-1s", "soon"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            moment_arg(bad)
+    with pytest.raises(argparse.ArgumentTypeError):
+        duration_arg("0s")  # a duration setting (a poll, a drain) must still be positive
+
+
+@pytest.mark.parametrize(
+    ("make", "says"),
+    [
+        (lambda: SchedulerConfig(lookahead="25h"), "lookahead (1d1h) is over one day"),
+        (
+            lambda: SchedulerConfig(lookahead="1m", interval="2m"),
+            "(1m) is shorter than interval (2m)",
+        ),
+        (lambda: SchedulerConfig(retention="1d"), "retention (1d) is under 2d"),
+        (lambda: Work("w", "@daily", lease="400d"), "got 400d"),
+        (lambda: Work("w", "@daily", timeout="400d"), "got 400d"),
+        (lambda: PageConfig(refresh=timedelta(hours=10)), "from 1s to 1h, got 10h"),
+        (lambda: SchedulerConfig(interval=timedelta(0)), "interval must be positive, got 0s"),
+    ],
+)
+def test_errors_show_durations_as_they_are_typed(make: Callable[[], object], says: str) -> None:
+    """Never as Python writes them: ``datetime.timedelta(seconds=36000)``, ``1 day, 0:00:00``."""
+    with pytest.raises(InvalidArgumentError) as caught:
+        make()
+    message = str(caught.value)
+    assert says in message
+    assert "timedelta(" not in message
+    assert "day," not in message
 
 
 def test_whole_number_options() -> None:

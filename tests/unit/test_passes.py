@@ -382,7 +382,7 @@ def test_catchup_defaults_to_one_and_a_half_intervals() -> None:
         ({"lookahead": "25h"}, "over one day"),
         ({"lookahead": "30s", "interval": "1m"}, "shorter than interval"),
         ({"catchup": "2d"}, "over one day"),
-        ({"retention": "47h"}, "under 2 days"),
+        ({"retention": "47h"}, "under 2d"),
         ({"interval": "soon"}, "interval"),
         ({"sequence": "utc"}, "sequence must be a function"),
     ],

@@ -25,7 +25,7 @@ from .._sql.direct import in_others_transaction
 from .._sql.driver_errors import is_database_away
 from .._sql.text import check_text
 from ..config import RetryPolicy
-from ..durations import as_timedelta
+from ..durations import as_timedelta, shown
 from ..errors import (
     ClaimLostError,
     ClaimNotCommittedError,
@@ -72,7 +72,7 @@ def checked_floor(grace: object) -> int:
     except ValueError as exc:
         raise InvalidArgumentError(str(exc)) from None
     if delta > LONGEST_POLICY:
-        raise InvalidArgumentError(f"grace must be at most 365 days, got {delta}")
+        raise InvalidArgumentError(f"grace must be at most 365 days, got {shown(delta)}")
     return floor_seconds(delta)
 
 

@@ -18,6 +18,7 @@ from functools import partial
 
 from .._run.steps import CLOCK, Call, Steps
 from ..config import SHORTEST_RETENTION
+from ..durations import shown
 from ..errors import InvalidArgumentError
 from ..events import Events, report_recovered
 from ..repository import MaintenanceRepository
@@ -47,7 +48,7 @@ def check_older_than(older_than: object) -> None:
     if not isinstance(older_than, timedelta) or older_than < SHORTEST_RETENTION:
         raise InvalidArgumentError(
             f"older_than must be a timedelta of at least {SHORTEST_RETENTION.days} days, "
-            f"got {older_than if isinstance(older_than, timedelta) else repr(older_than)}"
+            f"got {shown(older_than)}"
         )
 
 

@@ -173,9 +173,10 @@ Moment = timedelta | datetime
 
 
 def moment_arg(text: str) -> Moment:
-    """argparse type: a duration ago (``1h``, ``7d``) or an ISO 8601 date-time (naive is UTC)."""
+    """argparse type: a duration ago (``1h``, ``7d``; ``0s`` is now) or an ISO 8601 date-time
+    (naive is UTC)."""
     try:
-        return parse_duration(text)
+        return parse_duration(text, zero=True)
     except ValueError:
         pass
     spec = text.strip()

@@ -13,6 +13,7 @@ import string
 from dataclasses import dataclass
 from datetime import timedelta
 
+from ..durations import shown
 from ..errors import InvalidConfigError
 
 DEFAULT_REFRESH = timedelta(seconds=5)
@@ -57,7 +58,8 @@ class PageConfig:
             span = getattr(self, name)
             if not isinstance(span, timedelta) or not shortest <= span <= longest:
                 raise InvalidConfigError(
-                    f"{name} must be a timedelta from {shortest} to {longest}, got {span!r}"
+                    f"{name} must be a timedelta from {shown(shortest)} to {shown(longest)}, "
+                    f"got {shown(span)}"
                 )
         for name, low, high in (
             ("timeline_ticks", 1, 1_000),

@@ -101,9 +101,9 @@ def _value(query: Mapping[str, str], key: str) -> str:
 
 
 def parse_moment(text: str, what: str) -> Moment:
-    """A duration ago (``1h``, ``7d``) or an ISO 8601 date-time (naive is UTC)."""
+    """A duration ago (``1h``, ``7d``; ``0s`` is now) or an ISO 8601 date-time (naive is UTC)."""
     try:
-        return parse_duration(text)
+        return parse_duration(text, zero=True)
     except (ValueError, OverflowError):
         pass
     spec = f"{text[:-1]}+00:00" if text.endswith(("Z", "z")) else text  # 3.10 reads no "Z"
