@@ -781,7 +781,8 @@ def test_the_filters_choose_a_work_and_a_range(client: Client, history: History)
     assert len(history_page["entries"]) == 10
     # No time ago is now: only what is upcoming.
     upcoming = client.json("/api/state?name=report&since=0s")["works"]
-    assert all(work["ticks"] == 0 for work in upcoming)
+    assert [work["claimed"] for work in upcoming] == [0]  # nothing before now
+    assert all(tick["upcoming"] for work in upcoming for tick in work["timeline"])
     assert client.get("/?since=0s").status_code == 200
 
 
