@@ -78,3 +78,5 @@ def test_a_pass_is_described_in_one_line_plus_one_per_skipping_work() -> None:
 def test_a_pass_of_several_batches_says_batches() -> None:
     report = PassReport(now=datetime(2026, 3, 1, tzinfo=UTC), created=6000, planned=6000, batches=2)
     assert "6000 created in 2 batches," in describe_pass(report, "works")[0]
+    idle = PassReport(now=datetime(2026, 3, 1, tzinfo=UTC), created=0, planned=0, batches=0)
+    assert "0 created in 0 batches," in describe_pass(idle, "works")[0]  # never "0 batchs"
