@@ -6,13 +6,16 @@ import functools
 import logging
 import time
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 from worksync_sa import Claim, Event, Scheduler, SchedulerConfig, Work, Worker, WorkStatus
+from worksync_sa._run.writelock import WriteLock
 from worksync_sa.errors import InvalidArgumentError
 
-from .conftest import Db
+from .conftest import Db, create_table, sqlite_url
 
 
 def schedule_due(db: Db, *works: Work) -> None:
@@ -155,3 +158,20 @@ def test_an_async_handler_is_refused_pointing_to_async_worker(db: Db) -> None:
     with pytest.raises(InvalidArgumentError, match=r"handler for 'b' is an async function"):
         Worker(db.engine, ["a", "b"], {"a": plain, "b": coroutine}, table=db.table)
     assert db.count() == 0
+
+
+def test_closing_gives_back_a_writers_lock_an_interruption_left_taken(tmp_path: Path) -> None:
+    """A Ctrl-C between taking SQLite's writers' lock and the step that gives it back left
+    it taken: a scheduler of the same process then waited for it in the kernel for good."""
+    engine = sa.create_engine(sqlite_url(tmp_path))
+    create_table(engine, "works")
+    worker = Worker(engine, ["w"], lambda claim: None)
+    writer = worker.sync._runner.writer
+    assert writer is not None
+    writer.__enter__()  # as the interrupted call left it
+    other = WriteLock(writer.path.removesuffix("-worksync.lock"))
+    assert not other.try_acquire()
+    worker.close()
+    assert other.try_acquire()  # the scheduler's pass gets its turn
+    other.release()
+    engine.dispose()

@@ -178,9 +178,11 @@ class AsyncRunner(RunnerBase):
         self.lanes = AsyncLanes(engine)
 
     async def close(self) -> None:
-        """Close the held connections; a later call opens new ones."""
+        """Close the held connections, and give back the writers' lock (as ``BlockingRunner``)."""
         lanes, self.lanes = self.lanes, AsyncLanes(self.engine)
         await lanes.close()
+        if self.writer is not None:
+            self.writer.release()
 
     async def call(self, call: Call[T]) -> T:
         """Run one call to its end: the asyncio counterpart of ``BlockingRunner.call``."""

@@ -53,9 +53,17 @@ class BlockingRunner(RunnerBase):
         self.lanes = Lanes(self.engine)
 
     def close(self) -> None:
-        """Give the held connections back; a later call opens new ones."""
+        """Give the held connections back, and the writers' lock; a later call opens new ones.
+
+        The lock too: a Ctrl-C that lands between taking it and the step that
+        gives it back (inside the driver, not the call) leaves it taken, and a
+        scheduler of the same process would wait for it in the kernel for good,
+        holding up its own ``close()``.
+        """
         self.lanes.close()
         self.lanes = Lanes(self.engine)
+        if self.writer is not None:
+            self.writer.release()
 
     def call(self, call: Call[T]) -> T:
         """Run one call to its end: on a lane, retried as ``Retry`` says."""
