@@ -834,7 +834,7 @@ BAD_INPUT = [
     (["schedule", "-c", "unknown_section"], ["unknown_section.toml", "'shceduler'"]),
     (["schedule", "-c", "bad_cron"], ["bad_cron.toml", "'nightly'", "cron '61 * * * *'"]),
     (["schedule", "-c", "bad_duration"], ["bad_duration.toml", "[scheduler] interval", "'soon'"]),
-    (["schedule", "-c", "short_retention"], ["short_retention.toml", "retention", "2 days"]),
+    (["schedule", "-c", "short_retention"], ["short_retention.toml", "retention (1d)", "under 2d"]),
     (["schedule", "-c", "missing"], ["missing.toml", "cannot read"]),
     (["schedule", "--db", "DB"], ["--config"]),
     (["status", "--since", "5x", "--db", "DB"], ["--since", "'5x'"]),

@@ -1223,7 +1223,7 @@ def command_env(**extra: str) -> dict[str, str]:
         (["--auth-token", "short"], {}, "at least 16 printable ASCII characters"),
         (["--auth-token", TOKEN, "--no-auth"], {}, "not allowed with argument"),
         (["--port", "70000"], {}, "not a port number"),
-        (["--refresh", "100ms"], {}, "refresh must be a timedelta from 0:00:01 to 1:00:00"),
+        (["--refresh", "100ms"], {}, "refresh must be a timedelta from 1s to 1h, got 100ms"),
     ],
 )
 def test_the_command_refuses_an_unsafe_or_bad_setup(

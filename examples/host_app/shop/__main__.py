@@ -79,8 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         print("serving: scheduler and worker running; Ctrl-C stops", flush=True)
         jobs.serve(engine)
-    except KeyboardInterrupt:
-        print("stopped")
+    except KeyboardInterrupt:  # a Ctrl-C before serve() blocked the signals
+        pass
+    print("stopped")
     return 0
 
 

@@ -17,6 +17,7 @@ tick is not run again (at most once, never twice).
 
 from __future__ import annotations
 
+import signal
 from datetime import datetime, timedelta, timezone
 
 import sqlalchemy as sa
@@ -75,14 +76,16 @@ def run_due(engine: sa.Engine, *, now: datetime | None = None) -> tuple[str, int
 
 
 def serve(engine: sa.Engine) -> None:
-    """What each copy of the shop runs in production, until Ctrl-C.
+    """What each copy of the shop runs in production, until Ctrl-C or SIGTERM.
 
-    A scheduler thread (a pass every minute) and a worker loop that claims
-    every due tick by the database clock and runs the job for it.
+    A scheduler thread (a pass every minute) and a worker thread that claims
+    every due tick by the database clock and runs the job for it. The main
+    thread only waits for the signal: blocked, a signal is taken when asked
+    for, never raised as ``KeyboardInterrupt`` in the middle of a claim.
     """
-    with Scheduler(engine, WORKS):  # starts its thread; stops it on the way out
-        worker = Worker(engine, WORKS, lambda claim: send_invoices(engine, claim.sequence))
-        try:
-            worker.run()
-        finally:
-            worker.close()
+    stop = {signal.SIGINT, signal.SIGTERM}
+    signal.pthread_sigmask(signal.SIG_BLOCK, stop)  # before the threads start: they inherit it
+    handler = lambda claim: send_invoices(engine, claim.sequence)  # noqa: E731
+    with Scheduler(engine, WORKS), Worker(engine, WORKS, handler):
+        signal.sigwait(stop)
+    # Leaving the block: no new claims, the running one ends (30 s at most), threads stop.
