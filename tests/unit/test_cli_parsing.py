@@ -37,7 +37,6 @@ from worksync_sa.cli.options import (
 from worksync_sa.cli.web import auth_token, is_loopback
 from worksync_sa.cli.work import Handlers, concurrency_arg, select_works
 from worksync_sa.errors import InvalidArgumentError, InvalidConfigError, SchemaNotReadyError
-from worksync_sa.web.config import PageConfig
 
 UTC = timezone.utc
 
@@ -325,7 +324,6 @@ def test_a_moment_is_a_duration_ago_or_an_instant_naive_meaning_utc() -> None:
         (lambda: SchedulerConfig(retention="1d"), "retention (1d) is under 2d"),
         (lambda: Work("w", "@daily", lease="400d"), "got 400d"),
         (lambda: Work("w", "@daily", timeout="400d"), "got 400d"),
-        (lambda: PageConfig(refresh=timedelta(hours=10)), "from 1s to 1h, got 10h"),
         (lambda: SchedulerConfig(interval=timedelta(0)), "interval must be positive, got 0s"),
     ],
 )
