@@ -38,6 +38,7 @@ from .conftest import Backend, Db, _table_on, require
 from .extras import skip_module
 
 try:
+    import anyio
     import httpx
     import uvicorn
     from starlette.types import Receive, Scope, Send
@@ -249,10 +250,19 @@ class Bodies:
 
     seen: list[str] = field(default_factory=list)
 
+    def heard(self, count: int) -> list[str]:
+        """What was seen once ``count`` requests ended: the app hears of a close a turn later."""
+        deadline = time.monotonic() + 5
+        while len(self.seen) < count and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return self.seen
+
 
 def body_app(bodies: Bodies) -> Any:
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         assert scope["type"] == "http"
+        if scope["path"] == "/later":  # an app busy elsewhere before it reads the body
+            await anyio.sleep(2.5)
         body = b""
         while True:
             message = await receive()
@@ -262,7 +272,7 @@ def body_app(bodies: Bodies) -> Any:
             body += message.get("body", b"")
             if not message.get("more_body"):
                 break
-        bodies.seen.append(body.decode())
+        bodies.seen.append(body.decode() if len(body) < 100 else f"{len(body)} bytes")
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": b"ok"})
 
@@ -361,9 +371,27 @@ def test_a_stalled_body_is_closed_and_the_app_hears_of_it(parser: str) -> None:
                 client.sendall(piece)
             closed = seconds_to_eof(client, start)
         assert 1.7 <= closed < 5.0, closed
-        assert bodies.seen == ["disconnected"]
+        assert bodies.heard(1) == ["disconnected"]
         assert request(address, b"0123456789").status_code == 200
         assert bodies.seen == ["disconnected", "0123456789"]
+
+
+@pytest.mark.parametrize("parser", parsers())
+def test_a_body_the_app_is_slow_to_read_is_not_a_stall(parser: str) -> None:
+    """Past 64 kB uvicorn stops reading until the app reads: the client is not stalling."""
+    bodies = Bodies()
+    with served(parser, ServingLimits(body_timeout=SHORT), bodies) as address:
+        body = b"x" * 1_000_000
+        answer = httpx.post(f"http://{address[0]}:{address[1]}/later", content=body, timeout=20)
+        assert answer.status_code == 200
+        assert bodies.seen == [f"{len(body)} bytes"]
+        # ... and once the app reads on, a client that stalls then is closed all the same.
+        head = b"POST /later HTTP/1.1\r\nHost: a\r\nContent-Length: 1000000\r\n\r\n"
+        start = time.monotonic()
+        with open_with(address, head + b"x" * 500_000) as client:
+            closed = seconds_to_eof(client, start)
+        assert 2.5 <= closed < 8, closed
+        assert bodies.heard(2)[1:] == ["disconnected"]
 
 
 @pytest.mark.parametrize("parser", parsers())

@@ -17,7 +17,7 @@ adds, from :class:`ServingLimits`:
   ``header_timeout`` of opening, or of its previous response; bytes trickled
   in do not extend it.
 * a body deadline: a request body must not stall for ``body_timeout``
-  (unless the application itself stopped reading it).
+  (while the application is not reading it, the deadline waits a period more).
 * a cap of ``max_connections`` open connections. At the cap, a new
   connection closes the one that has waited longest for a request (a slow
   client's, or an idle keep-alive one), as nginx reuses its idle ones; if
@@ -214,7 +214,7 @@ class _Guarded(_Base):
         cycle: Any = self.cycle  # either implementation's RequestResponseCycle
         if cycle is None or cycle.response_complete:
             return _Phase.HEADERS
-        if cycle.more_body and not self.flow.read_paused:  # paused: the app is not reading
+        if cycle.more_body:
             return _Phase.BODY
         return _Phase.APP
 
@@ -229,8 +229,14 @@ class _Guarded(_Base):
 
     def _expire(self, phase: _Phase) -> None:
         self._timer = None
-        if self._phase is phase and self._current() is phase:
-            self._close(f"timed out {phase.value}")
+        if self._phase is not phase or self._current() is not phase:
+            return
+        if phase is _Phase.BODY and self.flow.read_paused:
+            # The app is not reading (its buffer is full), so no byte can come: not the
+            # client's stall. Nothing tells the protocol when the app reads on: look again.
+            self._arm(self._connections.limits.body_timeout, phase)
+            return
+        self._close(f"timed out {phase.value}")
 
     def _close(self, why: str) -> None:
         log.debug("closed a connection from %s: %s", self.client, why)
