@@ -30,6 +30,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -473,20 +474,22 @@ class Server:
         return [line for at, line in self.log if start <= at <= end]
 
 
-def lowered_descriptors() -> None:
-    """In the server's process: the limit of the report, soft and hard alike."""
-    resource.setrlimit(resource.RLIMIT_NOFILE, (DESCRIPTORS, DESCRIPTORS))
-
-
 @contextlib.contextmanager
-def worksync_web(*args: str) -> Iterator[Server]:
+def worksync_web(
+    *args: str, descriptors: tuple[int, int] = (DESCRIPTORS, DESCRIPTORS)
+) -> Iterator[Server]:
+    """``worksync web`` with a soft and hard limit on open files (the report's: 1,024 both)."""
+
+    def lowered() -> None:  # in the child, before exec
+        resource.setrlimit(resource.RLIMIT_NOFILE, descriptors)
+
     process = subprocess.Popen(
         [sys.executable, "-m", "worksync_sa", "web", "--port", "0", *args],
         stderr=subprocess.PIPE,
         stdout=subprocess.DEVNULL,
         text=True,
         env=command_env(),
-        preexec_fn=lowered_descriptors,  # noqa: PLW1509 - no threads matter before exec
+        preexec_fn=lowered,  # noqa: PLW1509 - no threads matter before exec
     )
     assert process.stderr is not None
     log: list[tuple[float, str]] = []
@@ -596,6 +599,41 @@ def descriptors_for_the_flood() -> Iterator[None]:
         yield
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/PID/limits")
+@pytest.mark.parametrize(
+    ("soft", "hard", "cap"),
+    [
+        (512, 4096, None),  # raised to 4,096: room for 256 connections, nothing said
+        (300, 300, 118),  # (300 - 64) // 2: lowered, with a warning
+    ],
+)
+def test_the_descriptor_limit_is_raised_and_a_cap_it_cannot_hold_lowered(
+    tmp_path: Any, soft: int, hard: int, cap: int | None
+) -> None:
+    import sqlalchemy as sa
+
+    from worksync_sa.models import work_table
+
+    url = f"sqlite:///{tmp_path / 'limits.db'}"
+    engine = sa.create_engine(url)
+    work_table("works").create(engine)
+    engine.dispose()
+    with worksync_web("--db", url, descriptors=(soft, hard)) as server:
+        limits = Path(f"/proc/{server.process.pid}/limits").read_text()
+        assert httpx.get(server.url + "api/state", timeout=10).status_code == 200
+    (line,) = [line for line in limits.splitlines() if line.startswith("Max open files")]
+    assert line.split()[3:5] == [str(hard), str(hard)]
+    log = "".join(line for _, line in server.log)
+    if cap is None:
+        assert "--max-connections" not in log
+    else:
+        assert (
+            f"--max-connections 256 needs up to 576 open files, more than the limit of {hard}"
+            in log
+        )
+        assert f"serving at most {cap}; raise the limit with ulimit -n" in log
 
 
 @pytest.mark.slow
