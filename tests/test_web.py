@@ -942,7 +942,8 @@ RTL_NAME = "rtl-\u202etxt.exe"
 NEWLINE_NAME = "two\nwords"
 ZERO_WIDTH_NAME = "ad\u200bmin"
 LONG_NAME = "long-" + "n" * 250
-LONG_ERROR = "Traceback (most recent call last):\n" + "  frame \u202e line\n" * 840
+LONG_ERROR = ("Traceback (most recent call last):\n" + "  frame \u202e line\n" * 1100)[:16_000]
+"""As long as the table keeps an error: 16,000 characters."""
 ESCAPED = {
     RTL_NAME: "rtl-\\u202etxt.exe",
     NEWLINE_NAME: "two\\nwords",
@@ -958,7 +959,7 @@ def hostile_text_history() -> History:
         rows.append(
             _row(name, tick, 0, FAILED, started_at=tick + timedelta(seconds=1),
                  finished_at=tick + timedelta(seconds=2), closed_by="worker", attempts=1,
-                 error=LONG_ERROR[:16_000], spec=spec(1, "* * * * *"))
+                 error=LONG_ERROR[:16_000], spec=spec(1, "0 0 1 1 *"))
         )  # fmt: skip
     return History(rows, {}, [])
 
