@@ -42,6 +42,7 @@ from ._sql.maintenance import (
     recovery_statement,
 )
 from ._sql.page import (
+    NAMES_LIMIT,
     TOTALS,
     names_in_range,
     settings_in_range,
@@ -654,6 +655,9 @@ class LedgerRepository:
     def names(self, conn: Connection, params: Mapping[str, Any]) -> list[str]:
         """The works with ticks in the range, in name order (at most ``NAMES_LIMIT``)."""
         return [row.name for row in self._read(conn, "names", names_in_range, params)]
+
+    NAMES_LIMIT = NAMES_LIMIT
+    """Most works one read lists."""
 
     def work_facts(self, conn: Connection, now: datetime, limit: int) -> Sequence[sa.Row[Any]]:
         """Every work the table knows (at most ``limit``), with its schedule's facts at ``now``.

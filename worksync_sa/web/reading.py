@@ -11,7 +11,7 @@ tick time are read the ledger's way (in their labels' zone) and added in.
 The history is :meth:`Ledger.page` itself, latest first. Every work the
 table knows is listed too, ticked in the range or not, with its last and
 next tick and whether its schedule is kept (:mod:`.fleet`): a few index
-probes per work, at most ``NAMES_LIMIT`` works. A work whose rows in the range
+probes per work, at most ``NAMES_LIMIT`` (1,000) works. A work whose rows in the range
 record no settings (the original's) shows the cron of the works the page
 was given, if one has its name.
 Nothing here writes: every statement is a SELECT, and the page has no route
@@ -32,7 +32,6 @@ from zoneinfo import ZoneInfo
 import sqlalchemy as sa
 
 from .._core.reconcile import spec_of
-from .._sql.page import NAMES_LIMIT
 from ..ledger import Ledger, TickEntry, undated_entries
 from ..models import WorkStatus, table_named
 from ..repository import LedgerRepository
@@ -101,9 +100,9 @@ class Reader:
             capped = sum(t.ticks for t in totals.values()) + len(undated) > limit
             rows = self._reads.tick_figures(conn, {**params, "limit": limit}, latest_first=capped)
             settings = self._settings(conn, params)
-            facts = self._reads.work_facts(conn, now, NAMES_LIMIT + 1)
-            fleet_capped = len(facts) > NAMES_LIMIT
-            facts = facts[:NAMES_LIMIT]
+            facts = self._reads.work_facts(conn, now, LedgerRepository.NAMES_LIMIT + 1)
+            fleet_capped = len(facts) > LedgerRepository.NAMES_LIMIT
+            facts = facts[: LedgerRepository.NAMES_LIMIT]
             last = self._reads.ticks_figures(
                 conn, [(row.name, row.last_due) for row in facts if row.last_due is not None]
             )
@@ -211,7 +210,7 @@ class Reader:
                 stale=stale_reason(work, now),
             )
         for name, settings in self._known.items():  # configured, never planned in this table
-            if name not in lines and len(lines) < NAMES_LIMIT:
+            if name not in lines and len(lines) < LedgerRepository.NAMES_LIMIT:
                 light = lights.get(name)
                 lines[name] = FleetLine(
                     name,
