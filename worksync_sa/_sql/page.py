@@ -15,7 +15,7 @@ first page fast whatever the range holds:
 Statements are built once per table (they are immutable), so a request
 spends its time reading, not compiling.
 
-Then three more reads, each bounded and served by an index:
+Then more reads, each bounded and served by an index:
 
 * the settings (``spec``) rows in the range were made with, for the cron and
   ``max_run`` of each work: the range's rows, along the ledger index
@@ -50,7 +50,7 @@ from .ledger import ledger_page
 TICK_ROWS_LIMIT = 1_000
 """Most rows one tick's details show (``max_run`` can reach 10,000)."""
 NAMES_LIMIT = 1_000
-"""Most works the filter offers, and the page lists (a fleet has tens)."""
+"""Most works the filter offers and the page lists: a bound on the reads, not a fleet's size."""
 
 
 COUNTS = ("created", "queued", "running", "succeeded", "failed", "recovered", "missed")
