@@ -24,6 +24,7 @@ from sqlalchemy.sql.dml import Insert, Update
 
 from ..models import (
     CLOSED_BY_SURPLUS,
+    CLOSED_UNCLAIMED,
     UTCDateTime,
     WorkStatus,
     as_utc,
@@ -120,7 +121,7 @@ def insert_batch(table: sa.Table, family: Family) -> Insert:
             held.c.name == fields["name"],
             held.c.sequence == fields["sequence"],
             held.c.slot.is_(None),
-            sa.or_(held.c.closed_by.is_(None), held.c.closed_by != CLOSED_BY_SURPLUS),
+            sa.or_(held.c.closed_by.is_(None), held.c.closed_by.not_in(CLOSED_UNCLAIMED)),
         )
         .scalar_subquery()
     )
@@ -201,9 +202,17 @@ def _compile_json_batch(element: _JsonBatch, compiler: SQLCompiler, **kw: Any) -
 
 
 def latest_ticks(table: sa.Table) -> sa.Select[Any]:
-    """The latest tick each work has rows for: where a restarted scheduler resumes."""
+    """The latest tick each work has rows for: where a restarted scheduler resumes.
+
+    Operators' rows (negative slots: run-now, a retry past grace) are dated
+    by when the operator acted, not by the cron: they are no resume point.
+    """
     c = table.c
-    return sa.select(c.name, sa.func.max(c.tick_at)).group_by(c.name)
+    return (
+        sa.select(c.name, sa.func.max(c.tick_at))
+        .where(sa.or_(c.slot.is_(None), c.slot >= 0))
+        .group_by(c.name)
+    )
 
 
 def window_state(table: sa.Table) -> sa.Select[Any]:
@@ -214,10 +223,12 @@ def window_state(table: sa.Table) -> sa.Select[Any]:
     without a slot that count against the budget (another program's).
     ``touched``: when the group's rows were last created or closed by a
     scheduler, to tell a settings change (older) from a live disagreement.
+    Rows closed as paused hold no budget, as surplus ones; operators' rows
+    (negative slots) are no scheduler's to reconcile, and are left out.
     """
     c = table.c
     holds = sa.and_(
-        c.slot.is_(None), sa.or_(c.closed_by.is_(None), c.closed_by != CLOSED_BY_SURPLUS)
+        c.slot.is_(None), sa.or_(c.closed_by.is_(None), c.closed_by.not_in(CLOSED_UNCLAIMED))
     )
     surplus = c.closed_by == CLOSED_BY_SURPLUS
     return (
@@ -234,6 +245,7 @@ def window_state(table: sa.Table) -> sa.Select[Any]:
         .where(
             c.tick_at > sa.bindparam("after", type_=UTCDateTime()),
             c.tick_at <= sa.bindparam("until", type_=UTCDateTime()),
+            sa.or_(c.slot.is_(None), c.slot >= 0),
         )
         .group_by(c.name, c.tick_at, c.sequence, c.spec)
     )
