@@ -35,8 +35,8 @@ from ._sql.actions import (
     pauses,
     record_action,
     requeue,
+    rows_of_tick,
     slots_of_tick,
-    tick_rows,
 )
 from ._sql.claims import (
     claim_statement,
@@ -834,7 +834,7 @@ class ActionRepository:
         select = self._statements.get(
             f"tick_rows:{by_label}",
             family_of(conn.dialect),
-            lambda t, _: tick_rows(t, by_label=by_label),
+            lambda t, _: rows_of_tick(t, by_label=by_label),
         )
         params: dict[str, Any] = {"work_name": name}
         params["label" if by_label else "tick"] = label if by_label else tick

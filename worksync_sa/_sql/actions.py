@@ -171,7 +171,7 @@ _TICK_COLUMNS = (
 )
 
 
-def tick_rows(table: sa.Table, *, by_label: bool) -> sa.Select[Any]:
+def rows_of_tick(table: sa.Table, *, by_label: bool) -> sa.Select[Any]:
     """Every row of one tick of :work_name: by its label (:label) or its instant (:tick)."""
     c = table.c
     where = c.name == sa.bindparam("work_name", type_=sa.String(255))
