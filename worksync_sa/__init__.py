@@ -17,6 +17,15 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from .actions import ActionEntry as ActionEntry
+    from .actions import NextTick as NextTick
+    from .actions import Operator as Operator
+    from .actions import Pause as Pause
+    from .actions import Paused as Paused
+    from .actions import Resumed as Resumed
+    from .actions import Retried as Retried
+    from .actions import RunNow as RunNow
+    from .actions import Upcoming as Upcoming
     from .async_scheduler import AsyncScheduler as AsyncScheduler
     from .async_sync import AsyncClaim as AsyncClaim
     from .async_sync import AsyncWorkSync as AsyncWorkSync
@@ -79,6 +88,15 @@ if TYPE_CHECKING:
     from .worker import Worker as Worker
 
 _WHERE = {
+    "ActionEntry": "actions",
+    "NextTick": "actions",
+    "Operator": "actions",
+    "Pause": "actions",
+    "Paused": "actions",
+    "Resumed": "actions",
+    "Retried": "actions",
+    "RunNow": "actions",
+    "Upcoming": "actions",
     "RetryPolicy": "config",
     "SchedulerConfig": "config",
     "create_engine": "engine",
@@ -162,6 +180,7 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
+    "ActionEntry",
     "Adoption",
     "AsyncClaim",
     "AsyncScheduler",
@@ -186,11 +205,18 @@ __all__ = [
     "Listener",
     "MaintenanceRepository",
     "NewRow",
+    "NextTick",
+    "Operator",
     "PassReport",
+    "Pause",
+    "Paused",
     "QueryRepository",
     "QueuedRow",
     "Recovered",
+    "Resumed",
+    "Retried",
     "RetryPolicy",
+    "RunNow",
     "ScheduleRepository",
     "Scheduler",
     "SchedulerConfig",
@@ -202,6 +228,7 @@ __all__ = [
     "TickEntry",
     "TickState",
     "UnsupportedDatabaseError",
+    "Upcoming",
     "Work",
     "WorkRecord",
     "WorkStatus",

@@ -152,9 +152,9 @@ def insert_operator_row(table: sa.Table, family: Family) -> Insert:
         tick_at=sa.bindparam("tick", type_=UTCDateTime()),
         lease_seconds=sa.bindparam("lease", type_=sa.Integer()),
         grace_seconds=sa.bindparam("grace", type_=sa.Integer()),
-        max_attempts=sa.bindparam("attempts", type_=sa.Integer()),
-        attempts=0,
-        spec=sa.bindparam("spec", type_=sa.String(255)),
+        max_attempts=sa.bindparam("tries", type_=sa.Integer()),
+        attempts=sa.literal(0, sa.Integer()),
+        spec=sa.bindparam("row_spec", type_=sa.String(255)),
     )
 
 
