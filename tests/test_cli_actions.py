@@ -24,6 +24,7 @@ from . import test_cli
 from .test_cli import Running, Target, one_line_error, worksync, write_config
 
 target = test_cli.target  # a SQLite file of the test's own, then MariaDB
+every_target = test_cli.every_target  # and PostgreSQL
 launch = test_cli.launch
 
 CONFIG = """
@@ -88,8 +89,9 @@ def eventually(check: Callable[[], bool], what: str, timeout: float = 30.0) -> N
 
 
 def test_pause_run_now_retry_and_resume_reach_a_running_fleet(
-    target: Target, tmp_path: Path, launch: Callable[..., Running]
+    every_target: Target, tmp_path: Path, launch: Callable[..., Running]
 ) -> None:
+    target = every_target
     upgrade(target.engine, table=target.table)
     config = write_config(tmp_path, CONFIG)
     where = ["-c", config, *target.args()]
