@@ -405,3 +405,35 @@ def test_paused_lists_the_pauses_in_force(db: Db) -> None:
     entries = operator.actions()
     assert [(e.name, e.action) for e in entries] == [("b", "pause"), ("a", "pause")]
     assert [e.name for e in operator.actions("a")] == ["a"]
+
+
+def test_a_pass_reads_the_pauses_in_one_statement_whatever_the_number_of_works(db: Db) -> None:
+    works = [Work(f"w{index}", "@every 1s") for index in range(40)]
+    operator = Operator(db.engine, table=db.table, works=works)
+    for work in works[::4]:
+        operator.pause(work.name)
+    engine = sa.create_engine(db.url)
+    statements: list[str] = []
+    sa.event.listen(
+        engine, "before_cursor_execute", lambda c, cur, text, *_: statements.append(text)
+    )
+    scheduler = db.Scheduler(engine, works, FAST, table=db.table)
+    try:
+        scheduler.run_pass()
+        statements.clear()
+        scheduler.run_pass()
+    finally:
+        scheduler.close()
+        engine.dispose()
+    pauses = f"{db.table}_pauses"
+    reads = [text for text in statements if pauses in text]
+    assert len(reads) == 1, reads
+    assert "WHERE" not in reads[0]  # the whole (small) table, not a read per work
+    t = table_named(db.table)
+    with db.engine.connect() as conn:  # and no paused work has a row ahead
+        names = conn.execute(
+            sa.select(t.c.name)
+            .where(t.c.status == WorkStatus.QUEUED.value, t.c.tick_at > now_of(db))
+            .distinct()
+        ).scalars()
+        assert not {work.name for work in works[::4]} & set(names)

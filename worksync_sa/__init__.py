@@ -53,8 +53,8 @@ if TYPE_CHECKING:
     from .ledger import WorkSummary as WorkSummary
     from .models import WorkRecord as WorkRecord
     from .models import WorkStatus as WorkStatus
-    from .models import metadata as metadata
     from .models import action_table as action_table
+    from .models import metadata as metadata
     from .models import pause_table as pause_table
     from .models import work_table as work_table
     from .repository import ClaimRepository as ClaimRepository
