@@ -27,7 +27,7 @@ from worksync_sa import (
 from worksync_sa.models import as_utc, table_named
 
 from . import cron_reference as reference
-from .conftest import Db
+from .conftest import Backend, Db, _table_on
 
 FAST = SchedulerConfig(lookahead="5s", interval="1s")
 NEVER_SOON = "0 0 1 1 *"
@@ -437,3 +437,25 @@ def test_a_pass_reads_the_pauses_in_one_statement_whatever_the_number_of_works(d
             .distinct()
         ).scalars()
         assert not {work.name for work in works[::4]} & set(names)
+
+
+@pytest.fixture
+def maria_db(mariadb: Backend) -> Iterator[Db]:
+    yield from _table_on(mariadb)
+
+
+def test_racing_processes_claim_a_run_now_tick_exactly_max_run_times(maria_db: Db) -> None:
+    """Six spawned processes race on MariaDB for a run-now tick of three runs."""
+    from . import racers
+    from .test_concurrency import run_processes
+
+    db = maria_db
+    made = Operator(db.engine, table=db.table, works=[Work("w", NEVER_SOON, max_run=3)]).run_now(
+        "w"
+    )
+    at = made.tick_at + timedelta(seconds=1)
+    reports = run_processes(racers.race_acquire_due, [(db.url, db.table, "w", at)] * 6)
+    won = [claim for report in reports for claim in report]
+    assert len(won) == 3
+    assert {sequence for sequence, _ in won} == {made.label}
+    assert [row.status for row in db.rows(sequence=made.label)] == [WorkStatus.SUCCESS] * 3
