@@ -12,12 +12,23 @@ import signal
 import threading
 import time
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 
-from worksync_sa import Scheduler, SchedulerConfig, Work, Worker, WorkStatus, upgrade
+from worksync_sa import (
+    NewRow,
+    Scheduler,
+    SchedulerConfig,
+    ScheduleRepository,
+    Work,
+    Worker,
+    WorkStatus,
+    WorkSync,
+    upgrade,
+)
 from worksync_sa.models import as_utc, table_named
 
 from . import test_cli
@@ -244,3 +255,40 @@ def test_a_table_not_migrated_to_0006_is_exit_1_with_the_fix(
     line = one_line_error(result)
     assert "worksync_0006" in line
     assert "worksync migrate" in line
+
+
+def test_a_missed_tick_retried_past_grace_is_run_by_a_worker_process(
+    target: Target, tmp_path: Path
+) -> None:
+    upgrade(target.engine, table=target.table)
+    config = write_config(tmp_path, CONFIG)
+    (tmp_path / "handlers.py").write_text("def handle(claim):\n    pass\n")
+    where = ["-c", config, *target.args()]
+    tick = as_utc(db_now(target.engine)).replace(microsecond=0) - timedelta(minutes=10)
+    label = tick.strftime("%Y-%m-%d %H:%M:%S")
+    with target.engine.begin() as conn:
+        row = NewRow("tick", label, 0, tick, 300, 60, 1, max_run=2)
+        ScheduleRepository(target.table).insert_queued(conn, [row])
+    sync = WorkSync(target.engine, table=target.table)
+    try:
+        assert sync.recover() == 1  # missed
+    finally:
+        sync.close()
+
+    refused = worksync("retry", "tick", label, *where, cwd=tmp_path)
+    assert refused.returncode == 2
+    assert "past its grace" in one_line_error(refused)
+    done = worksync("retry", "tick", tick.isoformat(), "--past-grace", *BY, *where, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "moved past its grace" in done.stdout
+    ran = worksync("work", "--run", "handlers:handle", "--once", *where, cwd=tmp_path)
+    assert ran.returncode == 0, ran.stderr
+    (row,) = rows_of(target, label)
+    assert (row.status, row.attempts, row.slot) == (WorkStatus.SUCCESS, 1, -1)
+
+    paused = worksync("pause", "tick", "--until", "2h", *BY, *where, cwd=tmp_path)
+    assert paused.returncode == 0, paused.stderr
+    upcoming = worksync("next", "tick", "-n", "2", *where, cwd=tmp_path)
+    assert "PAUSED until" in upcoming.stdout
+    assert upcoming.stdout.count("paused") == 2
+    assert [entry[0] for entry in ledger(target)] == ["retry", "pause"]
