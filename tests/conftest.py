@@ -22,7 +22,7 @@ import pytest
 import sqlalchemy as sa
 
 import worksync_sa
-from worksync_sa.models import table_named, work_table
+from worksync_sa.models import action_table, pause_table, table_named, work_table
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -203,11 +203,14 @@ class Db:
 
 
 def create_table(engine: sa.Engine, name: str) -> None:
-    work_table(name).create(engine)
+    """The work table with its pauses and actions tables, as the migrations make them."""
+    for table in (work_table(name), pause_table(name), action_table(name)):
+        table.create(engine)
 
 
 def drop_table(engine: sa.Engine, name: str) -> None:
-    work_table(name).drop(engine, checkfirst=True)
+    for table in (action_table(name), pause_table(name), work_table(name)):
+        table.drop(engine, checkfirst=True)
 
 
 @pytest.fixture

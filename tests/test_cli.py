@@ -170,7 +170,12 @@ class Target:
 
     def drop(self) -> None:
         with self.engine.begin() as conn:
-            for name in (self.table, version_table_for(self.table)):
+            for name in (
+                f"{self.table}_actions",
+                f"{self.table}_pauses",
+                self.table,
+                version_table_for(self.table),
+            ):
                 sa.Table(name, sa.MetaData()).drop(conn, checkfirst=True)
 
 

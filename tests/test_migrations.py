@@ -17,7 +17,7 @@ from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
 from worksync_sa import downgrade, migrations_path, upgrade
-from worksync_sa.models import version_table_for, work_table
+from worksync_sa.models import action_table, pause_table, version_table_for, work_table
 from worksync_sa.schema import alembic_config
 
 from .conftest import Backend, fresh_table_name
@@ -31,7 +31,7 @@ def table_name(backend: Backend) -> Iterator[str]:
     name = fresh_table_name()
     yield name
     with backend.engine.begin() as conn:
-        for leftover in (name, version_table_for(name)):
+        for leftover in (f"{name}_actions", f"{name}_pauses", name, version_table_for(name)):
             conn.execute(sa.text(f"DROP TABLE IF EXISTS {leftover}"))  # validated test names
 
 
@@ -42,16 +42,16 @@ def our_head() -> str:
     return head
 
 
-def drift(engine: sa.Engine, metadata: sa.MetaData, table: str) -> list[object]:
+def drift(engine: sa.Engine, metadata: sa.MetaData, *tables: str) -> list[object]:
     """What autogenerate would change to make the database match ``metadata``."""
 
     def ours(obj: object, name: str | None, type_: str, reflected: bool, other: object) -> bool:
         owner = name if type_ == "table" else getattr(getattr(obj, "table", None), "name", None)
-        return owner == table
+        return owner in tables
 
     def named(name: str | None, type_: str, parents: object) -> bool:
-        # Reflect only this table: tests on parallel workers drop theirs at any moment.
-        return type_ != "table" or name == table
+        # Reflect only these tables: tests on parallel workers drop theirs at any moment.
+        return type_ != "table" or name in tables
 
     with engine.connect() as conn:
         context = MigrationContext.configure(
@@ -113,6 +113,40 @@ def test_up_down_up_with_no_drift(backend: Backend, table_name: str) -> None:
     upgrade(engine, table=table_name)  # index names were really dropped
     assert drift(engine, work_table(table_name).metadata, table_name) == []
     downgrade(engine, table=table_name)
+
+
+def test_the_operators_tables_come_and_go_with_worksync_0006(
+    backend: Backend, table_name: str
+) -> None:
+    """Expand-only: 0006 adds two tables beside the work table, whose rows it never touches."""
+    engine = backend.engine
+    upgrade(engine, "worksync_0005", table=table_name)
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                f"INSERT INTO {table_name} (name, status, sequence, slot) VALUES ('w', 1, 's', 0)"
+            )
+        )
+    upgrade(engine, table=table_name)
+    metadata = sa.MetaData()
+    names = (table_name, f"{table_name}_pauses", f"{table_name}_actions")
+    for build in (work_table, pause_table, action_table):
+        build(table_name, metadata)
+    inspector = sa.inspect(engine)
+    assert all(inspector.has_table(name) for name in names)
+    assert drift(engine, metadata, *names) == []
+    downgrade(engine, "worksync_0005", table=table_name)
+    inspector = sa.inspect(engine)
+    assert not inspector.has_table(names[1])
+    assert not inspector.has_table(names[2])
+    with engine.connect() as conn:  # the previous head's table, its rows kept
+        assert conn.execute(sa.text(f"SELECT name, sequence FROM {table_name}")).all() == [
+            ("w", "s")
+        ]
+    upgrade(engine, table=table_name)
+    assert drift(engine, metadata, *names) == []
+    downgrade(engine, table=table_name)
+    assert not any(sa.inspect(engine).has_table(name) for name in names)
 
 
 def test_the_drift_check_has_teeth(backend: Backend, table_name: str) -> None:

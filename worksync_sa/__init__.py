@@ -17,6 +17,15 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from .actions import ActionEntry as ActionEntry
+    from .actions import NextTick as NextTick
+    from .actions import Operator as Operator
+    from .actions import Pause as Pause
+    from .actions import Paused as Paused
+    from .actions import Resumed as Resumed
+    from .actions import Retried as Retried
+    from .actions import RunNow as RunNow
+    from .actions import Upcoming as Upcoming
     from .async_scheduler import AsyncScheduler as AsyncScheduler
     from .async_sync import AsyncClaim as AsyncClaim
     from .async_sync import AsyncWorkSync as AsyncWorkSync
@@ -44,7 +53,9 @@ if TYPE_CHECKING:
     from .ledger import WorkSummary as WorkSummary
     from .models import WorkRecord as WorkRecord
     from .models import WorkStatus as WorkStatus
+    from .models import action_table as action_table
     from .models import metadata as metadata
+    from .models import pause_table as pause_table
     from .models import work_table as work_table
     from .repository import ClaimRepository as ClaimRepository
     from .repository import MaintenanceRepository as MaintenanceRepository
@@ -79,6 +90,15 @@ if TYPE_CHECKING:
     from .worker import Worker as Worker
 
 _WHERE = {
+    "ActionEntry": "actions",
+    "NextTick": "actions",
+    "Operator": "actions",
+    "Pause": "actions",
+    "Paused": "actions",
+    "Resumed": "actions",
+    "Retried": "actions",
+    "RunNow": "actions",
+    "Upcoming": "actions",
     "RetryPolicy": "config",
     "SchedulerConfig": "config",
     "create_engine": "engine",
@@ -104,6 +124,8 @@ _WHERE = {
     "WorkStatus": "models",
     "metadata": "models",
     "work_table": "models",
+    "action_table": "models",
+    "pause_table": "models",
     "ClaimRepository": "repository",
     "MaintenanceRepository": "repository",
     "QueryRepository": "repository",
@@ -162,6 +184,7 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
+    "ActionEntry",
     "Adoption",
     "AsyncClaim",
     "AsyncScheduler",
@@ -186,11 +209,18 @@ __all__ = [
     "Listener",
     "MaintenanceRepository",
     "NewRow",
+    "NextTick",
+    "Operator",
     "PassReport",
+    "Pause",
+    "Paused",
     "QueryRepository",
     "QueuedRow",
     "Recovered",
+    "Resumed",
+    "Retried",
     "RetryPolicy",
+    "RunNow",
     "ScheduleRepository",
     "Scheduler",
     "SchedulerConfig",
@@ -202,6 +232,7 @@ __all__ = [
     "TickEntry",
     "TickState",
     "UnsupportedDatabaseError",
+    "Upcoming",
     "Work",
     "WorkRecord",
     "WorkStatus",
@@ -209,6 +240,7 @@ __all__ = [
     "WorkSync",
     "Worker",
     "WorksyncError",
+    "action_table",
     "create_engine",
     "default_sequence",
     "downgrade",
@@ -217,6 +249,7 @@ __all__ = [
     "local_sequence",
     "metadata",
     "migrations_path",
+    "pause_table",
     "per_tick",
     "require_schema",
     "schema_status",

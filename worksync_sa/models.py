@@ -37,10 +37,21 @@ Column meanings (the first seven are the original's and keep its meaning):
     opts in to re-queueing rows whose lease expired).
 ``closed_by``
     Who finished the row: ``worker`` (success or fail), ``lease`` (recovery
-    after the lease ran out), ``missed`` (nobody claimed it within grace) or
+    after the lease ran out), ``missed`` (nobody claimed it within grace),
     ``surplus`` (a scheduler closed it unclaimed because the work's settings
-    changed: fewer runs, another cron or another sequence). A surplus row
-    gives up its slot (``slot`` becomes NULL), so the slot can be made again.
+    changed: fewer runs, another cron or another sequence) or ``paused`` (an
+    operator paused the work, or a scheduler closed the row while it was
+    paused). A surplus or paused row gives up its slot (``slot`` becomes
+    NULL), so the slot can be made again.
+
+Negative slots (``-1 .. -max_run``) belong to operators' rows: ``run-now``
+ticks, and ticks retried past their grace (see ``actions``). No scheduler
+makes them, so they never collide with a scheduler's rows on either unique
+key, and no scheduler closes them as surplus (it closes slots from 0 up).
+
+Beside the work table, two small tables of the operators' actions (see
+:func:`pause_table` and :func:`action_table`): which works are paused, and
+the append-only record of every action.
 ``spec``
     The settings of the scheduler that created the row (or, for a surplus
     row, closed it): its sequence kind, ``max_run``, cron and time zone. Lets
@@ -75,11 +86,16 @@ CLOSED_BY_WORKER = "worker"
 CLOSED_BY_LEASE = "lease"
 CLOSED_BY_MISSED = "missed"
 CLOSED_BY_SURPLUS = "surplus"
+CLOSED_BY_PAUSED = "paused"
+CLOSED_UNCLAIMED = (CLOSED_BY_SURPLUS, CLOSED_BY_PAUSED)
+"""Rows a scheduler or an operator closed before any claim: they gave up their slot and
+count against no tick's budget."""
 LEASE_EXPIRED = "lease expired (worker lost)"
 MISSED = "missed: nobody claimed it within its grace period"
 
 # 40 characters leaves room for the derived names (``uq_<table>_tick``,
-# ``<table>_alembic_version``) under MySQL's 64 and PostgreSQL's 63 limits.
+# ``<table>_alembic_version``, ``ix_<table>_actions_name``) under MySQL's 64 and
+# PostgreSQL's 63 limits.
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,39}")
 
 
@@ -220,8 +236,72 @@ def work_table(name: str = DEFAULT_TABLE, metadata: sa.MetaData | None = None) -
     )
 
 
+def pauses_table_for(table: str) -> str:
+    """The name of a work table's pauses table: ``<table>_pauses``."""
+    return f"{validate_table_name(table)}_pauses"
+
+
+def actions_table_for(table: str) -> str:
+    """The name of a work table's actions ledger: ``<table>_actions``."""
+    return f"{validate_table_name(table)}_actions"
+
+
+def pause_table(table: str = DEFAULT_TABLE, metadata: sa.MetaData | None = None) -> sa.Table:
+    """Which works of ``table`` are paused, one row each (revision ``worksync_0006``).
+
+    A table of its own rather than a column of the work table: a pause is
+    state of a work, not of a tick, and a work may be paused before it has
+    any rows. Every scheduler reads it whole once a pass (it holds a row per
+    paused work, so it stays small); ``paused_until`` NULL means until resumed.
+    """
+    return sa.Table(
+        pauses_table_for(table),
+        metadata if metadata is not None else sa.MetaData(),
+        sa.Column("name", sa.String(TEXT_MAX), primary_key=True),
+        sa.Column("paused_until", UTCDateTime()),
+        sa.Column("reason", sa.String(TEXT_MAX), nullable=False),
+        sa.Column("paused_by", sa.String(TEXT_MAX), nullable=False),
+        sa.Column("paused_at", UTCDateTime(), nullable=False),
+        mysql_engine="InnoDB",
+        mysql_charset="utf8mb4",
+        mysql_collate="utf8mb4_bin",
+    )
+
+
+def action_table(table: str = DEFAULT_TABLE, metadata: sa.MetaData | None = None) -> sa.Table:
+    """The operators' actions on the works of ``table``, append-only (revision ``worksync_0006``).
+
+    Written in the same transaction as the action itself, so neither exists
+    without the other. ``acted_at`` is the database clock; ``actor`` is who
+    (``user@host`` by default), ``reason`` why, ``detail`` what it changed.
+    """
+    name = actions_table_for(table)
+    return sa.Table(
+        name,
+        metadata if metadata is not None else sa.MetaData(),
+        sa.Column(
+            "id",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            primary_key=True,
+            autoincrement=True,
+        ),
+        sa.Column("acted_at", UTCDateTime(), nullable=False),
+        sa.Column("name", sa.String(TEXT_MAX), nullable=False),
+        sa.Column("action", sa.String(16), nullable=False),
+        sa.Column("tick", sa.String(TEXT_MAX)),
+        sa.Column("actor", sa.String(TEXT_MAX), nullable=False),
+        sa.Column("reason", sa.String(TEXT_MAX), nullable=False),
+        sa.Column("detail", sa.Text()),
+        # Serves `worksync actions --name X`: one work's latest actions, newest first.
+        sa.Index(f"ix_{name}_name", "name", "id"),
+        mysql_engine="InnoDB",
+        mysql_charset="utf8mb4",
+        mysql_collate="utf8mb4_bin",
+    )
+
+
 metadata = sa.MetaData()
-"""The package's own metadata, holding the default ``works`` table."""
+"""The package's own metadata: the default ``works`` table, its pauses and its actions."""
 
 
 class Base(DeclarativeBase):
@@ -260,6 +340,26 @@ class WorkRecord(Base):
             f"WorkRecord(id={self.id!r}, name={self.name!r}, sequence={self.sequence!r}, "
             f"slot={self.slot!r}, status={self.status!r})"
         )
+
+
+pause_table(DEFAULT_TABLE, metadata)
+action_table(DEFAULT_TABLE, metadata)
+
+
+@functools.cache
+def pauses_named(name: str = DEFAULT_TABLE) -> sa.Table:
+    """The shared pauses Table of a work table name."""
+    if name == DEFAULT_TABLE:
+        return metadata.tables[pauses_table_for(name)]
+    return pause_table(name)
+
+
+@functools.cache
+def actions_named(name: str = DEFAULT_TABLE) -> sa.Table:
+    """The shared actions Table of a work table name."""
+    if name == DEFAULT_TABLE:
+        return metadata.tables[actions_table_for(name)]
+    return action_table(name)
 
 
 @functools.cache

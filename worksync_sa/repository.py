@@ -23,13 +23,28 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from ._run.identity import default_worker_id, new_token
+from ._sql.actions import (
+    FOREVER,
+    actions_page,
+    close_paused,
+    delete_pause,
+    insert_operator_row,
+    insert_pause,
+    latest_policy,
+    pause_of,
+    pauses,
+    record_action,
+    requeue,
+    rows_of_tick,
+    slots_of_tick,
+)
 from ._sql.claims import (
     claim_statement,
     claimed_details,
     finish,
     heartbeat,
 )
-from ._sql.dialect import Family, family_of
+from ._sql.dialect import Family, family_of, read_clock
 from ._sql.direct import execute
 from ._sql.ledger import latest_spec, ledger_page, rows_of, tick_counts, unadopted_ledger
 from ._sql.maintenance import (
@@ -66,7 +81,10 @@ from .models import (
     DEFAULT_GRACE_SECONDS,
     DEFAULT_MAX_ATTEMPTS,
     WorkStatus,
+    actions_named,
+    as_utc,
     checked_moment,
+    pauses_named,
     table_named,
 )
 from .rows import (
@@ -74,10 +92,12 @@ from .rows import (
     BatchRow,
     ClaimedRow,
     NewRow,
+    PauseState,
     QueuedRow,
     Recovered,
     Surplus,
     TickCount,
+    TickRow,
     TickState,
     claimed_row,
 )
@@ -687,3 +707,204 @@ class LedgerRepository:
         """
         params = {"work_name": name, "tick": tick, "label": label}
         return self._read(conn, "tick_rows", tick_rows, params)
+
+
+class ActionRepository:
+    """The operators' statements: pauses, their ledger, run-now rows, retries.
+
+    Like every repository it never commits: ``Operator`` runs each action and
+    its ledger entry on one connection in one transaction, so neither is ever
+    written without the other. Not a host API (hence not in ``__all__``): it
+    trusts the checks ``Operator`` makes. The work table is ``table``; the
+    pauses and the actions live in ``<table>_pauses`` and ``<table>_actions``.
+    """
+
+    def __init__(self, table: str) -> None:
+        self._statements = _StatementCache(table)
+        self.table = self._statements.table
+        self.pauses_table = pauses_named(self.table.name)
+        self.actions_table = actions_named(self.table.name)
+
+    def clock(self, conn: Connection) -> datetime:
+        """The database's clock: what every action is dated by."""
+        return read_clock(conn)
+
+    def has_pauses(self, conn: Connection) -> bool:
+        """Whether the pauses table exists (a table made by ``create_all`` alone has none)."""
+        return bool(sa.inspect(conn).has_table(self.pauses_table.name))
+
+    def pauses(self, conn: Connection) -> list[PauseState]:
+        """Every pause, ended or not (a scheduler pass reads this once)."""
+        select = self._statements.get(
+            "pauses", family_of(conn.dialect), lambda *_: pauses(self.pauses_table)
+        )
+        return [_pause(row) for row in execute(conn, select).rows]
+
+    def pause_of(self, conn: Connection, name: str) -> PauseState | None:
+        """One work's pause, ended or not, or None."""
+        select = self._statements.get(
+            "pause_of", family_of(conn.dialect), lambda *_: pause_of(self.pauses_table)
+        )
+        row = execute(conn, select, {"work_name": name}).first()
+        return None if row is None else _pause(row)
+
+    def set_pause(
+        self, conn: Connection, name: str, until: datetime | None, reason: str, actor: str
+    ) -> None:
+        """Record ``name``'s pause, replacing any earlier one."""
+        self.delete_pause(conn, name)
+        family = family_of(conn.dialect)
+        insert = self._statements.get(
+            "insert_pause", family, lambda _, f: insert_pause(self.pauses_table, f)
+        )
+        params = {"work_name": name, "until": until, "reason": reason, "actor": actor}
+        execute(conn, insert, params)
+
+    def delete_pause(self, conn: Connection, name: str) -> int:
+        """Forget ``name``'s pause; how many rows went (0 or 1)."""
+        delete = self._statements.get(
+            "delete_pause", family_of(conn.dialect), lambda *_: delete_pause(self.pauses_table)
+        )
+        return max(execute(conn, delete, {"work_name": name}).rowcount, 0)
+
+    def close_paused(
+        self,
+        conn: Connection,
+        paused: Sequence[tuple[str, datetime | None, str]],
+        now: datetime | None = None,
+    ) -> int:
+        """Close the queued rows of ticks not yet due of each (name, until, reason)."""
+        if not paused:
+            return 0
+        family = family_of(conn.dialect)
+        explicit = now is not None
+        update = self._statements.get(
+            f"close_paused:{explicit}",
+            family,
+            lambda t, f: close_paused(t, f, explicit_now=explicit),
+        )
+        clock_now = now_params(now)
+        params = [
+            {
+                "work_name": name,
+                "until": FOREVER if until is None else until,
+                "reason": reason,
+                **clock_now,
+            }
+            for name, until, reason in paused
+        ]
+        return max(execute(conn, update, params[0] if len(params) == 1 else params).rowcount, 0)
+
+    def record(
+        self,
+        conn: Connection,
+        *,
+        name: str,
+        action: str,
+        tick: str | None,
+        actor: str,
+        reason: str,
+        detail: str,
+    ) -> None:
+        """Append one entry to the actions ledger (dated by the database clock)."""
+        family = family_of(conn.dialect)
+        insert = self._statements.get(
+            "record_action", family, lambda _, f: record_action(self.actions_table, f)
+        )
+        params = {
+            "work_name": name,
+            "action": action,
+            "tick": tick,
+            "actor": actor,
+            "reason": reason,
+            "detail": detail,
+        }
+        execute(conn, insert, params)
+
+    def actions(self, conn: Connection, name: str | None, limit: int) -> Sequence[Any]:
+        """The latest ``limit`` actions, newest first, of one work or all."""
+        one_work = name is not None
+        select = self._statements.get(
+            f"actions:{one_work}",
+            family_of(conn.dialect),
+            lambda *_: actions_page(self.actions_table, one_work=one_work),
+        )
+        params: dict[str, Any] = {"limit": limit}
+        if one_work:
+            params["work_name"] = name
+        return execute(conn, select, params).rows
+
+    def latest_policy(self, conn: Connection, name: str) -> Any | None:
+        """The latest dated row of ``name`` (its policy columns and spec), or None."""
+        select = self._statements.get(
+            "latest_policy", family_of(conn.dialect), lambda t, _: latest_policy(t)
+        )
+        return execute(conn, select, {"work_name": name}).first()
+
+    def slots_of_tick(self, conn: Connection, name: str, tick: datetime) -> int:
+        """How many scheduler slots one tick holds (how many runs it was made with)."""
+        select = self._statements.get(
+            "slots_of_tick", family_of(conn.dialect), lambda t, _: slots_of_tick(t)
+        )
+        return int(execute(conn, select, {"work_name": name, "tick": tick}).rows[0][0])
+
+    def insert_operator_rows(self, conn: Connection, rows: Sequence[dict[str, Any]]) -> int:
+        """Insert an operator's QUEUED rows (one per slot), each checked by the unique keys."""
+        insert = self._statements.get(
+            "insert_operator_row", family_of(conn.dialect), insert_operator_row
+        )
+        for row in rows:
+            execute(conn, insert, dict(row))
+        return len(rows)
+
+    def tick_rows(
+        self, conn: Connection, name: str, *, label: str | None = None, tick: datetime | None = None
+    ) -> list[TickRow]:
+        """Every row of one tick of ``name``, by its label or else its instant."""
+        by_label = label is not None
+        select = self._statements.get(
+            f"tick_rows:{by_label}",
+            family_of(conn.dialect),
+            lambda t, _: rows_of_tick(t, by_label=by_label),
+        )
+        params: dict[str, Any] = {"work_name": name}
+        params["label" if by_label else "tick"] = label if by_label else tick
+        return [
+            TickRow(
+                int(row.id),
+                row.sequence,
+                row.slot,
+                None if row.tick_at is None else as_utc(row.tick_at),
+                int(row.status),
+                row.closed_by,
+                row.attempts,
+                row.max_attempts,
+                row.grace_seconds,
+            )
+            for row in execute(conn, select, params).rows
+        ]
+
+    def requeue(
+        self, conn: Connection, row_id: int, redate: tuple[datetime, int] | None = None
+    ) -> bool:
+        """Offer a failed row again; with ``redate`` (tick, slot), also move it there."""
+        moved = redate is not None
+        update = self._statements.get(
+            f"requeue:{moved}",
+            family_of(conn.dialect),
+            lambda t, f: requeue(t, f, redate=moved),
+        )
+        params: dict[str, Any] = {"row_id": row_id}
+        if redate is not None:
+            params["new_tick"], params["new_slot"] = redate
+        return execute(conn, update, params).rowcount == 1
+
+
+def _pause(row: Any) -> PauseState:
+    return PauseState(
+        row.name,
+        None if row.paused_until is None else as_utc(row.paused_until),
+        row.reason,
+        row.paused_by,
+        as_utc(row.paused_at),
+    )

@@ -216,3 +216,31 @@ class Recovered(NamedTuple):
     name: str
     sequence: str
     kind: str
+
+
+class PauseState(NamedTuple):
+    """One row of the pauses table: a work paused, until when (None: until resumed)."""
+
+    name: str
+    until: datetime | None
+    reason: str
+    paused_by: str
+    paused_at: datetime
+
+    def active(self, now: datetime) -> bool:
+        """Whether the pause still holds at ``now`` (an ended one is ignored, and replaced)."""
+        return self.until is None or self.until > now
+
+
+class TickRow(NamedTuple):
+    """One row of a tick, as a retry judges it."""
+
+    id: int
+    sequence: str
+    slot: int | None
+    tick_at: datetime | None
+    status: int
+    closed_by: str | None
+    attempts: int | None
+    max_attempts: int | None
+    grace_seconds: int | None

@@ -54,7 +54,14 @@ from ._run.poolers import unprepared
 from ._run.writelock import writer_lock
 from ._sql.dialect import family_of
 from .errors import SchemaNotReadyError, WorksyncError
-from .models import DEFAULT_TABLE, validate_table_name, version_table_for, work_table
+from .models import (
+    DEFAULT_TABLE,
+    actions_table_for,
+    pauses_table_for,
+    validate_table_name,
+    version_table_for,
+    work_table,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -430,10 +437,20 @@ def _session_lock(engine: Engine, table: str) -> Iterator[None]:
 
 
 def include_object_for(*tables: str) -> IncludeObject:
-    """An Alembic ``include_object`` hook that hides these work tables from autogenerate."""
+    """An Alembic ``include_object`` hook that hides these work tables from autogenerate.
+
+    With each, its version table and its pauses and actions tables.
+    """
     hidden = set()
     for table in tables or (DEFAULT_TABLE,):
-        hidden.update({validate_table_name(table), version_table_for(table)})
+        hidden.update(
+            {
+                validate_table_name(table),
+                version_table_for(table),
+                pauses_table_for(table),
+                actions_table_for(table),
+            }
+        )
 
     def include_object(
         obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any

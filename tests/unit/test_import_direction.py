@@ -118,7 +118,8 @@ def test_the_checker_sees_imports() -> None:
 
 
 STATEMENTS = {
-    f"worksync_sa._sql.{m}" for m in ("claims", "schedule", "maintenance", "ledger", "page")
+    f"worksync_sa._sql.{m}"
+    for m in ("claims", "schedule", "maintenance", "ledger", "page", "actions")
 }
 """The feature modules of ``_sql``: the builders of the statements a repository runs."""
 

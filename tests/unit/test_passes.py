@@ -25,6 +25,7 @@ from worksync_sa.config import RetryPolicy, SchedulerConfig
 from worksync_sa.errors import InvalidConfigError, InvalidWorkError
 from worksync_sa.events import Event
 from worksync_sa.repository import NewRow, Recovered, Surplus, TickState
+from worksync_sa.rows import PauseState
 from worksync_sa.work import Work
 
 from .scripted import Raise, Script, keywords, whats
@@ -58,7 +59,10 @@ class Table:
         *,
         clock: datetime = CLOCK_AT_START,
         pruned: list[int] | None = None,
+        pauses: list[PauseState] | None = None,
     ) -> None:
+        self.pauses = pauses or []
+        self.closed_paused: list[tuple[str, datetime | None, str]] = []
         self.horizon = horizon or {}
         self.window = window or []
         self.clock = clock
@@ -71,7 +75,8 @@ class Table:
         answers: dict[str, Callable[[], object]] = {
             "clock": lambda: self.clock,
             "horizon": lambda: self.horizon,
-            "window": lambda: (self.window, {}),
+            "window": lambda: (self.window, {}, self.pauses),
+            "close-paused": lambda: self._close_paused(keywords(step)["paused"]),
             "create": lambda: self._create(keywords(step)["rows"]),
             "close": lambda: self._close(keywords(step)["surplus"]),
             "recover": lambda: [],
@@ -83,6 +88,10 @@ class Table:
         self.created += rows
         self.batches.append(len(rows))
         return len(rows)
+
+    def _close_paused(self, paused: list[tuple[str, datetime | None, str]]) -> int:
+        self.closed_paused += paused
+        return len(paused)
 
     def _close(self, surplus: list[Surplus]) -> int:
         self.closed += surplus
@@ -238,6 +247,48 @@ def test_a_short_gap_is_caught_up_without_skips() -> None:
     ]
     assert scheduler.last_pass is not None
     assert scheduler.last_pass.skipped == {}
+
+
+def test_a_paused_work_gets_no_ticks_until_its_pause_ends_and_its_queued_ones_close() -> None:
+    """A pause until 10:03 (lookahead to 10:05): ticks up to 10:03 are neither made nor kept."""
+    scheduler = core(Work("report", "* * * * *", 2), Work("other", "* * * * *"))
+    held = [TickState("report", at(10, 2), label(at(10, 2)), None, 2, 1, 0, None)]
+    pause = PauseState("report", at(10, 3), "deploy", "ann@box", at(9, 0))
+    table = Table(window=held, pauses=[pause])
+    _, steps = run_pass(scheduler, table)
+    assert whats(steps) == ["clock", "horizon", "window", "close-paused", "create", "recover"]
+    assert table.closed_paused == [("report", at(10, 3), "paused by ann@box: deploy")]
+    assert table.closed == []  # closed as paused, not as surplus
+    made = sorted({(row[0], row[3]) for row in table.created})
+    assert [tick for name, tick in made if name == "report"] == [at(10, 4), at(10, 5)]
+    assert [tick for name, tick in made if name == "other"] == [at(10, m) for m in range(1, 6)]
+
+
+def test_a_scheduler_logs_each_pause_and_resume_once(caplog: pytest.LogCaptureFixture) -> None:
+    scheduler = core(Work("report", "* * * * *"))
+    pause = PauseState("report", None, "deploy", "ann@box", at(9, 0))
+    with caplog.at_level(logging.INFO, logger="worksync_sa._core.passes"):
+        run_pass(scheduler, Table(pauses=[pause]))
+        run_pass(scheduler, Table(pauses=[pause]), now=NOW + timedelta(seconds=1))
+        run_pass(scheduler, Table(), now=NOW + timedelta(seconds=2))
+    lines = [r.getMessage() for r in caplog.records if "paused" in r.getMessage()]
+    assert lines == [
+        "work 'report' is paused until resumed by ann@box (deploy): making none of its ticks "
+        "until then",
+        "work 'report' is no longer paused: making its ticks again",
+    ]
+
+
+def test_an_ended_pause_and_a_pause_of_another_schedulers_work_change_nothing() -> None:
+    scheduler = core(Work("report", "* * * * *"))
+    pauses = [
+        PauseState("report", at(10, 0), "ended", "ann@box", at(9, 0)),
+        PauseState("unknown", None, "not ours", "ann@box", at(9, 0)),
+    ]
+    table = Table(pauses=pauses)
+    _, steps = run_pass(scheduler, table)
+    assert whats(steps) == ["clock", "horizon", "window", "create", "recover"]
+    assert ticks_created(table) == [at(10, m) for m in range(1, 6)]
 
 
 def test_surplus_found_in_the_window_is_closed_before_anything_is_created() -> None:

@@ -29,8 +29,8 @@ from ..config import RetryPolicy, SchedulerConfig
 from ..errors import InvalidArgumentError, InvalidConfigError, InvalidWorkError
 from ..events import Event, Events, Listener
 from ..models import checked_moment, table_named, validate_table_name
-from ..repository import MaintenanceRepository
-from ..rows import Adoption, BatchRow, NewRow, TickState
+from ..repository import ActionRepository, MaintenanceRepository
+from ..rows import Adoption, BatchRow, NewRow, PauseState, TickState
 from ..sequences import PRUNABLE_KINDS, sequence_kind
 from ..work import Work
 from .blockers import LockWatch
@@ -89,6 +89,9 @@ PRUNE_BATCH_ROWS = 1000
 LOCK_WAIT_TURNS = 8
 """Timed-out lock waits a write of a pass goes through (each a look for what holds the
 lock) before the pass fails and the loop's backoff takes over."""
+PAUSES_RECHECK_SECONDS = 300.0
+"""How often a scheduler whose table has no pauses table (made by ``create_all`` of the work
+table alone, or not yet migrated to ``worksync_0006``) looks whether it has one now."""
 SKIPPED_COUNT_LIMIT = 10_000
 """Counting skipped ticks stops here ("at least 10000"): a long outage of a
 per-second cron must not stall the pass that ends it."""
@@ -113,6 +116,8 @@ class PassReport:
     """Rows other programs wrote for planned ticks, dated and given the work's policy."""
     released: int = 0
     """Transactions the Go original left open that this pass ended (``leave_to_original``)."""
+    paused: int = 0
+    """Queued rows of ticks not yet due closed because their work is paused (``Operator.pause``)."""
 
 
 def _rows(
@@ -130,6 +135,35 @@ def _rows(
         slots = work.max_run - 1 if held_back and (name, sequence) in held_back else work.max_run
         for slot in range(slots):
             yield (name, sequence, slot, tick, *policy, spec, work.max_run)
+
+
+def honour_pauses(
+    work_to_do: Reconciliation, paused: dict[str, PauseState], held: Iterable[TickState]
+) -> list[tuple[str, datetime | None, str]]:
+    """Keep the pass off paused works' ticks; return what to close as paused.
+
+    A paused work gets no rows for its ticks up to the pause's end (none at
+    all without one), catch-up included; its queued rows of ticks not yet due
+    that another scheduler made meanwhile (one of an earlier release, which
+    reads no pauses, or one whose pass raced the pause) are closed as paused
+    rather than as surplus. Pure: ``paused`` holds the pauses in force.
+    """
+
+    def within(name: str, tick: datetime) -> bool:
+        pause = paused.get(name)
+        return pause is not None and (pause.until is None or tick <= pause.until)
+
+    work_to_do.create = [item for item in work_to_do.create if not within(item[0].name, item[2])]
+    work_to_do.close = [item for item in work_to_do.close if not within(item.name, item.tick_at)]
+    queued = {
+        state.name
+        for state in held
+        if state.top_queued is not None and within(state.name, state.tick_at)
+    }
+    return [
+        (name, paused[name].until, f"paused by {paused[name].paused_by}: {paused[name].reason}")
+        for name in sorted(queued)
+    ]
 
 
 def _checked_works(works: Iterable[Work]) -> tuple[Work, ...]:
@@ -169,6 +203,13 @@ class SchedulerCore:
         self.policy = retry or RetryPolicy()
         self._repo = PassRepository(table_named(table))
         self._maintenance = MaintenanceRepository(table_named(table))
+        self._actions = ActionRepository(self.table_name)
+        self._pauses_seen_at: float | None = None
+        """When the pauses table was last found missing (monotonic); None: found, or not
+        looked for yet."""
+        self._pauses_exist = False
+        self._paused_seen: dict[str, tuple[datetime | None, str, str]] = {}
+        """The pauses this scheduler honoured last pass, to log each change once."""
         # What each work's rows record of this scheduler's settings (see _core.reconcile).
         kind = sequence_kind(self.config.sequence)
         self._specs = {work.name: spec_of(work, kind) for work in self.works}
@@ -313,9 +354,12 @@ class SchedulerCore:
             starts[work.name] = min(start, now)  # the whole window, for reconciling
         plan = self._plan(starts, until)  # every sequence checked before anything is written
         report.planned = sum(len(pairs) * work.max_run for work, pairs in plan)
-        held, waiting = yield Call("window", partial(self._observe, after=now, until=until))
+        held, waiting, pauses = yield Call("window", partial(self._observe, after=now, until=until))
         leave = self.config.leave_to_original
         work_to_do = reconcile(plan, self._specs, now, held, waiting, leave)
+        paused = {p.name: p for p in pauses if p.name in self._specs and p.active(now)}
+        self._report_pauses(paused)
+        to_close = honour_pauses(work_to_do, paused, held) if paused else []
         self._report_sightings(work_to_do.sightings)
         if work_to_do.close:
             report.closed = yield Call(
@@ -323,6 +367,17 @@ class SchedulerCore:
                 partial(self._repo.close_surplus, surplus=work_to_do.close, now=explicit),
             )
             self._report_closed(work_to_do, report.closed)
+        if to_close:
+            report.paused = yield Call(
+                "close-paused", partial(self._actions.close_paused, paused=to_close, now=explicit)
+            )
+            if report.paused:
+                logger.info(
+                    "closed %d queued row(s) of paused work(s) %s",
+                    report.paused,
+                    ", ".join(sorted(repr(name) for name, _, _ in to_close)),
+                    extra={"action": "paused", "rows": report.paused},
+                )
         work_to_do.adopt.extend(self._late(waiting, now))
         if work_to_do.adopt:
             adopt = partial(self._repo.adopt, ticks=work_to_do.adopt)
@@ -379,9 +434,36 @@ class SchedulerCore:
 
     def _observe(
         self, conn: Connection, after: datetime, until: datetime
-    ) -> tuple[list[TickState], dict[tuple[str, str], int]]:
-        """The window's rows, and other programs' rows still waiting for a tick time."""
-        return self._repo.window(conn, after, until), self._repo.unadopted(conn)
+    ) -> tuple[list[TickState], dict[tuple[str, str], int], list[PauseState]]:
+        """The window's rows, other programs' rows still waiting for a tick time, and pauses.
+
+        The pauses are one read of a table holding a row per paused work. A
+        table without one (the work table made alone by ``create_all``) has
+        no pauses; whether it has one is looked up again now and then, not
+        each pass.
+        """
+        window, waiting = self._repo.window(conn, after, until), self._repo.unadopted(conn)
+        return window, waiting, self._pauses(conn)
+
+    def _pauses(self, conn: Connection) -> list[PauseState]:
+        if not self._pauses_exist:
+            seen = self._pauses_seen_at
+            if seen is not None and time.monotonic() - seen < PAUSES_RECHECK_SECONDS:
+                return []
+            self._pauses_exist = self._actions.has_pauses(conn)
+            if not self._pauses_exist:
+                if seen is None:
+                    logger.info(
+                        "table %r has no pauses table (%s): no work can be paused until it "
+                        "is migrated to worksync_0006 (`worksync migrate`)",
+                        self.table_name,
+                        self._actions.pauses_table.name,
+                        extra={"action": "paused"},
+                    )
+                self._pauses_seen_at = time.monotonic()
+                return []
+            self._pauses_seen_at = None
+        return self._actions.pauses(conn)
 
     def _report_sightings(self, sightings: list[Sighting]) -> None:
         """Log each other setting of a work once: a change as a warning, a live one as an error."""
@@ -420,6 +502,27 @@ class SchedulerCore:
                     ours,
                     extra={"action": "changed", "work": sighting.name},
                 )
+
+    def _report_pauses(self, paused: dict[str, PauseState]) -> None:
+        """Log each pause and each resume once, as this scheduler first honours it."""
+        now_paused = {name: (p.until, p.paused_by, p.reason) for name, p in paused.items()}
+        for name, (until, by, reason) in sorted(now_paused.items()):
+            if self._paused_seen.get(name) != (until, by, reason):
+                logger.info(
+                    "work %r is paused %s by %s%s: making none of its ticks until then",
+                    name,
+                    "until resumed" if until is None else f"until {until.isoformat()}",
+                    by,
+                    f" ({reason})" if reason else "",
+                    extra={"action": "paused", "work": name},
+                )
+        for name in sorted(set(self._paused_seen) - set(now_paused)):
+            logger.info(
+                "work %r is no longer paused: making its ticks again",
+                name,
+                extra={"action": "resumed", "work": name},
+            )
+        self._paused_seen = now_paused
 
     def _report_closed(self, work_to_do: Reconciliation, rows: int) -> None:
         ticks: dict[str, int] = {}
@@ -522,6 +625,7 @@ class SchedulerCore:
     def _forget_horizon(self) -> None:
         self._covered = {}
         self._last_now = None
+        self._pauses_exist = False  # the table may be gone (a failed pass), or another server
 
     def _starts(self, now: datetime) -> Steps[dict[str, datetime]]:
         """Where each work's planning resumes: after what this process (or the table) has."""

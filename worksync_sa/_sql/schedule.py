@@ -24,12 +24,26 @@ from sqlalchemy.sql.dml import Insert, Update
 
 from ..models import (
     CLOSED_BY_SURPLUS,
+    CLOSED_UNCLAIMED,
     UTCDateTime,
     WorkStatus,
     as_utc,
 )
 from .dialect import Family, clock, db_now
 from .direct import BY_SQLALCHEMY, ISOLATION
+
+
+def holds_budget(table: Any) -> sa.ColumnElement[bool]:
+    """A row without a slot still counts against its tick: not closed unclaimed.
+
+    Rows closed as surplus or paused gave their slot up and hold nothing.
+    Spelled as two comparisons, not ``NOT IN``, whose expanding parameter
+    the direct path to the cursor does not take.
+    """
+    c = table.c
+    return sa.or_(
+        c.closed_by.is_(None), sa.and_(*(c.closed_by != kind for kind in CLOSED_UNCLAIMED))
+    )
 
 
 def insert_ignoring_duplicates(table: sa.Table, family: Family) -> Insert:
@@ -120,7 +134,7 @@ def insert_batch(table: sa.Table, family: Family) -> Insert:
             held.c.name == fields["name"],
             held.c.sequence == fields["sequence"],
             held.c.slot.is_(None),
-            sa.or_(held.c.closed_by.is_(None), held.c.closed_by != CLOSED_BY_SURPLUS),
+            holds_budget(held),
         )
         .scalar_subquery()
     )
@@ -201,9 +215,17 @@ def _compile_json_batch(element: _JsonBatch, compiler: SQLCompiler, **kw: Any) -
 
 
 def latest_ticks(table: sa.Table) -> sa.Select[Any]:
-    """The latest tick each work has rows for: where a restarted scheduler resumes."""
+    """The latest tick each work has rows for: where a restarted scheduler resumes.
+
+    Operators' rows (negative slots: run-now, a retry past grace) are dated
+    by when the operator acted, not by the cron: they are no resume point.
+    """
     c = table.c
-    return sa.select(c.name, sa.func.max(c.tick_at)).group_by(c.name)
+    return (
+        sa.select(c.name, sa.func.max(c.tick_at))
+        .where(sa.or_(c.slot.is_(None), c.slot >= 0))
+        .group_by(c.name)
+    )
 
 
 def window_state(table: sa.Table) -> sa.Select[Any]:
@@ -214,11 +236,11 @@ def window_state(table: sa.Table) -> sa.Select[Any]:
     without a slot that count against the budget (another program's).
     ``touched``: when the group's rows were last created or closed by a
     scheduler, to tell a settings change (older) from a live disagreement.
+    Rows closed as paused hold no budget, as surplus ones; operators' rows
+    (negative slots) are no scheduler's to reconcile, and are left out.
     """
     c = table.c
-    holds = sa.and_(
-        c.slot.is_(None), sa.or_(c.closed_by.is_(None), c.closed_by != CLOSED_BY_SURPLUS)
-    )
+    holds = sa.and_(c.slot.is_(None), holds_budget(table))
     surplus = c.closed_by == CLOSED_BY_SURPLUS
     return (
         sa.select(
@@ -234,6 +256,7 @@ def window_state(table: sa.Table) -> sa.Select[Any]:
         .where(
             c.tick_at > sa.bindparam("after", type_=UTCDateTime()),
             c.tick_at <= sa.bindparam("until", type_=UTCDateTime()),
+            sa.or_(c.slot.is_(None), c.slot >= 0),
         )
         .group_by(c.name, c.tick_at, c.sequence, c.spec)
     )

@@ -22,7 +22,7 @@ from typing import NoReturn
 import sqlalchemy as sa
 
 from ..errors import InvalidArgumentError, WorksyncError
-from . import demo, migrations, prune, schedule, status, web, work
+from . import actions, demo, migrations, prune, schedule, status, web, work
 from .options import Failure, Parser, Secrets, UsageError, describe_error
 from .stopping import ForcedStop
 
@@ -44,7 +44,7 @@ def build_parser() -> Parser:
         "their timeout than --max-stuck.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (migrations, schedule, work, status, web, prune, demo):
+    for module in (migrations, schedule, work, status, actions, web, prune, demo):
         module.register(commands)
     return parser
 
