@@ -276,9 +276,9 @@ def test_the_page_shows_the_originals_ticks_in_order_never_upcoming_once_run(
     assert shown["legacy"]["row"][1] == f"{LEGACY_CRON} ({ZONE})"  # from the config's works
     ((legacy_tick, started),) = [(t, s) for (w, t), s in ticks.ran.items() if w == "legacy"]
     assert shown["legacy"]["lag_p50"] == pytest.approx((started - legacy_tick).total_seconds())
-    assert [
+    assert [  # the latest first
         (datetime.fromisoformat(entry["tick"]), entry["name"]) for entry in history["entries"]
-    ] == [(tick, work) for tick, work, _ in in_range]
+    ] == [(tick, work) for tick, work, _ in in_range][::-1]
     # /metrics: the window's ticks (the last hour, not the upcoming), no lag below zero.
     figures = {
         (sample.name, sample.labels.get("work")): sample.value

@@ -32,7 +32,7 @@ import subprocess
 import sys
 import zipfile
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from html.parser import HTMLParser
 from pathlib import Path
@@ -712,32 +712,46 @@ def test_the_originals_labels_are_read_in_their_zone_and_the_config_gives_the_cr
     assert work["lag_p50"] == pytest.approx((4 - 3) / 2)  # the early claim's lag is -3 s
     assert (work["cron"], work["timezone"]) == ("*/5 * * * *", "Europe/Berlin")
     assert summary(html)["theirs"][1] == "*/5 * * * * (Europe/Berlin)"
-    assert [entry["tick"] for entry in history["entries"]] == [iso(ran), iso(ahead), iso(waiting)]
+    assert [entry["tick"] for entry in history["entries"]] == [iso(waiting), iso(ahead), iso(ran)]
     with pytest.raises(ValueError, match="sequence_zone"):
         app(db.engine, db.table, sequence_zone="Mars/Olympus")
 
 
-def test_the_history_pages_through_every_tick_with_after(db: Db, history: History) -> None:
+def brute_force_ticks(history: History, since: datetime) -> list[tuple[datetime, str]]:
+    """Every (tick, work) the written rows hold from ``since`` on, the latest first.
+
+    Worked out from the rows themselves: an undated row's tick is its label read as UTC.
+    """
+    found = {
+        (row["tick_at"] or datetime.fromisoformat(row["sequence"] + "+00:00"), row["name"])
+        for row in history.rows
+    }
+    return sorted((pair for pair in found if pair[0] >= since), reverse=True)
+
+
+def test_the_history_is_latest_first_and_pages_back_with_before(db: Db, history: History) -> None:
     status_page = app(db.engine, db.table, clock=lambda: NOW, page_size=7)
     client = Client(status_page)
+    expected = brute_force_ticks(history, NOW - timedelta(hours=1))
+    assert sorted(expected) == history.due_ticks
     try:
         seen: list[tuple[datetime, str]] = []
         path, pages = "/api/history", 0
         while True:
             page = client.json(path)
             pages += 1
+            assert page["order"] == "latest first"
             assert len(page["entries"]) <= 7
             seen += [(datetime.fromisoformat(e["tick"]), e["name"]) for e in page["entries"]]
-            if page["after"] is None:
+            if page["before"] is None:
                 assert page["next"] is None
                 break
-            assert parse_qs(page["next"][1:])["after"] == [page["after"]]
-            path = f"/api/history?after={page['after']}"
-        assert pages == -(-len(history.due_ticks) // 7)
-        assert sorted(seen) == history.due_ticks  # every tick once, none twice
-        assert [tick for tick, _ in seen] == sorted(tick for tick, _ in seen)
+            assert parse_qs(page["next"][1:])["before"] == [page["before"]]
+            path = f"/api/history?before={page['before']}"
+        assert pages == -(-len(expected) // 7)
+        assert seen == expected  # the latest first, every tick once: no gap, no duplicate
 
-        # The page's own links walk the same way.
+        # The page's own links walk the same way, the latest first.
         shown: list[tuple[str, str]] = []
         path = "/"
         while True:
@@ -747,10 +761,259 @@ def test_the_history_pages_through_every_tick_with_after(db: Db, history: Histor
             if "next-page" not in links:
                 break
             assert links["next-page"].startswith("?")
+            assert "first-page" in links or path == "/"
             path = "/" + links["next-page"]
-        assert sorted(shown) == sorted((label(t), n) for t, n in history.due_ticks)
+        assert shown == [(label(t), n) for t, n in expected]
+
+        # One work alone, paged back along its own index.
+        report = [pair for pair in expected if pair[1] == "report"]
+        seen, path = [], "/api/history?name=report"
+        while path:
+            page = client.json(path)
+            seen += [(datetime.fromisoformat(e["tick"]), e["name"]) for e in page["entries"]]
+            path = page["next"] and "/api/history" + page["next"]
+        assert seen == report
     finally:
         status_page.close()
+
+
+def test_after_still_pages_forward_earliest_first(db: Db, history: History) -> None:
+    """A program that walked the history with ``after`` (the page's order before) still can."""
+    status_page = app(db.engine, db.table, clock=lambda: NOW, page_size=7)
+    client = Client(status_page)
+    expected = brute_force_ticks(history, NOW - timedelta(hours=1))[::-1]
+    try:
+        first = client.json("/api/history")
+        oldest = first["entries"][-1]
+        start = (datetime.fromisoformat(oldest["tick"]), oldest["name"], oldest["sequence"])
+        from worksync_sa.web.params import cursor_text
+
+        seen: list[tuple[datetime, str]] = []
+        path = f"/api/history?after={cursor_text(start)}"
+        while path:
+            page = client.json(path)
+            assert page["order"] == "earliest first"
+            assert page["before"] is None
+            seen += [(datetime.fromisoformat(e["tick"]), e["name"]) for e in page["entries"]]
+            path = page["after"] and f"/api/history?after={page['after']}"
+        later = [pair for pair in expected if pair > start[:2]]
+        assert seen == later
+        assert client.get(f"/api/history?after={cursor_text(start)}&before=x").status_code == 400
+    finally:
+        status_page.close()
+
+
+# -- every work, and whether its schedule is kept ------------------------------------
+
+HOUR = timedelta(hours=1)
+
+
+def fleet_history() -> History:
+    """Works whose ticks lie mostly or wholly outside the default hour, and their states.
+
+    ``daily`` ran at 03:00 today (9 h ago) and its next tick is tomorrow, not yet
+    created: healthy. ``stopped`` ticks every 10 minutes, and its latest row is 3 h
+    old: its scheduler stopped. ``stuck`` has queued ticks from 5 minutes ago that
+    nobody claimed (grace 60 s). ``healthy`` ticks every minute, ran up to a minute
+    ago and has its next ticks queued. ``weekly-00`` .. ``weekly-49`` ran last Monday.
+    """
+    rows: list[dict[str, Any]] = []
+
+    def done(name: str, tick: datetime, cron: str, **extra: Any) -> None:
+        rows.append(
+            _row(name, tick, 0, SUCCESS, started_at=tick + timedelta(seconds=1),
+                 finished_at=tick + timedelta(seconds=2), closed_by="worker", attempts=1,
+                 spec=spec(1, cron), grace_seconds=60, **extra)
+        )  # fmt: skip
+
+    def queued(name: str, tick: datetime, cron: str) -> None:
+        rows.append(_row(name, tick, 0, QUEUED, spec=spec(1, cron), grace_seconds=60))
+
+    for days in (2, 1, 0):
+        done("daily", NOW.replace(hour=3) - timedelta(days=days), "0 3 * * *")
+    for step in range(6):
+        done("stopped", NOW - 3 * HOUR - step * 10 * MINUTE, "*/10 * * * *")
+    for minutes in range(-8, -5):
+        done("stuck", NOW + minutes * MINUTE, "* * * * *")
+    for minutes in range(-5, 4):
+        queued("stuck", NOW + minutes * MINUTE, "* * * * *")
+    for minutes in range(-3, 0):
+        done("healthy", NOW + minutes * MINUTE, "* * * * *")
+    for minutes in range(1, 4):
+        queued("healthy", NOW + minutes * MINUTE, "* * * * *")
+    monday = NOW.replace(hour=0) - timedelta(days=NOW.weekday())  # 2030-05-27, 00:00
+    for n in range(50):
+        done(f"weekly-{n:02d}", monday, "0 0 * * 1")
+    return History(rows, {}, [])
+
+
+def test_every_work_is_listed_with_its_last_and_next_tick_and_stale_flag(db: Db) -> None:
+    written = fleet_history()
+    write(db.engine, db.table, written)
+    status_page = app(db.engine, db.table, clock=lambda: NOW)
+    client = Client(status_page)
+    try:
+        html = client.get("/").text
+        state = client.json("/api/state")
+    finally:
+        status_page.close()
+    fleet = {row[0]: row for row in Page(html).tables["fleet"]}
+    names = {row["name"] for row in written.rows}
+    assert set(fleet) == names  # every work, though most have no tick in the last hour
+    assert len(names) == 54
+    in_range = {row[0] for row in Page(html).tables["summary"]}
+    assert in_range == {"stuck", "healthy"}
+
+    # The last and next tick, worked out from the rows written.
+    for name in names:
+        mine = [row for row in written.rows if row["name"] == name]
+        last = max((r for r in mine if r["tick_at"] <= NOW), key=lambda r: r["tick_at"])
+        upcoming = [r["tick_at"] for r in mine if r["tick_at"] > NOW]
+        line = fleet[name]
+        assert line[2] == label(last["tick_at"]), name
+        assert line[5] == (label(min(upcoming)) if upcoming else "-"), name
+    assert fleet["daily"][1:] == [
+        "0 3 * * *", label(NOW.replace(hour=3)), "succeeded", "9h ago", "-", "-", "ok",
+    ]  # fmt: skip
+    assert fleet["weekly-07"][3:5] == ["succeeded", "5d12h ago"]
+    assert fleet["healthy"][3:] == ["succeeded", "1m ago", label(NOW + MINUTE), "1m", "ok"]
+    assert fleet["stopped"][-1] == "stale"
+    assert fleet["stuck"][-1] == "stale"
+    assert fleet["stuck"][3] == "queued"
+    stale = {name for name, row in fleet.items() if row[-1] == "stale"}
+    assert stale == {"stopped", "stuck"}
+
+    # The rule on the page, and each stale work's reason, on hover.
+    rows = {f["data-work"]: f for tag, f in Page(html).tags if tag == "tr" and "data-work" in f}
+    assert rows["stopped"].get("class") == "stale"
+    titles = [f["title"] for tag, f in Page(html).tags if tag == "td" and "title" in f]
+    stopped = label(NOW - 3 * HOUR + 10 * MINUTE)
+    assert any(
+        t.startswith(f"Stale: its cron had a tick at {stopped} UTC and no scheduler created it")
+        for t in titles
+    )
+    assert any(f"its tick of {label(NOW - 5 * MINUTE)} UTC is still queued" in t for t in titles)
+    assert all("Stale: a tick is still queued past its due time" in t for t in titles)
+
+    lines = {line["name"]: line for line in state["fleet"]}
+    assert set(lines) == names
+    assert lines["stopped"]["stale"] is True
+    assert lines["daily"]["stale"] is False
+    assert lines["daily"]["last_tick"] == iso(NOW.replace(hour=3))
+    assert lines["healthy"]["next_tick"] == iso(NOW + MINUTE)
+    assert lines["daily"]["cron"] == "0 3 * * *"
+    assert "no upcoming tick" in lines["stopped"]["stale_reason"]
+    # The filter offers every work, and a work chosen shows its own line alone.
+    options = Page(html).attribute("option", "value")
+    assert set(options) == {"", *names}
+    status_page = app(db.engine, db.table, clock=lambda: NOW)
+    try:
+        one = Page(Client(status_page).get("/?name=daily").text).tables["fleet"]
+    finally:
+        status_page.close()
+    assert [row[0] for row in one] == ["daily"]
+
+
+def test_the_stale_rule_takes_the_facts_and_a_pause_exempts_a_work() -> None:
+    from worksync_sa.web.fleet import WorkFacts, stale_reason
+
+    stopped = WorkFacts(
+        name="w", cron="*/10 * * * *", timezone="UTC", grace=MINUTE,
+        latest_tick=NOW - 3 * HOUR, oldest_queued=None,
+    )  # fmt: skip
+    assert stale_reason(stopped, NOW) is not None
+    # Not before the missing tick's grace is over: a scheduler may be a moment late.
+    assert stale_reason(stopped, NOW - 3 * HOUR + 10 * MINUTE + MINUTE) is None
+    assert stale_reason(replace(stopped, paused=True), NOW) is None
+    # No cron known (the original's rows): judged by its queued ticks alone.
+    assert stale_reason(replace(stopped, cron=None), NOW) is None
+    stuck = replace(stopped, cron=None, oldest_queued=NOW - 2 * MINUTE)
+    assert stale_reason(stuck, NOW) is not None
+    assert stale_reason(replace(stuck, oldest_queued=NOW - 30 * timedelta(seconds=1)), NOW) is None
+    # A cron in another syntax and zone, as a spec records it.
+    quartz = replace(stopped, cron="0 0 3 ? * * (quartz syntax)", timezone="Europe/Berlin")
+    assert stale_reason(replace(quartz, latest_tick=NOW - timedelta(hours=8)), NOW) is None
+    assert stale_reason(replace(quartz, latest_tick=NOW - timedelta(days=2)), NOW) is not None
+
+
+# -- text shown as the command line shows it --------------------------------------------
+
+RTL_NAME = "rtl-\u202etxt.exe"
+NEWLINE_NAME = "two\nwords"
+ZERO_WIDTH_NAME = "ad\u200bmin"
+LONG_NAME = "long-" + "n" * 250
+LONG_ERROR = ("Traceback (most recent call last):\n" + "  frame \u202e line\n" * 1100)[:16_000]
+"""As long as the table keeps an error: 16,000 characters."""
+ESCAPED = {
+    RTL_NAME: "rtl-\\u202etxt.exe",
+    NEWLINE_NAME: "two\\nwords",
+    ZERO_WIDTH_NAME: "ad\\u200bmin",
+    LONG_NAME: LONG_NAME,
+}
+
+
+def hostile_text_history() -> History:
+    rows = []
+    for n, name in enumerate(ESCAPED):
+        tick = NOW - (n + 1) * MINUTE
+        rows.append(
+            _row(name, tick, 0, FAILED, started_at=tick + timedelta(seconds=1),
+                 finished_at=tick + timedelta(seconds=2), closed_by="worker", attempts=1,
+                 error=LONG_ERROR[:16_000], spec=spec(1, "0 0 1 1 *"))
+        )  # fmt: skip
+    return History(rows, {}, [])
+
+
+def test_text_is_shown_as_the_command_line_shows_it(db: Db) -> None:
+    write(db.engine, db.table, hostile_text_history())
+    status_page = app(db.engine, db.table, clock=lambda: NOW)
+    client = Client(status_page)
+    try:
+        html = client.get("/").text
+        state = client.json("/api/state")
+        history_page = client.json("/api/history")
+        tick = NOW - MINUTE
+        details = client.json(tick_path(RTL_NAME, tick))
+    finally:
+        status_page.close()
+    parsed = Page(html)
+    for table in ("fleet", "summary", "history"):
+        shown = {row[0 if table != "history" else 1] for row in parsed.tables[table]}
+        assert shown == set(ESCAPED.values()), table
+    visible = "".join(cell for rows in parsed.tables.values() for row in rows for cell in row)
+    for raw in ("\u202e", "\u200b", "two\nwords"):
+        assert raw not in visible
+    # The shown name is the escaped one; the link carries the raw name, URL-encoded.
+    links = [f for tag, f in parsed.tags if tag == "a" and f.get("class") == "name"]
+    by_title = {link["title"]: link for link in links}
+    assert parse_qs(by_title["rtl-\\u202etxt.exe"]["href"][1:])["name"] == [RTL_NAME]
+    assert by_title[LONG_NAME]["title"] == LONG_NAME  # the whole name, on hover
+    headings = [f["title"] for tag, f in parsed.tags if tag == "h3"]
+    assert set(headings) == set(ESCAPED.values())
+    # The long error: its first line in the row, the whole text (escaped) on demand.
+    errors = [row[-1] for row in parsed.tables["history"]]
+    assert len(errors) == 4
+    line = "Traceback (most recent call last):"
+    for cell in errors:  # the summary's text, then the full text's
+        assert cell.startswith(f"{line}\u2026{line}\n  frame \\u202e line\n")
+        assert cell.count("frame \\u202e line") == LONG_ERROR[:16_000].count("frame")
+    assert html.count("<details>") == 4
+    # The JSON: raw names for programs, shown ones for the script.
+    works = {work["name"]: work for work in state["works"]}
+    assert set(works) == set(ESCAPED)
+    for raw, escaped in ESCAPED.items():
+        assert works[raw]["shown"] == escaped
+        assert works[raw]["row"][0] == escaped
+    fleet_lines = {line["name"]: line["shown"] for line in state["fleet"]}
+    assert fleet_lines == ESCAPED
+    entry = history_page["entries"][0]
+    assert entry["error"] == LONG_ERROR[:16_000]
+    assert entry["row"][-1] == "Traceback (most recent call last):\u2026"
+    assert details["heading"].startswith("rtl-\\u202etxt.exe · ")
+    (row,) = details["rows"]
+    assert row["text"]["error_line"] == "Traceback (most recent call last):\u2026"
+    assert "\u202e" not in row["text"]["error"]
+    assert row["text"]["error"].count("\n") == LONG_ERROR[:16_000].count("\n")
 
 
 def test_the_filters_choose_a_work_and_a_range(client: Client, history: History) -> None:

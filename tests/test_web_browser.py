@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import pytest
 import sqlalchemy as sa
@@ -44,11 +45,15 @@ try:  # the web extra; test_web skips, naming what is missing, without it or htt
     from worksync_sa.web import StatusPage, app
 
     from .test_web import (
+        ESCAPED,
         HOSTILE_CLAIMER,
         IMG_TEXT,
+        LONG_ERROR,
+        LONG_NAME,
         MINUTE,
         MISSED_TEXT,
         NOW,
+        RTL_NAME,
         SCRIPT_NAME,
         SUCCESS,
         TOKEN,
@@ -56,6 +61,8 @@ try:  # the web extra; test_web skips, naming what is missing, without it or htt
         _row,
         build,
         dump,
+        fleet_history,
+        hostile_text_history,
         label,
         row_of,
         write,
@@ -303,7 +310,11 @@ def test_the_page_shows_the_figures_of_the_known_history(
     assert IMG_TEXT in shown
     assert driver.find_elements(By.TAG_NAME, "img") == []
     assert len(driver.find_elements(By.TAG_NAME, "script")) == 1
-    assert IMG_TEXT in texts(driver, "#history td.error")
+    # The history's first page holds the latest ticks; the hostile ones are 30 minutes old.
+    driver.get(known.url + "?" + urlencode({"name": SCRIPT_NAME}))
+    assert texts(driver, "#history td.error") == [IMG_TEXT]
+    assert driver.find_elements(By.TAG_NAME, "img") == []
+    driver.get(known.url)
     # The lag charts: one per work, the worst lag of report rounded up to 5 s.
     charts = {
         figure.get_attribute("data-work"): figure
@@ -367,7 +378,8 @@ def test_clicking_a_tick_shows_who_ran_it_when_for_how_long_and_why(
     assert driver.find_element(By.ID, "details-heading").text.startswith(SCRIPT_NAME)
     assert driver.find_elements(By.CSS_SELECTOR, "#details img, #details b") == []
 
-    # The history's tick times open the same details: shard's first tick, three rows.
+    # The history's tick times open the same details: shard's latest tick (upcoming, the
+    # history's first line for shard), three rows still queued.
     for line in driver.find_elements(By.CSS_SELECTOR, "#history tbody tr"):
         if line.find_elements(By.TAG_NAME, "td")[1].text == "shard":
             line.find_element(By.CSS_SELECTOR, ".tick-link").click()
@@ -375,11 +387,11 @@ def test_clicking_a_tick_shows_who_ran_it_when_for_how_long_and_why(
     wait_for(
         lambda: (
             driver.find_element(By.ID, "details-heading").text
-            == f"shard · {label(NOW - 30 * MINUTE)} UTC"
+            == f"shard · {label(NOW + 5 * MINUTE)} UTC"
         ),
         "a history tick's rows",
     )
-    assert [row[1] for row in details(driver)] == ["success", "success", "failed"]
+    assert [row[1] for row in details(driver)] == ["queued", "queued", "queued"]
     driver.save_screenshot(str(tmp_path / "history-tick.png"))
     assert_clean(driver)
     assert dump(known.db.engine, known.db.table) == before
@@ -408,11 +420,12 @@ def test_the_filter_and_the_history_pages(driver: Any, known: Site, tmp_path: Pa
         if not links:
             break
         links[0].click()
-        wait_for(lambda: "after=" in driver.current_url, "the next history page")
+        wait_for(lambda: "before=" in driver.current_url, "the next history page")
     report_ticks = sorted(
-        label(row["tick_at"]) for row in known.history.rows if row["name"] == "report"
+        (label(row["tick_at"]) for row in known.history.rows if row["name"] == "report"),
+        reverse=True,
     )
-    assert seen == report_ticks
+    assert seen == report_ticks  # the latest first, paged back to the oldest
     assert driver.find_elements(By.ID, "first-page")
     driver.save_screenshot(str(tmp_path / "filtered.png"))
     assert_clean(driver)
@@ -508,6 +521,153 @@ def test_a_browser_logs_in_with_the_token_as_its_password(
         assert driver.execute_script("return window.__alerts") == []
 
 
+@pytest.fixture
+def odd(db: Db) -> Iterator[Site]:
+    """Works with hostile and long names and 16,000-character errors, beside a fleet with
+    stale works and works that did not tick in the last hour; refreshed every second."""
+    history = hostile_text_history()
+    history.rows += fleet_history().rows
+    write(db.engine, db.table, history)
+    with site(db, history, refresh=timedelta(seconds=1)) as served:
+        yield served
+
+
+SHOWN = """
+  const text = (selector) => Array.from(document.querySelectorAll(selector))
+    .map((node) => node.innerText.trim());
+  return {
+    fleet: text("#fleet tbody tr td:first-child"),
+    summary: text("#summary tbody tr td:first-child"),
+    timelines: text("#timelines h3"),
+    charts: text("#charts figcaption .name"),
+    history: text("#history tbody tr td:nth-child(2)"),
+    stale: Array.from(document.querySelectorAll("#fleet tr.stale")).map((r) => r.dataset.work),
+    body: document.body.innerText,
+  };
+"""
+
+MEASURE = """
+  const overflow = [];
+  for (const figure of document.querySelectorAll("#charts figure")) {
+    const box = figure.getBoundingClientRect();
+    for (const node of figure.querySelectorAll("figcaption, figcaption .name, svg")) {
+      const r = node.getBoundingClientRect();
+      if (r.left < box.left - 0.5 || r.right > box.right + 0.5) overflow.push(figure.dataset.work);
+    }
+    const caption = figure.querySelector("figcaption");
+    if (caption.scrollWidth > caption.clientWidth + 1) {
+      overflow.push("caption " + figure.dataset.work);
+    }
+  }
+  const figures = Array.from(document.querySelectorAll("#charts figure"))
+    .map((f) => f.getBoundingClientRect());
+  for (const a of figures) for (const b of figures) {
+    const sameRow = a !== b && a.top === b.top && a.left < b.left;
+    if (sameRow && a.right > b.left + 0.5) overflow.push("overlap");
+  }
+  const cut = (selector) => Array.from(document.querySelectorAll(selector))
+    .filter((n) => n.scrollWidth > n.clientWidth)
+    .map((n) => [n.title, n.getBoundingClientRect().width]);
+  const timeline = Array.from(document.querySelectorAll("#timelines .timeline")).map((t) => {
+    const h = t.querySelector("h3").getBoundingClientRect();
+    const cells = t.querySelector(".cells").getBoundingClientRect();
+    return h.right <= cells.left + 0.5;
+  });
+  return {
+    overflow: overflow,
+    charts: cut("#charts figcaption .name"),
+    fleet: cut("#fleet .name"),
+    summary: cut("#summary .name"),
+    headings: cut("#timelines h3"),
+    timeline: timeline,
+    page: document.documentElement.scrollWidth <= window.innerWidth,
+  };
+"""
+
+
+def check_text_and_layout(driver: Any, expected_stale: set[str]) -> None:
+    shown = driver.execute_script(SHOWN)
+    escaped = set(ESCAPED.values())
+    fleet = set(shown["fleet"])
+    assert escaped <= fleet
+    assert {"daily", "stopped", "stuck", "healthy", "weekly-00", "weekly-49"} <= fleet
+    for part in ("summary", "timelines", "charts"):
+        assert escaped <= set(shown[part]), part
+    assert escaped <= set(shown["history"])
+    body = shown["body"]
+    for invisible in ("\u202e", "\u200b", "two\nwords"):
+        assert invisible not in body
+    assert "rtl-exe.txt" not in body
+    assert set(shown["stale"]) == expected_stale
+    measured = driver.execute_script(MEASURE)
+    assert measured["overflow"] == [], measured["overflow"]
+    assert measured["page"], "the page scrolls sideways"
+    assert all(measured["timeline"])
+    for part in ("charts", "fleet", "summary", "headings"):
+        cut = measured[part]
+        assert [title for title, _ in cut] == [LONG_NAME], (part, cut)  # only the long one
+        assert all(width <= 420 for _, width in cut), (part, cut)
+
+
+def test_names_are_escaped_cut_and_errors_collapsed_in_chromium(
+    driver: Any, odd: Site, tmp_path: Path
+) -> None:
+    from selenium.webdriver.common.by import By
+
+    before = dump(odd.db.engine, odd.db.table)
+    driver.get(odd.url)
+    check_text_and_layout(driver, {"stopped", "stuck"})  # as the server wrote it
+    stopped = driver.find_element(By.CSS_SELECTOR, "#fleet tr[data-work=stopped] td.state")
+    assert stopped.get_attribute("title").startswith("Stale: its cron had a tick at ")
+    healthy = driver.find_element(By.CSS_SELECTOR, "#fleet tr[data-work=healthy] td.state")
+    assert healthy.text == "ok"
+    assert healthy.get_attribute("title").startswith("Stale: a tick is still queued")
+
+    # The 16,000-character error: one line, then the whole on a click.
+    first = driver.find_element(By.CSS_SELECTOR, "#history td.error details")
+    summary = first.find_element(By.TAG_NAME, "summary")
+    assert summary.text == "Traceback (most recent call last):\u2026"
+    assert first.get_attribute("open") is None
+    line_height = summary.size["height"]
+    assert first.size["height"] <= line_height + 2  # collapsed: one line
+    summary.click()
+    wait_for(lambda: first.get_attribute("open") is not None, "the error to open")
+    full = first.find_element(By.CSS_SELECTOR, "pre.full").text
+    assert len(LONG_ERROR) == 16_000
+    assert full.count("frame \\u202e line") == LONG_ERROR.count("frame \u202e line")
+    assert "\u202e" not in full
+    driver.save_screenshot(str(tmp_path / "error-open.png"))
+
+    # The tick's details, built by the script: escaped heading, the error collapsed too.
+    button = driver.find_element(By.CSS_SELECTOR, "#timelines .cell")
+    name = button.get_attribute("data-name")
+    button.click()
+    wait_for(lambda: details(driver), "the tick's rows")
+    heading = driver.find_element(By.ID, "details-heading").text
+    assert heading.startswith(ESCAPED[name] + " · ")
+    cell = driver.find_element(By.CSS_SELECTOR, "#details-rows td.error details")
+    assert cell.find_element(By.TAG_NAME, "summary").text.startswith("Traceback")
+    assert cell.get_attribute("open") is None
+
+    # After a live refresh the script wrote every part: the same text, the same layout.
+    count = int(driver.execute_script("return document.body.dataset.refreshes || '0'"))
+    wait_for(
+        lambda: int(driver.execute_script("return document.body.dataset.refreshes || '0'")) > count,
+        "a refresh",
+    )
+    check_text_and_layout(driver, {"stopped", "stuck"})
+    stopped = driver.find_element(By.CSS_SELECTOR, "#fleet tr[data-work=stopped] td.state")
+    assert stopped.get_attribute("title").startswith("Stale: its cron had a tick at ")
+    link = driver.find_element(By.CSS_SELECTOR, f"#fleet tr[data-work='{RTL_NAME}'] a.name")
+    assert link.text == ESCAPED[RTL_NAME]
+    driver.save_screenshot(str(tmp_path / "odd.png"))
+    link.click()  # the filter link carries the raw name
+    wait_for(lambda: "name=" in driver.current_url, "the work's own page")
+    assert texts(driver, "#summary tbody tr td:first-child") == [ESCAPED[RTL_NAME]]
+    assert_clean(driver)
+    assert dump(odd.db.engine, odd.db.table) == before
+
+
 # -- the docs' picture -----------------------------------------------------------------
 
 
@@ -515,6 +675,8 @@ SPECS = {
     "sync-orders": "sequence=utc; max_run=1; cron=* * * * *; timezone=UTC",
     "shard-rebuild": "sequence=utc; max_run=3; cron=*/5 * * * *; timezone=UTC",
     "heartbeat": "sequence=utc; max_run=1; cron=*/10 * * * * *; timezone=UTC",
+    "nightly-backup": "sequence=utc; max_run=1; cron=0 3 * * *; timezone=UTC",
+    "invoice-export": "sequence=utc; max_run=1; cron=*/15 * * * *; timezone=UTC",
 }
 QUEUED, RUNNING, FAILED = 1, 2, 4
 
@@ -536,7 +698,11 @@ def demo_row(name: str, tick: datetime, slot: int, lag_ms: int | None, **extra: 
 
 
 def demonstration(now: datetime) -> History:
-    """A fleet's last hour, fixed, with one of everything: the picture the docs show."""
+    """A fleet's last hour, fixed, with one of everything: the picture the docs show.
+
+    Beside the hour's three works, two with no tick in it: a nightly one, and one
+    whose scheduler stopped two hours ago (stale).
+    """
     minute = [now - step * MINUTE for step in range(60, 0, -1)]
     rows = [demo_row("sync-orders", tick, 0, 180 + (tick.minute * 37) % 140) for tick in minute]
     rows[19] = demo_row(
@@ -586,6 +752,12 @@ def demonstration(now: datetime) -> History:
     rows += [
         demo_row("heartbeat", now - timedelta(seconds=10 * step), 0, 40 + (step * 13) % 60)
         for step in range(360, 0, -1)
+    ]
+    # Outside the hour: a nightly work that ran at 03:00, and one whose scheduler stopped.
+    rows.append(demo_row("nightly-backup", now.replace(hour=3, minute=0), 0, 350))
+    rows += [
+        demo_row("invoice-export", now - timedelta(hours=2, minutes=15 * step), 0, 420)
+        for step in range(4, -1, -1)
     ]
     return History(rows, {}, [])
 

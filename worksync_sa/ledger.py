@@ -169,34 +169,49 @@ class Ledger:
         until: datetime | None = None,
         after: tuple[datetime, str, str] | None = None,
         limit: int = 500,
+        newest_first: bool = False,
     ) -> LedgerPage:
-        """Ticks in ``[since, until)`` (UTC), earliest first, resuming ``after`` a page's end."""
+        """Ticks in ``[since, until)`` (UTC), earliest first, resuming ``after`` a page's end.
+
+        ``newest_first``: the latest ticks first, each page resuming at the
+        ticks older than ``after`` (the page's own ``after``), read backward
+        along the same index, so the latest page costs what the first does.
+        """
         params = self._range(name, since, until)
         if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= PAGE_LIMIT:
             raise InvalidArgumentError(
                 f"limit must be an int from 1 to {PAGE_LIMIT}, got {limit!r}"
             )
         params["limit"] = limit
+        cursor = None
         if after is not None:
             if not (isinstance(after, tuple) and len(after) == 3):
                 raise InvalidArgumentError(
                     "after must be a page's after value: (tick, name, sequence)"
                 )
-            params["after_tick"] = checked_moment(after[0], "after")
+            cursor = (checked_moment(after[0], "after"), after[1], after[2])
+            params["after_tick"] = cursor[0]
             params["after_name"], params["after_sequence"] = after[1], after[2]
+
+        def key(entry: TickEntry) -> tuple[datetime, str, str]:
+            return (entry.tick_at, entry.name, entry.sequence)
 
         def read(conn: sa.Connection) -> list[TickEntry]:
             # Times come back aware UTC: the columns' type converts them.
-            entries = [_entry(row, row.tick_at) for row in self._reads.page(conn, params)]
-            entries += undated_entries(self._reads, conn, params, self._zone)
-            entries.sort(key=lambda entry: (entry.tick_at, entry.name, entry.sequence))
+            rows = self._reads.page(conn, params, newest_first=newest_first)
+            entries = [_entry(row, row.tick_at) for row in rows]
+            if newest_first:  # the undated ones are few: those before the cursor, kept here
+                uncursored = {k: v for k, v in params.items() if not k.startswith("after_")}
+                undated = undated_entries(self._reads, conn, uncursored, self._zone)
+                entries += [e for e in undated if cursor is None or key(e) < cursor]
+            else:
+                entries += undated_entries(self._reads, conn, params, self._zone)
+            entries.sort(key=key, reverse=newest_first)
             return entries[:limit]
 
         entries = self._runner.run("ledger", read)
         last = entries[-1] if len(entries) == limit else None
-        return LedgerPage(
-            entries, None if last is None else (last.tick_at, last.name, last.sequence)
-        )
+        return LedgerPage(entries, None if last is None else key(last))
 
     def entries(
         self,

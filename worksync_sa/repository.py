@@ -57,11 +57,14 @@ from ._sql.maintenance import (
     recovery_statement,
 )
 from ._sql.page import (
+    NAMES_LIMIT,
     TOTALS,
     names_in_range,
     settings_in_range,
     tick_figures,
     tick_rows,
+    ticks_figures,
+    work_facts,
     work_totals,
 )
 from ._sql.schedule import (
@@ -181,6 +184,10 @@ class _StatementCache:
             statement = self._built[key] = build(self.table, family)
         return statement
 
+
+EARLIEST_TICK = datetime(1970, 1, 1, tzinfo=timezone.utc)
+LATEST_TICK = datetime(9000, 1, 1, tzinfo=timezone.utc)
+"""A range holding every tick, for reads that find ticks by key rather than by range."""
 
 LONGEST_GRACE_SECONDS = int(LONGEST_POLICY.total_seconds())
 """The longest grace a row can have (``Work.grace``), the default floor of a due claim."""
@@ -584,17 +591,20 @@ class LedgerRepository:
         statement = self._statements.get(kind, family_of(conn.dialect), lambda t, _: build(t))
         return execute(conn, statement, dict(params)).rows
 
-    def page(self, conn: Connection, params: Mapping[str, Any]) -> Sequence[sa.Row[Any]]:
+    def page(
+        self, conn: Connection, params: Mapping[str, Any], *, newest_first: bool = False
+    ) -> Sequence[sa.Row[Any]]:
         """One page of dated ticks, one aggregate row each, in index order (``ledger_page``).
 
+        ``newest_first`` walks the index backward, resuming before the cursor.
         Rows without a tick time are not among them: read those with
         :meth:`undated`, whose dates come from their labels.
         """
         one_work, resume = "work_name" in params, "after_tick" in params
         return self._read(
             conn,
-            f"page:{one_work}:{resume}",
-            lambda t: ledger_page(t, one_work=one_work, resume=resume),
+            f"page:{one_work}:{resume}:{newest_first}",
+            lambda t: ledger_page(t, one_work=one_work, resume=resume, newest_first=newest_first),
             params,
         )
 
@@ -665,6 +675,27 @@ class LedgerRepository:
     def names(self, conn: Connection, params: Mapping[str, Any]) -> list[str]:
         """The works with ticks in the range, in name order (at most ``NAMES_LIMIT``)."""
         return [row.name for row in self._read(conn, "names", names_in_range, params)]
+
+    NAMES_LIMIT = NAMES_LIMIT
+    """Most works one read lists."""
+
+    def work_facts(self, conn: Connection, now: datetime, limit: int) -> Sequence[sa.Row[Any]]:
+        """Every work the table knows (at most ``limit``), with its schedule's facts at ``now``.
+
+        A few index probes per work, whatever its history (``work_facts``):
+        what the page needs to show works that did not tick in its range.
+        """
+        statement = self._statements.get("work_facts", family_of(conn.dialect), work_facts)
+        return execute(conn, statement, {"now": now, "limit": limit}).rows
+
+    def ticks_figures(
+        self, conn: Connection, ticks: Sequence[tuple[str, datetime]]
+    ) -> Sequence[sa.Row[Any]]:
+        """The ledger's figures of the given (work, tick) pairs, one row each that exists."""
+        if not ticks:
+            return []
+        params = {"ticks": list(ticks), "since": EARLIEST_TICK, "until": LATEST_TICK}
+        return self._read(conn, "ticks_figures", ticks_figures, params)
 
     def tick_rows(
         self, conn: Connection, name: str, tick: datetime, label: str

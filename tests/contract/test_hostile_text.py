@@ -328,6 +328,40 @@ def test_printable_leaves_ordinary_text_alone() -> None:
     assert printable("a\tb") == "a\\tb"
 
 
+@pytest.mark.parametrize(
+    ("raw", "shown"),
+    [
+        ("rtl-\u202etxt.exe", "rtl-\\u202etxt.exe"),  # would read "rtl-exe.txt"
+        ("two\nwords", "two\\nwords"),
+        ("zero\u200bwidth", "zero\\u200bwidth"),
+        ("ad\u200dmin", "ad\\u200dmin"),  # a joiner between letters hides, so it shows
+        ("soft\u00adhyphen", "soft\\xadhyphen"),
+        ("filler\u3164", "filler\\u3164"),
+        ("isolate\u2067x\u2069", "isolate\\u2067x\\u2069"),
+        ("arabic mark\u061c", "arabic mark\\u061c"),
+        ("line\u2028separator", "line\\u2028separator"),
+        ("tag\U000e0041", "tag\\U000e0041"),
+        ("bom\ufeff", "bom\\ufeff"),
+    ],
+)
+def test_printable_escapes_what_cannot_be_seen(raw: str, shown: str) -> None:
+    """The one definition the command line and the status page share."""
+    from worksync_sa._sql.text import printable
+
+    assert printable(raw) == shown
+    assert printable(shown) == shown  # shown text is plain: escaping it again changes nothing
+
+
+def test_printable_lines_keeps_only_the_line_breaks() -> None:
+    from worksync_sa._sql.text import printable_lines
+
+    assert printable_lines("Traceback:\r\n  x\u202e\n\x1b[2Jend") == [
+        "Traceback:",
+        "  x\\u202e",
+        "\\x1b[2Jend",
+    ]
+
+
 @pytest.mark.parametrize(("is_mariadb", "version"), [(True, (10, 5, 9)), (False, (8, 0, 3))])
 def test_a_server_without_json_table_is_refused_at_first_use(
     maria_db: Db, is_mariadb: bool, version: tuple[int, ...]

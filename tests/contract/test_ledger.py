@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -116,6 +117,30 @@ def test_entries_come_in_tick_order_and_page_by_keyset(db: Db) -> None:
     assert ledger.page(limit=50).after is None
 
 
+def test_newest_first_pages_back_from_the_latest_tick(db: Db) -> None:
+    history(db)
+    ledger = Ledger(db.engine, table=db.table)
+    everything = list(ledger.entries())
+    for name in (None, "a"):
+        expected = [(e.tick_at, e.name, e.sequence) for e in everything if name in (None, e.name)][
+            ::-1
+        ]
+        seen: list[tuple[object, ...]] = []
+        after = None
+        while True:
+            page = ledger.page(name=name, limit=5, after=after, newest_first=True)
+            seen += [(e.tick_at, e.name, e.sequence) for e in page.entries]
+            if page.after is None:
+                break
+            assert page.after == seen[-1]
+            after = page.after
+        assert seen == expected  # every tick once, the latest first
+    window = ledger.page(since=at(20), until=at(40), newest_first=True)
+    assert [(e.tick_at, e.name) for e in window.entries] == [
+        (at(30), "b"), (at(30), "a"), (at(20), "b"), (at(20), "a"),
+    ]  # fmt: skip
+
+
 def test_one_work_and_a_time_range(db: Db) -> None:
     history(db)
     ledger = Ledger(db.engine, table=db.table)
@@ -180,7 +205,8 @@ def test_a_tick_labelled_two_ways_is_one_entry(db: Db) -> None:
 
 @pytest.mark.slow
 def test_a_page_is_read_in_index_order_without_a_sort(server_db: Db) -> None:
-    """MariaDB sorted a work's whole history for every page; now no plan sorts or spills."""
+    """MariaDB sorted a work's whole history for every page; now no plan sorts or spills,
+    read forward or, the latest first, backward."""
     from benchmarks.ledger_history import load
     from worksync_sa._sql import ledger as ledger_sql
 
@@ -194,23 +220,54 @@ def test_a_page_is_read_in_index_order_without_a_sort(server_db: Db) -> None:
         "after_name": "big",
         "limit": 1000,
     }
-    for one_work in (True, False):
-        for resume in (False, True):
-            statement = ledger_sql.ledger_page(
-                table_named(db.table), one_work=one_work, resume=resume
-            )
-            compiled = statement.compile(dialect=db.engine.dialect)
-            bound = compiled.construct_params(params)
-            with db.engine.connect() as conn:
-                cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-                if db.name == "mysql":
-                    order = compiled.positiontup or ()
-                    cursor.execute("EXPLAIN " + compiled.string, tuple(bound[k] for k in order))
-                    plan = " ".join(str(row) for row in cursor.fetchall())
-                    assert "filesort" not in plan
-                    assert "temporary" not in plan
-                else:
-                    cursor.execute("EXPLAIN " + compiled.string, bound)
-                    plan = "\n".join(row[0] for row in cursor.fetchall())
-                    assert "Sort" not in plan, plan
-                    assert "Index" in plan, plan
+    for one_work, resume, newest_first in itertools.product((True, False), repeat=3):
+        statement = ledger_sql.ledger_page(
+            table_named(db.table), one_work=one_work, resume=resume, newest_first=newest_first
+        )
+        compiled = statement.compile(dialect=db.engine.dialect)
+        bound = compiled.construct_params(params)
+        with db.engine.connect() as conn:
+            cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+            if db.name == "mysql":
+                order = compiled.positiontup or ()
+                cursor.execute("EXPLAIN " + compiled.string, tuple(bound[k] for k in order))
+                plan = " ".join(str(row) for row in cursor.fetchall())
+                assert "filesort" not in plan
+                assert "temporary" not in plan
+            else:
+                cursor.execute("EXPLAIN " + compiled.string, bound)
+                plan = "\n".join(row[0] for row in cursor.fetchall())
+                assert "Sort" not in plan, plan
+                assert "Index" in plan, plan
+
+
+@pytest.mark.slow
+def test_every_work_is_listed_by_index_probes(server_db: Db) -> None:
+    """The status page's list of works: no plan reads the table, whatever its history."""
+    from benchmarks.ledger_history import load
+    from worksync_sa._sql.dialect import family_of
+    from worksync_sa._sql.page import work_facts
+
+    db = server_db
+    now = load(db.engine, 20_000, table=db.table)
+    statement = work_facts(table_named(db.table), family_of(db.engine.dialect))
+    compiled = statement.compile(dialect=db.engine.dialect)
+    bound = compiled.construct_params({"now": now, "limit": 1000})
+    with db.engine.connect() as conn:
+        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        if db.name == "mysql":
+            order = compiled.positiontup or ()
+            cursor.execute("EXPLAIN " + compiled.string, tuple(bound[k] for k in order))
+            rows = cursor.fetchall()
+            plan = " ".join(str(row) for row in rows)
+            assert "Using index for group-by" in plan, plan  # the names: a loose index scan
+            scans = [r for r in rows if not str(r[2]).startswith("<") and r[3] in ("ALL", "index")]
+            assert scans == [], plan  # every probe a lookup or a range of an index
+        else:
+            cursor.execute("EXPLAIN " + compiled.string, bound)
+            plan = "\n".join(row[0] for row in cursor.fetchall())
+            assert "Seq Scan" not in plan, plan
+            assert "Recursive Union" in plan, plan
+        rows = conn.execute(statement, {"now": now, "limit": 1000}).all()
+    assert [row.name for row in rows] == sorted({"big", *(row.name for row in rows)})
+    assert all(row.latest_tick is not None for row in rows)

@@ -15,7 +15,7 @@ first page fast whatever the range holds:
 Statements are built once per table (they are immutable), so a request
 spends its time reading, not compiling.
 
-Then three more reads, each bounded and served by an index:
+Then more reads, each bounded and served by an index:
 
 * the settings (``spec``) rows in the range were made with, for the cron and
   ``max_run`` of each work: the range's rows, along the ledger index
@@ -23,7 +23,14 @@ Then three more reads, each bounded and served by an index:
 * the rows of one tick, for its details: along the instant key
   ``(name, tick_at, slot)``, and for rows another program wrote without a
   tick time along the label key ``(name, sequence, slot)``;
-* the works that have ticks in the range, for the filter: the ledger index.
+* the works that have ticks in the range, for the filter: the ledger index;
+* every work the table knows, whether or not it ticked in the range, with
+  the facts that say whether its schedule is still kept (:func:`work_facts`):
+  the names by a loose index scan (a recursive CTE that jumps from one name
+  to the next along an index starting with ``name``, so it costs a few
+  index probes per work, not a read of the table), and per name a handful
+  of one-row probes of the instant key and the status index;
+* the figures of each work's last due tick (:func:`ticks_figures`).
 
 Nothing here writes: the page is read only.
 """
@@ -35,14 +42,15 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from ..models import CLOSED_BY_SURPLUS, UTCDateTime
+from ..models import CLOSED_BY_SURPLUS, UTCDateTime, WorkStatus
+from .dialect import Family
 from .elapsed import EPOCH, microseconds_between
 from .ledger import ledger_page
 
 TICK_ROWS_LIMIT = 1_000
 """Most rows one tick's details show (``max_run`` can reach 10,000)."""
 NAMES_LIMIT = 1_000
-"""Most works the filter offers."""
+"""Most works the filter offers and the page lists: a bound on the reads, not a fleet's size."""
 
 
 COUNTS = ("created", "queued", "running", "succeeded", "failed", "recovered", "missed")
@@ -165,3 +173,100 @@ def names_in_range(table: sa.Table) -> sa.Select[Any]:
         sa.select(c.name).where(*_in_range(table)).group_by(c.name).order_by(c.name)
         .limit(NAMES_LIMIT)
     )  # fmt: skip
+
+
+def known_names(table: sa.Table, family: Family) -> sa.FromClause:
+    """Every work name in the table, in order, at most :limit: a loose index scan.
+
+    Each step asks the index for the least name above the last one found,
+    one probe of an index that starts with ``name`` (the instant key, the
+    tick key), so the read costs the number of works, not of rows. On
+    PostgreSQL and SQLite that takes a recursive CTE (their GROUP BY reads
+    every row's entry). MariaDB and MySQL do it by themselves for a GROUP
+    BY (``Using index for group-by``), and run the CTE's step as a scan of
+    the whole index instead (a million rows: 0.6 s), so they get the GROUP BY.
+    """
+    c = table.c
+    if family == "mysql":
+        return (
+            sa.select(c.name)
+            .group_by(c.name)
+            .order_by(c.name)
+            .limit(sa.bindparam("limit", type_=sa.Integer()))
+            .subquery("known_names")
+        )
+    step = sa.literal_column("1", sa.Integer()).label("step")
+    found = sa.select(sa.func.min(c.name).label("name"), step).cte("known_names", recursive=True)
+    inner = table.alias("later")
+    following = (
+        sa.select(sa.func.min(inner.c.name)).where(inner.c.name > found.c.name).scalar_subquery()
+    )
+    return found.union_all(
+        sa.select(following, found.c.step + 1).where(
+            found.c.name.is_not(None),
+            found.c.step < sa.bindparam("limit", type_=sa.Integer()),
+        )
+    )
+
+
+@functools.cache
+def work_facts(table: sa.Table, family: Family) -> sa.Select[Any]:
+    """Per work the table knows: what says whether its schedule is kept, at :now.
+
+    ``latest_tick``: its latest dated tick, upcoming ones included (the
+    scheduler's reach); ``last_due`` and ``next_tick``: the ticks on either
+    side of now; ``oldest_queued``: its earliest tick still queued at or
+    before now (nobody claimed it yet); ``spec`` and ``grace_seconds``: the
+    settings its latest dated row records (NULL there is NULL here: looking
+    further back for a row that records them could read a whole history
+    that never did, the original's). Each a one-row probe of
+    the instant key ``(name, tick_at, slot)`` or the status index ``(status,
+    name, tick_at)``, however long the work's history.
+    """
+    names = known_names(table, family)
+    now = sa.bindparam("now", type_=UTCDateTime())
+
+    # Each probe is ORDER BY ... LIMIT 1, never MIN or MAX: MariaDB reads a correlated
+    # MAX over every entry of the work (a million: half a second), a LIMIT 1 stops at one.
+    def probe(alias: str, column: str, side: str, *, latest: bool) -> sa.ScalarSelect[Any]:
+        row = table.alias(alias)
+        where = [row.c.name == names.c.name, row.c.tick_at.is_not(None)]
+        if side == "due":
+            where.append(row.c.tick_at <= now)
+        elif side == "upcoming":
+            where.append(row.c.tick_at > now)
+        elif side == "queued":
+            where += [row.c.status == WorkStatus.QUEUED.value, row.c.tick_at <= now]
+        order: list[sa.ColumnElement[Any]] = [row.c.tick_at.desc() if latest else row.c.tick_at]
+        if side == "queued":  # the status index's order, so it serves the probe
+            order[:0] = [row.c.status, row.c.name]
+        found = sa.select(row.c[column]).where(*where).order_by(*order).limit(1)
+        return found.scalar_subquery()
+
+    return (
+        sa.select(
+            names.c.name,
+            probe("latest", "tick_at", "", latest=True).label("latest_tick"),
+            probe("due", "tick_at", "due", latest=True).label("last_due"),
+            probe("upcoming", "tick_at", "upcoming", latest=False).label("next_tick"),
+            probe("queued", "tick_at", "queued", latest=False).label("oldest_queued"),
+            probe("spec", "spec", "", latest=True).label("spec"),
+            probe("grace", "grace_seconds", "", latest=True).label("grace_seconds"),
+        )
+        .where(names.c.name.is_not(None))
+        .order_by(names.c.name)
+    )
+
+
+@functools.cache
+def ticks_figures(table: sa.Table) -> sa.Select[Any]:
+    """The ledger's figures of the ticks :ticks names, as (work, tick) pairs.
+
+    The ledger page's own columns, for a work's last due tick: its outcome
+    is worked out from the same counts the history shows. Each pair is a
+    probe of the instant key.
+    """
+    page = ledger_page(table, one_work=False, resume=False)
+    c = table.c
+    pairs = sa.tuple_(c.name, c.tick_at).in_(sa.bindparam("ticks", expanding=True))
+    return page.where(pairs).limit(None)

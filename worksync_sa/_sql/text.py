@@ -20,6 +20,15 @@ from ..models import ERROR_TEXT_MAX, TEXT_MAX
 _BIDI_CONTROLS = frozenset(
     "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
 )
+# Letters and marks that draw nothing, though their categories are not "format".
+_BLANK_LETTERS = frozenset("\u034f\u115f\u1160\u17b4\u17b5\u3164\uffa0")
+# Control, format (zero-width, bidirectional, tags), line and paragraph separators,
+# surrogates and unassigned code points: none draws a glyph of its own.
+_UNSEEN_CATEGORIES = frozenset(("Cc", "Cf", "Zl", "Zp", "Cs", "Cn"))
+_ZWJ = "\u200d"
+# A zero-width joiner between pictographs draws them as one (a family emoji).
+_PICTOGRAPH_CATEGORIES = frozenset(("So", "Sk"))
+_EMOJI_PRESENTATION = "\ufe0f"
 
 
 def check_text(value: object, what: str) -> str:
@@ -67,12 +76,53 @@ def stored_error(text: str) -> str:
 
 
 def printable(text: str) -> str:
-    """``text`` with control characters escaped (``\\n``, ``\\x1b``, ``\\u202e``), for terminals."""
-    if text.isprintable():
+    """``text`` as a person may safely be shown it: what cannot be seen, escaped.
+
+    Every view of the table (``worksync status``, the log lines of the
+    command line, the status page) shows text through this one function, so
+    a name reads the same everywhere. Escaped as Python writes them
+    (``\\n``, ``\\x1b``, ``\\u202e``): control characters, which move a
+    terminal's cursor or forge lines; bidirectional overrides and isolates,
+    which show ``rtl-\\u202etxt.exe`` as ``rtl-exe.txt``; and the characters
+    that draw nothing (zero-width spaces and joiners, soft hyphens, tags,
+    Hangul fillers), which make two different names look the same. A
+    zero-width joiner between pictographs is kept: there it draws one emoji
+    (a family) rather than hiding anything. Backslashes are left alone, so a
+    name that spells out an escape reads like one escaped here; the
+    difference never matters for telling two names apart on one screen,
+    where both would show the same text as the table's raw value.
+    """
+    if text.isprintable() and not any(ch in _BLANK_LETTERS for ch in text):
         return text
-    return "".join(
-        ch.encode("unicode_escape").decode("ascii")
-        if unicodedata.category(ch) == "Cc" or ch in _BIDI_CONTROLS
-        else ch
-        for ch in text
+    shown = []
+    for index, ch in enumerate(text):
+        if _unseen(ch) and not (ch == _ZWJ and _joins_pictographs(text, index)):
+            shown.append(ch.encode("unicode_escape").decode("ascii"))
+        else:
+            shown.append(ch)
+    return "".join(shown)
+
+
+def printable_lines(text: str) -> list[str]:
+    """``text`` line by line, each line :func:`printable`: for a long error shown whole.
+
+    A traceback reads best on its own lines; only the line breaks are kept
+    as breaks (``\\r\\n`` and ``\\r`` read as one), every other character
+    escaped as :func:`printable` escapes it.
+    """
+    return [printable(line) for line in text.replace("\r\n", "\n").split("\n")]
+
+
+def _unseen(ch: str) -> bool:
+    return ch in _BLANK_LETTERS or unicodedata.category(ch) in _UNSEEN_CATEGORIES
+
+
+def _joins_pictographs(text: str, index: int) -> bool:
+    """Whether the joiner at ``index`` sits between two pictographs (an emoji sequence)."""
+    before = text[index - 1] if index > 0 else ""
+    if before == _EMOJI_PRESENTATION and index > 1:
+        before = text[index - 2]
+    after = text[index + 1] if index + 1 < len(text) else ""
+    return bool(before and after) and all(
+        unicodedata.category(ch) in _PICTOGRAPH_CATEGORIES for ch in (before, after)
     )

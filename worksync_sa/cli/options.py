@@ -15,6 +15,7 @@ the passwords this run was given wherever a driver's error text might echo them.
 from __future__ import annotations
 
 import argparse
+import codecs
 import logging
 import os
 import sys
@@ -100,6 +101,9 @@ class MaskingFormatter(logging.Formatter):
     def __init__(self, secrets: Secrets, fmt: str) -> None:
         super().__init__(fmt)
         self.secrets = secrets
+        # Escaping loads this codec's module on first use: a line logged while the process
+        # is out of file descriptors (an accept storm) could not open it.
+        codecs.lookup("unicode_escape")
 
     def formatMessage(self, record: logging.LogRecord) -> str:
         record.message = printable(record.message)

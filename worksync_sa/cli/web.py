@@ -14,6 +14,13 @@ The socket is opened here, before uvicorn starts, so an address in use is
 one clear line (exit 1) and ``--port 0`` picks a free port, logged at start.
 SIGINT or SIGTERM stop it after the requests in flight (exit 0).
 
+Slow clients cannot hold it (``worksync_sa.web.serving``): request headers
+must arrive within ``--header-timeout`` and a body must not stall for
+``--body-timeout``; at most ``--max-connections`` are open, the one waiting
+longest for a request giving way to a new one; the soft descriptor limit is
+raised to the hard one; and a storm of identical warnings is logged once,
+then counted once a second.
+
 With ``--config``, its ``[scheduler] sequence_zone`` dates the Go original's
 undated rows and its works give the cron of a work whose rows record none,
 as for ``worksync status``.
@@ -26,6 +33,7 @@ import ipaddress
 import logging
 import os
 import socket
+from dataclasses import replace
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
@@ -39,6 +47,7 @@ from .options import (
     database_url,
     duration_arg,
     open_engine,
+    positive_int,
     read_config,
     require_table,
     setup_logging,
@@ -50,6 +59,7 @@ from .stopping import StopSignals
 
 if TYPE_CHECKING:  # the web extra is optional: imported when the command runs
     from ..web.app import StatusPage
+    from ..web.serving import ServingLimits
 
 log = logging.getLogger("worksync_sa.cli.web")
 
@@ -58,6 +68,10 @@ ENV_WRITE_TOKEN = "WORKSYNC_WEB_WRITE_TOKEN"  # noqa: S105 - the variable's name
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
 DEFAULT_REFRESH = timedelta(seconds=5)
+# The page's serving limits (worksync_sa.web.serving's defaults, which need the web extra).
+DEFAULT_HEADER_TIMEOUT = timedelta(seconds=10)
+DEFAULT_BODY_TIMEOUT = timedelta(seconds=10)
+DEFAULT_MAX_CONNECTIONS = 256
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
 
 
@@ -114,6 +128,30 @@ def register(commands: Commands) -> None:
         type=duration_arg,
         default=DEFAULT_REFRESH,
         help="how often an open page fetches fresh figures (default 5s)",
+    )
+    slow = parser.add_argument_group("slow and numerous clients")
+    slow.add_argument(
+        "--header-timeout",
+        metavar="DURATION",
+        type=duration_arg,
+        default=DEFAULT_HEADER_TIMEOUT,
+        help="close a connection whose request headers are not complete this long after it "
+        "opened, or after its previous answer (default 10s; 1s to 1h)",
+    )
+    slow.add_argument(
+        "--body-timeout",
+        metavar="DURATION",
+        type=duration_arg,
+        default=DEFAULT_BODY_TIMEOUT,
+        help="close a connection whose request body stalls this long (default 10s; 1s to 1h)",
+    )
+    slow.add_argument(
+        "--max-connections",
+        metavar="N",
+        type=positive_int,
+        default=DEFAULT_MAX_CONNECTIONS,
+        help=f"most connections open at once (default {DEFAULT_MAX_CONNECTIONS}); at the cap, "
+        "the one waiting longest for a request is closed for a new one",
     )
     add_logging_options(parser, default="info")
     parser.set_defaults(runner=run)
@@ -181,6 +219,7 @@ def run(args: argparse.Namespace, secrets: Secrets) -> int:
 
         from .. import web  # noqa: PLC0415
         from ..web.config import PageConfig, check_token  # noqa: PLC0415
+        from ..web.serving import ServingLimits  # noqa: PLC0415
     except ModuleNotFoundError as exc:
         raise Failure(
             f"`worksync web` needs {exc.name}, which is not installed: "
@@ -195,6 +234,11 @@ def run(args: argparse.Namespace, secrets: Secrets) -> int:
         if writer == token:
             raise UsageError("the write token must differ from the read token")
     refresh = PageConfig(refresh=args.refresh).refresh  # checked before any connection
+    limits = ServingLimits(
+        header_timeout=args.header_timeout,
+        body_timeout=args.body_timeout,
+        max_connections=args.max_connections,
+    )
     loopback = is_loopback(args.host)
     if not loopback and token is None and not args.no_auth:
         raise UsageError(
@@ -219,7 +263,8 @@ def run(args: argparse.Namespace, secrets: Secrets) -> int:
             write_token=writer,
         )
         try:
-            _serve(page, listen(args.host, args.port), table, shown(engine.url), args.log_level)
+            sock = listen(args.host, args.port)
+            _serve(page, sock, table, shown(engine.url), args.log_level, limits)
         finally:
             page.close()
     finally:
@@ -227,11 +272,29 @@ def run(args: argparse.Namespace, secrets: Secrets) -> int:
     return 0
 
 
-def _serve(page: StatusPage, sock: socket.socket, table: str, where: str, log_level: str) -> None:
+def _serve(
+    page: StatusPage,
+    sock: socket.socket,
+    table: str,
+    where: str,
+    log_level: str,
+    limits: ServingLimits,
+) -> None:
     """Run uvicorn on the bound socket until a stop signal."""
     import uvicorn  # noqa: PLC0415 - present: run() checked
 
+    from ..web.serving import (  # noqa: PLC0415
+        collapse_root_warnings,
+        gated_socket,
+        protocol_class,
+        raise_descriptor_limit,
+    )
+
     try:
+        collapse_root_warnings()
+        limits = _within_descriptors(limits, raise_descriptor_limit())
+        protocol = protocol_class(limits)
+        sock = gated_socket(sock, protocol)
         host, port = sock.getsockname()[:2]
         log.info(
             "status page of table %r on %s at http://%s:%d/ (%s); Ctrl-C to stop",
@@ -250,6 +313,9 @@ def _serve(page: StatusPage, sock: socket.socket, table: str, where: str, log_le
                 lifespan="off",
                 server_header=False,
                 proxy_headers=False,
+                http=protocol,
+                ws="none",  # the page has no websocket: an upgrade is a plain request
+                loop="asyncio",  # the gate counts at asyncio's accept (uvloop's is its own)
             )
         )
         # uvicorn stops gracefully on the first SIGINT/SIGTERM, then raises the signal
@@ -259,3 +325,34 @@ def _serve(page: StatusPage, sock: socket.socket, table: str, where: str, log_le
             server.run(sockets=[sock])
     finally:
         sock.close()
+
+
+def _within_descriptors(limits: ServingLimits, descriptors: int | None) -> ServingLimits:
+    """``limits`` with a cap the descriptor limit can hold, saying so if it had to be lowered.
+
+    A connection closed at the cap gives its descriptor back a turn of the loop after its
+    replacement took one, so the cap may need two descriptors a connection for a moment.
+    """
+    from ..web.serving import DESCRIPTORS_RESERVED  # noqa: PLC0415
+
+    if descriptors is None:
+        return limits
+    fits = (descriptors - DESCRIPTORS_RESERVED) // 2
+    if limits.max_connections <= fits:
+        return limits
+    if fits < 1:
+        raise Failure(
+            f"the limit on open files ({descriptors}) leaves no room for connections: "
+            "raise it (ulimit -n)"
+        )
+    log.warning(
+        "--max-connections %d needs up to %d open files, more than the limit of %d allows "
+        "(%d kept for the rest): serving at most %d; raise the limit with ulimit -n",
+        limits.max_connections,
+        2 * limits.max_connections + DESCRIPTORS_RESERVED,
+        descriptors,
+        DESCRIPTORS_RESERVED,
+        fits,
+        extra={"action": "web_connections_lowered"},
+    )
+    return replace(limits, max_connections=fits)

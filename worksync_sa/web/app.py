@@ -2,9 +2,10 @@
 
 Routes (all GET/HEAD; see :mod:`.guard` for what is refused first):
 
-``/``             the page: summary, timelines, lag charts, history
-``/api/state``    the summary, timelines and charts as JSON (the live refresh)
-``/api/history``  one keyset page of the history (``after`` = the previous page's cursor)
+``/``             the page: every work, the range's summary, timelines, lag charts, history
+``/api/state``    the works, summary, timelines and charts as JSON (the live refresh)
+``/api/history``  one keyset page of the history, the latest first (``before`` = the
+                  previous page's cursor; ``after`` pages forward, earliest first, as before)
 ``/api/tick``     the rows of one tick (``name``, ``tick``, ``sequence``)
 ``/metrics``      the ledger of the page's window for Prometheus (:mod:`worksync_sa.metrics`)
 ``/api/actions/<action>``  POST, with a write token only: pause, resume, run-now, retry

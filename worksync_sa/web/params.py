@@ -29,7 +29,11 @@ Moment = timedelta | datetime
 """A bound as given: that long before each request's now, or a fixed instant."""
 
 Cursor = tuple[datetime, str, str]
-"""Where a history page ends: a ledger page's ``after`` (tick, work, sequence)."""
+"""Where a history page ends: a ledger page's ``after`` (tick, work, sequence).
+
+The history shows the latest ticks first and pages back with ``before``;
+``after`` still pages forward, earliest first, as the page did before, so
+a program that walked the history that way keeps working."""
 
 MAX_PARAMETER = 1_000
 """Longest query value read; anything longer cannot be a name, time or cursor of ours."""
@@ -52,6 +56,7 @@ class Filter:
     since: Moment
     until: Moment | None
     after: Cursor | None = None
+    before: Cursor | None = None
 
     def bounds(self, now: datetime) -> tuple[datetime, datetime | None]:
         """The range at ``now``: ``[since, until)``, until None for no end."""
@@ -61,20 +66,22 @@ class Filter:
             raise BadRequest("until must be after since")
         return since, until
 
-    def query(self, *, after: Cursor | None = None) -> str:
-        """This filter as a query string, at the history page that starts ``after``."""
+    def query(self, *, after: Cursor | None = None, before: Cursor | None = None) -> str:
+        """This filter as a query string, at the history page ``before`` or ``after`` a cursor."""
         pairs = [("name", self.name or ""), ("since", self.since_text), ("until", self.until_text)]
+        if before is not None:
+            pairs.append(("before", cursor_text(before)))
         if after is not None:
             pairs.append(("after", cursor_text(after)))
         return urlencode([(key, value) for key, value in pairs if value])
 
     def first_page(self) -> Filter:
-        """The same view at the start of its history."""
-        return replace(self, after=None)
+        """The same view at the start of its history: the latest ticks."""
+        return replace(self, after=None, before=None)
 
     def for_work(self, name: str) -> Filter:
         """The same range for one work, from the start of its history."""
-        return replace(self, name=name, after=None)
+        return replace(self, name=name, after=None, before=None)
 
 
 def read_filter(query: Mapping[str, str], default_since: timedelta) -> Filter:
@@ -89,8 +96,12 @@ def read_filter(query: Mapping[str, str], default_since: timedelta) -> Filter:
     since = parse_moment(since_text, "since") if since_text else default_since
     until = parse_moment(until_text, "until") if until_text else None
     after_text = _value(query, "after")
-    after = parse_cursor(after_text) if after_text else None
-    return Filter(name, since_text, until_text, since, until, after)
+    after = parse_cursor(after_text, "after") if after_text else None
+    before_text = _value(query, "before")
+    before = parse_cursor(before_text, "before") if before_text else None
+    if after is not None and before is not None:
+        raise BadRequest("give before or after, not both")
+    return Filter(name, since_text, until_text, since, until, after, before)
 
 
 def _value(query: Mapping[str, str], key: str) -> str:
@@ -143,7 +154,7 @@ def cursor_text(after: Cursor) -> str:
     return base64.urlsafe_b64encode(document.encode()).decode().rstrip("=")
 
 
-def parse_cursor(text: str) -> Cursor:
+def parse_cursor(text: str, what: str = "after") -> Cursor:
     """The cursor :func:`cursor_text` wrote, checked as thoroughly as any other input."""
     try:
         raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
@@ -151,11 +162,11 @@ def parse_cursor(text: str) -> Cursor:
         if not all(isinstance(part, str) for part in (tick, name, sequence)):
             raise ValueError("not three strings")
         return (
-            parse_instant(tick, "after"),
-            check_text(name, "after"),
-            check_text(sequence, "after"),
+            parse_instant(tick, what),
+            check_text(name, what),
+            check_text(sequence, what),
         )
     except (ValueError, TypeError, binascii.Error, BadRequest):
         raise BadRequest(
-            "after is not a cursor this page wrote; start from the first page"
+            f"{what} is not a cursor this page wrote; start from the first page"
         ) from None

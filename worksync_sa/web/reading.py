@@ -8,7 +8,10 @@ summed by the database over the range, and per tick its figures without
 text, for the lag quantiles (folded exactly as ``Ledger.summary`` folds
 them), the charts and the timelines. Rows another program wrote without a
 tick time are read the ledger's way (in their labels' zone) and added in.
-The history is :meth:`Ledger.page` itself. A work whose rows in the range
+The history is :meth:`Ledger.page` itself, latest first. Every work the
+table knows is listed too, ticked in the range or not, with its last and
+next tick and whether its schedule is kept (:mod:`.fleet`): a few index
+probes per work, at most ``NAMES_LIMIT`` (1,000) works. A work whose rows in the range
 record no settings (the original's) shows the cron of the works the page
 was given, if one has its name.
 Nothing here writes: every statement is a SELECT, and the page has no route
@@ -21,7 +24,7 @@ borrow one from the engine's pool for the length of the request.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -34,8 +37,21 @@ from ..models import WorkStatus, table_named
 from ..repository import LedgerRepository
 from ..work import Work
 from .config import PageConfig
+from .fleet import WorkFacts, stale_reason
 from .params import LATEST, Filter
-from .snapshot import HistoryPage, Light, RunRow, Snapshot, Totals, WorkSettings, fold
+from .snapshot import (
+    FleetLine,
+    HistoryPage,
+    Light,
+    RunRow,
+    Snapshot,
+    Totals,
+    WorkSettings,
+    fold,
+    has_run,
+    micros,
+    outcome_of,
+)
 
 
 class Reader:
@@ -57,6 +73,7 @@ class Reader:
         self._config = config
         # The settings a config gives each work, as a scheduler would record them.
         self._known = {work.name: WorkSettings.of(spec_of(work, "utc")) for work in works}
+        self._grace = {work.name: work.grace for work in works}
 
     def close(self) -> None:
         """Give back the ledger's connections."""
@@ -83,8 +100,12 @@ class Reader:
             capped = sum(t.ticks for t in totals.values()) + len(undated) > limit
             rows = self._reads.tick_figures(conn, {**params, "limit": limit}, latest_first=capped)
             settings = self._settings(conn, params)
-            if one_work:
-                names = self._reads.names(conn, params)
+            facts = self._reads.work_facts(conn, now, LedgerRepository.NAMES_LIMIT + 1)
+            fleet_capped = len(facts) > LedgerRepository.NAMES_LIMIT
+            facts = facts[: LedgerRepository.NAMES_LIMIT]
+            last = self._reads.ticks_figures(
+                conn, [(row.name, row.last_due) for row in facts if row.last_due is not None]
+            )
         ticks: dict[str, list[Light]] = {}
         for row in reversed(rows) if capped else rows:
             light = Light(*row)
@@ -94,8 +115,10 @@ class Reader:
             ticks.setdefault(entry.name, []).append(Light.of(entry))
         for name in {entry.name for entry in undated}:
             ticks[name].sort(key=lambda figures: figures.tick_us)
-        if not one_work:
-            names = sorted(totals)
+        fleet = self._fleet(facts, last, ticks, now)
+        names = sorted({line.name for line in fleet} | set(totals))
+        if one_work:
+            fleet = [line for line in fleet if line.name == view.name]
         works = fold(
             totals,
             ticks,
@@ -109,16 +132,95 @@ class Reader:
             (t[0].tick_at for t in ticks.values() if t), default=None
         )  # earliest read
         history = self.history(view, now)
-        return Snapshot(now, since, until, works, names, history, capped_from if capped else None)
+        return Snapshot(
+            now,
+            since,
+            until,
+            works,
+            names,
+            history,
+            capped_from if capped else None,
+            fleet,
+            fleet_capped,
+        )
 
     def history(self, view: Filter, now: datetime) -> HistoryPage:
-        """The history page of ``view`` that starts after its cursor."""
+        """The history page of ``view``: the latest ticks, or those before its cursor.
+
+        A request that pages with ``after`` (as the page did before it showed
+        the latest first) gets the ticks after it, earliest first.
+        """
         since, until = view.bounds(now)
         size = self._config.page_size
+        newest_first = view.after is None
         page = self._ledger.page(
-            name=view.name, since=since, until=until, after=view.after, limit=size + 1
+            name=view.name,
+            since=since,
+            until=until,
+            after=view.before if newest_first else view.after,
+            limit=size + 1,
+            newest_first=newest_first,
         )
-        return _first_page(page.entries, size)
+        return _first_page(page.entries, size, newest_first)
+
+    def _fleet(
+        self,
+        facts: Sequence[Any],
+        last: Sequence[Any],
+        ticks: dict[str, list[Light]],
+        now: datetime,
+    ) -> list[FleetLine]:
+        """Every work the table knows, and the page's works it has no row of, in name order.
+
+        The last due tick is the table's (its figures read by key); for a
+        work whose rows carry no tick time (another program's), the latest
+        the range shows, dated from its label.
+        """
+        lights = {row.name: _light(row) for row in last}
+        now_us = micros(now)
+        for name, mine in ticks.items():
+            due = [t for t in mine if t.tick_us <= now_us or has_run(t)]
+            known = lights.get(name)
+            if due and (known is None or due[-1].tick_us > known.tick_us):
+                lights[name] = due[-1]
+        lines = {}
+        for row in facts:
+            recorded = WorkSettings.of(row.spec)
+            settings = recorded if recorded.cron else self._known.get(row.name, recorded)
+            grace = (
+                WorkFacts.grace_of(row.grace_seconds)
+                if row.grace_seconds is not None
+                else self._grace.get(row.name, WorkFacts.grace_of(None))
+            )
+            work = WorkFacts(
+                name=row.name,
+                cron=settings.cron,
+                timezone=settings.timezone,
+                grace=grace,
+                latest_tick=row.latest_tick,
+                oldest_queued=row.oldest_queued,
+            )
+            light = lights.get(row.name)
+            lines[row.name] = FleetLine(
+                name=row.name,
+                cron_text=settings.cron_text,
+                last_tick=None if light is None else light.tick_at,
+                outcome=None if light is None else outcome_of(light),
+                next_tick=row.next_tick,
+                stale=stale_reason(work, now),
+            )
+        for name, settings in self._known.items():  # configured, never planned in this table
+            if name not in lines and len(lines) < LedgerRepository.NAMES_LIMIT:
+                light = lights.get(name)
+                lines[name] = FleetLine(
+                    name,
+                    settings.cron_text,
+                    None if light is None else light.tick_at,
+                    None if light is None else outcome_of(light),
+                    None,
+                    None,
+                )
+        return [lines[name] for name in sorted(lines)]
 
     def tick(self, name: str, tick: datetime, label: str) -> list[RunRow]:
         """The rows of one tick of ``name``, slot by slot."""
@@ -161,13 +263,32 @@ class Reader:
         return found
 
 
-def _first_page(entries: list[TickEntry], size: int) -> HistoryPage:
+def _first_page(entries: list[TickEntry], size: int, newest_first: bool) -> HistoryPage:
     """The first ``size`` entries, and a cursor if at least one more follows."""
     page = entries[:size]
     if len(entries) <= size:
-        return HistoryPage(page, None)
+        return HistoryPage(page, None, newest_first)
     last = page[-1]
-    return HistoryPage(page, (last.tick_at, last.name, last.sequence))
+    return HistoryPage(page, (last.tick_at, last.name, last.sequence), newest_first)
+
+
+def _light(row: Any) -> Light:
+    """A tick's ledger figures (a ``ledger_page`` row) as the light read has them."""
+    first_start = row.first_start
+    return Light(
+        tick_us=micros(row.tick_at),
+        name=row.name,
+        max_run=int(row.max_run),
+        created=int(row.created),
+        queued=int(row.queued),
+        running=int(row.running),
+        succeeded=int(row.succeeded),
+        failed=int(row.failed),
+        recovered=int(row.recovered),
+        missed=int(row.missed),
+        lag_us=None if first_start is None else micros(first_start) - micros(row.tick_at),
+        sequence=row.sequence,
+    )
 
 
 def _status_name(code: int) -> str:

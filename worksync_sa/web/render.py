@@ -4,7 +4,10 @@ The HTML comes from one Jinja2 template with autoescaping always on, so
 every text from the table (names, labels, errors, hosts) reaches the page
 as text, never as markup. The JSON carries the same texts, made by the same
 functions, for the script to put in place with ``textContent``; it also
-carries the raw figures, for programs reading it.
+carries the raw figures and names, for programs reading it. Table text is
+shown escaped as ``worksync status`` shows it (:func:`texts.shown`); where
+the raw value is needed (a link's query, a data attribute the script sends
+back) it is carried apart, never shown.
 
 Neither ever holds the database URL, its host or a password: the page knows
 only the table's name.
@@ -24,12 +27,15 @@ import jinja2
 
 from ..ledger import TickEntry
 from . import texts
+from .fleet import STALE_RULE
 from .params import Filter, cursor_text
 from .snapshot import (
+    FLEET_COLUMNS,
     HISTORY_COLUMNS,
     OUTCOMES,
     SUMMARY_COLUMNS,
     Cell,
+    FleetLine,
     HistoryPage,
     RunRow,
     Snapshot,
@@ -80,6 +86,11 @@ def range_text(snapshot: Snapshot) -> str:
 def notices(snapshot: Snapshot) -> list[str]:
     """What the reader must know to trust the figures."""
     found = []
+    if snapshot.fleet_capped:
+        found.append(
+            f"The table holds more works than the page lists: the first {len(snapshot.fleet)} "
+            "by name. Choose one with the filter."
+        )
     if snapshot.capped_from is not None:
         found.append(
             "This range holds more ticks than one page reads one by one: the counts cover "
@@ -92,7 +103,7 @@ def notices(snapshot: Snapshot) -> list[str]:
 def page(snapshot: Snapshot, view: Filter, *, table: str, base: str, refresh: timedelta) -> str:
     """The whole page."""
     files = assets()
-    after = snapshot.history.after
+    history_page = snapshot.history
     template = _environment().get_template("page.html")
     return template.render(
         snapshot=snapshot,
@@ -103,11 +114,18 @@ def page(snapshot: Snapshot, view: Filter, *, table: str, base: str, refresh: ti
         notices=notices(snapshot),
         summary_columns=SUMMARY_COLUMNS,
         history_columns=HISTORY_COLUMNS,
-        history_rows=[(entry, history_row(entry)) for entry in snapshot.history.entries],
+        history_rows=[
+            (entry, history_row(entry), _full_error(entry.error)) for entry in history_page.entries
+        ],
+        fleet_columns=FLEET_COLUMNS,
+        fleet_rows=[(line, line.row(snapshot.now)) for line in snapshot.fleet],
+        stale_rule=STALE_RULE,
+        shown=texts.shown,
         # As in `worksync status`: a label column only when some label is not its tick's time.
         labelled=any(e.sequence != texts.moment(e.tick_at) for e in snapshot.history.entries),
         outcomes=OUTCOMES,
-        next_query=None if after is None else view.query(after=after),
+        next_query=_next_query(history_page, view),
+        newest_first=history_page.newest_first,
         first_query=view.first_page().query(),
         work_query=lambda name: view.for_work(name).query(),
         iso=_iso,
@@ -131,7 +149,39 @@ def state(snapshot: Snapshot, view: Filter) -> dict[str, Any]:
         "capped_from": _iso(snapshot.capped_from),
         "columns": list(SUMMARY_COLUMNS),
         "works": [_work(work, view) for work in snapshot.works],
+        "fleet_columns": list(FLEET_COLUMNS),
+        "fleet": [_fleet_line(line, snapshot.now, view) for line in snapshot.fleet],
+        "stale_rule": STALE_RULE,
     }
+
+
+def _fleet_line(line: FleetLine, now: datetime, view: Filter) -> dict[str, Any]:
+    return {
+        "name": line.name,
+        "shown": texts.shown(line.name),
+        "cron": line.cron_text if line.cron_text != texts.NONE else None,
+        "last_tick": _iso(line.last_tick),
+        "outcome": line.outcome,
+        "next_tick": _iso(line.next_tick),
+        "stale": line.stale is not None,
+        "stale_reason": line.stale,
+        "row": line.row(now),
+        "link": "?" + view.for_work(line.name).query(),
+    }
+
+
+def _full_error(error: str | None) -> str | None:
+    """The whole error as shown, when its first line alone does not say all of it."""
+    full = texts.error_full(error)
+    return full if full != texts.error_line(error) else None
+
+
+def _next_query(page_: HistoryPage, view: Filter) -> str | None:
+    if page_.next is None:
+        return None
+    if page_.newest_first:
+        return view.query(before=page_.next)
+    return view.query(after=page_.next)
 
 
 def _work(work: WorkView, view: Filter) -> dict[str, Any]:
@@ -139,6 +189,7 @@ def _work(work: WorkView, view: Filter) -> dict[str, Any]:
     chart = work.chart
     return {
         "name": s.name,
+        "shown": work.shown_name,
         "cron": work.settings.cron,
         "timezone": work.settings.timezone,
         "max_run": work.max_run,
@@ -196,12 +247,25 @@ def entry_document(entry: TickEntry) -> dict[str, Any]:
 
 
 def history(page_: HistoryPage, view: Filter) -> dict[str, Any]:
-    """One history page: its ticks, earliest first, and the cursor of the next page."""
+    """One history page: its ticks, the latest first, and the cursor of the next (older) page.
+
+    ``before`` is that cursor; a request that paged with ``after`` (earliest
+    first, as the page did before) gets ``after`` instead, so a program that
+    walked the history that way keeps working. ``next`` is the next page's
+    query either way.
+    """
+    cursor = None if page_.next is None else cursor_text(page_.next)
+    query = _next_query(page_, view)
     return {
         "columns": list(HISTORY_COLUMNS),
-        "entries": [{**entry_document(e), "row": history_row(e)} for e in page_.entries],
-        "after": None if page_.after is None else cursor_text(page_.after),
-        "next": None if page_.after is None else "?" + view.query(after=page_.after),
+        "order": "latest first" if page_.newest_first else "earliest first",
+        "entries": [
+            {**entry_document(e), "row": history_row(e), "error_full": texts.error_full(e.error)}
+            for e in page_.entries
+        ],
+        "before": cursor if page_.newest_first else None,
+        "after": None if page_.newest_first else cursor,
+        "next": None if query is None else "?" + query,
     }
 
 
@@ -211,7 +275,7 @@ def tick(name: str, at: datetime, label: str, rows: list[RunRow], now: datetime)
         "name": name,
         "tick": _iso(at),
         "sequence": label,
-        "heading": f"{name} · {texts.moment(at)} UTC",
+        "heading": f"{texts.shown(name)} · {texts.moment(at)} UTC",
         "rows": [
             {
                 "slot": row.slot,

@@ -13,7 +13,7 @@ here (lags, charts), and a timeline keeps only the last ticks of each work.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import NamedTuple
 
@@ -40,6 +40,8 @@ CHART_HEIGHT = 100
 CHART_DRAWN = 90
 """Height of the y axis's top value: the worst lag stays clear of the frame."""
 CHART_POINTS = 200
+CHART_SPAN_MIN = timedelta(seconds=60)
+"""The shortest x axis: a lone tick, or a few seconds of them, still shows as a point."""
 """Most points in a lag chart: a per-second work's hour is folded to the worst lag per slice."""
 
 SUMMARY_COLUMNS = (
@@ -154,18 +156,21 @@ def tick_title(entry: Light) -> str:
 
 
 def history_row(entry: TickEntry) -> list[str]:
-    """One history line's cells, in :data:`HISTORY_COLUMNS` order."""
+    """One history line's cells, in :data:`HISTORY_COLUMNS` order, as shown (escaped).
+
+    The error is its first line; :func:`texts.error_full` is the whole text.
+    """
     figures = (
         entry.max_run, entry.created, entry.queued, entry.running, entry.succeeded,
         entry.failed, entry.recovered, entry.missed,
     )  # fmt: skip
     return [
         texts.moment(entry.tick_at),
-        entry.name,
-        entry.sequence,
+        texts.shown(entry.name),
+        texts.shown(entry.sequence),
         *map(str, figures),
         texts.duration(entry.lag),
-        entry.error or "",
+        texts.error_line(entry.error),
     ]
 
 
@@ -253,13 +258,18 @@ class WorkView:
         return self.summary.name
 
     @property
+    def shown_name(self) -> str:
+        """The name as the page shows it (escaped); :attr:`name` is the raw value."""
+        return texts.shown(self.summary.name)
+
+    @property
     def row(self) -> list[str]:
         """The summary line's cells, in :data:`SUMMARY_COLUMNS` order."""
         s = self.summary
         figures = (self.max_run, s.ticks, s.claimed, s.succeeded, s.failed, s.recovered, s.missed)
         return [
-            s.name,
-            self.settings.cron_text,
+            texts.shown(s.name),
+            texts.shown(self.settings.cron_text),
             *map(str, figures),
             texts.rate(s.success_rate),
             texts.duration(s.lag_p50),
@@ -269,10 +279,49 @@ class WorkView:
 
 @dataclass(frozen=True, slots=True)
 class HistoryPage:
-    """One keyset page of the history: entries earliest first, and where the next starts."""
+    """One keyset page of the history, and where the next one starts (None: no more).
+
+    Latest first, the next page holding older ticks (``before``), unless the
+    request paged with ``after``, as the page did before it showed the
+    latest first: then earliest first, the next page holding later ticks.
+    """
 
     entries: list[TickEntry]
-    after: Cursor | None
+    next: Cursor | None
+    newest_first: bool = True
+
+
+FLEET_COLUMNS = (
+    "work", "cron", "last tick (UTC)", "outcome", "age", "next tick (UTC)", "in", "state",
+)  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class FleetLine:
+    """One work the table knows, whether or not it ticked in the range."""
+
+    name: str
+    cron_text: str
+    last_tick: datetime | None
+    outcome: str | None
+    """The last due tick's colour (see :data:`OUTCOMES`), None if its figures are unknown."""
+    next_tick: datetime | None
+    stale: str | None
+    """Why its schedule is not kept (``fleet.stale_reason``), None if it is."""
+
+    def row(self, now: datetime) -> list[str]:
+        """The line's cells as shown, in :data:`FLEET_COLUMNS` order."""
+        last, upcoming = self.last_tick, self.next_tick
+        return [
+            texts.shown(self.name),
+            texts.shown(self.cron_text),
+            texts.moment(last),
+            self.outcome or texts.NONE,
+            texts.NONE if last is None else texts.age(now - last) + " ago",
+            texts.moment(upcoming),
+            texts.NONE if upcoming is None else texts.age(upcoming - now),
+            "stale" if self.stale else "ok",
+        ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -286,6 +335,10 @@ class Snapshot:
     names: list[str]
     history: HistoryPage
     capped_from: datetime | None = None
+    fleet: list[FleetLine] = field(default_factory=list)
+    """Every work the table knows (or the one the filter names), ticked in the range or not."""
+    fleet_capped: bool = False
+    """Set when the table knows more works than the page lists."""
     """Set when the range held more than ``max_ticks`` ticks: the earliest tick whose lag the
     quantiles and charts cover (the counts cover every tick)."""
 
@@ -362,7 +415,7 @@ def fold(
                 settings=own,
                 max_run=max_run,
                 cells=cells,
-                chart=lag_chart(due, since, max(end, since + timedelta(seconds=1))),
+                chart=lag_chart(due, *chart_span(due, since, end)),
             )
         )
     return views
@@ -371,6 +424,25 @@ def fold(
 def quantile(ordered: list[timedelta], q: float) -> timedelta | None:
     """The ledger's own quantile of sorted lags (one definition for every view of them)."""
     return _quantile(ordered, q)
+
+
+def chart_span(ticks: Sequence[Light], since: datetime, end: datetime) -> tuple[datetime, datetime]:
+    """The x axis of a lag chart: from the first tick with a lag to the last.
+
+    The data's own span, not the range's: a fleet that started five minutes
+    into an hour's range would otherwise be a blip at the right edge. At
+    least :data:`CHART_SPAN_MIN`, centred on the data, so a lone point is
+    drawn mid-chart; the range itself when no tick has a lag.
+    """
+    lags = [t.tick_us for t in ticks if t.lag_us is not None]
+    if not lags:
+        return since, max(end, since + timedelta(seconds=1))
+    first = EPOCH + timedelta(microseconds=min(lags))
+    last = EPOCH + timedelta(microseconds=max(lags))
+    short = CHART_SPAN_MIN - (last - first)
+    if short > timedelta(0):
+        first, last = first - short / 2, last + short / 2
+    return first, last
 
 
 def lag_chart(ticks: Sequence[Light], start: datetime, end: datetime) -> LagChart:
@@ -442,12 +514,13 @@ class RunRow:
         return {
             "slot": texts.optional(self.slot),
             "status": self.status,
-            "sequence": self.sequence,
-            "claimed_by": texts.optional(self.claimed_by),
+            "sequence": texts.shown(self.sequence),
+            "claimed_by": texts.shown(texts.optional(self.claimed_by)),
             "started_at": texts.moment(self.started_at, millis=True),
             "finished_at": texts.moment(self.finished_at, millis=True),
             "took": texts.duration(took) + (" so far" if self.finished_at is None and took else ""),
             "attempts": texts.optional(self.attempts),
-            "closed_by": texts.optional(self.closed_by),
-            "error": self.error or "",
+            "closed_by": texts.shown(texts.optional(self.closed_by)),
+            "error": texts.error_full(self.error),
+            "error_line": texts.error_line(self.error),
         }

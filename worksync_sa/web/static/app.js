@@ -2,6 +2,8 @@
 //
 // Text from the table only ever reaches the page through textContent, title and
 // dataset, never parsed as markup, so a work named "<script>" shows those characters.
+// What is shown is the server's escaped text ("shown", "row", "text"); raw names go only
+// into data attributes and the links' queries, which the server wrote.
 // Nothing here sends anything but GET requests; the server refuses every other method.
 "use strict";
 
@@ -17,6 +19,7 @@
   const SVG = "http://www.w3.org/2000/svg";
   let selected = null; // [name, tick] of the tick whose details are shown
   let refreshes = 0;
+  let ruleText = "";
 
   function element(tag, className, text) {
     const node = document.createElement(tag);
@@ -84,9 +87,10 @@
     const lines = tick.rows.map(function (row) {
       const line = element("tr", "status-" + row.status);
       for (const key of ["slot", "status", "claimed_by", "started_at", "finished_at", "took",
-        "attempts", "closed_by", "error"]) {
-        line.appendChild(element("td", key === "error" ? "error" : "", row.text[key]));
+        "attempts", "closed_by"]) {
+        line.appendChild(element("td", "", row.text[key]));
       }
+      line.appendChild(errorCell(row.text.error_line, row.text.error));
       return line;
     });
     if (lines.length === 0) {
@@ -99,6 +103,20 @@
     rows.replaceChildren(...lines);
     panel.hidden = false;
     panel.scrollIntoView({ block: "nearest" });
+  }
+
+  // A long error shows its first line; the whole (escaped) text opens below it.
+  function errorCell(firstLine, full) {
+    const cell = element("td", "error");
+    if (!full || full === firstLine) {
+      cell.textContent = firstLine || "";
+      return cell;
+    }
+    const more = element("details");
+    more.appendChild(element("summary", "", firstLine));
+    more.appendChild(element("pre", "full", full));
+    cell.appendChild(more);
+    return cell;
   }
 
   document.addEventListener("click", function (event) {
@@ -114,14 +132,29 @@
     work.row.forEach(function (text, index) {
       const cell = element("td");
       if (index === 0 && typeof work.link === "string" && work.link.startsWith("?")) {
-        const link = element("a", "", text);
+        const link = element("a", "name", text);
         link.href = work.link;
+        link.title = text;
         cell.appendChild(link);
       } else {
         cell.textContent = text;
       }
       line.appendChild(cell);
     });
+    return line;
+  }
+
+  function fleetRow(work) {
+    const line = summaryRow(work);
+    if (work.stale) line.className = "stale";
+    const cells = line.cells;
+    if (work.outcome && OUTCOMES.has(work.outcome) && cells.length > 3) {
+      cells[3].className = "outcome";
+      cells[3].prepend(element("span", "swatch " + work.outcome));
+    }
+    const state = cells[cells.length - 1];
+    state.className = "state";
+    state.title = (work.stale ? "Stale: " + work.stale_reason + ". " : "") + ruleText;
     return line;
   }
 
@@ -139,7 +172,9 @@
   function timeline(work) {
     const box = element("div", "timeline");
     box.dataset.work = work.name;
-    box.appendChild(element("h3", "", work.name));
+    const heading = element("h3", "", work.shown);
+    heading.title = work.shown;
+    box.appendChild(heading);
     const cells = element("div", "cells");
     cells.replaceChildren(...work.timeline.map(cell));
     box.appendChild(cells);
@@ -149,12 +184,16 @@
   function chart(work) {
     const figure = element("figure", "chart");
     figure.dataset.work = work.name;
-    const caption = element("figcaption", "", work.name + " ");
+    const caption = element("figcaption");
+    const name = element("span", "name", work.shown);
+    name.title = work.shown;
+    caption.appendChild(name);
+    caption.appendChild(document.createTextNode(" "));
     caption.appendChild(element("span", "top", "max " + work.lag_chart.top));
     figure.appendChild(caption);
     const drawing = svg("svg", {
       viewBox: "0 0 1000 100", preserveAspectRatio: "none", role: "img",
-      "aria-label": "start lag of " + work.name,
+      "aria-label": "start lag of " + work.shown,
     });
     drawing.appendChild(svg("line", { class: "axis", x1: "0", y1: "100", x2: "1000", y2: "100" }));
     const points = POINTS.test(work.lag_chart.points) ? work.lag_chart.points : "";
@@ -173,6 +212,9 @@
     document.getElementById("notices").replaceChildren(
       ...state.notices.map(function (text) { return element("p", "notice", text); })
     );
+    ruleText = state.stale_rule || ruleText;
+    document.querySelector("#fleet tbody").replaceChildren(...state.fleet.map(fleetRow));
+    document.getElementById("no-fleet").hidden = state.fleet.length > 0;
     document.querySelector("#summary tbody").replaceChildren(...state.works.map(summaryRow));
     document.getElementById("no-works").hidden = state.works.length > 0;
     document.getElementById("timelines").replaceChildren(...state.works.map(timeline));
