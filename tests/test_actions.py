@@ -27,7 +27,7 @@ from worksync_sa import (
 from worksync_sa.models import as_utc, table_named
 
 from . import cron_reference as reference
-from .conftest import Db
+from .conftest import Backend, Db, _table_on
 
 FAST = SchedulerConfig(lookahead="5s", interval="1s")
 NEVER_SOON = "0 0 1 1 *"
@@ -405,3 +405,57 @@ def test_paused_lists_the_pauses_in_force(db: Db) -> None:
     entries = operator.actions()
     assert [(e.name, e.action) for e in entries] == [("b", "pause"), ("a", "pause")]
     assert [e.name for e in operator.actions("a")] == ["a"]
+
+
+def test_a_pass_reads_the_pauses_in_one_statement_whatever_the_number_of_works(db: Db) -> None:
+    works = [Work(f"w{index}", "@every 1s") for index in range(40)]
+    operator = Operator(db.engine, table=db.table, works=works)
+    for work in works[::4]:
+        operator.pause(work.name)
+    engine = sa.create_engine(db.url)
+    statements: list[str] = []
+    sa.event.listen(
+        engine, "before_cursor_execute", lambda c, cur, text, *_: statements.append(text)
+    )
+    scheduler = db.Scheduler(engine, works, FAST, table=db.table)
+    try:
+        scheduler.run_pass()
+        statements.clear()
+        scheduler.run_pass()
+    finally:
+        scheduler.close()
+        engine.dispose()
+    pauses = f"{db.table}_pauses"
+    reads = [text for text in statements if pauses in text]
+    assert len(reads) == 1, reads
+    assert "WHERE" not in reads[0]  # the whole (small) table, not a read per work
+    t = table_named(db.table)
+    with db.engine.connect() as conn:  # and no paused work has a row ahead
+        names = conn.execute(
+            sa.select(t.c.name)
+            .where(t.c.status == WorkStatus.QUEUED.value, t.c.tick_at > now_of(db))
+            .distinct()
+        ).scalars()
+        assert not {work.name for work in works[::4]} & set(names)
+
+
+@pytest.fixture
+def maria_db(mariadb: Backend) -> Iterator[Db]:
+    yield from _table_on(mariadb)
+
+
+def test_racing_processes_claim_a_run_now_tick_exactly_max_run_times(maria_db: Db) -> None:
+    """Six spawned processes race on MariaDB for a run-now tick of three runs."""
+    from . import racers
+    from .test_concurrency import run_processes
+
+    db = maria_db
+    made = Operator(db.engine, table=db.table, works=[Work("w", NEVER_SOON, max_run=3)]).run_now(
+        "w"
+    )
+    at = made.tick_at + timedelta(seconds=1)
+    reports = run_processes(racers.race_acquire_due, [(db.url, db.table, "w", at)] * 6)
+    won = [claim for report in reports for claim in report]
+    assert len(won) == 3
+    assert {sequence for sequence, _ in won} == {made.label}
+    assert [row.status for row in db.rows(sequence=made.label)] == [WorkStatus.SUCCESS] * 3

@@ -13,6 +13,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from worksync_sa.schema import head_revision
+
 BLOCK = "import sys; sys.modules['greenlet'] = None\n"
 
 
@@ -77,7 +79,7 @@ sys.exit(main(["migrate", "--db", "sqlite:///w.db"]))
 """
     done = _child(code, tmp_path)
     assert done.returncode == 0, done.stderr
-    assert "worksync_0005" in done.stdout + done.stderr
+    assert f"to {head_revision()} (head)" in done.stdout + done.stderr
     listed = _child("from worksync_sa.__main__ import main\nmain(['--help'])", tmp_path)
     assert listed.returncode == 0, listed.stderr
     assert "usage: worksync" in listed.stdout

@@ -83,7 +83,8 @@ def test_mysql_bulk_insert_is_one_statement_over_json_compared_exactly() -> None
     assert "FROM JSON_TABLE(%s, '$[*]' COLUMNS (" in text
     # Names compare as the table stores them (binary), not in the connection's collation.
     assert "name VARCHAR(255) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin PATH '$[0]'" in text
-    assert text.count("%s") == 3  # the batch, the QUEUED status, the surplus marker: all bound
+    # the batch, the QUEUED status, the surplus and paused markers: all bound
+    assert text.count("%s") == 4
 
 
 @pytest.mark.parametrize(("family", "dialect"), DIALECTS)
@@ -95,7 +96,7 @@ def test_a_batch_row_counts_other_programs_rows_against_its_tick(
     assert re.search(
         r"WHERE .+ \+ \(SELECT count\(\*\) AS count_1 FROM jobs AS held WHERE held\.name = .+ "
         r"AND held\.sequence = .+ AND held\.slot IS NULL AND \(held\.closed_by IS NULL OR "
-        r"held\.closed_by != \S+\)\) < ",
+        r"held\.closed_by != \S+ AND held\.closed_by != \S+\)\) < ",
         text,
     ), text
 

@@ -561,8 +561,8 @@ def test_the_previous_release_upgraded_in_place_rolled_and_downgraded(
     rows = snapshot(engine, table)
     assert rows[: len(before)] == before  # the history from before the upgrade is untouched
 
-    # One step down, with head's library: every row kept, the previous release at home.
-    downgrade(engine, "-1", table=table)
+    # Down to its revision, with head's library: every row kept, the previous release at home.
+    downgrade(engine, PREVIOUS_HEAD, table=table)
     assert recorded(engine, table) == [PREVIOUS_HEAD]
     assert snapshot(engine, table) == rows
     home = previous(previous_release, "check", *target.args(), cwd=tmp_path)

@@ -53,7 +53,9 @@ if TYPE_CHECKING:
     from .ledger import WorkSummary as WorkSummary
     from .models import WorkRecord as WorkRecord
     from .models import WorkStatus as WorkStatus
+    from .models import action_table as action_table
     from .models import metadata as metadata
+    from .models import pause_table as pause_table
     from .models import work_table as work_table
     from .repository import ClaimRepository as ClaimRepository
     from .repository import MaintenanceRepository as MaintenanceRepository
@@ -122,6 +124,8 @@ _WHERE = {
     "WorkStatus": "models",
     "metadata": "models",
     "work_table": "models",
+    "action_table": "models",
+    "pause_table": "models",
     "ClaimRepository": "repository",
     "MaintenanceRepository": "repository",
     "QueryRepository": "repository",
@@ -236,6 +240,7 @@ __all__ = [
     "WorkSync",
     "Worker",
     "WorksyncError",
+    "action_table",
     "create_engine",
     "default_sequence",
     "downgrade",
@@ -244,6 +249,7 @@ __all__ = [
     "local_sequence",
     "metadata",
     "migrations_path",
+    "pause_table",
     "per_tick",
     "require_schema",
     "schema_status",

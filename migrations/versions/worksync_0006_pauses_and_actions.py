@@ -35,12 +35,6 @@ down_revision: str | None = "worksync_0005"
 branch_labels: Sequence[str] | None = None
 depends_on: Sequence[str] | None = None
 
-_TABLE_OPTIONS = {
-    "mysql_engine": "InnoDB",
-    "mysql_charset": "utf8mb4",
-    "mysql_collate": "utf8mb4_bin",
-}
-
 
 def _table() -> str:
     # Our env.py passes the table; a host's env.py gives -x table=, WORKSYNC_TABLE or "works".
@@ -55,7 +49,7 @@ def _table() -> str:
     return str(name)
 
 
-def _instant() -> sa.types.TypeEngine[object]:
+def _instant() -> sa.DateTime:
     """The work table's instants: microseconds on MySQL/MariaDB, with a zone on PostgreSQL."""
     return sa.DateTime(timezone=True).with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
 
@@ -69,7 +63,9 @@ def upgrade() -> None:
         sa.Column("reason", sa.String(255), nullable=False),
         sa.Column("paused_by", sa.String(255), nullable=False),
         sa.Column("paused_at", _instant(), nullable=False),
-        **_TABLE_OPTIONS,
+        mysql_engine="InnoDB",
+        mysql_charset="utf8mb4",
+        mysql_collate="utf8mb4_bin",
     )
     actions = f"{table}_actions"
     op.create_table(
@@ -87,7 +83,9 @@ def upgrade() -> None:
         sa.Column("actor", sa.String(255), nullable=False),
         sa.Column("reason", sa.String(255), nullable=False),
         sa.Column("detail", sa.Text(), nullable=True),
-        **_TABLE_OPTIONS,
+        mysql_engine="InnoDB",
+        mysql_charset="utf8mb4",
+        mysql_collate="utf8mb4_bin",
     )
     op.create_index(f"ix_{actions}_name", actions, ["name", "id"])
 

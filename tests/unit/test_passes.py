@@ -264,6 +264,21 @@ def test_a_paused_work_gets_no_ticks_until_its_pause_ends_and_its_queued_ones_cl
     assert [tick for name, tick in made if name == "other"] == [at(10, m) for m in range(1, 6)]
 
 
+def test_a_scheduler_logs_each_pause_and_resume_once(caplog: pytest.LogCaptureFixture) -> None:
+    scheduler = core(Work("report", "* * * * *"))
+    pause = PauseState("report", None, "deploy", "ann@box", at(9, 0))
+    with caplog.at_level(logging.INFO, logger="worksync_sa._core.passes"):
+        run_pass(scheduler, Table(pauses=[pause]))
+        run_pass(scheduler, Table(pauses=[pause]), now=NOW + timedelta(seconds=1))
+        run_pass(scheduler, Table(), now=NOW + timedelta(seconds=2))
+    lines = [r.getMessage() for r in caplog.records if "paused" in r.getMessage()]
+    assert lines == [
+        "work 'report' is paused until resumed by ann@box (deploy): making none of its ticks "
+        "until then",
+        "work 'report' is no longer paused: making its ticks again",
+    ]
+
+
 def test_an_ended_pause_and_a_pause_of_another_schedulers_work_change_nothing() -> None:
     scheduler = core(Work("report", "* * * * *"))
     pauses = [

@@ -208,6 +208,8 @@ class SchedulerCore:
         """When the pauses table was last found missing (monotonic); None: found, or not
         looked for yet."""
         self._pauses_exist = False
+        self._paused_seen: dict[str, tuple[datetime | None, str, str]] = {}
+        """The pauses this scheduler honoured last pass, to log each change once."""
         # What each work's rows record of this scheduler's settings (see _core.reconcile).
         kind = sequence_kind(self.config.sequence)
         self._specs = {work.name: spec_of(work, kind) for work in self.works}
@@ -356,6 +358,7 @@ class SchedulerCore:
         leave = self.config.leave_to_original
         work_to_do = reconcile(plan, self._specs, now, held, waiting, leave)
         paused = {p.name: p for p in pauses if p.name in self._specs and p.active(now)}
+        self._report_pauses(paused)
         to_close = honour_pauses(work_to_do, paused, held) if paused else []
         self._report_sightings(work_to_do.sightings)
         if work_to_do.close:
@@ -499,6 +502,27 @@ class SchedulerCore:
                     ours,
                     extra={"action": "changed", "work": sighting.name},
                 )
+
+    def _report_pauses(self, paused: dict[str, PauseState]) -> None:
+        """Log each pause and each resume once, as this scheduler first honours it."""
+        now_paused = {name: (p.until, p.paused_by, p.reason) for name, p in paused.items()}
+        for name, (until, by, reason) in sorted(now_paused.items()):
+            if self._paused_seen.get(name) != (until, by, reason):
+                logger.info(
+                    "work %r is paused %s by %s%s: making none of its ticks until then",
+                    name,
+                    "until resumed" if until is None else f"until {until.isoformat()}",
+                    by,
+                    f" ({reason})" if reason else "",
+                    extra={"action": "paused", "work": name},
+                )
+        for name in sorted(set(self._paused_seen) - set(now_paused)):
+            logger.info(
+                "work %r is no longer paused: making its ticks again",
+                name,
+                extra={"action": "resumed", "work": name},
+            )
+        self._paused_seen = now_paused
 
     def _report_closed(self, work_to_do: Reconciliation, rows: int) -> None:
         ticks: dict[str, int] = {}

@@ -219,7 +219,7 @@ def requeue(table: sa.Table, family: Family, *, redate: bool) -> Update:
             c.id == sa.bindparam("row_id", type_=sa.BigInteger()),
             c.status == WorkStatus.FAILED.value,
             c.slot.is_not(None),
-            sa.or_(c.closed_by.is_(None), c.closed_by.not_in(CLOSED_UNCLAIMED)),
+            sa.or_(c.closed_by.is_(None), sa.and_(*(c.closed_by != k for k in CLOSED_UNCLAIMED))),
         )
         .values(values)
     )

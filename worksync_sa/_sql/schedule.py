@@ -33,6 +33,19 @@ from .dialect import Family, clock, db_now
 from .direct import BY_SQLALCHEMY, ISOLATION
 
 
+def holds_budget(table: Any) -> sa.ColumnElement[bool]:
+    """A row without a slot still counts against its tick: not closed unclaimed.
+
+    Rows closed as surplus or paused gave their slot up and hold nothing.
+    Spelled as two comparisons, not ``NOT IN``, whose expanding parameter
+    the direct path to the cursor does not take.
+    """
+    c = table.c
+    return sa.or_(
+        c.closed_by.is_(None), sa.and_(*(c.closed_by != kind for kind in CLOSED_UNCLAIMED))
+    )
+
+
 def insert_ignoring_duplicates(table: sa.Table, family: Family) -> Insert:
     """An INSERT that the unique key may refuse row by row, without an error.
 
@@ -121,7 +134,7 @@ def insert_batch(table: sa.Table, family: Family) -> Insert:
             held.c.name == fields["name"],
             held.c.sequence == fields["sequence"],
             held.c.slot.is_(None),
-            sa.or_(held.c.closed_by.is_(None), held.c.closed_by.not_in(CLOSED_UNCLAIMED)),
+            holds_budget(held),
         )
         .scalar_subquery()
     )
@@ -227,9 +240,7 @@ def window_state(table: sa.Table) -> sa.Select[Any]:
     (negative slots) are no scheduler's to reconcile, and are left out.
     """
     c = table.c
-    holds = sa.and_(
-        c.slot.is_(None), sa.or_(c.closed_by.is_(None), c.closed_by.not_in(CLOSED_UNCLAIMED))
-    )
+    holds = sa.and_(c.slot.is_(None), holds_budget(table))
     surplus = c.closed_by == CLOSED_BY_SURPLUS
     return (
         sa.select(

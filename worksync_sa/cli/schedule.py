@@ -95,6 +95,7 @@ def describe_pass(report: PassReport, table: str) -> list[str]:
         f"{count} {what}"
         for count, what in (
             (report.closed, "closed as surplus"),
+            (report.paused, "closed as paused"),
             (report.adopted, "adopted from another program"),
         )
         if count
