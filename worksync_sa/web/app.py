@@ -34,7 +34,7 @@ import sqlalchemy as sa
 from prometheus_client import CollectorRegistry, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, PlainTextResponse, Response
+from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
@@ -55,7 +55,7 @@ from .config import (
     PageConfig,
     check_token,
 )
-from .guard import ACTIONS_PATH, WHO_KEY, Guard
+from .guard import ACCESS_KEY, ACTIONS_PATH, REALM, WHO_KEY, WRITE, Guard
 from .params import MAX_PARAMETER, BadRequest, Filter, parse_instant, read_filter
 from .reading import Reader
 
@@ -187,6 +187,7 @@ class StatusPage:
         ]
         if writer is not None:
             routes.append(Route(f"{ACTIONS_PATH}{{action}}", self._act, methods=["POST"]))
+            routes.append(Route(render.SIGN_IN_PATH, self._sign_in, methods=["GET"]))
         self._guarded = Guard(
             Starlette(routes=routes),
             token=token,
@@ -211,7 +212,12 @@ class StatusPage:
         async def respond(view: Filter, now: datetime) -> Response:
             snapshot = await self._read(self._reader.snapshot, view, now)
             html = render.page(
-                snapshot, view, table=self.table, base=_base(request), refresh=self.config.refresh
+                snapshot,
+                view,
+                table=self.table,
+                base=_base(request),
+                refresh=self.config.refresh,
+                access=self._access(request),
             )
             return HTMLResponse(html)
 
@@ -262,6 +268,28 @@ class StatusPage:
             asset.body,
             media_type=asset.media_type,
             headers={"Cache-Control": "private, max-age=86400"},
+        )
+
+    def _access(self, request: Request) -> render.Access:
+        if not self.writable:
+            return render.Access.READ_ONLY
+        if getattr(request.state, ACCESS_KEY, None) == WRITE:
+            return render.Access.WRITE
+        return render.Access.READ
+
+    async def _sign_in(self, request: Request) -> Response:
+        """Ask the browser for the write token (its login box), then go back to the page.
+
+        A browser that has the read token, or none, sends what it has; the
+        challenge makes it ask again, and it then sends the write token with
+        every request to the page, so the buttons appear.
+        """
+        if self._access(request) is render.Access.WRITE:
+            return RedirectResponse(f"{_base(request)}/", status_code=303)
+        return PlainTextResponse(
+            "sign in with the write token as the password (the user name is recorded as who acted)",
+            status_code=401,
+            headers={"WWW-Authenticate": f'Basic realm="{REALM}", charset="UTF-8"'},
         )
 
     async def _act(self, request: Request) -> Response:
