@@ -1,4 +1,4 @@
-"""``worksync web``: serve the read-only status page (``worksync_sa.web``) with uvicorn.
+"""``worksync web``: serve the status page (``worksync_sa.web``) with uvicorn.
 
 Safe by default: it listens on 127.0.0.1, and there it answers only
 requests addressed to a loopback name, so a web page elsewhere cannot read
@@ -6,7 +6,9 @@ it by pointing a domain of its own at 127.0.0.1. Any other address needs a
 token (``--auth-token``, or better ``WORKSYNC_WEB_TOKEN``, which ``ps``
 does not show), or an explicit ``--no-auth`` that says the page may be
 read by anyone who can reach it. Whatever the address, the page only
-reads, and never shows the database URL, host or password.
+reads unless a separate write token is given (``--write-token``, or
+``WORKSYNC_WEB_WRITE_TOKEN``): requests carrying that one may also pause,
+resume, run now and retry. It never shows the database URL, host or password.
 
 The socket is opened here, before uvicorn starts, so an address in use is
 one clear line (exit 1) and ``--port 0`` picks a free port, logged at start.
@@ -62,6 +64,7 @@ if TYPE_CHECKING:  # the web extra is optional: imported when the command runs
 log = logging.getLogger("worksync_sa.cli.web")
 
 ENV_TOKEN = "WORKSYNC_WEB_TOKEN"  # noqa: S105 - the variable's name, not a token
+ENV_WRITE_TOKEN = "WORKSYNC_WEB_WRITE_TOKEN"  # noqa: S105 - the variable's name, not a token
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
 DEFAULT_REFRESH = timedelta(seconds=5)
@@ -76,9 +79,10 @@ def register(commands: Commands) -> None:
     """Add ``web``."""
     parser = commands.add_parser(
         "web",
-        help="serve the read-only status page (needs worksync_sa[web])",
+        help="serve the status page (needs worksync_sa[web])",
         description="Serve the ledger as a web page: every work's figures, a timeline of its "
-        "ticks, start lag over time, and the history, refreshed live. Read only. Listens on "
+        "ticks, start lag over time, and the history, refreshed live. Read only unless "
+        f"--write-token (or ${ENV_WRITE_TOKEN}) is given. Listens on "
         f"127.0.0.1 unless --host says otherwise; any other address needs --auth-token (or "
         f"${ENV_TOKEN}) or an explicit --no-auth.",
     )
@@ -110,6 +114,13 @@ def register(commands: Commands) -> None:
         "--no-auth",
         action="store_true",
         help="serve a non-loopback address without a token: anyone who reaches it reads it",
+    )
+    parser.add_argument(
+        "--write-token",
+        metavar="TOKEN",
+        help="also let requests carrying this token (16+ characters, not the read token) "
+        "pause, resume, run now and retry from the page; without it the page only reads. "
+        f"${ENV_WRITE_TOKEN} does the same without showing it in `ps`",
     )
     parser.add_argument(
         "--refresh",
@@ -175,6 +186,12 @@ def auth_token(args: argparse.Namespace) -> str | None:
     return token
 
 
+def write_token(args: argparse.Namespace) -> str | None:
+    """The write token from ``--write-token`` or the environment (None: the page only reads)."""
+    given: str | None = args.write_token
+    return given if given is not None else (os.environ.get(ENV_WRITE_TOKEN) or None)
+
+
 def listen(host: str, port: int) -> socket.socket:
     """A listening socket on ``host:port``, or one clear line of why not."""
     try:
@@ -211,6 +228,11 @@ def run(args: argparse.Namespace, secrets: Secrets) -> int:
     token = auth_token(args)
     if token is not None:
         check_token(token)  # the page's own rules; InvalidConfigError is exit 2
+    writer = write_token(args)
+    if writer is not None:
+        check_token(writer)
+        if writer == token:
+            raise UsageError("the write token must differ from the read token")
     refresh = PageConfig(refresh=args.refresh).refresh  # checked before any connection
     limits = ServingLimits(
         header_timeout=args.header_timeout,
@@ -238,6 +260,7 @@ def run(args: argparse.Namespace, secrets: Secrets) -> int:
             allowed_hosts=hosts,
             sequence_zone=sequence_zone(config),
             works=config.works if config is not None else (),
+            write_token=writer,
         )
         try:
             sock = listen(args.host, args.port)

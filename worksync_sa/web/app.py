@@ -8,6 +8,7 @@ Routes (all GET/HEAD; see :mod:`.guard` for what is refused first):
                   previous page's cursor; ``after`` pages forward, earliest first, as before)
 ``/api/tick``     the rows of one tick (``name``, ``tick``, ``sequence``)
 ``/metrics``      the ledger of the page's window for Prometheus (:mod:`worksync_sa.metrics`)
+``/api/actions/<action>``  POST, with a write token only: pause, resume, run-now, retry
 ``/static/...``   the page's script and style sheet, from the package
 
 The page and the ``/api`` routes take the same filter (``name``, ``since``,
@@ -33,7 +34,7 @@ import sqlalchemy as sa
 from prometheus_client import CollectorRegistry, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, PlainTextResponse, Response
+from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
@@ -44,6 +45,7 @@ from ..models import DEFAULT_TABLE, as_utc, validate_table_name
 from ..sequences import zone_named
 from ..work import Work
 from . import render
+from .actions import ActionRequest, TooLarge, parse_action, read_body, who
 from .config import (
     DEFAULT_MAX_TICKS,
     DEFAULT_PAGE_SIZE,
@@ -53,7 +55,7 @@ from .config import (
     PageConfig,
     check_token,
 )
-from .guard import Guard
+from .guard import ACCESS_KEY, ACTIONS_PATH, REALM, WHO_KEY, WRITE, Guard
 from .params import MAX_PARAMETER, BadRequest, Filter, parse_instant, read_filter
 from .reading import Reader
 
@@ -84,6 +86,7 @@ def app(
     clock: Callable[[], datetime] | None = None,
     sequence_zone: str | None = None,
     works: Iterable[Work] = (),
+    write_token: str | None = None,
 ) -> StatusPage:
     """The read-only status page of ``table`` as an ASGI app, to mount or serve.
 
@@ -94,6 +97,9 @@ def app(
     scheduler of ours dated (see :class:`~worksync_sa.Ledger`; the page's
     ``/metrics`` reads them alike). ``works``: the fleet's works, whose cron
     the page shows for a work whose rows record none (the original's).
+    ``write_token``: if set, a request carrying it may also act (pause,
+    resume, run now, retry: :class:`~worksync_sa.Operator`'s actions, POST
+    only, from the page itself); without it the page only reads.
     See :class:`PageConfig` for the rest.
     """
     config = PageConfig(
@@ -112,6 +118,7 @@ def app(
         clock=clock,
         sequence_zone=sequence_zone,
         works=works,
+        write_token=write_token,
     )
 
 
@@ -129,6 +136,7 @@ class StatusPage:
         clock: Callable[[], datetime] | None = None,
         sequence_zone: str | None = None,
         works: Iterable[Work] = (),
+        write_token: str | None = None,
     ) -> None:
         if not isinstance(engine, sa.Engine):
             raise InvalidArgumentError(
@@ -138,7 +146,13 @@ class StatusPage:
         self.table = validate_table_name(table)
         self.config = config or PageConfig()
         token = None if auth_token is None else check_token(auth_token)
+        writer = None if write_token is None else check_token(write_token)
+        if writer is not None and writer == token:
+            raise InvalidArgumentError(
+                "write_token must differ from auth_token: whoever reads would also act"
+            )
         self.token_required = token is not None
+        self.writable = writer is not None
         self._clock = clock or _utc_now
         if sequence_zone is not None:
             zone_named(sequence_zone, "sequence_zone")  # refused before any connection
@@ -148,6 +162,8 @@ class StatusPage:
         self._reader = Reader(
             engine, self.table, self.config, sequence_zone=sequence_zone, works=works
         )
+        self._engine = engine
+        self._works = works
         # Per event loop: a limiter belongs to the loop it was made in.
         self._limiter = anyio.lowlevel.RunVar[anyio.CapacityLimiter]("worksync_web_readers")
         # The ledger's gauges on a registry of the page's own, read on each scrape; the
@@ -169,7 +185,15 @@ class StatusPage:
             Route("/static/{file}", self._static, methods=["GET"]),
             Route("/metrics", self._scrape, methods=["GET"]),
         ]
-        self._guarded = Guard(Starlette(routes=routes), token=token, allowed_hosts=allowed_hosts)
+        if writer is not None:
+            routes.append(Route(f"{ACTIONS_PATH}{{action}}", self._act, methods=["POST"]))
+            routes.append(Route(render.SIGN_IN_PATH, self._sign_in, methods=["GET"]))
+        self._guarded = Guard(
+            Starlette(routes=routes),
+            token=token,
+            allowed_hosts=allowed_hosts,
+            write_token=writer,
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self._guarded(scope, receive, send)
@@ -188,7 +212,12 @@ class StatusPage:
         async def respond(view: Filter, now: datetime) -> Response:
             snapshot = await self._read(self._reader.snapshot, view, now)
             html = render.page(
-                snapshot, view, table=self.table, base=_base(request), refresh=self.config.refresh
+                snapshot,
+                view,
+                table=self.table,
+                base=_base(request),
+                refresh=self.config.refresh,
+                access=self._access(request),
             )
             return HTMLResponse(html)
 
@@ -240,6 +269,84 @@ class StatusPage:
             media_type=asset.media_type,
             headers={"Cache-Control": "private, max-age=86400"},
         )
+
+    def _access(self, request: Request) -> render.Access:
+        if not self.writable:
+            return render.Access.READ_ONLY
+        if getattr(request.state, ACCESS_KEY, None) == WRITE:
+            return render.Access.WRITE
+        return render.Access.READ
+
+    async def _sign_in(self, request: Request) -> Response:
+        """Ask the browser for the write token (its login box), then go back to the page.
+
+        A browser that has the read token, or none, sends what it has; the
+        challenge makes it ask again, and it then sends the write token with
+        every request to the page, so the buttons appear.
+        """
+        if self._access(request) is render.Access.WRITE:
+            return RedirectResponse(f"{_base(request)}/", status_code=303)
+        return PlainTextResponse(
+            "sign in with the write token as the password (the user name is recorded as who acted)",
+            status_code=401,
+            headers={"WWW-Authenticate": f'Basic realm="{REALM}", charset="UTF-8"'},
+        )
+
+    async def _act(self, request: Request) -> Response:
+        try:
+            body = await read_body(request.stream())
+            wanted = parse_action(request.path_params["action"], body)
+        except TooLarge as exc:
+            return _error(413, str(exc), as_json=True)
+        except BadRequest as exc:
+            return _error(400, str(exc), as_json=True)
+        client = request.client.host if request.client is not None else None
+        by = who(str(getattr(request.state, WHO_KEY, "")), client)
+        try:
+            done = await self._read(self._perform, wanted, by)
+        except InvalidArgumentError as exc:  # the Operator's own refusal: nothing written
+            return _error(400, str(exc), as_json=True)
+        except (sa.exc.SQLAlchemyError, OSError) as exc:
+            logger.warning(
+                "status page: %s of %r failed: %s",
+                wanted.action,
+                wanted.name,
+                exc,
+                extra={"action": "web_act_failed"},
+            )
+            return _error(503, "the database could not be written; see the server's log", True)
+        logger.info(
+            "status page: %s by %s: %s",
+            wanted.action,
+            by,
+            done,
+            extra={"action": f"web_{wanted.action}", "work": wanted.name},
+        )
+        document = {"action": wanted.action, "name": wanted.name, "done": done}
+        return Response(render.to_json(document), media_type=JSON)
+
+    def _perform(self, wanted: ActionRequest, by: str) -> str:
+        """Carry out one action through the command line's Operator; what it did, in words."""
+        from ..actions import Operator  # noqa: PLC0415 - only a writable page needs it
+
+        operator = Operator(self._engine, table=self.table, by=by, works=self._works)
+        name, reason = wanted.name, wanted.reason
+        if wanted.action == "pause":
+            paused = operator.pause(name, until=wanted.until, reason=reason)
+            end = paused.pause.until
+            until = "until resumed" if end is None else f"until {end.isoformat()}"
+            return f"paused {until}; {paused.closed} queued row(s) closed"
+        if wanted.action == "resume":
+            operator.resume(name, reason=reason)
+            return "resumed: schedulers make its ticks again from their next pass"
+        if wanted.action == "run-now":
+            made = operator.run_now(name, reason=reason)
+            return f"tick {made.label} made with {made.rows} row(s)"
+        assert wanted.action == "retry"
+        assert wanted.tick is not None
+        retried = operator.retry(name, wanted.tick, past_grace=wanted.past_grace, reason=reason)
+        moved = f", moved to {retried.moved_to.isoformat()}" if retried.moved_to else ""
+        return f"tick {retried.label} offered again: {retried.rows} row(s) re-queued{moved}"
 
     # -- shared -------------------------------------------------------------------------
 

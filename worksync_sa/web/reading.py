@@ -24,6 +24,7 @@ borrow one from the engine's pool for the length of the request.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
@@ -34,8 +35,10 @@ import sqlalchemy as sa
 from .._core.reconcile import spec_of
 from ..ledger import Ledger, TickEntry, undated_entries
 from ..models import WorkStatus, table_named
-from ..repository import LedgerRepository
+from ..repository import ActionRepository, LedgerRepository
+from ..rows import PauseState
 from ..work import Work
+from . import texts
 from .config import PageConfig
 from .fleet import WorkFacts, stale_reason
 from .params import LATEST, Filter
@@ -52,6 +55,9 @@ from .snapshot import (
     micros,
     outcome_of,
 )
+
+PAUSES_RECHECK_SECONDS = 60.0
+"""How often a page whose table has no pauses table (not migrated yet) looks again."""
 
 
 class Reader:
@@ -74,6 +80,10 @@ class Reader:
         # The settings a config gives each work, as a scheduler would record them.
         self._known = {work.name: WorkSettings.of(spec_of(work, "utc")) for work in works}
         self._grace = {work.name: work.grace for work in works}
+        self._actions = ActionRepository(table)
+        self._pauses_missing_at: float | None = None
+        """When the pauses table was last found missing (monotonic), None once found."""
+        self._pauses_found = False
 
     def close(self) -> None:
         """Give back the ledger's connections."""
@@ -106,6 +116,7 @@ class Reader:
             last = self._reads.ticks_figures(
                 conn, [(row.name, row.last_due) for row in facts if row.last_due is not None]
             )
+            pauses = self._pauses(conn, now)
         ticks: dict[str, list[Light]] = {}
         for row in reversed(rows) if capped else rows:
             light = Light(*row)
@@ -115,7 +126,7 @@ class Reader:
             ticks.setdefault(entry.name, []).append(Light.of(entry))
         for name in {entry.name for entry in undated}:
             ticks[name].sort(key=lambda figures: figures.tick_us)
-        fleet = self._fleet(facts, last, ticks, now)
+        fleet = self._fleet(facts, last, ticks, pauses, now)
         names = sorted({line.name for line in fleet} | set(totals))
         if one_work:
             fleet = [line for line in fleet if line.name == view.name]
@@ -168,6 +179,7 @@ class Reader:
         facts: Sequence[Any],
         last: Sequence[Any],
         ticks: dict[str, list[Light]],
+        pauses: dict[str, PauseState],
         now: datetime,
     ) -> list[FleetLine]:
         """Every work the table knows, and the page's works it has no row of, in name order.
@@ -199,6 +211,7 @@ class Reader:
                 grace=grace,
                 latest_tick=row.latest_tick,
                 oldest_queued=row.oldest_queued,
+                paused=row.name in pauses,
             )
             light = lights.get(row.name)
             lines[row.name] = FleetLine(
@@ -208,6 +221,7 @@ class Reader:
                 outcome=None if light is None else outcome_of(light),
                 next_tick=row.next_tick,
                 stale=stale_reason(work, now),
+                paused=_paused_text(pauses.get(row.name)),
             )
         for name, settings in self._known.items():  # configured, never planned in this table
             if name not in lines and len(lines) < LedgerRepository.NAMES_LIMIT:
@@ -219,8 +233,26 @@ class Reader:
                     None if light is None else outcome_of(light),
                     None,
                     None,
+                    _paused_text(pauses.get(name)),
                 )
         return [lines[name] for name in sorted(lines)]
+
+    def _pauses(self, conn: sa.Connection, now: datetime) -> dict[str, PauseState]:
+        """The pauses in force at ``now``, by work.
+
+        A table not yet migrated to ``worksync_0006`` has no pauses table:
+        the page then shows no pause, and looks again a minute later rather
+        than on every request.
+        """
+        if not self._pauses_found:
+            seen = self._pauses_missing_at
+            if seen is not None and time.monotonic() - seen < PAUSES_RECHECK_SECONDS:
+                return {}
+            self._pauses_found = self._actions.has_pauses(conn)
+            self._pauses_missing_at = None if self._pauses_found else time.monotonic()
+            if not self._pauses_found:
+                return {}
+        return {p.name: p for p in self._actions.pauses(conn) if p.active(now)}
 
     def tick(self, name: str, tick: datetime, label: str) -> list[RunRow]:
         """The rows of one tick of ``name``, slot by slot."""
@@ -296,3 +328,12 @@ def _status_name(code: int) -> str:
         return WorkStatus(code).name.lower()
     except ValueError:  # another program's status code
         return str(code)
+
+
+def _paused_text(pause: PauseState | None) -> str | None:
+    """A pause as the page states it: until when, by whom, and why."""
+    if pause is None:
+        return None
+    until = "until resumed" if pause.until is None else f"until {texts.moment(pause.until)} UTC"
+    why = f": {texts.shown(pause.reason)}" if pause.reason else ""
+    return f"paused {until} by {texts.shown(pause.paused_by)}{why}"

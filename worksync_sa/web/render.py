@@ -15,6 +15,7 @@ only the table's name.
 
 from __future__ import annotations
 
+import enum
 import functools
 import hashlib
 import json
@@ -100,8 +101,31 @@ def notices(snapshot: Snapshot) -> list[str]:
     return found
 
 
-def page(snapshot: Snapshot, view: Filter, *, table: str, base: str, refresh: timedelta) -> str:
-    """The whole page."""
+SIGN_IN_PATH = "/act"
+"""Where a viewer of a writable page gives the write token (the browser's login box)."""
+
+
+class Access(enum.Enum):
+    """What the page lets this viewer do, for what it draws (the guard enforces it)."""
+
+    READ_ONLY = "read-only"
+    """The page has no write token: nothing to act on, nothing to sign in to."""
+    READ = "read"
+    """The page could act, but this viewer's credentials only read: a way to sign in."""
+    WRITE = "write"
+    """This viewer holds the write token: the action buttons."""
+
+
+def page(
+    snapshot: Snapshot,
+    view: Filter,
+    *,
+    table: str,
+    base: str,
+    refresh: timedelta,
+    access: Access = Access.READ_ONLY,
+) -> str:
+    """The whole page; with ``access`` WRITE, its action buttons too."""
     files = assets()
     history_page = snapshot.history
     template = _environment().get_template("page.html")
@@ -134,6 +158,9 @@ def page(snapshot: Snapshot, view: Filter, *, table: str, base: str, refresh: ti
         state_url=f"{base}/api/state",
         tick_url=f"{base}/api/tick",
         refresh_ms=int(refresh.total_seconds() * 1000),
+        can_act=access is Access.WRITE,
+        sign_in_url=f"{base}{SIGN_IN_PATH}" if access is Access.READ else None,
+        actions_url=f"{base}/api/actions" if access is Access.WRITE else "",
     )
 
 
@@ -165,6 +192,7 @@ def _fleet_line(line: FleetLine, now: datetime, view: Filter) -> dict[str, Any]:
         "next_tick": _iso(line.next_tick),
         "stale": line.stale is not None,
         "stale_reason": line.stale,
+        "paused": line.paused,
         "row": line.row(now),
         "link": "?" + view.for_work(line.name).query(),
     }

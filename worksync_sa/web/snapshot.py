@@ -308,6 +308,8 @@ class FleetLine:
     next_tick: datetime | None
     stale: str | None
     """Why its schedule is not kept (``fleet.stale_reason``), None if it is."""
+    paused: str | None = None
+    """Its pause in words (until when, by whom, why), None if it is not paused."""
 
     def row(self, now: datetime) -> list[str]:
         """The line's cells as shown, in :data:`FLEET_COLUMNS` order."""
@@ -320,7 +322,7 @@ class FleetLine:
             texts.NONE if last is None else texts.age(now - last) + " ago",
             texts.moment(upcoming),
             texts.NONE if upcoming is None else texts.age(upcoming - now),
-            "stale" if self.stale else "ok",
+            "paused" if self.paused else "stale" if self.stale else "ok",
         ]
 
 

@@ -4,7 +4,8 @@
 // dataset, never parsed as markup, so a work named "<script>" shows those characters.
 // What is shown is the server's escaped text ("shown", "row", "text"); raw names go only
 // into data attributes and the links' queries, which the server wrote.
-// Nothing here sends anything but GET requests; the server refuses every other method.
+// Only a viewer holding the write token gets the action buttons (body's data-actions-url);
+// their POSTs carry a JSON body from this page's own origin, as the server requires.
 "use strict";
 
 (function () {
@@ -12,6 +13,8 @@
   const stateUrl = body.dataset.stateUrl;
   const tickUrl = body.dataset.tickUrl;
   const refreshMs = Math.max(1000, parseInt(body.dataset.refreshMs, 10) || 5000);
+  const actionsUrl = body.dataset.actionsUrl || "";
+  const RETRYABLE = new Set(["failed"]);
   const OUTCOMES = new Set([
     "failed", "recovered", "missed", "running", "queued", "succeeded", "surplus",
   ]);
@@ -101,6 +104,12 @@
       lines.push(line);
     }
     rows.replaceChildren(...lines);
+    const retry = document.getElementById("details-retry");
+    if (retry) {
+      retry.dataset.name = button.dataset.name;
+      retry.dataset.label = button.dataset.sequence || button.dataset.tick;
+      retry.hidden = !tick.rows.some(function (row) { return RETRYABLE.has(row.status); });
+    }
     panel.hidden = false;
     panel.scrollIntoView({ block: "nearest" });
   }
@@ -122,7 +131,85 @@
   document.addEventListener("click", function (event) {
     const button = event.target.closest("button[data-tick]");
     if (button) showTick(button);
+    const act = event.target.closest("button.act[data-action]");
+    if (act && actionsUrl) openAction(act.dataset.action, act.dataset.name, act.dataset.label);
   });
+
+  // -- actions (write token only) -----------------------------------------------------
+
+  let pending = null; // {action, name, label} the open form is about
+
+  function openAction(action, name, label) {
+    pending = { action: action, name: name, label: label || null };
+    const words = { pause: "Pause", resume: "Resume", "run-now": "Run now", retry: "Retry" };
+    const what = action === "retry" ? name + " tick " + label : name;
+    document.getElementById("act-heading").textContent = (words[action] || action) + " " + what;
+    document.getElementById("act-until-field").hidden = action !== "pause";
+    document.getElementById("act-past-grace-field").hidden = action !== "retry";
+    document.getElementById("act-until").value = "";
+    document.getElementById("act-reason").value = "";
+    document.getElementById("act-past-grace").checked = false;
+    const panel = document.getElementById("act");
+    panel.hidden = false;
+    panel.scrollIntoView({ block: "nearest" });
+    document.getElementById("act-reason").focus();
+  }
+
+  function showResult(text, refused) {
+    const result = document.getElementById("act-result");
+    result.textContent = text;
+    result.classList.toggle("refused", refused);
+    result.hidden = false;
+  }
+
+  async function postAction(action, fields) {
+    const url = new URL(actionsUrl + "/" + action, window.location.origin);
+    const response = await fetch(url, {
+      method: "POST",
+      credentials: "same-origin",
+      cache: "no-store",
+      headers: { "Content-Type": "application/json", Accept: "application/json" },
+      body: JSON.stringify(fields),
+    });
+    let answer = {};
+    try {
+      answer = await response.json();
+    } catch (error) {
+      answer = {};
+    }
+    if (!response.ok) throw new Error(answer.error || "HTTP " + response.status);
+    return answer;
+  }
+
+  if (actionsUrl) {
+    document.getElementById("act-cancel").addEventListener("click", function () {
+      document.getElementById("act").hidden = true;
+      pending = null;
+    });
+    document.getElementById("act-form").addEventListener("submit", async function (event) {
+      event.preventDefault();
+      if (!pending) return;
+      const asked = pending;
+      const fields = { name: asked.name, reason: document.getElementById("act-reason").value };
+      if (asked.action === "pause") {
+        const until = document.getElementById("act-until").value.trim();
+        if (until) fields.until = until;
+      }
+      if (asked.action === "retry") {
+        fields.tick = asked.label;
+        fields.past_grace = document.getElementById("act-past-grace").checked;
+      }
+      try {
+        const answer = await postAction(asked.action, fields);
+        showResult(asked.action + " " + asked.name + ": " + answer.done, false);
+        document.getElementById("act").hidden = true;
+        pending = null;
+      } catch (error) {
+        showResult(asked.action + " " + asked.name + " refused: " + error.message, true);
+      }
+      refreshNow();
+    });
+  }
 
   // -- live refresh -----------------------------------------------------------------
 
@@ -144,9 +231,18 @@
     return line;
   }
 
+  function actButton(action, name, words) {
+    const button = element("button", "act", words);
+    button.type = "button";
+    button.dataset.action = action;
+    button.dataset.name = name;
+    return button;
+  }
+
   function fleetRow(work) {
     const line = summaryRow(work);
-    if (work.stale) line.className = "stale";
+    if (work.paused) line.className = "paused";
+    else if (work.stale) line.className = "stale";
     const cells = line.cells;
     if (work.outcome && OUTCOMES.has(work.outcome) && cells.length > 3) {
       cells[3].className = "outcome";
@@ -154,7 +250,16 @@
     }
     const state = cells[cells.length - 1];
     state.className = "state";
-    state.title = (work.stale ? "Stale: " + work.stale_reason + ". " : "") + ruleText;
+    const why = work.paused ? work.paused + ". " : work.stale ? "Stale: " + work.stale_reason + ". " : "";
+    state.title = why + ruleText;
+    if (actionsUrl) {
+      const act = element("td", "act");
+      act.appendChild(work.paused ? actButton("resume", work.name, "resume")
+        : actButton("pause", work.name, "pause"));
+      act.appendChild(document.createTextNode(" "));
+      act.appendChild(actButton("run-now", work.name, "run now"));
+      line.appendChild(act);
+    }
     return line;
   }
 
@@ -222,7 +327,15 @@
     markSelected();
   }
 
+  let timer = null;
+
+  function refreshNow() {
+    if (timer !== null) window.clearTimeout(timer);
+    timer = window.setTimeout(refresh, 0);
+  }
+
   async function refresh() {
+    timer = null;
     const live = document.getElementById("live");
     if (!document.hidden) {
       try {
@@ -237,8 +350,8 @@
       }
       live.hidden = false;
     }
-    window.setTimeout(refresh, refreshMs);
+    if (timer === null) timer = window.setTimeout(refresh, refreshMs);
   }
 
-  window.setTimeout(refresh, refreshMs);
+  timer = window.setTimeout(refresh, refreshMs);
 })();
