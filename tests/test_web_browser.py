@@ -36,7 +36,7 @@ from urllib.parse import urlencode
 import pytest
 import sqlalchemy as sa
 
-from worksync_sa.models import table_named, work_table
+from worksync_sa.models import action_table, pause_table, table_named, work_table
 
 from .conftest import ROOT, Db
 from .extras import skip_module
@@ -766,20 +766,44 @@ def test_the_readme_picture(driver: Any, browser_ready: None, tmp_path: Path) ->
     """Rendered on every run (into tmp_path); written to docs/ with WORKSYNC_UPDATE_DOCS=1.
 
     Its own SQLite file and a table named ``works``, so the picture is the
-    same on every machine.
+    same on every machine. Seen with the write token, so it shows the buttons.
     """
+    from selenium.webdriver.common.by import By
+
     engine = sa.create_engine(f"sqlite:///{tmp_path / 'demo.db'}")
-    work_table("works").create(engine)
+    for table in (work_table("works"), pause_table("works"), action_table("works")):
+        table.create(engine)
     history = demonstration(NOW)
     write(engine, "works", history)
-    status_page = app(engine, "works", clock=lambda: NOW, refresh=timedelta(hours=1))
+    with engine.begin() as conn:  # one work paused, so the picture shows a pause and its button
+        conn.execute(
+            pause_table("works").insert(),
+            {
+                "name": "nightly-backup",
+                "paused_until": None,
+                "reason": "restore drill",
+                "paused_by": "ann@ops-1",
+                "paused_at": NOW - 20 * MINUTE,
+            },
+        )
+    writer = "write-token-for-the-picture"
+    status_page = app(
+        engine,
+        "works",
+        clock=lambda: NOW,
+        refresh=timedelta(hours=1),
+        auth_token=TOKEN,
+        write_token=writer,
+    )
     try:
         with serving(status_page) as url:
             driver.execute_cdp_cmd(
                 "Emulation.setDeviceMetricsOverride",
                 {"width": 1280, "height": 800, "deviceScaleFactor": 1, "mobile": False},
             )
-            driver.get(url)
+            driver.get(url.replace("http://", f"http://ann:{writer}@"))
+            paused = driver.find_element(By.CSS_SELECTOR, "#fleet tr.paused td.state")
+            assert paused.text == "paused"
             cell_button(driver, "sync-orders", NOW - 41 * MINUTE).click()
             wait_for(lambda: details(driver), "the tick's rows")
             driver.execute_script("window.scrollTo(0, 0);")
