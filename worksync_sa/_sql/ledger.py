@@ -59,7 +59,9 @@ def tick_counts(table: sa.Table) -> sa.Select[Any]:
     )
 
 
-def ledger_page(table: sa.Table, *, one_work: bool, resume: bool) -> sa.Select[Any]:
+def ledger_page(
+    table: sa.Table, *, one_work: bool, resume: bool, latest_first: bool = False
+) -> sa.Select[Any]:
     """One page of the per-tick ledger: one aggregate row per (tick_at, name).
 
     Binds :since and :until (the tick range, half-open), :limit, :work_name
@@ -75,6 +77,10 @@ def ledger_page(table: sa.Table, *, one_work: bool, resume: bool) -> sa.Select[A
     A tick has one sequence, except while a fleet changes its sequence
     function: then the rows of the old label are closed as surplus, and the
     tick shows the label of its live rows.
+
+    ``latest_first`` reads the same groups backward along the same index,
+    and resumes before the cursor instead of after it: what just happened,
+    in one short read however long the range.
     """
     c = table.c
 
@@ -89,10 +95,13 @@ def ledger_page(table: sa.Table, *, one_work: bool, resume: bool) -> sa.Select[A
     if resume:
         at = sa.bindparam("after_tick", type_=UTCDateTime())
         if one_work:
-            where.append(c.tick_at > at)
+            where.append(c.tick_at < at if latest_first else c.tick_at > at)
         else:
             after = sa.bindparam("after_name", type_=sa.String(255))
-            where.append(sa.or_(c.tick_at > at, sa.and_(c.tick_at == at, c.name > after)))
+            if latest_first:
+                where.append(sa.or_(c.tick_at < at, sa.and_(c.tick_at == at, c.name < after)))
+            else:
+                where.append(sa.or_(c.tick_at > at, sa.and_(c.tick_at == at, c.name > after)))
     worker_failed = sa.and_(
         c.status == WorkStatus.FAILED.value,
         sa.func.coalesce(c.closed_by, CLOSED_BY_WORKER) == CLOSED_BY_WORKER,
@@ -125,7 +134,7 @@ def ledger_page(table: sa.Table, *, one_work: bool, resume: bool) -> sa.Select[A
         )
         .where(*where)
         .group_by(*groups)
-        .order_by(*groups)
+        .order_by(*(column.desc() for column in groups) if latest_first else groups)
         .limit(sa.bindparam("limit", type_=sa.Integer()))
     )
 
