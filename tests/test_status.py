@@ -237,6 +237,38 @@ def test_a_summary_reads_the_same_few_statements_however_long_the_range(db: Db) 
         ledger.close()
 
 
+def test_mariadb_reads_one_works_range_along_its_instant_key(maria_db: Db) -> None:
+    """The summary's two statements and the latest page read the work's range by the key
+    ``(name, tick_at, slot)``: never the table, whatever the other works hold."""
+    from worksync_sa._sql.ledger import ledger_page
+    from worksync_sa._sql.summary import lag_ranks, work_counts
+
+    db = maria_db
+    now = database_now(db)
+    write(db, [Row(w, now - n * S, 0, **outcome(n)) for w in ("w", "x") for n in range(1, 300)])
+    with db.engine.connect() as conn:
+        conn.exec_driver_sql(f"ANALYZE TABLE {db.table}")
+    table = table_named(db.table)
+    params = {"since": now - 100 * S, "until": now, "work_name": "w", "limit": 5}
+    for statement in (
+        work_counts(table, one_work=True),
+        lag_ranks(table),
+        ledger_page(table, one_work=True, resume=False, latest_first=True),
+    ):
+        compiled = statement.compile(dialect=db.engine.dialect)
+        bound = compiled.construct_params(params)
+        values = tuple(bound[key] for key in compiled.positiontup or ())
+        with db.engine.connect() as conn:
+            plan = conn.exec_driver_sql("EXPLAIN " + compiled.string, values).all()
+        reads = [row for row in plan if row[2] == db.table]
+        assert reads, plan
+        for row in reads:
+            assert row[3] != "ALL", plan  # no scan of the whole table
+            assert row[5] == f"uq_{db.table}_instant", plan
+        if statement is not lag_ranks(table):
+            assert not any("filesort" in str(row) for row in plan), plan
+
+
 def test_pages_latest_first_resume_backward(db: Db) -> None:
     now = database_now(db)
     rows = [Row(w, now - n * S, 0, **outcome(n)) for w in ("a", "b") for n in range(1, 13)]
