@@ -58,7 +58,6 @@ from .harness import (
     raw_connection,
     raw_stamp,
 )
-from .web_page import COLUMNS, _insert, _row, _spec, _values
 
 TABLE = "bench_status"
 WORK = "fast-0"
@@ -71,15 +70,57 @@ LAST = 5
 WORKS = (("fast-0", 1), ("fast-1", 1), *((f"minutely-{k}", 60) for k in range(5)))
 
 
+COLUMNS = (
+    "name", "status", "sequence", "slot", "tick_at", "started_at", "finished_at", "closed_by",
+    "attempts", "claimed_by", "error", "spec",
+)  # fmt: skip
+
+
+def _row(engine: sa.Engine, name: str, period: int, tick: datetime, n: int) -> dict[str, Any]:
+    """One row, ``n`` ticks before now (``n <= 0``: ahead, queued): now and then failed, missed
+    or recovered, the latest still running, the rest succeeded 40 to 440 ms late."""
+    cron = "* * * * * *" if period == 1 else "* * * * *"
+    values: dict[str, Any] = dict.fromkeys(COLUMNS)
+    values.update(name=name, sequence=tick.strftime("%Y-%m-%d %H:%M:%S"), slot=0, tick_at=tick)
+    values["spec"] = f"sequence=utc; max_run=1; cron={cron}; timezone=UTC"
+    started = tick + timedelta(milliseconds=40 + (n * 37) % 400)
+    claimed = {"started_at": started, "attempts": 1, "claimed_by": f"app-{n % 7}:4000"}
+    if n <= 0:
+        values["status"] = WorkStatus.QUEUED.value
+    elif n == 1:
+        values.update(status=WorkStatus.RUNNING.value, **claimed)
+    elif n % 1009 == 0:
+        values.update(status=WorkStatus.FAILED.value, closed_by="missed", error="missed")
+        values["finished_at"] = tick + timedelta(minutes=1)
+    elif n % 4999 == 0:
+        values.update(status=WorkStatus.FAILED.value, closed_by="lease", **claimed)
+        values.update(finished_at=started + timedelta(minutes=5), error="lease expired")
+    else:
+        failed = n % 997 == 0
+        status = WorkStatus.FAILED if failed else WorkStatus.SUCCESS
+        values.update(status=status.value, closed_by="worker", **claimed)
+        values.update(finished_at=started + timedelta(milliseconds=200))
+        values["error"] = "TimeoutError: upstream did not answer" if failed else None
+    for column in ("tick_at", "started_at", "finished_at"):
+        if values[column] is not None:
+            values[column] = raw_stamp(engine, values[column])
+    return values
+
+
 def _rows(engine: sa.Engine, now: datetime, seconds: int) -> Iterator[dict[str, Any]]:
-    """Each work's finished ticks up to now (the latest running), then its queued ones ahead."""
+    """Each work's ticks up to now, oldest first, then its queued ones ahead."""
     for name, period in WORKS:
-        spec = _spec(period, 1)
-        for n in range(seconds // period, 0, -1):
-            yield _row(engine, name, now - timedelta(seconds=n * period), 0, n, spec)
-        for n in range(1, AHEAD // period + 1):
-            tick = now + timedelta(seconds=n * period)
-            yield _values(engine, name, tick, 0, spec, status=WorkStatus.QUEUED)
+        for n in range(seconds // period, -(AHEAD // period) - 1, -1):
+            if n:
+                yield _row(engine, name, period, now - timedelta(seconds=n * period), n)
+
+
+def _insert(cursor: Any, sql: str, batch: list[Any]) -> int:
+    if batch:
+        cursor.execute("BEGIN")
+        cursor.executemany(sql, batch)
+        cursor.execute("COMMIT")
+    return len(batch)
 
 
 def load(engine: sa.Engine, seconds: int, table: str = TABLE) -> tuple[datetime, int]:
