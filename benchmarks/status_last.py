@@ -17,7 +17,8 @@ neighbour hurts each alike:
   Core statements, run one after the other on a raw DB-API cursor with every
   row fetched (what the command cannot do faster than);
 * the command as a process (``python -m worksync_sa status ...``), start-up
-  included;
+  included, and that start-up alone (``status --help``: the interpreter and
+  the imports, most of the process's time on a small machine);
 * beside them, the status page's first load of the same work and range
   (``GET /?name=fast-0&since=...&until=...`` through the ASGI app, when the
   ``web`` extra is installed);
@@ -239,6 +240,17 @@ def process(url: str, since: datetime, until: datetime) -> float:
     return took
 
 
+def start_up() -> float:
+    """Seconds for ``worksync status --help``: the interpreter and the imports, no database."""
+    started = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-m", "worksync_sa", "status", "--help"],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return time.perf_counter() - started
+
+
 def page_loads(
     engine: sa.Engine, since: datetime, until: datetime, repeats: int
 ) -> list[float] | None:
@@ -281,7 +293,12 @@ def status_last(engine: sa.Engine, url: str, report: Report, *, quick: bool) -> 
     since, until = now - timedelta(seconds=seconds), now + timedelta(seconds=AHEAD + 1)
     ledger = Ledger(engine, table=TABLE)
     baseline = RawBaseline(engine, since, until)
-    figures: dict[str, list[float]] = {"library_s": [], "raw_s": [], "process_s": []}
+    figures: dict[str, list[float]] = {
+        "library_s": [],
+        "raw_s": [],
+        "process_s": [],
+        "start_up_s": [],
+    }
     try:
         render(ledger, since, until)  # cold: statements compiled, lanes opened
         baseline()
@@ -290,6 +307,7 @@ def status_last(engine: sa.Engine, url: str, report: Report, *, quick: bool) -> 
             figures["library_s"].append(took)
             figures["raw_s"].append(baseline())
             figures["process_s"].append(process(url, since, until))
+            figures["start_up_s"].append(start_up())
         text = "\n".join(lines)
         assert re.search(rf"the last {LAST} of [\d,]+ ticks", text), text[:500]
         page = page_loads(engine, since, until, repeats)
@@ -325,7 +343,8 @@ def status_last(engine: sa.Engine, url: str, report: Report, *, quick: bool) -> 
         f"{raw * 1e3:.0f} ms",
         f"{library / raw:.2f}x" if raw else "-",
         f"as a process {command:.2f}s (target < {TARGET_S:.0f} s: "
-        f"{'met' if command < TARGET_S else 'NOT met'}); {page_note}; "
+        f"{'met' if command < TARGET_S else 'NOT met'}; start-up alone, --help, "
+        f"{spread['start_up_s'].median:.2f}s); {page_note}; "
         f"the old fold in Python {fold:.2f} s",
     )
     print(f"  status: {rows:,} rows loaded in {loaded:.0f} s", flush=True)
