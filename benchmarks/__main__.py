@@ -18,6 +18,7 @@ from .due_history import due_history
 from .harness import Report, bench_engine, label_of, resolve_url
 from .ledger_history import ledger_history
 from .passes import memory, scheduler_passes
+from .status_last import status_last
 from .web_page import web_page
 
 BENCHMARKS = (
@@ -32,6 +33,7 @@ BENCHMARKS = (
     "ledger",
     "memory",
     "web",
+    "status",
 )
 
 
@@ -62,6 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "ledger": lambda: ledger_history(engine, url, report, quick=args.quick),
         "memory": lambda: memory(engine, url, report, quick=args.quick),
         "web": lambda: web_page(engine, report, quick=args.quick),
+        "status": lambda: status_last(engine, url, report, quick=args.quick),
     }
     for name in BENCHMARKS:
         if name in chosen:

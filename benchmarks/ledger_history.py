@@ -113,7 +113,7 @@ def status_last_five(ledger: Ledger, now: datetime) -> float:
     started = time.perf_counter()
     lines = view.render(ledger, now)
     took = time.perf_counter() - started
-    assert "(the last 5 of " in "\n".join(lines), lines[:3]
+    assert "the last 5 of " in "\n".join(lines), lines[:3]
     return took
 
 

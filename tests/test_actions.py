@@ -17,6 +17,7 @@ import sqlalchemy as sa
 
 from worksync_sa import (
     InvalidArgumentError,
+    Ledger,
     NewRow,
     Operator,
     SchedulerConfig,
@@ -152,6 +153,31 @@ def test_rows_an_older_scheduler_makes_while_paused_are_closed_by_the_next_pass(
         assert queued_ahead(db, "w") == 0
     finally:
         scheduler.close()
+
+
+def test_ticks_closed_by_a_pause_show_in_the_ledger_as_closed_unclaimed(db: Db) -> None:
+    """No budget, no run, nothing missed: the ledger counts them with the surplus rows."""
+    work = Work("w", "@every 1s", max_run=2)
+    scheduler = db.Scheduler(db.engine, [work], FAST, table=db.table)
+    try:
+        scheduler.run_pass()
+    finally:
+        scheduler.close()
+    paused = Operator(db.engine, table=db.table, by="ann@test").pause("w")
+    closed_ticks = {as_utc(row.tick_at) for row in db.rows(closed_by="paused")}
+    assert len(closed_ticks) * 2 == paused.closed
+    ledger_ = Ledger(db.engine, table=db.table)
+    try:
+        entries = [
+            e for e in ledger_.entries(name="w", since=now_of(db)) if e.tick_at in closed_ticks
+        ]
+    finally:
+        ledger_.close()
+    assert {e.tick_at for e in entries} == closed_ticks
+    figures = {
+        (e.created, e.surplus, e.max_run, e.queued, e.failed, e.missed, e.claimed) for e in entries
+    }
+    assert figures == {(2, 2, 0, 0, 0, 0, 0)}
 
 
 def test_a_pause_with_an_end_lets_the_ticks_after_it_be_made(db: Db) -> None:

@@ -761,10 +761,10 @@ def test_status_prints_every_figure_of_a_known_history(target: Target, tmp_path:
         line.split()[0]: line.split()[1:]
         for line in result.stdout.split("\n\nwork ", 1)[1].splitlines()[1:]
     }
-    # ticks, claimed, succeeded, failed, recovered, missed, success, lag p50, lag p95
+    # due, ahead, claimed, succeeded, failed, recovered, missed, success, lag p50, lag p95
     assert summary == {
-        "a": ["3", "4", "2", "1", "1", "1", "50.0%", "2s", "4.7s"],
-        "b": ["3", "1", "1", "0", "1", "1", "50.0%", "7s", "7s"],
+        "a": ["3", "0", "4", "2", "1", "1", "1", "50.0%", "2s", "4.7s"],
+        "b": ["3", "0", "1", "1", "0", "1", "1", "50.0%", "7s", "7s"],
     }
     only_a = worksync(
         "status", "--name", "a", "--since", "2026-01-01T00:00:15Z", "--until",

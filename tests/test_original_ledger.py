@@ -340,14 +340,21 @@ def test_worksync_status_with_the_config_shows_the_originals_times_and_the_crons
 
     assert result.returncode == 0, result.stderr
     lines = STATUS_TICK.findall(result.stdout)
-    shown = [(datetime.fromisoformat(m[0]).replace(tzinfo=UTC), m[1], m[2]) for m in lines]
-    assert shown == ticks.expected()  # the right instants, in order
+    last, _, planned = result.stdout.partition("planned ahead, soonest first:")
+    blocks = [
+        [(datetime.fromisoformat(m[0]).replace(tzinfo=UTC), m[1], m[2]) for m in found]
+        for found in (STATUS_TICK.findall(last), STATUS_TICK.findall(planned))
+    ]
+    # The right instants, in order: those come, latest first, then the next few, soonest first.
+    expected = ticks.expected()
+    assert blocks[0] == sorted((e for e in expected if e[0] <= blocks[0][0][0]), reverse=True)
+    assert blocks[1] == [e for e in expected if e[0] > blocks[0][0][0]][:5]
     lags = {(m[1], datetime.fromisoformat(m[0]).replace(tzinfo=UTC)): m[11] for m in lines}
     for (name, tick), _ in ticks.ran.items():
         assert not lags[name, tick].startswith("-"), lags[name, tick]
         assert lags[name, tick] != "-"
     summary = result.stdout.split("\n\nwork ", 1)[1].splitlines()
-    assert summary[0].split()[:2] == ["cron", "ticks"]
+    assert summary[0].split()[:3] == ["cron", "due", "ahead"]
     by_work = {line.split()[0]: line for line in summary[1:]}
     assert by_work["legacy"].split()[1:6] == LEGACY_CRON.split()  # from the config
     assert by_work["report"].split()[1:6] == REPORT_CRON.split()  # from our rows' spec

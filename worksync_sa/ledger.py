@@ -5,8 +5,9 @@ running cron across a fleet ask first: did every tick run, how many times,
 how late, and which one was missed. Each page is one aggregate query served
 by an index, plus one for rows another program wrote without a tick time
 (dated here from their labels) and, for each work that has such rows near
-the range, one indexed row for the zone of its labels; summaries are
-computed from the pages.
+the range, one indexed row for the zone of its labels. Summaries are
+computed by the database (counts summed, lags ranked), not folded from the
+pages, so they cost a few rows however long the range.
 
 Per tick of a work (one entry, even while a fleet changes its sequence
 function and the tick has rows under two labels; it shows the label of
@@ -22,7 +23,7 @@ its live rows):
 ``missed``     closed because nobody claimed them within the work's grace
 ``lag``        first claim's start minus the tick time (database clock)
 ``error``      what one failed run recorded, if any run failed
-``surplus``    closed unclaimed because the work's settings changed
+``surplus``    closed unclaimed: the work's settings changed, or it was paused
 ``max_run``    the rows the tick holds for runs: ``created`` minus ``surplus``
 
 Rows other programs wrote without a tick time (the Go original's, not yet
@@ -35,8 +36,7 @@ for the hours the zone's changes repeat or skip.
 
 from __future__ import annotations
 
-import statistics
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone, tzinfo
 from typing import Any
@@ -46,6 +46,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from ._run.blocking import BlockingRunner
+from ._sql.summary import PERCENTS
 from ._sql.text import check_text
 from .config import RetryPolicy
 from .errors import InvalidArgumentError
@@ -169,13 +170,13 @@ class Ledger:
         until: datetime | None = None,
         after: tuple[datetime, str, str] | None = None,
         limit: int = 500,
-        newest_first: bool = False,
+        latest_first: bool = False,
     ) -> LedgerPage:
         """Ticks in ``[since, until)`` (UTC), earliest first, resuming ``after`` a page's end.
 
-        ``newest_first``: the latest ticks first, each page resuming at the
-        ticks older than ``after`` (the page's own ``after``), read backward
-        along the same index, so the latest page costs what the first does.
+        ``latest_first`` pages backward from the end of the range (its
+        ``after`` then resumes before the previous page's last entry): the
+        latest ticks cost one short read however long the range.
         """
         params = self._range(name, since, until)
         if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= PAGE_LIMIT:
@@ -198,15 +199,13 @@ class Ledger:
 
         def read(conn: sa.Connection) -> list[TickEntry]:
             # Times come back aware UTC: the columns' type converts them.
-            rows = self._reads.page(conn, params, newest_first=newest_first)
+            rows = self._reads.page(conn, params, latest_first=latest_first)
             entries = [_entry(row, row.tick_at) for row in rows]
-            if newest_first:  # the undated ones are few: those before the cursor, kept here
-                uncursored = {k: v for k, v in params.items() if not k.startswith("after_")}
-                undated = undated_entries(self._reads, conn, uncursored, self._zone)
-                entries += [e for e in undated if cursor is None or key(e) < cursor]
-            else:
-                entries += undated_entries(self._reads, conn, params, self._zone)
-            entries.sort(key=key, reverse=newest_first)
+            entries += undated_entries(self._reads, conn, params, self._zone, latest_first)
+            entries.sort(
+                key=lambda entry: (entry.tick_at, entry.name, entry.sequence),
+                reverse=latest_first,
+            )
             return entries[:limit]
 
         entries = self._runner.run("ledger", read)
@@ -220,11 +219,19 @@ class Ledger:
         since: datetime | None = None,
         until: datetime | None = None,
         page_size: int = 1000,
+        latest_first: bool = False,
     ) -> Iterator[TickEntry]:
-        """Every tick in the range, page after page."""
+        """Every tick in the range, page after page (the latest first, with ``latest_first``)."""
         after = None
         while True:
-            page = self.page(name=name, since=since, until=until, after=after, limit=page_size)
+            page = self.page(
+                name=name,
+                since=since,
+                until=until,
+                after=after,
+                limit=page_size,
+                latest_first=latest_first,
+            )
             yield from page.entries
             if page.after is None:
                 return
@@ -237,8 +244,52 @@ class Ledger:
         since: datetime | None = None,
         until: datetime | None = None,
     ) -> list[WorkSummary]:
-        """Per work: ticks, claims, outcomes, success rate and start lag (p50, p95)."""
-        return summarise_each(self.entries(name=name, since=since, until=until))
+        """Per work: ticks, claims, outcomes, success rate and start lag (p50, p95).
+
+        Computed by the database over the whole range, a row per read
+        whatever it holds: the ledger's counts summed per work, then for each
+        work its ticks counted and ranked by lag, returning the two lags each
+        quantile interpolates between (one statement per work: ranking all
+        works at once partitions by name, which MariaDB does slowly); and the
+        rows other programs wrote without a tick time, dated and added here as
+        :meth:`entries` dates them. Equal, figure for figure, to
+        :func:`summarise_each` over :meth:`entries`; only a work that has
+        such undated ticks with a lag has its lags read whole, to rank them
+        among the others here.
+        """
+        params = self._range(name, since, until)
+
+        def read(conn: sa.Connection) -> list[WorkSummary]:
+            counts = self._reads.work_counts(conn, params)
+            extra: dict[str, list[TickEntry]] = {}
+            for entry in undated_entries(self._reads, conn, params, self._zone):
+                extra.setdefault(entry.name, []).append(entry)
+            summaries = []
+            for work in sorted(counts.keys() | extra.keys()):
+                own = extra.get(work, [])
+                figures: dict[str, int | None] = {**counts.get(work, {})}
+                if work in counts:
+                    figures.update(self._reads.lag_ranks(conn, {**params, "work_name": work}))
+                lagged = [lag for entry in own if (lag := entry.lag) is not None]
+                if lagged:  # rare: rank the undated lags among the database's here
+                    dated = self._reads.work_lags(conn, {**params, "work_name": work})
+                    lags = sorted([*(_micros(lag) for lag in dated), *lagged])
+                    p50, p95 = _quantile(lags, 0.5), _quantile(lags, 0.95)
+                else:
+                    p50, p95 = (_ranked(figures, percent) for percent in PERCENTS)
+                summaries.append(_summary(work, figures, own, p50, p95))
+            return summaries
+
+        return self._runner.run("ledger", read)
+
+    def clock(self) -> datetime:
+        """The database's clock now (aware UTC): ticks at or before it have come.
+
+        ``worksync status`` splits what happened from what is planned by it,
+        as a due claim does, so a host's clock running ahead or behind moves
+        nothing.
+        """
+        return self._runner.run("ledger", self._reads.clock)
 
     def _range(
         self, name: str | None, since: datetime | None, until: datetime | None
@@ -276,6 +327,7 @@ def undated_entries(
     conn: sa.Connection,
     params: Mapping[str, Any],
     zone: ZoneInfo | None = None,
+    latest_first: bool = False,
 ) -> list[TickEntry]:
     """The entries of rows no scheduler of ours dated, on the page's range and cursor.
 
@@ -297,7 +349,7 @@ def undated_entries(
         # A zone a row of ours records was valid when written; tzdata may since have lost it.
         named = _zone_or_none(recorded)
         zones[name] = named or zone or timezone.utc
-    return _undated([row for row in rows if row.name in names], params, zones)
+    return _undated([row for row in rows if row.name in names], params, zones, latest_first)
 
 
 def _zone_or_none(name: str | None) -> ZoneInfo | None:
@@ -310,7 +362,10 @@ def _zone_or_none(name: str | None) -> ZoneInfo | None:
 
 
 def _undated(
-    rows: Iterable[Any], params: Mapping[str, Any], zones: Mapping[str, tzinfo]
+    rows: Iterable[Any],
+    params: Mapping[str, Any],
+    zones: Mapping[str, tzinfo],
+    latest_first: bool = False,
 ) -> list[TickEntry]:
     """Rows of other programs that no scheduler of ours dated, on the page's range and cursor.
 
@@ -326,8 +381,10 @@ def _undated(
         tick = label_instant(row.sequence, zones.get(row.name, timezone.utc))
         if tick is None or not since <= tick < until:
             continue
-        if after[0] is not None and (tick, row.name, row.sequence) <= after:
-            continue
+        if after[0] is not None:
+            key = (tick, row.name, row.sequence)
+            if (key >= after) if latest_first else (key <= after):
+                continue
         found.append(_entry(row, tick))
     return found
 
@@ -357,11 +414,71 @@ def summarise(name: str, entries: list[TickEntry]) -> WorkSummary:
 
 
 def _quantile(ordered: list[timedelta], q: float) -> timedelta | None:
-    if not ordered:
+    """The ``q`` quantile of sorted lags, by :func:`quantile_at`'s one rule."""
+    return quantile_at(ordered.__getitem__, len(ordered), round(q * 100))
+
+
+def quantile_at(value: Callable[[int], timedelta], count: int, percent: int) -> timedelta | None:
+    """The ``percent`` quantile of ``count`` sorted lags, reading only the two it needs.
+
+    ``value(i)`` is the lag of rank ``i`` (from 0). The rule is
+    ``statistics.quantiles(..., n=100, method="inclusive")``, float for float:
+    linear between ranks ``j`` and ``j + 1``, ``j = percent * (count - 1) // 100``.
+    Written out so the database can rank the lags and hand back just those two
+    (``_sql.summary.lag_ranks``), and the ledger's fold and the database's
+    ranks cannot disagree.
+    """
+    if count == 0:
         return None
-    if len(ordered) == 1:
-        return ordered[0]
-    seconds = statistics.quantiles(
-        [lag.total_seconds() for lag in ordered], n=100, method="inclusive"
+    if count == 1:
+        return value(0)
+    j, delta = divmod(percent * (count - 1), 100)
+    low = value(j).total_seconds()
+    high = value(j + 1).total_seconds() if delta else 0.0
+    return timedelta(seconds=(low * (100 - delta) + high * delta) / 100)
+
+
+def _ranked(figures: Mapping[str, int | None], percent: int) -> timedelta | None:
+    """A quantile from the two lags the database picked for it (``_sql.summary``)."""
+    picked = (figures.get(f"p{percent}_low"), figures.get(f"p{percent}_high"))
+
+    def value(rank: int) -> timedelta:
+        lag = picked[rank - percent * ((figures.get("n") or 0) - 1) // 100]
+        assert lag is not None  # the rule reads only the ranks the statement picked
+        return _micros(lag)
+
+    return quantile_at(value, figures.get("n") or 0, percent)
+
+
+def _micros(lag: int | timedelta) -> timedelta:
+    return lag if isinstance(lag, timedelta) else timedelta(microseconds=lag)
+
+
+def _summary(
+    name: str,
+    totals: Mapping[str, int | None],
+    undated: list[TickEntry],
+    p50: timedelta | None,
+    p95: timedelta | None,
+) -> WorkSummary:
+    """A work's summary from its summed counts (none: only undated ticks) and undated entries."""
+    counts = dict.fromkeys(("ticks", "created", "queued", "surplus", *_OUTCOMES), 0)
+    counts.update((key, value or 0) for key, value in totals.items() if key in counts)
+    for entry in undated:
+        counts["ticks"] += 1
+        for key in ("created", "queued", "surplus", *_OUTCOMES):
+            counts[key] += getattr(entry, key)
+    return WorkSummary(
+        name=name,
+        ticks=counts["ticks"],
+        claimed=counts["created"] - counts["queued"] - counts["missed"] - counts["surplus"],
+        succeeded=counts["succeeded"],
+        failed=counts["failed"],
+        recovered=counts["recovered"],
+        missed=counts["missed"],
+        lag_p50=p50,
+        lag_p95=p95,
     )
-    return timedelta(seconds=seconds[round(q * 100) - 1])
+
+
+_OUTCOMES = ("succeeded", "failed", "recovered", "missed")

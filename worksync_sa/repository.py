@@ -44,7 +44,7 @@ from ._sql.claims import (
     finish,
     heartbeat,
 )
-from ._sql.dialect import Family, family_of, read_clock
+from ._sql.dialect import Family, db_now, family_of, read_clock
 from ._sql.direct import execute
 from ._sql.ledger import latest_spec, ledger_page, rows_of, tick_counts, unadopted_ledger
 from ._sql.maintenance import (
@@ -72,6 +72,8 @@ from ._sql.schedule import (
     insert_batch,
     json_batch,
 )
+from ._sql.summary import QUANTILE_COLUMNS, lag_ranks, work_counts, work_lags
+from ._sql.summary import TOTALS as SUMMED
 from ._sql.text import check_text, stored_error
 from .errors import InvalidArgumentError
 from .events import Event, Events, Listener
@@ -592,21 +594,61 @@ class LedgerRepository:
         return execute(conn, statement, dict(params)).rows
 
     def page(
-        self, conn: Connection, params: Mapping[str, Any], *, newest_first: bool = False
+        self, conn: Connection, params: Mapping[str, Any], *, latest_first: bool = False
     ) -> Sequence[sa.Row[Any]]:
         """One page of dated ticks, one aggregate row each, in index order (``ledger_page``).
 
-        ``newest_first`` walks the index backward, resuming before the cursor.
-        Rows without a tick time are not among them: read those with
-        :meth:`undated`, whose dates come from their labels.
+        ``latest_first`` reads the index backward (the cursor then resumes
+        before ``after_tick``). Rows without a tick time are not among them:
+        read those with :meth:`undated`, whose dates come from their labels.
         """
         one_work, resume = "work_name" in params, "after_tick" in params
         return self._read(
             conn,
-            f"page:{one_work}:{resume}:{newest_first}",
-            lambda t: ledger_page(t, one_work=one_work, resume=resume, newest_first=newest_first),
+            f"page:{one_work}:{resume}:{latest_first}",
+            lambda t: ledger_page(t, one_work=one_work, resume=resume, latest_first=latest_first),
             params,
         )
+
+    def clock(self, conn: Connection) -> datetime:
+        """The database's clock: what decides that a tick's time has come, as claims decide it."""
+        family = family_of(conn.dialect)
+        statement = self._statements.get("clock", family, lambda _, f: sa.select(db_now(f)))
+        return checked_moment(execute(conn, statement).scalars()[0], "clock")
+
+    def work_counts(self, conn: Connection, params: Mapping[str, Any]) -> dict[str, dict[str, int]]:
+        """Per work with rows in the range: the ledger's counts summed (``_sql.summary.TOTALS``).
+
+        One row per work however long the range (``_sql.summary.work_counts``).
+        Undated rows are not counted (see :meth:`undated`).
+        """
+        one_work = "work_name" in params
+        rows = self._read(
+            conn, f"counts:{one_work}", lambda t: work_counts(t, one_work=one_work), params
+        )
+        found = {}
+        for row in rows:
+            figures = row._mapping
+            if figures["created"]:  # one work's sum of nothing is a row of zeros (or NULLs)
+                name = params["work_name"] if one_work else figures["name"]
+                found[name] = {key: int(figures[key]) for key in SUMMED}
+        return found
+
+    def lag_ranks(self, conn: Connection, params: Mapping[str, Any]) -> dict[str, int | None]:
+        """``work_name``'s ticks in the range, those with a lag, and the lags its quantiles read.
+
+        Keyed ``ticks``, ``n`` and ``QUANTILE_COLUMNS`` (microseconds, None
+        where there is no such rank); one row (``_sql.summary.lag_ranks``).
+        """
+        (row,) = self._read(conn, "lag_ranks", lag_ranks, params)
+        return {
+            key: None if row._mapping[key] is None else int(row._mapping[key])
+            for key in ("ticks", "n", *QUANTILE_COLUMNS)
+        }
+
+    def work_lags(self, conn: Connection, params: Mapping[str, Any]) -> list[int]:
+        """Every claimed tick's start lag of ``work_name`` in the range, in microseconds."""
+        return [int(row.lag_us) for row in self._read(conn, "work_lags", work_lags, params)]
 
     def undated(self, conn: Connection, params: Mapping[str, Any]) -> Sequence[sa.Row[Any]]:
         """The ledger's figures of rows other programs wrote without a tick time, per label.

@@ -117,7 +117,7 @@ def test_entries_come_in_tick_order_and_page_by_keyset(db: Db) -> None:
     assert ledger.page(limit=50).after is None
 
 
-def test_newest_first_pages_back_from_the_latest_tick(db: Db) -> None:
+def test_latest_first_pages_back_from_the_latest_tick(db: Db) -> None:
     history(db)
     ledger = Ledger(db.engine, table=db.table)
     everything = list(ledger.entries())
@@ -128,14 +128,14 @@ def test_newest_first_pages_back_from_the_latest_tick(db: Db) -> None:
         seen: list[tuple[object, ...]] = []
         after = None
         while True:
-            page = ledger.page(name=name, limit=5, after=after, newest_first=True)
+            page = ledger.page(name=name, limit=5, after=after, latest_first=True)
             seen += [(e.tick_at, e.name, e.sequence) for e in page.entries]
             if page.after is None:
                 break
             assert page.after == seen[-1]
             after = page.after
         assert seen == expected  # every tick once, the latest first
-    window = ledger.page(since=at(20), until=at(40), newest_first=True)
+    window = ledger.page(since=at(20), until=at(40), latest_first=True)
     assert [(e.tick_at, e.name) for e in window.entries] == [
         (at(30), "b"), (at(30), "a"), (at(20), "b"), (at(20), "a"),
     ]  # fmt: skip
@@ -220,9 +220,9 @@ def test_a_page_is_read_in_index_order_without_a_sort(server_db: Db) -> None:
         "after_name": "big",
         "limit": 1000,
     }
-    for one_work, resume, newest_first in itertools.product((True, False), repeat=3):
+    for one_work, resume, latest_first in itertools.product((True, False), repeat=3):
         statement = ledger_sql.ledger_page(
-            table_named(db.table), one_work=one_work, resume=resume, newest_first=newest_first
+            table_named(db.table), one_work=one_work, resume=resume, latest_first=latest_first
         )
         compiled = statement.compile(dialect=db.engine.dialect)
         bound = compiled.construct_params(params)

@@ -15,8 +15,8 @@ import sqlalchemy as sa
 from ..models import (
     CLOSED_BY_LEASE,
     CLOSED_BY_MISSED,
-    CLOSED_BY_SURPLUS,
     CLOSED_BY_WORKER,
+    CLOSED_UNCLAIMED,
     UTCDateTime,
     WorkStatus,
 )
@@ -60,7 +60,7 @@ def tick_counts(table: sa.Table) -> sa.Select[Any]:
 
 
 def ledger_page(
-    table: sa.Table, *, one_work: bool, resume: bool, newest_first: bool = False
+    table: sa.Table, *, one_work: bool, resume: bool, latest_first: bool = False
 ) -> sa.Select[Any]:
     """One page of the per-tick ledger: one aggregate row per (tick_at, name).
 
@@ -78,9 +78,9 @@ def ledger_page(
     function: then the rows of the old label are closed as surplus, and the
     tick shows the label of its live rows.
 
-    ``newest_first`` reads the same groups backward along the same index
-    (the status page shows what just happened first): the cursor then
-    resumes before :after_tick, :after_name, at the older ticks.
+    ``latest_first`` reads the same groups backward along the same index,
+    and resumes before the cursor instead of after it: what just happened,
+    in one short read however long the range.
     """
     c = table.c
 
@@ -95,10 +95,10 @@ def ledger_page(
     if resume:
         at = sa.bindparam("after_tick", type_=UTCDateTime())
         if one_work:
-            where.append(c.tick_at < at if newest_first else c.tick_at > at)
+            where.append(c.tick_at < at if latest_first else c.tick_at > at)
         else:
             after = sa.bindparam("after_name", type_=sa.String(255))
-            if newest_first:
+            if latest_first:
                 where.append(sa.or_(c.tick_at < at, sa.and_(c.tick_at == at, c.name < after)))
             else:
                 where.append(sa.or_(c.tick_at > at, sa.and_(c.tick_at == at, c.name > after)))
@@ -106,7 +106,9 @@ def ledger_page(
         c.status == WorkStatus.FAILED.value,
         sa.func.coalesce(c.closed_by, CLOSED_BY_WORKER) == CLOSED_BY_WORKER,
     )
-    live = sa.or_(c.closed_by.is_(None), c.closed_by != CLOSED_BY_SURPLUS)
+    # Closed before any claim (settings changed, or the work paused): no run, no budget.
+    unclaimed = c.closed_by.in_(CLOSED_UNCLAIMED)
+    live = sa.or_(c.closed_by.is_(None), sa.and_(*(c.closed_by != k for k in CLOSED_UNCLAIMED)))
     sequence = sa.func.coalesce(
         sa.func.max(sa.case((live, c.sequence))), sa.func.max(c.sequence)
     ).label("sequence")
@@ -117,7 +119,7 @@ def ledger_page(
             c.tick_at,
             name,
             sequence,
-            (sa.func.count() - count(c.closed_by == CLOSED_BY_SURPLUS)).label("max_run"),
+            (sa.func.count() - count(unclaimed)).label("max_run"),
             sa.func.count().label("created"),
             count(c.status == WorkStatus.QUEUED.value).label("queued"),
             count(c.status == WorkStatus.RUNNING.value).label("running"),
@@ -125,7 +127,7 @@ def ledger_page(
             count(worker_failed).label("failed"),
             count(sa.or_(c.closed_by == CLOSED_BY_LEASE, c.attempts > 1)).label("recovered"),
             count(c.closed_by == CLOSED_BY_MISSED).label("missed"),
-            count(c.closed_by == CLOSED_BY_SURPLUS).label("surplus"),
+            count(unclaimed).label("surplus"),
             sa.func.min(c.started_at).label("first_start"),
             # One failure's text per tick (the largest, for a stable choice): enough to say why.
             sa.func.max(
@@ -134,7 +136,7 @@ def ledger_page(
         )
         .where(*where)
         .group_by(*groups)
-        .order_by(*(column.desc() for column in groups) if newest_first else groups)
+        .order_by(*(column.desc() for column in groups) if latest_first else groups)
         .limit(sa.bindparam("limit", type_=sa.Integer()))
     )
 

@@ -42,7 +42,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from ..models import CLOSED_BY_SURPLUS, UTCDateTime, WorkStatus
+from ..models import CLOSED_UNCLAIMED, UTCDateTime, WorkStatus
 from .dialect import Family
 from .elapsed import EPOCH, microseconds_between
 from .ledger import ledger_page
@@ -133,7 +133,7 @@ def settings_in_range(table: sa.Table, *, one_work: bool) -> sa.Select[Any]:
     where = [
         *_in_range(table),
         c.spec.is_not(None),
-        sa.or_(c.closed_by.is_(None), c.closed_by != CLOSED_BY_SURPLUS),
+        sa.or_(c.closed_by.is_(None), sa.and_(*(c.closed_by != k for k in CLOSED_UNCLAIMED))),
     ]
     if one_work:
         where.append(c.name == sa.bindparam("work_name", type_=sa.String(255)))

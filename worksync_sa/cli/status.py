@@ -1,16 +1,30 @@
 """``worksync status``: the per-tick ledger as a table, once or live.
 
-One line per tick (see :mod:`worksync_sa.ledger` for what each figure
-means), then one line per work: ticks, outcomes, success rate, start lag
-(p50, p95) and missed ticks. The summary is folded from the same entries as
-the tick lines (all of them, even when ``--last`` shows fewer), so the two
-can never disagree.
+Two blocks of tick lines (see :mod:`worksync_sa.ledger` for what each figure
+means), each starting nearest now, then one line per work:
+
+* **last**: the ticks whose time has come, by the *database's* clock (the
+  clock due claims go by): tick time at or before it, whatever became of
+  them: queued still (within grace, or not recovered yet), running,
+  succeeded, failed, recovered or missed. The latest first. ``--last N``
+  keeps the latest N of them: what just happened.
+* **next**: the ticks planned in the range whose time has not come, the
+  soonest first; :data:`NEXT_LINES` of them at most (``--last N``: at most N).
+  A tick another program's worker claimed early, by a clock ahead of the
+  database's, is still shown here until its time comes.
+* **summary**, per work, computed by the database over every tick of the
+  range whose time has come (not only the lines shown): ``due`` counts those
+  ticks, ``ahead`` the planned ticks not due yet, and the other figures
+  (claims, outcomes, success rate, start lag p50 and p95, missed) cover the
+  due ticks alone, so they add up over the "last" block's lines when it
+  shows them all. A few rows however long the range (see
+  :meth:`~worksync_sa.Ledger.summary`).
 
 The range is ``[--since, --until)`` in UTC, each a duration ago (``1h``) or an
 ISO date-time. It defaults to the last hour and everything after it, which
-includes the upcoming ticks whose rows already exist (their rows are still
-queued and they have no lag yet). With ``--watch``, relative bounds move with
-the clock on every refresh.
+includes the upcoming ticks whose rows already exist. With ``--watch``,
+relative bounds move with the clock on every refresh, and each refresh reads
+the database's clock again.
 
 With ``--config``, its ``[scheduler] sequence_zone`` dates the Go original's
 undated rows (their labels are wall times in that zone, see
@@ -22,6 +36,7 @@ config's (the original's rows record none).
 from __future__ import annotations
 
 import argparse
+import itertools
 import sys
 from collections.abc import Iterable
 from datetime import datetime, timedelta, timezone
@@ -32,7 +47,7 @@ from .._core.reconcile import spec_fields, spec_of
 from .._sql.text import printable
 from ..config_file import ConfigFile
 from ..durations import format_duration
-from ..ledger import Ledger, TickEntry, WorkSummary, summarise_each
+from ..ledger import PAGE_LIMIT, Ledger, TickEntry, WorkSummary
 from ..models import table_named
 from ..repository import LedgerRepository
 from ..sequences import default_sequence, kind_zone, sequence_kind
@@ -63,6 +78,10 @@ from .text import format_moment, format_table, plural
 DEFAULT_SINCE = timedelta(hours=1)
 DEFAULT_EVERY = timedelta(seconds=2)
 CLEAR_SCREEN = "\x1b[H\x1b[2J"
+NEXT_LINES = 5
+"""Most upcoming ticks shown (fewer with a smaller ``--last``): the next runs, not the plan."""
+JUST_AFTER = timedelta(microseconds=1)
+"""A tick at the database's clock has come (as a due claim takes it): the range ends after it."""
 ERROR_WIDTH = 60
 """Longest error text shown in a tick line; the table keeps the whole text."""
 
@@ -81,7 +100,8 @@ TICK_HEADERS = (
 )
 SUMMARY_HEADERS = (
     "work",
-    "ticks",
+    "due",
+    "ahead",
     "claimed",
     "succeeded",
     "failed",
@@ -99,8 +119,9 @@ def register(commands: Commands) -> None:
         "status",
         help="print the per-tick ledger and a per-work summary (--watch to refresh)",
         description="Print one line per tick (created, queued, running, succeeded, failed, "
-        "recovered, missed, start lag) and a per-work summary (ticks, success rate, lag p50 "
-        "and p95, missed). Times are UTC.",
+        "recovered, missed, start lag): the ticks whose time has come by the database's "
+        "clock, latest first, then the next few planned; and a per-work summary of the due "
+        "ticks (due, ahead, success rate, lag p50 and p95, missed). Times are UTC.",
     )
     add_database_options(
         parser,
@@ -126,7 +147,8 @@ def register(commands: Commands) -> None:
         "--last",
         metavar="N",
         type=positive_int,
-        help="show only the last N tick lines (the summary still covers the whole range)",
+        help="show only the last N ticks whose time has come (database clock), latest "
+        "first, and at most N of the next ones (the summary still covers the whole range)",
     )
     parser.add_argument(
         "--watch", action="store_true", help="clear the screen and refresh until Ctrl-C"
@@ -219,30 +241,65 @@ class View:
 
     def render(self, ledger: Ledger, now: datetime, crons: Crons | None = None) -> list[str]:
         since, until = self.bounds(now.replace(microsecond=0))  # whole seconds read better
-        entries = list(ledger.entries(name=self.name, since=since, until=until))
+        clock = ledger.clock()
+        come = min(max(clock + JUST_AFTER, since), until or _NO_END)
+        summaries = ledger.summary(name=self.name, since=since, until=come)
+        latest = self._latest(ledger, since, come)
+        next_lines = NEXT_LINES if self.last is None else min(self.last, NEXT_LINES)
+        planned: list[WorkSummary] = []
+        upcoming: list[TickEntry] = []
+        if until is None or come < until:
+            planned = ledger.summary(name=self.name, since=come, until=until)
+            upcoming = ledger.page(
+                name=self.name, since=come, until=until, limit=next_lines
+            ).entries
         works = f"work {printable(repr(self.name))}" if self.name is not None else "every work"
         span = f"from {format_moment(since)} to {format_moment(until) if until else 'the end'}"
-        if not entries:
+        if not latest and not upcoming:
             return [f"no ticks of {works} in table {self.table!r} on {self.where} {span} (UTC)"]
-        shown_entries = entries if self.last is None else entries[-self.last :]
-        lines = [f"ticks of {works} in table {self.table!r} on {self.where}, {span} (UTC)"]
-        if len(shown_entries) < len(entries):
-            lines.append(f"(the last {len(shown_entries)} of {plural(len(entries), 'tick')})")
-        lines.append("")
-        lines += tick_table(shown_entries)
-        summaries = summarise_each(entries)
-        lines.append("")
-        if not crons:
-            return lines + format_table(
-                SUMMARY_HEADERS, [_summary_row(s) for s in summaries], right=range(1, 10)
+        due = sum(summary.ticks for summary in summaries)
+        ahead = {summary.name: summary.ticks for summary in planned}
+        at = format_moment(clock.replace(microsecond=0))
+        lines = [f"ticks of {works} in table {self.table!r} on {self.where}, {span} (UTC)", ""]
+        if latest:
+            shown_last = "" if len(latest) == due else f"the last {len(latest)} of "
+            lines.append(
+                f"{shown_last}{plural(due, 'tick')} whose time has come by the database clock "
+                f"({at} UTC), latest first:"
             )
+            lines += tick_table(latest)
+        else:
+            lines.append(f"no tick whose time has come by the database clock ({at} UTC)")
+        if upcoming:
+            lines += [
+                "",
+                f"next {len(upcoming)} of {plural(sum(ahead.values()), 'tick')} planned ahead, "
+                "soonest first:",
+                *tick_table(upcoming),
+            ]
+        lines.append("")
+        by_work = {s.name: s for s in summaries}
+        for work in ahead.keys() - by_work.keys():  # only planned ticks yet
+            by_work[work] = WorkSummary(work, 0, 0, 0, 0, 0, 0, None, None)
+        rows = {work: _summary_row(by_work[work], ahead.get(work, 0)) for work in sorted(by_work)}
+        if not crons:
+            return lines + format_table(SUMMARY_HEADERS, list(rows.values()), right=range(1, 11))
         known = crons.read(self.name, since, until)
-        rows = []
-        for summary in summaries:
-            row = _summary_row(summary)
-            rows.append([row[0], printable(known.get(summary.name, "-")), *row[1:]])
+        with_cron = [
+            [row[0], printable(known.get(work, "-")), *row[1:]] for work, row in rows.items()
+        ]
         headers = (SUMMARY_HEADERS[0], "cron", *SUMMARY_HEADERS[1:])
-        return lines + format_table(headers, rows, right=range(2, 11))
+        return lines + format_table(headers, with_cron, right=range(2, 12))
+
+    def _latest(self, ledger: Ledger, since: datetime, come: datetime) -> list[TickEntry]:
+        """The ticks in [since, come) latest first: all of them, or the last ``--last``."""
+        if come <= since:
+            return []
+        size = PAGE_LIMIT if self.last is None else min(self.last, PAGE_LIMIT)
+        entries = ledger.entries(
+            name=self.name, since=since, until=come, page_size=size, latest_first=True
+        )
+        return list(entries if self.last is None else itertools.islice(entries, self.last))
 
 
 def tick_table(entries: list[TickEntry]) -> list[str]:
@@ -275,10 +332,12 @@ def _shortened(text: str, width: int = ERROR_WIDTH) -> str:
     return text if len(text) <= width else f"{text[: width - 3]}..."
 
 
-def _summary_row(summary: WorkSummary) -> list[str]:
+def _summary_row(summary: WorkSummary, ahead: int) -> list[str]:
+    """A work's summary line: its due ticks' figures, and how many are planned ahead."""
     rate = summary.success_rate
     figures = (
         summary.ticks,
+        ahead,
         summary.claimed,
         summary.succeeded,
         summary.failed,

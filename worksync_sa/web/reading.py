@@ -163,16 +163,16 @@ class Reader:
         """
         since, until = view.bounds(now)
         size = self._config.page_size
-        newest_first = view.after is None
+        latest_first = view.after is None
         page = self._ledger.page(
             name=view.name,
             since=since,
             until=until,
-            after=view.before if newest_first else view.after,
+            after=view.before if latest_first else view.after,
             limit=size + 1,
-            newest_first=newest_first,
+            latest_first=latest_first,
         )
-        return _first_page(page.entries, size, newest_first)
+        return _first_page(page.entries, size, latest_first)
 
     def _fleet(
         self,
@@ -295,13 +295,13 @@ class Reader:
         return found
 
 
-def _first_page(entries: list[TickEntry], size: int, newest_first: bool) -> HistoryPage:
+def _first_page(entries: list[TickEntry], size: int, latest_first: bool) -> HistoryPage:
     """The first ``size`` entries, and a cursor if at least one more follows."""
     page = entries[:size]
     if len(entries) <= size:
-        return HistoryPage(page, None, newest_first)
+        return HistoryPage(page, None, latest_first)
     last = page[-1]
-    return HistoryPage(page, (last.tick_at, last.name, last.sequence), newest_first)
+    return HistoryPage(page, (last.tick_at, last.name, last.sequence), latest_first)
 
 
 def _light(row: Any) -> Light:

@@ -149,7 +149,7 @@ def page(
         labelled=any(e.sequence != texts.moment(e.tick_at) for e in snapshot.history.entries),
         outcomes=OUTCOMES,
         next_query=_next_query(history_page, view),
-        newest_first=history_page.newest_first,
+        latest_first=history_page.latest_first,
         first_query=view.first_page().query(),
         work_query=lambda name: view.for_work(name).query(),
         iso=_iso,
@@ -207,7 +207,7 @@ def _full_error(error: str | None) -> str | None:
 def _next_query(page_: HistoryPage, view: Filter) -> str | None:
     if page_.next is None:
         return None
-    if page_.newest_first:
+    if page_.latest_first:
         return view.query(before=page_.next)
     return view.query(after=page_.next)
 
@@ -286,13 +286,13 @@ def history(page_: HistoryPage, view: Filter) -> dict[str, Any]:
     query = _next_query(page_, view)
     return {
         "columns": list(HISTORY_COLUMNS),
-        "order": "latest first" if page_.newest_first else "earliest first",
+        "order": "latest first" if page_.latest_first else "earliest first",
         "entries": [
             {**entry_document(e), "row": history_row(e), "error_full": texts.error_full(e.error)}
             for e in page_.entries
         ],
-        "before": cursor if page_.newest_first else None,
-        "after": None if page_.newest_first else cursor,
+        "before": cursor if page_.latest_first else None,
+        "after": None if page_.latest_first else cursor,
         "next": None if query is None else "?" + query,
     }
 

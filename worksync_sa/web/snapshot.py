@@ -288,7 +288,7 @@ class HistoryPage:
 
     entries: list[TickEntry]
     next: Cursor | None
-    newest_first: bool = True
+    latest_first: bool = True
 
 
 FLEET_COLUMNS = (
