@@ -2,9 +2,11 @@
 
 Two schedulers and two workers run on engines of their own (other hosts, as
 far as the table can tell) while a browser signed in with the write token
-pauses a work, runs it now and resumes it. What each click did is read back
-from the tables with plain SQL: no tick made while paused, the run-now tick
-claimed by the fleet, ticks made again after the resume, and each action in
+pauses a work, runs it now, retries that tick's failed run and resumes it.
+What each click did is read back from the tables with plain SQL: no tick made
+while paused, the run-now tick claimed by the fleet (its first attempt fails),
+the retried tick claimed again and run to success, ticks made again after the
+resume, and each action in
 the ledger with who clicked it. A browser holding only the read token gets
 no buttons, only a way to sign in.
 """
@@ -73,6 +75,12 @@ def ledger(db: Db) -> list[tuple[str, str, str]]:
         return [(str(a), str(b), str(c)) for a, b, c in rows]
 
 
+def first_run_now_fails(claim: Any) -> None:
+    """Cron ticks succeed; a run-now tick fails its first attempt, so it has one to retry."""
+    if claim.sequence.startswith("run-now ") and claim.attempt == 1:
+        raise RuntimeError("the first attempt fails")
+
+
 @pytest.fixture
 def fleet(db: Db) -> Iterator[list[sa.Engine]]:
     """Two schedulers and two workers of ``tick``, each on an engine of its own."""
@@ -82,7 +90,7 @@ def fleet(db: Db) -> Iterator[list[sa.Engine]]:
         for engine in engines[:2]:
             services.append(db.Scheduler(engine, [WORK], FAST, table=db.table))
         for engine in engines[2:]:
-            services.append(db.Worker(engine, [WORK], lambda claim: None, table=db.table))
+            services.append(db.Worker(engine, [WORK], first_run_now_fails, table=db.table))
         for service in services:
             service.start()
         yield engines
@@ -116,7 +124,7 @@ def click_action(driver: Any, action: str, reason: str, until: str = "") -> str:
     return text
 
 
-def test_pause_run_now_and_resume_clicked_in_chromium_are_honoured_by_the_whole_fleet(
+def test_pause_run_now_retry_and_resume_clicked_in_chromium_are_honoured_by_the_fleet(
     driver: Any, db: Db, fleet: list[sa.Engine]
 ) -> None:
     from selenium.webdriver.common.by import By
@@ -147,14 +155,44 @@ def test_pause_run_now_and_resume_clicked_in_chromium_are_honoured_by_the_whole_
             assert "tick run-now " in result, result
             t = table_named(db.table)
 
-            def run_now_done() -> bool:
+            def run_now_rows() -> list[tuple[str, int, int | None]]:
                 with db.engine.connect() as conn:
                     rows = conn.execute(
-                        sa.select(t.c.status).where(t.c.sequence.like("run-now %"))
+                        sa.select(t.c.sequence, t.c.status, t.c.attempts).where(
+                            t.c.sequence.like("run-now %")
+                        )
                     ).all()
-                return [row.status for row in rows] == [WorkStatus.SUCCESS]
+                return [(row.sequence, row.status, row.attempts) for row in rows]
 
-            wait_for(run_now_done, "the run-now tick claimed and run by a worker")
+            wait_for(
+                lambda: [row[1:] for row in run_now_rows()] == [(WorkStatus.FAILED, 1)],
+                "the run-now tick claimed by a worker, and failed",
+            )
+            ((label, _, _),) = run_now_rows()
+
+            # Retry it from its details: the history (latest first) lists it on a reload.
+            driver.get(url.replace("http://", f"http://ann:{WRITE}@"))
+
+            def tick_link() -> Any:
+                for found in driver.find_elements(By.CSS_SELECTOR, "#history button.tick-link"):
+                    if found.get_attribute("data-sequence") == label:
+                        return found
+                return None
+
+            wait_for(tick_link, "the run-now tick in the history").click()
+            retry = driver.find_element(By.ID, "details-retry")
+            wait_for(retry.is_displayed, "the retry button of a failed tick")
+            retry.click()
+            wait_for(lambda: driver.find_element(By.ID, "act").is_displayed(), "the form")
+            driver.find_element(By.ID, "act-reason").send_keys("flaky")
+            driver.execute_script('document.getElementById("act-result").textContent = "";')
+            driver.find_element(By.ID, "act-confirm").click()
+            result = wait_for(lambda: driver.find_element(By.ID, "act-result").text, "retried")
+            assert result.startswith(f"retry tick: tick {label} offered again"), result
+            wait_for(
+                lambda: run_now_rows() == [(label, WorkStatus.SUCCESS, 2)],
+                "the retried tick claimed again by a worker, and run to success",
+            )
 
             result = click_action(driver, "resume", "done")
             assert result.startswith("resume tick: resumed"), result
@@ -163,6 +201,7 @@ def test_pause_run_now_and_resume_clicked_in_chromium_are_honoured_by_the_whole_
             assert ledger(db) == [
                 ("pause", "ann (web, 127.0.0.1)", "deploy"),
                 ("run-now", "ann (web, 127.0.0.1)", "catch up"),
+                ("retry", "ann (web, 127.0.0.1)", "flaky"),
                 ("resume", "ann (web, 127.0.0.1)", "done"),
             ]
             assert_clean(driver)
