@@ -107,7 +107,7 @@ def ledger_page(
         sa.func.coalesce(c.closed_by, CLOSED_BY_WORKER) == CLOSED_BY_WORKER,
     )
     # Closed before any claim (settings changed, or the work paused): no run, no budget.
-    unclaimed = c.closed_by.in_(CLOSED_UNCLAIMED)
+    unclaimed = sa.or_(*(c.closed_by == k for k in CLOSED_UNCLAIMED))
     live = sa.or_(c.closed_by.is_(None), sa.and_(*(c.closed_by != k for k in CLOSED_UNCLAIMED)))
     sequence = sa.func.coalesce(
         sa.func.max(sa.case((live, c.sequence))), sa.func.max(c.sequence)
