@@ -118,6 +118,8 @@ def setup_logging(level: str, secrets: Secrets) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(MaskingFormatter(secrets, LOG_FORMAT))
     logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
+    # Alembic loads on first use (schema.py), after this: its start-up notes are not ours.
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
 
 
 def add_logging_options(parser: argparse.ArgumentParser, default: str) -> None:
