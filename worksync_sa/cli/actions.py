@@ -14,9 +14,9 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 from .._sql.text import printable
-from ..actions import Operator, Pause
 from ..config_file import ConfigFile
 from ..errors import InvalidArgumentError
 from .options import (
@@ -34,6 +34,9 @@ from .options import (
     table_name,
 )
 from .text import format_moment, format_table, plural
+
+if TYPE_CHECKING:  # loaded when an action runs: `worksync status` and the rest start sooner
+    from ..actions import Operator, Pause
 
 CONFIG_HELP = (
     "config file: its [[works]] give run-now its settings and next its cron (else the "
@@ -152,6 +155,8 @@ def _operate(
     engine = open_engine(url)
     try:
         try:
+            from ..actions import Operator  # noqa: PLC0415 - see TYPE_CHECKING above
+
             operator = Operator(
                 engine,
                 table=table,

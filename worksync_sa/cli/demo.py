@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 
 from ..config_file import parse_url
-from ..demo import run_demo
 from ..models import DEFAULT_TABLE
 from .options import Commands, Secrets, UsageError, table_name
 
@@ -46,4 +45,6 @@ def run(args: argparse.Namespace, secrets: Secrets) -> int:
             secrets.add_url(parse_url(args.db, "--db"))
         except ValueError as exc:
             raise UsageError(str(exc)) from None
+    from ..demo import run_demo  # noqa: PLC0415 - loaded when it runs: other commands start sooner
+
     return run_demo(args.db, seconds=args.seconds, workers=args.workers, table=table)
