@@ -180,6 +180,40 @@ def test_ticks_closed_by_a_pause_show_in_the_ledger_as_closed_unclaimed(db: Db) 
     assert figures == {(2, 2, 0, 0, 0, 0, 0)}
 
 
+def test_operators_pausing_one_work_at_once_all_succeed_and_one_pause_stands(
+    db: Db, other_engine: sa.Engine
+) -> None:
+    """Each pause replaces the one before: a racing one is run again, never an error."""
+    old = datetime(2001, 1, 1, tzinfo=timezone.utc)
+    insert(db, NewRow("w", "2001-01-01 00:00:00", 0, old, spec=spec(1), max_run=1))
+    operators = [
+        Operator(engine, table=db.table, by=f"op{i}@test")
+        for i, engine in enumerate([db.engine, other_engine] * 2)
+    ]
+    start = threading.Barrier(len(operators))
+    errors: list[BaseException] = []
+
+    def pause(operator: Operator) -> None:
+        try:
+            for round_ in range(5):
+                start.wait()
+                operator.pause("w", reason=f"round {round_}")
+        except BaseException as exc:  # reported below, with the others
+            errors.append(exc)
+            start.abort()
+
+    threads = [threading.Thread(target=pause, args=(op,)) for op in operators]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert errors == []
+    with db.engine.connect() as conn:
+        names = conn.execute(sa.text(f"SELECT name FROM {db.table}_pauses")).scalars().all()
+    assert names == ["w"]
+    assert [entry[1] for entry in ledger(db)] == ["pause"] * 20
+
+
 def test_a_pause_with_an_end_lets_the_ticks_after_it_be_made(db: Db) -> None:
     work = Work("w", "@every 1s", max_run=1)
     config = SchedulerConfig(lookahead="8s", interval="1s")

@@ -438,7 +438,7 @@ class Operator:
         )
 
     def _run(self, body: Callable[[Connection], _T], *, write: bool = True) -> _T:
-        """``body`` in one transaction, run again after a transient error (nothing kept of it)."""
+        """``body`` in one transaction, run again after a transient error or a lost race."""
         for attempt in range(1, ATTEMPTS + 1):
             try:
                 with self._engine.begin() if write else self._engine.connect() as conn:
@@ -450,7 +450,10 @@ class Operator:
                         f"behind worksync_0006: run the migrations (`worksync migrate`, or "
                         "`alembic upgrade heads` in your app, or worksync_sa.upgrade(engine))"
                     ) from exc
-                if attempt == ATTEMPTS or not is_transient(exc):
+                # A duplicate key here is another operator's action on the same key that
+                # committed first (two pauses of one work): run ours again on top of it.
+                again = is_transient(exc) or isinstance(exc, sa.exc.IntegrityError)
+                if attempt == ATTEMPTS or not again:
                     raise
                 time.sleep(min(0.05 * 2**attempt, 1.0))
         raise AssertionError("unreachable")  # pragma: no cover
