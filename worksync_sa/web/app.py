@@ -44,7 +44,7 @@ from ..metrics import EXPOSITION_CONTENT_TYPE, LedgerCollector
 from ..models import DEFAULT_TABLE, as_utc, validate_table_name
 from ..sequences import zone_named
 from ..work import Work
-from . import render
+from . import render, texts
 from .actions import ActionRequest, TooLarge, parse_action, read_body, who
 from .config import (
     DEFAULT_MAX_TICKS,
@@ -334,7 +334,7 @@ class StatusPage:
         if wanted.action == "pause":
             paused = operator.pause(name, until=wanted.until, reason=reason)
             end = paused.pause.until
-            until = "until resumed" if end is None else f"until {end.isoformat()}"
+            until = "until resumed" if end is None else f"until {texts.moment(end)} UTC"
             return f"paused {until}; {paused.closed} queued row(s) closed"
         if wanted.action == "resume":
             operator.resume(name, reason=reason)
@@ -345,7 +345,7 @@ class StatusPage:
         assert wanted.action == "retry"
         assert wanted.tick is not None
         retried = operator.retry(name, wanted.tick, past_grace=wanted.past_grace, reason=reason)
-        moved = f", moved to {retried.moved_to.isoformat()}" if retried.moved_to else ""
+        moved = f", moved to {texts.moment(retried.moved_to)} UTC" if retried.moved_to else ""
         return f"tick {retried.label} offered again: {retried.rows} row(s) re-queued{moved}"
 
     # -- shared -------------------------------------------------------------------------
