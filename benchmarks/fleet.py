@@ -40,7 +40,7 @@ import multiprocessing
 import os
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -57,6 +57,8 @@ from .harness import Report, bench_engine, drop_table, fresh_table, percentile
 SPAWN = multiprocessing.get_context("spawn")
 FLEET_DB = "worksync_fleet"
 ANCHOR_DB = "worksync_fleet_procrastinate"
+FLEET_USER = "wsfleet"
+"""MariaDB: the fleet's own user, so that ``USER_STATISTICS`` counts its statements alone."""
 TABLE = "bench_fleet"
 ASYNC_PROCESSES = 4
 HANDLER_S = 0.01
@@ -143,7 +145,12 @@ def async_workers(
 
 def _proc_times(pid: int) -> tuple[float, float]:
     """(utime + stime, cutime + cstime) of a process, in seconds."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return _stat_times(Path(f"/proc/{pid}/stat"))
+
+
+def _stat_times(path: Path) -> tuple[float, float]:
+    """(utime + stime, cutime + cstime) of a process's or a thread's ``stat`` file, in seconds."""
+    fields = path.read_text().rsplit(")", 1)[1].split()
     tick = os.sysconf("SC_CLK_TCK")
     return (int(fields[11]) + int(fields[12])) / tick, (int(fields[13]) + int(fields[14])) / tick
 
@@ -190,46 +197,73 @@ def server_cpu(engine: sa.Engine) -> Callable[[], float]:
             return total
 
         return postgres
-    pids = [pid for pid, _, name in _processes() if name in ("mariadbd", "mysqld")]
-    if len(pids) != 1:
+    server = _mariadbd()
+    if server is None:
         return lambda: float("nan")
-    return lambda: _proc_times(pids[0])[0]
+    return lambda: _proc_times(server)[0]
+
+
+def _mariadbd() -> int | None:
+    pids = [pid for pid, _, name in _processes() if name in ("mariadbd", "mysqld")]
+    return pids[0] if len(pids) == 1 else None
 
 
 def backend_cpu(engine: sa.Engine, database: str) -> Callable[[], float]:
-    """PostgreSQL: CPU seconds so far of the backends connected to ``database``.
+    """CPU seconds so far of the server's backends (or threads) serving ``database``.
 
-    Each backend's last reading is kept once it is gone, so the figure only
-    grows; a backend that ends inside a window loses its last moments.
+    PostgreSQL: the backends of ``pg_stat_activity`` on it; MariaDB: the
+    threads (``information_schema.PROCESSLIST.TID``) of its connections. Each
+    one's last reading is kept once it is gone, so the figure only grows; one
+    that ends inside a window loses its last moments.
     """
     conn = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
-    query = sa.text("SELECT pid FROM pg_stat_activity WHERE datname = :db")
+    if engine.dialect.name == "postgresql":
+        query = sa.text("SELECT pid FROM pg_stat_activity WHERE datname = :db")
+        where = "/proc/{}/stat"
+    else:
+        query = sa.text("SELECT TID FROM information_schema.PROCESSLIST WHERE DB = :db")
+        server = _mariadbd()
+        if server is None:
+            return lambda: float("nan")
+        where = f"/proc/{server}/task/{{}}/stat"
     seen: dict[int, float] = {}
 
     def read() -> float:
         for pid in conn.execute(query, {"db": database}).scalars():
-            with contextlib.suppress(OSError):
-                seen[int(pid)] = _proc_times(int(pid))[0]
+            with contextlib.suppress(OSError, ValueError, TypeError):
+                seen[int(pid)] = _stat_times(Path(where.format(int(pid))))[0]
         return sum(seen.values())
 
     return read
 
 
-def statement_counter(engine: sa.Engine) -> Callable[[], int]:
-    """A reader of the statements (MariaDB) or transactions (PostgreSQL) counted so far."""
+def statement_counter(engine: sa.Engine) -> tuple[Callable[[], int], str]:
+    """A reader of what the server counted of the fleet so far, and what it counts.
+
+    PostgreSQL: the fleet's database's transactions. MariaDB: the fleet's user's
+    statements (``USER_STATISTICS``: SELECT + UPDATE + OTHER commands; the
+    benchmark reads as another user), when ``userstat`` is on; else every
+    client's ``Questions``, less the benchmark's own readings.
+    """
     conn = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
     if engine.dialect.name == "postgresql":
         query = sa.text(
             "SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = :db"
         )
-        return lambda: int(conn.execute(query, {"db": FLEET_DB}).scalar_one())
+        return lambda: int(conn.execute(query, {"db": FLEET_DB}).scalar_one()), "transactions"
+    if conn.exec_driver_sql("SELECT @@userstat").scalar_one():
+        by_user = sa.text(
+            "SELECT COALESCE(SUM(SELECT_COMMANDS + UPDATE_COMMANDS + OTHER_COMMANDS), 0) "
+            "FROM information_schema.USER_STATISTICS WHERE USER = :user"
+        )
+        return lambda: int(conn.execute(by_user, {"user": FLEET_USER}).scalar_one()), "user"
 
     def questions() -> int:
         return int(conn.exec_driver_sql("SHOW GLOBAL STATUS LIKE 'Questions'").one()[1])
 
     first = questions()
     own = questions() - first  # what one reading costs: taken off every window
-    return lambda: questions() - own
+    return lambda: questions() - own, "questions"
 
 
 def anchor_counter(engine: sa.Engine) -> Callable[[], int]:
@@ -250,6 +284,13 @@ def fleet_url(engine: sa.Engine, database: str) -> str:
                 conn.exec_driver_sql(f'CREATE DATABASE "{database}"')
         else:
             conn.exec_driver_sql(f"CREATE DATABASE IF NOT EXISTS `{database}`")
+            for host in ("127.0.0.1", "localhost"):
+                conn.exec_driver_sql(f"CREATE USER IF NOT EXISTS '{FLEET_USER}'@'{host}'")
+                conn.exec_driver_sql(f"GRANT ALL ON `{database}`.* TO '{FLEET_USER}'@'{host}'")
+                # as root has it: the scheduler looks for transactions left open on its table
+                conn.exec_driver_sql(f"GRANT PROCESS ON *.* TO '{FLEET_USER}'@'{host}'")
+            url = engine.url.set(database=database, username=FLEET_USER, password=None)
+            return url.render_as_string(hide_password=False)
     return engine.url.set(database=database).render_as_string(hide_password=False)
 
 
@@ -340,9 +381,8 @@ def run_case(
     config = SchedulerConfig(lookahead=timedelta(seconds=5), interval=timedelta(seconds=1))
     scheduler = Scheduler(fleet_engine, fleet, config, table=TABLE)
     scheduler.start()
-    read_statements, read_cpu = statement_counter(engine), server_cpu(engine)
-    postgres = engine.dialect.name == "postgresql"
-    read_backends = backend_cpu(engine, FLEET_DB) if postgres else None
+    (read_statements, counted), read_cpu = statement_counter(engine), server_cpu(engine)
+    read_backends = backend_cpu(engine, FLEET_DB)
     try:
         procs, go, deadline = _launch(url, works, workers, idle)
         deadline.value = time.time() + warmup + window + TAIL_S
@@ -367,6 +407,7 @@ def run_case(
         "window_s": round(seconds, 2),
         "statements": statements,
         "statements_per_s": statements / seconds,
+        "counted": counted,
         "claims": claims,
         "claims_per_s": claims / seconds,
         "statements_per_claim": statements / claims if claims else None,
@@ -487,11 +528,39 @@ def _row(report: Report, who: str, result: dict[str, Any], counted: str) -> None
     )
 
 
+@contextlib.contextmanager
+def _userstat(engine: sa.Engine) -> Iterator[None]:
+    """MariaDB: ``userstat`` on for the run (statements counted per user), as it was after.
+
+    A runtime setting of the server, not its configuration: nothing survives a
+    restart, and it is put back as found. Left as it is where it cannot be set.
+    """
+    if engine.dialect.name == "postgresql":
+        yield
+        return
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        was = int(conn.exec_driver_sql("SELECT @@userstat").scalar_one())
+        try:
+            conn.exec_driver_sql("SET GLOBAL userstat = ON")
+        except sa.exc.DBAPIError:
+            was = 1  # not ours to change: counted by Questions instead
+        try:
+            yield
+        finally:
+            if not was:
+                conn.exec_driver_sql("SET GLOBAL userstat = OFF")
+
+
 def fleet(engine: sa.Engine, report: Report, *, quick: bool) -> None:
     """Every case of the issue's fleet on this server, and procrastinate's beside it."""
     if engine.dialect.name not in ("postgresql", "mysql", "mariadb"):
         print("  fleet: skipped (a server benchmark: MariaDB or PostgreSQL)", flush=True)
         return
+    with _userstat(engine):
+        _fleet(engine, report, quick=quick)
+
+
+def _fleet(engine: sa.Engine, report: Report, *, quick: bool) -> None:
     sizes: dict[str, Any] = QUICK if quick else FULL
     url = fleet_url(engine, FLEET_DB)
     counted = "transactions" if engine.dialect.name == "postgresql" else "statements"
