@@ -7,19 +7,23 @@ ticks every second with ``max_run`` 1 and a 10 ms handler. After a warm-up,
 a window (45 s; 15 s with ``--quick``) is measured by the server's own
 counters:
 
-- **statements**: on MariaDB the delta of ``SHOW GLOBAL STATUS`` ``Questions``
-  (every statement a client sent; pings are not counted), less the
-  benchmark's own reads of it; it is global, so another client of the same
-  server in the window counts too. On PostgreSQL the fleet runs in a database
-  of its own (``worksync_fleet``) and the figure is that database's
-  ``xact_commit + xact_rollback`` in ``pg_stat_database``, read from another
-  database: autocommit statements (every claim, every finish) are one
+- **statements**: on MariaDB the fleet connects as a user of its own
+  (``wsfleet``) and the figure is that user's SELECT + UPDATE + OTHER commands
+  in ``information_schema.USER_STATISTICS`` (``userstat`` is switched on for
+  the run and put back as found; the benchmark reads as root, so its own reads
+  are not counted); where ``userstat`` cannot be set, the server-wide
+  ``Questions`` less the benchmark's own readings. On PostgreSQL the fleet runs
+  in a database of its own (``worksync_fleet``) and the figure is that
+  database's ``xact_commit + xact_rollback`` in ``pg_stat_database``, read from
+  another database: autocommit statements (every claim, every finish) are one
   transaction each, while an explicit transaction of several statements (a
   scheduler pass's batch) counts once. Backends report these counts up to a
-  second or so late (more when idle); a steady 45 s window mostly cancels it.
-- **database CPU**: utime + stime from ``/proc`` of ``mariadbd``, or of the
-  PostgreSQL postmaster (children reaped included) and every live child of
-  it, over the window: everything the server did, whoever asked.
+  second or so late (more when idle); a steady window mostly cancels it.
+- **database CPU**: utime + stime from ``/proc`` over the window: of
+  ``mariadbd`` whole, or of the PostgreSQL postmaster (children reaped
+  included) and every live child of it; everything the server did, whoever
+  asked. Beside it, the fleet's own: the PostgreSQL backends connected to its
+  database, or the MariaDB threads (``PROCESSLIST.TID``) of its connections.
 - **from the table**, for the ticks due in the window: claims, lag (first
   claim's start minus tick time) p50/p99, missed ticks (no claim within the
   work's grace, 60 s, by the time the fleet stops 3 s after the window), and
@@ -51,7 +55,6 @@ from worksync_sa import Scheduler, SchedulerConfig, Work, Worker
 from worksync_sa.engine import create_async_engine
 from worksync_sa.models import table_named
 
-from .fleet_model import Case, fit, per_worker_per_poll
 from .harness import Report, bench_engine, drop_table, fresh_table, percentile
 
 SPAWN = multiprocessing.get_context("spawn")
@@ -582,16 +585,6 @@ def _fleet(engine: sa.Engine, report: Report, *, quick: bool) -> None:
             results["worksync"].append(result)
             _row(report, "worksync", result, counted)
             print(f"  fleet M {works} W {workers}{' idle' if idle else ''} done", flush=True)
-    cases = [
-        Case(r["workers"], r["works"], r["claims_per_s"], r["statements_per_s"])
-        for r in results["worksync"]
-    ]
-    if cases:
-        model = fit(cases)
-        results["model"] = model.as_dict()
-        results["model_1000_workers_100_works"] = model.statements_per_s(1000, 100, 100.0)
-        idles = [c for c, r in zip(cases, results["worksync"], strict=True) if r["idle"]]
-        results["idle_per_worker_per_poll"] = per_worker_per_poll(idles, POLL_S)
     python = os.environ.get(ANCHOR_ENV)
     if engine.dialect.name == "postgresql":
         if python and Path(python).exists():

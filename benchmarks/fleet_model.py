@@ -10,9 +10,10 @@ where C is the claims per second (M for per-second works of ``max_run`` 1).
 one ``acquire_due`` per work), ``per_worker`` what it pays per look whatever
 its works, ``per_claim`` what a claim adds (the claim, its finish, the second
 round a winner runs), and ``constant`` the scheduler's passes. The
-coefficients are fitted by least squares over every measured case of one
-system, idle fleets included (C = 0), with none allowed below zero: a term the
-data cannot support is dropped rather than fitted negative.
+coefficients are fitted by least squares over the measured cases of one
+system that kept up with their ticks, idle fleets included (C = 0), with none
+allowed below zero: a term the data cannot support is dropped rather than
+fitted negative.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 TERMS = ("constant", "per_worker", "per_look", "per_claim")
 
@@ -53,6 +55,28 @@ class Model:
 
     def as_dict(self) -> dict[str, float]:
         return {term: getattr(self, term) for term in TERMS}
+
+
+KEPT_UP_P99_MS = 1000.0
+"""A loaded case whose lag p99 is above this (or that missed a tick) fell behind its
+ticks: the server or the machine, not the fleet's size, set its rate there, so the
+fit leaves it out."""
+
+
+def cases_of(measured: Sequence[dict[str, Any]]) -> tuple[list[Case], list[dict[str, Any]]]:
+    """The cases to fit (idle ones, and loaded ones that kept up), and those left out."""
+    kept, left = [], []
+    for case in measured:
+        behind = not case.get("idle") and (
+            case["lag_p99_ms"] > KEPT_UP_P99_MS or case["missed"] > 0
+        )
+        if behind:
+            left.append(case)
+        else:
+            kept.append(
+                Case(case["workers"], case["works"], case["claims_per_s"], case["statements_per_s"])
+            )
+    return kept, left
 
 
 def _features(case: Case) -> tuple[float, float, float, float]:
