@@ -32,7 +32,8 @@ counters:
 An **idle fleet** (works whose next tick is an hour away) at two sizes gives
 the cost per worker per poll. **procrastinate**'s fleet, the anchor, runs on
 PostgreSQL with the same works (``@app.periodic(cron="* * * * * *")``, a
-10 ms handler) when ``WORKSYNC_BENCH_PROCRASTINATE`` names a Python that has
+10 ms handler, deferred by one of its worker processes) when
+``WORKSYNC_BENCH_PROCRASTINATE`` names a Python that has
 procrastinate 3 installed (never a dependency of this project).
 """
 
@@ -458,7 +459,10 @@ def _anchor_ticks(
 def run_anchor(
     engine: sa.Engine, python: str, works: int, workers: int, *, warmup: float, window: float
 ) -> dict[str, Any]:
-    """procrastinate's fleet: min(4, W) worker processes sharing ``concurrency`` W."""
+    """procrastinate's fleet: min(4, W) worker processes sharing ``concurrency`` W.
+
+    The first process alone runs the periodic deferrer (see ``procrastinate_fleet.py``).
+    """
     url = fleet_url(engine, ANCHOR_DB)
     anchor = sa.create_engine(url)
     with anchor.connect() as conn:
@@ -475,9 +479,13 @@ def run_anchor(
     until = time.time() + warmup + window + TAIL_S + 5
     procs = [
         subprocess.Popen(
-            [python, str(ANCHOR_SCRIPT), "worker", conninfo, str(works), str(share), str(until)]
+            [
+                python,
+                *(str(ANCHOR_SCRIPT), "worker", conninfo, str(works), str(share), str(until)),
+                "1" if n == 0 else "0",  # one periodic deferrer for the fleet
+            ]
         )
-        for share in shares
+        for n, share in enumerate(shares)
     ]
     read_statements, read_cpu = anchor_counter(engine), server_cpu(engine)
     time.sleep(warmup + 5)  # its start-up is slower: its own imports, then the schema check
