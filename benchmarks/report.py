@@ -365,6 +365,14 @@ def fleet_section(docs: dict[str, dict[str, Any]]) -> str:
             f"`max_run` 1). At W = 1,000 and M = 100 it gives **{extrapolated:,.0f} {unit}/s** "
             f"(target <= 2,000: {'met' if extrapolated <= 2000 else 'not met'})."
         )
+        idle_works = {c["works"] for c in fleet.get("worksync", []) if c.get("idle")}
+        if len(idle_works) == 1:
+            lines.append(
+                f"\nThe idle fleets all have M = {idle_works.pop()}, so they cannot tell what a "
+                "worker pays per look (per_worker) from what it pays per work of each look "
+                "(per_look): that split rests on the loaded cases, and the extrapolation to "
+                "M = 100 with it."
+            )
         if left:
             behind = "; ".join(f"M {c['works']} with W {c['workers']}" for c in left)
             lines.append(
@@ -411,7 +419,9 @@ What is counted, from the server, over the window:
   `pg_stat_database` for a database the fleet has to itself, read from another
   database. An autocommit statement (a claim, a finish, a worker's look) is one
   transaction; an explicit transaction of several statements (a scheduler
-  pass's batch) counts once, so this is a floor on statements.
+  pass's batch) counts once, so this is a floor on statements. Backends report
+  their counts about once a second, idle ones up to 10 s late, so a short
+  window over an idle fleet reads somewhat off.
 - **db CPU**: utime + stime from `/proc`: `mariadbd` whole, or the PostgreSQL
   postmaster with every child (the WAL writer and checkpointer included, and
   any other client's work: other test runs shared this server); in brackets
@@ -425,8 +435,14 @@ What is counted, from the server, over the window:
 procrastinate 3, the anchor, runs on PostgreSQL in a database of its own with
 the same M works as `@app.periodic(cron="* * * * * *")` tasks (croniter's
 six-field cron) and W as its `concurrency`, over min(4, W) worker processes,
-each with its periodic deferrer, as procrastinate runs them. Its claims are
-its jobs' `started` events, its lag their start minus the job's `timestamp`.
+the first of which alone runs the periodic deferrer. (With a deferrer in each
+of the four, as procrastinate runs them by default, a deferrer that fell more
+than a tick behind on this loaded machine deferred ticks again after the
+others' newer defers had replaced their rows, and at M 100, W 32 2,303 of
+4,400 ticks ran twice.) Its claims are its jobs' `started` events, its lag
+their start minus the job's `timestamp`. Its deferrer defers a tick once it
+has come (plus a 0.5 s margin, by design), where worksync_sa's scheduler has
+created it ahead: compare its lag with that in mind.
 The "model" column is the fitted model's value for that case; where it is far
 from the measure, the machine was saturated there.
 """
