@@ -15,6 +15,7 @@ from .asyncio_claims import async_uncontended
 from .claims import acquire_due, table_growth, uncontended
 from .contended import contended, sustained
 from .due_history import due_history
+from .fleet import fleet
 from .harness import Report, bench_engine, label_of, resolve_url
 from .ledger_history import ledger_history
 from .passes import memory, scheduler_passes
@@ -34,6 +35,7 @@ BENCHMARKS = (
     "memory",
     "web",
     "status",
+    "fleet",
 )
 
 
@@ -65,6 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "memory": lambda: memory(engine, url, report, quick=args.quick),
         "web": lambda: web_page(engine, report, quick=args.quick),
         "status": lambda: status_last(engine, url, report, quick=args.quick),
+        "fleet": lambda: fleet(engine, report, quick=args.quick),
     }
     for name in BENCHMARKS:
         if name in chosen:

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from .fleet_model import KEPT_UP_P99_MS, TERMS, Model, cases_of, fit, per_worker_per_poll
 from .harness import RESULTS
 
 OUT = Path(__file__).resolve().parent.parent / "docs" / "BENCHMARKS.md"
@@ -73,6 +74,69 @@ def _status_target(db: str, status: dict[str, Any] | None) -> list[tuple[str, st
         f"the old fold {status['python_fold_s']:.1f} s"
     )
     return [("status --name X --last 5 < 1 s, a day of per-second ticks", db, note, command < 1)]
+
+
+def _fleet_case(fleet: dict[str, Any], works: int, workers: int) -> dict[str, Any] | None:
+    for case in fleet.get("worksync", []):
+        if case["works"] == works and case["workers"] == workers and not case["idle"]:
+            found: dict[str, Any] = case
+            return found
+    return None
+
+
+def _fleet_figures(fleet: dict[str, Any]) -> tuple[Model | None, float | None, float | None]:
+    """The fitted model, its value at 1,000 workers on 100 works, the idle cost per poll."""
+    measured = fleet.get("worksync", [])
+    idle, _ = cases_of([case for case in measured if case.get("idle")])
+    per_poll = per_worker_per_poll(idle, fleet.get("poll_s", 1.0))
+    kept, _ = cases_of(measured)
+    if not kept:
+        return None, None, per_poll
+    model = fit(kept)
+    return model, model.statements_per_s(1000, 100, 100.0), per_poll
+
+
+def _fleet_targets(db: str, fleet: dict[str, Any] | None) -> list[tuple[str, str, str, bool]]:
+    """Issue 22's targets, from the fleet benchmark (``benchmarks/fleet.py``)."""
+    if not fleet:
+        return []
+    rows: list[tuple[str, str, str, bool]] = []
+    unit = fleet["counted"]
+    for works, workers in ((20, 32), (100, 128)):
+        case = _fleet_case(fleet, works, workers)
+        if case is None:
+            rows.append(
+                (f"fleet M {works}, W {workers}: <= 3 {unit} per claim", db, "not run", False)
+            )
+            continue
+        per = case["statements_per_claim"] or float("inf")
+        rows.append(
+            (f"fleet M {works}, W {workers}: <= 3 {unit} per claim", db, f"{per:.1f}", per <= 3)
+        )
+    case = _fleet_case(fleet, 100, 128)
+    ok, note = False, "not run"
+    if case is not None:
+        ok = case["missed"] == 0 and case["lag_p99_ms"] <= 500
+        note = f"missed {case['missed']} of {case['ticks']:,}, lag p99 {case['lag_p99_ms']:,.0f} ms"
+    rows.append(("fleet M 100, W 128: 0 missed, lag p99 <= 500 ms", db, note, ok))
+    idle = _fleet_figures(fleet)[2]
+    if idle is not None:
+        rows.append(
+            (f"idle fleet: <= 1 {unit[:-1]} per worker per poll", db, f"{idle:.2f}", idle <= 1)
+        )
+    extrapolated = _fleet_figures(fleet)[1]
+    if extrapolated is not None:
+        rows.append(
+            (
+                f"model: 1,000 workers on 100 per-second works <= 2,000 {unit}/s",
+                db,
+                f"{extrapolated:,.0f} {unit}/s",
+                extrapolated <= 2000,
+            )
+        )
+    over = sum(case["over_max_run"] for case in fleet.get("worksync", []))
+    rows.append(("fleet: no tick run more than max_run times", db, f"{over} ticks over", over == 0))
+    return rows
 
 
 def targets(docs: dict[str, dict[str, Any]]) -> list[tuple[str, str, str, bool]]:
@@ -179,6 +243,7 @@ def targets(docs: dict[str, dict[str, Any]]) -> list[tuple[str, str, str, bool]]
             note = f"{flat:.2f}x ({sizes[-1]:,} vs {sizes[0]:,} finished rows)"
             rows.append(("claim cost flat: 1M rows >= 0.85x of 1k", db, note, flat >= 0.85))
         rows += _status_target(db, b.get("status_last"))
+        rows += _fleet_targets(db, b.get("fleet"))
         web = b.get("web_page")
         if web:
             first = median(web["/"])
@@ -220,10 +285,167 @@ def main() -> int:
             f"the whole run took {doc['benchmarks'].get('seconds', 0):.0f} s.\n"
         )
         parts.append(table(doc["table"]))
+    parts.append(fleet_section(docs))
     parts.append(STATUS_PAGE)
     OUT.write_text("\n".join(parts) + "\n")
     print(f"written to {OUT}")
     return 0
+
+
+def _ms(value: float) -> str:
+    return f"{value / 1e3:.1f} s" if value >= 1e4 else f"{value:,.0f} ms"
+
+
+def _fleet_row(db: str, who: str, case: dict[str, Any], model: Model | None) -> str:
+    per = case["statements_per_claim"]
+    backends = case.get("backend_cpu_cores")
+    modelled = ""
+    if model is not None:
+        modelled = (
+            f"{model.statements_per_s(case['workers'], case['works'], case['claims_per_s']):,.0f}"
+        )
+    cells = [
+        db,
+        who,
+        "idle" if case.get("idle") else str(case["works"]),
+        str(case["workers"]),
+        f"{case['statements_per_s']:,.0f}",
+        modelled,
+        f"{per:.1f}" if per else "-",
+        f"{case['claims_per_s']:,.1f}",
+        "-" if case.get("idle") else _ms(case["lag_p50_ms"]),
+        "-" if case.get("idle") else _ms(case["lag_p99_ms"]),
+        "-" if case.get("idle") else f"{case['missed']}/{case['ticks']:,}",
+        str(case["over_max_run"]),
+        f"{case['db_cpu_cores']:.2f}" + ("" if backends is None else f" ({backends:.2f})"),
+    ]
+    return "| " + " | ".join(cells) + " |"
+
+
+def fleet_section(docs: dict[str, dict[str, Any]]) -> str:
+    """Issue 22's fleet: the cases, the fitted model and its extrapolation, per database."""
+    fleets = {
+        db: doc["benchmarks"]["fleet"] for db, doc in docs.items() if "fleet" in doc["benchmarks"]
+    }
+    if not fleets:
+        return ""
+    lines = [FLEET_INTRO]
+    lines.append(
+        "| database | fleet | M | W | counted/s | model | per claim | claims/s | lag p50 "
+        "| lag p99 | missed | over max_run | db CPU, cores (fleet's backends) |"
+    )
+    lines.append("|" + "---|" * 13)
+    models: dict[str, Model] = {}
+    for db, fleet in fleets.items():
+        model = _fleet_figures(fleet)[0]
+        if model is not None:
+            models[db] = model
+        for case in fleet.get("worksync", []):
+            lines.append(_fleet_row(db, "worksync_sa", case, model))
+        for case in fleet.get("procrastinate", []):
+            lines.append(_fleet_row(db, "procrastinate", case, None))
+    for db, fleet in fleets.items():
+        unit = fleet["counted"]
+        when = docs[db]["when"]
+        lines.append(f"\n### The model on {db}\n")
+        model = models.get(db)
+        if model is None:
+            lines.append("No case ran, so there is nothing to fit.")
+            continue
+        fitted = ", ".join(f"{term} {getattr(model, term):.3g}" for term in TERMS)
+        _, extrapolated, idle = _fleet_figures(fleet)
+        assert extrapolated is not None
+        kept, left = cases_of(fleet.get("worksync", []))
+        cases = len(kept)
+        lines.append(
+            f"Fitted over {cases} of the worksync_sa cases above (run {when}), in {unit} per "
+            f"second, which for per-second works is {unit} per tick:\n\n"
+            f"    {unit}/s = constant + per_worker * W + per_look * W * M + per_claim * C\n\n"
+            f"with {fitted} (C, the claims per second, is M for per-second works of "
+            f"`max_run` 1). At W = 1,000 and M = 100 it gives **{extrapolated:,.0f} {unit}/s** "
+            f"(target <= 2,000: {'met' if extrapolated <= 2000 else 'not met'})."
+        )
+        idle_works = {c["works"] for c in fleet.get("worksync", []) if c.get("idle")}
+        if len(idle_works) == 1:
+            lines.append(
+                f"\nThe idle fleets all have M = {idle_works.pop()}, so they cannot tell what a "
+                "worker pays per look (per_worker) from what it pays per work of each look "
+                "(per_look): that split rests on the loaded cases, and the extrapolation to "
+                "M = 100 with it."
+            )
+        if left:
+            behind = "; ".join(f"M {c['works']} with W {c['workers']}" for c in left)
+            lines.append(
+                f"\nLeft out of the fit, as having fallen behind their ticks (lag p99 over "
+                f"{KEPT_UP_P99_MS / 1e3:.0f} s, or a tick missed): {behind}. There the "
+                "workers could not make their rounds every second, so what they cost says "
+                "more about the saturated machine than about the fleet; the model column "
+                "shows what they would cost had they kept up."
+            )
+        if idle is not None:
+            lines.append(
+                f"\nAn idle fleet costs {idle:.2f} {unit} per worker per poll (the slope of "
+                f"{unit}/s between the two idle sizes, one poll a second; target <= 1: "
+                f"{'met' if idle <= 1 else 'not met'})."
+            )
+        if any(case.get("counted") == "questions" for case in fleet.get("worksync", [])):
+            lines.append(
+                "\n`userstat` could not be switched on: these statements are the server-wide "
+                "`Questions`, so any other client of the server in the window counts too."
+            )
+        for note in fleet.get("skipped", []):
+            lines.append(f"\n- Not run: {note}.")
+    return "\n".join(lines) + "\n"
+
+
+FLEET_INTRO = """
+## Fleet (issue 22)
+
+`python -m benchmarks --db <db> --only fleet` (`benchmarks/fleet.py`): one
+scheduler (lookahead 5 s, a pass a second), M works ticking every second with
+`max_run` 1 and a 10 ms handler, and W workers: W <= 8 blocking `Worker`s, one
+per process; W > 8 `AsyncWorker`s spread over 4 processes. Each case is a
+window after a warm-up (45 s; the idle fleets 20 s) on this shared 2-core
+machine, where the workers, the server and the scheduler share the cores.
+
+What is counted, from the server, over the window:
+
+- **MariaDB**: statements. The fleet connects as a user of its own, and the
+  figure is that user's SELECT + UPDATE + OTHER commands in
+  `information_schema.USER_STATISTICS` (the server's `userstat`, switched on
+  for the run and put back as found); the benchmark reads as another user, so
+  neither its reads nor any other client count.
+- **PostgreSQL**: transactions, `xact_commit + xact_rollback` of
+  `pg_stat_database` for a database the fleet has to itself, read from another
+  database. An autocommit statement (a claim, a finish, a worker's look) is one
+  transaction; an explicit transaction of several statements (a scheduler
+  pass's batch) counts once, so this is a floor on statements. Backends report
+  their counts about once a second, idle ones up to 10 s late, so a short
+  window over an idle fleet reads somewhat off.
+- **db CPU**: utime + stime from `/proc`: `mariadbd` whole, or the PostgreSQL
+  postmaster with every child (the WAL writer and checkpointer included, and
+  any other client's work: other test runs shared this server); in brackets
+  the fleet's own, the PostgreSQL backends connected to its database or the
+  MariaDB threads (`PROCESSLIST.TID`) of its connections.
+- **From the table**, the ticks due in the window: claims, lag (first claim's
+  start minus the tick), missed (no claim within the work's 60 s grace by the
+  time the fleet stops, 3 s after the window), ticks claimed more than
+  `max_run` times.
+
+procrastinate 3, the anchor, runs on PostgreSQL in a database of its own with
+the same M works as `@app.periodic(cron="* * * * * *")` tasks (croniter's
+six-field cron) and W as its `concurrency`, over min(4, W) worker processes,
+the first of which alone runs the periodic deferrer. (With a deferrer in each
+of the four, as procrastinate runs them by default, a deferrer that fell more
+than a tick behind on this loaded machine deferred ticks again after the
+others' newer defers had replaced their rows, and at M 100, W 32 2,303 of
+4,400 ticks ran twice.) Its claims are its jobs' `started` events, its lag
+their start minus the job's `timestamp`. Its deferrer defers a tick once it
+has come (plus a 0.5 s margin, by design), where worksync_sa's scheduler has
+created it ahead: compare its lag with that in mind.
+The "model" column is the fitted model's value for that case; where it is far
+from the measure, the machine was saturated there.
+"""
 
 
 NOTES = """
