@@ -253,11 +253,19 @@ def claim_batch_statement(
     pick = sa.select(c.id).where(*where).order_by(*order).limit(limit)
     taken: sa.ColumnElement[bool] = c.id.in_(pick)
     if family == "postgresql":
-        # ``id = ANY(ARRAY(...))``: the pick runs once, as an InitPlan. Under
-        # ``IN (...)`` the planner may run it again per row, and SKIP LOCKED
-        # then hands each run other rows: more than the limit.
-        pick = pick.with_for_update(skip_locked=True)
-        taken = c.id == sa.any_(sa.func.array(pick.scalar_subquery()))
+        # ``WITH picked AS MATERIALIZED (pick) UPDATE ... FROM picked``: the
+        # pick runs once, whatever the plan; rows it yields are found again
+        # by their key. As a sub-select (``IN (...)``, or joined in FROM)
+        # the planner may run it again per row, and SKIP LOCKED hands each
+        # run other rows: more than the limit. ``id = ANY(ARRAY(...))`` ran
+        # once, but without statistics the outer UPDATE then read every entry
+        # of the status index, the finished history's too.
+        picked = (
+            pick.with_for_update(skip_locked=True)
+            .cte("picked")
+            .prefix_with("MATERIALIZED", dialect="postgresql")
+        )
+        taken = c.id == picked.c.id
     return (
         sa.update(table)
         .where(taken, c.status == WorkStatus.QUEUED.value)
