@@ -79,6 +79,35 @@ def race_acquire_due(
     _report(url, results, body)
 
 
+def race_batch(
+    url: str,
+    table: str,
+    graces: dict[str, float],
+    now: datetime,
+    limit: int,
+    barrier: Any,
+    results: Any,
+) -> None:
+    """Claim due rows of several works with a worker's batch look until none is left."""
+    from worksync_sa._core.claims import DuePlan
+
+    plan = DuePlan.of({name: timedelta(seconds=grace) for name, grace in graces.items()})
+
+    def body(engine: sa.Engine) -> list[tuple[str, str, int]]:
+        sync = WorkSync(engine, table=table)
+        places = {name: n for n, name in enumerate(plan.names)}
+        won = []
+        barrier.wait(timeout=60)
+        while rows := sync._runner.call(sync._core.acquire_batch(plan, places, limit, now)):
+            assert len(rows) <= limit
+            for row in rows:
+                won.append((row.name, row.sequence, row.id))
+                sync.claim_from_row(row).success()
+        return won
+
+    _report(url, results, body)
+
+
 def race_schedule(
     url: str,
     table: str,

@@ -162,3 +162,46 @@ def test_values_are_bound_never_inlined(family: Family, dialect: Dialect) -> Non
         compiled = statement.compile(dialect=dialect)
         assert evil not in str(compiled)
         assert set(params) <= set(compiled.params)
+
+
+# -- a worker's look: one statement across its works ------------------------------------------
+
+PLACES = "CASE WHEN (jobs.name = {0}) THEN {0} WHEN (jobs.name = {0}) THEN {0} ELSE {0} END"
+
+
+@pytest.mark.parametrize(("family", "dialect"), DIALECTS[:2])
+def test_mysql_look_is_one_ordered_update_with_a_bound_limit_and_no_id_trick(
+    family: Family, dialect: Dialect
+) -> None:
+    text = sql(claim_sql.claim_batch_statement(TABLE, family, (2,)), dialect)
+    assert text.startswith("UPDATE jobs SET status=%s")
+    assert "last_insert_id" not in text  # the rows are read back by the batch's token
+    assert "token=%s" in text
+    assert "WHERE jobs.status = %s AND jobs.name IN (%s, %s) AND jobs.tick_at >= " in text
+    order = "ORDER BY " + PLACES.format("%s") + ", jobs.tick_at, jobs.slot, jobs.id LIMIT %s"
+    assert text.endswith(order)
+    read = sql(claim_sql.batch_by_token(TABLE, 2), dialect)
+    assert read.endswith("WHERE jobs.status = %s AND jobs.name IN (%s, %s) AND jobs.token = %s")
+
+
+def test_mysql_look_gives_each_floor_its_own_range() -> None:
+    text = sql(claim_sql.claim_batch_statement(TABLE, "mysql", (1, 2)), MYSQL)
+    assert "AND (jobs.name IN (%s) AND jobs.tick_at >= timestampadd(SECOND, -%s, " in text
+    assert "OR jobs.name IN (%s, %s) AND jobs.tick_at >= timestampadd(SECOND, -%s, " in text
+
+
+def test_postgresql_look_picks_once_in_a_materialized_cte_and_rechecks_status() -> None:
+    text = sql(claim_sql.claim_batch_statement(TABLE, "postgresql", (2,)), POSTGRESQL)
+    assert text.startswith("WITH picked AS MATERIALIZED (SELECT jobs.id AS id FROM jobs WHERE")
+    assert re.search(r"LIMIT %\(batch_limit\)s(::INTEGER)? FOR UPDATE SKIP LOCKED\) UPDATE", text)
+    assert re.search(r"FROM picked WHERE jobs\.id = picked\.id AND jobs\.status = ", text)
+    assert "RETURNING jobs.name, jobs.id, jobs.sequence" in text
+
+
+def test_sqlite_look_uses_in_and_returning_without_lock_clauses() -> None:
+    text = sql(claim_sql.claim_batch_statement(TABLE, "sqlite", (2,)), SQLITE)
+    assert "WHERE jobs.id IN (SELECT jobs.id FROM jobs WHERE jobs.status = ?" in text
+    assert "FOR UPDATE" not in text
+    assert text.endswith(
+        "RETURNING name, id, sequence, lease_seconds, slot, tick_at, attempts, started_at"
+    )

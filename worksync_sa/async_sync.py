@@ -24,6 +24,7 @@ from ._core.claims import (
     Beat,
     ClaimCore,
     ClaimStep,
+    DuePlan,
     Record,
     WorkSyncCore,
     WorkSyncSettings,
@@ -259,6 +260,17 @@ class AsyncWorkSync(WorkSyncSettings):
         finished or recovered.
         """
         return AsyncClaim(self, checked_row(row), unchecked=True)
+
+    async def _acquire_batch(
+        self, plan: DuePlan, places: dict[str, int], limit: int
+    ) -> list[AsyncClaim]:
+        """Up to ``limit`` due claims among a worker's works, in one statement: a look."""
+        rows = await self._runner.call(self._core.acquire_batch(plan, places, limit))
+        claimed = []
+        for row in rows:
+            self._core.claimed(row)
+            claimed.append(AsyncClaim(self, row))
+        return claimed
 
     def _claimed(self, row: ClaimedRow | None) -> AsyncClaim | None:
         if row is None:

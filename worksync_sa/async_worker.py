@@ -25,7 +25,7 @@ from ._core.worker import (
     DEFAULT_DRAIN,
     DEFAULT_MAX_BACKOFF,
     DEFAULT_POLL,
-    AcquireDue,
+    AcquireBatch,
     AwaitOne,
     FreeRunner,
     Launch,
@@ -162,7 +162,7 @@ class AsyncWorker(WorkerSettings):
     @functools.cached_property
     def _steps(self) -> dict[type, Callable[[Any], Awaitable[Any]]]:
         return {
-            AcquireDue: lambda step: self.sync.acquire_due(step.name, grace=step.grace),
+            AcquireBatch: lambda step: self.sync._acquire_batch(step.plan, step.places, step.limit),
             RunHere: lambda step: self._run_here(step.claim),
             TakeRunner: lambda _: self._take_runner(),
             FreeRunner: lambda _: self._free_runner(),

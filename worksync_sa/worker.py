@@ -32,7 +32,7 @@ from ._core.worker import (
     DEFAULT_MAX_BACKOFF,
     DEFAULT_POLL,
     MAX_CONCURRENCY_LIMIT,
-    AcquireDue,
+    AcquireBatch,
     AwaitOne,
     FreeRunner,
     Launch,
@@ -194,7 +194,7 @@ class Worker(WorkerSettings):
     @functools.cached_property
     def _steps(self) -> dict[type, Callable[[Any], Any]]:
         return {
-            AcquireDue: lambda step: self.sync.acquire_due(step.name, grace=step.grace),
+            AcquireBatch: lambda step: self.sync._acquire_batch(step.plan, step.places, step.limit),
             RunHere: lambda step: self._run_here(step.claim),
             TakeRunner: lambda _: self._free.acquire(blocking=False),
             FreeRunner: lambda _: self._free.release(),

@@ -11,17 +11,19 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
 
-from worksync_sa._core.claims import ClaimCore
+from worksync_sa._core.claims import ClaimCore, DuePlan
 from worksync_sa._core.shares import SMALLEST_CHARGE as LEAST
 from worksync_sa._core.shares import Shares
 from worksync_sa._core.worker import (
     ROUND,
-    AcquireDue,
+    SPREAD_SECONDS,
+    AcquireBatch,
     FreeRunner,
     Launch,
     RunHere,
@@ -29,6 +31,7 @@ from worksync_sa._core.worker import (
     WorkerCore,
     handlers_for,
     report,
+    spread,
 )
 from worksync_sa._run.steps import Idle
 from worksync_sa.errors import ClaimLostError, InvalidArgumentError
@@ -52,9 +55,11 @@ def worker(
     poll: str = "1s",
     clock: Callable[[], datetime] = lambda: TEN,
 ) -> WorkerCore:
-    return WorkerCore(
+    core = WorkerCore(
         works, handler, max_concurrency=concurrency, poll=poll, max_backoff="30s", clock=clock
     )
+    core.spread = lambda: 0.0  # the looks' random spread: a fixed wait here
+    return core
 
 
 def never() -> bool:
@@ -113,62 +118,92 @@ def test_a_work_given_twice_is_refused(works: list[Work | str]) -> None:
 # -- a round --------------------------------------------------------------------------------
 
 
-def test_with_one_runner_each_due_claim_runs_in_the_loop_work_by_work() -> None:
-    script = Script("a1", None, "a2", None, None, "b1", None, None)
-    started = script.run(worker(["b", "a"]).round_steps(never))
-    assert started == 3
-    assert script.steps == [
-        AcquireDue("a", None), RunHere("a1"), AcquireDue("a", None), RunHere("a2"),
-        AcquireDue("a", None),
-        AcquireDue("b", None), RunHere("b1"), AcquireDue("b", None),
-    ]  # fmt: skip
+@dataclass(frozen=True)
+class Got:
+    """A claim as the scripted look returns it: the core reads only its work's name."""
+
+    name: str
+    n: int = 1
 
 
-def test_a_due_claim_looks_back_as_far_as_the_works_grace() -> None:
-    works: list[Work | str] = [Work("a", "*/5 * * * *", grace="2m"), "b"]
-    script = Script(None, None)
+A1, A2, B1 = Got("a"), Got("a", 2), Got("b")
+
+
+def plan_of(*groups: tuple[int, tuple[str, ...]]) -> DuePlan:
+    return DuePlan(groups)
+
+
+DAY365 = 365 * 86400
+AB = plan_of((DAY365, ("a", "b")))
+IN_ORDER = {"a": 0, "b": 1}
+
+
+def test_with_one_runner_each_look_asks_for_one_row_of_any_work_until_none_is_left() -> None:
+    core = worker(["b", "a"])
+    script = Script([A1], None, [B1], None, [])
+    assert script.run(core.round_steps(never)) == 2
+    look = AcquireBatch(AB, IN_ORDER, 1)
+    assert script.steps == [look, RunHere(A1), look, RunHere(B1), look]
+    assert core.exhausted
+
+
+def test_a_look_that_finds_nothing_says_nothing_more_is_due() -> None:
+    core = worker(["a", "b"])
+    script = Script([])
+    assert script.run(core.round_steps(never)) == 0
+    assert core.exhausted
+
+
+def test_works_are_grouped_by_how_far_back_they_look() -> None:
+    """One ``name IN (...)`` and one range per grace: a work's grace stays its own."""
+    works: list[Work | str] = [Work("a", "*/5 * * * *", grace="2m"), "b", Work("c", "* * * * *")]
+    script = Script([])
     script.run(worker(works).round_steps(never))
-    assert script.steps == [AcquireDue("a", timedelta(minutes=2)), AcquireDue("b", None)]
+    plan = plan_of((60, ("c",)), (120, ("a",)), (DAY365, ("b",)))
+    assert script.steps == [AcquireBatch(plan, {"a": 0, "b": 1, "c": 2}, 1)]
 
 
-def test_a_stop_ends_the_round_before_the_next_claim() -> None:
+def test_a_stopping_worker_makes_no_claim() -> None:
+    script = Script()
+    assert script.run(worker(["a", "b"]).round_steps(lambda: True)) == 0
+    assert script.steps == []
+
+
+def test_a_stop_ends_the_round_before_the_next_look() -> None:
     stops = iter([False, True])
-    script = Script("a1", None)
+    script = Script([A1], None)
     assert script.run(worker(["a", "b"]).round_steps(lambda: next(stops, True))) == 1
-    assert script.steps == [AcquireDue("a", None), RunHere("a1")]
+    assert script.steps == [AcquireBatch(AB, IN_ORDER, 1), RunHere(A1)]
 
 
-def test_with_more_runners_the_works_take_turns_one_claim_each() -> None:
+def test_with_more_runners_one_look_asks_for_every_free_one() -> None:
     take, free = TakeRunner(), FreeRunner()
-    script = Script(
-        True, "a1", None,  # turn 1: a
-        True, "b1", None,  # turn 1: b
-        True, "a2", None,  # turn 2: a
-        True, None, None,  # b has nothing more
-        True, None, None,  # turn 3: a has nothing more
-    )  # fmt: skip
-    assert script.run(worker(["a", "b"], concurrency=4).round_steps(never)) == 3
-    assert script.steps == [
-        take, AcquireDue("a", None), Launch("a1", LEAST),
-        take, AcquireDue("b", None), Launch("b1", LEAST),
-        take, AcquireDue("a", None), Launch("a2", LEAST),
-        take, AcquireDue("b", None), free,
-        take, AcquireDue("a", None), free,
-    ]  # fmt: skip
-
-
-def test_with_more_runners_a_free_runner_goes_to_the_work_that_ran_least_lately() -> None:
-    """Two runners freed at once by a slow work: the quick one drains its due ticks first."""
-    core = worker(["quick", "slow"], concurrency=2)
-    core.shares.ended("slow", 0.0, 2.0)  # a claim of it held its runner 2 s
-    take = TakeRunner()
-    script = Script(True, "q1", None, True, "q2", None, False)
+    core = worker(["a", "b"], concurrency=4)
+    script = Script(True, True, True, False, [A1, B1], None, None, None)
     assert script.run(core.round_steps(never)) == 2
     assert script.steps == [
-        take, AcquireDue("quick", None), Launch("q1", LEAST),
-        take, AcquireDue("quick", None), Launch("q2", LEAST),
-        take,
+        take, take, take, take, AcquireBatch(AB, IN_ORDER, 3),
+        free, Launch(A1, LEAST), Launch(B1, LEAST),
     ]  # fmt: skip
+    assert core.exhausted  # fewer than asked: nothing more is due, no second look now
+
+
+def test_a_look_that_filled_every_free_runner_may_look_again() -> None:
+    core = worker(["a"], concurrency=2)
+    script = Script(True, True, [A1, A2], None, None, False)
+    assert script.run(core.round_steps(never)) == 2
+    assert script.steps[-1] == TakeRunner()  # every runner busy: the round ends
+    assert not core.exhausted
+
+
+def test_a_look_puts_the_work_that_ran_least_lately_first() -> None:
+    """The statement orders a tick's first slots by these places: slow works cannot starve quick."""
+    core = worker(["quick", "slow"], concurrency=2)
+    core.shares.ended("quick", 0.0, 2.0)  # a claim of it held its runner 2 s
+    script = Script(True, False, [], None)
+    script.run(core.round_steps(never))
+    plan = plan_of((DAY365, ("quick", "slow")))
+    assert script.steps[2] == AcquireBatch(plan, {"slow": 0, "quick": 1}, 1)
 
 
 def test_runner_time_used_is_charged_at_the_start_set_right_at_the_end_and_decays() -> None:
@@ -187,25 +222,20 @@ def test_runner_time_used_is_charged_at_the_start_set_right_at_the_end_and_decay
     assert shares.next(["a", "b"]) == "b"
 
 
-def test_with_more_runners_a_stop_mid_turn_makes_no_further_claim() -> None:
-    stops = iter([False, True])
-    script = Script(True, "a1", None)
-    assert script.run(worker(["a", "b"], concurrency=4).round_steps(lambda: next(stops))) == 1
-    assert script.steps == [TakeRunner(), AcquireDue("a", None), Launch("a1", LEAST)]
-
-
 def test_no_claim_is_made_without_a_free_runner() -> None:
-    script = Script(True, "a1", None, False)
-    assert script.run(worker(["a"], concurrency=2).round_steps(never)) == 1
-    assert script.steps == [TakeRunner(), AcquireDue("a", None), Launch("a1", LEAST), TakeRunner()]
+    script = Script(False)
+    assert script.run(worker(["a"], concurrency=2).round_steps(never)) == 0
+    assert script.steps == [TakeRunner()]
 
 
-def test_a_failed_claim_gives_its_reserved_runner_back() -> None:
+def test_a_failed_claim_gives_its_reserved_runners_back() -> None:
     away = mysql_error(2006, "MySQL server has gone away")
-    script = Script(True, Raise(away), None)
+    script = Script(True, True, Raise(away), None, None)
     with pytest.raises(type(away)):
         script.run(worker(["a"], concurrency=2).round_steps(never))
-    assert script.steps == [TakeRunner(), AcquireDue("a", None), FreeRunner()]
+    plan = plan_of((DAY365, ("a",)))
+    take, free = TakeRunner(), FreeRunner()
+    assert script.steps == [take, take, AcquireBatch(plan, {"a": 0}, 2), free, free]
 
 
 # -- the loop -------------------------------------------------------------------------------
@@ -217,10 +247,35 @@ def test_after_an_empty_round_the_loop_looks_again_when_the_next_tick_may_be_due
     assert script.steps == [Idle(0), ROUND, Idle(1.0, wake=True)]
 
 
-def test_after_a_round_that_started_claims_the_loop_goes_straight_on() -> None:
-    script = Script(False, 2, False, 0, True)
+def test_after_a_round_that_filled_every_runner_the_loop_looks_again_when_one_frees() -> None:
+    script = Script(False, 2, False, False, 0, True)
     script.run(worker(["a"]).loop_steps("worker"))
-    assert script.steps == [Idle(0), ROUND, Idle(0), ROUND, Idle(1.0, wake=True)]
+    assert script.steps == [
+        Idle(0),
+        ROUND,
+        Idle(1.0, wake=True),
+        Idle(0),
+        ROUND,
+        Idle(1.0, wake=True),
+    ]
+
+
+def test_after_a_round_that_found_less_than_it_asked_for_the_loop_waits_for_the_next_tick() -> None:
+    """Nothing more is due: neither a claim ending nor the lost race is a reason to look again."""
+    core = worker(["a"])
+    core.exhausted = True  # as the round the script stands for left it
+    script = Script(False, 1, True)
+    script.run(core.loop_steps("worker"))
+    assert script.steps == [Idle(0), ROUND, Idle(1.0, wake=False)]
+
+
+def test_the_wait_for_a_tick_is_spread_a_little() -> None:
+    core = worker(["a"])
+    core.spread = lambda: 0.07
+    script = Script(False, 0, True)
+    script.run(core.loop_steps("worker"))
+    assert script.steps[-1] == Idle(1.07, wake=True)
+    assert {0.0 <= spread() <= SPREAD_SECONDS <= 0.1 for _ in range(100)} == {True}
 
 
 def test_the_loop_outlives_a_failed_round_with_a_growing_backoff() -> None:

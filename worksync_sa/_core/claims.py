@@ -76,6 +76,33 @@ def checked_floor(grace: object) -> int:
     return floor_seconds(delta)
 
 
+@dataclass(frozen=True, slots=True)
+class DuePlan:
+    """A worker's works for its one claim statement per look: grouped by how far back each looks.
+
+    Works that share a floor (their grace, in seconds) share one ``name IN
+    (...)`` and one range; a worker's works usually all do.
+    """
+
+    groups: tuple[tuple[int, tuple[str, ...]], ...]
+
+    @classmethod
+    def of(cls, graces: dict[str, timedelta | None]) -> DuePlan:
+        by_floor: dict[int, list[str]] = {}
+        for name in sorted(graces):
+            by_floor.setdefault(checked_floor(graces[name]), []).append(name)
+        return cls(tuple((floor, tuple(names)) for floor, names in sorted(by_floor.items())))
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """How many works each group holds: what the statement's text depends on."""
+        return tuple(len(names) for _, names in self.groups)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(name for _, names in self.groups for name in names)
+
+
 _ROW_FIELDS: tuple[tuple[str, type, bool, str], ...] = (
     ("id", int, False, "an int"),
     ("name", str, False, "a string"),
@@ -479,6 +506,38 @@ class WorkSyncCore:
             partial(repo.claim_checked, kind=kind, params=params),
             resolve=partial(repo.find_claim, name=params["work_name"], token=params["claim_token"]),
             peek=partial(repo.has_queued, kind=kind, params=params),
+        )
+
+    def acquire_batch(
+        self, plan: DuePlan, places: dict[str, int], limit: int, now: datetime | None = None
+    ) -> Call[list[ClaimedRow]]:
+        """The claim of up to ``limit`` due rows among ``plan``'s works, as one call.
+
+        One token for the whole batch: each row's later writes are fenced by
+        its id and that token. ``places``: each work's place in the worker's
+        order (``Shares``), lowest first among rows of the same slot.
+        """
+        params: dict[str, Any] = {
+            "claim_token": new_token(),
+            "worker": self.worker_id,
+            "batch_limit": limit,
+        }
+        for g, (floor, names) in enumerate(plan.groups):
+            params[f"floor_{g}"] = floor
+            for i, name in enumerate(names):
+                params[f"work_{g}_{i}"] = name
+                params[f"rank_{g}_{i}"] = places.get(name, 0)
+        at = checked_now(now)
+        if at is not None:
+            params["now"] = at
+        explicit = at is not None
+        repo, shape, token = self.repo, plan.shape, params["claim_token"]
+        return Call(
+            "claim_batch",
+            partial(repo.claim_batch, shape=shape, params=params, explicit=explicit),
+            resolve=partial(repo.batch_found, names=list(plan.names), token=token),
+            peek=partial(repo.batch_has_queued, shape=shape, params=params, explicit=explicit),
+            nothing=[],
         )
 
     def claimed(self, row: ClaimedRow) -> None:

@@ -19,6 +19,9 @@ from sqlalchemy.engine import Connection
 
 from .._sql.blockers import end_connection, idle_lock_holders
 from .._sql.claims import (
+    batch_by_token,
+    batch_left,
+    claim_batch_statement,
     claim_by_token,
     claim_state,
     finished_by_claim,
@@ -29,6 +32,7 @@ from .._sql.dialect import family_of
 from .._sql.direct import execute
 from .._sql.schedule import adopt, close_surplus, latest_ticks, unadopted, window_state
 from ..models import WorkStatus, as_utc, checked_moment
+from ..repository import EARLIEST_TICK as EARLIEST
 from ..repository import ClaimRepository, ScheduleRepository, now_params
 from ..rows import Adoption, ClaimedRow, Surplus, TickState, claimed_row
 
@@ -171,6 +175,11 @@ class PassRepository(ScheduleRepository):
         return {name: as_utc(tick) for name, tick in rows if tick is not None}
 
 
+def _in_order(rows: list[ClaimedRow]) -> list[ClaimedRow]:
+    """A batch's rows by tick, then slot: the order their handlers start in."""
+    return sorted(rows, key=lambda r: (r.tick_at or EARLIEST, r.slot or 0, r.id))
+
+
 class ClaimCalls(ClaimRepository):
     """A claim's statements beyond the public ``ClaimRepository``: checked claims and resolves."""
 
@@ -189,6 +198,56 @@ class ClaimCalls(ClaimRepository):
         return (
             execute(conn, select, {k: params[k] for k in keys if k in params}).first() is not None
         )
+
+    def claim_batch(
+        self, conn: Connection, shape: tuple[int, ...], params: dict[str, Any], explicit: bool
+    ) -> list[ClaimedRow]:
+        """Up to ``params["batch_limit"]`` due rows of a worker's works, in one claim statement.
+
+        MySQL/MariaDB return no rows from an UPDATE: there the rows the
+        batch's token now holds are read back, only when it took any.
+        """
+        family = family_of(conn.dialect)
+        update = self._statements.get(
+            f"batch:{shape}:{explicit}",
+            family,
+            lambda t, f: claim_batch_statement(t, f, shape, explicit_now=explicit),
+        )
+        outcome = execute(conn, update, params)
+        token = params["claim_token"]
+        if family != "mysql":
+            return _in_order([claimed_row(row[0], token, row[1:]) for row in outcome.rows])
+        if outcome.rowcount < 1:
+            return []
+        names = [v for k, v in params.items() if k.startswith("work_")]
+        return self.batch_found(conn, names, token) or []
+
+    def batch_found(
+        self, conn: Connection, names: list[str], token: str
+    ) -> list[ClaimedRow] | None:
+        """The running rows a batch claim's token holds (None: none, it did not land)."""
+        family = family_of(conn.dialect)
+        size = len(names)
+        select = self._statements.get(
+            f"batch_by_token:{size}", family, lambda t, _: batch_by_token(t, size)
+        )
+        params: dict[str, Any] = {f"work_{i}": name for i, name in enumerate(names)}
+        params["claim_token"] = token
+        rows = execute(conn, select, params).rows
+        return _in_order([claimed_row(row[0], token, tuple(row[1:])) for row in rows]) or None
+
+    def batch_has_queued(
+        self, conn: Connection, shape: tuple[int, ...], params: dict[str, Any], explicit: bool
+    ) -> bool:
+        """Whether a batch claim could find a row (a read, no locks)."""
+        family = family_of(conn.dialect)
+        select = self._statements.get(
+            f"batch_left:{shape}:{explicit}",
+            family,
+            lambda t, f: batch_left(t, f, shape, explicit_now=explicit),
+        )
+        wanted = {k: v for k, v in params.items() if k.startswith(("work_", "floor_", "now"))}
+        return execute(conn, select, wanted).first() is not None
 
     def find_claim(self, conn: Connection, name: str, token: str) -> ClaimedRow | None:
         """The running row this token claimed, if that claim committed."""

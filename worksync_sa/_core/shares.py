@@ -44,6 +44,13 @@ class Shares:
             self._decay()
             return min(due, key=self._used.__getitem__)
 
+    def places(self, names: Iterable[str]) -> dict[str, int]:
+        """Each of ``names``' place, least used first (their order on ties): a look's order."""
+        with self._lock:
+            self._decay()
+            ordered = sorted(names, key=self._used.__getitem__)
+            return {name: place for place, name in enumerate(ordered)}
+
     def started(self, name: str) -> float:
         """Charge a claim of ``name`` what its claims usually take; returns the charge."""
         with self._lock:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import random
 import time
 from collections.abc import Callable, Generator, Iterable, Mapping
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ from .._sql.text import check_text
 from ..durations import as_timedelta, format_duration
 from ..errors import ClaimLostError, HandlerTimeoutError, InvalidArgumentError, describe
 from ..work import Work
-from .claims import ClaimCore
+from .claims import ClaimCore, DuePlan
 from .outage import Outage, is_stop
 from .shares import Shares
 
@@ -40,18 +41,37 @@ DEFAULT_DRAIN = timedelta(seconds=30)
 Long enough for most jobs to end on their own; short enough that a hung handler
 cannot keep a service from stopping (supervisors kill after 90 s or so)."""
 MAX_CONCURRENCY_LIMIT = 1024
+SPREAD_SECONDS = 0.1
+"""How widely a fleet's looks at a tick are spread (each worker waits a random part of it)."""
 
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
-@dataclass(frozen=True, slots=True)
-class AcquireDue:
-    """Claim the earliest due row of a work (the answer: a claim, or None)."""
+def spread() -> float:
+    """A small random delay added to each wait for a tick: workers do not all look at once.
 
-    name: str
-    grace: timedelta | None
+    A fleet's workers all wake for the same tick; at the same instant they
+    would queue on the same rows and index pages. Spread over
+    ``SPREAD_SECONDS`` their looks meet far less, and the lag stays well
+    under half a second.
+    """
+    return random.uniform(0.0, SPREAD_SECONDS)
+
+
+@dataclass(frozen=True, slots=True)
+class AcquireBatch:
+    """Claim up to ``limit`` due rows among the worker's works in one statement.
+
+    The answer: the claims, at most ``limit`` (an empty list: nothing was
+    due, or others took it). ``places``: each work's place in the order of
+    ``shares``, least used first.
+    """
+
+    plan: DuePlan
+    places: dict[str, int]
+    limit: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +183,12 @@ class WorkerCore:
         """Runner time each work used lately: who claims next when runners are few."""
         self._grace: dict[str, timedelta] = {work.name: work.grace for work in self.works}
         """Per work, its grace: how far back a claim looks."""
+        self.plan = DuePlan.of({name: self._grace.get(name) for name in self.names})
+        """The works as the one claim statement of a look takes them."""
+        self.spread: Callable[[], float] = spread
+        """A small random delay added to each wait for a tick (tests make it 0)."""
+        self.exhausted = False
+        """Whether the last round found less than it asked for: nothing more is due now."""
         self.handlers = handlers_for(self.names, handler)
         if (
             not isinstance(max_concurrency, int)
@@ -204,44 +230,57 @@ class WorkerCore:
         self.max_stuck = max_stuck
 
     def round_steps(self, stopping: Callable[[], bool]) -> Generator[Any, Any, int]:
-        """Claim what is due now and start it; returns how many claims were started.
+        """Claim what is due now among all the works and start it, one statement per look.
 
-        With one runner, each claim runs in the loop, one after the other.
-        With more, a claim is only made once a runner is reserved for it, so
-        the worker never holds a claim it cannot run (the next round starts
-        when a runner frees up), and each goes to the due work that has used
-        the least runner time lately (``shares``): works of equal cost take
-        turns, and quick works are not starved by slow or hung ones.
+        A look asks for as many rows as the worker has free runners, across
+        all its works at once (``AcquireBatch``), so a worker costs the
+        database one statement per look whatever the number of its works.
+        A claim is only made for a runner reserved for it, so the worker
+        never holds a claim it cannot run. Which rows it gets is the
+        statement's order: the work that used the least runner time lately
+        first (``shares``), so quick works are not starved by slow or hung
+        ones, then the oldest tick, then its slots.
+
+        A look that got every row it asked for is followed by another (more
+        may be due) while a runner is free; one that got fewer ends the round.
+        Returns how many claims were started; ``exhausted`` then says whether
+        the last look got fewer rows than it asked for: nothing more is due
+        now, and the loop need not look again before the next tick.
         """
         started = 0
-        if self.max_concurrency == 1:
-            for name in self.names:
-                while not stopping():
-                    claim = yield AcquireDue(name, self._grace.get(name))
-                    if claim is None:
-                        break
-                    yield RunHere(claim)
-                    started += 1
-            return started
-        due = list(self.names)
-        while due:
-            if stopping():  # a stop mid-round: the other works' claims are not made
-                return started
-            name = self.shares.next(due)
-            if not (yield TakeRunner()):
-                return started
-            try:
-                claim = yield AcquireDue(name, self._grace.get(name))
-            except BaseException:
-                yield FreeRunner()
-                raise
-            if claim is None:
-                yield FreeRunner()
-                due.remove(name)
-                continue
-            yield Launch(claim, self.shares.started(name))
-            started += 1
+        self.exhausted = False
+        while not self.exhausted and not stopping():
+            took = yield from self._look_steps()
+            if took is None:  # no free runner: the next look when one frees up
+                break
+            started += took
         return started
+
+    def _look_steps(self) -> Generator[Any, Any, int | None]:
+        """One claim statement for every free runner; None when no runner was free."""
+        if self.max_concurrency == 1:
+            claims = yield AcquireBatch(self.plan, self.shares.places(self.names), 1)
+            self.exhausted = not claims
+            for claim in claims:
+                yield RunHere(claim)
+            return len(claims)
+        free = 0
+        while free < self.max_concurrency and (yield TakeRunner()):
+            free += 1
+        if not free:
+            return None
+        try:
+            claims = yield AcquireBatch(self.plan, self.shares.places(self.names), free)
+        except BaseException:
+            for _ in range(free):
+                yield FreeRunner()
+            raise
+        for _ in range(free - len(claims)):
+            yield FreeRunner()
+        self.exhausted = len(claims) < free
+        for claim in claims:
+            yield Launch(claim, self.shares.started(claim.name))
+        return len(claims)
 
     def due_steps(self) -> Generator[Any, Any, int]:
         """Rounds until nothing is due and nothing runs; returns how many claims were started.
@@ -253,7 +292,7 @@ class WorkerCore:
         while True:
             started: int = yield ROUND
             ran += started
-            if not started and not (yield AwaitOne()):
+            if not (yield AwaitOne()):  # the round ran out of due rows or of runners
                 return ran
 
     def loop_steps(self, what: str) -> Generator[Any, Any, None]:
@@ -268,7 +307,7 @@ class WorkerCore:
         outage = Outage(logger, what, cap=self.max_backoff)
         while not (yield Idle(0)):
             try:
-                started = yield ROUND
+                yield ROUND
             except GeneratorExit:  # closed, not failed
                 raise
             except BaseException as exc:
@@ -278,7 +317,10 @@ class WorkerCore:
                     return
                 continue
             outage.succeeded()
-            if not started and (yield Idle(self.next_wait(), wake=True)):
+            # Nothing more due: the next look is at the next tick, whatever ends
+            # meanwhile. Else every runner is busy: look again when one frees up.
+            wait = self.next_wait() + self.spread()
+            if (yield Idle(wait, wake=not self.exhausted)):
                 return
 
     @staticmethod

@@ -57,6 +57,17 @@ class _ClaimEarliestDue(_MySQLClaimUpdate):
     order_columns = ("tick_at", "id")
 
 
+class _ClaimDueBatch(_MySQLClaimUpdate):
+    """Up to ``:batch_limit`` rows in ``batch_order`` (see ``claim_batch_statement``).
+
+    The order is derived from the batch's shape alone, as is its WHERE
+    clause, so statements of different shapes never share a cache key.
+    """
+
+    inherit_cache = True
+    batch_order: tuple[sa.ColumnElement[Any], ...] = ()
+
+
 @compiles(_MySQLClaimUpdate, "mysql")
 @compiles(_MySQLClaimUpdate, "mariadb")
 def _compile_mysql_claim(element: _MySQLClaimUpdate, compiler: SQLCompiler, **kw: Any) -> str:
@@ -64,6 +75,10 @@ def _compile_mysql_claim(element: _MySQLClaimUpdate, compiler: SQLCompiler, **kw
     table = element.table
     assert isinstance(table, sa.Table)
     order = ", ".join(compiler.process(table.c[name], **kw) for name in element.order_columns)
+    if isinstance(element, _ClaimDueBatch):
+        order = ", ".join(compiler.process(item, **kw) for item in element.batch_order)
+        limit = compiler.process(sa.bindparam("batch_limit", type_=sa.Integer()), **kw)
+        return f"{text} ORDER BY {order} LIMIT {limit}"
     return f"{text} ORDER BY {order} LIMIT {int(element.limit)}"
 
 
@@ -147,6 +162,142 @@ def claim_statement(
         .where(c.id == pick.scalar_subquery(), c.status == WorkStatus.QUEUED.value)
         .values(values)
         .returning(*claim_details(table))
+    )
+
+
+def _batch_where(
+    table: sa.Table, family: Family, groups: tuple[int, ...], *, explicit_now: bool
+) -> list[sa.ColumnElement[bool]]:
+    """The due slice of a worker's works: each group of works with its own floor.
+
+    ``groups`` gives how many works share each floor (``:work_<g>_<i>``,
+    ``:floor_<g>``): a worker's works usually share one grace, so one group,
+    one ``name IN (...)`` and one range. Each name is its own bound parameter
+    (not an expanding IN), so the statement compiles once per worker and runs
+    straight on the cursor. The range of every name then starts at its
+    floor on the status index ``(status, name, tick_at)``, whatever the
+    statistics say: a claim never walks the history.
+    """
+    c = table.c
+    now = clock(family, explicit_now)
+
+    def names(g: int, size: int) -> list[Any]:
+        return [sa.bindparam(f"work_{g}_{i}", type_=sa.String(255)) for i in range(size)]
+
+    ranges = [
+        sa.and_(
+            c.name.in_(names(g, size)),
+            c.tick_at >= shifted(family, now, -sa.bindparam(f"floor_{g}", type_=sa.Integer())),
+        )
+        for g, size in enumerate(groups)
+    ]
+    return [
+        c.status == WorkStatus.QUEUED.value,
+        ranges[0] if len(ranges) == 1 else sa.or_(*ranges),
+        c.tick_at <= now,
+        c.tick_at >= shifted(family, now, -_grace_seconds(table)),
+    ]
+
+
+def _places(table: sa.Table, groups: tuple[int, ...]) -> sa.ColumnElement[int]:
+    """Each work's place in the worker's order this look (``:rank_<g>_<i>``), by name."""
+    whens = [
+        (
+            table.c.name == sa.bindparam(f"work_{g}_{i}", type_=sa.String(255)),
+            sa.bindparam(f"rank_{g}_{i}", type_=sa.Integer()),
+        )
+        for g, size in enumerate(groups)
+        for i in range(size)
+    ]
+    return sa.case(*whens, else_=sum(groups))
+
+
+def claim_batch_statement(
+    table: sa.Table, family: Family, groups: tuple[int, ...], *, explicit_now: bool = False
+) -> Update:
+    """One statement that claims up to ``:batch_limit`` due rows among several works.
+
+    A worker looks once for all its works, asking for as many rows as it has
+    free runners, instead of one UPDATE per work: a fleet's statements then
+    grow with its workers and its claims, not with workers times works.
+
+    Every row taken gets the same token, ``:claim_token``, the batch's:
+    each claim's later writes are fenced by its id and that token
+    (``fenced``), so they stay its own. Correctness is the outer guard's,
+    ``status = QUEUED``, as for a single claim: an UPDATE takes a row only
+    while it is queued, so a tick never runs more than its rows.
+
+    Fairness between works: rows are taken by each work's place
+    ``:rank_<g>_<i>`` (the worker's ``Shares``: the work that used the least
+    runner time lately first, so slow or hung works cannot starve a quick
+    one), then oldest tick first, a tick's slots in order (its shards run
+    together). Within one look the first work may take every free runner;
+    its claims are charged to it, so at the next look another goes first.
+
+    * MySQL/MariaDB: ``UPDATE ... ORDER BY ... LIMIT``; the caller reads the
+      rows back by the token (``batch_by_token``), one read, only when the
+      UPDATE took any.
+    * PostgreSQL: the rows are picked in a ``FOR UPDATE SKIP LOCKED``
+      sub-select, ``RETURNING`` them.
+    * SQLite: ``UPDATE ... WHERE id IN (SELECT ... LIMIT) RETURNING``.
+    """
+    c = table.c
+    where = _batch_where(table, family, groups, explicit_now=explicit_now)
+    values = _claim_values(table, family)
+    order = (_places(table, groups), c.tick_at, c.slot, c.id)
+    if family == "mysql":
+        update = _ClaimDueBatch(table).where(*where).values(values)
+        update.batch_order = order
+        return update
+    limit = sa.bindparam("batch_limit", type_=sa.Integer())
+    pick = sa.select(c.id).where(*where).order_by(*order).limit(limit)
+    taken: sa.ColumnElement[bool] = c.id.in_(pick)
+    if family == "postgresql":
+        # ``WITH picked AS MATERIALIZED (pick) UPDATE ... FROM picked``: the
+        # pick runs once, whatever the plan; rows it yields are found again
+        # by their key. As a sub-select (``IN (...)``, or joined in FROM)
+        # the planner may run it again per row, and SKIP LOCKED hands each
+        # run other rows: more than the limit. ``id = ANY(ARRAY(...))`` ran
+        # once, but without statistics the outer UPDATE then read every entry
+        # of the status index, the finished history's too.
+        picked = (
+            pick.with_for_update(skip_locked=True)
+            .cte("picked")
+            .prefix_with("MATERIALIZED", dialect="postgresql")
+        )
+        taken = c.id == picked.c.id
+    return (
+        sa.update(table)
+        .where(taken, c.status == WorkStatus.QUEUED.value)
+        .values(values)
+        .returning(c.name, *claim_details(table))
+    )
+
+
+def batch_by_token(table: sa.Table, size: int) -> sa.Select[Any]:
+    """The rows a batch claim took, by its token (MySQL/MariaDB's read back; a lost reply's).
+
+    Looked up among the running rows of the worker's works on the status
+    index, so the read costs the batch's rows, not the table.
+    """
+    c = table.c
+    names = [sa.bindparam(f"work_{i}", type_=sa.String(255)) for i in range(size)]
+    return sa.select(c.name, *claim_details(table)).where(
+        c.status == WorkStatus.RUNNING.value,
+        c.name.in_(names),
+        c.token == sa.bindparam("claim_token", type_=sa.String(32)),
+    )
+
+
+def batch_left(
+    table: sa.Table, family: Family, groups: tuple[int, ...], *, explicit_now: bool
+) -> sa.Select[Any]:
+    """Whether a batch claim could find a row (a read, no lock): a busy SQLite file's peek."""
+    c = table.c
+    return (
+        sa.select(c.id)
+        .where(*_batch_where(table, family, groups, explicit_now=explicit_now))
+        .limit(1)
     )
 
 
