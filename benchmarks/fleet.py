@@ -54,7 +54,7 @@ import sqlalchemy as sa
 
 from worksync_sa import Scheduler, SchedulerConfig, Work, Worker
 from worksync_sa.engine import create_async_engine
-from worksync_sa.models import table_named
+from worksync_sa.models import table_named, validate_table_name
 
 from .harness import Report, bench_engine, drop_table, fresh_table, percentile
 
@@ -278,6 +278,10 @@ def anchor_counter(engine: sa.Engine) -> Callable[[], int]:
 
 def fleet_url(engine: sa.Engine, database: str) -> str:
     """The server's URL on ``database``, created if missing."""
+    # DDL takes no bound parameters: the names are this module's constants, held to plain
+    # identifiers before they are written into the statements below.
+    for name in (database, FLEET_USER):
+        validate_table_name(name)
     admin = engine.execution_options(isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         if engine.dialect.name == "postgresql":

@@ -112,7 +112,13 @@ class LoopWorker:
             self._end_loop()
 
     def _end_loop(self) -> None:
+        """Stop the loop and its thread; the loop is left unclosed, on purpose.
+
+        The command ends right after this. A driver's thread still finishing
+        a call for a claim that was cut off (aiosqlite's, one per connection)
+        hands its result to the loop with ``call_soon_threadsafe``: on a
+        closed loop that raises, and the thread prints the traceback as the
+        process quits; on a stopped one the result is only never read.
+        """
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=10)
-        if not self._thread.is_alive():
-            self._loop.close()
