@@ -279,24 +279,31 @@ def anchor_counter(engine: sa.Engine) -> Callable[[], int]:
 def fleet_url(engine: sa.Engine, database: str) -> str:
     """The server's URL on ``database``, created if missing."""
     # DDL takes no bound parameters: the names are this module's constants, held to plain
-    # identifiers before they are written into the statements below.
+    # identifiers, then quoted by the dialect (an account's user and host as identifiers too).
     for name in (database, FLEET_USER):
         validate_table_name(name)
     admin = engine.execution_options(isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
+        quote = conn.dialect.identifier_preparer.quote_identifier
+        db = quote(database)
         if engine.dialect.name == "postgresql":
             exists = conn.execute(
                 sa.text("SELECT 1 FROM pg_database WHERE datname = :db"), {"db": database}
             ).first()
             if not exists:
-                conn.exec_driver_sql(f'CREATE DATABASE "{database}"')
+                conn.exec_driver_sql("CREATE DATABASE " + db)
         else:
-            conn.exec_driver_sql(f"CREATE DATABASE IF NOT EXISTS `{database}`")
+            statements = ["CREATE DATABASE IF NOT EXISTS " + db]
             for host in ("127.0.0.1", "localhost"):
-                conn.exec_driver_sql(f"CREATE USER IF NOT EXISTS '{FLEET_USER}'@'{host}'")
-                conn.exec_driver_sql(f"GRANT ALL ON `{database}`.* TO '{FLEET_USER}'@'{host}'")
-                # as root has it: the scheduler looks for transactions left open on its table
-                conn.exec_driver_sql(f"GRANT PROCESS ON *.* TO '{FLEET_USER}'@'{host}'")
+                account = quote(FLEET_USER) + "@" + quote(host)
+                statements += [
+                    "CREATE USER IF NOT EXISTS " + account,
+                    "GRANT ALL ON " + db + ".* TO " + account,
+                    # as root has it: the scheduler looks for transactions left open on its table
+                    "GRANT PROCESS ON *.* TO " + account,
+                ]
+            for statement in statements:
+                conn.exec_driver_sql(statement)
             url = engine.url.set(database=database, username=FLEET_USER, password=None)
             return url.render_as_string(hide_password=False)
     return engine.url.set(database=database).render_as_string(hide_password=False)
