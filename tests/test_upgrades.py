@@ -330,6 +330,9 @@ def downgrade() -> None:
 '''
 
 HANDLER = "def handle(claim):\n    pass\n"
+HOLDING = "import time\n\n\ndef handle(claim):\n    time.sleep(0.3)\n"
+"""Holds its runner a moment: a worker that won one slot of a tick cannot take the other
+before a second worker looks (head's workers look up to 0.1 s after the tick, spread)."""
 MAX_RUN = 2
 RUN_SECONDS = 8.0
 
@@ -511,7 +514,7 @@ def test_the_previous_release_upgraded_in_place_rolled_and_downgraded(
     )  # fmt: skip
     assert where.stdout.startswith(str(previous_release)), where.stdout
     config = write_config(tmp_path, FAST)
-    (tmp_path / "handlers.py").write_text(HANDLER)
+    (tmp_path / "handlers.py").write_text(HOLDING)
 
     # The previous release makes the table and some history at its own revision.
     made = previous(previous_release, "migrate", *target.args(), cwd=tmp_path)
