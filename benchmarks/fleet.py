@@ -74,7 +74,7 @@ ANCHOR_SCRIPT = Path(__file__).resolve().parent / "procrastinate_fleet.py"
 
 FULL = {
     "loaded": ((10, 4), (10, 32), (20, 32), (100, 32), (100, 128)),
-    "idle": ((10, 4), (10, 32)),
+    "idle": ((10, 4), (10, 32), (100, 32)),
     "anchor": ((10, 4), (20, 32), (100, 32), (100, 128)),
     "window": 45.0,
     "idle_window": 20.0,
@@ -120,12 +120,17 @@ def blocking_worker(url: str, works: int, idle: bool, ready: Any, go: Any, deadl
 
 
 def async_workers(
-    url: str, works: int, idle: bool, count: int, ready: Any, go: Any, deadline: Any
+    url: str, works: int, idle: bool, count: int, pool: int, ready: Any, go: Any, deadline: Any
 ) -> None:
-    """``count`` ``AsyncWorker``s on one event loop and one engine, until the deadline."""
+    """``count`` ``AsyncWorker``s on one event loop and one engine of ``pool`` connections.
+
+    A worker holds a connection only for a statement, never while its
+    handler runs, so a fleet needs far fewer connections than workers: the
+    pool is what the server has room for, shared by the processes.
+    """
 
     async def run() -> None:
-        engine = create_async_engine(url, pool_size=count + 4, max_overflow=count)
+        engine = create_async_engine(url, pool_size=pool, max_overflow=0, pool_timeout=60)
         from worksync_sa import AsyncWorker  # the asyncio twin: loaded only where it runs
 
         workers = [
@@ -359,7 +364,9 @@ def _outcome(ticks: list[tuple[Any, ...]], expected: int, grace: float) -> dict[
     }
 
 
-def _launch(url: str, works: int, workers: int, idle: bool) -> tuple[list[Any], Any, Any]:
+def _launch(
+    url: str, works: int, workers: int, idle: bool, room: int
+) -> tuple[list[Any], Any, Any]:
     ready, go, deadline = SPAWN.Queue(), SPAWN.Event(), SPAWN.Value("d", 0.0)
     if workers <= 8:
         procs = [
@@ -368,8 +375,11 @@ def _launch(url: str, works: int, workers: int, idle: bool) -> tuple[list[Any], 
         ]
     else:
         shares = [workers // ASYNC_PROCESSES + (i < workers % ASYNC_PROCESSES) for i in range(4)]
+        pool = min(max(shares) + 4, room // ASYNC_PROCESSES)
         procs = [
-            SPAWN.Process(target=async_workers, args=(url, works, idle, share, ready, go, deadline))
+            SPAWN.Process(
+                target=async_workers, args=(url, works, idle, share, pool, ready, go, deadline)
+            )
             for share in shares
         ]
     for proc in procs:
@@ -388,8 +398,12 @@ def run_case(
     idle: bool,
     warmup: float,
     window: float,
+    room: int,
 ) -> dict[str, Any]:
-    """One fleet: scheduler here, workers in processes; the window's counts."""
+    """One fleet: scheduler here, workers in processes; the window's counts.
+
+    ``room``: the connections the workers may open between them.
+    """
     fleet_engine = bench_engine(url)
     fresh_table(fleet_engine, TABLE)
     fleet = _fleet_works(works, idle)
@@ -399,7 +413,7 @@ def run_case(
     (read_statements, counted), read_cpu = statement_counter(engine), server_cpu(engine)
     read_backends = backend_cpu(engine, FLEET_DB)
     try:
-        procs, go, deadline = _launch(url, works, workers, idle)
+        procs, go, deadline = _launch(url, works, workers, idle, room)
         deadline.value = time.time() + warmup + window + TAIL_S
         go.set()
         time.sleep(warmup)
@@ -593,13 +607,21 @@ def _fleet(engine: sa.Engine, report: Report, *, quick: bool) -> None:
         (False, sizes["loaded"], sizes["window"]),
     ):
         for works, workers in cases:
-            if workers + 2 > limit:
+            room = min(limit - 10, 4 * workers + 16)  # the scheduler and the counters too
+            if (workers > 8 and room < 4 * ASYNC_PROCESSES) or (workers <= 8 and room < workers):
                 note = f"M {works}, W {workers}: the server has room for {limit} connections"
                 results["skipped"].append(note)
                 print(f"  fleet: skipped {note}", flush=True)
                 continue
             result = run_case(
-                engine, url, works, workers, idle=idle, warmup=sizes["warmup"], window=window
+                engine,
+                url,
+                works,
+                workers,
+                idle=idle,
+                warmup=sizes["warmup"],
+                window=window,
+                room=room,
             )
             results["worksync"].append(result)
             _row(report, "worksync", result, counted)

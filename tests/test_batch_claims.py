@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from worksync_sa import Scheduler, SchedulerConfig, Work, Worker, WorkStatus
+from worksync_sa import Scheduler, SchedulerConfig, Work, Worker, WorkStatus, WorkSync
 from worksync_sa._core.claims import DuePlan
 from worksync_sa.models import as_utc
 
@@ -219,3 +219,63 @@ def test_racing_batch_looks_never_exceed_max_run_and_take_every_due_row(db: Db) 
     assert {key: count for key, count in per_tick.items() if count != budget[key[0]]} == {}
     assert len({row_id for _, _, row_id in wins}) == len(wins) == ticks * 6
     assert Counter(row.status for row in db.rows()) == {WorkStatus.SUCCESS: ticks * 6}
+
+
+# -- MySQL/MariaDB: the look's locks ---------------------------------------------------------
+
+
+def test_on_mysql_a_look_leaves_the_scheduler_room_to_insert_the_next_ticks(
+    server_db: Db,
+) -> None:
+    """Lanes run in READ COMMITTED: a look locks the rows it read, never the gaps after them.
+
+    Under REPEATABLE READ the look (an ``UPDATE ... ORDER BY ... LIMIT`` that
+    reads every due row of its works) also locked the gap past each work's
+    last due row, where the scheduler inserts the next ticks; at 100 works
+    and 128 workers the two queued on each other until waits timed out.
+    Here a look is held open in a transaction on a lane while the next tick's
+    row goes in beside it, with a one-second lock wait.
+    """
+    from benchmarks.harness import raw_connection, raw_stamp
+
+    from .plans import batch, load
+
+    db = server_db
+    if db.name != "mysql":
+        pytest.skip("gap locks are InnoDB's")
+    load(db.engine, db.table, 3, 0, 2, "none")
+    sync = WorkSync(db.engine, table=db.table)
+    try:
+        level = sync._runner.run(
+            "isolation", lambda conn: conn.exec_driver_sql("SELECT @@tx_isolation").scalar()
+        )
+        assert level == "READ-COMMITTED"
+        sql, params = batch(db.engine, db.table, 3, 10)
+        held = raw_connection(db.engine)
+        other = raw_connection(db.engine)
+        try:
+            looking = held.cursor()
+            looking.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
+            looking.execute("BEGIN")
+            looking.execute(sql, params)
+            assert looking.rowcount == 6  # two due rows of each of the three works, held
+            inserting = other.cursor()
+            inserting.execute("SET SESSION innodb_lock_wait_timeout = 1")
+            moment = raw_stamp(db.engine, as_utc(db.db_now()) + timedelta(seconds=30))
+            insert = sa.insert(sa.table(db.table, *(sa.column(c) for c in COLUMNS)))
+            compiled = insert.values({c: sa.bindparam(c) for c in COLUMNS}).compile(
+                dialect=db.engine.dialect
+            )
+            row = {"name": "w000", "status": 1, "sequence": "next", "slot": 0, "tick_at": moment}
+            assert compiled.positiontup is not None
+            inserting.execute(compiled.string, tuple(row[k] for k in compiled.positiontup))
+            assert inserting.rowcount == 1  # not held behind the look
+            looking.execute("ROLLBACK")
+        finally:
+            held.close()
+            other.close()
+    finally:
+        sync.close()
+
+
+COLUMNS = ("name", "status", "sequence", "slot", "tick_at")

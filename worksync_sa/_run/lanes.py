@@ -157,6 +157,7 @@ def prepare_lane(conn: Connection) -> None:
     if conn.dialect.name in ("mysql", "mariadb"):
         require_utf8mb4(conn)
         conn.execute(LOCK_WAIT, {"seconds": LOCK_WAIT_SECONDS})
+        read_committed(conn)
     elif conn.dialect.name == "sqlite":
         conn.exec_driver_sql("PRAGMA busy_timeout = 0")
     elif conn.dialect.driver == "psycopg":
@@ -166,6 +167,30 @@ def prepare_lane(conn: Connection) -> None:
         driver.adapters.register_dumper(list, ListBinaryDumper)
         never_prepare(conn)
     conn.connection.detach()
+
+
+def read_committed(conn: Connection) -> None:
+    """MySQL/MariaDB: a lane's statements in READ COMMITTED, unless the binlog forbids it.
+
+    A worker's look is one ``UPDATE ... ORDER BY <its order> LIMIT n``; the
+    order is the worker's own (which work ran least lately), so the server
+    reads and sorts every due row of the worker's works, locking each. Under
+    REPEATABLE READ it also locks the gaps after them, where the scheduler
+    inserts the next ticks: at M = 100 works and W = 128 workers the looks
+    and the passes queued on each other until lock waits timed out, and a
+    third of the ticks ran late by seconds or were missed. Under READ
+    COMMITTED there are no gap locks, and each look waits only for the rows
+    another look is claiming at that moment (measured: lag p99 0.36 s, no
+    tick missed). Correctness never rested on the level: every claim is
+    guarded by ``status = QUEUED``.
+
+    With statement-based binary logging the server refuses InnoDB writes
+    under READ COMMITTED, so there the server's level stays.
+    """
+    log_bin, binlog_format = conn.exec_driver_sql("SELECT @@log_bin, @@binlog_format").one()
+    if log_bin and str(binlog_format).upper() == "STATEMENT":
+        return
+    conn.exec_driver_sql("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
 
 
 MYSQL_LEAST = (8, 0, 4)
