@@ -110,12 +110,16 @@ def _consume(pgconn: Any) -> list[str]:
 
 
 def _listen(conn: Connection, table: str, name: str) -> Any:
-    """Name the session, LISTEN, detach from the pool; the libpq connection to wait on."""
+    """Name the session, LISTEN, detach from the pool; the psycopg connection, ours to close.
+
+    Once detached, closing ``conn`` no longer closes the driver's connection
+    (on the asyncio side at least): the listener closes it itself.
+    """
     conn.execute(name_session(), {"name": name})
     conn.exec_driver_sql(listen_sql(conn.dialect, channel_for(table)))
-    driver: Any = conn.connection.driver_connection
+    driver = conn.connection.driver_connection
     conn.connection.detach()  # never back into a pool while it listens
-    return driver.pgconn
+    return driver
 
 
 def _probe(conn: Connection, table: str, payload: str) -> None:
@@ -141,7 +145,7 @@ class Listening:
         self.nudge = nudge
         self.stopping = threading.Event()
         self._conn: Connection | None = None
-        self._pgconn: Any = None
+        self._driver: Any = None
         self._bell, self._ear = socket.socketpair()
         """Written by :meth:`stop`; a wait on the listening socket also watches ``_ear``."""
 
@@ -180,18 +184,21 @@ class Listening:
         self._disconnect()
         conn = self.listen_engine.connect().execution_options(isolation_level="AUTOCOMMIT")
         self._conn = conn
-        self._pgconn = _listen(conn, self.table, self.name)
+        self._driver = _listen(conn, self.table, self.name)
 
     def _disconnect(self) -> None:
-        conn, self._conn, self._pgconn = self._conn, None, None
+        conn, driver, self._conn, self._driver = self._conn, self._driver, None, None
         if conn is not None:
             with contextlib.suppress(Exception):
                 conn.close()
+        if driver is not None:
+            with contextlib.suppress(Exception):
+                driver.close()
 
     def _receive(self, seconds: float | None) -> list[str] | None:
-        pgconn = self._pgconn
-        if pgconn is None:
+        if self._driver is None:
             raise ConnectionError("the listening connection is not open")
+        pgconn = self._driver.pgconn
         found = _drain(pgconn)
         if found or self.stopping.is_set():
             return None if self.stopping.is_set() else found
@@ -218,7 +225,7 @@ class AsyncListening:
         self.name = application_name(worker_id)
         self.nudge = nudge
         self._conn: AsyncConnection | None = None
-        self._pgconn: Any = None
+        self._driver: Any = None
 
     async def do(self, step: Any) -> Any:
         if isinstance(step, Receive):
@@ -246,19 +253,22 @@ class AsyncListening:
         conn = await self.listen_engine.connect()
         self._conn = conn
         await conn.execution_options(isolation_level="AUTOCOMMIT")
-        self._pgconn = await conn.run_sync(_listen, self.table, self.name)
+        self._driver = await conn.run_sync(_listen, self.table, self.name)
 
     async def close(self) -> None:
         """Close the connection, if open; never raises."""
-        conn, self._conn, self._pgconn = self._conn, None, None
+        conn, driver, self._conn, self._driver = self._conn, self._driver, None, None
         if conn is not None:
             with contextlib.suppress(Exception):
                 await conn.close()
+        if driver is not None:
+            with contextlib.suppress(Exception):
+                await driver.close()
 
     async def _receive(self, seconds: float | None) -> list[str]:
-        pgconn = self._pgconn
-        if pgconn is None:
+        if self._driver is None:
             raise ConnectionError("the listening connection is not open")
+        pgconn = self._driver.pgconn
         found = _drain(pgconn)
         if found:
             return found
@@ -275,7 +285,19 @@ class AsyncListening:
 
 
 def listen_engine_for(url: str | None, engine: Engine) -> Engine:
-    """The engine the listening connection comes from: ``url``'s, else the worker's."""
+    """The engine the listening connection comes from: ``url``'s, else the worker's.
+
+    ``url``'s has no pool: its one connection is detached at once anyway.
+    """
     if url is None:
         return engine
     return sa.create_engine(url, poolclass=sa.pool.NullPool)
+
+
+def async_listen_engine_for(url: str | None, engine: AsyncEngine) -> AsyncEngine:
+    """:func:`listen_engine_for`, asyncio (only imported here: it needs greenlet)."""
+    if url is None:
+        return engine
+    from sqlalchemy.ext.asyncio import create_async_engine  # noqa: PLC0415 (asyncio when asked)
+
+    return create_async_engine(url, poolclass=sa.pool.NullPool)
