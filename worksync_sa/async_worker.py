@@ -222,7 +222,8 @@ class AsyncWorker(WorkerSettings):
         """Sleep ``seconds`` (less on a stop, or, when ``wake``, a claim ending); True: stop.
 
         As in :class:`Worker`: only a ``wake`` wait consumes the wake signal;
-        one set during a backoff is kept, so the next look is at once.
+        one set during a backoff is kept, so the next look is at once. Any
+        other wait ends on the nudge, which a stop and a wake-up set.
         """
         seconds = self._core.wait_length(seconds, self._until)
         if seconds > 0:

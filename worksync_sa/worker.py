@@ -274,6 +274,9 @@ class Worker(WorkerSettings):
 
         As in :class:`AsyncWorker`: only a ``wake`` wait consumes the wake
         signal; one set during a backoff is kept, so the next look is at once.
+        Any other wait (for the next tick, or a backoff) ends on the nudge,
+        which a stop and a wake-up set (``wake="notify"``): a notify sent while
+        the loop was busy is not lost, its look comes at once.
         """
         seconds = self._core.wait_length(seconds, self._until)
         if seconds > 0:
