@@ -188,7 +188,6 @@ def test_run_now_wakes_a_listening_worker(pg_db: Db) -> None:
     worker = Worker(
         db.engine, [Work("w", FAR)], lambda c: ran.append(c.sequence), table=db.table, wake="notify"
     )
-    assert worker.wake == "notify"
     assert worker.wakeups == "checking"
     with listening(worker):
         done = Operator(db.engine, table=db.table, works=[Work("w", FAR)]).run_now("w")
@@ -344,7 +343,7 @@ def test_wake_must_be_none_or_notify(db: Db) -> None:
 
 def test_without_wake_the_worker_polls_as_before(db: Db) -> None:
     worker = Worker(db.engine, ["w"], print, table=db.table)
-    assert (worker.wake, worker.wakeups, worker.poll) == (None, "polling", 1.0)
+    assert (worker.wakeups, worker.poll) == ("polling", 1.0)
     worker = Worker(db.engine, ["w"], print, table=db.table, poll="5s")
     assert worker.poll == 5.0
 

@@ -395,11 +395,6 @@ class WorkerSettings:
         return self._core.current_poll
 
     @property
-    def wake(self) -> str | None:
-        """``"notify"``: PostgreSQL notifies wake the worker (see ``wakeups``); None: it polls."""
-        return self._core.wake
-
-    @property
     def wakeups(self) -> str:
         """How the worker learns of rows due outside its ticks: "checking", "listening", "polling".
 
