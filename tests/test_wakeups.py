@@ -335,6 +335,9 @@ def test_wake_must_be_none_or_notify(db: Db) -> None:
     with pytest.raises(InvalidArgumentError, match="listen_url is only for wake='notify'"):
         Worker(db.engine, ["w"], print, table=db.table, listen_url=db.url)
     if db.name == "postgresql":
+        for url in ("postgresql+pg8000://postgres@127.0.0.1/test", "sqlite:///x.db", "not a url"):
+            with pytest.raises(InvalidArgumentError, match="listen_url"):
+                Worker(db.engine, ["w"], print, table=db.table, wake="notify", listen_url=url)
         return
     with pytest.raises(InvalidArgumentError, match="needs PostgreSQL"):
         Worker(db.engine, ["w"], print, table=db.table, wake="notify")

@@ -26,6 +26,8 @@ from collections.abc import Generator
 from datetime import timedelta
 from typing import Any, Literal
 
+import sqlalchemy as sa
+
 from .._run.listen import (
     CONNECT,
     DISCONNECT,
@@ -48,6 +50,8 @@ PROBE_SECONDS = 2.0
 """How long the listener waits for its own probe before it decides notifies cannot reach it."""
 
 Wakeups = Literal["checking", "listening", "polling"]
+PSYCOPG = ("psycopg", "psycopg_async")
+"""The drivers the listener reads notifies from (psycopg 3's libpq connection)."""
 
 
 def checked_wake(wake: object) -> str | None:
@@ -72,14 +76,25 @@ def check_wake_database(wake: str | None, dialect: str, driver: str, listen_url:
             f"wake='notify' needs PostgreSQL (LISTEN/NOTIFY); this engine is {dialect!r}: "
             "leave wake unset and the worker polls"
         )
-    if driver != "psycopg":
+    if driver not in PSYCOPG:
         raise InvalidArgumentError(
             f"wake='notify' listens with psycopg 3; this engine's driver is {driver!r}: "
             "use a postgresql+psycopg:// URL"
         )
-    if listen_url is not None and not isinstance(listen_url, str):
+    if listen_url is None:
+        return
+    if not isinstance(listen_url, str):
         raise InvalidArgumentError(
             f"listen_url must be a URL string, not {type(listen_url).__name__}"
+        )
+    try:
+        url = sa.make_url(listen_url)
+    except sa.exc.ArgumentError:
+        raise InvalidArgumentError("listen_url is not a database URL") from None
+    if url.get_backend_name() != "postgresql" or url.get_driver_name() not in PSYCOPG:
+        raise InvalidArgumentError(
+            f"listen_url must be a postgresql+psycopg:// URL (LISTEN with psycopg 3), "
+            f"not {url.drivername}://"
         )
 
 

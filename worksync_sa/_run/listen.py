@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import select
+import selectors
 import socket
 import threading
 from collections.abc import Callable
@@ -202,7 +202,10 @@ class Listening:
         found = _drain(pgconn)
         if found or self.stopping.is_set():
             return None if self.stopping.is_set() else found
-        ready, _, _ = select.select([pgconn.socket, self._ear], [], [], seconds)
+        with selectors.DefaultSelector() as selector:  # select() fails past descriptor 1023
+            selector.register(pgconn.socket, selectors.EVENT_READ)
+            selector.register(self._ear, selectors.EVENT_READ)
+            ready = selector.select(seconds)
         if self.stopping.is_set():
             return None
         return _consume(pgconn) if ready else []
