@@ -140,8 +140,14 @@ class WakeupsCore:
         """The listener's loop until stopped (``Receive`` or ``Pause`` answers it).
 
         Only a stop ends it, or a probe that never came back: then the worker
-        polls for good, and the log says why and what to change.
+        polls for good, and the log says why and what to change. The state is
+        "checking" from this call on (not from the first step): a worker
+        started again checks again, and says so at once.
         """
+        self._set("checking")
+        return self._listen_steps(what, names)
+
+    def _listen_steps(self, what: str, names: frozenset[str]) -> Generator[Any, Any, None]:
         outage = Outage(logger, f"{what} wake-up listener", cap=self.max_backoff)
         while True:
             try:
