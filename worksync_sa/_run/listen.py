@@ -109,17 +109,22 @@ def _consume(pgconn: Any) -> list[str]:
     return found
 
 
-def _listen(conn: Connection, table: str, name: str) -> Any:
-    """Name the session, LISTEN, detach from the pool; the psycopg connection, ours to close.
+def _detach(conn: Connection) -> Any:
+    """Take the connection out of its pool, first; the psycopg connection, ours to close.
 
-    Once detached, closing ``conn`` no longer closes the driver's connection
-    (on the asyncio side at least): the listener closes it itself.
+    First, so that it never goes back to a pool named or listening, even when
+    LISTEN fails. Once detached, closing ``conn`` no longer closes the
+    driver's connection (on the asyncio side at least): the listener does.
     """
+    driver = conn.connection.driver_connection
+    conn.connection.detach()
+    return driver
+
+
+def _listen(conn: Connection, table: str, name: str) -> None:
+    """Name the session (``pg_stat_activity`` shows whose it is), and LISTEN."""
     conn.execute(name_session(), {"name": name})
     conn.exec_driver_sql(listen_sql(conn.dialect, channel_for(table)))
-    driver = conn.connection.driver_connection
-    conn.connection.detach()  # never back into a pool while it listens
-    return driver
 
 
 def _probe(conn: Connection, table: str, payload: str) -> None:
@@ -184,7 +189,8 @@ class Listening:
         self._disconnect()
         conn = self.listen_engine.connect().execution_options(isolation_level="AUTOCOMMIT")
         self._conn = conn
-        self._driver = _listen(conn, self.table, self.name)
+        self._driver = _detach(conn)
+        _listen(conn, self.table, self.name)
 
     def _disconnect(self) -> None:
         conn, driver, self._conn, self._driver = self._conn, self._driver, None, None
@@ -256,7 +262,8 @@ class AsyncListening:
         conn = await self.listen_engine.connect()
         self._conn = conn
         await conn.execution_options(isolation_level="AUTOCOMMIT")
-        self._driver = await conn.run_sync(_listen, self.table, self.name)
+        self._driver = await conn.run_sync(_detach)
+        await conn.run_sync(_listen, self.table, self.name)
 
     async def close(self) -> None:
         """Close the connection, if open; never raises."""
