@@ -18,8 +18,10 @@ scheduler and worker on every host honours it without a restart:
 
 Each action and its entry in ``<table>_actions`` (who, when by the database
 clock, why, what) are written in one transaction: neither exists without the
-other. Bad input raises :class:`~worksync_sa.InvalidArgumentError` naming
-what is wrong, and writes nothing. Transient errors (a deadlock, a busy
+other. On PostgreSQL, a run-now or a retry also notifies the table's channel in
+that transaction, so workers with ``wake="notify"`` start it at once. Bad input
+raises :class:`~worksync_sa.InvalidArgumentError` naming what is wrong, and
+writes nothing. Transient errors (a deadlock, a busy
 SQLite file) run the whole transaction again, a few times.
 """
 
@@ -272,6 +274,7 @@ class Operator:
                 for slot in run_now_slots(policy.max_run)
             ]
             made = self._repo.insert_operator_rows(conn, rows)
+            self._repo.wake(conn, name)  # listening workers start it at once (PostgreSQL)
             detail = f"{made} row(s) at {now.isoformat()}"
             self._record(conn, name, "run-now", label, reason, detail)
             return RunNow(name, label, now, made)
@@ -308,6 +311,7 @@ class Operator:
                     raise InvalidArgumentError(
                         f"tick {plan.label!r} of work {name!r} changed meanwhile: look again"
                     )
+            self._repo.wake(conn, name)  # due again now: listening workers look at once
             moved = now if plan.moves is not None else None
             detail = f"{len(plan.row_ids)} row(s) re-queued" + (
                 f", moved past grace to {now.isoformat()}" if moved else ""

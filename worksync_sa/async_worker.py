@@ -21,10 +21,10 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from ._core.outage import ended, is_stop
+from ._core.wakeups import check_wake_database
 from ._core.worker import (
     DEFAULT_DRAIN,
     DEFAULT_MAX_BACKOFF,
-    DEFAULT_POLL,
     AcquireBatch,
     AwaitOne,
     FreeRunner,
@@ -42,6 +42,7 @@ from ._core.worker import (
     utcnow,
 )
 from ._run.background import BackgroundTask
+from ._run.listen import AsyncListening, async_listen_engine_for
 from ._run.steps import Idle, drive_async
 from .async_sync import AsyncClaim, AsyncWorkSync
 from .config import RetryPolicy
@@ -74,6 +75,9 @@ class AsyncWorker(WorkerSettings):
     ("timed out") and its slot takes new claims at once. A handler that
     ignores its cancellation runs on, counted in ``stuck``; as on
     :class:`Worker`, once more than ``max_stuck`` run on the loop stops.
+
+    ``wake="notify"`` and ``listen_url`` are :class:`Worker`'s; the listener
+    is a task of the same loop, on a psycopg ``AsyncConnection`` of its own.
     """
 
     def __init__(
@@ -84,7 +88,7 @@ class AsyncWorker(WorkerSettings):
         *,
         max_concurrency: int = 1,
         table: str = DEFAULT_TABLE,
-        poll: timedelta | str = DEFAULT_POLL,
+        poll: timedelta | str | None = None,
         worker_id: str | None = None,
         retry: RetryPolicy | None = None,
         max_backoff: timedelta | str = DEFAULT_MAX_BACKOFF,
@@ -93,6 +97,8 @@ class AsyncWorker(WorkerSettings):
         drain: timedelta | str = DEFAULT_DRAIN,
         timeout: timedelta | str | None = None,
         max_stuck: int | None = None,
+        wake: str | None = None,
+        listen_url: str | None = None,
     ) -> None:
         self._core = WorkerCore(
             works,
@@ -104,7 +110,14 @@ class AsyncWorker(WorkerSettings):
             drain=drain,
             timeout=timeout,
             max_stuck=max_stuck,
+            wake=wake,
         )
+        dialect = getattr(engine, "dialect", None)
+        if dialect is not None:  # else AsyncWorkSync refuses it, naming what it got
+            check_wake_database(self._core.wake, dialect.name, dialect.driver, listen_url)
+        self._engine = engine
+        self.listen_url = listen_url
+        """Where the wake-up listener connects, when not through ``engine`` (see ``wake``)."""
         blocking = sorted(n for n, h in self._core.handlers.items() if not is_async_handler(h))
         if blocking:
             raise InvalidArgumentError(
@@ -132,6 +145,9 @@ class AsyncWorker(WorkerSettings):
         self._background = BackgroundTask("worker")
         self._stopping = self._background.stopping
         self._wake = asyncio.Event()
+        self._nudge = asyncio.Event()
+        """Set by stop() and by a wake-up: ends even a wait for the next tick."""
+        self._listener: asyncio.Task[None] | None = None
         self._until: float | None = None
 
     def __repr__(self) -> str:
@@ -206,15 +222,15 @@ class AsyncWorker(WorkerSettings):
         """Sleep ``seconds`` (less on a stop, or, when ``wake``, a claim ending); True: stop.
 
         As in :class:`Worker`: only a ``wake`` wait consumes the wake signal;
-        one set during a backoff is kept, so the next look is at once.
+        one set during a backoff is kept, so the next look is at once. Any
+        other wait ends on the nudge, which a stop and a wake-up set.
         """
         seconds = self._core.wait_length(seconds, self._until)
         if seconds > 0:
-            event = self._wake if wake else self._stopping
+            event = self._wake if wake else self._nudge
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(event.wait(), seconds)
-            if wake:
-                self._wake.clear()
+            event.clear()
         return self._stopping.is_set() or self._core.past(self._until)
 
     async def _run_claim(self, claim: AsyncClaim, charge: float) -> None:
@@ -292,6 +308,7 @@ class AsyncWorker(WorkerSettings):
             )
             self._stopping.set()
             self._wake.set()
+            self._nudge.set()
 
     def _ended_late(self, task: asyncio.Future[object]) -> None:
         claim = self._left.pop(task, None)
@@ -316,12 +333,53 @@ class AsyncWorker(WorkerSettings):
         waits for them.
         """
         self._until = until
+        self._listen()
         try:
             await drive_async(self._core.loop_steps(f"worker {self.sync.worker_id}"), self._do)
         except BaseException as exc:
             if not (isinstance(exc, asyncio.CancelledError) and self._stopping.is_set()):
                 ended(logger, f"worker {self.sync.worker_id} loop", exc)
             raise
+        finally:
+            await self._stop_listening()
+
+    def _nudged(self) -> None:
+        """A wake-up (or the listener's change of state): look now, whatever the wait."""
+        self._nudge.set()
+        self._wake.set()
+
+    def _listen(self) -> None:
+        """With ``wake="notify"``, start the listener's task (``_core.wakeups`` decides)."""
+        wakeups = self._core.wakeups
+        if wakeups is None or self._listener is not None:
+            return
+        listen_engine = async_listen_engine_for(self.listen_url, self._engine)
+        listening = AsyncListening(
+            self._engine, listen_engine, self.sync.table, self.sync.worker_id, self._nudged
+        )
+        what = f"worker {self.sync.worker_id}"
+        steps = wakeups.listen_steps(what, frozenset(self.names))
+
+        async def listen() -> None:
+            try:
+                await drive_async(steps, listening.do)
+            except asyncio.CancelledError:
+                raise
+            except BaseException as exc:
+                ended(logger, f"{what} wake-up listener", exc)
+            finally:
+                await listening.close()
+                if listen_engine is not self._engine:
+                    await listen_engine.dispose()
+
+        self._listener = asyncio.get_running_loop().create_task(listen(), name="worksync-listen")
+
+    async def _stop_listening(self) -> None:
+        """Cancel the listener's task; it closes its connection as it ends."""
+        task, self._listener = self._listener, None
+        if task is not None:
+            task.cancel()
+            await asyncio.wait({task}, timeout=CANCEL_SETTLE_SECONDS)
 
     def start(self) -> None:
         """Run the loop in a task of the running event loop; returns at once."""
@@ -336,7 +394,9 @@ class AsyncWorker(WorkerSettings):
         it: recorded FAILED where the database allows. (:meth:`Worker.stop`
         cannot cancel a thread: it returns, and the loop ends after the claim.)
         """
+        self._stopping.set()  # first: a nudged wait must find the loop stopping
         self._wake.set()
+        self._nudge.set()
         await self._background.stop(timeout)
 
     @property
@@ -355,7 +415,9 @@ class AsyncWorker(WorkerSettings):
         """
         seconds = self.drain if timeout is None else timeout
         deadline = asyncio.get_running_loop().time() + seconds
+        self._stopping.set()
         self._wake.set()
+        self._nudge.set()
         reason = shut_down(seconds)
         here = self._here
 
@@ -375,6 +437,7 @@ class AsyncWorker(WorkerSettings):
                 for task in pending:
                     task.cancel(reason)
                 await asyncio.wait(pending, timeout=CANCEL_SETTLE_SECONDS)
+        await self._stop_listening()  # the loop's task does it as it ends, unless cancelled early
         await self.sync.close()
 
     async def _record_shut_down(self, claims: list[AsyncClaim], seconds: float) -> int:

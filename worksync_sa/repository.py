@@ -75,6 +75,7 @@ from ._sql.schedule import (
 from ._sql.summary import QUANTILE_COLUMNS, lag_ranks, work_counts, work_lags
 from ._sql.summary import TOTALS as SUMMED
 from ._sql.text import check_text, stored_error
+from ._sql.wakeups import channel_for, notify, payload_for
 from .errors import InvalidArgumentError
 from .events import Event, Events, Listener
 from .models import (
@@ -751,6 +752,22 @@ class LedgerRepository:
         return self._read(conn, "tick_rows", tick_rows, params)
 
 
+_NOTIFY = notify()
+
+
+def wake_workers(conn: Connection, table: str, names: Iterable[str]) -> bool:
+    """On PostgreSQL, notify listening workers that ``names`` have rows due now; elsewhere nothing.
+
+    Run it in the transaction that writes the rows: the notify goes out when
+    that commits, never before and never for a rollback (``_sql.wakeups``).
+    Returns whether it was sent.
+    """
+    if family_of(conn.dialect) != "postgresql":
+        return False
+    execute(conn, _NOTIFY, {"channel": channel_for(table), "payload": payload_for(names)})
+    return True
+
+
 class ActionRepository:
     """The operators' statements: pauses, their ledger, run-now rows, retries.
 
@@ -925,6 +942,10 @@ class ActionRepository:
             )
             for row in execute(conn, select, params).rows
         ]
+
+    def wake(self, conn: Connection, name: str) -> bool:
+        """Notify the workers listening on PostgreSQL that ``name`` has rows due now."""
+        return wake_workers(conn, self.table.name, [name])
 
     def requeue(
         self, conn: Connection, row_id: int, redate: tuple[datetime, int] | None = None

@@ -27,6 +27,7 @@ from typing import Any
 from sqlalchemy.engine import Engine
 
 from ._core.outage import ended, is_stop
+from ._core.wakeups import check_wake_database
 from ._core.worker import (
     DEFAULT_DRAIN,
     DEFAULT_MAX_BACKOFF,
@@ -49,6 +50,7 @@ from ._core.worker import (
 )
 from ._run import child as children
 from ._run.background import BackgroundThread
+from ._run.listen import Listening, listen_engine_for
 from ._run.steps import Idle, drive
 from .config import RetryPolicy
 from .errors import ClaimLostError, HandlerProcessError, InvalidArgumentError
@@ -70,6 +72,10 @@ __all__ = [
 ]
 
 Handler = Callable[[Claim], object]
+
+LISTENER_STOP_SECONDS = 5.0
+"""How long stopping waits for the wake-up listener's thread; it waits on the network only
+while it connects (a wait for notifies ends at once), and is a daemon thread anyway."""
 
 
 class Worker(WorkerSettings):
@@ -93,6 +99,17 @@ class Worker(WorkerSettings):
     drain runs out, the child is killed: nothing is left running, and
     ``stuck`` stays 0. Each handler must be a module-level function (the
     child imports it), and each claim costs a process start (~50 ms, plus the imports).
+
+    ``wake="notify"`` (PostgreSQL, psycopg 3): the worker also listens on
+    the table's channel, where operators' run-now and retry and late
+    scheduler passes notify, so it starts those rows at once and may poll
+    rarely: ``poll`` defaults to 60 s then (1 s without). It listens on a
+    connection of its own, from ``listen_url`` when given (needed when
+    ``engine`` goes through PgBouncer in transaction pooling, where LISTEN
+    does not work: a URL of PostgreSQL itself or of a session-mode pool),
+    else from ``engine``. ``wakeups`` says whether notifies are heard; when
+    they cannot be, the worker logs a WARNING saying why and polls every 1 s
+    (or ``poll`` when given).
     """
 
     def __init__(
@@ -103,7 +120,7 @@ class Worker(WorkerSettings):
         *,
         max_concurrency: int = 1,
         table: str = DEFAULT_TABLE,
-        poll: timedelta | str = DEFAULT_POLL,
+        poll: timedelta | str | None = None,
         worker_id: str | None = None,
         retry: RetryPolicy | None = None,
         max_backoff: timedelta | str = DEFAULT_MAX_BACKOFF,
@@ -113,6 +130,8 @@ class Worker(WorkerSettings):
         timeout: timedelta | str | None = None,
         max_stuck: int | None = None,
         isolation: str = "thread",
+        wake: str | None = None,
+        listen_url: str | None = None,
     ) -> None:
         self._core = WorkerCore(
             works,
@@ -124,7 +143,14 @@ class Worker(WorkerSettings):
             drain=drain,
             timeout=timeout,
             max_stuck=max_stuck,
+            wake=wake,
         )
+        dialect = getattr(engine, "dialect", None)
+        if dialect is not None:  # else WorkSync refuses it, naming what it got
+            check_wake_database(self._core.wake, dialect.name, dialect.driver, listen_url)
+        self._engine = engine
+        self.listen_url = listen_url
+        """Where the wake-up listener connects, when not through ``engine`` (see ``wake``)."""
         coroutines = sorted(n for n, h in self._core.handlers.items() if is_async_handler(h))
         if coroutines:  # called here, it would return a coroutine never awaited: work not done
             raise InvalidArgumentError(
@@ -140,6 +166,9 @@ class Worker(WorkerSettings):
         """One permit per claim this worker can run at once: it never holds more."""
         self._wake = threading.Event()
         """Set by stop() and whenever a running claim ends: look again now."""
+        self._nudge = threading.Event()
+        """Set by stop() and by a wake-up: ends even a wait for the next tick."""
+        self._listening: tuple[Listening, threading.Thread] | None = None
         self._count_lock = threading.Lock()
         self.sync = WorkSync(
             engine, table=table, worker_id=worker_id, retry=retry, listeners=listeners
@@ -245,13 +274,20 @@ class Worker(WorkerSettings):
 
         As in :class:`AsyncWorker`: only a ``wake`` wait consumes the wake
         signal; one set during a backoff is kept, so the next look is at once.
+        Any other wait (for the next tick, or a backoff) ends on the nudge,
+        which a stop and a wake-up set (``wake="notify"``): a notify sent while
+        the loop was busy is not lost, its look comes at once.
         """
         seconds = self._core.wait_length(seconds, self._until)
         if seconds > 0:
-            (self._wake if wake else self._stopping).wait(seconds)
-            if wake:
-                self._wake.clear()
+            (self._wake if wake else self._nudge).wait(seconds)
+            (self._wake if wake else self._nudge).clear()
         return self._stopping.is_set() or self._core.past(self._until)
+
+    def _nudged(self) -> None:
+        """A wake-up (or the listener's change of state): look now, whatever the wait."""
+        self._nudge.set()
+        self._wake.set()
 
     def _run_and_free(self, claim: Claim) -> None:
         try:
@@ -375,6 +411,7 @@ class Worker(WorkerSettings):
             )
             self._stopping.set()
             self._wake.set()
+            self._nudge.set()
 
     def _ended_late(self, thread: threading.Thread, claim: Claim) -> None:
         with self._count_lock:
@@ -399,11 +436,52 @@ class Worker(WorkerSettings):
         Only a stop signal (Ctrl-C) ends it early, and the log says so.
         """
         self._until = until
+        self._listen()
         try:
             drive(self._core.loop_steps(f"worker {self.sync.worker_id}"), self._do)
         except BaseException as exc:
             ended(logger, f"worker {self.sync.worker_id} loop", exc)
             raise
+        finally:
+            self._stop_listening()
+
+    def _listen(self) -> None:
+        """With ``wake="notify"``, start the listener's thread (``_core.wakeups`` decides)."""
+        wakeups = self._core.wakeups
+        if wakeups is None:
+            return
+        self._stop_listening()
+        listening = Listening(
+            self._engine,
+            listen_engine_for(self.listen_url, self._engine),
+            self.sync.table,
+            self.sync.worker_id,
+            self._nudged,
+        )
+        what = f"worker {self.sync.worker_id}"
+        steps = wakeups.listen_steps(what, frozenset(self.names))
+
+        def listen() -> None:
+            try:
+                drive(steps, listening.do)
+            except BaseException as exc:
+                ended(logger, f"{what} wake-up listener", exc)
+            finally:
+                listening.close()
+                if listening.listen_engine is not self._engine:
+                    listening.listen_engine.dispose()
+
+        thread = threading.Thread(target=listen, name="worksync-listen", daemon=True)
+        self._listening = (listening, thread)
+        thread.start()
+
+    def _stop_listening(self) -> None:
+        """Stop the listener and wait (a little) for its thread to close its connection."""
+        found, self._listening = self._listening, None
+        if found is not None:
+            listening, thread = found
+            listening.stop()
+            thread.join(LISTENER_STOP_SECONDS)
 
     def start(self) -> None:
         """Run the loop in a background thread; returns at once."""
@@ -418,7 +496,9 @@ class Worker(WorkerSettings):
         (``max_concurrency`` 1) when the time is up, this returns and the loop
         ends after that claim; ``running`` stays True until then.
         """
+        self._stopping.set()  # first: a nudged wait must find the loop stopping
         self._wake.set()
+        self._nudge.set()
         self._background.stop(timeout)
 
     @property
@@ -452,6 +532,7 @@ class Worker(WorkerSettings):
             if self.isolation == "process":  # their children killed, their threads end now
                 self._background.stop(children.KILL_GRACE_SECONDS)
                 wait(set(self._running), children.KILL_GRACE_SECONDS)
+        self._stop_listening()  # the loop's thread does it as it ends, unless a claim holds it
         self.sync.close()
 
     def _shut_down(self, claims: list[Claim], seconds: float) -> None:

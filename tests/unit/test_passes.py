@@ -70,6 +70,8 @@ class Table:
         self.created: list[tuple[Any, ...]] = []
         self.batches: list[int] = []
         self.closed: list[Surplus] = []
+        self.woken: list[list[str]] = []
+        """The work names of each wake-up the pass sent (rows it created already due)."""
 
     def __call__(self, step: Call[Any]) -> object:
         answers: dict[str, Callable[[], object]] = {
@@ -81,6 +83,7 @@ class Table:
             "close": lambda: self._close(keywords(step)["surplus"]),
             "recover": lambda: [],
             "prune": lambda: self.pruned.pop(0),
+            "wake": lambda: self.woken.append(list(keywords(step)["names"])),
         }
         return answers[step.what]()
 
@@ -236,6 +239,7 @@ def test_ticks_missed_within_catchup_are_created_and_older_ones_counted_as_skipp
     assert [(e.action, e.name, e.count) for e in events if e.action == "skipped"] == [
         ("skipped", "report", 59)
     ]
+    assert table.woken == [["report"]]  # 10:00 is due already: listening workers look now
 
 
 def test_a_short_gap_is_caught_up_without_skips() -> None:
@@ -247,6 +251,23 @@ def test_a_short_gap_is_caught_up_without_skips() -> None:
     ]
     assert scheduler.last_pass is not None
     assert scheduler.last_pass.skipped == {}
+    assert table.woken == [["report"]]  # one wake-up for the pass, after its batches
+
+
+def test_a_pass_that_catches_up_only_ticks_past_their_grace_wakes_no_one() -> None:
+    scheduler = core(Work("report", "* * * * *", grace="20s"), catchup="10m")
+    table = Table(horizon={"report": at(9, 55)})  # 09:56 to 10:00 due, all past 20 s
+    _, steps = run_pass(scheduler, table)
+    assert table.woken == []
+    assert "wake" not in whats(steps)
+
+
+def test_a_steady_pass_wakes_no_one() -> None:
+    scheduler = core(Work("report", "* * * * *"))
+    table = Table(horizon={"report": at(10, 1)})  # everything new is ahead
+    _, steps = run_pass(scheduler, table)
+    assert min(ticks_created(table)) > table.clock  # none due yet
+    assert whats(steps) == ["clock", "horizon", "window", "create", "recover"]
 
 
 def test_a_paused_work_gets_no_ticks_until_its_pause_ends_and_its_queued_ones_close() -> None:

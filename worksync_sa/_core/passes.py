@@ -137,6 +137,20 @@ def _rows(
             yield (name, sequence, slot, tick, *policy, spec, work.max_run)
 
 
+def due_now(batch: Iterable[BatchRow], now: datetime) -> set[str]:
+    """The works with rows in ``batch`` already due at ``now`` and still within their grace.
+
+    A steady pass creates ticks ahead of time and finds none; one catching up
+    after an outage, or a new work's first pass, may. Listening workers are
+    woken for those only (``_sql.wakeups``): the rest their clocks find.
+    """
+    return {
+        name
+        for name, _, _, tick, _, grace, *_ in batch
+        if now - timedelta(seconds=grace) < tick <= now
+    }
+
+
 def honour_pauses(
     work_to_do: Reconciliation, paused: dict[str, PauseState], held: Iterable[TickState]
 ) -> list[tuple[str, datetime | None, str]]:
@@ -384,11 +398,16 @@ class SchedulerCore:
             report.adopted = yield from self._writing(Call("adopt", adopt), mysql, report)
         rows = _rows(work_to_do.create, self._specs, work_to_do.held_back)  # streamed
         size = SQLITE_BATCH_ROWS if sqlite else BATCH_ROWS
+        late: set[str] = set()
         while batch := list(islice(rows, size)):
             insert = partial(self._repo.insert_rows, rows=batch)
             created: int = yield from self._writing(Call("create", insert), mysql, report)
             report.created += created
             report.batches += 1
+            if created:
+                late.update(due_now(batch, now))
+        if late and not sqlite and not mysql:  # PostgreSQL: wake listening workers
+            yield Call("wake", partial(self._repo.wake, names=sorted(late)))
         self._covered = {w.name: max(until, known.get(w.name, until)) for w in self.works}
         self._last_now = now
 

@@ -33,7 +33,7 @@ from .._sql.direct import execute
 from .._sql.schedule import adopt, close_surplus, latest_ticks, unadopted, window_state
 from ..models import WorkStatus, as_utc, checked_moment
 from ..repository import EARLIEST_TICK as EARLIEST
-from ..repository import ClaimRepository, ScheduleRepository, now_params
+from ..repository import ClaimRepository, ScheduleRepository, now_params, wake_workers
 from ..rows import Adoption, ClaimedRow, Surplus, TickState, claimed_row
 
 
@@ -64,6 +64,14 @@ class PassRepository(ScheduleRepository):
     """The scheduler pass's statements beyond the public ``ScheduleRepository``."""
 
     insert_rows = ScheduleRepository._insert_rows
+
+    def wake(self, conn: Connection, names: Sequence[str]) -> bool:
+        """Notify the workers listening on PostgreSQL that ``names`` have rows due now.
+
+        After the batches that wrote them have committed (the pass's writes
+        run in autocommit): a listener never looks before the rows are there.
+        """
+        return wake_workers(conn, self.table.name, names)
 
     def window(self, conn: Connection, after: datetime, until: datetime) -> list[TickState]:
         """What the table holds for the ticks in ``(after, until]``: see ``window_state``."""

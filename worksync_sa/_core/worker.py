@@ -28,11 +28,10 @@ from ..work import Work
 from .claims import ClaimCore, DuePlan
 from .outage import Outage, is_stop
 from .shares import Shares
+from .wakeups import NOTIFY, wakeups_for
 
 logger = logging.getLogger("worksync_sa.worker")
 
-DEFAULT_POLL = timedelta(seconds=1)
-"""The longest wait between looks for due ticks."""
 DEFAULT_MAX_BACKOFF = timedelta(seconds=30)
 """The longest wait between looks while the database cannot be reached."""
 DEFAULT_DRAIN = timedelta(seconds=30)
@@ -40,6 +39,8 @@ DEFAULT_DRAIN = timedelta(seconds=30)
 
 Long enough for most jobs to end on their own; short enough that a hung handler
 cannot keep a service from stopping (supervisors kill after 90 s or so)."""
+DEFAULT_POLL = timedelta(seconds=1)
+"""The longest wait between looks for due ticks (without wake-ups, or while they are not heard)."""
 MAX_CONCURRENCY_LIMIT = 1024
 SPREAD_SECONDS = 0.1
 """How widely a fleet's looks at a tick are spread (each worker waits a random part of it)."""
@@ -157,12 +158,13 @@ class WorkerCore:
         handler: object,
         *,
         max_concurrency: int,
-        poll: timedelta | str,
+        poll: timedelta | str | None,
         max_backoff: timedelta | str,
         clock: Callable[[], datetime],
         drain: timedelta | str = DEFAULT_DRAIN,
         timeout: timedelta | str | None = None,
         max_stuck: int | None = None,
+        wake: str | None = None,
     ) -> None:
         if isinstance(works, (str, Work)) or not isinstance(works, Iterable):
             raise InvalidArgumentError("works must be a list of Work objects or names")
@@ -204,13 +206,18 @@ class WorkerCore:
             raise InvalidArgumentError("clock must be a function returning an aware datetime")
         self.clock = clock
         try:
-            self.poll = as_timedelta(poll, "poll").total_seconds()
+            given = None if poll is None else as_timedelta(poll, "poll").total_seconds()
             self.max_backoff = as_timedelta(max_backoff, "max_backoff").total_seconds()
             self.drain = as_timedelta(drain, "drain").total_seconds()
             default = None if timeout is None else as_timedelta(timeout, "timeout")
         except ValueError as exc:
             raise InvalidArgumentError(str(exc)) from None
         self.timeout = default
+        self.poll = DEFAULT_POLL.total_seconds() if given is None else given
+        """The longest wait between looks while no wake-up is heard."""
+        self.wakeups = wakeups_for(wake, given, self.poll, self.max_backoff)
+        """With ``wake="notify"``: the listener's state, and the longer poll it allows."""
+        self.wake = None if self.wakeups is None else NOTIFY
         own = {work.name: work.timeout for work in self.works if work.timeout is not None}
         self.timeouts: dict[str, float | None] = {
             name: None if (limit := own.get(name, default)) is None else limit.total_seconds()
@@ -335,17 +342,23 @@ class WorkerCore:
         """Whether the ``time.time()`` deadline ``until`` has come (never, without one)."""
         return until is not None and time.time() >= until
 
+    @property
+    def current_poll(self) -> float:
+        """``poll``, or the listener's while wake-ups are on (longer once notifies are heard)."""
+        return self.poll if self.wakeups is None else self.wakeups.poll
+
     def next_wait(self) -> float:
-        """Until the next tick by this process's clock, but never longer than ``poll``.
+        """Until the next tick by this process's clock, but never longer than the poll.
 
         This clock only decides when to look; whether a tick is due is the
         database's call, so a worker whose clock is off still claims the right ticks.
         """
+        poll = self.current_poll
         if not self.works:
-            return self.poll
+            return poll
         now = self.clock()
         soonest = min(work.next_tick(now) for work in self.works)
-        return max(0.0, min(self.poll, (soonest - now).total_seconds()))
+        return max(0.0, min(poll, (soonest - now).total_seconds()))
 
 
 class WorkerSettings:
@@ -374,8 +387,24 @@ class WorkerSettings:
 
     @property
     def poll(self) -> float:
-        """The longest wait between looks, in seconds."""
-        return self._core.poll
+        """The longest wait between looks now, in seconds.
+
+        With ``wake="notify"`` it is the long poll while notifies are heard
+        (``wakeups`` is "listening"), else the short one.
+        """
+        return self._core.current_poll
+
+    @property
+    def wakeups(self) -> str:
+        """How the worker learns of rows due outside its ticks: "checking", "listening", "polling".
+
+        "polling" without ``wake``; with ``wake="notify"``, "checking" until the
+        listener has heard its own probe, then "listening" (the long poll).
+        "polling" again while its connection is lost, and for good when the
+        probe never came back (LISTEN through PgBouncer in transaction
+        pooling: see ``listen_url``, and the WARNING in the log).
+        """
+        return "polling" if self._core.wakeups is None else self._core.wakeups.state
 
     @property
     def max_backoff(self) -> float:

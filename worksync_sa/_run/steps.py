@@ -77,7 +77,8 @@ class Idle:
 
     ``wake``: the wait also ends early, answering whether stopped, when one of
     the worker's running claims ends, so a freed runner is used at once.
-    Every shell has one stop signal, and a worker one wake signal. ``Sleep``
+    Every shell has one stop signal, and a worker one wake signal (and a
+    nudge, set by a stop or a wake-up, that ends its other waits too). ``Sleep``
     and ``Idle`` are the waits every core may ask for; a worker's core also
     waits for a running claim to end (``_core.worker.AwaitOne``).
     """
