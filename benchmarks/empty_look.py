@@ -67,7 +67,6 @@ from .harness import (
     Report,
     Spread,
     analyze,
-    bench_engine,
     drop_table,
     fresh_table,
     raw_connection,
@@ -209,6 +208,7 @@ class Forms:
 
     def __init__(self, engine: sa.Engine, table: str) -> None:
         family = family_of(engine.dialect)
+        self.engine = engine
         self.plan = DuePlan.of(dict.fromkeys(NAMES, GRACE))
         shape, t = self.plan.shape, table_named(table)
         given = look_params(self.plan)
@@ -219,8 +219,10 @@ class Forms:
             "peek": bound(engine, batch_left(t, family, shape, explicit_now=False), given),
             "raw": raw_form(engine, table),
         }
-        self.conns = {form: raw_connection(engine) for form in self.sql}
-        self.cursors = {form: conn.cursor() for form, conn in self.conns.items()}
+        # One raw connection for the three raw forms (a cursor each): on a server whose
+        # connections another run has nearly used up, this run needs only two more.
+        self.conn = raw_connection(engine)
+        self.cursors = {form: self.conn.cursor() for form in self.sql}
         self.returns_rows = {"claim": family != "mysql", "peek": True, "raw": True}
 
     def found(self, form: str) -> int:
@@ -239,8 +241,7 @@ class Forms:
 
     def close(self) -> None:
         self.sync.close()
-        for conn in self.conns.values():
-            conn.close()
+        self.conn.close()
 
 
 def rates(
@@ -261,13 +262,13 @@ def rates(
     return {form: Spread.of(values) for form, values in measured.items()}
 
 
-def reads(engine: sa.Engine, sql: str, params: Any) -> dict[str, Any]:
-    """What one run of a statement reads on the server, run inside a transaction rolled back."""
-    family = family_of(engine.dialect)
+def reads(forms: Forms, form: str) -> dict[str, Any]:
+    """What one run of a form's statement reads on the server, in a transaction rolled back."""
+    family = family_of(forms.engine.dialect)
     if family == "sqlite":
         return {}
-    raw = raw_connection(engine)
-    cursor = raw.cursor()
+    sql, params = forms.sql[form]
+    cursor = forms.conn.cursor()
     try:
         if family == "postgresql":
             cursor.execute("BEGIN")
@@ -311,7 +312,7 @@ def reads(engine: sa.Engine, sql: str, params: Any) -> dict[str, Any]:
         }
     finally:
         cursor.execute("ROLLBACK")
-        raw.close()
+        cursor.close()
 
 
 def _pages(node: Any) -> int:
@@ -331,23 +332,25 @@ def _nodes(plan: dict[str, Any]) -> list[dict[str, Any]]:
     return found
 
 
-def statements_per_look(engine: sa.Engine, table: str, looks: int) -> tuple[float, int]:
-    """(statements, rows taken) per library look, counted by a listener on an engine of its own.
+def statements_per_look(forms: Forms, looks: int) -> tuple[float, int]:
+    """(statements, rows taken) per library look, counted by a cursor listener for the while.
 
     A listener turns the library's direct cursor path off, but not one
     statement more or less is sent: the count is the same either way.
     """
-    url = engine.url.render_as_string(hide_password=False)
-    counting = bench_engine(url)
+    engine = forms.engine
     sent: list[str] = []
-    sa.event.listen(counting, "before_cursor_execute", lambda *args: sent.append(args[2]))
-    plan = DuePlan.of(dict.fromkeys(NAMES, GRACE))
-    places = {name: i for i, name in enumerate(NAMES)}
-    with WorkSync(counting, table=table, keep_alive=False) as sync:
-        sync._acquire_batch(plan, places, 0)  # opens the lane; a limit of 0 takes nothing
-        sent.clear()
-        taken = sum(len(sync._acquire_batch(plan, places, LIMIT)) for _ in range(looks))
-    counting.dispose()
+
+    def count(*args: Any) -> None:
+        sent.append(args[2])
+
+    sa.event.listen(engine, "before_cursor_execute", count)
+    try:
+        taken = sum(
+            len(forms.sync._acquire_batch(forms.plan, forms.places, LIMIT)) for _ in range(looks)
+        )
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", count)
     return len(sent) / looks, taken
 
 
@@ -368,13 +371,13 @@ def empty_look(engine: sa.Engine, report: Report, *, quick: bool) -> None:
     forms = Forms(engine, TABLE)
     try:
         idle = rates(forms, FORMS, chunk, repeats, lambda n: n == 0)
-        server = {form: reads(engine, *forms.sql[form]) for form in forms.sql}
-        idle_statements, none_taken = statements_per_look(engine, TABLE, 5)
+        server = {form: reads(forms, form) for form in forms.sql}
+        idle_statements, none_taken = statements_per_look(forms, 5)
         assert none_taken == 0, "a row fell due during the empty looks"
         make_busy(engine, TABLE)
         busy = rates(forms, ("peek", "raw"), chunk, repeats, lambda n: n == 1)
-        busy_server = {form: reads(engine, *forms.sql[form]) for form in ("peek", "raw")}
-        busy_statements, taken = statements_per_look(engine, TABLE, 3)
+        busy_server = {form: reads(forms, form) for form in ("peek", "raw")}
+        busy_statements, taken = statements_per_look(forms, 3)
         assert taken == 3 * LIMIT, taken
     finally:
         forms.close()
