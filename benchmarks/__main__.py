@@ -15,6 +15,7 @@ from .asyncio_claims import async_uncontended
 from .claims import acquire_due, table_growth, uncontended
 from .contended import contended, sustained
 from .due_history import due_history
+from .empty_look import empty_look
 from .fleet import fleet
 from .harness import Report, bench_engine, label_of, resolve_url
 from .ledger_history import ledger_history
@@ -29,6 +30,7 @@ BENCHMARKS = (
     "sustained",
     "due",
     "history",
+    "empty",
     "passes",
     "growth",
     "ledger",
@@ -61,6 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "sustained": lambda: sustained(engine, url, report, quick=args.quick),
         "due": lambda: acquire_due(engine, report, quick=args.quick),
         "history": lambda: due_history(engine, report, quick=args.quick),
+        "empty": lambda: empty_look(engine, report, quick=args.quick),
         "passes": lambda: scheduler_passes(engine, report, quick=args.quick),
         "growth": lambda: table_growth(engine, report, quick=args.quick),
         "ledger": lambda: ledger_history(engine, url, report, quick=args.quick),

@@ -286,6 +286,7 @@ def main() -> int:
         )
         parts.append(table(doc["table"]))
     parts.append(fleet_section(docs))
+    parts.append(empty_look_section(docs))
     parts.append(STATUS_PAGE)
     OUT.write_text("\n".join(parts) + "\n")
     print(f"written to {OUT}")
@@ -445,6 +446,131 @@ has come (plus a 0.5 s margin, by design), where worksync_sa's scheduler has
 created it ahead: compare its lag with that in mind.
 The "model" column is the fitted model's value for that case; where it is far
 from the measure, the machine was saturated there.
+"""
+
+
+EMPTY_FORMS = {
+    "library": "library look (`WorkSync` batch claim)",
+    "claim": "claim statement, raw cursor",
+    "peek": "peek (`batch_left`), raw cursor",
+    "raw": "raw read",
+}
+
+
+def _server_reads(found: dict[str, Any] | None) -> str:
+    if not found:
+        return "-"
+    if "buffers" in found:
+        return (
+            f"{found['buffers']} buffers; plan {found['plan_ms']:.2f} ms, "
+            f"run {found['execute_ms']:.2f} ms"
+        )
+    if "handler_reads" in found:
+        return (
+            f"{found['handler_reads']:g} handler reads, {found['pages']:g} pages; "
+            f"optimize {found['plan_ms']:.2f} ms, run {found['execute_ms']:.2f} ms"
+        )
+    return "-"
+
+
+def _share(value: float | None) -> str:
+    return "never" if value is None else f"{value:.0%}"
+
+
+def empty_look_section(docs: dict[str, dict[str, Any]]) -> str:
+    """Issue 22's empty look: the claim, the library's peek and the raw read, and the verdict."""
+    looks = {
+        db: doc["benchmarks"]["empty_look"]
+        for db, doc in docs.items()
+        if "empty_look" in doc["benchmarks"]
+    }
+    if not looks:
+        return ""
+    lines = [EMPTY_INTRO]
+    lines.append(
+        "| database | form | nothing due, looks/s | vs raw | server | busy tick, looks/s "
+        "| vs raw | server |"
+    )
+    lines.append("|" + "---|" * 8)
+    for db, look in looks.items():
+        idle, busy = look["idle"], look["busy"]
+        raw_idle = median(idle["raw"]["looks_per_s"])
+        raw_busy = median(busy["raw"]["looks_per_s"])
+        for form, label in EMPTY_FORMS.items():
+            rate = idle[form]["looks_per_s"]
+            found = idle["claim" if form == "library" else form]
+            cells = [
+                db,
+                label,
+                f"{median(rate):,.0f} ({rate['low']:,.0f}-{rate['high']:,.0f})",
+                f"{median(rate) / raw_idle:.2f}x",
+                "same statement" if form == "library" else _server_reads(found),
+                "-",
+                "-",
+                "-",
+            ]
+            if form in busy:
+                rate = busy[form]["looks_per_s"]
+                cells[5] = f"{median(rate):,.0f} ({rate['low']:,.0f}-{rate['high']:,.0f})"
+                cells[6] = f"{median(rate) / raw_busy:.2f}x"
+                cells[7] = _server_reads(busy[form])
+            lines.append("| " + " | ".join(cells) + " |")
+    lines.append(
+        "\n| database | claim only: idle, busy | peek first: idle, busy "
+        "| peek first saves time above this share of idle looks: library peek, raw read, "
+        "library look vs library peek | verdict |"
+    )
+    lines.append("|" + "---|" * 5)
+    for db, look in looks.items():
+        per = look["statements_per_look"]
+        only, first = per["claim_only"], per["peek_first"]
+        share = look["break_even_idle_share"]
+        if share["peek"] is None:
+            verdict = "no: the peek is no cheaper than the claim that finds nothing"
+        else:
+            verdict = (
+                f"only where more than {share['peek']:.0%} of looks find nothing; never in "
+                "statements"
+            )
+        cells = [
+            db,
+            f"{only['idle']:g}, {only['busy']:g}",
+            f"{first['idle']:g}, {first['busy']:g}",
+            ", ".join(_share(share[k]) for k in ("peek", "raw", "library_look_vs_peek")),
+            verdict,
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+EMPTY_INTRO = """
+## Empty look (issue 22)
+
+`python -m benchmarks --db <db> --only empty` (`benchmarks/empty_look.py`):
+one worker serving 100 per-second works, each with 200 finished rows behind
+the clock and 30 queued rows ahead of it, so nothing is due. Four forms of
+its look, in alternating chunks on one connection each: the library's look
+(the batch claim through `WorkSync`, as a `Worker` sends it), the same
+compiled UPDATE on a raw autocommit cursor, the library's lock-free peek
+(`batch_left`, `SELECT id ... LIMIT 1` with the claim's WHERE) on a raw
+cursor, and the read an expert would write, every value bound (PostgreSQL
+`SELECT EXISTS (... status = 1 AND name = ANY(%s) AND tick_at BETWEEN ...)`
+on the partial index of the queued rows; MariaDB and SQLite `SELECT 1 ...
+name IN (...) AND tick_at BETWEEN ... LIMIT 1`). "Server" is what one run
+reads, run and rolled back: PostgreSQL's buffers and its planning and
+execution time from `EXPLAIN (ANALYZE, BUFFERS)`; MariaDB's `Handler_read%`
+counters (index entries and rows examined), the InnoDB pages and the
+optimizer's and the execution's time from `ANALYZE FORMAT=JSON`. The library
+look's statement is the claim statement's row. Then a busy tick, one due row
+for every work: the two reads again (they stop at the first row they find).
+
+A peek cannot stand in for the claim when something is due, so peeking first
+sends as many statements on an idle look and one more on a busy one. In time
+it saves `t(claim) - t(peek)` on an idle look and costs `t(peek, busy)` on a
+busy one: it pays once the share of idle looks exceeds
+`t(peek, busy) / (t(claim) - t(peek) + t(peek, busy))`, computed from the
+medians (the claim on its raw cursor; the last share compares the library's
+look with the peek). The busy claim is the same in both designs and drops out.
 """
 
 
