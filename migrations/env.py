@@ -22,7 +22,7 @@ from alembic.util import CommandError
 from sqlalchemy import create_engine, pool
 from sqlalchemy.engine import Connection
 
-from worksync_sa.models import made_on, validate_table_name, version_table_for, work_table
+from worksync_sa.models import validate_table_name, version_table_for, work_table
 from worksync_sa.schema import migrating
 
 config = context.config
@@ -43,8 +43,6 @@ def only_our_table(obj: Any, name: str | None, type_: str, reflected: bool, othe
     """Autogenerate compares our table only; the database may hold anything else."""
     if type_ == "table":
         return name == TABLE
-    if not made_on(obj, context.get_context().dialect.name):
-        return False
     return getattr(getattr(obj, "table", None), "name", None) == TABLE
 
 

@@ -100,14 +100,10 @@ def batch(engine: sa.Engine, table: str, works: int, limit: int) -> tuple[str, A
     return compiled.string, params
 
 
-def explain(
-    engine: sa.Engine, table: str, works: int, limit: int, *, generic: bool = False
-) -> tuple[Any, int]:
+def explain(engine: sa.Engine, table: str, works: int, limit: int) -> tuple[Any, int]:
     """The batch look's plan (PostgreSQL: JSON; MySQL/MariaDB: EXPLAIN's rows) and what it read.
 
     What it read: PostgreSQL's buffers, MySQL/MariaDB's handler reads; run and rolled back.
-    ``generic``: PostgreSQL plans it as a prepared statement's generic plan
-    (the driver prepares a statement after a few runs), blind to the values.
     """
     sql, params = batch(engine, table, works, limit)
     raw = raw_connection(engine)
@@ -115,8 +111,6 @@ def explain(
     try:
         if engine.dialect.name == "postgresql":
             cursor.execute("BEGIN")
-            if generic:
-                cursor.execute("SET LOCAL plan_cache_mode = force_generic_plan")
             cursor.execute("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + sql, params)
             plan = cursor.fetchone()[0]
             top = (plan if isinstance(plan, list) else json.loads(plan))[0]["Plan"]

@@ -228,32 +228,12 @@ def work_table(name: str = DEFAULT_TABLE, metadata: sa.MetaData | None = None) -
         sa.Index(f"ix_{name}_overdue", "status", "tick_at"),
         # Serves the ledger across all works: a time range, in (tick, work, sequence) order.
         sa.Index(f"ix_{name}_ledger", "tick_at", "name", "sequence"),
-        # PostgreSQL: serves a worker's look, each of its works' queued rows by tick; the
-        # only index of ``status = 1`` alone, so the planner takes it whatever its statistics.
-        sa.Index(
-            f"ix_{name}_queued",
-            "name",
-            "tick_at",
-            postgresql_where=sa.column("status") == WorkStatus.QUEUED.value,
-        ).ddl_if(dialect="postgresql"),
         # Binary collation: names and sequences compare exactly (case-sensitive),
         # and utf8mb4 stores any text a host sends.
         mysql_engine="InnoDB",
         mysql_charset="utf8mb4",
         mysql_collate="utf8mb4_bin",
     )
-
-
-def made_on(obj: object, dialect_name: str) -> bool:
-    """Whether the migrations make this schema object of the model on this database.
-
-    PostgreSQL's partial indexes are made there alone (``ddl_if``, which
-    Alembic's autogenerate does not read): its ``include_object`` hooks ask
-    this, so another database's comparison does not report them missing.
-    """
-    if isinstance(obj, sa.Index) and "postgresql_where" in obj.dialect_kwargs:
-        return dialect_name == "postgresql"
-    return True
 
 
 def pauses_table_for(table: str) -> str:

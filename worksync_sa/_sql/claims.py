@@ -24,7 +24,6 @@ from sqlalchemy.sql.dml import Update
 
 from ..models import (
     CLOSED_BY_WORKER,
-    DEFAULT_GRACE_SECONDS,
     StatusCode,
     UTCDateTime,
     WorkStatus,
@@ -262,7 +261,7 @@ def claim_batch_statement(
         # once, but without statistics the outer UPDATE then read every entry
         # of the status index, the finished history's too.
         picked = (
-            _pick_per_work(table, groups, limit, explicit_now=explicit_now)
+            pick.with_for_update(skip_locked=True)
             .cte("picked")
             .prefix_with("MATERIALIZED", dialect="postgresql")
         )
@@ -272,73 +271,6 @@ def claim_batch_statement(
         .where(taken, c.status == WorkStatus.QUEUED.value)
         .values(values)
         .returning(c.name, *claim_details(table))
-    )
-
-
-def _pick_per_work(
-    table: sa.Table, groups: tuple[int, ...], limit: sa.BindParameter[int], *, explicit_now: bool
-) -> sa.Select[Any]:
-    """PostgreSQL's pick: each named work's due rows from the queued-rows index, then locked.
-
-    Given ``name IN (...)`` and a tick range, the planner may read the due
-    rows of *every* work along ``(status, tick_at)`` and filter by name, and
-    with absent statistics it did: a worker serving 100 of 200 works read the
-    200 works' due rows. Here each work is a row of a ``VALUES`` list joined
-    ``LATERAL`` to its own slice of ``ix_<table>_queued`` (``worksync_0007``:
-    ``(name, tick_at)`` of the queued rows only, the one index whose
-    predicate the slice meets), an index range per work starting at its
-    floor. ``status = 1`` is written as a literal: a prepared statement's
-    generic plan must still prove the index's predicate.
-
-    Each slice stops at the limit; the candidates are then locked in the
-    batch's order, ``SKIP LOCKED``, until the limit is met. A candidate that
-    another worker holds is passed over, so a look can come back short while
-    more is due (a work with more due rows than the limit, all of them held):
-    it looks again at the next tick, inside the rows' grace.
-    """
-    c = table.c
-    now = clock("postgresql", explicit_now)
-    mine = sa.values(
-        sa.column("work_name", sa.String(255)),
-        sa.column("place", sa.Integer()),
-        sa.column("floor_seconds", sa.Integer()),
-        name="mine",
-    ).data(
-        [
-            (
-                sa.bindparam(f"work_{g}_{i}", type_=sa.String(255)),
-                sa.bindparam(f"rank_{g}_{i}", type_=sa.Integer()),
-                sa.bindparam(f"floor_{g}", type_=sa.Integer()),
-            )
-            for g, size in enumerate(groups)
-            for i in range(size)
-        ]
-    )
-    row = table.alias("due_row")
-    grace = sa.func.coalesce(row.c.grace_seconds, DEFAULT_GRACE_SECONDS)
-    # Inline, not bound: an int of our own enum, never a caller's value.
-    queued = sa.literal_column(str(int(WorkStatus.QUEUED)), StatusCode())
-    due = (
-        sa.select(row.c.id)
-        .where(
-            row.c.status == queued,
-            row.c.name == mine.c.work_name,
-            row.c.tick_at <= now,
-            row.c.tick_at >= shifted("postgresql", now, -mine.c.floor_seconds),
-            row.c.tick_at >= shifted("postgresql", now, -grace),
-        )
-        .order_by(row.c.tick_at)
-        .limit(limit)
-        .lateral("due")
-    )
-    return (
-        sa.select(c.id)
-        .select_from(mine.join(due, sa.true()).join(table, c.id == due.c.id))
-        # Rechecked on the locked row: a candidate claimed meanwhile is not taken.
-        .where(c.status == WorkStatus.QUEUED.value)
-        .order_by(mine.c.place, c.tick_at, c.slot, c.id)
-        .limit(limit)
-        .with_for_update(skip_locked=True, of=table)
     )
 
 
