@@ -22,6 +22,7 @@ from worksync_sa._core.shares import SMALLEST_CHARGE as LEAST
 from worksync_sa._core.shares import Shares
 from worksync_sa._core.worker import (
     ROUND,
+    SPARE_SHARE,
     SPREAD_SECONDS,
     AcquireBatch,
     FreeRunner,
@@ -194,6 +195,52 @@ def test_a_look_that_filled_every_free_runner_may_look_again() -> None:
     assert script.run(core.round_steps(never)) == 2
     assert script.steps[-1] == TakeRunner()  # every runner busy: the round ends
     assert not core.exhausted
+
+
+def test_looks_at_ticks_that_keep_coming_back_short_mean_others_take_the_rest() -> None:
+    """A fleet with lookers to spare: a full look is not followed by another at that tick."""
+    core = worker(["a", "b"])
+    for _ in range(3):  # three ticks at which others had taken everything first
+        core.spare.at_tick = True
+        Script([]).run(core.round_steps(never))
+    assert core.spare.share > SPARE_SHARE
+    core.spare.at_tick = True
+    script = Script([A1], None)
+    assert script.run(core.round_steps(never)) == 1
+    assert script.steps == [AcquireBatch(AB, IN_ORDER, 1), RunHere(A1)]  # no second look
+    assert core.exhausted  # the loop waits for the next tick, not for the claim's end
+
+
+def test_looks_that_fill_up_at_ticks_bring_the_second_look_back() -> None:
+    """A backlog, or fewer workers than rows: every look at a tick fills up, the share falls."""
+    core = worker(["a", "b"])
+    core.spare.share = 0.5
+    for _ in range(7):  # 0.5 x 0.8^7 = 0.105: still one look a tick
+        core.spare.at_tick = True
+        Script([A1], None).run(core.round_steps(never))
+    core.spare.at_tick = True  # the eighth full look takes the share under SPARE_SHARE
+    script = Script([A1], None, [B1], None, [])
+    assert script.run(core.round_steps(never)) == 2  # it drains again
+    assert script.steps[-1] == AcquireBatch(AB, IN_ORDER, 1)
+
+
+def test_looks_between_ticks_do_not_count_as_short() -> None:
+    """A poll that found nothing says nothing about the fleet: no tick was due."""
+    core = worker(["a", "b"])
+    for _ in range(10):
+        Script([]).run(core.round_steps(never))  # not at a tick
+    assert core.spare.share == 0.0
+
+
+def test_only_a_wait_that_ends_at_a_tick_makes_the_next_look_a_tick_look() -> None:
+    ticking = worker([Work("a", "* * * * * *")], poll="60s")  # every second: the tick decides
+    ticking.exhausted = True
+    Script(False, 0, True).run(ticking.loop_steps("worker"))
+    assert ticking.spare.at_tick
+    polling = worker([Work("a", "0 0 1 1 *")], poll="1s")  # months away: the poll decides
+    polling.exhausted = True
+    Script(False, 0, True).run(polling.loop_steps("worker"))
+    assert not polling.spare.at_tick
 
 
 def test_a_look_puts_the_work_that_ran_least_lately_first() -> None:

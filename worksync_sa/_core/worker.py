@@ -61,6 +61,42 @@ def spread() -> float:
     return random.uniform(0.0, SPREAD_SECONDS)
 
 
+SPARE_SHARE = 0.1
+"""Above this share of a worker's looks at a tick coming back short, its fleet has lookers
+to spare, and a look that filled every free runner is not followed by another (``Spare``)."""
+
+
+class Spare:
+    """How often a worker's first look at a tick found fewer rows than it asked for.
+
+    A look that filled every free runner may have left more due, so it used
+    to be followed by another at once. In a fleet with more workers than due
+    rows (W = 128 on M = 100 per-second works) that second look almost always
+    finds nothing: the workers that look later in the tick's spread take the
+    rest. Each such look is a statement, a third of the fleet's. A worker
+    cannot count the fleet, but it sees the sign of spare lookers: its own
+    looks at a tick coming back short while rows were due. Above
+    ``SPARE_SHARE`` of them (a moving average over some ten ticks), it leaves
+    what is left of a tick to the others and looks again at the next one.
+    Rows due since an earlier tick (a backlog) bring the share down again, a
+    tick at a time, as long as every look fills up; polls between ticks
+    (nothing due) are not counted.
+    """
+
+    __slots__ = ("at_tick", "share", "waits_for_tick")
+    WEIGHT = 0.2
+
+    def __init__(self) -> None:
+        self.share = 0.0
+        self.waits_for_tick = False
+        """Whether the last wait computed ends at a tick of one of the works (not at the poll)."""
+        self.at_tick = False
+        """Whether the next round's first look is at a tick, after a wait nothing cut short."""
+
+    def observed(self, *, short: bool) -> None:
+        self.share += self.WEIGHT * ((1.0 if short else 0.0) - self.share)
+
+
 @dataclass(frozen=True, slots=True)
 class AcquireBatch:
     """Claim up to ``limit`` due rows among the worker's works in one statement.
@@ -187,10 +223,10 @@ class WorkerCore:
         """Per work, its grace: how far back a claim looks."""
         self.plan = DuePlan.of({name: self._grace.get(name) for name in self.names})
         """The works as the one claim statement of a look takes them."""
-        self.spread: Callable[[], float] = spread
-        """A small random delay added to each wait for a tick (tests make it 0)."""
+        self.spread: Callable[[], float] = spread  # a random delay added to each wait for a tick
         self.exhausted = False
         """Whether the last round found less than it asked for: nothing more is due now."""
+        self.spare = Spare()  # how often its looks at a tick came back short: spare lookers
         self.handlers = handlers_for(self.names, handler)
         if (
             not isinstance(max_concurrency, int)
@@ -256,11 +292,17 @@ class WorkerCore:
         """
         started = 0
         self.exhausted = False
+        first, self.spare.at_tick = self.spare.at_tick, False
         while not self.exhausted and not stopping():
             took = yield from self._look_steps()
             if took is None:  # no free runner: the next look when one frees up
                 break
             started += took
+            if first:
+                self.spare.observed(short=self.exhausted)
+                first = False
+            if not self.exhausted and self.spare.share > SPARE_SHARE:
+                self.exhausted = True  # other workers look at this tick too: theirs, the rest
         return started
 
     def _look_steps(self) -> Generator[Any, Any, int | None]:
@@ -327,6 +369,8 @@ class WorkerCore:
             # Nothing more due: the next look is at the next tick, whatever ends
             # meanwhile. Else every runner is busy: look again when one frees up.
             wait = self.next_wait() + self.spread()
+            # The next round's first look is at a tick only if nothing woke it early.
+            self.spare.at_tick = self.exhausted and self.spare.waits_for_tick
             if (yield Idle(wait, wake=not self.exhausted)):
                 return
 
@@ -354,11 +398,14 @@ class WorkerCore:
         database's call, so a worker whose clock is off still claims the right ticks.
         """
         poll = self.current_poll
+        self.spare.waits_for_tick = False
         if not self.works:
             return poll
         now = self.clock()
         soonest = min(work.next_tick(now) for work in self.works)
-        return max(0.0, min(poll, (soonest - now).total_seconds()))
+        until_tick = (soonest - now).total_seconds()
+        self.spare.waits_for_tick = until_tick <= poll
+        return max(0.0, min(poll, until_tick))
 
 
 class WorkerSettings:
