@@ -56,6 +56,7 @@ from worksync_sa import Scheduler, SchedulerConfig, Work, Worker
 from worksync_sa.engine import create_async_engine
 from worksync_sa.models import table_named, validate_table_name
 
+from . import bouncer
 from .harness import Report, bench_engine, drop_table, fresh_table, percentile
 
 SPAWN = multiprocessing.get_context("spawn")
@@ -399,10 +400,12 @@ def run_case(
     warmup: float,
     window: float,
     room: int,
+    workers_url: str | None = None,
 ) -> dict[str, Any]:
     """One fleet: scheduler here, workers in processes; the window's counts.
 
     ``room``: the connections the workers may open between them.
+    ``workers_url``: where the workers connect, when not ``url`` (a pooler).
     """
     fleet_engine = bench_engine(url)
     fresh_table(fleet_engine, TABLE)
@@ -413,7 +416,7 @@ def run_case(
     (read_statements, counted), read_cpu = statement_counter(engine), server_cpu(engine)
     read_backends = backend_cpu(engine, FLEET_DB)
     try:
-        procs, go, deadline = _launch(url, works, workers, idle, room)
+        procs, go, deadline = _launch(workers_url or url, works, workers, idle, room)
         deadline.value = time.time() + warmup + window + TAIL_S
         go.set()
         time.sleep(warmup)
@@ -444,6 +447,7 @@ def run_case(
         "db_cpu_cores": cpu / seconds,
         "backend_cpu_cores": None if backends is None else backends / seconds,
         "exit_codes": [proc.exitcode for proc in procs],
+        "pooler": "pgbouncer (transaction)" if workers_url else None,
     }
     result.update(_outcome(_ticks(fleet_engine, first, last), expected, 60.0))
     drop_table(fleet_engine, TABLE)
@@ -607,22 +611,26 @@ def _fleet(engine: sa.Engine, report: Report, *, quick: bool) -> None:
         (False, sizes["loaded"], sizes["window"]),
     ):
         for works, workers in cases:
-            room = min(limit - 10, 4 * workers + 16)  # the scheduler and the counters too
-            if (workers > 8 and room < 4 * ASYNC_PROCESSES) or (workers <= 8 and room < workers):
+            # Each worker holds a connection (its lane); the scheduler and the counters too.
+            pooled = workers + 10 > limit
+            if pooled and not (engine.dialect.name == "postgresql" and bouncer.available()):
                 note = f"M {works}, W {workers}: the server has room for {limit} connections"
                 results["skipped"].append(note)
                 print(f"  fleet: skipped {note}", flush=True)
                 continue
-            result = run_case(
-                engine,
-                url,
-                works,
-                workers,
-                idle=idle,
-                warmup=sizes["warmup"],
-                window=window,
-                room=room,
-            )
+            room = 4 * workers + 16
+            with bouncer.bouncer(url) if pooled else contextlib.nullcontext(None) as through:
+                result = run_case(
+                    engine,
+                    url,
+                    works,
+                    workers,
+                    idle=idle,
+                    warmup=sizes["warmup"],
+                    window=window,
+                    room=room,
+                    workers_url=through,
+                )
             results["worksync"].append(result)
             _row(report, "worksync", result, counted)
             print(f"  fleet M {works} W {workers}{' idle' if idle else ''} done", flush=True)
