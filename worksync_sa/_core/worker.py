@@ -285,7 +285,8 @@ class WorkerCore:
         ones, then the oldest tick, then its slots.
 
         A look that got every row it asked for is followed by another (more
-        may be due) while a runner is free; one that got fewer ends the round.
+        may be due) while a runner is free, unless the fleet has lookers to
+        spare (``Spare``); one that got fewer ends the round.
         Returns how many claims were started; ``exhausted`` then says whether
         the last look got fewer rows than it asked for: nothing more is due
         now, and the loop need not look again before the next tick.
