@@ -152,3 +152,32 @@ def per_worker_per_poll(idle: Sequence[Case], poll_s: float) -> float | None:
     low, high = sizes[0], sizes[-1]
     slope = (high.statements_per_s - low.statements_per_s) / (high.workers - low.workers)
     return slope * poll_s
+
+
+def from_measured(measured: Sequence[dict[str, Any]], workers: int, works: int) -> float | None:
+    """Statements/s of ``workers`` on ``works`` per-second works, from measured unit costs.
+
+    The fitted model is linear in W, but a fleet's looks are not: with fewer
+    workers than due rows each worker looks several times a tick, with more
+    each looks once and the surplus finds nothing. What a worker costs is
+    measured apart, on the idle fleets (their slope over W: one look a poll),
+    with what does not grow with W (the scheduler's passes) as their
+    intercept. What a claim adds on top (its finish, and on MySQL/MariaDB the
+    read of its rows) comes from the largest loaded fleet with at least as
+    many workers as works that kept up. None without both.
+    """
+    idle = sorted((c for c in measured if c.get("idle")), key=lambda c: c["workers"])
+    if len(idle) < 2 or idle[0]["workers"] == idle[-1]["workers"]:
+        return None
+    low, high = idle[0], idle[-1]
+    slope = (high["statements_per_s"] - low["statements_per_s"]) / (
+        high["workers"] - low["workers"]
+    )
+    base = low["statements_per_s"] - slope * low["workers"]
+    kept, _ = cases_of([c for c in measured if not c.get("idle")])
+    wide = [c for c in kept if c.workers >= c.works and c.claims_per_s > 0]
+    if not wide:
+        return None
+    case = max(wide, key=lambda c: (c.workers, c.works))
+    per_claim = (case.statements_per_s - base - slope * case.workers) / case.claims_per_s
+    return float(base + slope * workers + max(per_claim, 0.0) * works)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks.fleet_model import Case, Model, fit, per_worker_per_poll
+from benchmarks.fleet_model import Case, Model, fit, from_measured, per_worker_per_poll
 
 SIZES = [(4, 10, 0.0), (32, 10, 0.0), (4, 10, 10.0), (32, 20, 20.0), (32, 100, 100.0)]
 
@@ -38,3 +38,24 @@ def test_an_idle_fleet_costs_the_slope_per_worker_per_poll() -> None:
     idle = [Case(4, 10, 0, 3 + 4 * 10), Case(32, 10, 0, 3 + 32 * 10)]
     assert per_worker_per_poll(idle, 1.0) == pytest.approx(10)
     assert per_worker_per_poll(idle[:1], 1.0) is None
+
+
+def test_the_extrapolation_from_measured_costs_adds_a_look_per_worker_and_a_claims_cost() -> None:
+    """Idle: 10 + 1 per worker; loaded with W >= M: claims cost 2 each beyond the looks."""
+
+    def case(
+        works: int, workers: int, claims: float, statements: float, idle: bool
+    ) -> dict[str, object]:
+        return {
+            "works": works, "workers": workers, "claims_per_s": claims,
+            "statements_per_s": statements, "idle": idle, "lag_p99_ms": 100.0, "missed": 0,
+        }  # fmt: skip
+
+    measured = [
+        case(10, 4, 0.0, 14.0, True),
+        case(10, 32, 0.0, 42.0, True),
+        case(100, 32, 100.0, 400.0, False),  # fewer workers than works: not the one used
+        case(100, 128, 100.0, 10.0 + 128.0 + 200.0, False),
+    ]
+    assert from_measured(measured, 1000, 100) == pytest.approx(10.0 + 1000.0 + 200.0)
+    assert from_measured(measured[2:], 1000, 100) is None  # no idle fleets: no worker's cost
