@@ -29,7 +29,7 @@ from worksync_sa._sql.claims import claim_statement
 from worksync_sa._sql.dialect import db_now, family_of
 from worksync_sa.models import as_utc, table_named, validate_table_name
 
-from .harness import Report, Spread, drop_table, fresh_table, raw_connection, raw_stamp
+from .harness import Report, Spread, bulk_insert, drop_table, fresh_table, raw_connection
 
 GRACE = timedelta(hours=1)
 TABLE = "bench_due_history"
@@ -42,34 +42,21 @@ def load(engine: sa.Engine, table: str, history: int, due: int) -> None:
     start = now - GRACE - timedelta(seconds=history + 60)
     first_due = now - GRACE + timedelta(seconds=120)
     assert due < GRACE.total_seconds() - 300, "the due ticks must fit inside the grace"
-    columns = ("name", "status", "sequence", "slot", "tick_at", "grace_seconds", "lease_seconds")
-    insert = (
-        sa.insert(table_named(table))
-        .values({c: sa.bindparam(c) for c in columns})
-        .compile(dialect=engine.dialect)
-    )
-    order = insert.positiontup
-    rows = []
     moments = [start + timedelta(seconds=n) for n in range(history)]
     moments += [first_due + timedelta(seconds=n) for n in range(due)]
-    for n, moment in enumerate(moments):
-        values = {
+    rows = [
+        {
             "name": "lib",
             "status": WorkStatus.QUEUED.value,
             "sequence": f"s{n:09d}",
             "slot": 0,
-            "tick_at": raw_stamp(engine, moment),
+            "tick_at": moment,
             "grace_seconds": int(2 * GRACE.total_seconds()),
             "lease_seconds": 60,
         }
-        rows.append(values if order is None else tuple(values[k] for k in order))
-    raw = raw_connection(engine)
-    cursor = raw.cursor()
-    for first in range(0, len(rows), 20_000):
-        cursor.execute("BEGIN")
-        cursor.executemany(insert.string, rows[first : first + 20_000])
-        cursor.execute("COMMIT")
-    raw.close()
+        for n, moment in enumerate(moments)
+    ]
+    bulk_insert(engine, table, rows)
     # Statistics now, while every row is queued; then the history finishes.
     preparer = engine.dialect.identifier_preparer
     name = validate_table_name(table)  # an identifier cannot be bound: validated, then quoted

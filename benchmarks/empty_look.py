@@ -67,10 +67,10 @@ from .harness import (
     Report,
     Spread,
     analyze,
+    bulk_insert,
     drop_table,
     fresh_table,
     raw_connection,
-    raw_stamp,
 )
 
 TABLE = "bench_empty_look"
@@ -99,32 +99,22 @@ def db_clock(engine: sa.Engine) -> datetime:
 
 def insert_rows(engine: sa.Engine, table: str, rows: list[tuple[str, int, str, datetime]]) -> None:
     """(name, status, sequence, tick_at) rows through the raw driver, in a few transactions."""
-    columns = ("name", "status", "sequence", "slot", "tick_at", "grace_seconds", "lease_seconds")
-    insert = (
-        sa.insert(table_named(table))
-        .values({c: sa.bindparam(c) for c in columns})
-        .compile(dialect=engine.dialect)
+    bulk_insert(
+        engine,
+        table,
+        [
+            {
+                "name": name,
+                "status": status,
+                "sequence": sequence,
+                "slot": 0,
+                "tick_at": moment,
+                "grace_seconds": int(GRACE.total_seconds()),
+                "lease_seconds": 60,
+            }
+            for name, status, sequence, moment in rows
+        ],
     )
-    order = insert.positiontup
-    prepared = []
-    for name, status, sequence, moment in rows:
-        values = {
-            "name": name,
-            "status": status,
-            "sequence": sequence,
-            "slot": 0,
-            "tick_at": raw_stamp(engine, moment),
-            "grace_seconds": int(GRACE.total_seconds()),
-            "lease_seconds": 60,
-        }
-        prepared.append(values if order is None else tuple(values[k] for k in order))
-    raw = raw_connection(engine)
-    cursor = raw.cursor()
-    for first in range(0, len(prepared), 20_000):
-        cursor.execute("BEGIN")
-        cursor.executemany(insert.string, prepared[first : first + 20_000])
-        cursor.execute("COMMIT")
-    raw.close()
 
 
 def load(engine: sa.Engine, table: str) -> None:

@@ -23,7 +23,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from worksync_sa import create_engine
-from worksync_sa.models import validate_table_name, work_table
+from worksync_sa.models import table_named, validate_table_name, work_table
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SERVERS = {
@@ -104,6 +104,34 @@ class RawStatement:
         if self.returns_rows:
             return len(cursor.fetchall())
         return int(cursor.rowcount)
+
+
+def bulk_insert(engine: sa.Engine, table: str, rows: list[dict[str, Any]]) -> None:
+    """Work-table rows (dicts of the same columns, ``tick_at`` aware UTC) through the raw driver.
+
+    In transactions of 20,000 rows: the loaders' tables are large, and
+    SQLAlchemy's own insert would make the loading, not the benchmark, the run.
+    """
+    if not rows:
+        return
+    columns = list(rows[0])
+    insert = (
+        sa.insert(table_named(table))
+        .values({c: sa.bindparam(c) for c in columns})
+        .compile(dialect=engine.dialect)
+    )
+    order = insert.positiontup
+    prepared = []
+    for row in rows:
+        values = {**row, "tick_at": raw_stamp(engine, row["tick_at"])} if "tick_at" in row else row
+        prepared.append(values if order is None else tuple(values[k] for k in order))
+    raw = raw_connection(engine)
+    cursor = raw.cursor()
+    for first in range(0, len(prepared), 20_000):
+        cursor.execute("BEGIN")
+        cursor.executemany(insert.string, prepared[first : first + 20_000])
+        cursor.execute("COMMIT")
+    raw.close()
 
 
 def raw_stamp(engine: sa.Engine, moment: datetime) -> Any:

@@ -13,7 +13,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from benchmarks.harness import raw_connection, raw_stamp
+from benchmarks.harness import bulk_insert, raw_connection, raw_stamp
 from worksync_sa._core.claims import DuePlan
 from worksync_sa._sql.claims import claim_batch_statement
 from worksync_sa._sql.dialect import db_now, family_of
@@ -26,38 +26,29 @@ def load(engine: sa.Engine, table: str, works: int, history: int, due: int, stat
     """Rows as above; ``stats`` is "stale" or "none"."""
     with engine.connect() as conn:
         now = as_utc(conn.execute(sa.select(db_now(family_of(engine.dialect)))).scalar_one())
-    columns = ("name", "status", "sequence", "slot", "tick_at", "grace_seconds", "lease_seconds")
-    insert = (
-        sa.insert(table_named(table))
-        .values({c: sa.bindparam(c) for c in columns})
-        .compile(dialect=engine.dialect)
-    )
-    order = insert.positiontup
     rows = []
     for w in range(works):
         moments = [now - GRACE - timedelta(seconds=60 + n) for n in range(history)]
         moments += [now - timedelta(seconds=n) for n in range(due)]
-        for n, moment in enumerate(moments):
-            values = {
+        rows += [
+            {
                 "name": f"w{w:03d}",
                 "status": WorkStatus.QUEUED.value,
                 "sequence": f"s{n:09d}",
                 "slot": 0,
-                "tick_at": raw_stamp(engine, moment),
+                "tick_at": moment,
                 "grace_seconds": int(GRACE.total_seconds()),
                 "lease_seconds": 60,
             }
-            rows.append(values if order is None else tuple(values[k] for k in order))
+            for n, moment in enumerate(moments)
+        ]
     preparer = engine.dialect.identifier_preparer
     name = preparer.quote(validate_table_name(table))  # validated, then quoted
     raw = raw_connection(engine)
     cursor = raw.cursor()
     if engine.dialect.name == "postgresql":
         cursor.execute(f"ALTER TABLE {name} SET (autovacuum_enabled = off)")
-    for first in range(0, len(rows), 20_000):
-        cursor.execute("BEGIN")
-        cursor.executemany(insert.string, rows[first : first + 20_000])
-        cursor.execute("COMMIT")
+    bulk_insert(engine, table, rows)  # on a connection of its own
     if stats == "stale":
         cursor.execute(
             f"ANALYZE {name}" if engine.dialect.name == "postgresql" else f"ANALYZE TABLE {name}"
