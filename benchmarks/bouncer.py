@@ -41,35 +41,49 @@ def _open(port: int) -> bool:
         return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
+def write_config(
+    folder: Path,
+    port: int,
+    server: sa.URL,
+    *,
+    mode: str,
+    pool_size: int,
+    round_robin: bool = False,
+) -> Path:
+    """A PgBouncer config in ``folder`` for ``server``'s database, trusting its user."""
+    database = server.database or "postgres"
+    user = server.username or "postgres"
+    (folder / "users.txt").write_text(f'"{user}" ""\n')
+    ini = folder / "pgbouncer.ini"
+    lines = [
+        "[databases]",
+        f"{database} = host={server.host or '127.0.0.1'} port={server.port or 5432} "
+        f"dbname={database}",
+        "[pgbouncer]",
+        "listen_addr = 127.0.0.1",
+        f"listen_port = {port}",
+        "unix_socket_dir =",
+        "auth_type = trust",
+        f"auth_file = {folder / 'users.txt'}",
+        f"pool_mode = {mode}",
+        f"default_pool_size = {pool_size}",
+        "max_client_conn = 1000",
+        f"logfile = {folder / 'pgbouncer.log'}",
+        f"pidfile = {folder / 'pgbouncer.pid'}",
+    ]
+    if round_robin:
+        lines.append("server_round_robin = 1")
+    ini.write_text("\n".join([*lines, ""]))
+    return ini
+
+
 @contextlib.contextmanager
 def bouncer(server_url: str) -> Iterator[str]:
     """``server_url`` through a PgBouncer of its own (transaction pooling), until the block ends."""
     server = sa.make_url(server_url)
     folder = Path(tempfile.mkdtemp(prefix="ws-bench-pgbouncer-"))
     port = _free_port()
-    user = server.username or "postgres"
-    (folder / "users.txt").write_text(f'"{user}" ""\n')
-    ini = folder / "pgbouncer.ini"
-    ini.write_text(
-        "\n".join(
-            [
-                "[databases]",
-                f"{server.database} = host={server.host or '127.0.0.1'} "
-                f"port={server.port or 5432} dbname={server.database}",
-                "[pgbouncer]",
-                "listen_addr = 127.0.0.1",
-                f"listen_port = {port}",
-                "unix_socket_dir =",
-                "auth_type = trust",
-                f"auth_file = {folder / 'users.txt'}",
-                "pool_mode = transaction",
-                f"default_pool_size = {SERVER_POOL}",
-                "max_client_conn = 1000",
-                f"logfile = {folder / 'pgbouncer.log'}",
-                "",
-            ]
-        )
-    )
+    ini = write_config(folder, port, server, mode="transaction", pool_size=SERVER_POOL)
     command = [PGBOUNCER, str(ini)]
     if os.geteuid() == 0:  # PgBouncer refuses to run as root
         shutil.chown(folder, "postgres")

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
+from benchmarks.bouncer import write_config
+
 from .topology import Daemon, as_user, chown_to, free_ports, need, port_open, wait_until
 
 PGBOUNCER = "/usr/sbin/pgbouncer"
@@ -27,38 +29,18 @@ class Bouncer:
 
 
 def _config(folder: Path, port: int, server: sa.URL, mode: str) -> Path:
-    database = server.database or "postgres"
-    user = server.username or "postgres"
-    (folder / "users.txt").write_text(f'"{user}" ""\n')
-    ini = folder / "pgbouncer.ini"
-    ini.write_text(
-        "\n".join(
-            [
-                "[databases]",
-                f"{database} = host={server.host or '127.0.0.1'} port={server.port or 5432} "
-                f"dbname={database}",
-                "[pgbouncer]",
-                "listen_addr = 127.0.0.1",
-                f"listen_port = {port}",
-                "unix_socket_dir =",
-                "auth_type = trust",
-                f"auth_file = {folder / 'users.txt'}",
-                f"pool_mode = {mode}",
-                # Transaction pooling: fewer server connections than clients, so
-                # transactions really do move between them. Session pooling gives
-                # each client connection a server connection of its own, for good.
-                f"default_pool_size = {4 if mode == 'transaction' else 60}",
-                "max_client_conn = 500",
-                # Each transaction on the next server connection in turn, so a
-                # client never finds its own session state (prepares) again.
-                "server_round_robin = 1",
-                f"logfile = {folder / 'pgbouncer.log'}",
-                f"pidfile = {folder / 'pgbouncer.pid'}",
-                "",
-            ]
-        )
+    # Transaction pooling: fewer server connections than clients, so transactions
+    # really do move between them, each on the next server connection in turn, so a
+    # client never finds its own session state (prepares) again. Session pooling
+    # gives each client connection a server connection of its own, for good.
+    return write_config(
+        folder,
+        port,
+        server,
+        mode=mode,
+        pool_size=4 if mode == "transaction" else 60,
+        round_robin=True,
     )
-    return ini
 
 
 @contextlib.contextmanager
