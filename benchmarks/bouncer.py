@@ -53,7 +53,8 @@ def write_config(
     """A PgBouncer config in ``folder`` for ``server``'s database, trusting its user."""
     database = server.database or "postgres"
     user = server.username or "postgres"
-    (folder / "users.txt").write_text(f'"{user}" ""\n')
+    trusted = f'"{user}" ""\n'  # auth_type trust: the user, with no password
+    (folder / "users.txt").write_text(trusted)
     ini = folder / "pgbouncer.ini"
     lines = [
         "[databases]",
