@@ -139,10 +139,23 @@ is 50 s; a host's shorter setting stays). A statement waiting holds the locks it
 taken, so a pass stuck behind a transaction left open would hold up claims in turn;
 bounded, it fails, lets go, and is retried, while the scheduler ends or reports what held
 it (``_core.blockers``)."""
-LOCK_WAIT = sa.text(
-    "SET SESSION innodb_lock_wait_timeout = LEAST(@@SESSION.innodb_lock_wait_timeout, :seconds)"
-)
-"""Never longer than a host's own setting for its connections (an engine's ``connect`` hook)."""
+_WAIT = "SET SESSION innodb_lock_wait_timeout = LEAST(@@SESSION.innodb_lock_wait_timeout, :seconds)"
+LANE_SETTINGS = {
+    # The lock wait: never longer than a host's own setting (an engine's ``connect`` hook).
+    "server's level": sa.text(_WAIT),
+    # With READ COMMITTED (``read_committed``), in the same statement; the variable's
+    # name differs: MariaDB's tx_isolation (transaction_isolation from 11.1), MySQL 8's
+    # transaction_isolation (tx_isolation is gone).
+    "mariadb": sa.text(
+        "SET SESSION innodb_lock_wait_timeout = LEAST(@@SESSION.innodb_lock_wait_timeout, "
+        ":seconds), SESSION tx_isolation = 'READ-COMMITTED'"
+    ),
+    "mysql": sa.text(
+        "SET SESSION innodb_lock_wait_timeout = LEAST(@@SESSION.innodb_lock_wait_timeout, "
+        ":seconds), SESSION transaction_isolation = 'READ-COMMITTED'"
+    ),
+}
+"""A MySQL/MariaDB lane's one SET: its lock wait, and its isolation level where it may."""
 
 
 def prepare_lane(conn: Connection) -> None:
@@ -155,9 +168,10 @@ def prepare_lane(conn: Connection) -> None:
     the server (``_run.poolers``).
     """
     if conn.dialect.name in ("mysql", "mariadb"):
-        require_utf8mb4(conn)
-        conn.execute(LOCK_WAIT, {"seconds": LOCK_WAIT_SECONDS})
-        read_committed(conn)
+        log_bin, binlog_format = require_utf8mb4(conn)
+        server = "mariadb" if getattr(conn.dialect, "is_mariadb", False) else "mysql"
+        settings = server if read_committed(log_bin, binlog_format) else "server's level"
+        conn.execute(LANE_SETTINGS[settings], {"seconds": LOCK_WAIT_SECONDS})
     elif conn.dialect.name == "sqlite":
         conn.exec_driver_sql("PRAGMA busy_timeout = 0")
     elif conn.dialect.driver == "psycopg":
@@ -169,8 +183,8 @@ def prepare_lane(conn: Connection) -> None:
     conn.connection.detach()
 
 
-def read_committed(conn: Connection) -> None:
-    """MySQL/MariaDB: a lane's statements in READ COMMITTED, unless the binlog forbids it.
+def read_committed(log_bin: object, binlog_format: object) -> bool:
+    """MySQL/MariaDB: whether a lane runs in READ COMMITTED (unless the binlog forbids it).
 
     A worker's look is one ``UPDATE ... ORDER BY <its order> LIMIT n``; the
     order is the worker's own (which work ran least lately), so the server
@@ -187,10 +201,7 @@ def read_committed(conn: Connection) -> None:
     With statement-based binary logging the server refuses InnoDB writes
     under READ COMMITTED, so there the server's level stays.
     """
-    log_bin, binlog_format = conn.exec_driver_sql("SELECT @@log_bin, @@binlog_format").one()
-    if log_bin and str(binlog_format).upper() == "STATEMENT":
-        return
-    conn.exec_driver_sql("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
+    return not (log_bin and str(binlog_format).upper() == "STATEMENT")
 
 
 MYSQL_LEAST = (8, 0, 4)
@@ -198,7 +209,7 @@ MARIADB_LEAST = (10, 6)
 """The first versions with ``SKIP LOCKED`` and ``JSON_TABLE``, which the statements use."""
 
 
-def require_utf8mb4(conn: Connection) -> None:
+def require_utf8mb4(conn: Connection) -> tuple[object, object]:
     """Refuse a MySQL/MariaDB connection that would not store every character as given.
 
     Over a ``utf8`` (utf8mb3) or ``latin1`` connection the server turns what
@@ -216,11 +227,11 @@ def require_utf8mb4(conn: Connection) -> None:
             f"{'.'.join(map(str, version))} is too old: worksync_sa needs MariaDB 10.6+ or "
             "MySQL 8.0.4+ (SKIP LOCKED, JSON_TABLE)"
         )
-    client, connection = conn.exec_driver_sql(
-        "SELECT @@character_set_client, @@character_set_connection"
+    client, connection, log_bin, binlog_format = conn.exec_driver_sql(
+        "SELECT @@character_set_client, @@character_set_connection, @@log_bin, @@binlog_format"
     ).one()
     if client == connection == "utf8mb4":
-        return
+        return log_bin, binlog_format  # read in the same query, for ``read_committed``
     url = shown_url(conn.engine.url)
     raise UnsupportedDatabaseError(
         f"the connection to {url} uses character set {client!r}, not utf8mb4: names and "
