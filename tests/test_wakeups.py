@@ -19,7 +19,6 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from worksync_sa import (
     AsyncClaim,
@@ -372,8 +371,10 @@ def test_the_async_worker_wakes_for_run_now_and_retry_and_reconnects(pg_db: Db) 
             await asyncio.sleep(0.02)
         return bool(predicate())
 
+    from .twins import async_engine  # skips, naming the extra, without greenlet or the driver
+
     async def main() -> None:
-        engine = create_async_engine(db.url)
+        engine = async_engine(db.url)
         worker = AsyncWorker(
             engine, [Work("w", FAR)], handler, table=db.table, wake="notify", poll="60s"
         )
@@ -401,9 +402,9 @@ def test_the_async_worker_wakes_for_run_now_and_retry_and_reconnects(pg_db: Db) 
 def test_the_async_worker_refuses_wake_ups_off_postgresql(db: Db) -> None:
     if db.name == "postgresql":
         pytest.skip("wake-ups work here")
-    url = sa.make_url(db.url)
-    driver = {"sqlite": "sqlite+aiosqlite", "mysql": "mysql+aiomysql"}[db.name]
-    engine = create_async_engine(url.set(drivername=driver))
+    from .twins import async_engine  # skips, naming the extra, without greenlet or the driver
+
+    engine = async_engine(db.url)
 
     async def handler(claim: AsyncClaim) -> None:
         return None
