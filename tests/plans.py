@@ -15,8 +15,8 @@ import sqlalchemy as sa
 
 from benchmarks.harness import bulk_insert, raw_connection, raw_stamp
 from worksync_sa._core.claims import DuePlan
-from worksync_sa._sql.claims import claim_batch_statement
-from worksync_sa._sql.dialect import db_now, family_of
+from worksync_sa._sql.claims import claim_batch_returning, claim_batch_statement
+from worksync_sa._sql.dialect import db_now, family_of, returns_inserted
 from worksync_sa.models import WorkStatus, as_utc, table_named, validate_table_name
 
 GRACE = timedelta(hours=1)
@@ -72,13 +72,25 @@ def load(engine: sa.Engine, table: str, works: int, history: int, due: int, stat
     raw.close()
 
 
-def batch(engine: sa.Engine, table: str, works: int, limit: int) -> tuple[str, Any]:
-    """The batch look's SQL for ``works`` works with an hour's grace, and its parameters."""
+def batch(
+    engine: sa.Engine, table: str, works: int, limit: int, returning: bool | None = None
+) -> tuple[str, Any]:
+    """The batch look's SQL for ``works`` works with an hour's grace, and its parameters.
+
+    The look the worker makes on ``engine``: on MariaDB the ``INSERT ...
+    RETURNING`` form unless ``returning`` is False (MySQL's ``UPDATE ... LIMIT``).
+    """
     family = family_of(engine.dialect)
     plan = DuePlan.of({f"w{w:03d}": GRACE for w in range(works)})
-    compiled = claim_batch_statement(table_named(table), family, plan.shape).compile(
-        dialect=engine.dialect
+    if returning is None:
+        engine.connect().close()  # the dialect learns the server's version on connecting
+        returning = family == "mysql" and returns_inserted(engine.dialect)
+    look: Any = (
+        claim_batch_returning(table_named(table), plan.shape)
+        if returning
+        else claim_batch_statement(table_named(table), family, plan.shape)
     )
+    compiled = look.compile(dialect=engine.dialect)
     given: dict[str, Any] = {"claim_token": "x" * 32, "worker": "probe", "batch_limit": limit}
     for g, (floor, names) in enumerate(plan.groups):
         given[f"floor_{g}"] = floor
@@ -91,12 +103,15 @@ def batch(engine: sa.Engine, table: str, works: int, limit: int) -> tuple[str, A
     return compiled.string, params
 
 
-def explain(engine: sa.Engine, table: str, works: int, limit: int) -> tuple[Any, int]:
+def explain(
+    engine: sa.Engine, table: str, works: int, limit: int, returning: bool | None = None
+) -> tuple[Any, int]:
     """The batch look's plan (PostgreSQL: JSON; MySQL/MariaDB: EXPLAIN's rows) and what it read.
 
     What it read: PostgreSQL's buffers, MySQL/MariaDB's handler reads; run and rolled back.
+    ``returning``: which MySQL-family look, as ``batch`` takes it.
     """
-    sql, params = batch(engine, table, works, limit)
+    sql, params = batch(engine, table, works, limit, returning)
     raw = raw_connection(engine)
     cursor = raw.cursor()
     try:

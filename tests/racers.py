@@ -85,15 +85,23 @@ def race_batch(
     graces: dict[str, float],
     now: datetime,
     limit: int,
+    read_back: bool,
     barrier: Any,
     results: Any,
 ) -> None:
-    """Claim due rows of several works with a worker's batch look until none is left."""
+    """Claim due rows of several works with a worker's batch look until none is left.
+
+    ``read_back``: look as on MySQL, whose dialect returns no rows from an
+    INSERT (an ``UPDATE ... LIMIT`` and a read by token), even on MariaDB.
+    """
     from worksync_sa._core.claims import DuePlan
 
     plan = DuePlan.of({name: timedelta(seconds=grace) for name, grace in graces.items()})
 
     def body(engine: sa.Engine) -> list[tuple[str, str, int]]:
+        if read_back:
+            engine.connect().close()  # the dialect learns the server's version on connecting
+            engine.dialect.insert_returning = False
         sync = WorkSync(engine, table=table)
         places = {name: n for n, name in enumerate(plan.names)}
         won = []

@@ -68,10 +68,33 @@ def statements(engine: sa.Engine) -> Iterator[list[str]]:
         sa.event.remove(engine, "before_cursor_execute", count)
 
 
+def is_look(statement: str) -> bool:
+    """A batch look: ``UPDATE ... LIMIT``, or MariaDB's ``INSERT ... SELECT ... LIMIT``."""
+    return "LIMIT" in statement and ("UPDATE" in statement or "INSERT" in statement)
+
+
+@pytest.fixture(params=["own form", "read back"])
+def form(request: pytest.FixtureRequest, db: Db, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Each database's own look; on MySQL/MariaDB also MySQL's, which reads its rows back.
+
+    MariaDB returns a look's rows from an ``INSERT ... RETURNING``; MySQL has
+    no RETURNING, so its look is an ``UPDATE ... LIMIT`` and a read by token.
+    Its dialect says so (``insert_returning`` False), as this one then does.
+    """
+    if request.param == "read back":
+        if db.name != "mysql":
+            pytest.skip("only MySQL reads a look's rows back")
+        db.engine.connect().close()  # the dialect learns the server's version on connecting
+        monkeypatch.setattr(db.engine.dialect, "insert_returning", False)
+    return str(request.param)
+
+
 # -- what a look claims ---------------------------------------------------------------------
 
 
-def test_a_look_claims_up_to_its_limit_across_works_each_tick_in_slot_order(db: Db) -> None:
+def test_a_look_claims_up_to_its_limit_across_works_each_tick_in_slot_order(
+    db: Db, form: str
+) -> None:
     works = [Work("a", "* * * * * *", max_run=2, grace="1h"), Work("b", "* * * * * *", grace="1h")]
     create(db, works, T0)
     now = T0 + timedelta(seconds=3)  # ticks 1, 2 and 3 are due: 6 rows of a, 3 of b
@@ -94,7 +117,7 @@ def test_a_look_claims_up_to_its_limit_across_works_each_tick_in_slot_order(db: 
     assert look(db, plan(a=3600, b=3600), 10, now) == []
 
 
-def test_each_claim_of_a_batch_is_fenced_by_its_own_row(db: Db) -> None:
+def test_each_claim_of_a_batch_is_fenced_by_its_own_row(db: Db, form: str) -> None:
     """All share the batch's token; the id keeps each claim's finish to its own row."""
     from worksync_sa import WorkSync
 
@@ -114,7 +137,7 @@ def test_each_claim_of_a_batch_is_fenced_by_its_own_row(db: Db) -> None:
     ]
 
 
-def test_a_row_past_its_works_grace_is_never_claimed(db: Db) -> None:
+def test_a_row_past_its_works_grace_is_never_claimed(db: Db, form: str) -> None:
     """The worker's grace for a work bounds its range; the row's own grace still holds too."""
     works = [Work("a", "* * * * * *", grace="1h"), Work("b", "* * * * * *", grace="1h")]
     create(db, works, T0)
@@ -133,7 +156,9 @@ def test_a_row_past_its_works_grace_is_never_claimed(db: Db) -> None:
     ]
 
 
-def test_scarce_runners_go_to_the_work_that_ran_least_lately_not_the_oldest_tick(db: Db) -> None:
+def test_scarce_runners_go_to_the_work_that_ran_least_lately_not_the_oldest_tick(
+    db: Db, form: str
+) -> None:
     """Two works with a backlog of old ticks cannot starve a third's newest one."""
     works = [Work(name, "* * * * * *", grace="1h") for name in ("hang-a", "hang-b", "beat")]
     create(db, works, T0)
@@ -143,7 +168,9 @@ def test_scarce_runners_go_to_the_work_that_ran_least_lately_not_the_oldest_tick
     assert [(row.name, row.tick_at) for row in got] == [("beat", T0 + timedelta(seconds=1))]
 
 
-def test_a_worker_with_one_runner_drains_every_works_due_rows_one_look_each(db: Db) -> None:
+def test_a_worker_with_one_runner_drains_every_works_due_rows_one_look_each(
+    db: Db, form: str
+) -> None:
     works = [Work(f"w{n}", "* * * * * *", max_run=2) for n in range(3)]
     create(db, works, as_utc(db.db_now()) - timedelta(seconds=2))
     ran: Counter[str] = Counter()
@@ -153,7 +180,7 @@ def test_a_worker_with_one_runner_drains_every_works_due_rows_one_look_each(db: 
     worker.close()
     assert started == sum(ran.values()) >= 3 * 2 * 2  # two due ticks at least, two slots each
     assert set(ran) == {"w0", "w1", "w2"}
-    claims = [s for s in sent if "UPDATE" in s and "LIMIT" in s]
+    claims = [s for s in sent if is_look(s)]
     assert len(claims) == started + 1  # one look per claim, and the one that found none
 
 
@@ -192,13 +219,15 @@ def test_a_steady_worker_makes_under_two_statements_per_claim(server_db: Db) -> 
     assert claims >= 30  # 10 per second
     assert len(finishes) == claims
     assert len(ours) / claims <= 2.0
+    # MariaDB's look returns its rows (INSERT ... RETURNING), as PostgreSQL's does: no reads.
+    assert [s for s in ours if s.lstrip().upper().startswith("SELECT")] == []
 
 
 # -- racing processes -----------------------------------------------------------------------
 
 
 @pytest.mark.slow
-def test_racing_batch_looks_never_exceed_max_run_and_take_every_due_row(db: Db) -> None:
+def test_racing_batch_looks_never_exceed_max_run_and_take_every_due_row(db: Db, form: str) -> None:
     works = [
         Work("a", "@every 10s", max_run=3, grace="1h"),
         Work("b", "@every 10s", max_run=2, grace="1h"),
@@ -210,7 +239,8 @@ def test_racing_batch_looks_never_exceed_max_run_and_take_every_due_row(db: Db) 
     now = T0 + timedelta(seconds=10 * ticks)
     graces = {"a": 3600.0, "b": 3600.0, "c": 3600.0}
 
-    reports = run_processes(racers.race_batch, [(db.url, db.table, graces, now, 4)] * 12)
+    read_back = form == "read back"
+    reports = run_processes(racers.race_batch, [(db.url, db.table, graces, now, 4, read_back)] * 12)
 
     wins = [win for report in reports for win in report]
     per_tick = Counter((name, sequence) for name, sequence, _ in wins)
@@ -224,8 +254,41 @@ def test_racing_batch_looks_never_exceed_max_run_and_take_every_due_row(db: Db) 
 # -- MySQL/MariaDB: the look's locks ---------------------------------------------------------
 
 
-def test_on_mysql_a_look_leaves_the_scheduler_room_to_insert_the_next_ticks(
+def test_on_mariadb_a_look_inserts_nothing_and_leaves_the_key_counter_alone(
     server_db: Db,
+) -> None:
+    """MariaDB's look is an INSERT whose every row collides with a row it picked."""
+    db = server_db
+    if db.name != "mysql":
+        pytest.skip("MariaDB's look")
+    create(db, [Work("a", "* * * * * *", max_run=2, grace="1h")], T0)
+
+    def counter() -> int:
+        with db.engine.connect() as conn:
+            return int(
+                conn.execute(
+                    sa.text(
+                        "SELECT auto_increment FROM information_schema.tables "
+                        "WHERE table_schema = DATABASE() AND table_name = :t"
+                    ),
+                    {"t": db.table},
+                ).scalar_one()
+            )
+
+    rows, before = db.count(), counter()
+    taken = []
+    while got := look(db, plan(a=3600), 3, T0 + timedelta(seconds=5)):
+        taken.extend(got)
+    assert len(taken) == 10  # five due ticks, two slots each
+    assert (db.count(), counter()) == (rows, before)
+    running = {row.id: row.token for row in db.rows(status=WorkStatus.RUNNING)}
+    assert running == {row.id: row.token for row in taken}
+
+
+
+@pytest.mark.parametrize("returning", [True, False], ids=["mariadb insert", "mysql update"])
+def test_on_mysql_a_look_leaves_the_scheduler_room_to_insert_the_next_ticks(
+    server_db: Db, returning: bool
 ) -> None:
     """Lanes run in READ COMMITTED: a look locks the rows it read, never the gaps after them.
 
@@ -250,7 +313,7 @@ def test_on_mysql_a_look_leaves_the_scheduler_room_to_insert_the_next_ticks(
             "isolation", lambda conn: conn.exec_driver_sql("SELECT @@tx_isolation").scalar()
         )
         assert level == "READ-COMMITTED"
-        sql, params = batch(db.engine, db.table, 3, 10)
+        sql, params = batch(db.engine, db.table, 3, 10, returning)
         held = raw_connection(db.engine)
         other = raw_connection(db.engine)
         try:
@@ -258,7 +321,8 @@ def test_on_mysql_a_look_leaves_the_scheduler_room_to_insert_the_next_ticks(
             looking.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
             looking.execute("BEGIN")
             looking.execute(sql, params)
-            assert looking.rowcount == 6  # two due rows of each of the three works, held
+            taken = len(looking.fetchall()) if returning else looking.rowcount
+            assert taken == 6  # two due rows of each of the three works, held
             inserting = other.cursor()
             inserting.execute("SET SESSION innodb_lock_wait_timeout = 1")
             moment = raw_stamp(db.engine, as_utc(db.db_now()) + timedelta(seconds=30))

@@ -23,11 +23,16 @@ RANGES = ("ix_{}_status", "ix_{}_overdue")
 """The indexes that start with the status and hold a work's rows in tick order."""
 
 
+@pytest.mark.parametrize("look", ["own", "mysql update"])
 @pytest.mark.parametrize("stats", ["none", "stale"])
-def test_the_look_reads_the_due_slice_not_the_history(server_db: Db, stats: str) -> None:
+def test_the_look_reads_the_due_slice_not_the_history(server_db: Db, stats: str, look: str) -> None:
+    """Each database's own look; on MariaDB also MySQL's ``UPDATE ... LIMIT``."""
     db = server_db
+    if look != "own" and db.name != "mysql":
+        pytest.skip("MySQL's look is MySQL's")
     load(db.engine, db.table, WORKS, HISTORY, DUE, stats)
-    plan, read = explain(db.engine, db.table, WORKS, 50)
+    returning = None if look == "own" else False
+    plan, read = explain(db.engine, db.table, WORKS, 50, returning)
     ranges = {name.format(db.table) for name in RANGES}
     if db.name == "postgresql":
         every = nodes(plan)
@@ -42,8 +47,13 @@ def test_the_look_reads_the_due_slice_not_the_history(server_db: Db, stats: str)
         assert sum(n["Actual Rows"] * n["Actual Loops"] for n in keyed) <= 50
         assert read < 3000  # buffers, the 50 rows' updates and their index entries included
     else:
-        (row,) = plan
+        (row,) = [row for row in plan if row["table"] != "<derived2>"]
         assert row["type"] == "range", row
         assert row["key"] in ranges, row
         assert int(row["rows"]) <= SLICE * 1.5
-        assert read <= SLICE + 100  # handler reads: the range, and the 50 rows' updates
+        if look == "own":  # MariaDB's INSERT ... SELECT: each taken row is also found by key
+            # Handler reads: the range, then per taken row its sort, its pass through
+            # the insert's temporary table and its duplicate key.
+            assert read <= SLICE + 3 * 50 + 10
+        else:
+            assert read <= SLICE + 100  # the range, and the 50 rows' updates

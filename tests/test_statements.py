@@ -184,6 +184,33 @@ def test_mysql_look_is_one_ordered_update_with_a_bound_limit_and_no_id_trick(
     assert read.endswith("WHERE jobs.status = %s AND jobs.name IN (%s, %s) AND jobs.token = %s")
 
 
+def test_mariadb_look_is_one_insert_colliding_with_the_rows_it_picked_returning_them() -> None:
+    dialect = mysql.dialect(is_mariadb=True)
+    dialect.insert_returning = True  # as MariaDB 10.5 and later report on connecting
+    text = sql(claim_sql.claim_batch_returning(TABLE, (2,)), dialect)
+    assert text.startswith(
+        "INSERT INTO jobs (id, name, sequence, status) SELECT chosen.id, chosen.name, "
+        "chosen.sequence, chosen.status FROM (SELECT picked.id AS id,"
+    )
+    assert "FROM jobs AS picked WHERE picked.status = %s AND picked.name IN (%s, %s) AND " in text
+    order = PLACES.replace("jobs.", "picked.").format("%s")
+    assert f"ORDER BY {order}, picked.tick_at, picked.slot, picked.id LIMIT %s FOR UPDATE) " in text
+    assert ") AS chosen ON DUPLICATE KEY UPDATE started_at = CASE WHEN (jobs.status = %s)" in text
+    claim, returned = text.split(" ON DUPLICATE KEY UPDATE ")[1].split(" RETURNING ")
+    assert claim.count("CASE WHEN (jobs.status = %s) THEN") == 9  # every assignment guarded
+    assert "token = CASE WHEN (jobs.status = %s) THEN %s ELSE jobs.token END" in claim
+    assert claim.endswith("status = CASE WHEN (jobs.status = %s) THEN %s ELSE jobs.status END")
+    assert returned == (
+        "jobs.name, jobs.token, jobs.id, jobs.sequence, jobs.lease_seconds, jobs.slot, "
+        "jobs.tick_at, jobs.attempts, jobs.started_at"
+    )
+    # A work table named as the pick's aliases gets others: its own name stays unambiguous.
+    odd = sql(claim_sql.claim_batch_returning(work_table("picked"), (1,)), dialect)
+    assert "FROM picked AS picked_rows WHERE" in odd
+    odd = sql(claim_sql.claim_batch_returning(work_table("chosen"), (1,)), dialect)
+    assert ") AS chosen_rows ON DUPLICATE KEY UPDATE" in odd
+
+
 def test_mysql_look_gives_each_floor_its_own_range() -> None:
     text = sql(claim_sql.claim_batch_statement(TABLE, "mysql", (1, 2)), MYSQL)
     assert "AND (jobs.name IN (%s) AND jobs.tick_at >= timestampadd(SECOND, -%s, " in text

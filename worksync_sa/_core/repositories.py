@@ -21,6 +21,7 @@ from .._sql.blockers import end_connection, idle_lock_holders
 from .._sql.claims import (
     batch_by_token,
     batch_left,
+    claim_batch_returning,
     claim_batch_statement,
     claim_by_token,
     claim_state,
@@ -28,7 +29,7 @@ from .._sql.claims import (
     lease_of,
     queued_left,
 )
-from .._sql.dialect import family_of
+from .._sql.dialect import family_of, returns_inserted
 from .._sql.direct import execute
 from .._sql.schedule import adopt, close_surplus, latest_ticks, unadopted, window_state
 from ..models import WorkStatus, as_utc, checked_moment
@@ -212,17 +213,29 @@ class ClaimCalls(ClaimRepository):
     ) -> list[ClaimedRow]:
         """Up to ``params["batch_limit"]`` due rows of a worker's works, in one claim statement.
 
-        MySQL/MariaDB return no rows from an UPDATE: there the rows the
-        batch's token now holds are read back, only when it took any.
+        MariaDB 10.5 and later claim through an insert that returns the rows
+        (``claim_batch_returning``). MySQL returns no rows from an UPDATE
+        nor an INSERT: there the rows the batch's token now holds are read
+        back, only when it took any.
         """
         family = family_of(conn.dialect)
+        token = params["claim_token"]
+        if family == "mysql" and returns_inserted(conn.dialect):
+            insert = self._statements.get(
+                f"batch_returning:{shape}:{explicit}",
+                family,
+                lambda t, _: claim_batch_returning(t, shape, explicit_now=explicit),
+            )
+            rows = execute(conn, insert, params).rows
+            return _in_order(
+                [claimed_row(row[0], token, row[2:]) for row in rows if row[1] == token]
+            )
         update = self._statements.get(
             f"batch:{shape}:{explicit}",
             family,
             lambda t, f: claim_batch_statement(t, f, shape, explicit_now=explicit),
         )
         outcome = execute(conn, update, params)
-        token = params["claim_token"]
         if family != "mysql":
             return _in_order([claimed_row(row[0], token, row[1:]) for row in outcome.rows])
         if outcome.rowcount < 1:

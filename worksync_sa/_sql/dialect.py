@@ -44,6 +44,15 @@ def family_of(dialect: Dialect) -> Family:
         ) from None
 
 
+def returns_inserted(dialect: Dialect) -> bool:
+    """Whether a MySQL-family server returns rows from an INSERT (MariaDB 10.5 and later).
+
+    SQLAlchemy learns it when it first connects, from the server's version;
+    MySQL's ``insert_returning`` stays False.
+    """
+    return bool(getattr(dialect, "is_mariadb", False) and dialect.insert_returning)
+
+
 def db_now(family: Family) -> sa.ColumnElement[datetime]:
     """The database server's current UTC time, microseconds where the server has them."""
     if family == "mysql":
@@ -93,7 +102,7 @@ def lease_seconds(table: sa.Table) -> sa.ColumnElement[int]:
     return sa.func.coalesce(table.c.lease_seconds, DEFAULT_LEASE_SECONDS)
 
 
-def _grace_seconds(table: sa.Table) -> sa.ColumnElement[int]:
+def _grace_seconds(table: sa.FromClause) -> sa.ColumnElement[int]:
     return sa.func.coalesce(table.c.grace_seconds, DEFAULT_GRACE_SECONDS)
 
 
