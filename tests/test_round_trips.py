@@ -7,6 +7,7 @@ busy policy without changing the host's connections.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 
@@ -81,6 +82,38 @@ def test_a_pass_inserts_in_a_handful_of_statements(db: Db) -> None:
     assert scheduler.run_pass(datetime(2026, 1, 1, 0, 0, 30, tzinfo=timezone.utc)) == 12_000
     assert scheduler.last_pass is not None
     assert scheduler.last_pass.batches <= 3  # 12,000 rows, 5,000 a batch (one on SQLite)
+
+
+def test_a_loops_steady_pass_reads_its_window_once_and_recovers_every_five_seconds(
+    db: Db,
+) -> None:
+    """Per pass: the clock, one read of the window with other programs' undated rows
+    (``UNION ALL``), the next ticks' insert; recovery's reads on every fifth pass a second."""
+    works = [Work(f"w{n}", "* * * * * *") for n in range(5)]
+    config = SchedulerConfig(lookahead="5s", interval="1s")
+    scheduler = Scheduler(db.engine, works, config, table=db.table)
+    scheduler.run_pass()  # the first pass: the horizon, the lanes
+    seen: list[str] = []
+
+    def count(conn: object, cursor: object, statement: str, *args: object) -> None:
+        seen.append(" ".join(statement.split()))
+
+    sa.event.listen(db.engine, "before_cursor_execute", count)
+    try:
+        scheduler.start()
+        time.sleep(10.5)  # the loop's first pass recovers, then every fifth: three in all
+        scheduler.stop()
+    finally:
+        sa.event.remove(db.engine, "before_cursor_execute", count)
+        scheduler.close()
+    windows = [s for s in seen if "UNION ALL" in s]
+    undated = [s for s in seen if "tick_at IS NULL" in s and "UNION ALL" not in s]
+    leases = [s for s in seen if "lease_until <" in s]
+    assert 9 <= len(windows) <= 12  # a pass a second
+    assert [s for s in undated if "GROUP BY" in s] == []  # no read of its own any more
+    # Recovery's read (on PostgreSQL and SQLite, its UPDATE ... RETURNING) finds expired
+    # leases: on the loop's first pass and every fifth after it.
+    assert 2 <= len(leases) <= 3, leases
 
 
 def test_tracing_listeners_still_see_every_claim(db: Db) -> None:

@@ -66,10 +66,13 @@ class AsyncScheduler(SchedulerCore):
 
     async def run_pass(self, now: datetime | None = None) -> int:
         """Run one pass; returns how many rows it inserted. See :meth:`Scheduler.run_pass`."""
+        return await self._run_pass(now, recover=True)
+
+    async def _run_pass(self, now: datetime | None, *, recover: bool) -> int:
         async with self._lock:
             tx = self._runner
-            steps = self.pass_after(tx.lost_connections, self._pass(now, tx.sqlite, mysql=tx.mysql))
-            return await drive_async(steps, tx.call)
+            steps = self._pass(now, tx.sqlite, mysql=tx.mysql, recover=recover)
+            return await drive_async(self.pass_after(tx.lost_connections, steps), tx.call)
 
     async def tick(self, now: datetime | None = None) -> int:
         """Deprecated name of :meth:`run_pass`, kept until 1.0 (see ``Scheduler.tick``)."""
@@ -139,7 +142,7 @@ class AsyncScheduler(SchedulerCore):
         if isinstance(step, Idle):
             await self._pause(step.seconds)
             return self._stopping.is_set()
-        return await self.run_pass()
+        return await self._run_pass(None, recover=step.recover)
 
     async def _watch_loop(self) -> None:
         try:

@@ -83,12 +83,13 @@ class Scheduler(SchedulerCore):
         (``SQLITE_BATCH_ROWS`` on SQLite), each in a short transaction.
         :attr:`last_pass` tells what else the pass did.
         """
+        return self._run_pass(now, recover=True)
+
+    def _run_pass(self, now: datetime | None, *, recover: bool) -> int:
         with self._lock:
             tx = self._runner
-            return drive(
-                self.pass_after(tx.lost_connections, self._pass(now, tx.sqlite, mysql=tx.mysql)),
-                tx.call,
-            )
+            steps = self._pass(now, tx.sqlite, mysql=tx.mysql, recover=recover)
+            return drive(self.pass_after(tx.lost_connections, steps), tx.call)
 
     def tick(self, now: datetime | None = None) -> int:
         """Deprecated name of :meth:`run_pass`, kept until 1.0.
@@ -162,7 +163,7 @@ class Scheduler(SchedulerCore):
         """One step of the background loop (``SchedulerCore._loop_steps``), by blocking."""
         if isinstance(step, Idle):
             return self._stopping.wait(step.seconds)
-        return self.run_pass()
+        return self._run_pass(None, recover=step.recover)
 
     def _watch_loop(self) -> None:
         try:

@@ -19,7 +19,8 @@ from typing import Any
 
 import pytest
 
-from worksync_sa._core.passes import PASS, SchedulerCore
+from worksync_sa._core import passes
+from worksync_sa._core.passes import Pass, SchedulerCore
 from worksync_sa._run.steps import Call, Idle
 from worksync_sa.config import RetryPolicy, SchedulerConfig
 from worksync_sa.errors import InvalidConfigError, InvalidWorkError
@@ -380,10 +381,63 @@ def test_the_loop_runs_a_pass_then_waits_about_an_interval() -> None:
     scheduler = core(Work("report", "* * * * *"))
     script = Script(False, None, True)
     script.run(scheduler._loop_steps())
-    assert script.steps[:2] == [Idle(0), PASS]
+    assert script.steps[:2] == [Idle(0), Pass(recover=True)]
     wait = script.steps[2]
     assert isinstance(wait, Idle)
     assert 59 < wait.seconds <= 60
+
+
+def recoveries_of_the_loop(
+    scheduler: SchedulerCore, passes_run: int, monkeypatch: pytest.MonkeyPatch
+) -> list[bool]:
+    """Which of the loop's first passes recover, each taking no time, on a clock of our own."""
+    clock = [1000.0]
+    monkeypatch.setattr(passes.time, "monotonic", lambda: clock[0])
+    loop = scheduler._loop_steps()
+    step = next(loop)
+    recovered = []
+    for n in range(passes_run):
+        assert step == Idle(0)
+        step = loop.send(False)
+        assert isinstance(step, Pass)
+        script = Script(by=Table())
+        script.run(
+            scheduler._pass(NOW + scheduler.config.interval * n, False, recover=step.recover)
+        )
+        assert ("recover" in whats(script.steps)) is step.recover
+        recovered.append(step.recover)
+        step = loop.send(0)
+        assert isinstance(step, Idle)
+        clock[0] += step.seconds
+        step = loop.send(False)
+    return recovered
+
+
+def test_with_a_pass_a_second_the_loop_recovers_every_fifth_pass(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Recovery finds nothing most passes: the loop looks every ``RECOVER_EVERY``, 5 s."""
+    scheduler = core(Work("beat", "* * * * * *"), lookahead="5s", interval="1s")
+    assert recoveries_of_the_loop(scheduler, 12, monkeypatch) == [
+        True, False, False, False, False,
+        True, False, False, False, False,
+        True, False,
+    ]  # fmt: skip
+
+
+def test_with_passes_five_seconds_apart_or_more_every_pass_recovers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for interval in ("5s", "1m"):
+        scheduler = core(Work("beat", "* * * * * *"), lookahead="10m", interval=interval)
+        assert recoveries_of_the_loop(scheduler, 4, monkeypatch) == [True] * 4
+
+
+def test_run_pass_recovers_every_time_however_close_together() -> None:
+    scheduler = core(Work("beat", "* * * * * *"), lookahead="5s", interval="1s")
+    for _ in range(3):
+        _, steps = run_pass(scheduler, Table())
+        assert "recover" in whats(steps)
 
 
 def test_the_loop_outlives_a_failed_pass_with_a_short_backoff() -> None:

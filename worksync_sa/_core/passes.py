@@ -51,11 +51,14 @@ from .repositories import PassRepository
 logger = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True, slots=True)
 class Pass:
-    """A step of the background loop: run one pass (``run_pass``)."""
+    """A step of the background loop: run one pass; ``recover``: with recovery (see
+    ``RECOVER_EVERY``)."""
+
+    recover: bool = True
 
 
-PASS = Pass()
 LoopStep = Pass | Idle
 
 
@@ -89,6 +92,14 @@ PRUNE_BATCH_ROWS = 1000
 LOCK_WAIT_TURNS = 8
 """Timed-out lock waits a write of a pass goes through (each a look for what holds the
 lock) before the pass fails and the loop's backoff takes over."""
+RECOVER_EVERY = 5.0
+"""Seconds between the recoveries of the background loop's passes, at least (every pass
+when the interval is longer; ``run_pass`` always recovers).
+
+Recovery reads for abandoned rows: leases that ran out, ticks past their grace, other
+programs' rows surely missed. It finds nothing most of the time, and a lease or a grace
+is a whole number of seconds, most often minutes; looking every second, with per-second
+passes, made it two statements of a steady pass's six or seven."""
 PAUSES_RECHECK_SECONDS = 300.0
 """How often a scheduler whose table has no pauses table (made by ``create_all`` of the work
 table alone, or not yet migrated to ``worksync_0006``) looks whether it has one now."""
@@ -244,6 +255,8 @@ class SchedulerCore:
         self._last_now: datetime | None = None
         self._lost_seen = 0
         self._last_prune: datetime | None = None
+        self._recovered_at: float | None = None
+        """When a pass last recovered abandoned rows (``time.monotonic()``)."""
         self._locks = LockWatch(end_originals=self.config.leave_to_original is not None)
         self._watch = LockWatch(end_originals=True, reports=False)
         """The watch loop's own (``_watch_steps``): it only ends, the passes' watch reports."""
@@ -308,10 +321,13 @@ class SchedulerCore:
 
     # -- one pass ----------------------------------------------------------------------
 
-    def _pass(self, now: datetime | None, sqlite: bool, *, mysql: bool = False) -> Steps[int]:
+    def _pass(
+        self, now: datetime | None, sqlite: bool, *, mysql: bool = False, recover: bool = True
+    ) -> Steps[int]:
         """One pass (see ``Scheduler.run_pass``): its database calls, yielded in order.
 
         ``mysql``: also look for transactions left open on the table (``_core.blockers``).
+        ``recover``: also recover abandoned rows (the loop's passes: see ``RECOVER_EVERY``).
         """
         explicit = checked_now(now)
         at: datetime = explicit if explicit is not None else (yield CLOCK)
@@ -321,7 +337,9 @@ class SchedulerCore:
         if mysql:  # first, as a transaction left open may hold up this pass's own inserts
             report.released = yield from self._locks.steps(self._repo)
         yield from self._create(at, explicit, report, sqlite, mysql)
-        report.recovered = yield from recover_steps(self._maintenance, self._events, explicit)
+        if recover:
+            report.recovered = yield from recover_steps(self._maintenance, self._events, explicit)
+            self._recovered_at = time.monotonic()
         report.pruned = yield from self._prune_if_due(at)
         self.last_pass = report
         logger.debug(
@@ -461,7 +479,7 @@ class SchedulerCore:
         no pauses; whether it has one is looked up again now and then, not
         each pass.
         """
-        window, waiting = self._repo.window(conn, after, until), self._repo.unadopted(conn)
+        window, waiting = self._repo.window(conn, after, until)
         return window, waiting, self._pauses(conn)
 
     def _pauses(self, conn: Connection) -> list[PauseState]:
@@ -563,8 +581,8 @@ class SchedulerCore:
         It outlives any failure (an outage, a listener raising ``SystemExit``):
         a run of failures is logged as it starts and as it ends, and retried
         with capped backoff. Only the stop
-        signals (Ctrl-C, cancellation) end it. The shells perform ``PASS``
-        (one ``run_pass``) and ``Idle`` (wait, unless stopped: then the
+        signals (Ctrl-C, cancellation) end it. The shells perform ``Pass``
+        (one pass, with recovery or not) and ``Idle`` (wait, unless stopped: then the
         answer is True and the loop ends).
         """
         period = self.config.interval.total_seconds()
@@ -577,7 +595,7 @@ class SchedulerCore:
         due = time.monotonic()
         while not (yield Idle(0)):
             try:
-                yield PASS
+                yield Pass(recover=self._recovery_due())
             except GeneratorExit:  # closed, not failed
                 raise
             except BaseException as exc:  # the loop must outlive any outage, and any listener
@@ -593,6 +611,16 @@ class SchedulerCore:
             due = max(due, now)  # after an overrun, carry on without a burst of passes
             if (yield Idle(due - now)):
                 return
+
+    def _recovery_due(self) -> bool:
+        """Whether the loop's next pass recovers: ``RECOVER_EVERY`` after the last one did.
+
+        Less half an interval, so that with a pass a second every fifth recovers,
+        not every sixth, whatever the timers' jitter.
+        """
+        last = self._recovered_at
+        slack = self.config.interval.total_seconds() / 2
+        return last is None or time.monotonic() - last >= RECOVER_EVERY - slack
 
     def watches(self, mysql: bool) -> bool:
         """Whether a watch loop runs beside the passes: beside the original, on MySQL/MariaDB."""

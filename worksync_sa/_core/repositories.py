@@ -31,7 +31,7 @@ from .._sql.claims import (
 )
 from .._sql.dialect import family_of, returns_inserted
 from .._sql.direct import execute
-from .._sql.schedule import adopt, close_surplus, latest_ticks, unadopted, window_state
+from .._sql.schedule import adopt, close_surplus, latest_ticks, pass_view
 from ..models import WorkStatus, as_utc, checked_moment
 from ..repository import EARLIEST_TICK as EARLIEST
 from ..repository import ClaimRepository, ScheduleRepository, now_params, wake_workers
@@ -74,25 +74,33 @@ class PassRepository(ScheduleRepository):
         """
         return wake_workers(conn, self.table.name, names)
 
-    def window(self, conn: Connection, after: datetime, until: datetime) -> list[TickState]:
-        """What the table holds for the ticks in ``(after, until]``: see ``window_state``."""
-        select = self._statements.get(
-            "window", family_of(conn.dialect), lambda t, _: window_state(t)
-        )
+    def window(
+        self, conn: Connection, after: datetime, until: datetime
+    ) -> tuple[list[TickState], dict[tuple[str, str], int]]:
+        """What the table holds for the ticks in ``(after, until]`` (see ``window_state``),
+        and the queued rows of other programs without a tick time, how many per
+        (name, sequence): one read (``pass_view``)."""
+        select = self._statements.get("window", family_of(conn.dialect), lambda t, _: pass_view(t))
         params = {"after": checked_moment(after, "after"), "until": checked_moment(until, "until")}
-        return [
-            TickState(
-                row.name,
-                as_utc(row.tick_at),
-                row.sequence,
-                row.spec,
-                int(row.slotted),
-                row.top_queued,
-                int(row.foreign),
-                None if row.touched is None else as_utc(row.touched),
+        ticks: list[TickState] = []
+        undated: dict[tuple[str, str], int] = {}
+        for row in execute(conn, select, params).rows:
+            if row.tick_at is None:
+                undated[(row.name, row.sequence)] = int(row.foreign)
+                continue
+            ticks.append(
+                TickState(
+                    row.name,
+                    as_utc(row.tick_at),
+                    row.sequence,
+                    row.spec,
+                    int(row.slotted),
+                    row.top_queued,
+                    int(row.foreign),
+                    None if row.touched is None else as_utc(row.touched),
+                )
             )
-            for row in execute(conn, select, params).rows
-        ]
+        return ticks, undated
 
     def idle_lock_holders(self, conn: Connection, idle_seconds: int) -> list[LockHolder] | None:
         """MySQL/MariaDB: other connections idle that long in a transaction holding locks.
@@ -118,15 +126,6 @@ class PassRepository(ScheduleRepository):
     def end_connection(self, conn: Connection, connection: int) -> None:
         """End another connection (``KILL CONNECTION``), rolling its transaction back."""
         execute(conn, end_connection(), {"connection": int(connection)})
-
-    def unadopted(self, conn: Connection) -> dict[tuple[str, str], int]:
-        """Queued rows of other programs without a tick time: how many per (name, sequence)."""
-        select = self._statements.get(
-            "unadopted", family_of(conn.dialect), lambda t, _: unadopted(t)
-        )
-        return {
-            (name, sequence): int(count) for name, sequence, count in execute(conn, select).rows
-        }
 
     def adopt(self, conn: Connection, ticks: Sequence[Adoption]) -> int:
         """Date other programs' rows of these ticks and give them the works' policy."""

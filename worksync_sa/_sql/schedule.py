@@ -262,14 +262,30 @@ def window_state(table: sa.Table) -> sa.Select[Any]:
     )
 
 
-def unadopted(table: sa.Table) -> sa.Select[Any]:
-    """Queued rows another program wrote without a tick time, per (name, sequence)."""
+def pass_view(table: sa.Table) -> sa.CompoundSelect[Any]:
+    """``window_state``, and the queued rows another program wrote without a tick time.
+
+    A pass needs both every time, so they share a round trip: ``UNION ALL``,
+    the undated rows counted per (name, sequence) in ``foreign``, with a NULL
+    ``tick_at`` (a window row always has one). With a pass a second, that is
+    one statement a second fewer, a sixth of a steady pass.
+    """
     c = table.c
-    return (
-        sa.select(c.name, c.sequence, sa.func.count())
+    undated = (
+        sa.select(
+            c.name,
+            sa.null().label("tick_at"),
+            c.sequence,
+            sa.null().label("spec"),
+            sa.literal(0).label("slotted"),
+            sa.null().label("top_queued"),
+            sa.func.count().label("foreign"),
+            sa.null().label("touched"),
+        )
         .where(c.status == WorkStatus.QUEUED.value, c.tick_at.is_(None), c.slot.is_(None))
         .group_by(c.name, c.sequence)
     )
+    return sa.union_all(window_state(table), undated)
 
 
 def adopt(table: sa.Table) -> Update:
