@@ -29,7 +29,7 @@ import sqlalchemy as sa
 from worksync_sa import Ledger, WorkStatus
 from worksync_sa._sql.dialect import db_now, family_of
 from worksync_sa.cli.status import View
-from worksync_sa.models import as_utc, table_named
+from worksync_sa.models import as_utc
 
 from .harness import (
     SERVERS,
@@ -37,9 +37,9 @@ from .harness import (
     Spread,
     analyze,
     bench_engine,
+    bulk_insert,
     drop_table,
     fresh_table,
-    raw_connection,
     raw_stamp,
 )
 
@@ -54,33 +54,21 @@ def load(engine: sa.Engine, ticks: int, table: str = TABLE) -> datetime:
     with engine.connect() as conn:
         now = as_utc(conn.execute(sa.select(db_now(family_of(engine.dialect)))).scalar_one())
     now = now.replace(microsecond=0)
-    columns = (
-        "name", "status", "sequence", "slot", "tick_at", "started_at", "finished_at",
-        "closed_by", "attempts", "claimed_by",
-    )  # fmt: skip
-    insert = (
-        sa.insert(table_named(table))
-        .values({c: sa.bindparam(c) for c in columns})
-        .compile(dialect=engine.dialect)
-    )
-    order = insert.positiontup
 
-    def row(name: str, moment: datetime) -> Any:
-        stamp = raw_stamp(engine, moment)
+    def row(name: str, moment: datetime) -> dict[str, Any]:
         late = raw_stamp(engine, moment + timedelta(milliseconds=300))
-        values = {
+        return {
             "name": name,
             "status": WorkStatus.SUCCESS.value,
             "sequence": moment.strftime("%Y-%m-%d %H:%M:%S"),
             "slot": 0,
-            "tick_at": stamp,
+            "tick_at": moment,  # bulk_insert stamps it for the driver
             "started_at": late,
             "finished_at": late,
             "closed_by": "worker",
             "attempts": 1,
             "claimed_by": "bench",
         }
-        return values if order is None else tuple(values[k] for k in order)
 
     rows = [row("big", now - timedelta(seconds=n)) for n in range(ticks)]
     rows += [
@@ -88,13 +76,7 @@ def load(engine: sa.Engine, ticks: int, table: str = TABLE) -> datetime:
         for k in range(OTHERS)
         for n in range(ticks // 60)
     ]
-    raw = raw_connection(engine)
-    cursor = raw.cursor()
-    for first in range(0, len(rows), 20_000):
-        cursor.execute("BEGIN")
-        cursor.executemany(insert.string, rows[first : first + 20_000])
-        cursor.execute("COMMIT")
-    raw.close()
+    bulk_insert(engine, table, rows)
     analyze(engine, table)
     return now
 
