@@ -285,7 +285,6 @@ def test_on_mariadb_a_look_inserts_nothing_and_leaves_the_key_counter_alone(
     assert running == {row.id: row.token for row in taken}
 
 
-
 @pytest.mark.parametrize("returning", [True, False], ids=["mariadb insert", "mysql update"])
 def test_on_mysql_a_look_leaves_the_scheduler_room_to_insert_the_next_ticks(
     server_db: Db, returning: bool

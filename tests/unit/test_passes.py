@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -392,7 +393,7 @@ def recoveries_of_the_loop(
 ) -> list[bool]:
     """Which of the loop's first passes recover, each taking no time, on a clock of our own."""
     clock = [1000.0]
-    monkeypatch.setattr(passes.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(passes, "time", SimpleNamespace(monotonic=lambda: clock[0]))
     loop = scheduler._loop_steps()
     step = next(loop)
     recovered = []
