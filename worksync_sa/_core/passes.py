@@ -474,33 +474,34 @@ class SchedulerCore:
     ) -> tuple[list[TickState], dict[tuple[str, str], int], list[PauseState]]:
         """The window's rows, other programs' rows still waiting for a tick time, and pauses.
 
-        The pauses are one read of a table holding a row per paused work. A
-        table without one (the work table made alone by ``create_all``) has
-        no pauses; whether it has one is looked up again now and then, not
-        each pass.
+        One read (``pass_view``). A table without a pauses table (the work
+        table made alone by ``create_all``) has no pauses; whether it has one
+        is looked up again now and then, not each pass.
         """
-        window, waiting = self._repo.window(conn, after, until)
-        return window, waiting, self._pauses(conn)
+        pauses = self._actions.pauses_table if self._pauses_known(conn) else None
+        return self._repo.window(conn, after, until, pauses)
 
-    def _pauses(self, conn: Connection) -> list[PauseState]:
+    def _pauses_known(self, conn: Connection) -> bool:
+        """Whether the table has its pauses table, as far as this pass needs to know."""
+        if self._pauses_exist:
+            return True
+        seen = self._pauses_seen_at
+        if seen is not None and time.monotonic() - seen < PAUSES_RECHECK_SECONDS:
+            return False
+        self._pauses_exist = self._actions.has_pauses(conn)
         if not self._pauses_exist:
-            seen = self._pauses_seen_at
-            if seen is not None and time.monotonic() - seen < PAUSES_RECHECK_SECONDS:
-                return []
-            self._pauses_exist = self._actions.has_pauses(conn)
-            if not self._pauses_exist:
-                if seen is None:
-                    logger.info(
-                        "table %r has no pauses table (%s): no work can be paused until it "
-                        "is migrated to worksync_0006 (`worksync migrate`)",
-                        self.table_name,
-                        self._actions.pauses_table.name,
-                        extra={"action": "paused"},
-                    )
-                self._pauses_seen_at = time.monotonic()
-                return []
-            self._pauses_seen_at = None
-        return self._actions.pauses(conn)
+            if seen is None:
+                logger.info(
+                    "table %r has no pauses table (%s): no work can be paused until it "
+                    "is migrated to worksync_0006 (`worksync migrate`)",
+                    self.table_name,
+                    self._actions.pauses_table.name,
+                    extra={"action": "paused"},
+                )
+            self._pauses_seen_at = time.monotonic()
+            return False
+        self._pauses_seen_at = None
+        return True
 
     def _report_sightings(self, sightings: list[Sighting]) -> None:
         """Log each other setting of a work once: a change as a warning, a live one as an error."""

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple
 
+import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from .._sql.blockers import end_connection, idle_lock_holders
@@ -35,7 +36,7 @@ from .._sql.schedule import adopt, close_surplus, latest_ticks, pass_view
 from ..models import WorkStatus, as_utc, checked_moment
 from ..repository import EARLIEST_TICK as EARLIEST
 from ..repository import ClaimRepository, ScheduleRepository, now_params, wake_workers
-from ..rows import Adoption, ClaimedRow, Surplus, TickState, claimed_row
+from ..rows import Adoption, ClaimedRow, PauseState, Surplus, TickState, claimed_row
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,32 +76,43 @@ class PassRepository(ScheduleRepository):
         return wake_workers(conn, self.table.name, names)
 
     def window(
-        self, conn: Connection, after: datetime, until: datetime
-    ) -> tuple[list[TickState], dict[tuple[str, str], int]]:
-        """What the table holds for the ticks in ``(after, until]`` (see ``window_state``),
-        and the queued rows of other programs without a tick time, how many per
-        (name, sequence): one read (``pass_view``)."""
-        select = self._statements.get("window", family_of(conn.dialect), lambda t, _: pass_view(t))
+        self, conn: Connection, after: datetime, until: datetime, pauses: sa.Table | None
+    ) -> tuple[list[TickState], dict[tuple[str, str], int], list[PauseState]]:
+        """What a pass starts from, in one read (``pass_view``): what the table holds for
+        the ticks in ``(after, until]`` (see ``window_state``), the queued rows of other
+        programs without a tick time (how many per (name, sequence)), and the rows of
+        ``pauses``, the pauses table (None: the table has none)."""
+        select = self._statements.get(
+            "window" if pauses is None else "window+pauses",
+            family_of(conn.dialect),
+            lambda t, _: pass_view(t, pauses),
+        )
         params = {"after": checked_moment(after, "after"), "until": checked_moment(until, "until")}
         ticks: list[TickState] = []
         undated: dict[tuple[str, str], int] = {}
+        paused: list[PauseState] = []
         for row in execute(conn, select, params).rows:
-            if row.tick_at is None:
+            if row.kind == 1:
                 undated[(row.name, row.sequence)] = int(row.foreign)
-                continue
-            ticks.append(
-                TickState(
-                    row.name,
-                    as_utc(row.tick_at),
-                    row.sequence,
-                    row.spec,
-                    int(row.slotted),
-                    row.top_queued,
-                    int(row.foreign),
-                    None if row.touched is None else as_utc(row.touched),
+            elif row.kind == 2:
+                until_ = None if row.tick_at is None else as_utc(row.tick_at)
+                paused.append(
+                    PauseState(row.name, until_, row.sequence, row.spec, as_utc(row.touched))
                 )
-            )
-        return ticks, undated
+            else:
+                ticks.append(
+                    TickState(
+                        row.name,
+                        as_utc(row.tick_at),
+                        row.sequence,
+                        row.spec,
+                        int(row.slotted),
+                        row.top_queued,
+                        int(row.foreign),
+                        None if row.touched is None else as_utc(row.touched),
+                    )
+                )
+        return ticks, undated, sorted(paused, key=lambda pause: pause.name)
 
     def idle_lock_holders(self, conn: Connection, idle_seconds: int) -> list[LockHolder] | None:
         """MySQL/MariaDB: other connections idle that long in a transaction holding locks.
