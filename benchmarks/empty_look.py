@@ -1,7 +1,8 @@
 """Issue 22: what a worker's look costs when nothing is due, and whether a lock-free peek pays.
 
 A worker looks with one claim statement across all its works, an UPDATE
-(``claim_batch_statement``). When nothing is due that UPDATE takes nothing,
+(``claim_batch_statement``; on MariaDB an INSERT that collides with the rows
+it picks, ``claim_batch_returning``). When nothing is due it takes nothing,
 and the question is whether a read that takes no locks ("anything due for
 my works?") would be so much cheaper that a worker should ask it first. A
 peek cannot replace the claim when something is due: there it is one more
@@ -18,7 +19,7 @@ Four forms, in alternating chunks on one connection each:
 
 * ``library``: the look as a ``Worker`` makes it (``WorkSync``'s batch claim,
   its lanes, its direct cursor path);
-* ``claim statement``: the same compiled UPDATE on a raw autocommit cursor;
+* ``claim statement``: the same compiled statement on a raw autocommit cursor;
 * ``peek``: the library's lock-free read, ``batch_left``, compiled, raw cursor;
 * ``raw``: what a database expert would write for "is anything due for these
   works?", every value bound: PostgreSQL ``SELECT EXISTS (... name = ANY(%s)
@@ -59,8 +60,8 @@ import sqlalchemy as sa
 
 from worksync_sa import WorkStatus, WorkSync
 from worksync_sa._core.claims import DuePlan
-from worksync_sa._sql.claims import batch_left, claim_batch_statement
-from worksync_sa._sql.dialect import db_now, family_of
+from worksync_sa._sql.claims import batch_left, claim_batch_returning, claim_batch_statement
+from worksync_sa._sql.dialect import db_now, family_of, returns_inserted
 from worksync_sa.models import as_utc, table_named, validate_table_name
 
 from .harness import (
@@ -204,8 +205,14 @@ class Forms:
         given = look_params(self.plan)
         self.sync = WorkSync(engine, table=table, keep_alive=False)
         self.places = {name: i for i, name in enumerate(NAMES)}
+        engine.connect().close()  # the dialect learns the server's version on connecting
+        look: Any = (  # the worker's own: on MariaDB the INSERT that returns its rows
+            claim_batch_returning(t, shape)
+            if family == "mysql" and returns_inserted(engine.dialect)
+            else claim_batch_statement(t, family, shape)
+        )
         self.sql = {
-            "claim": bound(engine, claim_batch_statement(t, family, shape), given),
+            "claim": bound(engine, look, given),
             "peek": bound(engine, batch_left(t, family, shape, explicit_now=False), given),
             "raw": raw_form(engine, table),
         }

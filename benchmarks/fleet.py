@@ -408,7 +408,7 @@ def run_case(
     ``workers_url``: where the workers connect, when not ``url`` (a pooler).
     """
     fleet_engine = bench_engine(url)
-    fresh_table(fleet_engine, TABLE)
+    fresh_table(fleet_engine, TABLE, companions=True)  # as migrated: a pass reads the pauses
     fleet = _fleet_works(works, idle)
     config = SchedulerConfig(lookahead=timedelta(seconds=5), interval=timedelta(seconds=1))
     scheduler = Scheduler(fleet_engine, fleet, config, table=TABLE)

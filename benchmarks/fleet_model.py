@@ -162,8 +162,8 @@ def from_measured(measured: Sequence[dict[str, Any]], workers: int, works: int) 
     each looks once and the surplus finds nothing. What a worker costs is
     measured apart, on the idle fleets (their slope over W: one look a poll),
     with what does not grow with W (the scheduler's passes) as their
-    intercept. What a claim adds on top (its finish, and on MySQL/MariaDB the
-    read of its rows) comes from the largest loaded fleet with at least as
+    intercept. What a claim adds on top (its finish, and on MySQL the read of
+    its rows) comes from the largest loaded fleet with at least as
     many workers as works that kept up. None without both.
     """
     idle = sorted((c for c in measured if c.get("idle")), key=lambda c: c["workers"])

@@ -23,7 +23,13 @@ from typing import Any
 import sqlalchemy as sa
 
 from worksync_sa import create_engine
-from worksync_sa.models import table_named, validate_table_name, work_table
+from worksync_sa.models import (
+    action_table,
+    pause_table,
+    table_named,
+    validate_table_name,
+    work_table,
+)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SERVERS = {
@@ -160,16 +166,24 @@ def analyze(engine: sa.Engine, table: str) -> None:
             conn.exec_driver_sql("ANALYZE TABLE " + preparer.quote(name))
 
 
-def fresh_table(engine: sa.Engine, name: str) -> sa.Table:
-    """Drop and create a benchmark table (the same DDL the migrations make)."""
+def fresh_table(engine: sa.Engine, name: str, *, companions: bool = False) -> sa.Table:
+    """Drop and create a benchmark table (the same DDL the migrations make).
+
+    ``companions``: its pauses and actions tables too, as the migrations make
+    them, for a benchmark of the scheduler's passes (each pass reads the pauses).
+    """
+    drop_table(engine, name)
     table = work_table(name)
-    table.drop(engine, checkfirst=True)
     table.create(engine)
+    if companions:
+        pause_table(name).create(engine)
+        action_table(name).create(engine)
     return table
 
 
 def drop_table(engine: sa.Engine, name: str) -> None:
-    work_table(name).drop(engine, checkfirst=True)
+    for table in (action_table(name), pause_table(name), work_table(name)):
+        table.drop(engine, checkfirst=True)
 
 
 def percentile(values: Sequence[float], q: float) -> float:

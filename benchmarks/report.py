@@ -584,7 +584,8 @@ one worker serving 100 per-second works, each with 200 finished rows behind
 the clock and 30 queued rows ahead of it, so nothing is due. Four forms of
 its look, in alternating chunks on one connection each: the library's look
 (the batch claim through `WorkSync`, as a `Worker` sends it), the same
-compiled UPDATE on a raw autocommit cursor, the library's lock-free peek
+compiled statement (on MariaDB the INSERT that returns its rows) on a raw
+autocommit cursor, the library's lock-free peek
 (`batch_left`, `SELECT id ... LIMIT 1` with the claim's WHERE) on a raw
 cursor, and the read an expert would write, every value bound (PostgreSQL
 `SELECT EXISTS (... status = 1 AND name = ANY(%s) AND tick_at BETWEEN ...)`
