@@ -23,14 +23,27 @@ RANGES = ("ix_{}_status", "ix_{}_overdue")
 """The indexes that start with the status and hold a work's rows in tick order."""
 
 
+@pytest.mark.parametrize("neighbours", [0, WORKS], ids=["alone", "beside another service"])
 @pytest.mark.parametrize("look", ["own", "mysql update"])
 @pytest.mark.parametrize("stats", ["none", "stale"])
-def test_the_look_reads_the_due_slice_not_the_history(server_db: Db, stats: str, look: str) -> None:
-    """Each database's own look; on MariaDB also MySQL's ``UPDATE ... LIMIT``."""
+def test_the_look_reads_the_due_slice_not_the_history(
+    server_db: Db, stats: str, look: str, neighbours: int, request: pytest.FixtureRequest
+) -> None:
+    """Each database's own look; on MariaDB also MySQL's ``UPDATE ... LIMIT``.
+
+    ``neighbours``: works of another service in the same table, as many with
+    as many due rows, which the look does not name.
+    """
     db = server_db
     if look != "own" and db.name != "mysql":
         pytest.skip("MySQL's look is MySQL's")
-    load(db.engine, db.table, WORKS, HISTORY, DUE, stats)
+    if db.name == "postgresql" and neighbours and stats == "stale":
+        # Statistics gathered while every row was queued make (status, tick_at) look as
+        # good as (status, name, tick_at): the pick then also reads the other service's
+        # due rows (never the history). PostgreSQL takes no index hint. Known, left open.
+        reason = "PostgreSQL's pick may read other works' due rows with stale statistics"
+        request.applymarker(pytest.mark.xfail(reason=reason))
+    load(db.engine, db.table, WORKS + neighbours, HISTORY, DUE, stats)
     returning = None if look == "own" else False
     plan, read = explain(db.engine, db.table, WORKS, 50, returning)
     ranges = {name.format(db.table) for name in RANGES}
@@ -51,9 +64,9 @@ def test_the_look_reads_the_due_slice_not_the_history(server_db: Db, stats: str,
         assert row["type"] == "range", row
         assert row["key"] in ranges, row
         assert int(row["rows"]) <= SLICE * 1.5
-        if look == "own":  # MariaDB's INSERT ... SELECT: each taken row is also found by key
-            # Handler reads: the range, then per taken row its sort, its pass through
-            # the insert's temporary table and its duplicate key.
-            assert read <= SLICE + 3 * 50 + 10
-        else:
-            assert read <= SLICE + 100  # the range, and the 50 rows' updates
+        assert row["key"] == f"ix_{db.table}_status", row  # forced: one range per named work
+        # Handler reads: a lookup per named work's range and the due rows in it (never
+        # the other service's), then per taken row its update, and on MariaDB (its
+        # INSERT ... SELECT) also its pass through the temporary table and its key.
+        taken = 3 * 50 if look == "own" else 50
+        assert read <= WORKS + SLICE + taken + 10
