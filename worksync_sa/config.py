@@ -40,7 +40,8 @@ class SchedulerConfig:
         duration (``"2s"``) or ``"@every 2s"``. At most ``lookahead``, or
         ticks between one pass's horizon and the next pass would be lost.
         The background loop recovers abandoned rows on its passes at most
-        every 5 seconds (``_core.passes.RECOVER_EVERY``); ``run_pass`` always.
+        every 5 seconds, or every half of its works' shortest lease or grace
+        (``_core.passes.RECOVER_EVERY``); ``run_pass`` always.
     ``sequence``
         The original's SequenceGenerator. Ticks it maps to the same string
         share one budget of ``max_run``.

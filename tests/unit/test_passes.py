@@ -434,6 +434,16 @@ def test_with_passes_five_seconds_apart_or_more_every_pass_recovers(
         assert recoveries_of_the_loop(scheduler, 4, monkeypatch) == [True] * 4
 
 
+def test_a_short_lease_or_grace_brings_recovery_back_to_every_half_of_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A lost worker's row is recovered within its lease and half of it, as before."""
+    short = core(Work("beat", "* * * * * *", lease="2s"), lookahead="5s", interval="1s")
+    assert recoveries_of_the_loop(short, 4, monkeypatch) == [True] * 4
+    four = core(Work("beat", "* * * * * *", grace="4s"), lookahead="5s", interval="1s")
+    assert recoveries_of_the_loop(four, 6, monkeypatch) == [True, False, True, False, True, False]
+
+
 def test_run_pass_recovers_every_time_however_close_together() -> None:
     scheduler = core(Work("beat", "* * * * * *"), lookahead="5s", interval="1s")
     for _ in range(3):

@@ -94,7 +94,9 @@ LOCK_WAIT_TURNS = 8
 lock) before the pass fails and the loop's backoff takes over."""
 RECOVER_EVERY = 5.0
 """Seconds between the recoveries of the background loop's passes, at least (every pass
-when the interval is longer; ``run_pass`` always recovers).
+when the interval is longer; ``run_pass`` always recovers), or half the shortest lease
+or grace of the scheduler's works if that is shorter: a lost worker's row is then
+recovered within its lease and half of it, as with a pass every interval before.
 
 Recovery reads for abandoned rows: leases that ran out, ticks past their grace, other
 programs' rows surely missed. It finds nothing most of the time, and a lease or a grace
@@ -614,14 +616,20 @@ class SchedulerCore:
                 return
 
     def _recovery_due(self) -> bool:
-        """Whether the loop's next pass recovers: ``RECOVER_EVERY`` after the last one did.
+        """Whether the loop's next pass recovers: ``RECOVER_EVERY`` after the last one did
+        (or half the shortest lease or grace of the works, if shorter).
 
         Less half an interval, so that with a pass a second every fifth recovers,
         not every sixth, whatever the timers' jitter.
         """
         last = self._recovered_at
+        shortest = min(
+            (min(work.lease, work.grace).total_seconds() for work in self.works),
+            default=RECOVER_EVERY * 2,
+        )
+        every = min(RECOVER_EVERY, shortest / 2)
         slack = self.config.interval.total_seconds() / 2
-        return last is None or time.monotonic() - last >= RECOVER_EVERY - slack
+        return last is None or time.monotonic() - last >= every - slack
 
     def watches(self, mysql: bool) -> bool:
         """Whether a watch loop runs beside the passes: beside the original, on MySQL/MariaDB."""
